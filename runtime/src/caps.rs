@@ -1,0 +1,76 @@
+//! Credentials of the sandbox's processes: become the sandbox user and keep
+//! no capability in any set.
+//!
+//! After `clone(CLONE_NEWUSER)` the child holds every capability inside the
+//! new namespace, and because uid 0 is not mapped there, switching to uid
+//! 1000 does *not* clear them by itself (the kernel only does that when
+//! leaving the namespace's root uid). So every set is cleared explicitly.
+
+use caps::CapSet;
+use nix::unistd::{setresgid, setresuid, Gid, Uid};
+
+use crate::report::SetupError;
+use crate::sys;
+
+fn caps_fail(step: &str, e: caps::errors::CapsError) -> SetupError {
+    SetupError::new(step, e.to_string())
+}
+
+/// Switches to the sandbox user while keeping the capabilities held in the
+/// new user namespace: the kernel only clears them when a uid change leaves
+/// the namespace's uid 0, and uid 0 is never mapped in a sandbox. Checked
+/// rather than assumed, since the mounts that follow need CAP_SYS_ADMIN.
+pub fn become_user_keeping_caps(uid: u32, gid: u32) -> Result<(), SetupError> {
+    set_ids(uid, gid)?;
+    match caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SYS_ADMIN) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SetupError::new(
+            "switch to sandbox user",
+            "lost CAP_SYS_ADMIN in the sandbox's user namespace (is uid 0 mapped?)",
+        )),
+        Err(e) => Err(caps_fail("read capabilities", e)),
+    }
+}
+
+fn set_ids(uid: u32, gid: u32) -> Result<(), SetupError> {
+    setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
+        .map_err(|e| SetupError::errno(format!("setresgid {gid}"), e))?;
+    setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
+        .map_err(|e| SetupError::errno(format!("setresuid {uid}"), e))?;
+    Ok(())
+}
+
+/// Switches to the sandbox user and drops every capability: bounding (up to
+/// the kernel's cap_last_cap, not only the ones the caps crate knows),
+/// ambient, inheritable, then effective and permitted.
+pub fn become_user_without_caps(uid: u32, gid: u32) -> Result<(), SetupError> {
+    // Bounding first: dropping from it needs CAP_SETPCAP, which goes with
+    // the effective set at the end.
+    caps::clear(None, CapSet::Bounding).map_err(|e| caps_fail("clear bounding capabilities", e))?;
+    for cap in 0..=last_cap() {
+        match sys::capbset_drop(cap) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => return Err(SetupError::errno("drop bounding capability", e)),
+        }
+    }
+    sys::ambient_clear_all().map_err(|e| SetupError::errno("clear ambient capabilities", e))?;
+    caps::clear(None, CapSet::Inheritable)
+        .map_err(|e| caps_fail("clear inheritable capabilities", e))?;
+
+    set_ids(uid, gid)?;
+
+    // Effective before permitted: each capset must be valid on its own.
+    caps::clear(None, CapSet::Effective)
+        .map_err(|e| caps_fail("clear effective capabilities", e))?;
+    caps::clear(None, CapSet::Permitted)
+        .map_err(|e| caps_fail("clear permitted capabilities", e))?;
+    Ok(())
+}
+
+/// The highest capability number this kernel knows.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}

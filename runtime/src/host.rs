@@ -1,0 +1,307 @@
+//! What this host allows: user namespaces (and why not), cgroup layout,
+//! seccomp, Landlock, newuidmap. Drives `warren doctor`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitStatus};
+use serde::Serialize;
+
+use crate::idmap::IdRange;
+use crate::sys::{self, Forked};
+
+/// One line of the report: does it work, and if not, why and how to fix it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub ok: bool,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub kernel: String,
+    pub user_namespaces: Check,
+    pub id_mapping: Check,
+    pub cgroups: Check,
+    pub seccomp: Check,
+    pub landlock: Check,
+    pub newuidmap: Check,
+}
+
+impl HostReport {
+    /// Whether the default isolation (the `namespaces` tier) is available.
+    pub fn namespaces_available(&self) -> bool {
+        self.user_namespaces.ok
+    }
+}
+
+/// Probes the running host. Forks a short-lived child to try
+/// `unshare(CLONE_NEWUSER)`, so call it from a single-threaded process.
+pub fn probe() -> HostReport {
+    let proc_root = Path::new("/proc");
+    HostReport {
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        user_namespaces: user_namespaces(proc_root),
+        id_mapping: id_mapping(proc_root),
+        cgroups: cgroups(proc_root, Path::new("/sys/fs/cgroup")),
+        seccomp: seccomp(proc_root),
+        landlock: landlock(),
+        newuidmap: newuidmap(),
+    }
+}
+
+fn read_sysctl(proc_root: &Path, name: &str) -> Option<i64> {
+    fs::read_to_string(proc_root.join("sys").join(name.replace('.', "/")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn try_unshare_user() -> Result<(), Errno> {
+    match sys::fork_process()? {
+        Forked::Child => {
+            let code = match nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
+                Ok(()) => 0,
+                Err(e) => e as i32,
+            };
+            sys::exit_immediately(code)
+        }
+        Forked::Parent(pid) => match waitpid(pid, None)? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            WaitStatus::Exited(_, e) => Err(Errno::from_raw(e)),
+            _ => Err(Errno::ECHILD),
+        },
+    }
+}
+
+fn user_namespaces(proc_root: &Path) -> Check {
+    match try_unshare_user() {
+        Ok(()) => Check {
+            ok: true,
+            detail: "unshare(CLONE_NEWUSER) works".into(),
+            fix: None,
+        },
+        Err(e) => {
+            let (detail, fix) = why_no_userns(proc_root, e);
+            Check {
+                ok: false,
+                detail,
+                fix: Some(fix),
+            }
+        }
+    }
+}
+
+/// Turns an unshare failure into the host setting behind it.
+pub fn why_no_userns(proc_root: &Path, e: Errno) -> (String, String) {
+    let see = "see docs/hosts.md";
+    if read_sysctl(proc_root, "user.max_user_namespaces") == Some(0) {
+        return (
+            "user namespaces are disabled: user.max_user_namespaces=0".into(),
+            format!("sysctl -w user.max_user_namespaces=15000; {see}"),
+        );
+    }
+    if read_sysctl(proc_root, "kernel.unprivileged_userns_clone") == Some(0) {
+        return (
+            "unprivileged user namespaces are disabled: kernel.unprivileged_userns_clone=0".into(),
+            format!("sysctl -w kernel.unprivileged_userns_clone=1, or run warren as root; {see}"),
+        );
+    }
+    if read_sysctl(proc_root, "kernel.apparmor_restrict_unprivileged_userns") == Some(1) {
+        return (
+            "user namespaces are restricted by AppArmor: kernel.apparmor_restrict_unprivileged_userns=1".into(),
+            format!("install an AppArmor profile allowing userns for warren, or sysctl -w kernel.apparmor_restrict_unprivileged_userns=0; {see}"),
+        );
+    }
+    let status = fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
+    if status
+        .lines()
+        .any(|l| l.starts_with("Seccomp:") && l.trim_end().ends_with('2'))
+    {
+        return (
+            format!("unshare(CLONE_NEWUSER) failed ({e}) and this process runs under a seccomp filter, as in most container platforms"),
+            format!("run warren outside the container, or use --isolation landlock; {see}"),
+        );
+    }
+    (
+        format!("unshare(CLONE_NEWUSER) failed: {e}"),
+        format!("check the kernel's CONFIG_USER_NS and user namespace limits; {see}"),
+    )
+}
+
+fn id_mapping(proc_root: &Path) -> Check {
+    match IdRange::of_current_process(proc_root) {
+        IdRange::Any => Check {
+            ok: true,
+            detail: "root in the initial user namespace: each tenant gets its own host uid".into(),
+            fix: None,
+        },
+        IdRange::Single { uid, gid } => Check {
+            ok: true,
+            detail: format!(
+                "single id: every tenant maps to host uid {uid}/gid {gid}; tenants are kept apart by \
+                 their mount namespaces, not by host file ownership"
+            ),
+            fix: Some("run warren as root for a distinct host uid per tenant".into()),
+        },
+    }
+}
+
+/// Where this process's cgroup is, per hierarchy, from /proc/self/cgroup.
+pub fn own_cgroups(proc_root: &Path) -> Vec<(String, PathBuf)> {
+    fs::read_to_string(proc_root.join("self/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?.to_string();
+            let path = parts.next()?;
+            Some((controllers, PathBuf::from(path)))
+        })
+        .collect()
+}
+
+fn cgroups(proc_root: &Path, cgroup_root: &Path) -> Check {
+    let unified = nix::sys::statfs::statfs(cgroup_root)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false);
+    let own = own_cgroups(proc_root);
+    if unified {
+        let mine = own
+            .iter()
+            .find(|(c, _)| c.is_empty())
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        let dir = cgroup_root.join(mine.strip_prefix("/").unwrap_or(&mine));
+        let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
+        return Check {
+            ok: writable,
+            detail: format!(
+                "cgroup v2 at {}; own cgroup {} ({})",
+                cgroup_root.display(),
+                mine.display(),
+                if writable { "writable" } else { "not writable" }
+            ),
+            fix: (!writable).then(|| {
+                "run as root, or under systemd with Delegate=yes (see docs/hosts.md)".into()
+            }),
+        };
+    }
+    let mut parts = Vec::new();
+    let mut all = true;
+    for ctl in ["memory", "cpu", "pids"] {
+        let mine = own
+            .iter()
+            .find(|(c, _)| c.split(',').any(|x| x == ctl))
+            .map(|(_, p)| p.clone());
+        let Some(mine) = mine else {
+            parts.push(format!("{ctl}: not mounted"));
+            all = false;
+            continue;
+        };
+        let dir = cgroup_root
+            .join(ctl)
+            .join(mine.strip_prefix("/").unwrap_or(&mine));
+        let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
+        all &= writable;
+        parts.push(format!(
+            "{ctl} {} ({})",
+            mine.display(),
+            if writable { "writable" } else { "not writable" }
+        ));
+    }
+    Check {
+        ok: all,
+        detail: format!("cgroup v1/hybrid: {}", parts.join(", ")),
+        fix: (!all).then(|| "run as root to create per-sandbox cgroups (see docs/hosts.md)".into()),
+    }
+}
+
+fn seccomp(proc_root: &Path) -> Check {
+    let status = fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
+    let has = status.lines().any(|l| l.starts_with("Seccomp:"));
+    Check {
+        ok: has,
+        detail: if has {
+            "seccomp filters supported".into()
+        } else {
+            "kernel without CONFIG_SECCOMP_FILTER".into()
+        },
+        fix: None,
+    }
+}
+
+fn landlock() -> Check {
+    let abi = sys::landlock_abi();
+    Check {
+        ok: abi > 0,
+        detail: if abi > 0 {
+            format!("Landlock ABI v{abi}")
+        } else {
+            "Landlock unavailable (not built or not in the lsm= list)".into()
+        },
+        fix: (abi == 0).then(|| "boot with lsm=...,landlock to get the second wall".into()),
+    }
+}
+
+fn newuidmap() -> Check {
+    let found = ["/usr/bin/newuidmap", "/bin/newuidmap"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    Check {
+        ok: found.is_some(),
+        detail: match &found {
+            Some(p) => format!("{} present", p.display()),
+            None => "newuidmap not installed".into(),
+        },
+        fix: found
+            .is_none()
+            .then(|| "apt-get install uidmap (only needed for subuid ranges)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_for_missing_user_namespaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        fs::create_dir_all(p.join("sys/user")).unwrap();
+        fs::create_dir_all(p.join("sys/kernel")).unwrap();
+        fs::create_dir_all(p.join("self")).unwrap();
+        fs::write(
+            p.join("sys/kernel/apparmor_restrict_unprivileged_userns"),
+            "1\n",
+        )
+        .unwrap();
+        assert!(why_no_userns(p, Errno::EPERM).0.contains("AppArmor"));
+        fs::write(p.join("sys/user/max_user_namespaces"), "0\n").unwrap();
+        assert!(why_no_userns(p, Errno::ENOSPC)
+            .0
+            .contains("max_user_namespaces=0"));
+    }
+
+    #[test]
+    fn own_cgroups_parse() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("self")).unwrap();
+        fs::write(
+            d.path().join("self/cgroup"),
+            "4:memory:/a/b\n1:cpu,cpuacct:/\n0::/x\n",
+        )
+        .unwrap();
+        let got = own_cgroups(d.path());
+        assert_eq!(got[0], ("memory".into(), "/a/b".into()));
+        assert_eq!(got[2], ("".into(), "/x".into()));
+    }
+}

@@ -1,0 +1,163 @@
+//! Starting the shim from the caller's side: the spec goes in on fd 3 (a
+//! sealed-size memfd, so no pipe can fill up), events come back on fd 4.
+
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use nix::sys::memfd::{memfd_create, MFdFlags};
+
+use crate::report::{Event, Exit, SetupError};
+use crate::spec::SandboxSpec;
+
+/// The fd numbers the shim finds its inputs on.
+pub const SPEC_FD: i32 = 3;
+pub const REPORT_FD: i32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("invalid sandbox spec: {0}")]
+    Spec(#[from] crate::spec::SpecError),
+    #[error("cannot start the shim {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot pass the spec to the shim: {0}")]
+    Pass(std::io::Error),
+}
+
+/// Where the shim binary is: `$WARREN_SHIM`, or `warren-shim` next to the
+/// running executable.
+pub fn shim_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("WARREN_SHIM") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("warren-shim")))
+        .unwrap_or_else(|| PathBuf::from("warren-shim"))
+}
+
+/// A started shim and the read end of its report channel.
+pub struct Launched {
+    pub child: Child,
+    pub report: File,
+}
+
+/// Starts `shim create` for `spec` with the given stdio.
+pub fn start(
+    shim: &Path,
+    spec: &SandboxSpec,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Launched, LaunchError> {
+    spec.validate()?;
+    let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Pass(e.into()))?;
+    let memfd: OwnedFd = memfd_create("warren-spec", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| LaunchError::Pass(e.into()))?;
+    let mut f = File::from(memfd);
+    f.write_all(&json)
+        .and_then(|_| f.rewind())
+        .map_err(LaunchError::Pass)?;
+    let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::Pass(e.into()))?;
+
+    let mut cmd = Command::new(shim);
+    cmd.args([
+        "create",
+        "--spec-fd",
+        &SPEC_FD.to_string(),
+        "--report-fd",
+        &REPORT_FD.to_string(),
+    ])
+    .stdin(stdin)
+    .stdout(stdout)
+    .stderr(stderr)
+    .env_clear();
+    let child = crate::sys::spawn_with_fds(
+        &mut cmd,
+        vec![(OwnedFd::from(f), SPEC_FD), (report_w, REPORT_FD)],
+    )
+    .map_err(|source| LaunchError::Spawn {
+        path: shim.to_path_buf(),
+        source,
+    })?;
+    Ok(Launched {
+        child,
+        report: File::from(report_r),
+    })
+}
+
+/// How a sandbox run ended, from its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command ran and ended like this.
+    Exited(Exit),
+    /// Set-up failed (or the command could not be executed).
+    Failed(SetupError),
+    /// The shim ended without saying why (killed from outside).
+    Vanished(Exit),
+}
+
+impl Outcome {
+    /// Reads the story from the events; `shim_exit` is the fallback.
+    pub fn from_events(events: &[Event], shim_exit: Exit) -> Outcome {
+        if let Some(err) = events.iter().find_map(|e| match e {
+            Event::Failed(err) => Some(err.clone()),
+            _ => None,
+        }) {
+            return Outcome::Failed(err);
+        }
+        match events.iter().find_map(|e| match e {
+            Event::Exited { exit } => Some(*exit),
+            _ => None,
+        }) {
+            Some(exit) => Outcome::Exited(exit),
+            None => Outcome::Vanished(shim_exit),
+        }
+    }
+
+    /// The exit code a command-line caller should return.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Exited(e) | Outcome::Vanished(e) => e.shell_code(),
+            Outcome::Failed(err) => err.exit_code(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_wins_over_exit() {
+        let err = SetupError::new("exec command", "x");
+        let ev = vec![
+            Event::Started { init_pid: 1 },
+            Event::Failed(err.clone()),
+            Event::Exited {
+                exit: Exit::Code(127),
+            },
+        ];
+        assert_eq!(
+            Outcome::from_events(&ev, Exit::Code(127)),
+            Outcome::Failed(err)
+        );
+        let ev = vec![
+            Event::Started { init_pid: 1 },
+            Event::Exited {
+                exit: Exit::Signal(2),
+            },
+        ];
+        assert_eq!(Outcome::from_events(&ev, Exit::Code(130)).exit_code(), 130);
+        assert_eq!(
+            Outcome::from_events(&[], Exit::Signal(9)),
+            Outcome::Vanished(Exit::Signal(9))
+        );
+    }
+}

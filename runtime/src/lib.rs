@@ -1,0 +1,19 @@
+//! warren's runtime: the one crate that knows the kernel.
+//!
+//! The server turns a request into a [`spec::SandboxSpec`]; the shim turns
+//! the spec into a [`plan`] and executes it. Each kernel concern has its own
+//! module, and `unsafe` lives only in [`sys`].
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod caps;
+pub mod host;
+pub mod idmap;
+pub mod init;
+pub mod launch;
+pub mod mounts;
+pub mod namespaces;
+pub mod report;
+pub mod spec;
+pub mod sys;
+pub mod tenant;
+pub mod workspace;

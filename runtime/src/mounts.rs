@@ -1,0 +1,641 @@
+//! What the sandbox sees as `/`: a plan of mount operations built in pure
+//! code from the spec ([`plan`]), and its execution inside the new mount
+//! namespace ([`apply_in_child`]), ending in `pivot_root`.
+//!
+//! The new root is a small tmpfs that is made read-only once everything is
+//! in place. Bind sources are opened (O_PATH) before anything is mounted and
+//! bound through `/proc/self/fd/N`, so a staging tmpfs can never hide them
+//! and the tenant's workspace is opened with O_NOFOLLOW.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::unistd::{chdir, pivot_root};
+
+use crate::report::SetupError;
+use crate::spec::{Rootfs, SandboxSpec};
+
+/// Where the new root is assembled, inside the sandbox's own mount
+/// namespace (the host's /tmp is untouched: the tmpfs exists only there).
+const STAGING: &str = "/tmp";
+
+/// Device nodes bound from the host into the sandbox's /dev.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// One step of building the root. Paths are as the sandbox will see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    Tmpfs {
+        target: PathBuf,
+        mode: u32,
+        size_bytes: u64,
+        noexec: bool,
+    },
+    Bind {
+        source: PathBuf,
+        target: PathBuf,
+        readonly: bool,
+        is_dir: bool,
+        /// Refuse to follow a symlink at `source` (tenant-controlled paths).
+        nofollow: bool,
+    },
+    Symlink {
+        points_to: PathBuf,
+        target: PathBuf,
+    },
+    Mkdir {
+        target: PathBuf,
+        mode: u32,
+    },
+    WriteFile {
+        target: PathBuf,
+        contents: String,
+    },
+    Proc {
+        target: PathBuf,
+    },
+    Sysfs {
+        target: PathBuf,
+    },
+    Devpts {
+        target: PathBuf,
+    },
+    RemountReadonly {
+        target: PathBuf,
+    },
+}
+
+/// Builds the mount plan for `spec`, inspecting the host below `host_root`
+/// (`/` in production; a fixture directory in tests) to learn which system
+/// paths exist and which are symlinks.
+pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
+    let Rootfs::Host(profile) = &spec.rootfs;
+    let host = |p: &Path| host_root.join(p.strip_prefix("/").unwrap_or(p));
+    let mut ops = vec![MountOp::Tmpfs {
+        target: "/".into(),
+        mode: 0o755,
+        size_bytes: 1 << 20,
+        noexec: false,
+    }];
+
+    for dir in &profile.system {
+        ops.extend(mirror(&host(dir), dir, true));
+    }
+
+    ops.push(MountOp::Tmpfs {
+        target: "/etc".into(),
+        mode: 0o755,
+        size_bytes: 1 << 20,
+        noexec: true,
+    });
+    for name in &profile.etc {
+        let path = Path::new("/etc").join(name);
+        ops.extend(mirror(&host(&path), &path, false));
+    }
+    let shell = if host(Path::new("/bin/bash")).exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    for (name, contents) in synthesized_etc(spec, shell) {
+        ops.push(MountOp::WriteFile {
+            target: Path::new("/etc").join(name),
+            contents,
+        });
+    }
+    ops.push(MountOp::RemountReadonly {
+        target: "/etc".into(),
+    });
+
+    ops.push(MountOp::Proc {
+        target: "/proc".into(),
+    });
+    ops.push(MountOp::Sysfs {
+        target: "/sys".into(),
+    });
+
+    ops.push(MountOp::Tmpfs {
+        target: "/dev".into(),
+        mode: 0o755,
+        size_bytes: 64 << 10,
+        noexec: true,
+    });
+    for dev in DEVICES {
+        let path = Path::new("/dev").join(dev);
+        ops.push(MountOp::Bind {
+            source: path.clone(),
+            target: path,
+            readonly: false,
+            is_dir: false,
+            nofollow: true,
+        });
+    }
+    ops.push(MountOp::Devpts {
+        target: "/dev/pts".into(),
+    });
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(MountOp::Symlink {
+            points_to: to.into(),
+            target: Path::new("/dev").join(link),
+        });
+    }
+    ops.push(MountOp::Tmpfs {
+        target: "/dev/shm".into(),
+        mode: 0o1777,
+        size_bytes: 64 << 20,
+        noexec: true,
+    });
+    ops.push(MountOp::RemountReadonly {
+        target: "/dev".into(),
+    });
+
+    ops.push(MountOp::Tmpfs {
+        target: "/tmp".into(),
+        mode: 0o1777,
+        size_bytes: spec.tmp_size_mib << 20,
+        noexec: false,
+    });
+
+    ops.push(MountOp::Tmpfs {
+        target: "/workspace".into(),
+        mode: 0o755,
+        size_bytes: 64 << 10,
+        noexec: true,
+    });
+    ops.push(MountOp::Bind {
+        source: spec.workspace.clone(),
+        target: spec.home(),
+        readonly: false,
+        is_dir: true,
+        nofollow: true,
+    });
+    ops.push(MountOp::RemountReadonly {
+        target: "/workspace".into(),
+    });
+
+    for b in &spec.binds {
+        ops.push(MountOp::Bind {
+            source: b.source.clone(),
+            target: b.target.clone(),
+            readonly: b.readonly,
+            is_dir: host(&b.source).is_dir(),
+            nofollow: false,
+        });
+    }
+
+    ops.push(MountOp::RemountReadonly { target: "/".into() });
+    ops
+}
+
+/// The host entry at `host_path` reproduced at `target`: a read-only bind
+/// for a directory or file, the same symlink for a symlink, nothing if
+/// missing.
+fn mirror(host_path: &Path, target: &Path, only_dirs: bool) -> Option<MountOp> {
+    let meta = fs::symlink_metadata(host_path).ok()?;
+    if meta.file_type().is_symlink() {
+        let points_to = fs::read_link(host_path).ok()?;
+        return Some(MountOp::Symlink {
+            points_to,
+            target: target.to_path_buf(),
+        });
+    }
+    if only_dirs && !meta.is_dir() {
+        return None;
+    }
+    Some(MountOp::Bind {
+        source: target.to_path_buf(),
+        target: target.to_path_buf(),
+        readonly: true,
+        is_dir: meta.is_dir(),
+        nofollow: false,
+    })
+}
+
+/// /etc/passwd, group, hostname and hosts for the sandbox: `whoami` answers
+/// the tenant's name and the home is the workspace.
+fn synthesized_etc(spec: &SandboxSpec, shell: &str) -> Vec<(&'static str, String)> {
+    let user = &spec.tenant.slug;
+    let home = spec.home();
+    let (uid, gid) = (spec.uid, spec.gid);
+    vec![
+        (
+            "passwd",
+            format!(
+                "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+                 {user}:x:{uid}:{gid}:{user}:{home}:{shell}\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+                home = home.display()
+            ),
+        ),
+        (
+            "group",
+            format!("root:x:0:\ntty:x:5:\n{user}:x:{gid}:\nnogroup:x:65534:\n"),
+        ),
+        ("hostname", format!("{}\n", spec.hostname)),
+        (
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n127.0.1.1\t{h}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+                h = spec.hostname
+            ),
+        ),
+    ]
+}
+
+fn fail(step: String) -> impl FnOnce(Errno) -> SetupError {
+    move |e| SetupError::errno(step, e)
+}
+
+/// Executes `ops` inside a fresh mount namespace and pivots into the result.
+/// Runs in the sandbox's PID 1 after the id maps were written.
+pub fn apply_in_child(ops: &[MountOp]) -> Result<(), SetupError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("make mounts private".into()))?;
+
+    // Open every bind source before the staging tmpfs can hide it.
+    let mut sources: HashMap<&Path, OwnedFd> = HashMap::new();
+    for op in ops {
+        if let MountOp::Bind {
+            source, nofollow, ..
+        } = op
+        {
+            let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+            if *nofollow {
+                flags |= OFlag::O_NOFOLLOW;
+            }
+            let fd = open(source.as_path(), flags, Mode::empty()).map_err(|e| {
+                let err = SetupError::errno(format!("open {}", source.display()), e);
+                match e {
+                    Errno::ENOENT => err.with_hint("the bind source does not exist on the host"),
+                    Errno::ELOOP => {
+                        err.with_hint("the path is a symlink; warren never follows symlinks there")
+                    }
+                    _ => err,
+                }
+            })?;
+            sources.insert(source.as_path(), fd);
+        }
+    }
+
+    let root = Path::new(STAGING);
+    for op in ops {
+        apply_one(root, op, &sources)?;
+    }
+
+    chdir(root).map_err(fail("chdir to new root".into()))?;
+    pivot_root(".", ".").map_err(fail("pivot_root".into()))?;
+    // The old root is now stacked on "."; detaching it leaves only ours.
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root".into()))?;
+    chdir("/").map_err(fail("chdir /".into()))?;
+    Ok(())
+}
+
+fn inside(root: &Path, target: &Path) -> PathBuf {
+    root.join(target.strip_prefix("/").unwrap_or(target))
+}
+
+fn apply_one(
+    root: &Path,
+    op: &MountOp,
+    sources: &HashMap<&Path, OwnedFd>,
+) -> Result<(), SetupError> {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match op {
+        MountOp::Tmpfs {
+            target,
+            mode,
+            size_bytes,
+            noexec,
+        } => {
+            let at = inside(root, target);
+            make_dir(&at, 0o755)?;
+            let mut flags = nosuid_nodev;
+            if *noexec {
+                flags |= MsFlags::MS_NOEXEC;
+            }
+            let data = format!("mode={mode:o},size={size_bytes}");
+            mount(
+                Some("tmpfs"),
+                &at,
+                Some("tmpfs"),
+                flags,
+                Some(data.as_str()),
+            )
+            .map_err(fail(format!("mount tmpfs {}", target.display())))
+        }
+        MountOp::Bind {
+            source,
+            target,
+            readonly,
+            is_dir,
+            ..
+        } => {
+            let at = inside(root, target);
+            if *is_dir {
+                make_dir(&at, 0o755)?;
+            } else {
+                make_file(&at)?;
+            }
+            let fd = &sources[source.as_path()];
+            let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            mount(
+                Some(via.as_str()),
+                &at,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(fail(format!(
+                "bind {} to {}",
+                source.display(),
+                target.display()
+            )))?;
+            if *readonly {
+                remount_readonly(&at, target)?;
+            }
+            Ok(())
+        }
+        MountOp::Symlink { points_to, target } => {
+            let at = inside(root, target);
+            ensure_parent(&at)?;
+            symlink(points_to, &at).map_err(|e| io_fail(format!("symlink {}", target.display()), e))
+        }
+        MountOp::Mkdir { target, mode } => make_dir(&inside(root, target), *mode),
+        MountOp::WriteFile { target, contents } => {
+            let at = inside(root, target);
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&at)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
+                .map_err(|e| io_fail(format!("write {}", target.display()), e))
+        }
+        MountOp::Proc { target } => {
+            let at = inside(root, target);
+            make_dir(&at, 0o555)?;
+            mount(
+                Some("proc"),
+                &at,
+                Some("proc"),
+                nosuid_nodev | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                SetupError::errno("mount /proc", e).with_hint(
+                    "the kernel refuses a new procfs when /proc is partly hidden (e.g. inside \
+                     another container); run warren where /proc is fully visible",
+                )
+            })
+        }
+        MountOp::Sysfs { target } => {
+            let at = inside(root, target);
+            make_dir(&at, 0o555)?;
+            mount(
+                Some("sysfs"),
+                &at,
+                Some("sysfs"),
+                nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(fail("mount /sys".into()))
+        }
+        MountOp::Devpts { target } => {
+            let at = inside(root, target);
+            make_dir(&at, 0o755)?;
+            mount(
+                Some("devpts"),
+                &at,
+                Some("devpts"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=620"),
+            )
+            .map_err(fail("mount /dev/pts".into()))
+        }
+        MountOp::RemountReadonly { target } => remount_readonly(&inside(root, target), target),
+    }
+}
+
+/// Makes a mount read-only (plus nosuid, nodev) while keeping the flags the
+/// kernel locked on it: in a user namespace, a remount that tries to clear a
+/// locked flag such as noexec fails with EPERM.
+fn remount_readonly(at: &Path, shown: &Path) -> Result<(), SetupError> {
+    let step = format!("remount {} read-only", shown.display());
+    let current = statvfs(at).map_err(fail(step.clone()))?.flags();
+    let mut flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    for (st, ms) in [
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if current.contains(st) {
+            flags |= ms;
+        }
+    }
+    mount(None::<&str>, at, None::<&str>, flags, None::<&str>).map_err(fail(step))
+}
+
+fn io_fail(step: String, e: std::io::Error) -> SetupError {
+    match e.raw_os_error() {
+        Some(n) => SetupError::errno(step, Errno::from_raw(n)),
+        None => SetupError::new(step, e.to_string()),
+    }
+}
+
+fn ensure_parent(at: &Path) -> Result<(), SetupError> {
+    match at.parent() {
+        Some(p) => make_dir(p, 0o755),
+        None => Ok(()),
+    }
+}
+
+fn make_dir(at: &Path, mode: u32) -> Result<(), SetupError> {
+    if at.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(at)
+        .map_err(|e| io_fail(format!("create mount point {}", at.display()), e))
+}
+
+fn make_file(at: &Path) -> Result<(), SetupError> {
+    ensure_parent(at)?;
+    if at.exists() {
+        return Ok(());
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .open(at)
+        .map(drop)
+        .map_err(|e| io_fail(format!("create mount point {}", at.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::sample;
+    use crate::spec::{Bind, HostProfile};
+
+    fn fixture() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        fs::create_dir_all(p.join("usr/bin")).unwrap();
+        fs::create_dir_all(p.join("usr/lib")).unwrap();
+        symlink("usr/bin", p.join("bin")).unwrap();
+        symlink("usr/lib", p.join("lib")).unwrap();
+        fs::create_dir_all(p.join("etc/ssl")).unwrap();
+        fs::write(p.join("etc/ld.so.cache"), "").unwrap();
+        fs::write(p.join("etc/shadow"), "secret").unwrap();
+        symlink("/usr/share/zoneinfo/UTC", p.join("etc/localtime")).unwrap();
+        fs::write(p.join("usr/bin/bash"), "").unwrap();
+        d
+    }
+
+    #[test]
+    fn system_dirs_are_bound_readonly_and_symlinks_mirrored() {
+        let host = fixture();
+        let ops = plan(&sample(), host.path());
+        assert!(ops.contains(&MountOp::Bind {
+            source: "/usr".into(),
+            target: "/usr".into(),
+            readonly: true,
+            is_dir: true,
+            nofollow: false
+        }));
+        assert!(ops.contains(&MountOp::Symlink {
+            points_to: "usr/bin".into(),
+            target: "/bin".into()
+        }));
+        // Missing on the host: not mounted at all.
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, MountOp::Bind { target, .. } if target == Path::new("/lib32"))));
+    }
+
+    #[test]
+    fn etc_is_curated_and_synthesized() {
+        let host = fixture();
+        let ops = plan(&sample(), host.path());
+        let etc_binds: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                MountOp::Bind { target, .. } if target.starts_with("/etc") => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            etc_binds,
+            vec![PathBuf::from("/etc/ld.so.cache"), PathBuf::from("/etc/ssl")]
+        );
+        let passwd = ops
+            .iter()
+            .find_map(|o| match o {
+                MountOp::WriteFile { target, contents } if target == Path::new("/etc/passwd") => {
+                    Some(contents)
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            passwd.contains("alice:x:1000:1000:alice:/workspace/alice:/bin/bash\n"),
+            "{passwd}"
+        );
+        assert!(!ops.iter().any(|o| format!("{o:?}").contains("shadow")));
+    }
+
+    #[test]
+    fn only_the_tenants_own_home_is_bound_and_root_ends_readonly() {
+        let host = fixture();
+        let mut spec = sample();
+        spec.binds.push(Bind {
+            source: host.path().join("usr"),
+            target: "/opt/x".into(),
+            readonly: true,
+        });
+        let ops = plan(&spec, host.path());
+        let ws: Vec<_> = ops
+            .iter()
+            .filter(
+                |o| matches!(o, MountOp::Bind { target, .. } if target.starts_with("/workspace")),
+            )
+            .collect();
+        assert_eq!(
+            ws,
+            vec![&MountOp::Bind {
+                source: spec.workspace.clone(),
+                target: "/workspace/alice".into(),
+                readonly: false,
+                is_dir: true,
+                nofollow: true
+            }]
+        );
+        assert_eq!(
+            ops.first(),
+            Some(&MountOp::Tmpfs {
+                target: "/".into(),
+                mode: 0o755,
+                size_bytes: 1 << 20,
+                noexec: false
+            })
+        );
+        assert_eq!(
+            ops.last(),
+            Some(&MountOp::RemountReadonly { target: "/".into() })
+        );
+        let tmp = ops
+            .iter()
+            .find(|o| matches!(o, MountOp::Tmpfs { target, .. } if target == Path::new("/tmp")))
+            .unwrap();
+        assert_eq!(
+            tmp,
+            &MountOp::Tmpfs {
+                target: "/tmp".into(),
+                mode: 0o1777,
+                size_bytes: 256 << 20,
+                noexec: false
+            }
+        );
+    }
+
+    #[test]
+    fn shell_falls_back_to_sh() {
+        let host = fixture();
+        fs::remove_file(host.path().join("usr/bin/bash")).unwrap();
+        let mut spec = sample();
+        spec.rootfs = Rootfs::Host(HostProfile {
+            system: vec!["/usr".into()],
+            etc: vec![],
+        });
+        let ops = plan(&spec, host.path());
+        assert!(format!("{ops:?}").contains(":/workspace/alice:/bin/sh\\n"));
+    }
+}

@@ -1,0 +1,254 @@
+//! `SandboxSpec`: the whole, validated description of one sandbox. The
+//! server builds it, the shim receives it as JSON over an inherited fd and
+//! never trusts anything inside the sandbox instead.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tenant::Tenant;
+
+/// The in-sandbox uid and gid every tenant gets: the first ordinary user on
+/// a Debian system, so programs that care see a normal account.
+pub const SANDBOX_UID: u32 = 1000;
+pub const SANDBOX_GID: u32 = 1000;
+
+/// The sandbox's view of `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Rootfs {
+    /// The host's system directories, read-only, and a curated /etc.
+    Host(HostProfile),
+}
+
+/// The `host` profile (rootfs/host.toml).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostProfile {
+    /// Absolute host directories bound read-only at the same place.
+    pub system: Vec<PathBuf>,
+    /// Names under the host's /etc to bind read-only into the sandbox's /etc.
+    pub etc: Vec<String>,
+}
+
+impl HostProfile {
+    /// The profile shipped in rootfs/host.toml.
+    pub fn builtin() -> HostProfile {
+        toml::from_str(include_str!("../../rootfs/host.toml"))
+            .expect("rootfs/host.toml is valid (checked by a unit test)")
+    }
+}
+
+/// Which host ids the sandbox's user maps to (one uid, one gid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub host_uid: u32,
+    pub host_gid: u32,
+}
+
+/// An extra bind mount (`warren run --ro-bind/--bind SRC:DST`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub tenant: Tenant,
+    /// In-sandbox uid/gid of the user.
+    pub uid: u32,
+    pub gid: u32,
+    pub id_map: IdMap,
+    pub hostname: String,
+    pub rootfs: Rootfs,
+    /// The tenant's home on the host; bound read-write at `/workspace/<slug>`.
+    pub workspace: PathBuf,
+    pub binds: Vec<Bind>,
+    /// Size of the sandbox's /tmp tmpfs, in MiB.
+    pub tmp_size_mib: u64,
+    /// The command's whole environment (nothing is inherited from the host).
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: PathBuf,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("no command given")]
+    NoCommand,
+    #[error("{what} contains a NUL byte")]
+    Nul { what: &'static str },
+    #[error("{what} must be an absolute path without '..': {path:?}")]
+    BadPath { what: &'static str, path: PathBuf },
+    #[error("bind target {0:?} is managed by warren and cannot be replaced")]
+    ReservedTarget(PathBuf),
+    #[error("hostname {0:?} is not a valid host name")]
+    BadHostname(String),
+    #[error("environment variable name {0:?} is invalid")]
+    BadEnvName(String),
+    #[error("/tmp size must be between 1 and 65536 MiB")]
+    BadTmpSize,
+}
+
+/// Targets the runtime builds itself; a bind over them would undo isolation.
+const RESERVED_TARGETS: &[&str] = &["/", "/proc", "/sys", "/dev", "/etc", "/workspace"];
+
+impl SandboxSpec {
+    /// The tenant's home as the sandbox sees it.
+    pub fn home(&self) -> PathBuf {
+        self.tenant.home_in_sandbox()
+    }
+
+    /// Checks everything the shim relies on. Called by the server before
+    /// sending and by the shim after receiving.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.argv.is_empty() || self.argv[0].is_empty() {
+            return Err(SpecError::NoCommand);
+        }
+        if self.argv.iter().any(|a| a.contains('\0')) {
+            return Err(SpecError::Nul { what: "command" });
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(SpecError::BadEnvName(k.clone()));
+            }
+            if v.contains('\0') {
+                return Err(SpecError::Nul {
+                    what: "environment",
+                });
+            }
+        }
+        check_abs("workspace", &self.workspace)?;
+        check_abs("cwd", &self.cwd)?;
+        for b in &self.binds {
+            check_abs("bind source", &b.source)?;
+            check_abs("bind target", &b.target)?;
+            if RESERVED_TARGETS
+                .iter()
+                .any(|r| b.target == Path::new(r) || (*r != "/" && b.target.starts_with(r)))
+            {
+                return Err(SpecError::ReservedTarget(b.target.clone()));
+            }
+        }
+        let Rootfs::Host(profile) = &self.rootfs;
+        for p in &profile.system {
+            check_abs("system path", p)?;
+        }
+        for name in &profile.etc {
+            if name.is_empty() || name.contains('/') || name.starts_with('.') {
+                return Err(SpecError::BadPath {
+                    what: "etc entry",
+                    path: name.into(),
+                });
+            }
+        }
+        if !valid_hostname(&self.hostname) {
+            return Err(SpecError::BadHostname(self.hostname.clone()));
+        }
+        if !(1..=65536).contains(&self.tmp_size_mib) {
+            return Err(SpecError::BadTmpSize);
+        }
+        Ok(())
+    }
+}
+
+fn check_abs(what: &'static str, p: &Path) -> Result<(), SpecError> {
+    let ok = p.is_absolute()
+        && p.components()
+            .all(|c| !matches!(c, Component::ParentDir | Component::CurDir))
+        && !p.as_os_str().as_encoded_bytes().contains(&0);
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::BadPath {
+            what,
+            path: p.to_path_buf(),
+        })
+    }
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && h.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        && !h.starts_with('-')
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> SandboxSpec {
+        let tenant = Tenant::parse("alice").unwrap();
+        SandboxSpec {
+            hostname: tenant.hostname(),
+            cwd: tenant.home_in_sandbox(),
+            tenant,
+            uid: SANDBOX_UID,
+            gid: SANDBOX_GID,
+            id_map: IdMap {
+                host_uid: 1_500_000_000,
+                host_gid: 1_500_000_000,
+            },
+            rootfs: Rootfs::Host(HostProfile::builtin()),
+            workspace: "/var/lib/warren/workspaces/alice".into(),
+            binds: vec![],
+            tmp_size_mib: 256,
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            argv: vec!["/bin/true".into()],
+        }
+    }
+
+    #[test]
+    fn builtin_profile_parses_and_sample_is_valid() {
+        let p = HostProfile::builtin();
+        assert!(p.system.contains(&PathBuf::from("/usr")));
+        assert!(p.etc.iter().any(|e| e == "ld.so.cache"));
+        sample().validate().unwrap();
+    }
+
+    #[test]
+    fn spec_survives_json() {
+        let s = sample();
+        let back: SandboxSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(s, back);
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let mut s = sample();
+        s.argv.clear();
+        assert_eq!(s.validate(), Err(SpecError::NoCommand));
+
+        let mut s = sample();
+        s.binds.push(Bind {
+            source: "/opt".into(),
+            target: "/proc/sys".into(),
+            readonly: true,
+        });
+        assert!(matches!(s.validate(), Err(SpecError::ReservedTarget(_))));
+
+        let mut s = sample();
+        s.binds.push(Bind {
+            source: "/opt/../etc".into(),
+            target: "/opt".into(),
+            readonly: true,
+        });
+        assert!(matches!(s.validate(), Err(SpecError::BadPath { .. })));
+
+        let mut s = sample();
+        s.hostname = "a.b/c".into();
+        assert!(matches!(s.validate(), Err(SpecError::BadHostname(_))));
+
+        let mut s = sample();
+        s.env.push(("A=B".into(), "x".into()));
+        assert!(matches!(s.validate(), Err(SpecError::BadEnvName(_))));
+
+        let mut s = sample();
+        s.cwd = "relative".into();
+        assert!(matches!(s.validate(), Err(SpecError::BadPath { .. })));
+    }
+}

@@ -1,0 +1,324 @@
+//! The thin seam over raw syscalls. Every `unsafe` block in the runtime
+//! lives here, each with a `// SAFETY:` comment; callers get safe wrappers.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+/// Result of [`clone_process`]: which side of the clone we are on.
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// `clone(2)` with fork semantics (the child runs on a copy of the caller's
+/// stack) and the given namespace flags. Refuses with EDEADLK unless the
+/// process is single-threaded: the child gets one thread and a copy of the
+/// memory, so a lock held by another thread would stay locked forever (and
+/// the kernel refuses CLONE_NEWUSER from threaded processes anyway).
+pub fn clone_process(flags: CloneFlags) -> Result<Forked, Errno> {
+    if thread_count() != Some(1) {
+        return Err(Errno::EDEADLK);
+    }
+    let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: with a NULL stack, clone behaves like fork: the child continues
+    // on a copy of the parent's stack and address space. No Rust invariant is
+    // broken because the shim calling this is single-threaded, so no lock can
+    // be held by a thread that does not exist in the child.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            raw,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match ret {
+        -1 => Err(Errno::last()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Threads in this process, from /proc/self/stat (field 20).
+pub fn thread_count() -> Option<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may contain spaces; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(17)?.parse().ok()
+}
+
+/// Marks every fd from `first` upwards close-on-exec, so nothing the caller
+/// leaked reaches the sandbox (CVE-2024-21626 was a leaked host fd).
+pub fn cloexec_from(first: RawFd) -> Result<(), Errno> {
+    // SAFETY: close_range only changes fd flags; no memory is involved.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// The Landlock ABI version the kernel offers (0 when Landlock is absent
+/// or disabled).
+pub fn landlock_abi() -> u32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a NULL attribute pointer, size 0 and the VERSION flag, the
+    // syscall only returns a number.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if ret < 0 {
+        0
+    } else {
+        ret as u32
+    }
+}
+
+/// Plain `fork(2)` for the single-threaded shim.
+pub fn fork_process() -> Result<Forked, Errno> {
+    clone_process(CloneFlags::empty())
+}
+
+/// `pidfd_open(2)`: a stable handle on a process that cannot be confused with
+/// a later process reusing the pid.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with integer arguments; on success the returned
+    // fd is new and owned by nobody else.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `ret` is a freshly opened fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// Takes ownership of an fd number inherited from our parent (the server
+/// passes the spec and the report channel this way).
+pub fn adopt_inherited_fd(fd: RawFd) -> Result<OwnedFd, Errno> {
+    // F_GETFD fails with EBADF if the fd is not open, so we never wrap a
+    // number that is not ours.
+    nix::fcntl::fcntl(
+        // SAFETY: borrowed only for the duration of this fcntl call.
+        unsafe { BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )?;
+    // SAFETY: the fd is open (checked above) and was handed to this process
+    // for it alone; nothing else in the process refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Marks an fd close-on-exec.
+pub fn set_cloexec(fd: &impl AsRawFd) -> Result<(), Errno> {
+    // SAFETY: borrowed only for the duration of these fcntl calls.
+    let b = unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+    let flags = nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_GETFD)?;
+    let mut flags = nix::fcntl::FdFlag::from_bits_retain(flags);
+    flags.insert(nix::fcntl::FdFlag::FD_CLOEXEC);
+    nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_SETFD(flags))?;
+    Ok(())
+}
+
+/// Clears close-on-exec so that a child we exec inherits the fd.
+pub fn clear_cloexec(fd: &impl AsRawFd) -> Result<(), Errno> {
+    // SAFETY: borrowed only for the duration of this fcntl call.
+    let b = unsafe { BorrowedFd::borrow_raw(fd.as_raw_fd()) };
+    nix::fcntl::fcntl(
+        b,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )?;
+    Ok(())
+}
+
+/// Brings the loopback interface of the current network namespace up
+/// (SIOCSIFFLAGS with IFF_UP), so `lo` works in a fresh netns.
+pub fn loopback_up() -> Result<(), Errno> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is a plain C struct; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name and the
+    // socket is open; SIOCGIFFLAGS writes only into `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: reading and writing the flags member of the union that
+    // SIOCGIFFLAGS just filled in.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Resets every catchable signal to its default action. A Rust parent leaves
+/// SIGPIPE ignored, and an ignored disposition survives execve: `yes | head`
+/// would then see EPIPE instead of dying quietly.
+pub fn reset_signal_dispositions() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL cannot violate memory safety; there is no
+        // Rust handler whose invariants could be broken.
+        let _ = unsafe { sigaction(sig, &dfl) };
+    }
+}
+
+/// `execvpe`-like exec that searches `PATH` from `envp` (we are already inside
+/// the sandbox, so this resolves against the sandbox's own /usr/bin).
+pub fn exec(argv: &[CString], envp: &[CString]) -> Errno {
+    let path = envp
+        .iter()
+        .find_map(|e| e.to_bytes().strip_prefix(b"PATH=").map(|p| p.to_vec()))
+        .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
+    let prog = argv[0].to_bytes();
+    if prog.contains(&b'/') {
+        return nix::unistd::execve(&argv[0], argv, envp).unwrap_err();
+    }
+    let mut last = Errno::ENOENT;
+    for dir in path.split(|b| *b == b':') {
+        let dir = if dir.is_empty() { &b"."[..] } else { dir };
+        let mut full = dir.to_vec();
+        full.push(b'/');
+        full.extend_from_slice(prog);
+        let Ok(full) = CString::new(full) else {
+            continue;
+        };
+        let err = nix::unistd::execve(&full, argv, envp).unwrap_err();
+        // Keep EACCES over ENOENT, like execvp: "found but not runnable" is
+        // the more useful answer.
+        if err != Errno::ENOENT || last != Errno::EACCES {
+            last = err;
+        }
+    }
+    last
+}
+
+/// `prctl(PR_SET_DUMPABLE, 0)`: makes /proc/PID of this process root-owned
+/// and forbids ptrace from processes with the same uid.
+pub fn set_non_dumpable() -> Result<(), Errno> {
+    nix::sys::prctl::set_dumpable(false)
+}
+
+/// `prctl(PR_SET_NO_NEW_PRIVS, 1)`: execve can never grant privileges again
+/// (setuid bits and file capabilities are ignored).
+pub fn set_no_new_privs() -> Result<(), Errno> {
+    nix::sys::prctl::set_no_new_privs()
+}
+
+/// Drops one capability from the bounding set by number, for capabilities
+/// newer than the `caps` crate knows (up to /proc/sys/kernel/cap_last_cap).
+pub fn capbset_drop(cap: u32) -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Clears the ambient capability set.
+pub fn ambient_clear_all() -> Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `setgroups(2)` with an empty list: drops the supplementary groups a root
+/// caller would otherwise carry into the sandbox as unmapped host groups.
+pub fn clear_supplementary_groups() -> Result<(), Errno> {
+    // SAFETY: a zero-length list with a null pointer is valid for setgroups.
+    let ret = unsafe { libc::setgroups(0, std::ptr::null()) };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// `_exit(2)`: leaves a forked child without running the parent's exit
+/// handlers or flushing its copies of the parent's buffers.
+pub fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Spawns `cmd` with each `(fd, number)` pair installed at exactly that fd
+/// number in the child (and nothing else beyond stdio inherited, since
+/// everything we open is close-on-exec).
+pub fn spawn_with_fds(
+    cmd: &mut std::process::Command,
+    fds: Vec<(OwnedFd, RawFd)>,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // Move the sources above any target number first, so installing one
+    // pair can never clobber the source of another.
+    let mut moved = Vec::with_capacity(fds.len());
+    for (fd, target) in fds {
+        let high = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(64))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+        moved.push((unsafe { OwnedFd::from_raw_fd(high) }, target));
+    }
+    let pairs: Vec<(RawFd, RawFd)> = moved.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect();
+    // SAFETY: the closure runs between fork and exec and only calls dup2,
+    // which is async-signal-safe; it allocates nothing (the pairs were
+    // collected before the fork).
+    unsafe {
+        cmd.pre_exec(move || {
+            for (src, dst) in &pairs {
+                if libc::dup2(*src, *dst) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(moved);
+    child
+}

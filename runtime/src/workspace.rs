@@ -1,0 +1,179 @@
+//! Tenants' homes on the host: `<workspace root>/<slug>`, created on first
+//! use with mode 0700 and owned by the tenant's host uid, without ever
+//! following a symlink at the tenant's own path.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, fstat, mkdirat, Mode};
+use nix::unistd::{fchown, Gid, Uid};
+
+use crate::tenant::Tenant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("cannot create workspace root {path}: {source}")]
+    CreateRoot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open workspace root {path}: {errno}")]
+    OpenRoot { path: PathBuf, errno: Errno },
+    #[error("{path} exists but is not a directory (a symlink there is never followed)")]
+    NotADirectory { path: PathBuf },
+    #[error("cannot {op} {path}: {errno}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        errno: Errno,
+    },
+    #[error(
+        "{path} belongs to host uid {found}, but this tenant maps to host uid {expected}; \
+         fix it with `chown -R {expected}:{expected} {path}` or use another --workspace-root"
+    )]
+    WrongOwner {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+}
+
+/// Creates the workspace root if needed. New roots get mode 0711: tenants'
+/// homes inside must be reachable by their owners, but nobody may list them.
+pub fn ensure_root(root: &Path) -> Result<(), WorkspaceError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(root)
+        .map_err(|source| WorkspaceError::CreateRoot {
+            path: root.to_path_buf(),
+            source,
+        })
+}
+
+/// Makes sure `<root>/<slug>` is a real directory owned by `owner`, creating
+/// it (mode 0700) on first use. Returns its path.
+pub fn ensure_home(
+    root: &Path,
+    tenant: &Tenant,
+    owner: (u32, u32),
+) -> Result<PathBuf, WorkspaceError> {
+    ensure_root(root)?;
+    let path = tenant.workspace_in(root);
+    let root_fd: OwnedFd = nix::fcntl::open(
+        root,
+        OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+        Mode::empty(),
+    )
+    .map_err(|errno| WorkspaceError::OpenRoot {
+        path: root.to_path_buf(),
+        errno,
+    })?;
+    let io = |op, errno| WorkspaceError::Io {
+        op,
+        path: path.clone(),
+        errno,
+    };
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let slug = tenant.slug.as_str();
+    let (fd, created) = match openat(&root_fd, slug, flags, Mode::empty()) {
+        Ok(fd) => (fd, false),
+        Err(Errno::ENOENT) => {
+            match mkdirat(&root_fd, slug, Mode::from_bits_truncate(0o700)) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(io("create", e)),
+            }
+            let fd = openat(&root_fd, slug, flags, Mode::empty()).map_err(|e| match e {
+                Errno::ELOOP | Errno::ENOTDIR => {
+                    WorkspaceError::NotADirectory { path: path.clone() }
+                }
+                e => io("open", e),
+            })?;
+            (fd, true)
+        }
+        Err(Errno::ELOOP | Errno::ENOTDIR) => return Err(WorkspaceError::NotADirectory { path }),
+        Err(e) => return Err(io("open", e)),
+    };
+    let st = fstat(&fd).map_err(|e| io("stat", e))?;
+    if created {
+        if st.st_uid != owner.0 || st.st_gid != owner.1 {
+            fchown(
+                &fd,
+                Some(Uid::from_raw(owner.0)),
+                Some(Gid::from_raw(owner.1)),
+            )
+            .map_err(|e| io("chown", e))?;
+        }
+        fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(|e| io("chmod", e))?;
+    } else if st.st_uid != owner.0 {
+        return Err(WorkspaceError::WrongOwner {
+            path,
+            found: st.st_uid,
+            expected: owner.0,
+        });
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    fn me() -> (u32, u32) {
+        (Uid::effective().as_raw(), Gid::effective().as_raw())
+    }
+
+    #[test]
+    fn creates_private_home_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        let t = Tenant::parse("alice").unwrap();
+        let p = ensure_home(&root, &t, me()).unwrap();
+        assert_eq!(p, root.join("alice"));
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
+        assert_eq!(m.uid(), me().0);
+        fs::write(p.join("keep"), "x").unwrap();
+        ensure_home(&root, &t, me()).unwrap();
+        assert!(p.join("keep").exists());
+    }
+
+    #[test]
+    fn symlinked_home_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        fs::create_dir(&root).unwrap();
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        symlink(&outside, root.join("alice")).unwrap();
+        let t = Tenant::parse("alice").unwrap();
+        assert!(matches!(
+            ensure_home(&root, &t, me()),
+            Err(WorkspaceError::NotADirectory { .. })
+        ));
+        fs::write(root.join("bob"), "").unwrap();
+        let t = Tenant::parse("bob").unwrap();
+        assert!(matches!(
+            ensure_home(&root, &t, me()),
+            Err(WorkspaceError::NotADirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn foreign_owner_is_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        let t = Tenant::parse("alice").unwrap();
+        ensure_home(&root, &t, me()).unwrap();
+        let other = (me().0.wrapping_add(1), me().1);
+        assert!(matches!(
+            ensure_home(&root, &t, other),
+            Err(WorkspaceError::WrongOwner { .. })
+        ));
+    }
+}

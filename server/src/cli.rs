@@ -1,0 +1,137 @@
+//! The command line. Every flag can also be set by an environment variable
+//! `WARREN_*`, so a service file needs no arguments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use warren_runtime::spec::Bind;
+
+use crate::config;
+use crate::sandbox::{Request, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warren",
+    version,
+    about = "Multi-tenant Linux sandboxes with a web terminal, without Docker."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one command in a sandbox for a user, like bwrap or nsjail.
+    Run(RunArgs),
+    /// Show what this host allows and try a real sandbox.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where state lives (shared by every command that touches tenants).
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Directory of the state database [default: /var/lib/warren as root,
+    /// else ~/.local/share/warren].
+    #[arg(long, env = "WARREN_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Directory holding one home per user [default: <data dir>/workspaces].
+    #[arg(long, env = "WARREN_WORKSPACE_ROOT")]
+    pub workspace_root: Option<PathBuf>,
+    /// First host uid given to a tenant when running as root.
+    #[arg(long, env = "WARREN_UID_BASE", default_value_t = config::DEFAULT_UID_BASE)]
+    pub uid_base: u32,
+}
+
+impl StoreArgs {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(config::default_state_dir),
+            workspace_root: self
+                .workspace_root
+                .clone()
+                .unwrap_or_else(config::default_workspace_root),
+            uid_base: self.uid_base,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The user to run as; their home is /workspace/<user>.
+    #[arg(long, short, env = "WARREN_USER", default_value = "sandbox")]
+    pub user: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Bind a host path read-only into the sandbox (SRC:DST).
+    #[arg(long = "ro-bind", value_name = "SRC:DST", value_parser = parse_bind_ro)]
+    pub ro_binds: Vec<Bind>,
+    /// Bind a host path read-write into the sandbox (SRC:DST).
+    #[arg(long = "bind", value_name = "SRC:DST", value_parser = parse_bind_rw)]
+    pub binds: Vec<Bind>,
+    /// Set an environment variable in the sandbox (KEY=VALUE).
+    #[arg(long = "env", short, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox [default: the user's home].
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Size of the sandbox's /tmp, in MiB.
+    #[arg(long, env = "WARREN_TMP_SIZE", default_value_t = 256)]
+    pub tmp_size: u64,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_bind(s: &str, readonly: bool) -> Result<Bind, String> {
+    let (src, dst) = s.split_once(':').ok_or("expected SRC:DST")?;
+    let source = std::fs::canonicalize(src).map_err(|e| format!("{src}: {e}"))?;
+    Ok(Bind {
+        source,
+        target: PathBuf::from(dst),
+        readonly,
+    })
+}
+
+fn parse_bind_ro(s: &str) -> Result<Bind, String> {
+    parse_bind(s, true)
+}
+
+fn parse_bind_rw(s: &str) -> Result<Bind, String> {
+    parse_bind(s, false)
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run(a) => {
+            let mut binds = a.ro_binds;
+            binds.extend(a.binds);
+            let req = Request {
+                user: a.user,
+                argv: a.command,
+                binds,
+                env: a.env,
+                cwd: a.cwd,
+                tmp_size_mib: a.tmp_size,
+                term: std::env::var("TERM").ok(),
+            };
+            crate::run::run(&a.store.settings(), &req)
+        }
+        Command::Doctor { json } => crate::doctor::doctor(json),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

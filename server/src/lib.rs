@@ -1,0 +1,11 @@
+//! The `warren` command: CLI, tenant state and (later) the web terminal
+//! server. Everything that touches the kernel lives in `warren-runtime`;
+//! this crate has no `unsafe` at all.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod doctor;
+pub mod run;
+pub mod sandbox;
+pub mod state;

@@ -1,0 +1,165 @@
+//! From "user X wants to run Y" to a validated `SandboxSpec`: tenant slug,
+//! host uid (allocated once, in the state database), workspace on disk.
+//! `warren run`, `warren doctor` and the server all come through here.
+
+use std::path::PathBuf;
+
+use warren_runtime::idmap::IdRange;
+use warren_runtime::spec::{
+    Bind, HostProfile, IdMap, Rootfs, SandboxSpec, SANDBOX_GID, SANDBOX_UID,
+};
+use warren_runtime::tenant::{Tenant, TenantError};
+use warren_runtime::workspace::{self, WorkspaceError};
+
+use crate::state::{State, StateError};
+
+/// Where state and homes live, and how host uids are handed out.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub workspace_root: PathBuf,
+    pub uid_base: u32,
+}
+
+/// What the caller asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub user: String,
+    pub argv: Vec<String>,
+    pub binds: Vec<Bind>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub tmp_size_mib: u64,
+    pub term: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("invalid user id: {0}")]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("workspace: {0}")]
+    Workspace(#[from] WorkspaceError),
+    #[error("{0}")]
+    Spec(#[from] warren_runtime::spec::SpecError),
+}
+
+/// The host ids a tenant's sandbox user maps to, given what we may map.
+pub fn host_ids(range: IdRange, allocated_uid: u32) -> IdMap {
+    match range {
+        IdRange::Any => IdMap {
+            host_uid: allocated_uid,
+            host_gid: allocated_uid,
+        },
+        IdRange::Single { uid, gid } => IdMap {
+            host_uid: uid,
+            host_gid: gid,
+        },
+    }
+}
+
+/// Builds the spec: validates the user id, allocates (or finds) the host
+/// uid, creates the home if needed and fills in the environment.
+pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, PrepareError> {
+    let tenant = Tenant::parse(&req.user)?;
+    let record = State::open(&settings.state_dir)?.get_or_create(&tenant, settings.uid_base)?;
+    let id_map = host_ids(
+        IdRange::of_current_process("/proc".as_ref()),
+        record.host_uid,
+    );
+    let workspace = workspace::ensure_home(
+        &settings.workspace_root,
+        &tenant,
+        (id_map.host_uid, id_map.host_gid),
+    )?;
+    let home = tenant.home_in_sandbox();
+    let hostname = tenant.hostname();
+    let mut env: Vec<(String, String)> = vec![
+        ("HOME".into(), home.display().to_string()),
+        ("USER".into(), tenant.slug.clone()),
+        ("LOGNAME".into(), tenant.slug.clone()),
+        ("SHELL".into(), "/bin/bash".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        (
+            "TERM".into(),
+            req.term.clone().unwrap_or_else(|| "xterm-256color".into()),
+        ),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("HOSTNAME".into(), hostname.clone()),
+    ];
+    for (k, v) in &req.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let spec = SandboxSpec {
+        cwd: req.cwd.clone().unwrap_or_else(|| home.clone()),
+        tenant,
+        uid: SANDBOX_UID,
+        gid: SANDBOX_GID,
+        id_map,
+        hostname,
+        rootfs: Rootfs::Host(HostProfile::builtin()),
+        workspace,
+        binds: req.binds.clone(),
+        tmp_size_mib: req.tmp_size_mib,
+        env,
+        argv: req.argv.clone(),
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_maps_allocation_others_map_themselves() {
+        assert_eq!(host_ids(IdRange::Any, 7).host_uid, 7);
+        let m = host_ids(
+            IdRange::Single {
+                uid: 1000,
+                gid: 1001,
+            },
+            7,
+        );
+        assert_eq!((m.host_uid, m.host_gid), (1000, 1001));
+    }
+
+    #[test]
+    fn prepare_builds_a_valid_spec_and_home() {
+        let d = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            state_dir: d.path().join("state"),
+            workspace_root: d.path().join("ws"),
+            uid_base: 4_000_000_000,
+        };
+        let req = Request {
+            user: "alice".into(),
+            argv: vec!["id".into()],
+            env: vec![("LANG".into(), "fr_FR.UTF-8".into())],
+            tmp_size_mib: 64,
+            ..Default::default()
+        };
+        // Not root in the initial namespace: the home is ours. As root the
+        // allocated uid (4e9) would own it; both are valid here.
+        let spec = prepare(&settings, &req).unwrap();
+        assert_eq!(spec.cwd, PathBuf::from("/workspace/alice"));
+        assert!(spec.workspace.is_dir());
+        assert_eq!(spec.env.iter().filter(|(k, _)| k == "LANG").count(), 1);
+        assert!(spec.env.contains(&("LANG".into(), "fr_FR.UTF-8".into())));
+        let bad = Request {
+            user: "../etc".into(),
+            ..req
+        };
+        assert!(matches!(
+            prepare(&settings, &bad),
+            Err(PrepareError::Tenant(_))
+        ));
+        assert!(!d.path().join("etc").exists());
+    }
+}
