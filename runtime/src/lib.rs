@@ -6,13 +6,16 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod caps;
+pub mod cgroups;
 pub mod host;
 pub mod idmap;
 pub mod init;
+pub mod landlock;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;
 pub mod report;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;
 pub mod tenant;

@@ -322,3 +322,7 @@ pub fn spawn_with_fds(
     drop(moved);
     child
 }
+
+// Raw syscalls of one concern live in a submodule of their own.
+pub mod cgroups;
+pub mod seccomp;

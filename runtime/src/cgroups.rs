@@ -1,0 +1,1 @@
+//! cgroup limits for sandboxes (v2 and v1 drivers behind one interface).

@@ -1,0 +1,1 @@
+//! Landlock, best effort, as a second wall around the filesystem.
