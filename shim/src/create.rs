@@ -130,6 +130,9 @@ fn init_steps(
     setsid().map_err(|e| SetupError::errno("setsid", e))?;
     // Last thing that needs privilege is done: become the user, keep nothing.
     caps::become_user_without_caps(spec.uid, spec.gid)?;
+    // Credential changes clear the parent-death signal: set it again.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
     sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
     let (argv, envp) = command_strings(spec)?;
     match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {

@@ -1,1 +1,205 @@
+//! The integration-test harness: find the built binaries, know which
+//! privilege mode we are in, run `warren run` with the probe bound in, and
+//! turn a skip into a failure when CI requires every test to run.
+//!
+//! Modes (set by tests/matrix.sh in WARREN_TEST_MODE, detected otherwise):
+//! - `root`: real root in the initial user namespace;
+//! - `user`: an unprivileged user;
+//! - `userns`: root inside `unshare --user --map-root-user`.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The probe as seen inside sandboxes.
+pub const PROBE_IN_SANDBOX: &str = "/opt/warren-probe";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Root,
+    User,
+    UserNs,
+}
+
+impl Mode {
+    /// What this process is, from its uid and uid_map.
+    pub fn detect() -> Mode {
+        let uid = nix::unistd::geteuid().as_raw();
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        let initial = map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        match (uid, initial) {
+            (0, true) => Mode::Root,
+            (0, false) => Mode::UserNs,
+            _ => Mode::User,
+        }
+    }
+
+    /// The mode the matrix runner says we are in; it must match reality, or
+    /// the matrix itself is broken.
+    pub fn current() -> Mode {
+        let detected = Mode::detect();
+        if let Ok(expected) = std::env::var("WARREN_TEST_MODE") {
+            let want = match expected.as_str() {
+                "root" => Mode::Root,
+                "user" => Mode::User,
+                "userns" => Mode::UserNs,
+                other => panic!("unknown WARREN_TEST_MODE {other:?}"),
+            };
+            assert_eq!(
+                detected, want,
+                "WARREN_TEST_MODE={expected} but this process is {detected:?}"
+            );
+        }
+        detected
+    }
+}
+
+/// True when a skipped test must fail instead (CI=true or WARREN_MUST_RUN=1),
+/// like bubblewrap's BWRAP_MUST_WORK.
+pub fn must_run() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("WARREN_MUST_RUN").is_ok_and(|v| v == "1")
+}
+
+/// Skips the calling test with a printed reason, or fails it under CI.
+pub fn skip(reason: &str) {
+    if must_run() {
+        panic!("test cannot run here and CI requires it to: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+/// target/<profile>/ holding warren and warren-shim: the test executable
+/// lives in target/<profile>/deps/.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn warren_bin() -> PathBuf {
+    bin_dir().join("warren")
+}
+
+pub fn probe_bin() -> PathBuf {
+    PathBuf::from(env!("WARREN_PROBE"))
+}
+
+/// A private state directory and workspace root for one test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("warren-test-")
+            .tempdir()
+            .expect("tempdir");
+        // The workspace root must be reachable by tenants' host uids as root.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        Env { dir }
+    }
+
+    pub fn workspace_root(&self) -> PathBuf {
+        self.dir.path().join("ws")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `warren run` with this env's state, the probe bound in, and `args`
+    /// (options, then `--`, then the command) appended.
+    pub fn warren_run(&self, user: &str) -> Command {
+        let mut c = Command::new(warren_bin());
+        c.arg("run")
+            .arg("--user")
+            .arg(user)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--workspace-root")
+            .arg(self.workspace_root())
+            .arg("--ro-bind")
+            .arg(format!("{}:{PROBE_IN_SANDBOX}", probe_bin().display()))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `cmd` for `user` and returns its output.
+    pub fn run(&self, user: &str, cmd: &[&str]) -> Output {
+        self.warren_run(user)
+            .arg("--")
+            .args(cmd)
+            .output()
+            .expect("spawn warren")
+    }
+
+    /// Asks the probe `questions` inside `user`'s sandbox.
+    pub fn probe(&self, user: &str, questions: &[&str]) -> Answers {
+        let mut cmd = vec![PROBE_IN_SANDBOX];
+        cmd.extend_from_slice(questions);
+        let out = self.run(user, &cmd);
+        assert!(
+            out.status.success(),
+            "probe failed: {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Answers::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// The probe's `question<TAB>answer` lines.
+#[derive(Debug, Clone, Default)]
+pub struct Answers(pub HashMap<String, String>);
+
+impl Answers {
+    pub fn parse(s: &str) -> Answers {
+        Answers(
+            s.lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(q, a)| (q.to_string(), a.to_string()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, q: &str) -> &str {
+        self.0
+            .get(q)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("probe gave no answer to {q:?}: {:?}", self.0))
+    }
+}
+
+/// Whether a process with this pid exists on the host.
+pub fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Host pids of every process whose cmdline contains `needle`.
+pub fn host_pids_matching(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
