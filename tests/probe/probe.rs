@@ -20,6 +20,28 @@ extern "C" {
     fn open(path: *const i8, flags: i32, mode: u32) -> i32;
     fn close(fd: i32) -> i32;
     fn _exit(code: i32) -> !;
+    fn socket(domain: i32, ty: i32, proto: i32) -> i32;
+    fn ioctl(fd: i32, req: u64, ...) -> i32;
+}
+
+/// Flags of `lo` from SIOCGIFFLAGS (independent of whether /sys exists).
+fn lo_up() -> String {
+    const SIOCGIFFLAGS: u64 = 0x8913;
+    // struct ifreq: 16 bytes of name, then a 24-byte union (flags: i16).
+    let mut req = [0u8; 40];
+    req[..2].copy_from_slice(b"lo");
+    // SAFETY: plain libc calls; `req` is large enough for struct ifreq.
+    let fd = unsafe { socket(2, 2, 0) };
+    if fd < 0 {
+        return errno_name(std::io::Error::last_os_error());
+    }
+    let r = unsafe { ioctl(fd, SIOCGIFFLAGS, req.as_mut_ptr()) };
+    unsafe { close(fd) };
+    if r < 0 {
+        return errno_name(std::io::Error::last_os_error());
+    }
+    let flags = i16::from_ne_bytes([req[16], req[17]]);
+    if flags & 1 == 1 { "yes" } else { "no" }.to_string()
 }
 
 fn errno_name(e: std::io::Error) -> String {
@@ -79,14 +101,20 @@ fn status_field(name: &str) -> String {
     fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(name).map(|v| v.trim_start_matches(':').trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .map(|v| v.trim_start_matches(':').trim().to_string())
+        })
         .unwrap_or_default()
 }
 
 fn sorted_dir(path: &str) -> String {
     match fs::read_dir(path) {
         Ok(rd) => {
-            let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            let mut names: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
             names.sort();
             names.join(",")
         }
@@ -104,44 +132,70 @@ fn answer(q: &str) -> String {
         "groups" => {
             let mut buf = [0u32; 64];
             let n = unsafe { getgroups(64, buf.as_mut_ptr()) };
-            let mut g: Vec<String> = buf[..n.max(0) as usize].iter().map(|g| g.to_string()).collect();
+            let mut g: Vec<String> = buf[..n.max(0) as usize]
+                .iter()
+                .map(|g| g.to_string())
+                .collect();
             g.sort();
             g.join(",")
         }
         "user" => passwd_name("/etc/passwd", unsafe { getuid() }),
         "group" => passwd_name("/etc/group", unsafe { getgid() }),
         "env" => std::env::var(arg).unwrap_or_else(|_| "<unset>".into()),
-        "cwd" => std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_else(errno_name),
-        "hostname" => fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(errno_name),
+        "cwd" => std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(errno_name),
+        "hostname" => fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(errno_name),
         "pid" => unsafe { getpid() }.to_string(),
         "pids" => {
             let mut p: Vec<u32> = fs::read_dir("/proc")
-                .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                        .collect()
+                })
                 .unwrap_or_default();
             p.sort();
-            p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")
+            p.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         }
-        "pid1" => fs::read_to_string("/proc/1/comm").map(|s| s.trim().to_string()).unwrap_or_else(errno_name),
+        "pid1" => fs::read_to_string("/proc/1/comm")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(errno_name),
         "netifs" => {
             let dev = fs::read_to_string("/proc/net/dev").unwrap_or_default();
-            let mut n: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+            let mut n: Vec<&str> = dev
+                .lines()
+                .skip(2)
+                .filter_map(|l| l.split(':').next())
+                .map(str::trim)
+                .collect();
             n.sort();
             n.join(",")
         }
-        "lo_up" => fs::read_to_string("/sys/class/net/lo/flags")
-            .map(|f| {
-                let v = u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).unwrap_or(0);
-                if v & 1 == 1 { "yes" } else { "no" }.to_string()
-            })
-            .unwrap_or_else(errno_name),
-        "exists" => if fs::symlink_metadata(arg).is_ok() { "yes" } else { "no" }.to_string(),
+        "lo_up" => lo_up(),
+        "exists" => if fs::symlink_metadata(arg).is_ok() {
+            "yes"
+        } else {
+            "no"
+        }
+        .to_string(),
         "ls" => sorted_dir(arg),
-        "read" => fs::read_to_string(arg).map(|s| s.trim().to_string()).unwrap_or_else(errno_name),
+        "read" => fs::read_to_string(arg)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(errno_name),
         "write" => {
             let (path, content) = arg.split_once('=').unwrap_or((arg, "x"));
-            fs::write(path, content).map(|_| "ok".to_string()).unwrap_or_else(errno_name)
+            fs::write(path, content)
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(errno_name)
         }
-        "mkdir" => fs::create_dir(arg).map(|_| "ok".to_string()).unwrap_or_else(errno_name),
+        "mkdir" => fs::create_dir(arg)
+            .map(|_| "ok".to_string())
+            .unwrap_or_else(errno_name),
         "open_rw" => {
             let c = CString::new(arg).unwrap();
             let fd = unsafe { open(c.as_ptr(), 2, 0) };

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The whole test suite in the privilege matrix:
+#   1. as root (unit tests of every crate + integration tests),
+#   2. as an unprivileged user,
+#   3. inside `unshare --user --map-root-user` (as that unprivileged user).
+# Run it as root on a Linux host: sudo tests/matrix.sh
+# With CI=true (or WARREN_MUST_RUN=1) a mode that cannot run fails the run
+# instead of being skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+must_run() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" || "${WARREN_MUST_RUN:-}" == "1" ]]; }
+skip() {
+  if must_run; then echo "matrix: FAIL: $1 (CI requires every mode)" >&2; exit 1; fi
+  echo "matrix: SKIP: $1" >&2
+}
+
+echo "== build"
+cargo build --workspace --all-targets
+# The integration tests exec target/debug/{warren,warren-shim}; list their
+# test executables once so the other modes can run the same files.
+mapfile -t test_bins < <(cargo test -p warren-tests --no-run --message-format=json 2>/dev/null \
+  | grep '"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+[[ ${#test_bins[@]} -gt 0 ]] || { echo "matrix: no integration test binaries found" >&2; exit 1; }
+
+if [[ $(id -u) -ne 0 ]]; then
+  skip "not root: the root, user and userns modes need root to set up"
+  echo "== mode: $(id -un) (single mode, as invoked)"
+  cargo test --workspace
+  exit 0
+fi
+
+echo "== mode: root"
+WARREN_TEST_MODE=root cargo test --workspace
+
+user=${WARREN_TEST_USER:-warren-test}
+if ! id "$user" >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin "$user" \
+    || { skip "cannot create the unprivileged user $user"; exit 0; }
+fi
+# The unprivileged user must reach the binaries, and needs a home of its own.
+chmod a+rX target target/debug target/debug/deps target/debug/build "$(dirname "$(dirname "$(find target/debug/build -name warren-probe -type f | head -1)")")" 2>/dev/null || true
+find target/debug/build -name warren-probe -type f -exec chmod a+rx {} + -exec sh -c 'chmod a+x "$(dirname "$1")"' _ {} \;
+dir=$PWD
+while [[ "$dir" != "/" ]]; do chmod a+x "$dir"; dir=$(dirname "$dir"); done
+home=$(mktemp -d /tmp/warren-matrix-XXXXXX)
+chown "$user": "$home"
+trap 'rm -rf "$home"' EXIT
+
+as_user() {
+  setpriv --reuid="$user" --regid="$user" --clear-groups --reset-env \
+    env HOME="$home" TMPDIR="$home" CI="${CI:-}" WARREN_MUST_RUN="${WARREN_MUST_RUN:-}" PATH=/usr/bin:/bin "$@"
+}
+
+for mode in user userns; do
+  echo "== mode: $mode"
+  for bin in "${test_bins[@]}"; do
+    echo "-- $(basename "$bin")"
+    if [[ $mode == user ]]; then
+      as_user env WARREN_TEST_MODE=user "$bin"
+    else
+      as_user unshare --user --map-root-user env WARREN_TEST_MODE=userns "$bin"
+    fi
+  done
+done
+echo "== matrix: all modes passed"
