@@ -58,6 +58,18 @@ pub enum Target {
 /// With `reap_orphans` (PID 1 of a sandbox), every other child that exits
 /// meanwhile is reaped as well.
 pub fn supervise(child: Pid, target: Target, reap_orphans: bool) -> Exit {
+    supervise_with(child, target, reap_orphans, |_| false)
+}
+
+/// [`supervise`], but `handle` sees each signal first and may keep it (by
+/// returning true) instead of forwarding it: `warren run -t` turns SIGWINCH
+/// into a resize of the sandbox's terminal.
+pub fn supervise_with(
+    child: Pid,
+    target: Target,
+    reap_orphans: bool,
+    mut handle: impl FnMut(Signal) -> bool,
+) -> Exit {
     let set = watched();
     loop {
         let sig = match set.wait() {
@@ -65,6 +77,9 @@ pub fn supervise(child: Pid, target: Target, reap_orphans: bool) -> Exit {
             Err(_) => continue,
         };
         if sig != Signal::SIGCHLD {
+            if handle(sig) {
+                continue;
+            }
             let _ = match target {
                 Target::Process(p) => kill(p, sig),
                 // The group may not exist yet (child not yet setpgid) or any

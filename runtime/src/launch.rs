@@ -15,6 +15,9 @@ use crate::spec::SandboxSpec;
 /// The fd numbers the shim finds its inputs on.
 pub const SPEC_FD: i32 = 3;
 pub const REPORT_FD: i32 = 4;
+/// Only with a terminal: the socket the sandbox's PID 1 sends the PTY
+/// master over.
+pub const PTY_SOCKET_FD: i32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -45,6 +48,8 @@ pub fn shim_path() -> PathBuf {
 pub struct Launched {
     pub child: Child,
     pub report: File,
+    /// With `spec.tty`: receive the PTY master here (`pty::recv_fd`).
+    pub pty_socket: Option<OwnedFd>,
 }
 
 /// Starts `shim create` for `spec` with the given stdio.
@@ -78,17 +83,29 @@ pub fn start(
     .stdout(stdout)
     .stderr(stderr)
     .env_clear();
-    let child = crate::sys::spawn_with_fds(
-        &mut cmd,
-        vec![(OwnedFd::from(f), SPEC_FD), (report_w, REPORT_FD)],
-    )
-    .map_err(|source| LaunchError::Spawn {
+    let mut fds = vec![(OwnedFd::from(f), SPEC_FD), (report_w, REPORT_FD)];
+    let mut pty_socket = None;
+    if spec.tty.is_some() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| LaunchError::Pass(e.into()))?;
+        cmd.args(["--pty-socket-fd", &PTY_SOCKET_FD.to_string()]);
+        fds.push((theirs, PTY_SOCKET_FD));
+        pty_socket = Some(ours);
+    }
+    let child = crate::sys::spawn_with_fds(&mut cmd, fds).map_err(|source| LaunchError::Spawn {
         path: shim.to_path_buf(),
         source,
     })?;
     Ok(Launched {
         child,
         report: File::from(report_r),
+        pty_socket,
     })
 }
 

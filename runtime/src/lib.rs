@@ -14,6 +14,7 @@ pub mod landlock;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;
+pub mod pty;
 pub mod report;
 pub mod seccomp;
 pub mod spec;

@@ -521,6 +521,7 @@ fn make_file(at: &Path) -> Result<(), SetupError> {
     fs::OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o644)
         .open(at)
         .map(drop)

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pty::WinSize;
 use crate::tenant::Tenant;
 
 /// The in-sandbox uid and gid every tenant gets: the first ordinary user on
@@ -72,6 +73,10 @@ pub struct SandboxSpec {
     /// Working directory inside the sandbox.
     pub cwd: PathBuf,
     pub argv: Vec<String>,
+    /// Give the command a terminal of this size, opened inside the sandbox
+    /// and handed to the caller (see `pty`); `None`: plain stdio.
+    #[serde(default)]
+    pub tty: Option<WinSize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,6 +204,7 @@ pub(crate) mod tests {
             tmp_size_mib: 256,
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             argv: vec!["/bin/true".into()],
+            tty: None,
         }
     }
 

@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one command in a sandbox for a user, like bwrap or nsjail.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what this host allows and try a real sandbox.
     Doctor {
         /// Print the report as JSON.
@@ -86,6 +86,12 @@ pub struct RunArgs {
     /// Size of the sandbox's /tmp, in MiB.
     #[arg(long, env = "WARREN_TMP_SIZE", default_value_t = 256)]
     pub tmp_size: u64,
+    /// Give the command a terminal: auto = when stdin and stdout are ones.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tty: crate::run::TtyMode,
+    /// Same as --tty always.
+    #[arg(short = 't', conflicts_with = "tty")]
+    pub force_tty: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -118,6 +124,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run(a) => {
+            let a = *a;
             let mut binds = a.ro_binds;
             binds.extend(a.binds);
             let req = Request {
@@ -128,6 +135,12 @@ pub fn main() -> ExitCode {
                 cwd: a.cwd,
                 tmp_size_mib: a.tmp_size,
                 term: std::env::var("TERM").ok(),
+                tty: if a.force_tty {
+                    crate::run::TtyMode::Always
+                } else {
+                    a.tty
+                }
+                .resolve(),
             };
             crate::run::run(&a.store.settings(), &req)
         }

@@ -1,15 +1,42 @@
-//! `warren run`: one sandbox, one command, stdio passed through, signals
-//! forwarded, the command's exit code returned.
+//! `warren run`: one sandbox, one command, stdio passed through (or a
+//! terminal of the sandbox's own, relayed), signals forwarded, the command's
+//! exit code returned.
 
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
+use std::thread::JoinHandle;
 
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use warren_runtime::init::{self, Target};
 use warren_runtime::launch::{self, Outcome};
+use warren_runtime::pty::{self, RawMode, WinSize};
 use warren_runtime::report::{self, EXIT_SETUP_FAILED};
 
 use crate::sandbox::{self, Request, Settings};
+
+/// Whether the command gets a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TtyMode {
+    /// When stdin and stdout are both terminals (like ssh).
+    Auto,
+    Always,
+    Never,
+}
+
+impl TtyMode {
+    /// The terminal size to ask for, or `None` for plain stdio.
+    pub fn resolve(self) -> Option<WinSize> {
+        let stdin = std::io::stdin();
+        let interactive = stdin.is_terminal() && std::io::stdout().is_terminal();
+        match (self, interactive) {
+            (TtyMode::Never, _) | (TtyMode::Auto, false) => None,
+            _ => Some(pty::size_of(&stdin).unwrap_or_default()),
+        }
+    }
+}
 
 /// Runs `req` and returns the exit code to leave with. Errors are printed
 /// to stderr in the form "warren: <step>: <what>" plus a hint line.
@@ -21,19 +48,20 @@ pub fn run(settings: &Settings, req: &Request) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    // Block before any thread or child exists, so the reader thread never
-    // takes a signal and nothing is lost before we supervise.
+    // Block before any thread or child exists, so no thread ever takes a
+    // signal and nothing is lost before we supervise.
     if let Err(e) = init::block_signals() {
         eprintln!("warren: cannot block signals: {e}");
         return EXIT_SETUP_FAILED;
     }
-    let launched = match launch::start(
-        &launch::shim_path(),
-        &spec,
-        Stdio::inherit(),
-        Stdio::inherit(),
-        Stdio::inherit(),
-    ) {
+    let tty = spec.tty.is_some();
+    let (stdin, stdout) = if tty {
+        (Stdio::null(), Stdio::null())
+    } else {
+        (Stdio::inherit(), Stdio::inherit())
+    };
+    let launched = match launch::start(&launch::shim_path(), &spec, stdin, stdout, Stdio::inherit())
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("warren: {e}");
@@ -42,13 +70,86 @@ pub fn run(settings: &Settings, req: &Request) -> i32 {
     };
     let reader = std::thread::spawn(move || report::read_all(launched.report));
     let shim = Pid::from_raw(launched.child.id() as i32);
-    let shim_exit = init::supervise(shim, Target::Process(shim), false);
+
+    // With a terminal: wait for its master (none comes if set-up failed).
+    let relay = launched
+        .pty_socket
+        .and_then(|sock| pty::recv_fd(&sock).ok().flatten())
+        .map(Relay::start);
+    let shim_exit = match &relay {
+        Some(r) => {
+            let master = &r.master;
+            init::supervise_with(shim, Target::Process(shim), false, |sig| {
+                if sig != Signal::SIGWINCH {
+                    return false;
+                }
+                if let Some(size) = pty::size_of(&std::io::stdin()) {
+                    let _ = pty::resize(master, size);
+                }
+                true
+            })
+        }
+        None => init::supervise(shim, Target::Process(shim), false),
+    };
+    if let Some(r) = relay {
+        r.finish();
+    }
     let events = reader.join().unwrap_or_default();
     let outcome = Outcome::from_events(&events, shim_exit);
     if let Outcome::Failed(err) = &outcome {
         print_failure(err);
     }
     outcome.exit_code()
+}
+
+/// Copies between our stdio and the sandbox's terminal, with our own
+/// terminal in raw mode so every key (Ctrl-C, Ctrl-Z) reaches the sandbox.
+struct Relay {
+    master: OwnedFd,
+    _raw: Option<RawMode>,
+    output: JoinHandle<()>,
+}
+
+impl Relay {
+    fn start(master: OwnedFd) -> Relay {
+        let raw = RawMode::enable(&std::io::stdin()).ok();
+        let to_master = master.try_clone().ok().map(File::from);
+        let from_master = master.try_clone().ok().map(File::from);
+        // Input: a detached thread; it may sit in read() when the sandbox
+        // ends, and the process exits under it.
+        if let Some(mut m) = to_master {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut stdin = std::io::stdin().lock();
+                while let Ok(n) = stdin.read(&mut buf) {
+                    if n == 0 || m.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let output = std::thread::spawn(move || {
+            let Some(mut m) = from_master else { return };
+            let mut buf = [0u8; 16384];
+            let mut out = std::io::stdout().lock();
+            // EIO once every slave fd is closed: the sandbox has ended.
+            while let Ok(n) = m.read(&mut buf) {
+                if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+                    break;
+                }
+            }
+        });
+        Relay {
+            master,
+            _raw: raw,
+            output,
+        }
+    }
+
+    /// Waits for the last output, then restores our terminal (on drop).
+    fn finish(self) {
+        let _ = self.output.join();
+    }
 }
 
 fn print_failure(err: &warren_runtime::report::SetupError) {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use warren_runtime::idmap::IdRange;
+use warren_runtime::pty::WinSize;
 use warren_runtime::spec::{
     Bind, HostProfile, IdMap, Rootfs, SandboxSpec, SANDBOX_GID, SANDBOX_UID,
 };
@@ -31,6 +32,8 @@ pub struct Request {
     pub cwd: Option<PathBuf>,
     pub tmp_size_mib: u64,
     pub term: Option<String>,
+    /// A terminal of this size for the command (see `runtime::pty`).
+    pub tty: Option<WinSize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,7 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         tmp_size_mib: req.tmp_size_mib,
         env,
         argv: req.argv.clone(),
+        tty: req.tty,
     };
     spec.validate()?;
     Ok(spec)

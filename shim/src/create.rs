@@ -21,10 +21,14 @@ use warren_runtime::mounts::{self, MountOp};
 use warren_runtime::report::{self, Event, Exit, SetupError, STEP_EXEC};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
-use warren_runtime::{caps, host, idmap, namespaces};
+use warren_runtime::{caps, host, idmap, namespaces, pty};
 
 /// Outside the sandbox: create it, supervise it, report how it ended.
-pub fn run(spec: SandboxSpec, report: &mut File) -> Result<Exit, SetupError> {
+pub fn run(
+    spec: SandboxSpec,
+    pty_socket: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<Exit, SetupError> {
     // Die with our caller: a sandbox must never outlive whoever asked for it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SetupError::errno("set parent-death signal", e))?;
@@ -47,7 +51,7 @@ pub fn run(spec: SandboxSpec, report: &mut File) -> Result<Exit, SetupError> {
     let pid = match sys::clone_process(flags) {
         Ok(Forked::Child) => {
             drop(ready_w);
-            sandbox_init(&spec, &plan, ready_r, report)
+            sandbox_init(&spec, &plan, ready_r, pty_socket, report)
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => {
@@ -61,6 +65,8 @@ pub fn run(spec: SandboxSpec, report: &mut File) -> Result<Exit, SetupError> {
         }
     };
     drop(ready_r);
+    // Only PID 1 sends on it; our copy would hide a failed start (no EOF).
+    drop(pty_socket);
 
     // Only a process outside the new user namespace may write its maps.
     if let Err(err) = idmap::write_maps_from_parent(pid, &spec) {
@@ -90,8 +96,14 @@ pub fn run(spec: SandboxSpec, report: &mut File) -> Result<Exit, SetupError> {
 }
 
 /// PID 1 of the sandbox. Never returns: exits with the command's status.
-fn sandbox_init(spec: &SandboxSpec, plan: &[MountOp], ready: OwnedFd, report: &mut File) -> ! {
-    match init_steps(spec, plan, ready, report) {
+fn sandbox_init(
+    spec: &SandboxSpec,
+    plan: &[MountOp],
+    ready: OwnedFd,
+    pty_socket: Option<OwnedFd>,
+    report: &mut File,
+) -> ! {
+    match init_steps(spec, plan, ready, pty_socket, report) {
         Ok(cmd) => {
             let exit = init::supervise(cmd, Target::Group(cmd), true);
             let _ = report::send(report, &Event::Exited { exit });
@@ -112,6 +124,7 @@ fn init_steps(
     spec: &SandboxSpec,
     plan: &[MountOp],
     ready: OwnedFd,
+    pty_socket: Option<OwnedFd>,
     report: &mut File,
 ) -> Result<Pid, SetupError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -134,9 +147,26 @@ fn init_steps(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SetupError::errno("set parent-death signal", e))?;
     sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
+    // The terminal comes from the sandbox's own devpts; its master leaves
+    // the sandbox over the socket and PID 1 keeps no copy.
+    let tty = match (spec.tty, pty_socket) {
+        (Some(size), Some(sock)) => {
+            let (master, slave) = pty::open(size)?;
+            pty::send_fd(&sock, &master)
+                .map_err(|e| SetupError::errno("send terminal to caller", e))?;
+            Some(slave)
+        }
+        (Some(_), None) => {
+            return Err(SetupError::new(
+                "open terminal",
+                "a terminal was asked for without a socket to send it on",
+            ))
+        }
+        (None, _) => None,
+    };
     let (argv, envp) = command_strings(spec)?;
     match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
-        Forked::Child => exec_command(spec, &argv, &envp, report),
+        Forked::Child => exec_command(spec, tty.as_deref(), &argv, &envp, report),
         Forked::Parent(pid) => Ok(pid),
     }
 }
@@ -172,9 +202,20 @@ fn command_strings(spec: &SandboxSpec) -> Result<(Vec<CString>, Vec<CString>), S
 
 /// The command's process: its own process group, default signals, the
 /// working directory, then exec. Reports and exits if any of that fails.
-fn exec_command(spec: &SandboxSpec, argv: &[CString], envp: &[CString], report: &mut File) -> ! {
+fn exec_command(
+    spec: &SandboxSpec,
+    tty: Option<&Path>,
+    argv: &[CString],
+    envp: &[CString],
+    report: &mut File,
+) -> ! {
     let err = (|| {
-        setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(|e| SetupError::errno("setpgid", e))?;
+        match tty {
+            // Session leader on its own terminal: job control works.
+            Some(path) => pty::attach_as_controlling_terminal(path)?,
+            None => setpgid(Pid::from_raw(0), Pid::from_raw(0))
+                .map_err(|e| SetupError::errno("setpgid", e))?,
+        }
         init::unblock_all_signals().map_err(|e| SetupError::errno("unblock signals", e))?;
         sys::reset_signal_dispositions();
         chdir(&spec.cwd).map_err(|e| {

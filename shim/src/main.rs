@@ -22,11 +22,11 @@ use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys;
 
-const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N";
+const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (spec_fd, report_fd) = match parse_args(&args) {
+    let (spec_fd, report_fd, pty_fd) = match parse_args(&args) {
         Ok(fds) => fds,
         Err(msg) => {
             eprintln!("warren-shim: {msg}\n{USAGE}");
@@ -40,7 +40,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let code = match read_spec(spec_fd).and_then(|spec| create::run(spec, &mut report)) {
+    let pty_socket = match pty_fd.map(sys::adopt_inherited_fd).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warren-shim: pty socket fd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match read_spec(spec_fd).and_then(|spec| create::run(spec, pty_socket, &mut report))
+    {
         Ok(exit) => exit.shell_code(),
         Err(err) => {
             let code = err.exit_code();
@@ -51,9 +59,10 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn parse_args(args: &[String]) -> Result<(RawFd, RawFd), String> {
+fn parse_args(args: &[String]) -> Result<(RawFd, RawFd, Option<RawFd>), String> {
     let mut spec = None;
     let mut report = None;
+    let mut pty = None;
     let mut it = args.iter();
     match it.next().map(String::as_str) {
         Some("create") => {}
@@ -68,12 +77,17 @@ fn parse_args(args: &[String]) -> Result<(RawFd, RawFd), String> {
         match flag.as_str() {
             "--spec-fd" => spec = Some(fd),
             "--report-fd" => report = Some(fd),
+            "--pty-socket-fd" => pty = Some(fd),
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
     match (spec, report) {
-        (Some(s), Some(r)) if s > 2 && r > 2 && s != r => Ok((s, r)),
-        _ => Err("--spec-fd and --report-fd must be two distinct fds above 2".into()),
+        (Some(s), Some(r))
+            if s > 2 && r > 2 && s != r && pty.is_none_or(|p| p > 2 && p != s && p != r) =>
+        {
+            Ok((s, r, pty))
+        }
+        _ => Err("--spec-fd, --report-fd and --pty-socket-fd must be distinct fds above 2".into()),
     }
 }
 

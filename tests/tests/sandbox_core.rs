@@ -431,3 +431,23 @@ fn doctor_passes_here() {
     assert!(text.contains("[ok  ] trial sandbox"), "{text}");
     assert!(text.contains("default isolation: namespaces"), "{text}");
 }
+
+#[test]
+fn terminal_comes_from_the_sandbox_devpts() {
+    let env = Env::new();
+    let out = env
+        .warren_run("alice")
+        .args([
+            "--tty",
+            "always",
+            "--",
+            "sh",
+            "-c",
+            "tty; stty size; ls -1 /dev/pts; exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(text, "/dev/pts/0\n24 80\n0\nptmx\n");
+}

@@ -326,3 +326,58 @@ pub fn spawn_with_fds(
 // Raw syscalls of one concern live in a submodule of their own.
 pub mod cgroups;
 pub mod seccomp;
+
+/// Window size of a terminal (TIOCGWINSZ).
+pub fn get_winsize(fd: &impl AsRawFd) -> Result<libc::winsize, Errno> {
+    // SAFETY: all-zero is a valid winsize.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into `ws`, which outlives the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(ws)
+}
+
+/// Sets a terminal's window size (TIOCSWINSZ); the kernel sends SIGWINCH to
+/// the terminal's foreground process group.
+pub fn set_winsize(fd: &impl AsRawFd, rows: u16, cols: u16) -> Result<(), Errno> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ only reads the winsize we pass.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Makes `fd` (a terminal) the controlling terminal of the calling session
+/// leader (TIOCSCTTY).
+pub fn set_controlling_terminal(fd: &impl AsRawFd) -> Result<(), Errno> {
+    // SAFETY: TIOCSCTTY takes an integer argument and touches no memory.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+/// Wraps an fd number this process just received from the kernel (a new
+/// pty master, an SCM_RIGHTS fd) and owns exclusively.
+pub fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: callers pass only fds freshly created for this process that
+    // no other object owns (see the call sites in `pty`).
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// `dup2(fd, target)`: installs `fd` at number `target` (stdio set-up).
+pub fn dup_onto(fd: &impl AsRawFd, target: RawFd) -> Result<(), Errno> {
+    // SAFETY: dup2 only manipulates the fd table; `target` is a stdio slot
+    // the caller means to replace.
+    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
