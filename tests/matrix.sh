@@ -45,11 +45,17 @@ dir=$PWD
 while [[ "$dir" != "/" ]]; do chmod a+x "$dir"; dir=$(dirname "$dir"); done
 home=$(mktemp -d /tmp/warren-matrix-XXXXXX)
 chown "$user": "$home"
-trap 'rm -rf "$home"' EXIT
+# A setuid-root copy of the probe, which only root can make: the
+# unprivileged modes check that running it inside a sandbox gains nothing.
+suid_dir=$(mktemp -d /tmp/warren-suid-XXXXXX)
+chmod 755 "$suid_dir"
+install -m 4755 -o root "$(find target/debug/build -name warren-probe -type f | head -1)" "$suid_dir/suid-probe"
+trap 'rm -rf "$home" "$suid_dir"' EXIT
 
 as_user() {
   setpriv --reuid="$user" --regid="$user" --clear-groups --reset-env \
-    env HOME="$home" TMPDIR="$home" CI="${CI:-}" WARREN_MUST_RUN="${WARREN_MUST_RUN:-}" PATH=/usr/bin:/bin "$@"
+    env HOME="$home" TMPDIR="$home" CI="${CI:-}" WARREN_MUST_RUN="${WARREN_MUST_RUN:-}" PATH=/usr/bin:/bin \
+    WARREN_SUID_PROBE="$suid_dir/suid-probe" "$@"
 }
 
 for mode in user userns; do

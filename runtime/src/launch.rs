@@ -110,10 +110,12 @@ pub fn start(
 }
 
 /// How a sandbox run ended, from its events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The command ran and ended like this.
     Exited(Exit),
+    /// The command was killed because the sandbox reached its memory limit.
+    MemoryLimit { exit: Exit, limit_bytes: u64 },
     /// Set-up failed (or the command could not be executed).
     Failed(SetupError),
     /// The shim ended without saying why (killed from outside).
@@ -129,12 +131,28 @@ impl Outcome {
         }) {
             return Outcome::Failed(err);
         }
-        match events.iter().find_map(|e| match e {
+        let exit = events.iter().find_map(|e| match e {
             Event::Exited { exit } => Some(*exit),
             _ => None,
-        }) {
-            Some(exit) => Outcome::Exited(exit),
-            None => Outcome::Vanished(shim_exit),
+        });
+        let oom_limit = events.iter().find_map(|e| match e {
+            Event::LimitsHit { limits, events } if events.oom_killed() => limits.memory_bytes,
+            _ => None,
+        });
+        match (exit, oom_limit) {
+            // Killed by SIGKILL (itself, or its shell reporting 128+9) while
+            // the OOM killer was at work in its cgroup: the limit did it.
+            (Some(exit), Some(limit_bytes)) if exit.shell_code() == 128 + 9 => {
+                Outcome::MemoryLimit { exit, limit_bytes }
+            }
+            (None, Some(limit_bytes)) if shim_exit.shell_code() == 128 + 9 => {
+                Outcome::MemoryLimit {
+                    exit: shim_exit,
+                    limit_bytes,
+                }
+            }
+            (Some(exit), _) => Outcome::Exited(exit),
+            (None, _) => Outcome::Vanished(shim_exit),
         }
     }
 
@@ -142,6 +160,7 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Exited(e) | Outcome::Vanished(e) => e.shell_code(),
+            Outcome::MemoryLimit { .. } => crate::report::EXIT_MEMORY_LIMIT,
             Outcome::Failed(err) => err.exit_code(),
         }
     }
@@ -175,6 +194,32 @@ mod tests {
         assert_eq!(
             Outcome::from_events(&[], Exit::Signal(9)),
             Outcome::Vanished(Exit::Signal(9))
+        );
+        let oom = crate::cgroups::Events {
+            oom_kills: Some(1),
+            ..Default::default()
+        };
+        let hit = Event::LimitsHit {
+            limits: crate::cgroups::Limits::default(),
+            events: oom,
+        };
+        let ev = vec![
+            Event::Exited {
+                exit: Exit::Signal(9),
+            },
+            hit.clone(),
+        ];
+        assert_eq!(Outcome::from_events(&ev, Exit::Code(137)).exit_code(), 121);
+        // A child was OOM-killed but the command itself went on and exited.
+        let ev = vec![
+            Event::Exited {
+                exit: Exit::Code(0),
+            },
+            hit,
+        ];
+        assert_eq!(
+            Outcome::from_events(&ev, Exit::Code(0)),
+            Outcome::Exited(Exit::Code(0))
         );
     }
 }

@@ -17,9 +17,16 @@ pub fn sandbox_flags() -> CloneFlags {
         | CloneFlags::CLONE_NEWUTS
 }
 
-/// Adds CLONE_NEWCGROUP when `/proc/self/ns/cgroup` exists (kernel ≥ 4.6).
+/// Whether the kernel has cgroup namespaces (`/proc/self/ns/cgroup`, 4.6+).
+/// The sandbox's PID 1 unshares one after it was put in its cgroup, so that
+/// cgroup, not the caller's, is what the sandbox sees as `/`.
+pub fn cgroup_namespace_available(proc_root: &Path) -> bool {
+    proc_root.join("self/ns/cgroup").exists()
+}
+
+/// Adds CLONE_NEWCGROUP when the kernel has cgroup namespaces.
 pub fn with_cgroup_if_available(flags: CloneFlags, proc_root: &Path) -> CloneFlags {
-    if proc_root.join("self/ns/cgroup").exists() {
+    if cgroup_namespace_available(proc_root) {
         flags | CloneFlags::CLONE_NEWCGROUP
     } else {
         flags

@@ -15,6 +15,8 @@ pub const EXIT_SETUP_FAILED: i32 = 125;
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 /// The command was not found inside the sandbox.
 pub const EXIT_NOT_FOUND: i32 = 127;
+/// The sandbox's command was killed because the memory limit was reached.
+pub const EXIT_MEMORY_LIMIT: i32 = 121;
 
 /// A set-up step that failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -102,12 +104,33 @@ impl Exit {
 }
 
 /// One message on the report channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Set-up finished up to the exec of the command; `init_pid` is the
     /// sandbox's PID 1 as the host sees it.
     Started { init_pid: i32 },
+    /// The confinement actually in force (reported, not assumed): the
+    /// seccomp profile and how much of the Landlock ruleset the kernel took.
+    Confined {
+        seccomp: String,
+        landlock: crate::landlock::LandlockStatus,
+    },
+    /// The cgroup limits in force, as read back from the kernel.
+    Limited {
+        limits: crate::cgroups::Limits,
+        notes: Vec<String>,
+    },
+    /// Limits that could not be applied on this host, and why.
+    Unlimited {
+        missing: Vec<String>,
+        reasons: Vec<String>,
+    },
+    /// After the end: the kernel's counters of limits that were hit.
+    LimitsHit {
+        limits: crate::cgroups::Limits,
+        events: crate::cgroups::Events,
+    },
     /// A step failed; the command did not run.
     Failed(SetupError),
     /// The sandbox ended.

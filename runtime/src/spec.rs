@@ -6,7 +6,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroups::Limits;
 use crate::pty::WinSize;
+use crate::seccomp::Profile;
 use crate::tenant::Tenant;
 
 /// The in-sandbox uid and gid every tenant gets: the first ordinary user on
@@ -54,7 +56,7 @@ pub struct Bind {
     pub readonly: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxSpec {
     pub tenant: Tenant,
     /// In-sandbox uid/gid of the user.
@@ -77,6 +79,15 @@ pub struct SandboxSpec {
     /// and handed to the caller (see `pty`); `None`: plain stdio.
     #[serde(default)]
     pub tty: Option<WinSize>,
+    /// The seccomp profile applied last before the command runs.
+    #[serde(default)]
+    pub seccomp: Profile,
+    /// cgroup limits; those the host cannot apply are reported as missing.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Refuse to start when any limit in `limits` cannot be applied.
+    #[serde(default)]
+    pub require_limits: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +106,8 @@ pub enum SpecError {
     BadEnvName(String),
     #[error("/tmp size must be between 1 and 65536 MiB")]
     BadTmpSize,
+    #[error("{0}")]
+    Limits(String),
 }
 
 /// Targets the runtime builds itself; a bind over them would undo isolation.
@@ -155,6 +168,9 @@ impl SandboxSpec {
         if !(1..=65536).contains(&self.tmp_size_mib) {
             return Err(SpecError::BadTmpSize);
         }
+        self.limits
+            .validate()
+            .map_err(|e| SpecError::Limits(e.to_string()))?;
         Ok(())
     }
 }
@@ -205,6 +221,9 @@ pub(crate) mod tests {
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             argv: vec!["/bin/true".into()],
             tty: None,
+            seccomp: Profile::Default,
+            limits: Limits::default(),
+            require_limits: false,
         }
     }
 

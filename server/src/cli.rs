@@ -89,6 +89,21 @@ pub struct RunArgs {
     /// Give the command a terminal: auto = when stdin and stdout are ones.
     #[arg(long, value_enum, default_value = "auto")]
     pub tty: crate::run::TtyMode,
+    /// Memory limit, e.g. 512M, 2G, or "none".
+    #[arg(long, env = "WARREN_MEMORY", default_value = "512M", value_parser = parse_memory)]
+    pub memory: Limit<u64>,
+    /// CPU limit in cores, e.g. 0.5, 2, or "none".
+    #[arg(long, env = "WARREN_CPUS", default_value = "0.5", value_parser = parse_cpus)]
+    pub cpus: Limit<f64>,
+    /// Most processes and threads at once, or "none".
+    #[arg(long, env = "WARREN_PIDS", default_value = "512", value_parser = parse_pids)]
+    pub pids: Limit<u64>,
+    /// Refuse to run when a limit cannot be applied on this host.
+    #[arg(long, env = "WARREN_REQUIRE_LIMITS")]
+    pub require_limits: bool,
+    /// Print the confinement and limits in force.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Same as --tty always.
     #[arg(short = 't', conflicts_with = "tty")]
     pub force_tty: bool,
@@ -115,6 +130,58 @@ fn parse_bind_rw(s: &str) -> Result<Bind, String> {
     parse_bind(s, false)
 }
 
+/// A limit value, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit<T>(pub Option<T>);
+
+fn parse_memory(s: &str) -> Result<Limit<u64>, String> {
+    if s == "none" {
+        return Ok(Limit(None));
+    }
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let mult: u64 = match s[i..]
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                other => return Err(format!("unknown unit {other:?}: use K, M or G")),
+            };
+            (&s[..i], mult)
+        }
+        None => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(mult)
+        .map(|b| Limit(Some(b)))
+        .ok_or_else(|| "size too large".into())
+}
+
+fn parse_cpus(s: &str) -> Result<Limit<f64>, String> {
+    if s == "none" {
+        return Ok(Limit(None));
+    }
+    s.parse::<f64>()
+        .map(|c| Limit(Some(c)))
+        .map_err(|_| format!("not a number of cores: {s:?}"))
+}
+
+fn parse_pids(s: &str) -> Result<Limit<u64>, String> {
+    if s == "none" {
+        return Ok(Limit(None));
+    }
+    s.parse::<u64>()
+        .map(|c| Limit(Some(c)))
+        .map_err(|_| format!("not a count: {s:?}"))
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
     Ok((k.to_string(), v.to_string()))
@@ -135,6 +202,12 @@ pub fn main() -> ExitCode {
                 cwd: a.cwd,
                 tmp_size_mib: a.tmp_size,
                 term: std::env::var("TERM").ok(),
+                limits: warren_runtime::cgroups::Limits {
+                    memory_bytes: a.memory.0,
+                    cpu: a.cpus.0,
+                    pids: a.pids.0,
+                },
+                require_limits: a.require_limits,
                 tty: if a.force_tty {
                     crate::run::TtyMode::Always
                 } else {
@@ -142,7 +215,7 @@ pub fn main() -> ExitCode {
                 }
                 .resolve(),
             };
-            crate::run::run(&a.store.settings(), &req)
+            crate::run::run(&a.store.settings(), &req, a.verbose)
         }
         Command::Doctor { json } => crate::doctor::doctor(json),
     };

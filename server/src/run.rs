@@ -40,7 +40,7 @@ impl TtyMode {
 
 /// Runs `req` and returns the exit code to leave with. Errors are printed
 /// to stderr in the form "warren: <step>: <what>" plus a hint line.
-pub fn run(settings: &Settings, req: &Request) -> i32 {
+pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
     let spec = match sandbox::prepare(settings, req) {
         Ok(s) => s,
         Err(e) => {
@@ -48,6 +48,7 @@ pub fn run(settings: &Settings, req: &Request) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
+    prepare_cgroups();
     // Block before any thread or child exists, so no thread ever takes a
     // signal and nothing is lost before we supervise.
     if let Err(e) = init::block_signals() {
@@ -96,10 +97,92 @@ pub fn run(settings: &Settings, req: &Request) -> i32 {
     }
     let events = reader.join().unwrap_or_default();
     let outcome = Outcome::from_events(&events, shim_exit);
-    if let Outcome::Failed(err) = &outcome {
-        print_failure(err);
+    print_events(&events, verbose);
+    match &outcome {
+        Outcome::Failed(err) => print_failure(err),
+        Outcome::MemoryLimit { limit_bytes, .. } => {
+            eprintln!("warren: killed: memory limit {} reached", mib(*limit_bytes))
+        }
+        _ => {}
     }
     outcome.exit_code()
+}
+
+/// Moves us into our own leaf cgroup (cgroup v2's no-internal-processes
+/// rule) before the shim inherits it, and removes sandboxes' cgroups left by
+/// a crash. Failures are the shim's to report, with the sandbox's limits.
+fn prepare_cgroups() {
+    use warren_runtime::cgroups::{Cgroups, Roots};
+    if let Ok(c) = Cgroups::probe(&Roots::default()) {
+        if c.availability().complete() && c.prepare().is_ok() {
+            let _ = c.sweep_stale();
+        }
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    if bytes % (1 << 30) == 0 {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+fn describe(limits: &warren_runtime::cgroups::Limits) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = limits.memory_bytes {
+        parts.push(format!("memory {} (no swap)", mib(m)));
+    }
+    if let Some(c) = limits.cpu {
+        parts.push(format!("cpu {c} core(s)"));
+    }
+    if let Some(p) = limits.pids {
+        parts.push(format!("pids {p}"));
+    }
+    parts.join(", ")
+}
+
+/// Warnings always; the confinement in force with `--verbose`.
+fn print_events(events: &[report::Event], verbose: bool) {
+    use warren_runtime::report::Event;
+    for e in events {
+        match e {
+            Event::Unlimited { missing, reasons } => {
+                eprintln!(
+                    "warren: warning: running without the {} limit(s)",
+                    missing.join(", ")
+                );
+                for r in reasons {
+                    eprintln!("  {r}");
+                }
+            }
+            Event::Limited { limits, notes } if verbose => {
+                eprintln!("warren: limits: {}", describe(limits));
+                for n in notes {
+                    eprintln!("  note: {n}");
+                }
+            }
+            Event::Confined { seccomp, landlock } if verbose => {
+                eprintln!(
+                    "warren: confined: seccomp {seccomp}, landlock {landlock}, no capabilities"
+                );
+            }
+            Event::LimitsHit { limits, events } => {
+                if let (Some(n), Some(max)) =
+                    (events.pids_limit_hits.filter(|n| *n > 0), limits.pids)
+                {
+                    eprintln!("warren: pids limit {max} reached: {n} fork(s) refused");
+                }
+                if events.oom_killed() && verbose {
+                    eprintln!(
+                        "warren: the OOM killer ran {} time(s) in this sandbox",
+                        events.oom_kills.unwrap_or(0)
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Copies between our stdio and the sandbox's terminal, with our own

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use warren_runtime::cgroups::Limits;
 use warren_runtime::idmap::IdRange;
 use warren_runtime::pty::WinSize;
 use warren_runtime::spec::{
@@ -34,6 +35,9 @@ pub struct Request {
     pub term: Option<String>,
     /// A terminal of this size for the command (see `runtime::pty`).
     pub tty: Option<WinSize>,
+    pub limits: Limits,
+    /// Refuse to run without every limit in `limits`.
+    pub require_limits: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +116,9 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         env,
         argv: req.argv.clone(),
         tty: req.tty,
+        seccomp: Default::default(),
+        limits: req.limits,
+        require_limits: req.require_limits,
     };
     spec.validate()?;
     Ok(spec)

@@ -13,15 +13,17 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+use crate::limits;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::{chdir, pipe, sethostname, setpgid, setsid, Pid};
 use warren_runtime::init::{self, Target};
+use warren_runtime::landlock::{self, LandlockPaths};
 use warren_runtime::mounts::{self, MountOp};
 use warren_runtime::report::{self, Event, Exit, SetupError, STEP_EXEC};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
-use warren_runtime::{caps, host, idmap, namespaces, pty};
+use warren_runtime::{caps, host, idmap, namespaces, pty, seccomp};
 
 /// Outside the sandbox: create it, supervise it, report how it ended.
 pub fn run(
@@ -42,12 +44,15 @@ pub fn run(
     if nix::unistd::geteuid().is_root() {
         let _ = sys::clear_supplementary_groups();
     }
+    // The cgroup exists, limits written and read back, before the sandbox.
+    let cgroup = limits::create(&spec, report)?;
     // Block before cloning so no signal or SIGCHLD is lost before supervise.
     init::block_signals().map_err(|e| SetupError::errno("block signals", e))?;
 
     let (ready_r, ready_w) = pipe().map_err(|e| SetupError::errno("create sync pipe", e))?;
-    let flags =
-        namespaces::with_cgroup_if_available(namespaces::sandbox_flags(), Path::new("/proc"));
+    // The cgroup namespace is unshared by PID 1 once it sits in its cgroup,
+    // so that cgroup becomes the namespace's root.
+    let flags = namespaces::sandbox_flags();
     let pid = match sys::clone_process(flags) {
         Ok(Forked::Child) => {
             drop(ready_w);
@@ -69,7 +74,9 @@ pub fn run(
     drop(pty_socket);
 
     // Only a process outside the new user namespace may write its maps.
-    if let Err(err) = idmap::write_maps_from_parent(pid, &spec) {
+    let placed = idmap::write_maps_from_parent(pid, &spec)
+        .and_then(|()| cgroup.as_ref().map_or(Ok(()), |cg| limits::enter(cg, pid)));
+    if let Err(err) = placed {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         init::wait_for(pid);
         return Err(err);
@@ -91,6 +98,9 @@ pub fn run(
     // could not, so we do.
     if let Exit::Signal(_) = exit {
         let _ = report::send(report, &Event::Exited { exit });
+    }
+    if let Some(cg) = cgroup {
+        limits::finish(cg, spec.limits, report);
     }
     Ok(exit)
 }
@@ -130,6 +140,11 @@ fn init_steps(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SetupError::errno("set parent-death signal", e))?;
     wait_for_parent(ready)?;
+    // Now inside our cgroup: it becomes the root of our cgroup namespace.
+    if namespaces::cgroup_namespace_available(Path::new("/proc")) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| SetupError::errno("unshare cgroup namespace", e))?;
+    }
     // Early: from here on no execve can gain privileges (setuid, file caps).
     sys::set_no_new_privs().map_err(|e| SetupError::errno("set no_new_privs", e))?;
     // Files we create must have an owner the namespace can represent (else
@@ -147,6 +162,8 @@ fn init_steps(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SetupError::errno("set parent-death signal", e))?;
     sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
+    // Compiled now, while allocation is still harmless; applied last.
+    let filters = spec.seccomp.filters()?;
     // The terminal comes from the sandbox's own devpts; its master leaves
     // the sandbox over the socket and PID 1 keeps no copy.
     let tty = match (spec.tty, pty_socket) {
@@ -165,6 +182,24 @@ fn init_steps(
         (None, _) => None,
     };
     let (argv, envp) = command_strings(spec)?;
+    // Second wall: writes only to the home, /tmp, /dev/shm and terminals.
+    let mut paths = LandlockPaths::for_sandbox(spec.home());
+    paths.read_write.extend(
+        spec.binds
+            .iter()
+            .filter(|b| !b.readonly)
+            .map(|b| b.target.clone()),
+    );
+    let landlock = landlock::restrict(&paths)?;
+    // Last: from here on PID 1 and the command run under the filter.
+    seccomp::apply(&filters)?;
+    let _ = report::send(
+        report,
+        &Event::Confined {
+            seccomp: spec.seccomp.name().to_string(),
+            landlock,
+        },
+    );
     match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
         Forked::Child => exec_command(spec, tty.as_deref(), &argv, &envp, report),
         Forked::Parent(pid) => Ok(pid),

@@ -13,6 +13,7 @@
 //! order of the steps, which is the security argument.
 
 mod create;
+mod limits;
 
 use std::io::Read;
 use std::os::fd::{OwnedFd, RawFd};

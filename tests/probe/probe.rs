@@ -22,6 +22,162 @@ extern "C" {
     fn _exit(code: i32) -> !;
     fn socket(domain: i32, ty: i32, proto: i32) -> i32;
     fn ioctl(fd: i32, req: u64, ...) -> i32;
+    fn syscall(nr: i64, ...) -> i64;
+    fn wait(status: *mut i32) -> i32;
+}
+
+// x86_64 syscall probes, from runtime/src/sys/seccomp.rs: arguments the
+// kernel itself refuses with some other errno, so an EPERM can only come
+// from the filter (bubblewrap's try-syscall.c does the same).
+const BAD_PTR: u64 = 1;
+const BAD_FD: u64 = u64::MAX;
+const UNOPENED_FD: u64 = 0x7fff_ffff;
+const BAD_FLAGS: u64 = 0xdead_0000;
+const CLONE_NEWUSER: u64 = 0x1000_0000;
+const CLONE_NEWNS: u64 = 0x0002_0000;
+const CLONE_FS: u64 = 0x200;
+const TIOCSTI: u64 = 0x5412;
+const TIOCLINUX: u64 = 0x541C;
+const TIOCGWINSZ: u64 = 0x5413;
+
+const SYSCALLS: &[(&str, i64, [u64; 6])] = &[
+    ("keyctl", 250, [0xdead, 0, 0, 0, 0, 0]),
+    ("add_key", 248, [BAD_PTR, 0, 0, 0, 0, 0]),
+    ("request_key", 249, [BAD_PTR, 0, 0, 0, 0, 0]),
+    ("bpf", 321, [0x7fff_ffff, 0, 0, 0, 0, 0]),
+    ("perf_event_open", 298, [BAD_PTR, 0, u64::MAX, u64::MAX, 0, 0]),
+    ("userfaultfd", 323, [0x3, 0, 0, 0, 0, 0]),
+    ("io_uring_setup", 425, [1, BAD_PTR, 0, 0, 0, 0]),
+    ("io_uring_enter", 426, [BAD_FD, 0, 0, 0, 0, 0]),
+    ("io_uring_register", 427, [UNOPENED_FD, 0, 0, 0, 0, 0]),
+    ("kexec_load", 246, [0, 0, 0, BAD_FLAGS, 0, 0]),
+    ("kexec_file_load", 320, [BAD_FD, BAD_FD, 0, 0, BAD_FLAGS, 0]),
+    ("init_module", 175, [0, 0, BAD_PTR, 0, 0, 0]),
+    ("finit_module", 313, [BAD_FD, 0, BAD_FLAGS, 0, 0, 0]),
+    ("delete_module", 176, [BAD_PTR, 0, 0, 0, 0, 0]),
+    ("mount", 165, [0, BAD_PTR, 0, 0, 0, 0]),
+    ("umount2", 166, [BAD_PTR, BAD_FLAGS, 0, 0, 0, 0]),
+    ("pivot_root", 155, [BAD_PTR, BAD_PTR, 0, 0, 0, 0]),
+    ("fsopen", 430, [BAD_PTR, BAD_FLAGS, 0, 0, 0, 0]),
+    ("fsconfig", 431, [BAD_FD, 0xdead, 0, 0, 0, 0]),
+    ("fsmount", 432, [BAD_FD, 0, 0, 0, 0, 0]),
+    ("fspick", 433, [BAD_FD, BAD_PTR, BAD_FLAGS, 0, 0, 0]),
+    ("open_tree", 428, [BAD_FD, BAD_PTR, BAD_FLAGS, 0, 0, 0]),
+    ("move_mount", 429, [BAD_FD, BAD_PTR, BAD_FD, BAD_PTR, BAD_FLAGS, 0]),
+    ("mount_setattr", 442, [BAD_FD, BAD_PTR, BAD_FLAGS, 0, 0, 0]),
+    ("unshare_newuser", 272, [CLONE_NEWUSER | 1 << 40, 0, 0, 0, 0, 0]),
+    ("clone_newuser", 56, [CLONE_NEWUSER | CLONE_FS, 0, 0, 0, 0, 0]),
+    ("setns", 308, [BAD_FD, 0, 0, 0, 0, 0]),
+    ("process_vm_readv", 310, [0, 0, 0, 0, 0, 1]),
+    ("process_vm_writev", 311, [0, 0, 0, 0, 0, 1]),
+    ("ptrace", 101, [16, 0x7fff_ffff, 0, 0, 0, 0]),
+    ("reboot", 169, [0, 0, 0, 0, 0, 0]),
+    ("swapon", 167, [BAD_PTR, BAD_FLAGS, 0, 0, 0, 0]),
+    ("swapoff", 168, [BAD_PTR, 0, 0, 0, 0, 0]),
+    ("acct", 163, [BAD_PTR, 0, 0, 0, 0, 0]),
+    ("quotactl", 179, [0xff, 0, 0, 0, 0, 0]),
+    ("quotactl_fd", 443, [BAD_FD, 0xff, 0, 0, 0, 0]),
+    ("name_to_handle_at", 303, [BAD_FD, BAD_PTR, BAD_PTR, BAD_PTR, BAD_FLAGS, 0]),
+    ("open_by_handle_at", 304, [BAD_FD, BAD_PTR, 0, 0, 0, 0]),
+    ("iopl", 172, [4, 0, 0, 0, 0, 0]),
+    ("ioperm", 173, [0x10000, 1, 1, 0, 0, 0]),
+    ("personality_linux32", 135, [0x0008, 0, 0, 0, 0, 0]),
+    ("socket_vsock", 41, [40, 15, 0, 0, 0, 0]),
+    ("ioctl_tiocsti", 16, [BAD_FD, TIOCSTI, BAD_PTR, 0, 0, 0]),
+    ("ioctl_tiocsti_high", 16, [BAD_FD, 1 << 32 | TIOCSTI, BAD_PTR, 0, 0, 0]),
+    ("ioctl_tioclinux", 16, [BAD_FD, TIOCLINUX, BAD_PTR, 0, 0, 0]),
+    ("clone3", 435, [BAD_PTR, 88, 0, 0, 0, 0]),
+    ("x32_getpid", 0x4000_0000 | 39, [0; 6]),
+    // Neighbours the filter must let through unchanged.
+    ("personality_query", 135, [0xffff_ffff, 0, 0, 0, 0, 0]),
+    ("ioctl_tiocgwinsz", 16, [BAD_FD, TIOCGWINSZ, BAD_PTR, 0, 0, 0]),
+    ("socket_unix", 41, [1, 15, 0, 0, 0, 0]),
+    ("unshare_newns", 272, [CLONE_NEWNS | 1 << 40, 0, 0, 0, 0, 0]),
+    ("clone_newns", 56, [CLONE_NEWNS | CLONE_FS, 0, 0, 0, 0, 0]),
+];
+
+/// Issues one probe syscall: "ok" or the errno's name.
+fn try_syscall(name: &str) -> String {
+    let Some((_, nr, a)) = SYSCALLS.iter().find(|(n, _, _)| *n == name) else {
+        return format!("unknown syscall probe {name}");
+    };
+    // SAFETY: every argument set is one the kernel rejects before touching
+    // memory (bad pointers are 1, fds are -1), except personality, whose
+    // old value is restored right away.
+    let r = unsafe { syscall(*nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    let answer = if r < 0 { errno_name(std::io::Error::last_os_error()) } else { "ok".to_string() };
+    if *nr == 135 && r >= 0 {
+        unsafe { syscall(135, r as u64, 0, 0, 0, 0, 0) };
+    }
+    answer
+}
+
+/// Allocates and touches memory 16 MiB at a time up to `mib`, printing the
+/// running total so the caller sees where it was killed.
+fn hog(mib: usize) -> String {
+    let mut keep: Vec<Vec<u8>> = Vec::new();
+    let mut out = std::io::stdout();
+    for step in 1..=mib / 16 {
+        keep.push(vec![1u8; 16 << 20]);
+        let _ = writeln!(out, "hog-mib\t{}", step * 16);
+        let _ = out.flush();
+    }
+    format!("survived {mib} MiB")
+}
+
+/// Forks sleeping children until the kernel refuses, then kills and reaps
+/// them: answers "<children> <errno of the refused fork>".
+fn forkbomb() -> String {
+    let mut kids = Vec::new();
+    let err = loop {
+        let pid = unsafe { fork() };
+        if pid == 0 {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            unsafe { _exit(0) };
+        }
+        if pid < 0 {
+            break errno_name(std::io::Error::last_os_error());
+        }
+        kids.push(pid);
+        if kids.len() > 100_000 {
+            break "no limit".to_string();
+        }
+    };
+    for k in &kids {
+        unsafe { kill(*k, 9) };
+    }
+    for _ in &kids {
+        let mut status = 0;
+        unsafe { wait(&mut status) };
+    }
+    format!("{} {err}", kids.len())
+}
+
+/// Spins `threads` busy threads for `ms` of wall time and answers the CPU
+/// time used as a percentage of one core.
+fn spin(threads: usize, ms: u64) -> String {
+    let start = std::time::Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while start.elapsed().as_millis() < ms as u128 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = &stat[stat.rfind(')').unwrap_or(0) + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime (fields 14 and 15) in clock ticks (100 per second).
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    format!("{:.0}", ticks / 100.0 / wall * 100.0)
 }
 
 /// Flags of `lo` from SIOCGIFFLAGS (independent of whether /sys exists).
@@ -59,6 +215,10 @@ fn errno_name(e: std::io::Error) -> String {
         22 => "EINVAL",
         28 => "ENOSPC",
         30 => "EROFS",
+        3 => "ESRCH",
+        11 => "EAGAIN",
+        25 => "ENOTTY",
+        8 => "ENOEXEC",
         38 => "ENOSYS",
         40 => "ELOOP",
         95 => "EOPNOTSUPP",
@@ -177,6 +337,22 @@ fn answer(q: &str) -> String {
             n.join(",")
         }
         "lo_up" => lo_up(),
+        "syscall" => try_syscall(arg),
+        "hog" => hog(arg.parse().unwrap_or(1024)),
+        "forkbomb" => forkbomb(),
+        "spin" => {
+            let (threads, ms) = arg.split_once('x').unwrap_or(("2", "3000"));
+            spin(threads.parse().unwrap_or(2), ms.parse().unwrap_or(3000))
+        }
+        "tiocsti" => {
+            // Push a character into our own terminal's input (fd 0).
+            let c: u8 = b'x';
+            let high = arg == "high";
+            let req = if high { 1u64 << 32 | TIOCSTI } else { TIOCSTI };
+            let r = unsafe { syscall(16, 0u64, req, &c as *const u8 as u64, 0u64, 0u64, 0u64) };
+            if r < 0 { errno_name(std::io::Error::last_os_error()) } else { "ok".into() }
+        }
+        "syscalls" => SYSCALLS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(","),
         "exists" => if fs::symlink_metadata(arg).is_ok() {
             "yes"
         } else {

@@ -270,6 +270,9 @@ fn stdin_and_stdout_pass_through() {
     let env = Env::new();
     let mut child = env
         .warren_run("alice")
+        // No limits: stderr then holds only the command's own output,
+        // also where limits are unavailable and would be warned about.
+        .args(["--memory", "none", "--cpus", "none", "--pids", "none"])
         .args(["--", "sh", "-c", "tr a-z A-Z; echo err >&2"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

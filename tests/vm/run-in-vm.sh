@@ -56,6 +56,10 @@ need_install=()
 command -v qemu-system-x86_64 >/dev/null || need_install+=(qemu-system-x86)
 command -v busybox >/dev/null || need_install+=(busybox-static)
 command -v cpio >/dev/null || need_install+=(cpio)
+if [ ${#MODULES[@]} -gt 0 ]; then
+    command -v modprobe >/dev/null || need_install+=(kmod)
+    command -v xz >/dev/null || need_install+=(xz-utils)
+fi
 if [ -z "${WARREN_VM_KERNEL:-}" ] && ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
     need_install+=(linux-image-amd64)
 fi
@@ -152,7 +156,9 @@ exec 0</dev/console 1>/dev/console 2>&1
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
+# The initramfs root is a tmpfs already; a fresh one on /tmp would hide
+# host files that live under /tmp (e.g. a CARGO_TARGET_DIR there).
+[ -n "$(ls -A /tmp)" ] || mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 for m in $(cat /warren/modules); do insmod "/lib/modules/$m" || echo "insmod $m failed"; done
@@ -190,7 +196,7 @@ timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
         printf '%s\n' "$line"
         printf '%s\n' "$line" >>"$LOG"
         case $line in
-        WARREN-VM-BOOTED*) echo "$EPOCHREALTIME" >"$WORK/booted" ;;
+        *WARREN-VM-BOOTED*) echo "$EPOCHREALTIME" >"$WORK/booted" ;;
         esac
     done
 qemu_rc=${PIPESTATUS[0]}
@@ -199,7 +205,7 @@ end=$EPOCHREALTIME
 [ -f "$WORK/booted" ] && booted=$(cat "$WORK/booted")
 
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-code=$(sed -n 's/^WARREN-VM-EXIT=\([0-9]\{1,3\}\)$/\1/p' "$LOG" 2>/dev/null | tail -n 1)
+code=$(sed -n 's/.*WARREN-VM-EXIT=\([0-9]\{1,3\}\)$/\1/p' "$LOG" 2>/dev/null | tail -n 1)
 summary="kernel $KVER, ${MEM} MiB, accel ${WARREN_VM_ACCEL:-tcg}"
 [ -n "$booted" ] && summary="$summary, booted in $(secs "$start" "$booted") s"
 summary="$summary, total $(secs "$start" "$end") s"

@@ -1,1 +1,0 @@
-//! cgroup limits for sandboxes (v2 and v1 drivers behind one interface).
