@@ -92,7 +92,7 @@ fn memory_hog_is_killed_near_the_limit() {
     let last: u64 = text(&out.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("hog-mib\t")?.parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(0);
     assert!((384..=512).contains(&last), "killed after {last} MiB");
     assert_no_leftovers(user);
