@@ -83,6 +83,20 @@ pub fn warren_bin() -> PathBuf {
     bin_dir().join("warren")
 }
 
+/// `warren`, or `$WARREN_TEST_WRAPPER warren`: the cgroup-v2 VM starts each
+/// `warren run` alone in a cgroup of its own, as `systemd-run --scope -p
+/// Delegate=yes` would (tests/vm/own-cgroup.sh).
+pub fn warren_command() -> Command {
+    match std::env::var_os("WARREN_TEST_WRAPPER") {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.arg(warren_bin());
+            c
+        }
+        None => Command::new(warren_bin()),
+    }
+}
+
 pub fn probe_bin() -> PathBuf {
     PathBuf::from(env!("WARREN_PROBE"))
 }
@@ -121,7 +135,7 @@ impl Env {
     /// `warren run` with this env's state, the probe bound in, and `args`
     /// (options, then `--`, then the command) appended.
     pub fn warren_run(&self, user: &str) -> Command {
-        let mut c = Command::new(warren_bin());
+        let mut c = warren_command();
         c.arg("run")
             .arg("--user")
             .arg(user)

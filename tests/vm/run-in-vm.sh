@@ -148,6 +148,17 @@ cat >"$ROOT/init" <<'EOF'
 # PID 1 of the test VM: mount the basics and cgroup2, run the script,
 # report its exit code on the console, power off.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+# pivot_root(2) refuses to move away from the initramfs rootfs, and
+# warren's sandboxes pivot_root: move everything onto a real tmpfs first.
+if [ "$1" != on-tmpfs ]; then
+    mkdir /newroot
+    mount -t tmpfs -o mode=755 tmpfs /newroot
+    for e in /*; do
+        case $e in /newroot | /proc | /sys | /dev) ;; *) cp -a "$e" /newroot/ ;; esac
+    done
+    mkdir -p /newroot/proc /newroot/sys /newroot/dev
+    exec switch_root /newroot /init on-tmpfs
+fi
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
