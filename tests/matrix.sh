@@ -70,10 +70,8 @@ for mode in user userns; do
   done
 done
 echo "== cgroup v2 (throw-away VM: this host's controllers are on v1)"
-if [[ -e /dev/kvm || -n "$(ls /boot/vmlinuz-* 2>/dev/null)" ]] || command -v apt-get >/dev/null; then
-  tests/vm/cgroup-v2-tests.sh
-  tests/vm/limits-v2.sh
-else
-  skip "no way to boot the cgroup-v2 VM (needs qemu-system-x86 and a Debian kernel)"
-fi
+# Both install qemu-system-x86, linux-image-amd64 and busybox-static when
+# missing, and exit non-zero when the VM cannot boot.
+tests/vm/cgroup-v2-tests.sh
+tests/vm/limits-v2.sh
 echo "== matrix: all modes passed"
