@@ -94,6 +94,26 @@ pub fn supervise_with(
     }
 }
 
+/// PID 1 of a sandbox held open without a command (the web server's
+/// sandboxes, which terminals join): reaps orphans until SIGTERM, SIGINT,
+/// SIGHUP or SIGQUIT tells it to end the sandbox.
+pub fn hold() -> Exit {
+    let set = watched();
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+                    waitpid(None, Some(WaitPidFlag::WNOHANG))
+                {}
+            }
+            Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP | Signal::SIGQUIT) => {
+                return Exit::Code(0)
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Reaps what has exited; returns the child's exit once it is among them.
 fn reap(child: Pid, reap_orphans: bool) -> Option<Exit> {
     let who = if reap_orphans { None } else { Some(child) };

@@ -60,6 +60,37 @@ pub fn start(
     stdout: Stdio,
     stderr: Stdio,
 ) -> Result<Launched, LaunchError> {
+    start_as(shim, spec, &Mode::Create, stdin, stdout, stderr)
+}
+
+/// A live sandbox to run a command in (`warren-shim join`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTarget {
+    /// The sandbox's PID 1 as the host sees it (`Event::Started`).
+    pub init_pid: i32,
+    /// The shim that created the sandbox; the caller must not have reaped
+    /// it, so that PID 1's pid cannot have been reused.
+    pub parent_pid: i32,
+    /// The sandbox's cgroup (`Event::Limited`), if it has one.
+    pub cgroup: Option<String>,
+}
+
+/// Create a sandbox, or join a live one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Create,
+    Join(JoinTarget),
+}
+
+/// [`start`] for either mode.
+pub fn start_as(
+    shim: &Path,
+    spec: &SandboxSpec,
+    mode: &Mode,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Launched, LaunchError> {
     spec.validate()?;
     let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Pass(e.into()))?;
     let memfd: OwnedFd = memfd_create("warren-spec", MFdFlags::MFD_CLOEXEC)
@@ -72,8 +103,24 @@ pub fn start(
         .map_err(|e| LaunchError::Pass(e.into()))?;
 
     let mut cmd = Command::new(shim);
+    match mode {
+        Mode::Create => {
+            cmd.arg("create");
+        }
+        Mode::Join(t) => {
+            cmd.args([
+                "join",
+                "--init-pid",
+                &t.init_pid.to_string(),
+                "--parent-pid",
+                &t.parent_pid.to_string(),
+            ]);
+            if let Some(id) = &t.cgroup {
+                cmd.args(["--cgroup", id]);
+            }
+        }
+    }
     cmd.args([
-        "create",
         "--spec-fd",
         &SPEC_FD.to_string(),
         "--report-fd",

@@ -118,6 +118,8 @@ pub enum Event {
     },
     /// The cgroup limits in force, as read back from the kernel.
     Limited {
+        /// The sandbox's cgroup id (for joining it, or reading its usage).
+        cgroup: String,
         limits: crate::cgroups::Limits,
         notes: Vec<String>,
     },

@@ -88,6 +88,10 @@ pub struct SandboxSpec {
     /// Refuse to start when any limit in `limits` cannot be applied.
     #[serde(default)]
     pub require_limits: bool,
+    /// Start no command: PID 1 holds the sandbox open until told to stop,
+    /// and commands join it (`warren-shim join`). `argv` is then unused.
+    #[serde(default)]
+    pub hold: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,7 +126,7 @@ impl SandboxSpec {
     /// Checks everything the shim relies on. Called by the server before
     /// sending and by the shim after receiving.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.argv.is_empty() || self.argv[0].is_empty() {
+        if !self.hold && (self.argv.is_empty() || self.argv[0].is_empty()) {
             return Err(SpecError::NoCommand);
         }
         if self.argv.iter().any(|a| a.contains('\0')) {
@@ -224,6 +228,7 @@ pub(crate) mod tests {
             seccomp: Profile::Default,
             limits: Limits::default(),
             require_limits: false,
+            hold: false,
         }
     }
 

@@ -208,6 +208,7 @@ pub fn main() -> ExitCode {
                     pids: a.pids.0,
                 },
                 require_limits: a.require_limits,
+                hold: false,
                 tty: if a.force_tty {
                     crate::run::TtyMode::Always
                 } else {

@@ -156,7 +156,7 @@ fn print_events(events: &[report::Event], verbose: bool) {
                     eprintln!("  {r}");
                 }
             }
-            Event::Limited { limits, notes } if verbose => {
+            Event::Limited { limits, notes, .. } if verbose => {
                 eprintln!("warren: limits: {}", describe(limits));
                 for n in notes {
                     eprintln!("  note: {n}");

@@ -38,6 +38,8 @@ pub struct Request {
     pub limits: Limits,
     /// Refuse to run without every limit in `limits`.
     pub require_limits: bool,
+    /// Start no command; keep the sandbox for commands to join.
+    pub hold: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,7 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         seccomp: Default::default(),
         limits: req.limits,
         require_limits: req.require_limits,
+        hold: req.hold,
     };
     spec.validate()?;
     Ok(spec)

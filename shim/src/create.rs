@@ -7,23 +7,20 @@
 //!   the sandbox user and reaps;
 //! - the command (`exec_command`), forked by PID 1.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use crate::limits;
-use nix::errno::Errno;
+use crate::{limits, spawn};
 use nix::sys::signal::Signal;
-use nix::unistd::{chdir, pipe, sethostname, setpgid, setsid, Pid};
+use nix::unistd::{pipe, sethostname, setsid, Pid};
 use warren_runtime::init::{self, Target};
-use warren_runtime::landlock::{self, LandlockPaths};
 use warren_runtime::mounts::{self, MountOp};
-use warren_runtime::report::{self, Event, Exit, SetupError, STEP_EXEC};
+use warren_runtime::report::{self, Event, Exit, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
-use warren_runtime::{caps, host, idmap, namespaces, pty, seccomp};
+use warren_runtime::{caps, host, idmap, namespaces};
 
 /// Outside the sandbox: create it, supervise it, report how it ended.
 pub fn run(
@@ -114,11 +111,16 @@ fn sandbox_init(
     report: &mut File,
 ) -> ! {
     match init_steps(spec, plan, ready, pty_socket, report) {
-        Ok(cmd) => {
+        Ok(Some(cmd)) => {
             let exit = init::supervise(cmd, Target::Group(cmd), true);
             let _ = report::send(report, &Event::Exited { exit });
             // Returning from PID 1 makes the kernel kill everything else
             // left in the pid namespace: nothing outlives the command.
+            sys::exit_immediately(exit.shell_code())
+        }
+        Ok(None) => {
+            let exit = init::hold();
+            let _ = report::send(report, &Event::Exited { exit });
             sys::exit_immediately(exit.shell_code())
         }
         Err(err) => {
@@ -129,14 +131,15 @@ fn sandbox_init(
     }
 }
 
-/// The sandbox side, in order. Returns the command's pid.
+/// The sandbox side, in order. Returns the command's pid (none when the
+/// sandbox is only held open for terminals to join).
 fn init_steps(
     spec: &SandboxSpec,
     plan: &[MountOp],
     ready: OwnedFd,
     pty_socket: Option<OwnedFd>,
     report: &mut File,
-) -> Result<Pid, SetupError> {
+) -> Result<Option<Pid>, SetupError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SetupError::errno("set parent-death signal", e))?;
     wait_for_parent(ready)?;
@@ -162,48 +165,7 @@ fn init_steps(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SetupError::errno("set parent-death signal", e))?;
     sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
-    // Compiled now, while allocation is still harmless; applied last.
-    let filters = spec.seccomp.filters()?;
-    // The terminal comes from the sandbox's own devpts; its master leaves
-    // the sandbox over the socket and PID 1 keeps no copy.
-    let tty = match (spec.tty, pty_socket) {
-        (Some(size), Some(sock)) => {
-            let (master, slave) = pty::open(size)?;
-            pty::send_fd(&sock, &master)
-                .map_err(|e| SetupError::errno("send terminal to caller", e))?;
-            Some(slave)
-        }
-        (Some(_), None) => {
-            return Err(SetupError::new(
-                "open terminal",
-                "a terminal was asked for without a socket to send it on",
-            ))
-        }
-        (None, _) => None,
-    };
-    let (argv, envp) = command_strings(spec)?;
-    // Second wall: writes only to the home, /tmp, /dev/shm and terminals.
-    let mut paths = LandlockPaths::for_sandbox(spec.home());
-    paths.read_write.extend(
-        spec.binds
-            .iter()
-            .filter(|b| !b.readonly)
-            .map(|b| b.target.clone()),
-    );
-    let landlock = landlock::restrict(&paths)?;
-    // Last: from here on PID 1 and the command run under the filter.
-    seccomp::apply(&filters)?;
-    let _ = report::send(
-        report,
-        &Event::Confined {
-            seccomp: spec.seccomp.name().to_string(),
-            landlock,
-        },
-    );
-    match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
-        Forked::Child => exec_command(spec, tty.as_deref(), &argv, &envp, report),
-        Forked::Parent(pid) => Ok(pid),
-    }
+    spawn::confine_and_spawn(spec, pty_socket, report)
 }
 
 /// Blocks until the parent has written our id maps (or died).
@@ -216,62 +178,4 @@ fn wait_for_parent(ready: OwnedFd) -> Result<(), SetupError> {
             "the shim exited before releasing the sandbox",
         )),
     }
-}
-
-fn command_strings(spec: &SandboxSpec) -> Result<(Vec<CString>, Vec<CString>), SetupError> {
-    let bad = |_| SetupError::new("prepare command", "NUL byte in command or environment");
-    let argv = spec
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_str()))
-        .collect::<Result<_, _>>()
-        .map_err(bad)?;
-    let envp = spec
-        .env
-        .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")))
-        .collect::<Result<_, _>>()
-        .map_err(bad)?;
-    Ok((argv, envp))
-}
-
-/// The command's process: its own process group, default signals, the
-/// working directory, then exec. Reports and exits if any of that fails.
-fn exec_command(
-    spec: &SandboxSpec,
-    tty: Option<&Path>,
-    argv: &[CString],
-    envp: &[CString],
-    report: &mut File,
-) -> ! {
-    let err = (|| {
-        match tty {
-            // Session leader on its own terminal: job control works.
-            Some(path) => pty::attach_as_controlling_terminal(path)?,
-            None => setpgid(Pid::from_raw(0), Pid::from_raw(0))
-                .map_err(|e| SetupError::errno("setpgid", e))?,
-        }
-        init::unblock_all_signals().map_err(|e| SetupError::errno("unblock signals", e))?;
-        sys::reset_signal_dispositions();
-        chdir(&spec.cwd).map_err(|e| {
-            SetupError::errno(format!("chdir {}", spec.cwd.display()), e)
-                .with_hint("the working directory must exist inside the sandbox")
-        })?;
-        let errno = sys::exec(argv, envp);
-        let err = SetupError::errno(STEP_EXEC, errno).with_message(format!(
-            "{:?}: {}",
-            spec.argv[0],
-            errno.desc()
-        ));
-        Err::<(), _>(match errno {
-            Errno::ENOENT => err.with_hint("the command was not found in the sandbox's PATH"),
-            Errno::EACCES => err.with_hint("the file is not executable, or its mount is noexec"),
-            _ => err,
-        })
-    })()
-    .unwrap_err();
-    let code = err.exit_code();
-    // The report fd is still open here: it is close-on-exec and exec failed.
-    let _ = report::send(report, &Event::Failed(err));
-    sys::exit_immediately(code)
 }

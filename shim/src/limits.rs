@@ -85,6 +85,7 @@ pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Option<SandboxCgr
     let _ = report::send(
         report,
         &Event::Limited {
+            cgroup: id,
             limits,
             notes: applied.notes,
         },
@@ -109,4 +110,15 @@ pub fn finish(cg: SandboxCgroup, limits: Limits, report: &mut File) {
     if let Err(e) = cg.destroy() {
         eprintln!("warren-shim: removing cgroup: {e}");
     }
+}
+
+/// Moves the calling process into the cgroup of an existing sandbox (its
+/// children, the joined command among them, inherit it).
+pub fn join(id: &str) -> Result<(), SetupError> {
+    let cgroups = Cgroups::probe(&Roots::default()).map_err(|e| cgroup_error("find cgroups", e))?;
+    let cg = cgroups
+        .open(id)
+        .map_err(|e| cgroup_error("open sandbox cgroup", e))?;
+    cg.add_process(nix::unistd::getpid())
+        .map_err(|e| cgroup_error("join cgroup", e))
 }

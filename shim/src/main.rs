@@ -13,43 +13,58 @@
 //! order of the steps, which is the security argument.
 
 mod create;
+mod join;
 mod limits;
+mod spawn;
 
 use std::io::Read;
 use std::os::fd::{OwnedFd, RawFd};
 use std::process::ExitCode;
 
+use nix::unistd::Pid;
 use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys;
 
-const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N]";
+const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N]
+       warren-shim join --init-pid PID --parent-pid PID [--cgroup ID] --spec-fd N --report-fd N [--pty-socket-fd N]";
+
+/// What the command line asks for.
+struct Args {
+    join: Option<join::Target>,
+    spec_fd: RawFd,
+    report_fd: RawFd,
+    pty_fd: Option<RawFd>,
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (spec_fd, report_fd, pty_fd) = match parse_args(&args) {
-        Ok(fds) => fds,
+    let args = match parse_args(&args) {
+        Ok(a) => a,
         Err(msg) => {
             eprintln!("warren-shim: {msg}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let mut report = match sys::adopt_inherited_fd(report_fd) {
+    let mut report = match sys::adopt_inherited_fd(args.report_fd) {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => {
-            eprintln!("warren-shim: report fd {report_fd}: {e}");
+            eprintln!("warren-shim: report fd {}: {e}", args.report_fd);
             return ExitCode::from(2);
         }
     };
-    let pty_socket = match pty_fd.map(sys::adopt_inherited_fd).transpose() {
+    let pty_socket = match args.pty_fd.map(sys::adopt_inherited_fd).transpose() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("warren-shim: pty socket fd: {e}");
             return ExitCode::from(2);
         }
     };
-    let code = match read_spec(spec_fd).and_then(|spec| create::run(spec, pty_socket, &mut report))
-    {
+    let result = read_spec(args.spec_fd).and_then(|spec| match args.join {
+        None => create::run(spec, pty_socket, &mut report),
+        Some(target) => join::run(spec, target, pty_socket, &mut report),
+    });
+    let code = match result {
         Ok(exit) => exit.shell_code(),
         Err(err) => {
             let code = err.exit_code();
@@ -60,36 +75,60 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn parse_args(args: &[String]) -> Result<(RawFd, RawFd, Option<RawFd>), String> {
-    let mut spec = None;
-    let mut report = None;
-    let mut pty = None;
+fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut it = args.iter();
-    match it.next().map(String::as_str) {
-        Some("create") => {}
+    let joining = match it.next().map(String::as_str) {
+        Some("create") => false,
+        Some("join") => true,
         Some(other) => return Err(format!("unknown command {other:?}")),
         None => return Err("missing command".into()),
-    }
+    };
+    let (mut spec, mut report, mut pty, mut init, mut parent, mut cgroup) =
+        (None, None, None, None, None, None);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let fd: RawFd = value
-            .parse()
-            .map_err(|_| format!("{flag}: not an fd number: {value:?}"))?;
+        let number = || -> Result<i32, String> {
+            value
+                .parse()
+                .map_err(|_| format!("{flag}: not a number: {value:?}"))
+        };
         match flag.as_str() {
-            "--spec-fd" => spec = Some(fd),
-            "--report-fd" => report = Some(fd),
-            "--pty-socket-fd" => pty = Some(fd),
+            "--spec-fd" => spec = Some(number()?),
+            "--report-fd" => report = Some(number()?),
+            "--pty-socket-fd" => pty = Some(number()?),
+            "--init-pid" if joining => init = Some(Pid::from_raw(number()?)),
+            "--parent-pid" if joining => parent = Some(Pid::from_raw(number()?)),
+            "--cgroup" if joining => cgroup = Some(value.clone()),
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
-    match (spec, report) {
-        (Some(s), Some(r))
-            if s > 2 && r > 2 && s != r && pty.is_none_or(|p| p > 2 && p != s && p != r) =>
-        {
-            Ok((s, r, pty))
-        }
-        _ => Err("--spec-fd, --report-fd and --pty-socket-fd must be distinct fds above 2".into()),
+    let (Some(s), Some(r)) = (spec, report) else {
+        return Err("--spec-fd and --report-fd are required".into());
+    };
+    if s <= 2 || r <= 2 || s == r || pty.is_some_and(|p| p <= 2 || p == s || p == r) {
+        return Err(
+            "--spec-fd, --report-fd and --pty-socket-fd must be distinct fds above 2".into(),
+        );
     }
+    let join = match (joining, init, parent) {
+        (false, _, _) => None,
+        (true, Some(init_pid), Some(parent_pid))
+            if init_pid.as_raw() > 1 && parent_pid.as_raw() > 1 =>
+        {
+            Some(join::Target {
+                init_pid,
+                parent_pid,
+                cgroup,
+            })
+        }
+        (true, _, _) => return Err("join needs --init-pid and --parent-pid".into()),
+    };
+    Ok(Args {
+        join,
+        spec_fd: s,
+        report_fd: r,
+        pty_fd: pty,
+    })
 }
 
 fn read_spec(fd: RawFd) -> Result<SandboxSpec, SetupError> {

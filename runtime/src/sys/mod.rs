@@ -20,7 +20,10 @@ pub enum Forked {
 /// memory, so a lock held by another thread would stay locked forever (and
 /// the kernel refuses CLONE_NEWUSER from threaded processes anyway).
 pub fn clone_process(flags: CloneFlags) -> Result<Forked, Errno> {
-    if thread_count() != Some(1) {
+    // Unknown (after joining a sandbox's mount namespace, /proc is its
+    // procfs, where we have no entry) is let through; the shim never
+    // starts threads, this guards against library callers that do.
+    if thread_count().is_some_and(|n| n != 1) {
         return Err(Errno::EDEADLK);
     }
     let raw = flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;

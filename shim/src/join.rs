@@ -1,0 +1,128 @@
+//! `warren-shim join`: a new command in a live sandbox (a terminal of the
+//! web server joining the user's sandbox).
+//!
+//! Everything is re-derived from the caller's spec, never from the
+//! sandbox: the user, capabilities (none), Landlock and seccomp are applied
+//! here exactly as for the sandbox's first command; only the namespaces and
+//! the cgroup are the sandbox's.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use warren_runtime::init::{self, Target as SignalTarget};
+use warren_runtime::report::{self, Event, Exit, SetupError};
+use warren_runtime::spec::SandboxSpec;
+use warren_runtime::sys::{self, Forked};
+use warren_runtime::{caps, namespaces};
+
+use crate::{limits, spawn};
+
+/// Which sandbox to join.
+pub struct Target {
+    /// The sandbox's PID 1, as the host sees it.
+    pub init_pid: Pid,
+    /// The shim that created it: PID 1 must still be its child, which pins
+    /// the pid against reuse (the caller has not reaped that shim).
+    pub parent_pid: Pid,
+    /// The sandbox's cgroup id, when it has one.
+    pub cgroup: Option<String>,
+}
+
+pub fn run(
+    spec: SandboxSpec,
+    target: Target,
+    pty_socket: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<Exit, SetupError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    sys::cloexec_from(3).map_err(|e| SetupError::errno("mark inherited fds close-on-exec", e))?;
+    // Pin PID 1, then check it is who we think: a pidfd cannot be
+    // redirected to a later process reusing the number.
+    let pidfd = sys::pidfd_open(target.init_pid).map_err(|e| {
+        SetupError::errno(format!("open sandbox PID 1 ({})", target.init_pid), e)
+            .with_hint("the sandbox has ended")
+    })?;
+    check_parent(target.init_pid, target.parent_pid)?;
+    // From the host side, while cgroupfs is still visible: the command and
+    // this supervisor count against the sandbox's limits from now on.
+    if let Some(id) = &target.cgroup {
+        limits::join(id)?;
+    }
+    if nix::unistd::geteuid().is_root() {
+        let _ = sys::clear_supplementary_groups();
+    }
+    init::block_signals().map_err(|e| SetupError::errno("block signals", e))?;
+    let mut flags = namespaces::sandbox_flags();
+    if namespaces::cgroup_namespace_available(Path::new("/proc")) {
+        flags |= CloneFlags::CLONE_NEWCGROUP;
+    }
+    nix::sched::setns(&pidfd, flags).map_err(|e| {
+        SetupError::errno(
+            format!("join namespaces ({})", namespaces::names(flags).join(",")),
+            e,
+        )
+    })?;
+    drop(pidfd);
+    // A joined pid namespace applies to children only.
+    match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
+        Forked::Child => {
+            let err = command_steps(&spec, pty_socket, report).unwrap_err();
+            let code = err.exit_code();
+            let _ = report::send(report, &Event::Failed(err));
+            sys::exit_immediately(code)
+        }
+        Forked::Parent(child) => {
+            drop(pty_socket);
+            let _ = report::send(
+                report,
+                &Event::Started {
+                    init_pid: child.as_raw(),
+                },
+            );
+            let exit = init::supervise(child, SignalTarget::Group(child), false);
+            let _ = report::send(report, &Event::Exited { exit });
+            Ok(exit)
+        }
+    }
+}
+
+/// In the sandbox: the same steps as a first command, then exec. Only
+/// returns on failure.
+fn command_steps(
+    spec: &SandboxSpec,
+    pty_socket: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<(), SetupError> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    sys::set_no_new_privs().map_err(|e| SetupError::errno("set no_new_privs", e))?;
+    caps::become_user_without_caps(spec.uid, spec.gid)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    let ready = spawn::confine(spec, pty_socket, report)?;
+    ready.exec(spec, report)
+}
+
+/// PID 1's parent must be the shim that created the sandbox.
+fn check_parent(init: Pid, parent: Pid) -> Result<(), SetupError> {
+    let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap_or_default();
+    let ppid = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 2..].split(' ').nth(1))
+        .and_then(|p| p.parse::<i32>().ok());
+    if ppid == Some(parent.as_raw()) {
+        Ok(())
+    } else {
+        Err(SetupError::new(
+            "check sandbox PID 1",
+            format!(
+                "pid {init} is not a sandbox of shim {parent} (it ended and the pid was reused?)"
+            ),
+        ))
+    }
+}

@@ -1,0 +1,154 @@
+//! The last steps shared by a new sandbox's PID 1 and a process joining a
+//! live sandbox: once the sandbox user is in place and holds no capability,
+//! open the terminal, raise Landlock, apply seccomp, start the command.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::unistd::{chdir, setpgid, Pid};
+use warren_runtime::init;
+use warren_runtime::landlock::{self, LandlockPaths};
+use warren_runtime::report::{self, Event, SetupError, STEP_EXEC};
+use warren_runtime::spec::SandboxSpec;
+use warren_runtime::sys::{self, Forked};
+use warren_runtime::{pty, seccomp};
+
+/// Confines the calling process and, unless the spec only holds the
+/// sandbox open, forks the command. Returns the command's pid.
+pub fn confine_and_spawn(
+    spec: &SandboxSpec,
+    pty_socket: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<Option<Pid>, SetupError> {
+    let ready = confine(spec, pty_socket, report)?;
+    if spec.hold {
+        return Ok(None);
+    }
+    match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
+        Forked::Child => ready.exec(spec, report),
+        Forked::Parent(pid) => Ok(Some(pid)),
+    }
+}
+
+/// A confined process, ready to become the command.
+pub struct Ready {
+    tty: Option<std::path::PathBuf>,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+impl Ready {
+    /// Becomes the command (see [`exec_command`]).
+    pub fn exec(&self, spec: &SandboxSpec, report: &mut File) -> ! {
+        exec_command(spec, self.tty.as_deref(), &self.argv, &self.envp, report)
+    }
+}
+
+/// The confinement steps, in order: the terminal (opened from the
+/// sandbox's devpts and sent out), Landlock, then seccomp, last.
+pub fn confine(
+    spec: &SandboxSpec,
+    pty_socket: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<Ready, SetupError> {
+    // Compiled now, while allocation is still harmless; applied last.
+    let filters = spec.seccomp.filters()?;
+    // The terminal comes from the sandbox's own devpts; its master leaves
+    // the sandbox over the socket and PID 1 keeps no copy.
+    let tty = match (spec.tty, pty_socket) {
+        (Some(size), Some(sock)) => {
+            let (master, slave) = pty::open(size)?;
+            pty::send_fd(&sock, &master)
+                .map_err(|e| SetupError::errno("send terminal to caller", e))?;
+            Some(slave)
+        }
+        (Some(_), None) => {
+            return Err(SetupError::new(
+                "open terminal",
+                "a terminal was asked for without a socket to send it on",
+            ))
+        }
+        (None, _) => None,
+    };
+    let (argv, envp) = command_strings(spec)?;
+    // Second wall: writes only to the home, /tmp, /dev/shm and terminals.
+    let mut paths = LandlockPaths::for_sandbox(spec.home());
+    paths.read_write.extend(
+        spec.binds
+            .iter()
+            .filter(|b| !b.readonly)
+            .map(|b| b.target.clone()),
+    );
+    let landlock = landlock::restrict(&paths)?;
+    // Last: from here on PID 1 and the command run under the filter.
+    seccomp::apply(&filters)?;
+    let _ = report::send(
+        report,
+        &Event::Confined {
+            seccomp: spec.seccomp.name().to_string(),
+            landlock,
+        },
+    );
+    Ok(Ready { tty, argv, envp })
+}
+
+pub fn command_strings(spec: &SandboxSpec) -> Result<(Vec<CString>, Vec<CString>), SetupError> {
+    let bad = |_| SetupError::new("prepare command", "NUL byte in command or environment");
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .map_err(bad)?;
+    let envp = spec
+        .env
+        .iter()
+        .map(|(k, v)| CString::new(format!("{k}={v}")))
+        .collect::<Result<_, _>>()
+        .map_err(bad)?;
+    Ok((argv, envp))
+}
+
+/// The command's process: its own process group, default signals, the
+/// working directory, then exec. Reports and exits if any of that fails.
+fn exec_command(
+    spec: &SandboxSpec,
+    tty: Option<&Path>,
+    argv: &[CString],
+    envp: &[CString],
+    report: &mut File,
+) -> ! {
+    let err = (|| {
+        match tty {
+            // Session leader on its own terminal: job control works.
+            Some(path) => pty::attach_as_controlling_terminal(path)?,
+            None => setpgid(Pid::from_raw(0), Pid::from_raw(0))
+                .map_err(|e| SetupError::errno("setpgid", e))?,
+        }
+        init::unblock_all_signals().map_err(|e| SetupError::errno("unblock signals", e))?;
+        sys::reset_signal_dispositions();
+        chdir(&spec.cwd).map_err(|e| {
+            SetupError::errno(format!("chdir {}", spec.cwd.display()), e)
+                .with_hint("the working directory must exist inside the sandbox")
+        })?;
+        let errno = sys::exec(argv, envp);
+        let err = SetupError::errno(STEP_EXEC, errno).with_message(format!(
+            "{:?}: {}",
+            spec.argv[0],
+            errno.desc()
+        ));
+        Err::<(), _>(match errno {
+            Errno::ENOENT => err.with_hint("the command was not found in the sandbox's PATH"),
+            Errno::EACCES => err.with_hint("the file is not executable, or its mount is noexec"),
+            _ => err,
+        })
+    })()
+    .unwrap_err();
+    let code = err.exit_code();
+    // The report fd is still open here: it is close-on-exec and exec failed.
+    let _ = report::send(report, &Event::Failed(err));
+    sys::exit_immediately(code)
+}
