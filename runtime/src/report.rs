@@ -110,6 +110,9 @@ pub enum Event {
     /// Set-up finished up to the exec of the command; `init_pid` is the
     /// sandbox's PID 1 as the host sees it.
     Started { init_pid: i32 },
+    /// PID 1 has built the sandbox (root, confinement): commands may join
+    /// it from now on. `Started` alone is too early for that.
+    Ready,
     /// The confinement actually in force (reported, not assumed): the
     /// seccomp profile and how much of the Landlock ruleset the kernel took.
     Confined {
@@ -151,11 +154,59 @@ pub fn send(w: &mut impl Write, event: &Event) -> std::io::Result<()> {
 /// Lines that are not events are skipped: the channel is ours, but a caller
 /// should never crash on a partial line from a killed shim.
 pub fn read_all(r: impl Read) -> Vec<Event> {
-    BufReader::new(r)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect()
+    let mut reader = Reader::new(r);
+    std::iter::from_fn(|| reader.next_event()).collect()
+}
+
+/// Longest report line accepted; longer ones are skipped, so a sandbox
+/// that took over its PID 1 cannot make the caller buffer without bound.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Reads events one at a time, skipping lines that are too long or not
+/// events.
+pub struct Reader<R> {
+    inner: BufReader<R>,
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(r: R) -> Self {
+        Reader {
+            inner: BufReader::new(r),
+        }
+    }
+
+    /// The next event, or `None` once the channel is closed.
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let mut line = Vec::new();
+            let n = (&mut self.inner)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            if line.len() > MAX_LINE {
+                // Drop the rest of the over-long line.
+                let mut sink = Vec::new();
+                while !sink.ends_with(b"\n") {
+                    sink.clear();
+                    if (&mut self.inner)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut sink)
+                        .ok()?
+                        == 0
+                    {
+                        return None;
+                    }
+                }
+                continue;
+            }
+            if let Ok(e) = serde_json::from_slice(&line) {
+                return Some(e);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,6 +225,14 @@ mod tests {
             got,
             vec![Event::Started { init_pid: 42 }, Event::Failed(failed)]
         );
+    }
+
+    #[test]
+    fn over_long_lines_are_skipped_not_buffered() {
+        let mut buf = vec![b'x'; MAX_LINE * 3];
+        buf.push(b'\n');
+        send(&mut buf, &Event::Started { init_pid: 7 }).unwrap();
+        assert_eq!(read_all(&buf[..]), vec![Event::Started { init_pid: 7 }]);
     }
 
     #[test]

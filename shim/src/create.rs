@@ -43,6 +43,9 @@ pub fn run(
     }
     // The cgroup exists, limits written and read back, before the sandbox.
     let cgroup = limits::create(&spec, report)?;
+    // Whoever joins this sandbox later runs as we do; see init_steps.
+    let protect_init =
+        idmap::IdRange::of_current_process(Path::new("/proc")) == idmap::IdRange::Any;
     // Block before cloning so no signal or SIGCHLD is lost before supervise.
     init::block_signals().map_err(|e| SetupError::errno("block signals", e))?;
 
@@ -53,7 +56,7 @@ pub fn run(
     let pid = match sys::clone_process(flags) {
         Ok(Forked::Child) => {
             drop(ready_w);
-            sandbox_init(&spec, &plan, ready_r, pty_socket, report)
+            sandbox_init(&spec, &plan, ready_r, pty_socket, protect_init, report)
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => {
@@ -108,10 +111,12 @@ fn sandbox_init(
     plan: &[MountOp],
     ready: OwnedFd,
     pty_socket: Option<OwnedFd>,
+    protect_init: bool,
     report: &mut File,
 ) -> ! {
-    match init_steps(spec, plan, ready, pty_socket, report) {
+    match init_steps(spec, plan, ready, pty_socket, protect_init, report) {
         Ok(Some(cmd)) => {
+            let _ = report::send(report, &Event::Ready);
             let exit = init::supervise(cmd, Target::Group(cmd), true);
             let _ = report::send(report, &Event::Exited { exit });
             // Returning from PID 1 makes the kernel kill everything else
@@ -119,6 +124,7 @@ fn sandbox_init(
             sys::exit_immediately(exit.shell_code())
         }
         Ok(None) => {
+            let _ = report::send(report, &Event::Ready);
             let exit = init::hold();
             let _ = report::send(report, &Event::Exited { exit });
             sys::exit_immediately(exit.shell_code())
@@ -138,6 +144,7 @@ fn init_steps(
     plan: &[MountOp],
     ready: OwnedFd,
     pty_socket: Option<OwnedFd>,
+    protect_init: bool,
     report: &mut File,
 ) -> Result<Option<Pid>, SetupError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -164,7 +171,16 @@ fn init_steps(
     // Credential changes clear the parent-death signal: set it again.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| SetupError::errno("set parent-death signal", e))?;
-    sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
+    // Non-dumpable: the tenant's processes (same uid) cannot open PID 1's
+    // /proc/1/mem and forge its reports. Only where the caller holds
+    // CAP_SYS_PTRACE over the initial user namespace, though: PID 1's mm
+    // belongs to that namespace (it never exec'd), so an unprivileged caller
+    // could no longer setns into the sandbox to join it. There, Landlock (no
+    // writes under /proc) and the bounded, strictly parsed report channel
+    // are what remain.
+    if protect_init {
+        sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
+    }
     spawn::confine_and_spawn(spec, pty_socket, report)
 }
 

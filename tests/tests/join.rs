@@ -59,26 +59,28 @@ fn hold(env: &Env, user: &str) -> Held {
             }
         }
     });
-    let mut cgroup = None;
-    loop {
+    // Joining before PID 1 has built the root (Ready) would land in a
+    // half-made mount namespace; Started (from the shim) gives PID 1's pid.
+    let (mut cgroup, mut init_pid, mut ready) = (None, None, false);
+    while !(ready && init_pid.is_some()) {
         match rx
             .recv_timeout(Duration::from_secs(10))
             .expect("sandbox did not start")
         {
             Event::Limited { cgroup: id, .. } => cgroup = Some(id),
-            Event::Started { init_pid } => {
-                return Held {
-                    target: JoinTarget {
-                        init_pid,
-                        parent_pid: l.child.id() as i32,
-                        cgroup,
-                    },
-                    shim: l.child,
-                }
-            }
+            Event::Started { init_pid: pid } => init_pid = init_pid.or(Some(pid)),
+            Event::Ready => ready = true,
             Event::Failed(e) => panic!("sandbox failed: {e}"),
             _ => {}
         }
+    }
+    Held {
+        target: JoinTarget {
+            init_pid: init_pid.unwrap(),
+            parent_pid: l.child.id() as i32,
+            cgroup,
+        },
+        shim: l.child,
     }
 }
 
@@ -197,6 +199,8 @@ fn a_joined_terminal_is_the_sandboxs_own() {
         Stdio::inherit(),
     )
     .unwrap();
+    let report = l.report;
+    let events = std::thread::spawn(move || warren_runtime::report::read_all(report));
     let master = warren_runtime::pty::recv_fd(l.pty_socket.as_ref().unwrap())
         .unwrap()
         .expect("a terminal");
@@ -204,16 +208,35 @@ fn a_joined_terminal_is_the_sandboxs_own() {
     m.write_all(b"tty; stty size; exit 5\n").unwrap();
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
-    // EIO once the shell has exited and the slave is closed.
-    while let Ok(n) = m.read(&mut buf) {
-        if n == 0 {
-            break;
+    // EIO once the shell has exited and the slave is closed; a shell that
+    // never started never opens the slave, so the wait is bounded.
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            m.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)).unwrap();
+        if ready == 0 {
+            panic!(
+                "no output for 10 s after {:?}; events {:?}",
+                String::from_utf8_lossy(&all),
+                events.join().unwrap()
+            );
         }
-        all.extend_from_slice(&buf[..n]);
+        match m.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
     }
     let text = String::from_utf8_lossy(&all).replace('\r', "");
-    assert!(text.contains("/dev/pts/0\n33 101\n"), "{text}");
     let st = l.child.wait_with_output().unwrap().status;
+    let events = events.join().unwrap();
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Failed(_))),
+        "{events:?}"
+    );
+    assert!(text.contains("/dev/pts/0\n33 101\n"), "{text}");
     assert_eq!(st.code(), Some(5));
     held.stop();
 }
