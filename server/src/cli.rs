@@ -31,6 +31,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the web terminal.
+    Serve(crate::serve::ServeArgs),
+    /// Mint a login token (HS256 JWT) for `warren serve --auth jwt`.
+    Token(crate::serve::TokenArgs),
 }
 
 /// Where state lives (shared by every command that touches tenants).
@@ -219,6 +223,8 @@ pub fn main() -> ExitCode {
             crate::run::run(&a.store.settings(), &req, a.verbose)
         }
         Command::Doctor { json } => crate::doctor::doctor(json),
+        Command::Serve(a) => crate::serve::main(a),
+        Command::Token(a) => crate::serve::token_main(a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -8,4 +8,5 @@ pub mod config;
 pub mod doctor;
 pub mod run;
 pub mod sandbox;
+pub mod serve;
 pub mod state;

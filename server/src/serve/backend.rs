@@ -1,0 +1,92 @@
+//! What the session registry needs from whatever runs the shells: start a
+//! sandbox for a user, open a terminal (a process on a PTY) in it, stop it.
+//!
+//! Two implementations: [`super::echo::EchoBackend`] (a plain shell on a
+//! PTY as the server's own user, no isolation: tests and development) and
+//! the real sandbox backend, which drives `warren-shim` (see docs/serve.md,
+//! "Backends").
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::protocol::WinSize;
+use super::user::UserId;
+
+/// A boxed future, so the traits stay object safe (`Arc<dyn Backend>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A backend failure, for the server's log. Clients only ever see "could
+/// not start a terminal"; the detail (which step, which errno) stays here.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct BackendError {
+    pub context: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl BackendError {
+    pub fn new(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> BackendError {
+        BackendError {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Starts sandboxes. One per server.
+pub trait Backend: Send + Sync + 'static {
+    /// Starts the sandbox of `user`. The registry calls this at most once
+    /// at a time per user, and only when the user has no running sandbox.
+    fn start_sandbox<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, BackendError>>;
+}
+
+/// One user's running sandbox.
+pub trait Sandbox: Send + Sync + 'static {
+    /// The isolation tier in force (`namespaces`, `landlock`, `none`), shown
+    /// to the user in the `hello` frame.
+    fn tier(&self) -> &str;
+
+    /// Starts a new shell in the sandbox on a new PTY of the given size.
+    fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>>;
+
+    /// Stops the sandbox: kills every process in it and releases what it
+    /// holds (cgroups). Called once, when the sandbox is idle or the server
+    /// shuts down; processes still running get killed.
+    fn stop(&self) -> BoxFuture<'_, ()>;
+}
+
+/// A shell started on a PTY.
+pub struct Spawned {
+    /// The PTY master, close-on-exec. The server makes it non-blocking.
+    pub master: OwnedFd,
+    pub process: Box<dyn TerminalProcess>,
+}
+
+/// The shell behind one terminal.
+pub trait TerminalProcess: Send + 'static {
+    /// Waits until the shell has exited. Must be cancel-safe: the terminal
+    /// drops this future to call [`kill`](Self::kill), then waits again.
+    fn wait(&mut self) -> BoxFuture<'_, ProcessExit>;
+
+    /// Kills the shell and whatever it started on its terminal. Idempotent.
+    fn kill(&mut self);
+}
+
+/// How a terminal's shell ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The sandbox's memory limit was hit and the kernel killed it (the
+    /// backend reads the cgroup's OOM-kill counter).
+    pub memory_limit: bool,
+}

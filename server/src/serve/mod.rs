@@ -1,0 +1,349 @@
+//! `warren serve`: the web terminal server.
+//!
+//! A browser logs in ([`auth`]), loads the page ([`assets`]) and opens a
+//! WebSocket ([`http`], [`relay`]) speaking a small versioned protocol
+//! ([`protocol`], docs/protocol.md). The session registry ([`sessions`])
+//! gives each user one sandbox holding their terminals; a [`terminal`] owns
+//! a PTY master ([`pty`]), keeps the screen state and relays bytes to its
+//! viewers with real back-pressure. Sandboxes come from a [`backend`]; the
+//! [`echo`] backend (a plain shell, no isolation) makes all of this testable
+//! without root.
+//!
+//! docs/serve.md is the operator's guide.
+
+pub mod args;
+pub mod assets;
+pub mod auth;
+pub mod backend;
+pub mod echo;
+pub mod http;
+pub mod jwt;
+pub mod origin;
+pub mod protocol;
+pub mod pty;
+pub mod relay;
+pub mod sessions;
+pub mod terminal;
+pub mod user;
+
+use std::future::IntoFuture;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use args::{BackendKind, ServeArgs, TokenArgs};
+pub use auth::{Auth, AuthMode};
+pub use backend::{Backend, BackendError, ProcessExit, Sandbox, Spawned, TerminalProcess};
+pub use echo::EchoBackend;
+pub use http::{app, AppState};
+pub use sessions::{Limits, Registry};
+pub use user::UserId;
+
+/// Mints an HS256 token for `user`, valid for `ttl` (what
+/// `warren token --user alice` prints).
+pub fn mint_token(secret: &[u8], user: &str, ttl: Duration) -> String {
+    jwt::mint(secret, user, ttl)
+}
+
+/// Everything the server needs, checked (see [`ServeArgs::to_config`]).
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub auth: Auth,
+    pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Origin(#[from] origin::OriginError),
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Stops a running [`Server`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A bound server: `bind`, then `run` until [`ShutdownHandle::shutdown`].
+pub struct Server {
+    state: AppState,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    shutdown_timeout: Duration,
+}
+
+impl Server {
+    /// Binds the listener and builds the state (inside a tokio runtime).
+    pub async fn bind(
+        config: ServeConfig,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Server, ServeError> {
+        let origins = origin::OriginPolicy::new(&config.allowed_origins)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let registry = Registry::new(backend, config.limits);
+        Ok(Server {
+            state: AppState::new(registry, config.auth, origins),
+            listener,
+            local_addr,
+            shutdown: ShutdownHandle(Arc::new(watch::channel(false).0)),
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The base URL to print (a wildcard address shown as loopback).
+    pub fn base_url(&self) -> String {
+        let ip = match self.local_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.local_addr.port()))
+    }
+
+    /// The login URL of `--auth token` (it carries the secret token).
+    pub fn login_url(&self) -> Option<String> {
+        let token = self.state.auth().login_token()?;
+        Some(format!("{}/login?token={token}", self.base_url()))
+    }
+
+    /// Serves until shut down, then: stop accepting, end every terminal
+    /// (clients get an `exit` frame with reason `server_shutdown`), stop
+    /// every sandbox, and return, all within the shutdown timeout.
+    pub async fn run(self) -> Result<(), ServeError> {
+        let Server {
+            state,
+            listener,
+            shutdown,
+            shutdown_timeout,
+            ..
+        } = self;
+        let mut stop = shutdown.0.subscribe();
+        let stop_accepting = {
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        };
+        let router = app(state.clone());
+        let mut serving = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop_accepting)
+                .into_future(),
+        );
+        // Both branches become ready on shutdown (the signal also ends the
+        // accept loop), so look at the signal first, and again afterwards.
+        let ended = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => None,
+            result = &mut serving => Some(result),
+        };
+        if let Some(result) = ended {
+            if !*stop.borrow() {
+                // The accept loop ended by itself: that is an error.
+                return match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(ServeError::Serve(e)),
+                    Err(e) => Err(ServeError::Serve(std::io::Error::other(e))),
+                };
+            }
+        }
+        let accept_loop_done = serving.is_finished();
+        tracing::info!("shutting down");
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        state.registry().shutdown(shutdown_timeout).await;
+        let mut connections = state.connections();
+        let _ = tokio::time::timeout_at(deadline, connections.wait_for(|n| *n == 0)).await;
+        if !accept_loop_done
+            && tokio::time::timeout_at(deadline, &mut serving)
+                .await
+                .is_err()
+        {
+            tracing::warn!("connections still open after {shutdown_timeout:?}; closing them");
+            serving.abort();
+        }
+        Ok(())
+    }
+}
+
+/// `warren serve`: returns the process exit code.
+pub fn main(args: ServeArgs) -> i32 {
+    init_tracing();
+    let config = match args.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("warren serve: {e}");
+            return 2;
+        }
+    };
+    let backend: Arc<dyn Backend> = match args.backend {
+        BackendKind::Echo => Arc::new(EchoBackend::new()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warren serve: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let code = runtime.block_on(async move {
+        let server = match Server::bind(config, backend).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("warren serve: {e}");
+                return 1;
+            }
+        };
+        print_banner(&server, &args);
+        let handle = server.shutdown_handle();
+        tokio::spawn(async move {
+            let Ok(mut signals) = Signals::new() else {
+                return;
+            };
+            signals.next().await;
+            eprintln!("warren serve: shutting down (signal again to exit at once)");
+            handle.shutdown();
+            signals.next().await;
+            std::process::exit(130);
+        });
+        match server.run().await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("warren serve: {e}");
+                1
+            }
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Printed to the operator's terminal, never to the log (it holds the
+/// login token), the way Jupyter does.
+fn print_banner(server: &Server, args: &ServeArgs) {
+    eprintln!(
+        "warren serve: listening on {} (auth: {}, backend: {})",
+        server.base_url(),
+        value_name(args.auth),
+        value_name(args.backend)
+    );
+    if args.backend == BackendKind::Echo {
+        eprintln!("  note: the echo backend runs shells as this user with NO isolation (development only)");
+    }
+    match args.auth {
+        AuthMode::Token => {
+            if let Some(url) = server.login_url() {
+                eprintln!(
+                    "  To log in, open this URL (add &user=NAME, or pick a name on the page):"
+                );
+                eprintln!("    {url}");
+            }
+        }
+        AuthMode::Jwt => eprintln!(
+            "  To log in, open {}/login?token=JWT (mint one with `warren token --user NAME`)",
+            server.base_url()
+        ),
+        AuthMode::None => eprintln!(
+            "  No authentication (loopback only): open {}/ (or /?user=NAME)",
+            server.base_url()
+        ),
+    }
+}
+
+/// How a flag value is spelled on the command line.
+fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `warren token`: prints a token; returns the process exit code.
+pub fn token_main(args: TokenArgs) -> i32 {
+    let secret = match args::read_secret_file(&args.jwt_secret_file) {
+        Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("warren token: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = UserId::parse(&args.user) {
+        eprintln!("warren token: invalid user id: {e}");
+        return 2;
+    }
+    println!("{}", mint_token(&secret, &args.user, args.ttl));
+    0
+}

@@ -1,0 +1,251 @@
+// warren's web terminal: xterm.js + fit, speaking the warren.v1 WebSocket
+// protocol (docs/protocol.md).
+//
+// * The terminal id lives in the URL hash (#<id>): a reload, or the same URL
+//   in another tab, attaches to the same terminal; the server redraws the
+//   screen from its own copy.
+// * A dropped connection is retried with backoff, to the same terminal.
+// * When a terminal ends, the page says why and offers a new one.
+(() => {
+  'use strict';
+
+  const PROTOCOL = 'warren.v1';
+  const PING_EVERY_MS = 20000;
+  const PONG_TIMEOUT_MS = 45000;
+
+  const term = new Terminal({
+    cursorBlink: true,
+    scrollback: 5000,
+    fontSize: 14,
+    fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+  });
+  const fit = new FitAddon.FitAddon();
+  term.loadAddon(fit);
+  term.open(document.getElementById('terminal'));
+  fit.fit();
+  term.focus();
+
+  const encoder = new TextEncoder();
+  const statusEl = document.getElementById('status');
+  const overlayEl = document.getElementById('overlay');
+  const overlayText = document.getElementById('overlay-text');
+  const overlayButton = document.getElementById('overlay-button');
+
+  let ws = null;
+  let terminalId = location.hash.slice(1) || null;
+  let retries = 0;
+  let ended = false;
+  let pingTimer = null;
+  let lastPong = 0;
+  let statusTimer = null;
+
+  function status(text, hideAfterMs) {
+    statusEl.textContent = text;
+    statusEl.hidden = false;
+    clearTimeout(statusTimer);
+    if (hideAfterMs) statusTimer = setTimeout(() => { statusEl.hidden = true; }, hideAfterMs);
+  }
+
+  function overlay(text, buttonLabel, onClick) {
+    overlayText.textContent = text;
+    overlayButton.hidden = !buttonLabel;
+    if (buttonLabel) {
+      overlayButton.textContent = buttonLabel;
+      overlayButton.onclick = () => { overlayEl.hidden = true; onClick(); };
+    }
+    overlayEl.hidden = false;
+    statusEl.hidden = true;
+    if (buttonLabel) overlayButton.focus();
+  }
+
+  function send(data) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(data);
+  }
+
+  function sendResize() {
+    send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows }));
+  }
+
+  function url() {
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const path = terminalId ? '/ws/' + encodeURIComponent(terminalId) : '/ws';
+    const params = new URLSearchParams({ cols: term.cols, rows: term.rows });
+    const user = new URLSearchParams(location.search).get('user');
+    if (user) params.set('user', user); // only used by --auth none
+    return `${scheme}//${location.host}${path}?${params}`;
+  }
+
+  function connect() {
+    ended = false;
+    status(terminalId ? 'reconnecting…' : 'connecting…');
+    ws = new WebSocket(url(), [PROTOCOL]);
+    ws.binaryType = 'arraybuffer';
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === 'string') {
+        let msg;
+        try { msg = JSON.parse(ev.data); } catch (_) { return; }
+        control(msg);
+      } else {
+        term.write(new Uint8Array(ev.data));
+      }
+    };
+    ws.onclose = closed;
+  }
+
+  function control(msg) {
+    switch (msg.type) {
+      case 'hello':
+        retries = 0;
+        terminalId = msg.terminal;
+        history.replaceState(null, '', location.pathname + location.search + '#' + terminalId);
+        document.title = `${msg.user} — warren`;
+        term.reset(); // the screen snapshot follows
+        status(`${msg.user} · isolation: ${msg.tier}`, 3000);
+        if (msg.cols !== term.cols || msg.rows !== term.rows) sendResize();
+        startPing();
+        break;
+      case 'exit':
+        ended = true;
+        showExit(msg);
+        break;
+      case 'pong':
+        lastPong = Date.now();
+        break;
+      case 'error':
+        status('server: ' + msg.message, 6000);
+        break;
+    }
+  }
+
+  function exitText(msg) {
+    switch (msg.reason) {
+      case 'exit':
+        return msg.signal != null
+          ? `The shell was killed by signal ${msg.signal}.`
+          : `The shell exited with status ${msg.code}.`;
+      case 'idle_timeout':
+        return 'The terminal was closed after being idle for too long.';
+      case 'memory_limit':
+        return 'The shell was killed: the sandbox reached its memory limit.';
+      case 'server_shutdown':
+        return 'The server shut down.';
+      default:
+        return 'The terminal was closed by the server.';
+    }
+  }
+
+  function showExit(msg) {
+    stopPing();
+    overlay(exitText(msg), 'Open a new terminal', newTerminal);
+  }
+
+  function newTerminal() {
+    terminalId = null;
+    history.replaceState(null, '', location.pathname + location.search);
+    term.reset();
+    connect();
+    term.focus();
+  }
+
+  function closed(ev) {
+    stopPing();
+    ws = null;
+    if (ended) return; // the exit message is already shown
+    const reason = ev.reason || '';
+    switch (ev.code) {
+      case 4401: {
+        const detail = reason.replace(/^not logged in:? ?/, '');
+        overlay('Not logged in' + (detail ? ` (${detail})` : '')
+          + '. Open the login URL that `warren serve` printed.', 'Retry', connect);
+        return;
+      }
+      case 4403:
+        overlay('Refused: ' + (reason || 'forbidden') + '.', 'Retry', connect);
+        return;
+      case 4404:
+        overlay('That terminal no longer exists.', 'Open a new terminal', newTerminal);
+        return;
+      case 4429:
+        overlay(reason || 'The server is full.', 'Try again', connect);
+        return;
+      case 4400:
+      case 4500:
+        overlay('Error: ' + (reason || 'internal error') + '.', 'Try again', connect);
+        return;
+    }
+    // Dropped (network, server restart): try again, to the same terminal.
+    const delay = Math.min(10000, 500 * 2 ** retries++);
+    status(`connection lost; retrying in ${Math.ceil(delay / 1000)} s…`);
+    setTimeout(connect, delay);
+  }
+
+  function startPing() {
+    stopPing();
+    lastPong = Date.now();
+    pingTimer = setInterval(() => {
+      if (Date.now() - lastPong > PONG_TIMEOUT_MS) {
+        if (ws) ws.close(); // dead connection: closed() reconnects
+        return;
+      }
+      send(JSON.stringify({ type: 'ping' }));
+    }, PING_EVERY_MS);
+  }
+
+  function stopPing() {
+    clearInterval(pingTimer);
+    pingTimer = null;
+  }
+
+  // Input: keys and paste as binary frames.
+  term.onData((data) => send(encoder.encode(data)));
+  term.onBinary((data) => send(Uint8Array.from(data, (c) => c.charCodeAt(0))));
+
+  // Size: fit to the window, tell the server.
+  let fitTimer = null;
+  window.addEventListener('resize', () => {
+    clearTimeout(fitTimer);
+    fitTimer = setTimeout(() => fit.fit(), 50);
+  });
+  term.onResize(() => sendResize());
+
+  // Copy and paste: Ctrl+Shift+C copies the selection, Ctrl+Shift+V pastes
+  // (the browser's paste event, which xterm.js handles). Plain Ctrl+C stays
+  // an interrupt for the shell.
+  function copy(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).catch(() => {});
+      return;
+    }
+    const ta = document.createElement('textarea');
+    ta.value = text;
+    document.body.appendChild(ta);
+    ta.select();
+    try { document.execCommand('copy'); } catch (_) { /* nothing to do */ }
+    ta.remove();
+    term.focus();
+  }
+  term.attachCustomKeyEventHandler((e) => {
+    if (e.type === 'keydown' && e.ctrlKey && e.shiftKey) {
+      if (e.code === 'KeyC') {
+        const selection = term.getSelection();
+        if (selection) copy(selection);
+        e.preventDefault();
+        return false;
+      }
+      if (e.code === 'KeyV') return false; // let the browser paste
+    }
+    return true;
+  });
+
+  window.addEventListener('hashchange', () => {
+    const id = location.hash.slice(1) || null;
+    if (id !== terminalId) {
+      terminalId = id;
+      if (ws) { ended = true; ws.close(); }
+      term.reset();
+      connect();
+    }
+  });
+
+  connect();
+})();
