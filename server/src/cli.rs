@@ -37,8 +37,35 @@ pub enum Command {
     Token(crate::serve::TokenArgs),
 }
 
+/// The cgroup limits of each sandbox (`run` and `serve`).
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Memory limit, e.g. 512M, 2G, or "none".
+    #[arg(long, env = "WARREN_MEMORY", default_value = "512M", value_parser = parse_memory)]
+    pub memory: Limit<u64>,
+    /// CPU limit in cores, e.g. 0.5, 2, or "none".
+    #[arg(long, env = "WARREN_CPUS", default_value = "0.5", value_parser = parse_cpus)]
+    pub cpus: Limit<f64>,
+    /// Most processes and threads at once, or "none".
+    #[arg(long, env = "WARREN_PIDS", default_value = "512", value_parser = parse_pids)]
+    pub pids: Limit<u64>,
+    /// Refuse to run when a limit cannot be applied on this host.
+    #[arg(long, env = "WARREN_REQUIRE_LIMITS")]
+    pub require_limits: bool,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> warren_runtime::cgroups::Limits {
+        warren_runtime::cgroups::Limits {
+            memory_bytes: self.memory.0,
+            cpu: self.cpus.0,
+            pids: self.pids.0,
+        }
+    }
+}
+
 /// Where state lives (shared by every command that touches tenants).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Directory of the state database [default: /var/lib/warren as root,
     /// else ~/.local/share/warren].
@@ -93,18 +120,8 @@ pub struct RunArgs {
     /// Give the command a terminal: auto = when stdin and stdout are ones.
     #[arg(long, value_enum, default_value = "auto")]
     pub tty: crate::run::TtyMode,
-    /// Memory limit, e.g. 512M, 2G, or "none".
-    #[arg(long, env = "WARREN_MEMORY", default_value = "512M", value_parser = parse_memory)]
-    pub memory: Limit<u64>,
-    /// CPU limit in cores, e.g. 0.5, 2, or "none".
-    #[arg(long, env = "WARREN_CPUS", default_value = "0.5", value_parser = parse_cpus)]
-    pub cpus: Limit<f64>,
-    /// Most processes and threads at once, or "none".
-    #[arg(long, env = "WARREN_PIDS", default_value = "512", value_parser = parse_pids)]
-    pub pids: Limit<u64>,
-    /// Refuse to run when a limit cannot be applied on this host.
-    #[arg(long, env = "WARREN_REQUIRE_LIMITS")]
-    pub require_limits: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Print the confinement and limits in force.
     #[arg(long, short)]
     pub verbose: bool,
@@ -206,12 +223,8 @@ pub fn main() -> ExitCode {
                 cwd: a.cwd,
                 tmp_size_mib: a.tmp_size,
                 term: std::env::var("TERM").ok(),
-                limits: warren_runtime::cgroups::Limits {
-                    memory_bytes: a.memory.0,
-                    cpu: a.cpus.0,
-                    pids: a.pids.0,
-                },
-                require_limits: a.require_limits,
+                limits: a.limits.limits(),
+                require_limits: a.limits.require_limits,
                 hold: false,
                 tty: if a.force_tty {
                     crate::run::TtyMode::Always

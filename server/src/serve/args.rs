@@ -21,6 +21,8 @@ pub const MIN_SECRET_LEN: usize = 32;
 /// What runs the shells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
+    /// Each user's shells in their own warren sandbox (the product).
+    Sandbox,
     /// A plain shell as the server's own user, with NO isolation: for
     /// development and tests; refused off loopback.
     Echo,
@@ -66,8 +68,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WARREN_SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub shutdown_timeout: Duration,
     /// What runs the shells.
-    #[arg(long, env = "WARREN_BACKEND", value_enum, default_value_t = BackendKind::Echo)]
+    #[arg(long, env = "WARREN_BACKEND", value_enum, default_value_t = BackendKind::Sandbox)]
     pub backend: BackendKind,
+    #[command(flatten)]
+    pub store: crate::cli::StoreArgs,
+    #[command(flatten)]
+    pub limits: crate::cli::LimitArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -22,6 +22,7 @@ pub mod origin;
 pub mod protocol;
 pub mod pty;
 pub mod relay;
+pub mod sandboxes;
 pub mod sessions;
 pub mod terminal;
 pub mod user;
@@ -217,6 +218,11 @@ pub fn main(args: ServeArgs) -> i32 {
     };
     let backend: Arc<dyn Backend> = match args.backend {
         BackendKind::Echo => Arc::new(EchoBackend::new()),
+        BackendKind::Sandbox => Arc::new(sandboxes::SandboxBackend::new(
+            args.store.settings(),
+            args.limits.limits(),
+            args.limits.require_limits,
+        )),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -441,3 +441,60 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
 }
+
+// --- Real sandboxes (the `sandbox` backend) ---
+
+use std::path::PathBuf;
+use warren::sandbox::Settings;
+use warren::serve::sandboxes::SandboxBackend;
+
+/// A private state directory and workspace root.
+pub struct Dirs {
+    _tmp: tempfile::TempDir,
+    pub settings: Settings,
+}
+
+pub fn dirs() -> Dirs {
+    let tmp = tempfile::Builder::new()
+        .prefix("warren-serve-")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let settings = Settings {
+        state_dir: tmp.path().join("state"),
+        workspace_root: tmp.path().join("ws"),
+        uid_base: 1_900_000_000,
+    };
+    Dirs {
+        _tmp: tmp,
+        settings,
+    }
+}
+
+/// target/<profile>/warren-shim, built by `cargo build --workspace`.
+pub fn shim() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let shim = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("warren-shim");
+    assert!(
+        shim.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        shim.display()
+    );
+    shim
+}
+
+/// A server whose terminals are real sandboxes (state and homes in `d`).
+pub async fn sandbox_server(d: &Dirs) -> TestServer {
+    let limits = warren_runtime::cgroups::Limits::default();
+    let backend = SandboxBackend::new(d.settings.clone(), limits, false).with_shim(shim());
+    TestServer::with(Options {
+        backend: Arc::new(backend),
+        ..Default::default()
+    })
+    .await
+}

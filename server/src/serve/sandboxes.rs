@@ -1,0 +1,380 @@
+//! The real backend: each user's sandbox is a `warren-shim create` held
+//! open (no command, PID 1 waits), and every terminal is a `warren-shim
+//! join` into it with a PTY from the sandbox's own devpts.
+//!
+//! Shims are started with an ordinary exec from an async worker thread,
+//! never from the blocking pool: a shim's parent-death signal fires when the
+//! *thread* that started it exits, and blocking-pool threads come and go.
+//! Blocking reads (the report pipe, the PTY-master socket) run on the pool.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use warren_runtime::cgroups::{Cgroups, Limits, Roots};
+use warren_runtime::launch::{self, JoinTarget, Mode};
+use warren_runtime::report::{self, Event, Exit, Reader};
+use warren_runtime::spec::SandboxSpec;
+
+use super::backend::{
+    Backend, BackendError, BoxFuture, ProcessExit, Sandbox, Spawned, TerminalProcess,
+};
+use super::protocol::WinSize;
+use super::user::UserId;
+use crate::sandbox::{prepare, Request, Settings};
+
+/// How long a sandbox or a terminal may take to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Sandboxes made by `warren-shim`.
+pub struct SandboxBackend {
+    settings: Settings,
+    limits: Limits,
+    require_limits: bool,
+    shim: PathBuf,
+    shell: Vec<String>,
+}
+
+impl SandboxBackend {
+    /// Also readies cgroups for this process (on v2 it moves itself into
+    /// its own leaf) and sweeps sandboxes' cgroups left by a crash.
+    pub fn new(settings: Settings, limits: Limits, require_limits: bool) -> SandboxBackend {
+        if let Ok(c) = Cgroups::probe(&Roots::default()) {
+            if c.availability().complete() {
+                match c.prepare() {
+                    Ok(()) => {
+                        let _ = c.sweep_stale();
+                    }
+                    Err(e) => tracing::warn!("cgroups: {e}"),
+                }
+            }
+        }
+        let shell = if std::path::Path::new("/bin/bash").exists() {
+            vec!["/bin/bash".to_string(), "-l".to_string()]
+        } else {
+            vec!["/bin/sh".to_string(), "-l".to_string()]
+        };
+        SandboxBackend {
+            settings,
+            limits,
+            require_limits,
+            shim: launch::shim_path(),
+            shell,
+        }
+    }
+
+    /// With another `warren-shim` than the one next to this executable.
+    pub fn with_shim(mut self, shim: PathBuf) -> SandboxBackend {
+        self.shim = shim;
+        self
+    }
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::new(context.to_string(), e.to_string())
+}
+
+/// Waits until `child` has exited, without a thread: its pidfd becomes
+/// readable then.
+async fn wait_child(child: &Mutex<Child>) -> Option<std::process::ExitStatus> {
+    let pid = Pid::from_raw(child.lock().ok()?.id() as i32);
+    // An OwnedFd cannot swap or close its fd while registered, which is the
+    // unsoundness tokio#8587 deprecates `new` for (see serve::pty).
+    #[allow(deprecated)]
+    let pidfd = warren_runtime::sys::pidfd_open(pid)
+        .ok()
+        .and_then(|fd| AsyncFd::new(fd).ok());
+    loop {
+        if let Some(status) = child.lock().ok()?.try_wait().ok()? {
+            return Some(status);
+        }
+        match &pidfd {
+            Some(fd) => match fd.readable().await {
+                Ok(mut guard) => guard.clear_ready(),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+impl Backend for SandboxBackend {
+    fn start_sandbox<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, BackendError>> {
+        Box::pin(async move {
+            let req = Request {
+                user: user.as_str().to_string(),
+                hold: true,
+                limits: self.limits,
+                require_limits: self.require_limits,
+                tmp_size_mib: 256,
+                term: Some("xterm-256color".into()),
+                ..Default::default()
+            };
+            let settings = self.settings.clone();
+            let spec = tokio::task::spawn_blocking(move || prepare(&settings, &req))
+                .await
+                .map_err(|e| err("prepare sandbox", e))?
+                .map_err(|e| err("prepare sandbox", e))?;
+            let launched = launch::start(
+                &self.shim,
+                &spec,
+                Stdio::null(),
+                Stdio::null(),
+                Stdio::inherit(),
+            )
+            .map_err(|e| err("start warren-shim", e))?;
+            let shim = Arc::new(Mutex::new(launched.child));
+            let shim_pid = shim.lock().map(|c| c.id() as i32).unwrap_or(0);
+            let reader = Reader::new(launched.report);
+            let ready = tokio::time::timeout(
+                START_TIMEOUT,
+                tokio::task::spawn_blocking(move || wait_ready(reader)),
+            )
+            .await;
+            let (target_parts, reader) = match ready {
+                Ok(Ok(Ok(r))) => r,
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Err(e)) => return Err(err("start sandbox", e)),
+                Err(_) => {
+                    let _ = kill(Pid::from_raw(shim_pid), Signal::SIGKILL);
+                    return Err(err("start sandbox", "timed out"));
+                }
+            };
+            let (init_pid, cgroup) = target_parts;
+            let mut template = spec;
+            template.hold = false;
+            template.argv = self.shell.clone();
+            Ok(Arc::new(UserSandbox {
+                shim_path: self.shim.clone(),
+                template,
+                target: JoinTarget {
+                    init_pid,
+                    parent_pid: shim_pid,
+                    cgroup,
+                },
+                shim,
+                reader: Mutex::new(Some(reader)),
+            }) as Arc<dyn Sandbox>)
+        })
+    }
+}
+
+/// Reads the held sandbox's events until PID 1 says it is ready.
+fn wait_ready(
+    mut reader: Reader<File>,
+) -> Result<((i32, Option<String>), Reader<File>), BackendError> {
+    let (mut init, mut cgroup, mut ready) = (None, None, false);
+    while !(ready && init.is_some()) {
+        match reader.next_event() {
+            Some(Event::Started { init_pid }) => init = init.or(Some(init_pid)),
+            Some(Event::Limited { cgroup: id, .. }) => cgroup = Some(id),
+            Some(Event::Unlimited { missing, reasons }) => {
+                tracing::warn!(
+                    "sandbox without the {} limit(s): {}",
+                    missing.join(", "),
+                    reasons.join("; ")
+                )
+            }
+            Some(Event::Ready) => ready = true,
+            Some(Event::Failed(e)) => return Err(err("start sandbox", e)),
+            Some(_) => {}
+            None => {
+                return Err(err(
+                    "start sandbox",
+                    "the shim ended before the sandbox was ready",
+                ))
+            }
+        }
+    }
+    Ok(((init.unwrap_or_default(), cgroup), reader))
+}
+
+/// One user's held sandbox.
+struct UserSandbox {
+    shim_path: PathBuf,
+    /// The user's spec with the login shell as the command.
+    template: SandboxSpec,
+    target: JoinTarget,
+    shim: Arc<Mutex<Child>>,
+    reader: Mutex<Option<Reader<File>>>,
+}
+
+impl Sandbox for UserSandbox {
+    fn tier(&self) -> &str {
+        "namespaces"
+    }
+
+    fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>> {
+        Box::pin(async move {
+            let mut spec = self.template.clone();
+            spec.tty = Some(warren_runtime::pty::WinSize {
+                rows: size.rows,
+                cols: size.cols,
+            });
+            let launched = launch::start_as(
+                &self.shim_path,
+                &spec,
+                &Mode::Join(self.target.clone()),
+                Stdio::null(),
+                Stdio::null(),
+                Stdio::inherit(),
+            )
+            .map_err(|e| err("start warren-shim join", e))?;
+            let sock = launched
+                .pty_socket
+                .ok_or_else(|| err("open terminal", "no terminal socket"))?;
+            let child = Mutex::new(launched.child);
+            let master = tokio::time::timeout(
+                START_TIMEOUT,
+                tokio::task::spawn_blocking(move || warren_runtime::pty::recv_fd(&sock)),
+            )
+            .await;
+            let mut report = Some(launched.report);
+            let master = match master {
+                Ok(Ok(Ok(Some(m)))) => m,
+                other => {
+                    // The join failed: its report says why.
+                    let _ = child.lock().map(|mut c| c.kill());
+                    let events = match report.take() {
+                        Some(r) => tokio::task::spawn_blocking(move || report::read_all(r))
+                            .await
+                            .unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                    let why = events
+                        .iter()
+                        .find_map(|e| match e {
+                            Event::Failed(f) => Some(f.to_string()),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| format!("{other:?}"));
+                    return Err(err("open terminal", why));
+                }
+            };
+            let master_for_kill = master
+                .try_clone()
+                .map_err(|e| err("dup the PTY master", e))?;
+            Ok(Spawned {
+                master,
+                process: Box::new(JoinedShell {
+                    child,
+                    report,
+                    master: master_for_kill,
+                    cgroup: self.target.cgroup.clone(),
+                    oom_before: oom_kills(self.target.cgroup.as_deref()),
+                    exit: None,
+                }),
+            })
+        })
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let pid = self.shim.lock().map(|c| c.id() as i32).unwrap_or(0);
+            // PID 1 ends the sandbox on SIGTERM; the shim removes the cgroup.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            if tokio::time::timeout(Duration::from_secs(5), wait_child(&self.shim))
+                .await
+                .is_err()
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                wait_child(&self.shim).await;
+            }
+            let reader = self.reader.lock().ok().and_then(|mut r| r.take());
+            if let Some(mut reader) = reader {
+                let _ = tokio::task::spawn_blocking(move || {
+                    while let Some(e) = reader.next_event() {
+                        if let Event::LimitsHit { events, .. } = e {
+                            tracing::info!(?events, "sandbox limits were hit");
+                        }
+                    }
+                })
+                .await;
+            }
+        })
+    }
+}
+
+fn oom_kills(cgroup: Option<&str>) -> u64 {
+    cgroup
+        .and_then(|id| {
+            Cgroups::probe(&Roots::default())
+                .ok()?
+                .open(id)
+                .ok()?
+                .events()
+                .ok()
+        })
+        .and_then(|e| e.oom_kills)
+        .unwrap_or(0)
+}
+
+/// A terminal's shell: the `warren-shim join` supervising it.
+struct JoinedShell {
+    child: Mutex<Child>,
+    report: Option<File>,
+    master: OwnedFd,
+    cgroup: Option<String>,
+    oom_before: u64,
+    exit: Option<ProcessExit>,
+}
+
+impl TerminalProcess for JoinedShell {
+    fn wait(&mut self) -> BoxFuture<'_, ProcessExit> {
+        Box::pin(async move {
+            if let Some(exit) = self.exit {
+                return exit;
+            }
+            let status = wait_child(&self.child).await;
+            // The shim reports the shell's own exit (code or signal).
+            let events = match self.report.take() {
+                Some(r) => tokio::task::spawn_blocking(move || report::read_all(r))
+                    .await
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let exit = events
+                .iter()
+                .find_map(|e| match e {
+                    Event::Exited { exit } => Some(*exit),
+                    _ => None,
+                })
+                .or_else(|| status.map(|s| Exit::Code(s.code().unwrap_or(128 + 9))));
+            let mut out = match exit {
+                Some(Exit::Code(c)) => ProcessExit {
+                    code: Some(c),
+                    ..Default::default()
+                },
+                Some(Exit::Signal(s)) => ProcessExit {
+                    signal: Some(s),
+                    ..Default::default()
+                },
+                None => ProcessExit::default(),
+            };
+            out.memory_limit =
+                out.signal == Some(9) && oom_kills(self.cgroup.as_deref()) > self.oom_before;
+            self.exit = Some(out);
+            out
+        })
+    }
+
+    fn kill(&mut self) {
+        // The foreground job, then the shim: its parent-death signal takes
+        // the shell with it, and closing the master hangs up the rest.
+        if let Ok(fg) = rustix::termios::tcgetpgrp(&self.master) {
+            let _ = killpg(Pid::from_raw(fg.as_raw_nonzero().get()), Signal::SIGKILL);
+        }
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.kill();
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `warren serve` with the real backend: every terminal a shell in its
+//! user's sandbox. Needs what sandboxes need (root, or an unprivileged user
+//! with user namespaces); tests/matrix.sh runs it in every mode, and the
+//! workspace must be built first (`cargo build --workspace`) so that
+//! target/<profile>/warren-shim exists.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_apart_and_their_terminals_share_one_sandbox() {
+    let d = dirs();
+    let server = sandbox_server(&d).await;
+    let mut a1 = server.open("alice").await;
+    assert_eq!(a1.hello.as_ref().unwrap()["tier"], "namespaces");
+    a1.run(
+        "whoami; hostname; echo note > ~/mine; (exec -a alice-marker sleep 300 &) ; echo O''K",
+        "OK",
+    )
+    .await;
+    let mut a2 = server.open("alice").await;
+    let seen = a2
+        .run(
+            "cat ~/mine; ps -eo args | grep -c '^alice-marke[r]'; echo E''ND",
+            "END",
+        )
+        .await;
+    assert!(
+        seen.contains("note") && seen.contains("\r\n1\r\n"),
+        "second terminal, same sandbox: {seen:?}"
+    );
+
+    let mut b = server.open("bob").await;
+    let bob = b
+        .run("whoami; ls /workspace; ls /workspace/alice 2>&1; ps -eo args | grep -c '^alice-marke[r]'; echo E''ND", "END")
+        .await;
+    assert!(bob.contains("bob\r\n"), "{bob:?}");
+    assert!(
+        bob.contains("'/workspace/alice': No such file or directory"),
+        "{bob:?}"
+    );
+    assert!(
+        bob.contains("\r\n0\r\n"),
+        "bob must not see alice's processes: {bob:?}"
+    );
+    // On the host, the two homes have different owners as root.
+    use std::os::unix::fs::MetadataExt;
+    let owner = |u: &str| {
+        std::fs::metadata(d.settings.workspace_root.join(u))
+            .unwrap()
+            .uid()
+    };
+    if nix::unistd::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .unwrap()
+            .contains("4294967295")
+    {
+        assert_ne!(owner("alice"), owner("bob"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_learns_how_a_shell_ended() {
+    let d = dirs();
+    let server = sandbox_server(&d).await;
+    let mut c = server.open("carol").await;
+    c.send_input("exit 7\r").await;
+    let exit = c.read_control("exit").await;
+    assert_eq!(exit["code"], 7, "{exit}");
+    assert_eq!(exit["reason"], "exit", "{exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_kill_is_reported_as_such() {
+    let limited = std::fs::read_to_string("/proc/self/uid_map")
+        .unwrap()
+        .contains("4294967295")
+        && nix::unistd::geteuid().is_root();
+    if !limited {
+        eprintln!("not root in the initial user namespace: no cgroup limits to hit here");
+        return;
+    }
+    let d = dirs();
+    let server = sandbox_server(&d).await;
+    let mut c = server.open("dave").await;
+    // tail keeps the last 900 MiB of an endless pipe: a pure memory hog,
+    // and it is the terminal's process (exec), so the OOM kill ends it.
+    c.send_input("exec tail -c 900M < <(exec cat /dev/zero)\r")
+        .await;
+    let exit = tokio::time::timeout(Duration::from_secs(60), c.read_control("exit"))
+        .await
+        .expect("no exit frame");
+    assert_eq!(exit["reason"], "memory_limit", "{exit}");
+}
