@@ -32,7 +32,7 @@ pub enum Command {
         json: bool,
     },
     /// Serve the web terminal.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Mint a login token (HS256 JWT) for `warren serve --auth jwt`.
     Token(crate::serve::TokenArgs),
 }
@@ -236,7 +236,7 @@ pub fn main() -> ExitCode {
             crate::run::run(&a.store.settings(), &req, a.verbose)
         }
         Command::Doctor { json } => crate::doctor::doctor(json),
-        Command::Serve(a) => crate::serve::main(a),
+        Command::Serve(a) => crate::serve::main(*a),
         Command::Token(a) => crate::serve::token_main(a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -140,7 +140,11 @@ impl Backend for SandboxBackend {
                 tokio::task::spawn_blocking(move || wait_ready(reader)),
             )
             .await;
-            let (target_parts, reader) = match ready {
+            let ReadyInfo {
+                init_pid,
+                cgroup,
+                reader,
+            } = match ready {
                 Ok(Ok(Ok(r))) => r,
                 Ok(Ok(Err(e))) => return Err(e),
                 Ok(Err(e)) => return Err(err("start sandbox", e)),
@@ -149,7 +153,6 @@ impl Backend for SandboxBackend {
                     return Err(err("start sandbox", "timed out"));
                 }
             };
-            let (init_pid, cgroup) = target_parts;
             let mut template = spec;
             template.hold = false;
             template.argv = self.shell.clone();
@@ -195,7 +198,11 @@ fn wait_ready(
             }
         }
     }
-    Ok(((init.unwrap_or_default(), cgroup), reader))
+    Ok(ReadyInfo {
+        init_pid: init.unwrap_or_default(),
+        cgroup,
+        reader,
+    })
 }
 
 /// One user's held sandbox.
