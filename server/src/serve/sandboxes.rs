@@ -171,10 +171,16 @@ impl Backend for SandboxBackend {
     }
 }
 
+/// What a held sandbox reported by the time it was ready: PID 1's pid and
+/// its cgroup id.
+struct ReadyInfo {
+    init_pid: i32,
+    cgroup: Option<String>,
+    reader: Reader<File>,
+}
+
 /// Reads the held sandbox's events until PID 1 says it is ready.
-fn wait_ready(
-    mut reader: Reader<File>,
-) -> Result<((i32, Option<String>), Reader<File>), BackendError> {
+fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
     let (mut init, mut cgroup, mut ready) = (None, None, false);
     while !(ready && init.is_some()) {
         match reader.next_event() {
