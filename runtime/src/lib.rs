@@ -9,6 +9,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod host;
 pub mod idmap;
+pub mod info;
 pub mod init;
 pub mod landlock;
 pub mod launch;

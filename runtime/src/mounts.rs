@@ -207,6 +207,43 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
     ops
 }
 
+/// Adds a synthesized file to the sandbox's /etc (before /etc turns
+/// read-only).
+pub fn add_etc_file(ops: &mut Vec<MountOp>, name: &str, contents: String) {
+    let at = ops
+        .iter()
+        .position(
+            |o| matches!(o, MountOp::RemountReadonly { target } if target == Path::new("/etc")),
+        )
+        .unwrap_or(ops.len());
+    ops.insert(
+        at,
+        MountOp::WriteFile {
+            target: Path::new("/etc").join(name),
+            contents,
+        },
+    );
+}
+
+/// Binds a host file read-only into the sandbox (before `/` turns
+/// read-only, so the mount point can still be made).
+pub fn add_readonly_file(ops: &mut Vec<MountOp>, source: PathBuf, target: PathBuf) {
+    let at = ops
+        .iter()
+        .rposition(|o| matches!(o, MountOp::RemountReadonly { target } if target == Path::new("/")))
+        .unwrap_or(ops.len());
+    ops.insert(
+        at,
+        MountOp::Bind {
+            source,
+            target,
+            readonly: true,
+            is_dir: false,
+            nofollow: false,
+        },
+    );
+}
+
 /// The host entry at `host_path` reproduced at `target`: a read-only bind
 /// for a directory or file, the same symlink for a symlink, nothing if
 /// missing.
@@ -654,6 +691,26 @@ mod tests {
                 noexec: false
             }
         );
+    }
+
+    #[test]
+    fn extra_files_land_before_the_readonly_remounts() {
+        let host = fixture();
+        let mut ops = plan(&sample(), host.path());
+        add_etc_file(&mut ops, "warren-info.json", "{}".into());
+        add_readonly_file(&mut ops, "/bin/true".into(), "/opt/warren/bin/x".into());
+        let pos = |want: &dyn Fn(&MountOp) -> bool| ops.iter().position(want).unwrap();
+        let info = pos(
+            &|o| matches!(o, MountOp::WriteFile { target, .. } if target == Path::new("/etc/warren-info.json")),
+        );
+        let etc_ro = pos(
+            &|o| matches!(o, MountOp::RemountReadonly { target } if target == Path::new("/etc")),
+        );
+        let bin = pos(
+            &|o| matches!(o, MountOp::Bind { target, .. } if target == Path::new("/opt/warren/bin/x")),
+        );
+        assert!(info < etc_ro);
+        assert_eq!(bin, ops.len() - 2, "just before / turns read-only");
     }
 
     #[test]

@@ -91,7 +91,10 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         ("SHELL".into(), "/bin/bash".into()),
         (
             "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            format!(
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:{}",
+                warren_runtime::info::INFO_DIR
+            ),
         ),
         (
             "TERM".into(),

@@ -15,6 +15,7 @@ use std::path::Path;
 use crate::{limits, spawn};
 use nix::sys::signal::Signal;
 use nix::unistd::{pipe, sethostname, setsid, Pid};
+use warren_runtime::info::{SandboxInfo, INFO_BIN, INFO_PATH};
 use warren_runtime::init::{self, Target};
 use warren_runtime::mounts::{self, MountOp};
 use warren_runtime::report::{self, Event, Exit, SetupError};
@@ -33,8 +34,6 @@ pub fn run(
         .map_err(|e| SetupError::errno("set parent-death signal", e))?;
     // Nothing we inherited may reach the sandbox (CVE-2024-21626).
     sys::cloexec_from(3).map_err(|e| SetupError::errno("mark inherited fds close-on-exec", e))?;
-    // Pure planning, from the host as it is now: no kernel state changes yet.
-    let plan = mounts::plan(&spec, Path::new("/"));
     // Host root's supplementary groups would follow us in as unmapped
     // groups that still grant access; an unprivileged caller cannot drop
     // its own and has setgroups denied inside instead.
@@ -42,7 +41,13 @@ pub fn run(
         let _ = sys::clear_supplementary_groups();
     }
     // The cgroup exists, limits written and read back, before the sandbox.
-    let cgroup = limits::create(&spec, report)?;
+    let limits::Created {
+        cgroup,
+        applied,
+        missing,
+    } = limits::create(&spec, report)?;
+    // Planning, from the host as it is now; nothing is mounted yet.
+    let plan = plan_root(&spec, applied, missing)?;
     // Whoever joins this sandbox later runs as we do; see init_steps.
     let protect_init =
         idmap::IdRange::of_current_process(Path::new("/proc")) == idmap::IdRange::Any;
@@ -103,6 +108,39 @@ pub fn run(
         limits::finish(cg, spec.limits, report);
     }
     Ok(exit)
+}
+
+/// The mount plan of the `host` profile, plus what `warren-info` needs:
+/// the description in /etc and this binary, under that name.
+fn plan_root(
+    spec: &SandboxSpec,
+    applied: warren_runtime::cgroups::Limits,
+    missing: Vec<String>,
+) -> Result<Vec<MountOp>, SetupError> {
+    let mut plan = mounts::plan(spec, Path::new("/"));
+    let info = SandboxInfo {
+        user: spec.tenant.slug.clone(),
+        uid: spec.uid,
+        hostname: spec.hostname.clone(),
+        tier: "namespaces".into(),
+        namespaces: namespaces::names(namespaces::with_cgroup_if_available(
+            namespaces::sandbox_flags(),
+            Path::new("/proc"),
+        ))
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        limits: applied,
+        missing_limits: missing,
+        seccomp: spec.seccomp.name().to_string(),
+    };
+    let json = serde_json::to_string_pretty(&info)
+        .map_err(|e| SetupError::new("describe sandbox", e.to_string()))?;
+    mounts::add_etc_file(&mut plan, INFO_PATH.trim_start_matches("/etc/"), json);
+    let me =
+        std::env::current_exe().map_err(|e| SetupError::new("find warren-shim", e.to_string()))?;
+    mounts::add_readonly_file(&mut plan, me, INFO_BIN.into());
+    Ok(plan)
 }
 
 /// PID 1 of the sandbox. Never returns: exits with the command's status.

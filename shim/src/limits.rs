@@ -23,9 +23,9 @@ fn cgroup_error(step: &str, e: warren_runtime::cgroups::CgroupError) -> SetupErr
 /// Creates the sandbox's cgroup (nested under ours) with every limit the
 /// host allows. Missing limits are reported, or refused with
 /// `require_limits`. `None` when nothing could be limited.
-pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Option<SandboxCgroup>, SetupError> {
+pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Created, SetupError> {
     if spec.limits == Limits::NONE {
-        return Ok(None);
+        return Ok(Created::default());
     }
     let wanted: Vec<&str> = [
         ("memory", spec.limits.memory_bytes.is_some()),
@@ -69,11 +69,17 @@ pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Option<SandboxCgr
         );
     }
     let Some(cgroups) = cgroups else {
-        return Ok(None);
+        return Ok(Created {
+            missing,
+            ..Default::default()
+        });
     };
     let limits = spec.limits.only_available(&cgroups.availability());
     if limits == Limits::NONE {
-        return Ok(None);
+        return Ok(Created {
+            missing,
+            ..Default::default()
+        });
     }
     cgroups
         .prepare()
@@ -90,7 +96,29 @@ pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Option<SandboxCgr
             notes: applied.notes,
         },
     );
-    Ok(Some(cg))
+    Ok(Created {
+        cgroup: Some(cg),
+        applied: limits,
+        missing,
+    })
+}
+
+/// What [`create`] made: the cgroup (if any), the limits in force and the
+/// ones this host could not apply.
+pub struct Created {
+    pub cgroup: Option<SandboxCgroup>,
+    pub applied: Limits,
+    pub missing: Vec<String>,
+}
+
+impl Default for Created {
+    fn default() -> Self {
+        Created {
+            cgroup: None,
+            applied: Limits::NONE,
+            missing: Vec::new(),
+        }
+    }
 }
 
 /// Puts the sandbox's PID 1 in the cgroup; it waits for our go-ahead, so it

@@ -454,3 +454,32 @@ fn terminal_comes_from_the_sandbox_devpts() {
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     assert_eq!(text, "/dev/pts/0\n24 80\n0\nptmx\n");
 }
+
+#[test]
+fn warren_info_describes_the_sandbox_from_inside() {
+    let env = Env::new();
+    let out = env.run("alice", &["warren-info"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("user         alice (uid 1000)"), "{text}");
+    assert!(
+        text.contains("isolation    namespaces (user, mount, pid, net, ipc, uts"),
+        "{text}"
+    );
+    assert!(
+        text.contains("seccomp default-v1, capabilities none, no_new_privs on"),
+        "{text}"
+    );
+    assert!(text.contains("usage        memory"), "{text}");
+    if Mode::current() == Mode::Root {
+        assert!(
+            text.contains("limits       memory 512.0 MiB (no swap), cpu 0.5 core(s), 512 tasks"),
+            "{text}"
+        );
+    } else {
+        assert!(
+            text.contains("not enforced on this host: memory, cpu, pids"),
+            "{text}"
+        );
+    }
+}
