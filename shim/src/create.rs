@@ -153,18 +153,15 @@ fn sandbox_init(
     report: &mut File,
 ) -> ! {
     match init_steps(spec, plan, ready, pty_socket, protect_init, report) {
-        Ok(Some(cmd)) => {
+        Ok(cmd) => {
             let _ = report::send(report, &Event::Ready);
-            let exit = init::supervise(cmd, Target::Group(cmd), true);
+            let exit = match cmd {
+                Some(cmd) => init::supervise(cmd, Target::Group(cmd), true),
+                None => init::hold(),
+            };
             let _ = report::send(report, &Event::Exited { exit });
             // Returning from PID 1 makes the kernel kill everything else
             // left in the pid namespace: nothing outlives the command.
-            sys::exit_immediately(exit.shell_code())
-        }
-        Ok(None) => {
-            let _ = report::send(report, &Event::Ready);
-            let exit = init::hold();
-            let _ = report::send(report, &Event::Exited { exit });
             sys::exit_immediately(exit.shell_code())
         }
         Err(err) => {
