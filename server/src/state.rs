@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS tenants (
 );
 ";
 
+/// `last_seen` is kept to this many seconds.
+const LAST_SEEN_GRANULARITY: i64 = 60;
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -104,6 +107,21 @@ impl State {
             path: path.clone(),
             source,
         };
+        // Fast path, no write: a known tenant seen within the last minute
+        // (every `warren run` and terminal comes here; a write per start
+        // would cost more than the rest of the lookup).
+        let known = self
+            .conn
+            .query_row(
+                "SELECT id, slug, host_uid, created_at, last_seen FROM tenants WHERE id = ?1",
+                params![tenant.id],
+                row_to_record,
+            )
+            .optional()
+            .map_err(db)?;
+        if let Some(r) = known.filter(|r| now() - r.last_seen < LAST_SEEN_GRANULARITY) {
+            return Ok(r);
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
