@@ -349,6 +349,12 @@ pub fn apply_in_child(ops: &[MountOp]) -> Result<(), SetupError> {
                     Errno::ELOOP => {
                         err.with_hint("the path is a symlink; warren never follows symlinks there")
                     }
+                    // Opened as the tenant's host uid: every directory on
+                    // the way must let it pass.
+                    Errno::EACCES => err.with_hint(
+                        "the tenant's host uid cannot reach this path: every directory above the \
+                         workspace root needs search permission for others (chmod o+x DIR)",
+                    ),
                     _ => err,
                 }
             })?;

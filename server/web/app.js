@@ -148,6 +148,9 @@
   }
 
   function closed(ev) {
+    // A socket we already replaced (hash change): its late close event
+    // must not touch the new connection.
+    if (ev.target !== ws) return;
     stopPing();
     ws = null;
     if (ended) return; // the exit message is already shown
@@ -241,7 +244,7 @@
     const id = location.hash.slice(1) || null;
     if (id !== terminalId) {
       terminalId = id;
-      if (ws) { ended = true; ws.close(); }
+      if (ws) { const old = ws; ws = null; old.onmessage = null; stopPing(); old.close(); }
       term.reset();
       connect();
     }

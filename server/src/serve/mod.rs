@@ -249,8 +249,11 @@ pub fn main(args: ServeArgs) -> i32 {
                 return;
             };
             signals.next().await;
-            eprintln!("warren serve: shutting down (signal again to exit at once)");
+            // Shut down first: with stderr gone (a closed pipe), printing
+            // must not be what stops us from stopping.
             handle.shutdown();
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "warren serve: shutting down (signal again to exit at once)");
             signals.next().await;
             std::process::exit(130);
         });
