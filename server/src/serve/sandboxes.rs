@@ -80,6 +80,14 @@ fn err(context: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::new(context.to_string(), e.to_string())
 }
 
+/// A set-up failure with its hint, for the operator's log.
+fn with_hint(e: &warren_runtime::report::SetupError) -> String {
+    match &e.hint {
+        Some(h) => format!("{e} (hint: {h})"),
+        None => e.to_string(),
+    }
+}
+
 /// Waits until `child` has exited, without a thread: its pidfd becomes
 /// readable then.
 async fn wait_child(child: &Mutex<Child>) -> Option<std::process::ExitStatus> {
@@ -194,7 +202,7 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
                 )
             }
             Some(Event::Ready) => ready = true,
-            Some(Event::Failed(e)) => return Err(err("start sandbox", e)),
+            Some(Event::Failed(e)) => return Err(err("start sandbox", with_hint(&e))),
             Some(_) => {}
             None => {
                 return Err(err(
@@ -266,7 +274,7 @@ impl Sandbox for UserSandbox {
                     let why = events
                         .iter()
                         .find_map(|e| match e {
-                            Event::Failed(f) => Some(f.to_string()),
+                            Event::Failed(f) => Some(with_hint(f)),
                             _ => None,
                         })
                         .unwrap_or_else(|| format!("{other:?}"));
