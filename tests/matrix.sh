@@ -75,4 +75,6 @@ echo "== cgroup v2 (throw-away VM: this host's controllers are on v1)"
 # missing, and exit non-zero when the VM cannot boot.
 tests/vm/cgroup-v2-tests.sh
 tests/vm/limits-v2.sh
+echo "== browser end to end (Debian chromium driven by playwright-core)"
+WARREN_BIN="$PWD/target/debug/warren" tests/e2e/run.sh
 echo "== matrix: all modes passed"
