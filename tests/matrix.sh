@@ -21,7 +21,7 @@ cargo build --workspace --all-targets
 # test executables once so the other modes can run the same files.
 mapfile -t test_bins < <( (cargo test -p warren-tests --no-run --message-format=json;
   cargo test -p warren --test real_sandboxes --test backpressure --no-run --message-format=json) 2>/dev/null \
-  | grep '"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+  | grep -E '"profile":\{[^}]*"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [[ ${#test_bins[@]} -gt 0 ]] || { echo "matrix: no integration test binaries found" >&2; exit 1; }
 
 if [[ $(id -u) -ne 0 ]]; then

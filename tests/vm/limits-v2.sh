@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cd "$repo"
 bins=$(cargo test -p warren-tests --test limits --no-run --message-format=json 2>/dev/null |
-    grep '"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+    grep -E '"profile":\{[^}]*"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 bin=$(echo "$bins" | tail -n 1)
 [ -x "$bin" ] || { echo "limits-v2: no test binary; build first" >&2; exit 125; }
 probe=$(strings "$bin" | grep -m1 -o '/[^ ]*/out/warren-probe' || true)
