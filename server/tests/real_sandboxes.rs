@@ -95,3 +95,54 @@ async fn a_memory_limit_kill_is_reported_as_such() {
         .expect("no exit frame");
     assert_eq!(exit["reason"], "memory_limit", "{exit}");
 }
+
+/// Directories of sandbox cgroups for `slug` still present on the host.
+fn cgroups_of(slug: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("sbx-{slug}-"))
+            {
+                found.push(e.path());
+            } else if e.path().components().count() < 12 {
+                stack.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_tells_the_page_and_removes_the_sandboxes() {
+    let d = dirs();
+    let server = sandbox_server(&d).await;
+    let mut c = server.open("erin").await;
+    c.run("echo up''-2", "up-2").await;
+    let root = std::fs::read_to_string("/proc/self/uid_map")
+        .unwrap()
+        .contains("4294967295")
+        && nix::unistd::geteuid().is_root();
+    if root {
+        assert!(
+            !cgroups_of("erin").is_empty(),
+            "a running sandbox has its cgroup"
+        );
+    }
+    server.shutdown(Duration::from_secs(15)).await;
+    let exit = c.read_control("exit").await;
+    assert_eq!(exit["reason"], "server_shutdown", "{exit}");
+    assert!(
+        cgroups_of("erin").is_empty(),
+        "cgroups left: {:?}",
+        cgroups_of("erin")
+    );
+}
