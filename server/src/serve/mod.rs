@@ -253,7 +253,10 @@ pub fn main(args: ServeArgs) -> i32 {
             // must not be what stops us from stopping.
             handle.shutdown();
             use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "warren serve: shutting down (signal again to exit at once)");
+            let _ = writeln!(
+                std::io::stderr(),
+                "warren serve: shutting down (signal again to exit at once)"
+            );
             signals.next().await;
             std::process::exit(130);
         });

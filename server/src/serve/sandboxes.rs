@@ -29,6 +29,10 @@ use super::protocol::WinSize;
 use super::user::UserId;
 use crate::sandbox::{prepare, Request, Settings};
 
+/// How long a shell may take to exit after a hang-up before its shim is
+/// killed.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a sandbox or a terminal may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -293,6 +297,7 @@ impl Sandbox for UserSandbox {
                     cgroup: self.target.cgroup.clone(),
                     oom_before: oom_kills(self.target.cgroup.as_deref()),
                     exit: None,
+                    hung_up: None,
                 }),
             })
         })
@@ -347,6 +352,8 @@ struct JoinedShell {
     cgroup: Option<String>,
     oom_before: u64,
     exit: Option<ProcessExit>,
+    /// When `kill` sent the hang-up.
+    hung_up: Option<std::time::Instant>,
 }
 
 impl TerminalProcess for JoinedShell {
@@ -355,7 +362,22 @@ impl TerminalProcess for JoinedShell {
             if let Some(exit) = self.exit {
                 return exit;
             }
-            let status = wait_child(&self.child).await;
+            // After `kill`, the shell had its chance to hang up; then the
+            // shim goes, and its parent-death signal takes the shell along.
+            let status = match self.hung_up {
+                Some(_) => {
+                    match tokio::time::timeout(HANGUP_GRACE, wait_child(&self.child)).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            if let Ok(mut c) = self.child.lock() {
+                                let _ = c.kill();
+                            }
+                            wait_child(&self.child).await
+                        }
+                    }
+                }
+                None => wait_child(&self.child).await,
+            };
             // The shim reports the shell's own exit (code or signal).
             let events = match self.report.take() {
                 Some(r) => tokio::task::spawn_blocking(move || report::read_all(r))
@@ -389,13 +411,20 @@ impl TerminalProcess for JoinedShell {
     }
 
     fn kill(&mut self) {
-        // The foreground job, then the shim: its parent-death signal takes
-        // the shell with it, and closing the master hangs up the rest.
+        // The foreground job dies at once; the shell gets a hang-up through
+        // the shim, which forwards it and then reaps the shell itself. A
+        // SIGKILLed shim would leave the shell to the *host's* init (the
+        // shim is in the host's pid namespace), and until that reaps it the
+        // sandbox's pid namespace cannot end. `wait` SIGKILLs the shim if
+        // the shell ignores the hang-up.
         if let Ok(fg) = rustix::termios::tcgetpgrp(&self.master) {
             let _ = killpg(Pid::from_raw(fg.as_raw_nonzero().get()), Signal::SIGKILL);
         }
-        if let Ok(mut c) = self.child.lock() {
-            let _ = c.kill();
+        if self.hung_up.is_none() {
+            if let Ok(c) = self.child.lock() {
+                let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGHUP);
+            }
+            self.hung_up = Some(std::time::Instant::now());
         }
     }
 }

@@ -1,0 +1,1096 @@
+//! `warren serve` benchmark: connect-to-prompt latency, output throughput,
+//! keystroke echo latency and memory per idle terminal, with real sandboxes
+//! (the `sandbox` backend) beside the `echo` backend (plain shells, no
+//! sandbox) measured in the same run as the anchor.
+//!
+//!     cargo build --release --workspace && target/release/bench-serve
+//!
+//! The bench starts `warren serve` itself (the `warren` next to this
+//! executable) on a free port of 127.0.0.1 with `--auth jwt`, a secret and a
+//! state directory in a temporary directory, talks `warren.v1` to it over
+//! WebSockets, and stops it with SIGTERM. Every server runs fresh: one per
+//! backend for latency and throughput, one per backend for memory.
+//!
+//! Options (defaults in brackets): `--connections N` [50], `--keystrokes N`
+//! [200], `--mib N` [200], `--users N` [20], `--terminals-per-user N` [10],
+//! `--only sandbox|echo`, `--keep` (keep the temporary directory with
+//! the servers' logs). The sandbox backend needs what `warren run`
+//! needs (root here). docs/bench-serve.md has figures and the method.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream as StdTcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Res<T> = Result<T, String>;
+
+/// 62 characters: with its newline (turned into CR LF by the terminal) a
+/// line is exactly 64 bytes on the wire.
+const PAYLOAD_LINE: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const WIRE_LINE: u64 = 64;
+/// What `echo _BENCH_$((40+2))_END` prints; `_` never occurs in the payload
+/// and the typed command line (echoed back) doesn't contain it literally.
+const END_MARK: &[u8] = b"_BENCH_42_END";
+/// Bound on any single step (a connect, a prompt, an echo).
+const STEP: Duration = Duration::from_secs(30);
+/// Bound on the throughput transfer.
+const TRANSFER_LIMIT: Duration = Duration::from_secs(300);
+const COLS: u16 = 80;
+const ROWS: u16 = 24;
+
+struct Opts {
+    connections: usize,
+    keystrokes: usize,
+    mib: u64,
+    users: usize,
+    per_user: usize,
+    only: Option<String>,
+    keep: bool,
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        connections: 50,
+        keystrokes: 200,
+        mib: 200,
+        users: 20,
+        per_user: 10,
+        only: None,
+        keep: false,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let val = args.get(i + 1).cloned().unwrap_or_default();
+        let num = || -> usize {
+            val.parse().unwrap_or_else(|_| {
+                eprintln!("bench-serve: {} needs a number", args[i]);
+                std::process::exit(2)
+            })
+        };
+        if args[i] == "--keep" {
+            o.keep = true;
+            i += 1;
+            continue;
+        }
+        match args[i].as_str() {
+            "--connections" => o.connections = num().max(2),
+            "--keystrokes" => o.keystrokes = num().max(2),
+            "--mib" => o.mib = num().max(1) as u64,
+            "--users" => o.users = num().max(1),
+            "--terminals-per-user" => o.per_user = num().max(1),
+            "--only" if val == "sandbox" || val == "echo" => o.only = Some(val.clone()),
+            other => {
+                eprintln!(
+                    "bench-serve: unknown argument {other:?}; see the top of \
+                     tests/src/bin/bench-serve.rs"
+                );
+                std::process::exit(2)
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+// --- Statistics and formatting ---
+
+/// Nearest-rank percentile of sorted samples.
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn sorted(mut v: Vec<Duration>) -> Vec<Duration> {
+    v.sort();
+    v
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+// --- /proc ---
+
+fn status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn pss_kib(pid: i32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// (parent pid, user+system CPU ticks) from /proc/PID/stat.
+fn stat(pid: &str) -> Option<(i32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some((ppid, ticks))
+}
+
+/// CPU time of a process, in seconds (USER_HZ is 100 on Linux).
+fn cpu_secs(pid: i32) -> f64 {
+    stat(&pid.to_string()).map_or(0.0, |(_, t)| t as f64 / 100.0)
+}
+
+/// Busy and total jiffies of the whole machine.
+fn machine_ticks() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = s.lines().next().unwrap_or_default();
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Every process below `root`, grouped by what it is: its name, and for
+/// warren-shim its subcommand. Values: (count, RSS KiB, PSS KiB).
+fn descendants(root: i32) -> BTreeMap<String, (usize, u64, u64)> {
+    let mut parent = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let (Ok(pid), Some((ppid, _))) = (name.parse::<i32>(), stat(&name)) {
+                parent.push((pid, ppid));
+            }
+        }
+    }
+    let mut below = vec![root];
+    let mut i = 0;
+    while i < below.len() {
+        let p = below[i];
+        below.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    let mut groups = BTreeMap::new();
+    for &pid in &below[1..] {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let mut label = comm.trim().to_string();
+        if label.starts_with("warren-shim") {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let sub = cmdline
+                .split(|b| *b == 0)
+                .nth(1)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .unwrap_or_default();
+            label = format!("{label} {sub}");
+        }
+        let e = groups.entry(label).or_insert((0, 0, 0));
+        e.0 += 1;
+        e.1 += status_kib(pid, "VmRSS").unwrap_or(0);
+        e.2 += pss_kib(pid).unwrap_or(0);
+    }
+    groups
+}
+
+// --- The server ---
+
+struct Server {
+    child: Child,
+    pid: i32,
+    addr: SocketAddr,
+    log: PathBuf,
+    secret: Vec<u8>,
+    stopped: bool,
+}
+
+impl Server {
+    fn start(warren: &Path, backend: &str, root: &Path, name: &str) -> Res<Server> {
+        let secret: Vec<u8> = format!(
+            "bench-serve-secret-{}-{name}-0123456789",
+            std::process::id()
+        )
+        .into_bytes();
+        let secret_file = root.join(format!("{name}.secret"));
+        std::fs::write(&secret_file, &secret).map_err(|e| format!("secret: {e}"))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600));
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("free port: {e}"))?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let log = root.join(format!("{name}.log"));
+        let out = File::create(&log).map_err(|e| format!("log: {e}"))?;
+        let err = out.try_clone().map_err(|e| format!("log: {e}"))?;
+        let dir = root.join(name);
+        let child = Command::new(warren)
+            .arg("serve")
+            .args(["--listen", &addr.to_string(), "--backend", backend])
+            .args(["--auth", "jwt", "--jwt-secret-file"])
+            .arg(&secret_file)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--workspace-root")
+            .arg(dir.join("ws"))
+            .args(["--max-sandboxes", "100", "--max-terminals-per-user", "100"])
+            .args(["--shutdown-timeout", "30s"])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", warren.display()))?;
+        let pid = child.id() as i32;
+        let mut server = Server {
+            child,
+            pid,
+            addr,
+            log,
+            secret,
+            stopped: false,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                server.stopped = true;
+                return Err(format!(
+                    "warren serve exited at start ({status}):\n{}",
+                    server.log_text()
+                ));
+            }
+            let listening = std::fs::read_to_string(&server.log)
+                .unwrap_or_default()
+                .contains("listening on");
+            if listening && StdTcpStream::connect(addr).is_ok() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "warren serve did not listen within 15 s:\n{}",
+                    server.log_text()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn token(&self, user: &str) -> String {
+        warren::serve::mint_token(&self.secret, user, Duration::from_secs(3600))
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn rss_kib(&self) -> (u64, u64) {
+        (
+            status_kib(self.pid, "VmRSS").unwrap_or(0),
+            status_kib(self.pid, "RssAnon").unwrap_or(0),
+        )
+    }
+
+    /// SIGTERM, then wait (at most 40 s); returns how long it took.
+    fn stop(&mut self) -> Res<Duration> {
+        let t = Instant::now();
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
+        while t.elapsed() < Duration::from_secs(40) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                self.stopped = true;
+                return Ok(t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Err("warren serve did not stop within 40 s of SIGTERM".into())
+    }
+
+    /// Log lines at WARN or ERROR.
+    fn warnings(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// --- A warren.v1 client ---
+
+enum Frame {
+    Bin(Vec<u8>),
+    Text(serde_json::Value),
+}
+
+struct Term {
+    ws: Ws,
+    /// The last bytes of output, for prompt detection.
+    tail: Vec<u8>,
+    tier: String,
+    /// Output frames counted by `read_until`.
+    frames: u64,
+}
+
+/// Timings of one new terminal, from the start of the TCP connect.
+#[derive(Clone, Copy)]
+struct Open {
+    handshake: Duration,
+    hello: Duration,
+    prompt: Duration,
+}
+
+fn tokio_deadline(d: Instant) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(d)
+}
+
+/// Whether `b` contains `n` (searching for its first byte, which the
+/// markers use only there).
+fn contains(h: &[u8], n: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(p) = h[i..].iter().position(|&b| b == n[0]) {
+        if h[i + p..].starts_with(n) {
+            return true;
+        }
+        i += p + 1;
+    }
+    false
+}
+
+/// Whether the output ends in a shell prompt: `$` or `#`, once trailing
+/// blanks and control sequences (bracketed paste, colours, cursor moves of a
+/// snapshot) are stripped.
+fn ends_with_prompt(mut s: &[u8]) -> bool {
+    loop {
+        let before = s.len();
+        while let [rest @ .., b' '] = s {
+            s = rest;
+        }
+        if let Some(esc) = s.iter().rposition(|&b| b == 0x1b) {
+            let seq = &s[esc + 1..];
+            let csi = matches!(seq, [b'[', mid @ .., fin]
+                if mid.iter().all(|b| (0x20..=0x3f).contains(b)) && (0x40..=0x7e).contains(fin));
+            let short = seq.len() == 1 && seq[0] != b'[';
+            if csi || short {
+                s = &s[..esc];
+            }
+        }
+        if s.len() == before {
+            break;
+        }
+    }
+    matches!(s.last(), Some(b'$') | Some(b'#'))
+}
+
+impl Term {
+    /// Opens a new terminal and waits for its first prompt.
+    async fn open(addr: SocketAddr, token: &str) -> Res<(Term, Open)> {
+        let t0 = Instant::now();
+        let deadline = t0 + STEP;
+        let mut req = format!("ws://{addr}/ws?cols={COLS}&rows={ROWS}")
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let h = req.headers_mut();
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("warren.v1"),
+        );
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
+        );
+        let (ws, _) = tokio::time::timeout_at(
+            tokio_deadline(deadline),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .map_err(|_| "WebSocket handshake timed out".to_string())?
+        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+        let handshake = t0.elapsed();
+        let mut term = Term {
+            ws,
+            tail: Vec::new(),
+            tier: String::new(),
+            frames: 0,
+        };
+        match term.next(deadline).await? {
+            Frame::Text(v) if v["type"] == "hello" => {
+                term.tier = v["tier"].as_str().unwrap_or("?").to_string();
+            }
+            Frame::Text(v) => return Err(format!("expected hello, got {v}")),
+            Frame::Bin(_) => return Err("expected hello, got output".into()),
+        }
+        let hello = t0.elapsed();
+        term.wait_prompt(deadline).await?;
+        let prompt = t0.elapsed();
+        Ok((
+            term,
+            Open {
+                handshake,
+                hello,
+                prompt,
+            },
+        ))
+    }
+
+    /// The next data frame; an `exit`, `error` or close is an error.
+    async fn next(&mut self, deadline: Instant) -> Res<Frame> {
+        loop {
+            let msg = tokio::time::timeout_at(tokio_deadline(deadline), self.ws.next())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "timed out; last output: {:?}",
+                        String::from_utf8_lossy(&self.tail)
+                    )
+                })?;
+            match msg {
+                None => return Err("the connection ended".into()),
+                Some(Err(e)) => return Err(format!("WebSocket: {e}")),
+                Some(Ok(Message::Binary(b))) => {
+                    let keep = b.len().min(256);
+                    if b.len() >= 256 {
+                        self.tail.clear();
+                    }
+                    self.tail.extend_from_slice(&b[b.len() - keep..]);
+                    if self.tail.len() > 512 {
+                        self.tail.drain(..self.tail.len() - 256);
+                    }
+                    return Ok(Frame::Bin(b.to_vec()));
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&t).map_err(|e| format!("bad JSON {t:?}: {e}"))?;
+                    if v["type"] == "exit" || v["type"] == "error" {
+                        return Err(format!("server said {v}"));
+                    }
+                    return Ok(Frame::Text(v));
+                }
+                Some(Ok(Message::Close(f))) => return Err(format!("closed: {f:?}")),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    async fn next_bin(&mut self, deadline: Instant) -> Res<Vec<u8>> {
+        loop {
+            if let Frame::Bin(b) = self.next(deadline).await? {
+                return Ok(b);
+            }
+        }
+    }
+
+    async fn wait_prompt(&mut self, deadline: Instant) -> Res<()> {
+        while !ends_with_prompt(&self.tail) {
+            self.next_bin(deadline).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Res<()> {
+        self.ws
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .map_err(|e| format!("send: {e}"))
+    }
+
+    /// Reads until `marker` has arrived; returns the output bytes received.
+    async fn read_until(&mut self, marker: &[u8], deadline: Instant) -> Res<u64> {
+        let mut carry: Vec<u8> = Vec::new();
+        let mut bytes = 0u64;
+        loop {
+            let b = self.next_bin(deadline).await?;
+            bytes += b.len() as u64;
+            self.frames += 1;
+            carry.extend_from_slice(&b[..b.len().min(marker.len())]);
+            if contains(&carry, marker) || contains(&b, marker) {
+                return Ok(bytes);
+            }
+            let keep = marker.len() - 1;
+            if b.len() >= keep {
+                carry.clear();
+                carry.extend_from_slice(&b[b.len() - keep..]);
+            } else if carry.len() > keep {
+                carry.drain(..carry.len() - keep);
+            }
+        }
+    }
+
+    /// Types `line` and waits for `marker`, then for the prompt.
+    async fn run(&mut self, line: &str, marker: &[u8]) -> Res<()> {
+        let deadline = Instant::now() + STEP;
+        self.send(format!("{line}\r").as_bytes()).await?;
+        self.read_until(marker, deadline).await?;
+        self.wait_prompt(deadline).await
+    }
+
+    /// Ends the shell with `exit` and waits for the server to close.
+    async fn exit(mut self) -> Res<()> {
+        self.send(b"exit\r").await?;
+        let deadline = tokio_deadline(Instant::now() + STEP);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return Err("the terminal did not end after `exit`".into()),
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Ok(()),
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}
+
+// --- The measurements ---
+
+struct Throughput {
+    secs: f64,
+    received: u64,
+    frames: u64,
+    server_cpu: f64,
+    client_cpu: f64,
+    machine_busy: f64,
+}
+
+struct Memory {
+    terminals: usize,
+    rss_before: (u64, u64),
+    rss_after: (u64, u64),
+    procs: BTreeMap<String, (usize, u64, u64)>,
+    cold: Vec<Duration>,
+    warm: Vec<Duration>,
+    shutdown: Duration,
+}
+
+#[derive(Default)]
+struct Results {
+    tier: String,
+    cold: Option<Open>,
+    warm: Vec<Open>,
+    echo: Vec<Duration>,
+    echo_kernel: Vec<Duration>,
+    throughput: Option<Throughput>,
+    memory: Option<Memory>,
+    warnings: Vec<String>,
+}
+
+/// Keystroke echo: type `x`, time until it comes back, erase it with DEL
+/// (whose echo holds a backspace and no `x`), pause, repeat.
+async fn echo_latency(term: &mut Term, n: usize) -> Res<Vec<Duration>> {
+    let warmup = 20;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        let deadline = Instant::now() + STEP;
+        let t = Instant::now();
+        term.send(b"x").await?;
+        while !term.next_bin(deadline).await?.contains(&b'x') {}
+        let d = t.elapsed();
+        if i >= warmup {
+            samples.push(d);
+        }
+        term.send(b"\x7f").await?;
+        while !term.next_bin(deadline).await?.contains(&0x08) {}
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(samples)
+}
+
+/// `yes` through `head`: `mib` MiB of terminal output, then the end marker.
+async fn throughput(term: &mut Term, server_pid: i32, mib: u64) -> Res<Throughput> {
+    term.run("echo _SYNC_$((1+1))", b"_SYNC_2").await?;
+    let lines = mib * 1024 * 1024 / WIRE_LINE;
+    let cmd = format!("yes {PAYLOAD_LINE} | head -n {lines}; echo _BENCH_$((40+2))_END\r");
+    let (cpu0, me0, m0) = (
+        cpu_secs(server_pid),
+        cpu_secs(std::process::id() as i32),
+        machine_ticks(),
+    );
+    let t = Instant::now();
+    term.frames = 0;
+    term.send(cmd.as_bytes()).await?;
+    let received = term.read_until(END_MARK, t + TRANSFER_LIMIT).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let (cpu1, me1, m1) = (
+        cpu_secs(server_pid),
+        cpu_secs(std::process::id() as i32),
+        machine_ticks(),
+    );
+    term.wait_prompt(Instant::now() + STEP).await?;
+    let expected = lines * WIRE_LINE;
+    if received < expected || received > expected + 4096 {
+        return Err(format!(
+            "received {received} bytes for {expected} bytes of payload"
+        ));
+    }
+    Ok(Throughput {
+        secs,
+        received,
+        frames: term.frames,
+        server_cpu: (cpu1 - cpu0) / secs,
+        client_cpu: (me1 - me0) / secs,
+        machine_busy: (m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64,
+    })
+}
+
+/// Connect latency, echo latency and throughput on a fresh server.
+async fn latency_and_throughput(
+    warren: &Path,
+    backend: &str,
+    root: &Path,
+    o: &Opts,
+    r: &mut Results,
+) -> Res<()> {
+    let mut server = Server::start(warren, backend, root, &format!("{backend}-a"))?;
+    let token = server.token("bench");
+    eprintln!(
+        "[{backend}] connect → prompt: 1 cold + {} warm",
+        o.connections
+    );
+    let (term, cold) = Term::open(server.addr, &token).await?;
+    r.tier = term.tier.clone();
+    r.cold = Some(cold);
+    term.exit().await?;
+    for _ in 0..o.connections {
+        let (term, open) = Term::open(server.addr, &token).await?;
+        r.warm.push(open);
+        term.exit().await?;
+    }
+    let (mut term, _) = Term::open(server.addr, &token).await?;
+    term.run("echo _SYNC_$((1+1))", b"_SYNC_2").await?;
+    if backend == "echo" {
+        // /bin/sh is dash: the kernel's line discipline echoes. Measure
+        // that too, then switch to bash so both backends echo through
+        // readline.
+        eprintln!("[{backend}] keystroke echo, sh (kernel tty echo)");
+        r.echo_kernel = echo_latency(&mut term, o.keystrokes).await?;
+        term.tail.clear();
+        term.send(b"exec /bin/bash --norc --noprofile\r").await?;
+        term.wait_prompt(Instant::now() + STEP).await?;
+        term.run("echo _SYNC_$((1+1))", b"_SYNC_2").await?;
+    }
+    eprintln!("[{backend}] keystroke echo, bash readline");
+    r.echo = echo_latency(&mut term, o.keystrokes).await?;
+    eprintln!("[{backend}] throughput: {} MiB", o.mib);
+    r.throughput = Some(throughput(&mut term, server.pid, o.mib).await?);
+    term.exit().await?;
+    server.stop()?;
+    r.warnings.extend(server.warnings());
+    Ok(())
+}
+
+/// Server memory before and after opening users × per_user idle terminals
+/// (viewers connected) on a fresh server.
+async fn memory(warren: &Path, backend: &str, root: &Path, o: &Opts, r: &mut Results) -> Res<()> {
+    let mut server = Server::start(warren, backend, root, &format!("{backend}-m"))?;
+    let n = o.users * o.per_user;
+    eprintln!(
+        "[{backend}] memory: {} users × {} terminals",
+        o.users, o.per_user
+    );
+    // One terminal first, so that one-time costs (code paged in, the
+    // runtime's threads) are in "before".
+    let (t, _) = Term::open(server.addr, &server.token("warmup")).await?;
+    t.exit().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = server.rss_kib();
+    let (mut terms, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    for u in 0..o.users {
+        let token = server.token(&format!("mem{u:02}"));
+        for t in 0..o.per_user {
+            let (term, open) = Term::open(server.addr, &token).await?;
+            if t == 0 {
+                cold.push(open.prompt);
+            } else {
+                warm.push(open.prompt);
+            }
+            terms.push(term);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = server.rss_kib();
+    let procs = descendants(server.pid);
+    drop(terms);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    eprintln!("[{backend}] stopping the server with {n} terminals");
+    let shutdown = server.stop()?;
+    r.warnings.extend(server.warnings());
+    r.memory = Some(Memory {
+        terminals: n,
+        rss_before,
+        rss_after,
+        procs,
+        cold,
+        warm,
+        shutdown,
+    });
+    Ok(())
+}
+
+/// Reference without a server: the same command writing into a bare PTY
+/// whose master this process reads in 16 KiB reads (the kernel's share of
+/// the work). Returns MiB/s.
+fn bare_pty(mib: u64) -> Res<f64> {
+    use std::io::Read;
+    let size = nix::pty::Winsize {
+        ws_row: ROWS,
+        ws_col: COLS,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(&size, None).map_err(|e| format!("openpty: {e}"))?;
+    let lines = mib * 1024 * 1024 / WIRE_LINE;
+    let slave2 = pty.slave.try_clone().map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    // The Command (and with it this process's copies of the slave) is
+    // dropped at the end of the statement.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("yes {PAYLOAD_LINE} | head -n {lines}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(pty.slave))
+        .stderr(Stdio::from(slave2))
+        .spawn()
+        .map_err(|e| format!("sh: {e}"))?;
+    let mut master = File::from(pty.master);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            // EIO: every slave is closed and the buffer is drained.
+            Err(e) if e.raw_os_error() == Some(5) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading the PTY: {e}")),
+        }
+        if t.elapsed() > TRANSFER_LIMIT {
+            let _ = child.kill();
+            return Err("the bare PTY transfer took too long".into());
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let _ = child.wait();
+    if total != lines * WIRE_LINE {
+        return Err(format!(
+            "bare PTY: {total} bytes, not {}",
+            lines * WIRE_LINE
+        ));
+    }
+    Ok(total as f64 / 1048576.0 / secs)
+}
+
+/// Reference without a server: the `vt100` parser the server keeps each
+/// screen in, fed the same bytes in 16 KiB chunks, on one core. MiB/s.
+fn vt100_alone(mib: u64) -> f64 {
+    let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap_or(std::num::NonZeroU16::MIN);
+    let mut parser = vt100::Parser::new(nz(ROWS), nz(COLS), 0);
+    let chunk = format!("{PAYLOAD_LINE}\r\n").repeat(16 * 1024 / WIRE_LINE as usize);
+    let n = mib * 1024 * 1024 / chunk.len() as u64;
+    let t = Instant::now();
+    for _ in 0..n {
+        parser.process(chunk.as_bytes());
+    }
+    std::hint::black_box(parser.screen().cursor_position());
+    (n * chunk.len() as u64) as f64 / 1048576.0 / t.elapsed().as_secs_f64()
+}
+
+// --- The report ---
+
+fn row(name: &str, a: String, b: String) {
+    println!("{name:<46} {a:>18} {b:>18}");
+}
+
+fn report(o: &Opts, sandbox: &Results, echo: &Results, refs: &(Res<f64>, f64), busy_before: f64) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
+    println!("warren serve benchmark, {date}");
+    println!("{cores} cores ({cpu}), Linux {}", kernel.trim());
+    println!(
+        "machine busy before the run: {:.0} % (over 1 s)",
+        busy_before * 100.0
+    );
+    println!();
+    let dash = || "-".to_string();
+    let label = |r: &Results, b: &str| {
+        if r.tier.is_empty() {
+            b.to_string()
+        } else {
+            format!("{b} (tier {})", r.tier)
+        }
+    };
+    row("", label(sandbox, "sandbox"), label(echo, "echo"));
+    let open_row = |name: &str, f: &dyn Fn(&Results) -> Option<Duration>| {
+        row(
+            name,
+            f(sandbox).map_or_else(dash, ms),
+            f(echo).map_or_else(dash, ms),
+        );
+    };
+    let warm = |r: &Results, p: f64, f: fn(&Open) -> Duration| {
+        (!r.warm.is_empty()).then(|| pct(&sorted(r.warm.iter().map(f).collect()), p))
+    };
+    println!("connect → first prompt (new terminal)");
+    open_row("  cold: the user's first (starts the sandbox)", &|r| {
+        r.cold.map(|c| c.prompt)
+    });
+    open_row(&format!("  warm p50 ({})", o.connections), &|r| {
+        warm(r, 0.5, |x| x.prompt)
+    });
+    open_row(&format!("  warm p99 ({})", o.connections), &|r| {
+        warm(r, 0.99, |x| x.prompt)
+    });
+    open_row("    WebSocket handshake done, p50", &|r| {
+        warm(r, 0.5, |x| x.handshake)
+    });
+    open_row("    hello frame received, p50", &|r| {
+        warm(r, 0.5, |x| x.hello)
+    });
+    let mem_open = |r: &Results, cold: bool, p: f64| {
+        r.memory.as_ref().and_then(|m| {
+            let v = if cold { &m.cold } else { &m.warm };
+            (!v.is_empty()).then(|| pct(&sorted(v.clone()), p))
+        })
+    };
+    open_row(
+        &format!("  cold p50 over {} users (memory run)", o.users),
+        &|r| mem_open(r, true, 0.5),
+    );
+    open_row(
+        &format!("  cold p99 over {} users (memory run)", o.users),
+        &|r| mem_open(r, true, 0.99),
+    );
+    println!("output throughput ({} MiB)", o.mib);
+    let tp = |f: &dyn Fn(&Throughput) -> String| {
+        (
+            sandbox.throughput.as_ref().map_or_else(dash, f),
+            echo.throughput.as_ref().map_or_else(dash, f),
+        )
+    };
+    let (a, b) = tp(&|t| format!("{:.1} MiB/s", t.received as f64 / 1048576.0 / t.secs));
+    row("  MiB/s", a, b);
+    let (a, b) = tp(&|t| format!("{:.2} s", t.secs));
+    row("  time", a, b);
+    let (a, b) = tp(&|t| {
+        format!(
+            "{:.1} KiB",
+            t.received as f64 / 1024.0 / t.frames.max(1) as f64
+        )
+    });
+    row("  average output frame", a, b);
+    let (a, b) = tp(&|t| format!("{:.2} cores", t.server_cpu));
+    row("  warren serve CPU during it", a, b);
+    let (a, b) = tp(&|t| format!("{:.2} cores", t.client_cpu));
+    row("  bench client CPU during it", a, b);
+    let (a, b) = tp(&|t| format!("{:.0} %", t.machine_busy * 100.0));
+    row("  whole machine busy", a, b);
+    let per_core = |r: &Results| {
+        r.throughput.as_ref().map_or_else(dash, |t| {
+            format!(
+                "{:.1} MiB/s",
+                t.received as f64 / 1048576.0 / t.secs / t.server_cpu.max(0.01)
+            )
+        })
+    };
+    row(
+        "  MiB/s per core of warren serve CPU",
+        per_core(sandbox),
+        per_core(echo),
+    );
+    println!("  reference, no server, same bytes:");
+    let bare = match &refs.0 {
+        Ok(v) => format!("{v:.1} MiB/s"),
+        Err(e) => format!("failed: {e}"),
+    };
+    println!("{:<46} {bare:>18}", "    bare PTY read in 16 KiB reads");
+    println!(
+        "{:<46} {:>18}",
+        "    vt100 parser alone (one core)",
+        format!("{:.1} MiB/s", refs.1)
+    );
+    println!("keystroke echo ({} samples)", o.keystrokes);
+    let ech = |v: &Vec<Duration>, p: f64| (!v.is_empty()).then(|| pct(&sorted(v.clone()), p));
+    open_row("  bash readline, p50", &|r| ech(&r.echo, 0.5));
+    open_row("  bash readline, p99", &|r| ech(&r.echo, 0.99));
+    open_row("  sh (kernel tty echo), p50", &|r| ech(&r.echo_kernel, 0.5));
+    open_row("  sh (kernel tty echo), p99", &|r| {
+        ech(&r.echo_kernel, 0.99)
+    });
+    let n = sandbox
+        .memory
+        .as_ref()
+        .or(echo.memory.as_ref())
+        .map_or(0, |m| m.terminals);
+    println!("memory, {n} idle terminals with a viewer each");
+    let mm = |f: &dyn Fn(&Memory) -> String| {
+        (
+            sandbox.memory.as_ref().map_or_else(dash, f),
+            echo.memory.as_ref().map_or_else(dash, f),
+        )
+    };
+    let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+    let (a, b) = mm(&|m| mib(m.rss_before.0));
+    row("  server RSS before", a, b);
+    let (a, b) = mm(&|m| mib(m.rss_after.0));
+    row("  server RSS after", a, b);
+    let (a, b) = mm(&|m| {
+        format!(
+            "{:.1} KiB",
+            (m.rss_after.0 as f64 - m.rss_before.0 as f64) / m.terminals as f64
+        )
+    });
+    row("  server RSS per terminal", a, b);
+    let (a, b) = mm(&|m| {
+        format!(
+            "{:.1} KiB",
+            (m.rss_after.1 as f64 - m.rss_before.1 as f64) / m.terminals as f64
+        )
+    });
+    row("    of which anonymous", a, b);
+    let labels: std::collections::BTreeSet<&String> = [sandbox, echo]
+        .iter()
+        .filter_map(|r| r.memory.as_ref())
+        .flat_map(|m| m.procs.keys())
+        .collect();
+    println!("  processes under the server: count, RSS sum / PSS sum");
+    for l in labels {
+        let (a, b) = mm(&|m| {
+            m.procs.get(l).map_or_else(dash, |(c, rss, pss)| {
+                format!("{c}: {} / {}", mib(*rss), mib(*pss))
+            })
+        });
+        row(&format!("    {l}"), a, b);
+    }
+    let (a, b) = mm(&|m| {
+        let (rss, pss) = m.procs.values().fold((0, 0), |a, v| (a.0 + v.1, a.1 + v.2));
+        format!(
+            "{:.0} / {:.0} KiB",
+            rss as f64 / m.terminals as f64,
+            pss as f64 / m.terminals as f64
+        )
+    });
+    row("  all of them per terminal, RSS / PSS", a, b);
+    let (a, b) = mm(&|m| format!("{:.2} s", m.shutdown.as_secs_f64()));
+    row(&format!("  SIGTERM → exit with {n} terminals"), a, b);
+    for (name, r) in [("sandbox", sandbox), ("echo", echo)] {
+        if !r.warnings.is_empty() {
+            println!();
+            println!(
+                "{name} server log, {} WARN/ERROR lines; first:",
+                r.warnings.len()
+            );
+            let mut seen = std::collections::BTreeSet::new();
+            for w in &r.warnings {
+                // Without the timestamp, to show each kind once.
+                let key = w.split_once(" WARN ").map_or(w.as_str(), |x| x.1);
+                if seen.insert(key.to_string()) && seen.len() <= 5 {
+                    println!("  {w}");
+                }
+            }
+        }
+    }
+}
+
+fn main() {
+    let o = parse_opts();
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let warren = bin_dir.join("warren");
+    if !warren.exists() || !bin_dir.join("warren-shim").exists() {
+        eprintln!(
+            "bench-serve: {} or warren-shim is missing: run `cargo build --release --workspace`",
+            warren.display()
+        );
+        std::process::exit(2);
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("warren-bench-serve-")
+        .tempdir()
+        .expect("temporary directory");
+    {
+        // Sandbox users must be able to reach their homes below it.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // Other load on the machine makes every figure noisy: say so.
+    let m0 = machine_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let m1 = machine_ticks();
+    let busy_before = (m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64;
+    if busy_before > 0.1 {
+        eprintln!(
+            "bench-serve: the machine is already {:.0} % busy: the figures will be noisy",
+            busy_before * 100.0
+        );
+    }
+    eprintln!("[reference] bare PTY and vt100 alone: {} MiB each", o.mib);
+    let refs = (bare_pty(o.mib), vt100_alone(o.mib));
+    let (mut sandbox, mut echo) = (Results::default(), Results::default());
+    let mut failed = false;
+    // The anchor first, then the sandboxes: same order for every phase.
+    for (backend, r) in [("echo", &mut echo), ("sandbox", &mut sandbox)] {
+        if o.only.as_deref().is_some_and(|b| b != backend) {
+            continue;
+        }
+        let run = rt.block_on(async {
+            latency_and_throughput(&warren, backend, tmp.path(), &o, r).await?;
+            memory(&warren, backend, tmp.path(), &o, r).await
+        });
+        if let Err(e) = run {
+            eprintln!("bench-serve: {backend} backend: {e}");
+            failed = true;
+        }
+    }
+    report(&o, &sandbox, &echo, &refs, busy_before);
+    if o.keep {
+        let dir = tmp.keep();
+        eprintln!("bench-serve: kept {} (servers' logs: *.log)", dir.display());
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
