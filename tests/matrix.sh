@@ -44,11 +44,11 @@ chmod a+rX target target/debug target/debug/deps target/debug/build "$(dirname "
 find target/debug/build -name warren-probe -type f -exec chmod a+rx {} + -exec sh -c 'chmod a+x "$(dirname "$1")"' _ {} \;
 dir=$PWD
 while [[ "$dir" != "/" ]]; do chmod a+x "$dir"; dir=$(dirname "$dir"); done
-home=$(mktemp -d /tmp/warren-matrix-XXXXXX)
+home=$(mktemp -d -p /tmp)
 chown "$user": "$home"
 # A setuid-root copy of the probe, which only root can make: the
 # unprivileged modes check that running it inside a sandbox gains nothing.
-suid_dir=$(mktemp -d /tmp/warren-suid-XXXXXX)
+suid_dir=$(mktemp -d -p /tmp)
 chmod 755 "$suid_dir"
 install -m 4755 -o root "$(find target/debug/build -name warren-probe -type f | head -1)" "$suid_dir/suid-probe"
 trap 'rm -rf "$home" "$suid_dir"' EXIT

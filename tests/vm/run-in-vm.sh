@@ -83,7 +83,7 @@ if [ -r "/boot/config-$KVER" ]; then
     done
 fi
 
-WORK=$(mktemp -d /tmp/warren-vm.XXXXXX)
+WORK=$(mktemp -d -p /tmp)
 cleanup() { [ "${WARREN_VM_KEEP:-0}" = 1 ] && echo "run-in-vm: kept $WORK" >&2 || rm -rf "$WORK"; }
 trap cleanup EXIT
 ROOT=$WORK/root
