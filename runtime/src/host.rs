@@ -153,74 +153,38 @@ fn id_mapping(proc_root: &Path) -> Check {
     }
 }
 
-/// Where this process's cgroup is, per hierarchy, from /proc/self/cgroup.
-pub fn own_cgroups(proc_root: &Path) -> Vec<(String, PathBuf)> {
-    fs::read_to_string(proc_root.join("self/cgroup"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let _id = parts.next()?;
-            let controllers = parts.next()?.to_string();
-            let path = parts.next()?;
-            Some((controllers, PathBuf::from(path)))
-        })
-        .collect()
-}
-
+/// The cgroup layout and which limits this process could apply, asked of
+/// the same driver that applies them.
 fn cgroups(proc_root: &Path, cgroup_root: &Path) -> Check {
-    let unified = nix::sys::statfs::statfs(cgroup_root)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false);
-    let own = own_cgroups(proc_root);
-    if unified {
-        let mine = own
-            .iter()
-            .find(|(c, _)| c.is_empty())
-            .map(|(_, p)| p.clone())
-            .unwrap_or_default();
-        let dir = cgroup_root.join(mine.strip_prefix("/").unwrap_or(&mine));
-        let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
-        return Check {
-            ok: writable,
-            detail: format!(
-                "cgroup v2 at {}; own cgroup {} ({})",
-                cgroup_root.display(),
-                mine.display(),
-                if writable { "writable" } else { "not writable" }
-            ),
-            fix: (!writable).then(|| {
-                "run as root, or under systemd with Delegate=yes (see docs/hosts.md)".into()
-            }),
-        };
-    }
-    let mut parts = Vec::new();
-    let mut all = true;
-    for ctl in ["memory", "cpu", "pids"] {
-        let mine = own
-            .iter()
-            .find(|(c, _)| c.split(',').any(|x| x == ctl))
-            .map(|(_, p)| p.clone());
-        let Some(mine) = mine else {
-            parts.push(format!("{ctl}: not mounted"));
-            all = false;
-            continue;
-        };
-        let dir = cgroup_root
-            .join(ctl)
-            .join(mine.strip_prefix("/").unwrap_or(&mine));
-        let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
-        all &= writable;
-        parts.push(format!(
-            "{ctl} {} ({})",
-            mine.display(),
-            if writable { "writable" } else { "not writable" }
-        ));
-    }
-    Check {
-        ok: all,
-        detail: format!("cgroup v1/hybrid: {}", parts.join(", ")),
-        fix: (!all).then(|| "run as root to create per-sandbox cgroups (see docs/hosts.md)".into()),
+    use crate::cgroups::{Cgroups, Roots, Version};
+    let roots = Roots {
+        cgroup: cgroup_root.to_path_buf(),
+        proc: proc_root.to_path_buf(),
+    };
+    match Cgroups::probe(&roots) {
+        Ok(c) => {
+            let a = c.availability();
+            let layout = match a.version {
+                Version::V2 => "cgroup v2",
+                Version::V1 => "cgroup v1/hybrid",
+            };
+            Check {
+                ok: a.complete(),
+                detail: if a.complete() {
+                    format!("{layout}: memory, cpu and pids limits can be applied")
+                } else {
+                    format!("{layout}: cannot apply the {} limit(s): {}", a.missing.join(", "), a.reasons.join("; "))
+                },
+                fix: (!a.complete()).then(|| {
+                    "run as root, or give warren a delegated cgroup (systemd Delegate=yes); see docs/cgroups.md".into()
+                }),
+            }
+        }
+        Err(e) => Check {
+            ok: false,
+            detail: format!("cgroups: {e}"),
+            fix: e.hint().map(String::from),
+        },
     }
 }
 
@@ -289,19 +253,5 @@ mod tests {
         assert!(why_no_userns(p, Errno::ENOSPC)
             .0
             .contains("max_user_namespaces=0"));
-    }
-
-    #[test]
-    fn own_cgroups_parse() {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir_all(d.path().join("self")).unwrap();
-        fs::write(
-            d.path().join("self/cgroup"),
-            "4:memory:/a/b\n1:cpu,cpuacct:/\n0::/x\n",
-        )
-        .unwrap();
-        let got = own_cgroups(d.path());
-        assert_eq!(got[0], ("memory".into(), "/a/b".into()));
-        assert_eq!(got[2], ("".into(), "/x".into()));
     }
 }
