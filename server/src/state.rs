@@ -110,15 +110,7 @@ impl State {
         // Fast path, no write: a known tenant seen within the last minute
         // (every `warren run` and terminal comes here; a write per start
         // would cost more than the rest of the lookup).
-        let known = self
-            .conn
-            .query_row(
-                "SELECT id, slug, host_uid, created_at, last_seen FROM tenants WHERE id = ?1",
-                params![tenant.id],
-                row_to_record,
-            )
-            .optional()
-            .map_err(db)?;
+        let known = find(&self.conn, &tenant.id).map_err(db)?;
         if let Some(r) = known.filter(|r| now() - r.last_seen < LAST_SEEN_GRANULARITY) {
             return Ok(r);
         }
@@ -127,14 +119,7 @@ impl State {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
         let t = now();
-        let existing = tx
-            .query_row(
-                "SELECT id, slug, host_uid, created_at, last_seen FROM tenants WHERE id = ?1",
-                params![tenant.id],
-                row_to_record,
-            )
-            .optional()
-            .map_err(db)?;
+        let existing = find(&tx, &tenant.id).map_err(db)?;
         let record = match existing {
             Some(mut r) => {
                 tx.execute(
@@ -199,6 +184,16 @@ impl State {
         let rows = stmt.query_map([], row_to_record).map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
+}
+
+/// The tenant with this id, if any (in or out of a transaction).
+fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<TenantRecord>> {
+    conn.query_row(
+        "SELECT id, slug, host_uid, created_at, last_seen FROM tenants WHERE id = ?1",
+        params![id],
+        row_to_record,
+    )
+    .optional()
 }
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {

@@ -217,3 +217,36 @@ pub fn host_pids_matching(needle: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// bwrap with the flags both the reference rows and the benchmark use: all
+/// namespaces, uid/gid 1000, `hostname`, read-only /usr with the merged-/usr
+/// symlinks, fresh /proc, /dev and /tmp. `None` when bwrap is not installed.
+pub fn bwrap_base(hostname: &str) -> Option<Command> {
+    let bwrap = ["/usr/bin/bwrap", "/bin/bwrap"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let mut c = Command::new(bwrap);
+    c.args([
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+    ])
+    .args(["--hostname", hostname, "--ro-bind", "/usr", "/usr"])
+    .args([
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+    ])
+    .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+    Some(c)
+}

@@ -2,10 +2,7 @@
 //! `warren run` and under bwrap with equivalent flags must give the same
 //! answers (the way youki checks its suite against runc).
 
-use std::path::Path;
-use std::process::Command;
-
-use warren_tests::{probe_bin, skip, Answers, Env, PROBE_IN_SANDBOX};
+use warren_tests::{bwrap_base, probe_bin, skip, Answers, Env, PROBE_IN_SANDBOX};
 
 const ROWS: &[&str] = &[
     "uid",
@@ -31,9 +28,6 @@ const ROWS: &[&str] = &[
 ];
 
 fn bwrap_probe(env: &Env) -> Option<Answers> {
-    let bwrap = ["/usr/bin/bwrap", "/bin/bwrap"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
     let etc = env.dir.path().join("bwrap-etc");
     let home = env.dir.path().join("bwrap-home");
     std::fs::create_dir_all(&etc).unwrap();
@@ -48,45 +42,23 @@ fn bwrap_probe(env: &Env) -> Option<Answers> {
     )
     .unwrap();
     std::fs::write(etc.join("group"), "alice:x:1000:\n").unwrap();
-    let mut c = Command::new(bwrap);
-    c.args([
-        "--unshare-all",
-        "--die-with-parent",
-        "--new-session",
-        "--uid",
-        "1000",
-        "--gid",
-        "1000",
-    ])
-    .args(["--hostname", "alice-sandbox", "--ro-bind", "/usr", "/usr"])
-    .args([
-        "--symlink",
-        "usr/bin",
-        "/bin",
-        "--symlink",
-        "usr/lib",
-        "/lib",
-        "--symlink",
-        "usr/lib64",
-        "/lib64",
-    ])
-    .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
-    .arg("--ro-bind")
-    .arg(etc.join("passwd"))
-    .arg("/etc/passwd")
-    .arg("--ro-bind")
-    .arg(etc.join("group"))
-    .arg("/etc/group")
-    .arg("--bind")
-    .arg(&home)
-    .args(["/workspace/alice", "--chdir", "/workspace/alice"])
-    .args(["--clearenv", "--setenv", "HOME", "/workspace/alice"])
-    .arg("--ro-bind")
-    .arg(probe_bin())
-    .arg(PROBE_IN_SANDBOX)
-    .args(["--remount-ro", "/"])
-    .arg(PROBE_IN_SANDBOX)
-    .args(ROWS);
+    let mut c = bwrap_base("alice-sandbox")?;
+    c.arg("--ro-bind")
+        .arg(etc.join("passwd"))
+        .arg("/etc/passwd")
+        .arg("--ro-bind")
+        .arg(etc.join("group"))
+        .arg("/etc/group")
+        .arg("--bind")
+        .arg(&home)
+        .args(["/workspace/alice", "--chdir", "/workspace/alice"])
+        .args(["--clearenv", "--setenv", "HOME", "/workspace/alice"])
+        .arg("--ro-bind")
+        .arg(probe_bin())
+        .arg(PROBE_IN_SANDBOX)
+        .args(["--remount-ro", "/"])
+        .arg(PROBE_IN_SANDBOX)
+        .args(ROWS);
     let out = c.output().unwrap();
     assert!(
         out.status.success(),

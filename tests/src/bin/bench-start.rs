@@ -6,7 +6,6 @@
 //! Each command runs RUNS times (default 100, at least 50), interleaved so
 //! that drift in the machine's load hits all three alike.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,41 +45,18 @@ fn main() {
         .args(["--", "/bin/true"]);
     cases.push(("warren run -- /bin/true", w));
 
-    if which("bwrap").is_some() {
-        // The same shape of sandbox: all namespaces, read-only /usr, fresh
-        // /proc, /dev and /tmp, a bound home, uid 1000.
-        let mut b = Command::new("bwrap");
+    if let Some(mut b) = warren_tests::bwrap_base("bench-sandbox") {
+        // The same shape of sandbox: all namespaces, read-only /usr and
+        // /etc, fresh /proc, /dev and /tmp, a bound home, uid 1000.
         b.args([
-            "--unshare-all",
-            "--die-with-parent",
-            "--new-session",
-            "--uid",
-            "1000",
-            "--gid",
-            "1000",
-        ])
-        .args(["--hostname", "bench-sandbox", "--ro-bind", "/usr", "/usr"])
-        .args([
-            "--symlink",
-            "usr/bin",
-            "/bin",
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-        ])
-        .args([
             "--symlink",
             "usr/sbin",
             "/sbin",
             "--ro-bind",
             "/etc",
             "/etc",
+            "--bind",
         ])
-        .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
-        .arg("--bind")
         .arg(&ws_bwrap)
         .args([
             "/workspace/bench",
@@ -142,14 +118,6 @@ fn main() {
             ms(t[0])
         );
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| PathBuf::from(d).join(name))
-        .find(|p| p.exists())
 }
 
 fn num_cpus() -> usize {
