@@ -103,6 +103,8 @@ pub fn start_as(
         .map_err(|e| LaunchError::Pass(e.into()))?;
 
     let mut cmd = Command::new(shim);
+    // PID 1 keeps the shim's command line: show its name, not the host path.
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "warren-shim");
     match mode {
         Mode::Create => {
             cmd.arg("create");
