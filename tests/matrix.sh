@@ -2,7 +2,10 @@
 # The whole test suite in the privilege matrix:
 #   1. as root (unit tests of every crate + integration tests),
 #   2. as an unprivileged user,
-#   3. inside `unshare --user --map-root-user` (as that unprivileged user).
+#   3. inside `unshare --user --map-root-user` (as that unprivileged user),
+#   4. as that user with /etc/subuid and /etc/subgid ranges (added for the
+#      run, then restored);
+# then the cgroup-v2 VM and the browser end-to-end test.
 # Run it as root on a Linux host: sudo tests/matrix.sh
 # With CI=true (or WARREN_MUST_RUN=1) a mode that cannot run fails the run
 # instead of being skipped.
@@ -59,16 +62,30 @@ as_user() {
     WARREN_SUID_PROBE="$suid_dir/suid-probe" "$@"
 }
 
-for mode in user userns; do
+# The subuid mode gives the user /etc/subuid and /etc/subgid ranges for the
+# run (restored afterwards); the other modes run without them.
+restore_subids() {
+  for f in subuid subgid; do
+    if [[ -e "$suid_dir/$f.orig" ]]; then cp "$suid_dir/$f.orig" "/etc/$f"; else rm -f "/etc/$f"; fi
+  done
+}
+for f in subuid subgid; do [[ -e /etc/$f ]] && cp "/etc/$f" "$suid_dir/$f.orig"; done
+trap 'restore_subids; rm -rf "$home" "$suid_dir"' EXIT
+for mode in user userns subuid; do
   echo "== mode: $mode"
+  if [[ $mode == subuid ]]; then
+    command -v newuidmap >/dev/null || { skip "newuidmap is not installed (apt-get install uidmap)"; continue; }
+    for f in subuid subgid; do echo "$user:3000000000:65536" >>"/etc/$f"; done
+  fi
   for bin in "${test_bins[@]}"; do
     echo "-- $(basename "$bin")"
-    if [[ $mode == user ]]; then
-      as_user env WARREN_TEST_MODE=user "$bin"
-    else
+    if [[ $mode == userns ]]; then
       as_user unshare --user --map-root-user env WARREN_TEST_MODE=userns "$bin"
+    else
+      as_user env WARREN_TEST_MODE="$mode" "$bin"
     fi
   done
+  [[ $mode == subuid ]] && restore_subids
 done
 echo "== cgroup v2 (throw-away VM: this host's controllers are on v1)"
 # Both install qemu-system-x86, linux-image-amd64 and busybox-static when

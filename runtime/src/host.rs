@@ -148,7 +148,20 @@ fn id_mapping(proc_root: &Path) -> Check {
                 "single id: every tenant maps to host uid {uid}/gid {gid}; tenants are kept apart by \
                  their mount namespaces, not by host file ownership"
             ),
-            fix: Some("run warren as root for a distinct host uid per tenant".into()),
+            fix: Some(
+                "run warren as root, or give this user /etc/subuid and /etc/subgid ranges \
+                 (with newuidmap installed), for a distinct host uid per tenant"
+                    .into(),
+            ),
+        },
+        IdRange::Subordinate { uids, gids, .. } => Check {
+            ok: true,
+            detail: format!(
+                "subordinate ids: each tenant gets its own host uid from {}+{} and gid from {}+{} \
+                 (newuidmap/newgidmap)",
+                uids.start, uids.count, gids.start, gids.count
+            ),
+            fix: None,
         },
     }
 }

@@ -23,6 +23,38 @@ pub enum IdRange {
     /// Only our own ids: an unprivileged user, or root inside someone else's
     /// user namespace (`unshare --user --map-root-user`).
     Single { uid: u32, gid: u32 },
+    /// An unprivileged user with /etc/subuid and /etc/subgid ranges and the
+    /// setuid newuidmap/newgidmap helpers: each tenant gets its own id from
+    /// the ranges, and our own ids map to root inside (to hand the tenant
+    /// its home on first use).
+    Subordinate {
+        uid: u32,
+        gid: u32,
+        uids: SubRange,
+        gids: SubRange,
+    },
+}
+
+/// A range from /etc/subuid or /etc/subgid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubRange {
+    pub start: u32,
+    pub count: u32,
+}
+
+/// The newuidmap/newgidmap helpers (Debian package `uidmap`).
+pub const NEWUIDMAP: &str = "/usr/bin/newuidmap";
+pub const NEWGIDMAP: &str = "/usr/bin/newgidmap";
+
+/// The first range for `name` or `id` in a subuid/subgid file's contents.
+pub fn sub_range(contents: &str, name: Option<&str>, id: u32) -> Option<SubRange> {
+    contents.lines().find_map(|l| {
+        let mut f = l.trim().splitn(3, ':');
+        let who = f.next()?;
+        let (start, count) = (f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+        let me = Some(who) == name || who.parse::<u32>().ok() == Some(id);
+        (me && count > 0).then_some(SubRange { start, count })
+    })
 }
 
 impl IdRange {
@@ -35,10 +67,27 @@ impl IdRange {
             .map(|m| is_identity_map(&m))
             .unwrap_or(false);
         if uid == 0 && full {
-            IdRange::Any
-        } else {
-            IdRange::Single { uid, gid }
+            return IdRange::Any;
         }
+        let helpers = Path::new(NEWUIDMAP).exists() && Path::new(NEWGIDMAP).exists();
+        if uid != 0 && full && helpers {
+            let name = nix::unistd::User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name);
+            let read = |f| fs::read_to_string(Path::new("/etc").join(f)).unwrap_or_default();
+            let uids = sub_range(&read("subuid"), name.as_deref(), uid);
+            let gids = sub_range(&read("subgid"), name.as_deref(), gid);
+            if let (Some(uids), Some(gids)) = (uids, gids) {
+                return IdRange::Subordinate {
+                    uid,
+                    gid,
+                    uids,
+                    gids,
+                };
+            }
+        }
+        IdRange::Single { uid, gid }
     }
 }
 
@@ -55,6 +104,9 @@ fn is_identity_map(map: &str) -> bool {
 /// always denied: the sandbox user has no supplementary groups to manage, and
 /// an unprivileged writer may not write gid_map otherwise.
 pub fn write_maps_from_parent(pid: Pid, spec: &SandboxSpec) -> Result<(), SetupError> {
+    if let Some((root_uid, root_gid)) = spec.id_map.ns_root {
+        return write_maps_with_helpers(pid, spec, root_uid, root_gid);
+    }
     let dir = Path::new("/proc").join(pid.as_raw().to_string());
     let uid_line = format!("{} {} 1\n", spec.uid, spec.id_map.host_uid);
     let gid_line = format!("{} {} 1\n", spec.gid, spec.id_map.host_gid);
@@ -80,9 +132,77 @@ pub fn write_maps_from_parent(pid: Pid, spec: &SandboxSpec) -> Result<(), SetupE
     Ok(())
 }
 
+/// Subordinate ids: only the setuid helpers may write such maps. Our own
+/// ids become root inside, the tenant's id becomes the sandbox user.
+fn write_maps_with_helpers(
+    pid: Pid,
+    spec: &SandboxSpec,
+    root_uid: u32,
+    root_gid: u32,
+) -> Result<(), SetupError> {
+    for (helper, root, inside, host) in [
+        (NEWUIDMAP, root_uid, spec.uid, spec.id_map.host_uid),
+        (NEWGIDMAP, root_gid, spec.gid, spec.id_map.host_gid),
+    ] {
+        let args = [
+            pid.as_raw().to_string(),
+            "0".into(),
+            root.to_string(),
+            "1".into(),
+            inside.to_string(),
+            host.to_string(),
+            "1".into(),
+        ];
+        let out = std::process::Command::new(helper)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| SetupError::new(format!("run {helper}"), e.to_string()))?;
+        if !out.status.success() {
+            return Err(SetupError::new(
+                format!("run {helper}"),
+                format!(
+                    "{}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            )
+            .with_hint(
+                "check the /etc/subuid and /etc/subgid ranges of this user (see docs/sandbox.md)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subordinate_ranges_by_name_or_id() {
+        let f = "root:100000:65536\nalice:200000:65536\n1005:300000:10\nbob:1:0\n";
+        assert_eq!(
+            sub_range(f, Some("alice"), 1000),
+            Some(SubRange {
+                start: 200000,
+                count: 65536
+            })
+        );
+        assert_eq!(
+            sub_range(f, None, 1005),
+            Some(SubRange {
+                start: 300000,
+                count: 10
+            })
+        );
+        assert_eq!(
+            sub_range(f, Some("bob"), 7),
+            None,
+            "an empty range is no range"
+        );
+        assert_eq!(sub_range(f, Some("carol"), 7), None);
+    }
 
     #[test]
     fn identity_map_is_recognized() {

@@ -46,6 +46,10 @@ impl HostProfile {
 pub struct IdMap {
     pub host_uid: u32,
     pub host_gid: u32,
+    /// With subordinate ids: the host uid/gid that is root inside (the
+    /// caller's own), mapped with newuidmap/newgidmap.
+    #[serde(default)]
+    pub ns_root: Option<(u32, u32)>,
 }
 
 /// An extra bind mount (`warren run --ro-bind/--bind SRC:DST`).
@@ -217,6 +221,7 @@ pub(crate) mod tests {
             id_map: IdMap {
                 host_uid: 1_500_000_000,
                 host_gid: 1_500_000_000,
+                ns_root: None,
             },
             rootfs: Rootfs::Host(HostProfile::builtin()),
             workspace: "/var/lib/warren/workspaces/alice".into(),

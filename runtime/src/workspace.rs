@@ -56,11 +56,14 @@ pub fn ensure_root(root: &Path) -> Result<(), WorkspaceError> {
 }
 
 /// Makes sure `<root>/<slug>` is a real directory owned by `owner`, creating
-/// it (mode 0700) on first use. Returns its path.
+/// it (mode 0700) on first use. An existing home may also belong to
+/// `final_owner` (with subordinate ids the sandbox hands the home to the
+/// tenant's id on first use). Returns its path.
 pub fn ensure_home(
     root: &Path,
     tenant: &Tenant,
     owner: (u32, u32),
+    final_owner: u32,
 ) -> Result<PathBuf, WorkspaceError> {
     ensure_root(root)?;
     let path = tenant.workspace_in(root);
@@ -78,9 +81,12 @@ pub fn ensure_home(
         path: path.clone(),
         errno,
     };
+    // An existing home is only looked at (O_PATH: a home that already
+    // belongs to a subordinate id is not ours to read); a new one is ours.
+    let look = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
     let slug = tenant.slug.as_str();
-    let (fd, created) = match openat(&root_fd, slug, flags, Mode::empty()) {
+    let (fd, created) = match openat(&root_fd, slug, look, Mode::empty()) {
         Ok(fd) => (fd, false),
         Err(Errno::ENOENT) => {
             match mkdirat(&root_fd, slug, Mode::from_bits_truncate(0o700)) {
@@ -109,7 +115,7 @@ pub fn ensure_home(
             .map_err(|e| io("chown", e))?;
         }
         fchmod(&fd, Mode::from_bits_truncate(0o700)).map_err(|e| io("chmod", e))?;
-    } else if st.st_uid != owner.0 {
+    } else if st.st_uid != owner.0 && st.st_uid != final_owner {
         return Err(WorkspaceError::WrongOwner {
             path,
             found: st.st_uid,
@@ -133,13 +139,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("ws");
         let t = Tenant::parse("alice").unwrap();
-        let p = ensure_home(&root, &t, me()).unwrap();
+        let p = ensure_home(&root, &t, me(), me().0).unwrap();
         assert_eq!(p, root.join("alice"));
         let m = fs::metadata(&p).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o700);
         assert_eq!(m.uid(), me().0);
         fs::write(p.join("keep"), "x").unwrap();
-        ensure_home(&root, &t, me()).unwrap();
+        ensure_home(&root, &t, me(), me().0).unwrap();
         assert!(p.join("keep").exists());
     }
 
@@ -153,13 +159,13 @@ mod tests {
         symlink(&outside, root.join("alice")).unwrap();
         let t = Tenant::parse("alice").unwrap();
         assert!(matches!(
-            ensure_home(&root, &t, me()),
+            ensure_home(&root, &t, me(), me().0),
             Err(WorkspaceError::NotADirectory { .. })
         ));
         fs::write(root.join("bob"), "").unwrap();
         let t = Tenant::parse("bob").unwrap();
         assert!(matches!(
-            ensure_home(&root, &t, me()),
+            ensure_home(&root, &t, me(), me().0),
             Err(WorkspaceError::NotADirectory { .. })
         ));
     }
@@ -169,10 +175,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("ws");
         let t = Tenant::parse("alice").unwrap();
-        ensure_home(&root, &t, me()).unwrap();
+        ensure_home(&root, &t, me(), me().0).unwrap();
         let other = (me().0.wrapping_add(1), me().1);
         assert!(matches!(
-            ensure_home(&root, &t, other),
+            ensure_home(&root, &t, other, other.0),
             Err(WorkspaceError::WrongOwner { .. })
         ));
     }

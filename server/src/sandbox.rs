@@ -52,20 +52,42 @@ pub enum PrepareError {
     Workspace(#[from] WorkspaceError),
     #[error("{0}")]
     Spec(#[from] warren_runtime::spec::SpecError),
+    #[error("tenant number {0} is beyond this user's /etc/subuid or /etc/subgid range; widen the ranges")]
+    SubidsExhausted(u32),
 }
 
 /// The host ids a tenant's sandbox user maps to, given what we may map.
-pub fn host_ids(range: IdRange, allocated_uid: u32) -> IdMap {
-    match range {
+/// `allocated_uid` is the tenant's allocation (`uid_base + n`); with
+/// subordinate ranges the tenant gets the n-th id of each range.
+pub fn host_ids(range: IdRange, allocated_uid: u32, uid_base: u32) -> Result<IdMap, PrepareError> {
+    Ok(match range {
         IdRange::Any => IdMap {
             host_uid: allocated_uid,
             host_gid: allocated_uid,
+            ns_root: None,
         },
         IdRange::Single { uid, gid } => IdMap {
             host_uid: uid,
             host_gid: gid,
+            ns_root: None,
         },
-    }
+        IdRange::Subordinate {
+            uid,
+            gid,
+            uids,
+            gids,
+        } => {
+            let n = allocated_uid.saturating_sub(uid_base);
+            if n >= uids.count.min(gids.count) {
+                return Err(PrepareError::SubidsExhausted(n));
+            }
+            IdMap {
+                host_uid: uids.start + n,
+                host_gid: gids.start + n,
+                ns_root: Some((uid, gid)),
+            }
+        }
+    })
 }
 
 /// Builds the spec: validates the user id, allocates (or finds) the host
@@ -76,12 +98,16 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
     let id_map = host_ids(
         IdRange::of_current_process("/proc".as_ref()),
         record.host_uid,
-    );
-    let workspace = workspace::ensure_home(
-        &settings.workspace_root,
-        &tenant,
-        (id_map.host_uid, id_map.host_gid),
+        settings.uid_base,
     )?;
+    // With subordinate ids we create the home as ourselves (root inside);
+    // the sandbox hands it to the tenant's id on first use.
+    let (create_as, final_owner) = match id_map.ns_root {
+        Some(root) => (root, id_map.host_uid),
+        None => ((id_map.host_uid, id_map.host_gid), id_map.host_uid),
+    };
+    let workspace =
+        workspace::ensure_home(&settings.workspace_root, &tenant, create_as, final_owner)?;
     let home = tenant.home_in_sandbox();
     let hostname = tenant.hostname();
     let mut env: Vec<(String, String)> = vec![
@@ -136,15 +162,39 @@ mod tests {
 
     #[test]
     fn root_maps_allocation_others_map_themselves() {
-        assert_eq!(host_ids(IdRange::Any, 7).host_uid, 7);
+        assert_eq!(host_ids(IdRange::Any, 7, 0).unwrap().host_uid, 7);
         let m = host_ids(
             IdRange::Single {
                 uid: 1000,
                 gid: 1001,
             },
             7,
+            0,
+        )
+        .unwrap();
+        assert_eq!((m.host_uid, m.host_gid, m.ns_root), (1000, 1001, None));
+        use warren_runtime::idmap::SubRange;
+        let sub = IdRange::Subordinate {
+            uid: 1000,
+            gid: 1001,
+            uids: SubRange {
+                start: 200_000,
+                count: 10,
+            },
+            gids: SubRange {
+                start: 300_000,
+                count: 8,
+            },
+        };
+        let m = host_ids(sub, 107, 100).unwrap();
+        assert_eq!(
+            (m.host_uid, m.host_gid, m.ns_root),
+            (200_007, 300_007, Some((1000, 1001)))
         );
-        assert_eq!((m.host_uid, m.host_gid), (1000, 1001));
+        assert!(matches!(
+            host_ids(sub, 108, 100),
+            Err(PrepareError::SubidsExhausted(8))
+        ));
     }
 
     #[test]

@@ -193,10 +193,17 @@ fn init_steps(
     // Early: from here on no execve can gain privileges (setuid, file caps).
     sys::set_no_new_privs().map_err(|e| SetupError::errno("set no_new_privs", e))?;
     // Files we create must have an owner the namespace can represent (else
-    // EOVERFLOW). uid 0 is not mapped, so this keeps our capabilities.
-    caps::become_user_keeping_caps(spec.uid, spec.gid)?;
+    // EOVERFLOW). Without a mapped root we become the sandbox user now: uid 0
+    // is not mapped, so this keeps our capabilities. With subordinate ids
+    // our own uid is root inside and already can.
+    if spec.id_map.ns_root.is_none() {
+        caps::become_user_keeping_caps(spec.uid, spec.gid)?;
+    }
     // Needs the capabilities we hold in the new user namespace.
     mounts::apply_in_child(plan)?;
+    if spec.id_map.ns_root.is_some() {
+        hand_home_to_tenant(spec)?;
+    }
     sethostname(&spec.hostname).map_err(|e| SetupError::errno("set hostname", e))?;
     sys::loopback_up().map_err(|e| SetupError::errno("bring up lo", e))?;
     // Our own session: no controlling terminal shared with the caller.
@@ -215,8 +222,32 @@ fn init_steps(
     // are what remain.
     if protect_init {
         sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
+    } else {
+        // Changing uid (subordinate ids) made the kernel mark us
+        // non-dumpable; the joiner needs the opposite.
+        sys::set_dumpable().map_err(|e| SetupError::errno("set dumpable", e))?;
     }
     spawn::confine_and_spawn(spec, pty_socket, report)
+}
+
+/// With subordinate ids the server created the home as itself (root in
+/// here); on first use it goes to the sandbox user, i.e. the tenant's own
+/// host id. Only the home itself: it is empty the first time.
+fn hand_home_to_tenant(spec: &SandboxSpec) -> Result<(), SetupError> {
+    use std::os::unix::fs::MetadataExt;
+    let home = spec.home();
+    let step = || format!("give {} to the sandbox user", home.display());
+    let meta =
+        std::fs::symlink_metadata(&home).map_err(|e| SetupError::new(step(), e.to_string()))?;
+    if meta.uid() == 0 {
+        nix::unistd::chown(
+            &home,
+            Some(nix::unistd::Uid::from_raw(spec.uid)),
+            Some(nix::unistd::Gid::from_raw(spec.gid)),
+        )
+        .map_err(|e| SetupError::errno(step(), e))?;
+    }
+    Ok(())
 }
 
 /// Blocks until the parent has written our id maps (or died).

@@ -5,6 +5,7 @@
 //! Modes (set by tests/matrix.sh in WARREN_TEST_MODE, detected otherwise):
 //! - `root`: real root in the initial user namespace;
 //! - `user`: an unprivileged user;
+//! - `subuid`: an unprivileged user with /etc/subuid and /etc/subgid ranges;
 //! - `userns`: root inside `unshare --user --map-root-user`.
 
 use std::collections::HashMap;
@@ -18,6 +19,8 @@ pub const PROBE_IN_SANDBOX: &str = "/opt/warren-probe";
 pub enum Mode {
     Root,
     User,
+    /// An unprivileged user with /etc/subuid and /etc/subgid ranges.
+    SubUid,
     UserNs,
 }
 
@@ -30,7 +33,10 @@ impl Mode {
         match (uid, initial) {
             (0, true) => Mode::Root,
             (0, false) => Mode::UserNs,
-            _ => Mode::User,
+            _ => match warren_runtime::idmap::IdRange::of_current_process(Path::new("/proc")) {
+                warren_runtime::idmap::IdRange::Subordinate { .. } => Mode::SubUid,
+                _ => Mode::User,
+            },
         }
     }
 
@@ -43,6 +49,7 @@ impl Mode {
                 "root" => Mode::Root,
                 "user" => Mode::User,
                 "userns" => Mode::UserNs,
+                "subuid" => Mode::SubUid,
                 other => panic!("unknown WARREN_TEST_MODE {other:?}"),
             };
             assert_eq!(

@@ -201,12 +201,23 @@ fn workspace_persists_and_is_private_on_the_host() {
     let home = env.workspace_root().join("alice");
     let meta = std::fs::metadata(&home).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o700);
-    let note = std::fs::metadata(home.join("note")).unwrap();
-    assert_eq!(
-        note.uid(),
-        meta.uid(),
-        "files are owned by the tenant's host uid"
-    );
+    match std::fs::metadata(home.join("note")) {
+        Ok(note) => assert_eq!(
+            note.uid(),
+            meta.uid(),
+            "files are owned by the tenant's host uid"
+        ),
+        // With subordinate ids the home belongs to the tenant's own id:
+        // even the user running warren cannot look inside.
+        Err(e) => {
+            assert_eq!(Mode::current(), Mode::SubUid, "{e}");
+            assert_eq!(e.raw_os_error(), Some(libc_eacces()));
+        }
+    }
+}
+
+fn libc_eacces() -> i32 {
+    nix::errno::Errno::EACCES as i32
 }
 
 #[test]
@@ -221,9 +232,10 @@ fn tenants_get_host_uids_by_mode() {
     };
     let me = nix::unistd::geteuid().as_raw();
     match Mode::current() {
-        Mode::Root => {
+        Mode::Root | Mode::SubUid => {
             assert_ne!(owner("alice"), owner("bob"), "distinct host uid per tenant");
             assert_ne!(owner("alice"), 0);
+            assert_ne!(owner("alice"), me, "not our own uid either");
             // Stable: a second run (a new process, state re-read) keeps it.
             let before = owner("alice");
             assert!(env.run("alice", &["true"]).status.success());
