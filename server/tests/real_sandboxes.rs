@@ -146,3 +146,37 @@ async fn shutdown_tells_the_page_and_removes_the_sandboxes() {
         cgroups_of("erin")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_restores_top_in_a_sandbox() {
+    let d = dirs();
+    let server = sandbox_server(&d).await;
+    let mut c = server.open("frank").await;
+    let id = c.terminal_id();
+    c.send_input("top -d 1\r").await;
+    c.read_until("Tasks:").await;
+    c.close().await;
+
+    let mut c = server.attach("frank", &id).await;
+    c.expect_hello().await;
+    let snapshot = match c.next_event().await {
+        Event::Binary(b) => b,
+        other => panic!("expected the screen snapshot, got {other:?}"),
+    };
+    let mut screen = vt100::Parser::new(
+        std::num::NonZeroU16::new(24).unwrap(),
+        std::num::NonZeroU16::new(80).unwrap(),
+        0,
+    );
+    screen.process(&snapshot);
+    let s = screen.screen();
+    // top redraws the whole screen in place: the snapshot is that screen,
+    // header first, not a scroll of old frames.
+    let text = s.contents();
+    assert!(text.starts_with("top - "), "{text}");
+    assert!(text.contains("Tasks:") && text.contains("PID"), "{text}");
+    // Only the sandbox's processes: a handful, not the host's hundreds.
+    assert!(!text.contains("kworker"), "{text}");
+    c.send_input("q").await;
+    c.run("echo back''-2", "back-2").await;
+}
