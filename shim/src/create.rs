@@ -30,8 +30,7 @@ pub fn run(
     report: &mut File,
 ) -> Result<Exit, SetupError> {
     // Die with our caller: a sandbox must never outlive whoever asked for it.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    spawn::die_with_parent()?;
     // Nothing we inherited may reach the sandbox (CVE-2024-21626).
     sys::cloexec_from(3).map_err(|e| SetupError::errno("mark inherited fds close-on-exec", e))?;
     // Host root's supplementary groups would follow us in as unmapped
@@ -164,11 +163,7 @@ fn sandbox_init(
             // left in the pid namespace: nothing outlives the command.
             sys::exit_immediately(exit.shell_code())
         }
-        Err(err) => {
-            let code = err.exit_code();
-            let _ = report::send(report, &Event::Failed(err));
-            sys::exit_immediately(code)
-        }
+        Err(err) => spawn::fail_and_exit(report, err),
     }
 }
 
@@ -182,8 +177,7 @@ fn init_steps(
     protect_init: bool,
     report: &mut File,
 ) -> Result<Option<Pid>, SetupError> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    spawn::die_with_parent()?;
     wait_for_parent(ready)?;
     // Now inside our cgroup: it becomes the root of our cgroup namespace.
     if namespaces::cgroup_namespace_available(Path::new("/proc")) {
@@ -211,8 +205,7 @@ fn init_steps(
     // Last thing that needs privilege is done: become the user, keep nothing.
     caps::become_user_without_caps(spec.uid, spec.gid)?;
     // Credential changes clear the parent-death signal: set it again.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    spawn::die_with_parent()?;
     // Non-dumpable: the tenant's processes (same uid) cannot open PID 1's
     // /proc/1/mem and forge its reports. Only where the caller holds
     // CAP_SYS_PTRACE over the initial user namespace, though: PID 1's mm

@@ -11,7 +11,6 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use warren_runtime::init::{self, Target as SignalTarget};
 use warren_runtime::report::{self, Event, Exit, SetupError};
@@ -38,8 +37,7 @@ pub fn run(
     pty_socket: Option<OwnedFd>,
     report: &mut File,
 ) -> Result<Exit, SetupError> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    spawn::die_with_parent()?;
     sys::cloexec_from(3).map_err(|e| SetupError::errno("mark inherited fds close-on-exec", e))?;
     // Pin PID 1, then check it is who we think: a pidfd cannot be
     // redirected to a later process reusing the number.
@@ -72,9 +70,7 @@ pub fn run(
     match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
         Forked::Child => {
             let err = command_steps(&spec, pty_socket, report).unwrap_err();
-            let code = err.exit_code();
-            let _ = report::send(report, &Event::Failed(err));
-            sys::exit_immediately(code)
+            spawn::fail_and_exit(report, err)
         }
         Forked::Parent(child) => {
             drop(pty_socket);
@@ -98,12 +94,10 @@ fn command_steps(
     pty_socket: Option<OwnedFd>,
     report: &mut File,
 ) -> Result<(), SetupError> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    spawn::die_with_parent()?;
     sys::set_no_new_privs().map_err(|e| SetupError::errno("set no_new_privs", e))?;
     caps::become_user_without_caps(spec.uid, spec.gid)?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| SetupError::errno("set parent-death signal", e))?;
+    spawn::die_with_parent()?;
     let ready = spawn::confine(spec, pty_socket, report)?;
     ready.exec(spec, report)
 }

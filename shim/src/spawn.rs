@@ -147,8 +147,22 @@ fn exec_command(
         })
     })()
     .unwrap_err();
-    let code = err.exit_code();
     // The report fd is still open here: it is close-on-exec and exec failed.
+    fail_and_exit(report, err)
+}
+
+/// Reports a failure and leaves a forked process at once, with the exit
+/// code the failure calls for.
+pub fn fail_and_exit(report: &mut File, err: SetupError) -> ! {
+    let code = err.exit_code();
     let _ = report::send(report, &Event::Failed(err));
     sys::exit_immediately(code)
+}
+
+/// Asks for SIGKILL when our parent dies: nothing in a sandbox outlives
+/// whoever started it. Credential changes clear it, so it is set again
+/// after each.
+pub fn die_with_parent() -> Result<(), SetupError> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| SetupError::errno("set parent-death signal", e))
 }
