@@ -125,6 +125,136 @@ pub fn ensure_home(
     Ok(path)
 }
 
+/// What a home holds, as [`measure`] counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HomeUsage {
+    /// Sum of regular files' sizes (apparent, not blocks).
+    pub bytes: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Sockets, fifos, devices.
+    pub other: u64,
+    /// False when the walk stopped at its deadline, entry bound or depth
+    /// bound, or skipped a directory it could not open: the counts are then
+    /// a lower bound.
+    pub complete: bool,
+}
+
+/// Bounds of [`measure`].
+#[derive(Debug, Clone, Copy)]
+pub struct WalkBounds {
+    pub deadline: std::time::Instant,
+    pub max_entries: u64,
+    /// Deeper directories are not entered (and make the result incomplete).
+    pub max_depth: usize,
+}
+
+/// Counts the files under `<root>/<slug>` without ever following a
+/// symlink: every directory is opened relative to its parent's fd with
+/// `O_NOFOLLOW | O_DIRECTORY`, and entries are `fstatat`'d with
+/// `AT_SYMLINK_NOFOLLOW`, so a tenant swapping a directory for a symlink
+/// mid-walk gets it counted as a symlink, never walked. Fails only when the
+/// home itself cannot be opened (e.g. `EACCES`: with subordinate ids it
+/// belongs to an id the server cannot read).
+pub fn measure(
+    root: &Path,
+    tenant: &Tenant,
+    bounds: WalkBounds,
+) -> Result<HomeUsage, WorkspaceError> {
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| WorkspaceError::OpenRoot {
+        path: root.to_path_buf(),
+        errno,
+    })?;
+    let home =
+        open_dir_at(&root_fd, Path::new(&tenant.slug)).map_err(|errno| WorkspaceError::Io {
+            op: "open",
+            path: tenant.workspace_in(root),
+            errno,
+        })?;
+    let mut usage = HomeUsage {
+        complete: true,
+        ..Default::default()
+    };
+    let mut seen = 0u64;
+    walk(home, 0, &bounds, &mut usage, &mut seen);
+    Ok(usage)
+}
+
+fn open_dir_at(dir: &OwnedFd, name: &Path) -> Result<OwnedFd, Errno> {
+    openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn walk(dir: OwnedFd, depth: usize, bounds: &WalkBounds, usage: &mut HomeUsage, seen: &mut u64) {
+    use nix::sys::stat::{fstatat, SFlag};
+    let Ok(dup) = dir.try_clone() else {
+        usage.complete = false;
+        return;
+    };
+    let Ok(mut entries) = nix::dir::Dir::from_fd(dup) else {
+        usage.complete = false;
+        return;
+    };
+    for entry in entries.iter() {
+        let Ok(entry) = entry else {
+            usage.complete = false;
+            return;
+        };
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        *seen += 1;
+        if *seen > bounds.max_entries || std::time::Instant::now() >= bounds.deadline {
+            usage.complete = false;
+            return;
+        }
+        let Ok(st) = fstatat(&dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            usage.complete = false;
+            continue;
+        };
+        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFREG => {
+                usage.files += 1;
+                usage.bytes = usage.bytes.saturating_add(st.st_size.max(0) as u64);
+            }
+            SFlag::S_IFLNK => usage.symlinks += 1,
+            SFlag::S_IFDIR => {
+                usage.dirs += 1;
+                if depth + 1 >= bounds.max_depth {
+                    usage.complete = false;
+                    continue;
+                }
+                match openat(
+                    &dir,
+                    name,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(sub) => walk(sub, depth + 1, bounds, usage, seen),
+                    Err(_) => usage.complete = false,
+                }
+                if !usage.complete
+                    && (*seen > bounds.max_entries || std::time::Instant::now() >= bounds.deadline)
+                {
+                    return;
+                }
+            }
+            _ => usage.other += 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +262,59 @@ mod tests {
 
     fn me() -> (u32, u32) {
         (Uid::effective().as_raw(), Gid::effective().as_raw())
+    }
+
+    #[test]
+    fn measure_counts_without_following_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        let t = Tenant::parse("alice").unwrap();
+        let home = t.workspace_in(&root);
+        fs::create_dir_all(home.join("a/b")).unwrap();
+        fs::write(home.join("a/f"), b"12345").unwrap();
+        fs::write(home.join("a/b/g"), b"xy").unwrap();
+        // Outside the home: must not be counted through either link.
+        fs::create_dir_all(d.path().join("outside")).unwrap();
+        fs::write(d.path().join("outside/big"), vec![0u8; 4096]).unwrap();
+        symlink(d.path().join("outside"), home.join("dirlink")).unwrap();
+        symlink(d.path().join("outside/big"), home.join("filelink")).unwrap();
+        let far = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let bounds = WalkBounds {
+            deadline: far,
+            max_entries: 1000,
+            max_depth: 64,
+        };
+        let u = measure(&root, &t, bounds).unwrap();
+        assert_eq!(
+            (u.bytes, u.files, u.dirs, u.symlinks, u.complete),
+            (7, 2, 2, 2, true)
+        );
+        // Bounded: an entry limit or a past deadline gives a partial count.
+        let u = measure(
+            &root,
+            &t,
+            WalkBounds {
+                max_entries: 2,
+                ..bounds
+            },
+        )
+        .unwrap();
+        assert!(!u.complete);
+        let u = measure(
+            &root,
+            &t,
+            WalkBounds {
+                max_depth: 1,
+                ..bounds
+            },
+        )
+        .unwrap();
+        assert!(!u.complete);
+        assert_eq!(u.files, 0);
+        // The home itself being a symlink is refused, not followed.
+        let mallory = Tenant::parse("mallory").unwrap();
+        symlink(d.path().join("outside"), mallory.workspace_in(&root)).unwrap();
+        assert!(measure(&root, &mallory, bounds).is_err());
     }
 
     #[test]

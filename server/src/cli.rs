@@ -35,6 +35,10 @@ pub enum Command {
     Serve(Box<crate::serve::ServeArgs>),
     /// Mint a login token (HS256 JWT) for `warren serve --auth jwt`.
     Token(crate::serve::TokenArgs),
+    /// Manage tenants: list, create, show, stats, limits, delete, export, import.
+    Users(Box<crate::users_cli::UsersArgs>),
+    /// Run a command non-interactively in a user's sandbox.
+    Exec(Box<crate::users_cli::ExecArgs>),
 }
 
 /// The cgroup limits of each sandbox (`run` and `serve`).
@@ -238,6 +242,8 @@ pub fn main() -> ExitCode {
         Command::Doctor { json } => crate::doctor::doctor(json),
         Command::Serve(a) => crate::serve::main(*a),
         Command::Token(a) => crate::serve::token_main(a),
+        Command::Users(a) => crate::users_cli::users(*a),
+        Command::Exec(a) => crate::users_cli::exec(*a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -6,7 +6,10 @@
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod exec;
+pub mod manage;
 pub mod run;
 pub mod sandbox;
 pub mod serve;
 pub mod state;
+pub mod users_cli;

@@ -13,7 +13,7 @@ use warren_runtime::spec::{
 use warren_runtime::tenant::{Tenant, TenantError};
 use warren_runtime::workspace::{self, WorkspaceError};
 
-use crate::state::{State, StateError};
+use crate::state::{State, StateError, TenantRecord};
 
 /// Where state and homes live, and how host uids are handed out.
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ pub struct Request {
     pub term: Option<String>,
     /// A terminal of this size for the command (see `runtime::pty`).
     pub tty: Option<WinSize>,
+    /// The server's limits; the tenant's overrides (state database) win.
     pub limits: Limits,
     /// Refuse to run without every limit in `limits`.
     pub require_limits: bool,
@@ -90,10 +91,20 @@ pub fn host_ids(range: IdRange, allocated_uid: u32, uid_base: u32) -> Result<IdM
     })
 }
 
-/// Builds the spec: validates the user id, allocates (or finds) the host
-/// uid, creates the home if needed and fills in the environment.
-pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, PrepareError> {
-    let tenant = Tenant::parse(&req.user)?;
+/// A tenant ready for a sandbox: in the state database, with a home.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub tenant: Tenant,
+    pub record: TenantRecord,
+    pub id_map: IdMap,
+    /// The home on the host.
+    pub workspace: PathBuf,
+}
+
+/// Validates the user id, allocates (or finds) the host uid and creates
+/// the home if needed: a tenant's get-or-create.
+pub fn provision(settings: &Settings, user: &str) -> Result<Provisioned, PrepareError> {
+    let tenant = Tenant::parse(user)?;
     let record = State::open(&settings.state_dir)?.get_or_create(&tenant, settings.uid_base)?;
     let id_map = host_ids(
         IdRange::of_current_process("/proc".as_ref()),
@@ -108,6 +119,23 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
     };
     let workspace =
         workspace::ensure_home(&settings.workspace_root, &tenant, create_as, final_owner)?;
+    Ok(Provisioned {
+        tenant,
+        record,
+        id_map,
+        workspace,
+    })
+}
+
+/// Builds the spec: validates the user id, allocates (or finds) the host
+/// uid, creates the home if needed and fills in the environment.
+pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, PrepareError> {
+    let Provisioned {
+        tenant,
+        record,
+        id_map,
+        workspace,
+    } = provision(settings, &req.user)?;
     let home = tenant.home_in_sandbox();
     let hostname = tenant.hostname();
     let mut env: Vec<(String, String)> = vec![
@@ -148,7 +176,7 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         argv: req.argv.clone(),
         tty: req.tty,
         seccomp: Default::default(),
-        limits: req.limits,
+        limits: record.limits.apply(req.limits),
         require_limits: req.require_limits,
         hold: req.hold,
     };

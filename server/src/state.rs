@@ -1,12 +1,17 @@
-//! The embedded state database (SQLite): tenants and their host uid
-//! allocations. An allocation never changes once made, and concurrent
-//! callers (two `warren run` at once) can never get the same uid: the
-//! allocation runs in an IMMEDIATE transaction and the column is UNIQUE.
+//! The embedded state database (SQLite): tenants, their host uid
+//! allocations and limit overrides, and the audit log. An allocation never
+//! changes once made, and concurrent callers (two `warren run` at once) can
+//! never get the same uid: the allocation runs in an IMMEDIATE transaction
+//! and the column is UNIQUE. A deleted tenant's uid is never handed out
+//! again (allocation continues above the highest uid ever given, kept in
+//! `meta`), so a new tenant cannot inherit files an old one left behind.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use warren_runtime::cgroups::Limits;
 use warren_runtime::tenant::Tenant;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,14 +36,118 @@ pub enum StateError {
     UidsExhausted { base: u32 },
 }
 
+/// One per-tenant limit: the server's default, no limit, or a value.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum LimitValue<T> {
+    #[default]
+    Default,
+    Unlimited,
+    Value(T),
+}
+
+impl<T: Copy> LimitValue<T> {
+    /// The limit in force given the server's default.
+    pub fn resolve(self, default: Option<T>) -> Option<T> {
+        match self {
+            LimitValue::Default => default,
+            LimitValue::Unlimited => None,
+            LimitValue::Value(v) => Some(v),
+        }
+    }
+}
+
+// JSON: a number, "none" (no limit) or "default" (the server's).
+impl<T: Serialize> Serialize for LimitValue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LimitValue::Default => s.serialize_str("default"),
+            LimitValue::Unlimited => s.serialize_str("none"),
+            LimitValue::Value(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for LimitValue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<T> {
+            Word(String),
+            Value(T),
+        }
+        match Raw::<T>::deserialize(d)? {
+            Raw::Value(v) => Ok(LimitValue::Value(v)),
+            Raw::Word(w) if w == "default" => Ok(LimitValue::Default),
+            Raw::Word(w) if w == "none" => Ok(LimitValue::Unlimited),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "expected a number, \"none\" or \"default\", got {w:?}"
+            ))),
+        }
+    }
+}
+
+/// Per-tenant overrides of the server's cgroup limits.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    #[serde(default)]
+    pub memory_bytes: LimitValue<u64>,
+    #[serde(default)]
+    pub cpus: LimitValue<f64>,
+    #[serde(default)]
+    pub pids: LimitValue<u64>,
+}
+
+impl LimitOverrides {
+    /// The limits in force for this tenant.
+    pub fn apply(&self, defaults: Limits) -> Limits {
+        Limits {
+            memory_bytes: self.memory_bytes.resolve(defaults.memory_bytes),
+            cpu: self.cpus.resolve(defaults.cpu),
+            pids: self.pids.resolve(defaults.pids),
+        }
+    }
+
+    /// Checks the values the way the cgroup driver will.
+    pub fn validate(&self) -> Result<(), String> {
+        self.apply(Limits::default())
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Increasing; page with `?after=`.
+    pub seq: i64,
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
+    /// Who: `admin`, `cli:<unix user>`, a user id, or `anonymous`.
+    pub actor: String,
+    /// What: `session.start`, `session.end`, `exec`, `export`, `import`,
+    /// `delete`, `limits`, `terminal.close`, `auth.failed`, ...
+    pub action: String,
+    /// The tenant acted on, if any.
+    pub tenant: Option<String>,
+    /// `ok`, `refused` or `failed`.
+    pub outcome: String,
+    /// Action-specific details (command, sizes, exit, reason).
+    pub detail: serde_json::Value,
+}
+
+/// Most audit entries kept; older ones are pruned.
+pub const AUDIT_KEPT: i64 = 100_000;
+
 /// A tenant as the database knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TenantRecord {
     pub id: String,
     pub slug: String,
     pub host_uid: u32,
     pub created_at: i64,
     pub last_seen: i64,
+    pub limits: LimitOverrides,
 }
 
 pub struct State {
@@ -54,7 +163,32 @@ CREATE TABLE IF NOT EXISTS tenants (
     created_at INTEGER NOT NULL,
     last_seen  INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms   INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    tenant  TEXT,
+    outcome TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, seq);
 ";
+
+/// Columns added after the first release: (name, SQL type). NULL means the
+/// server's default; -1 means no limit.
+const LIMIT_COLUMNS: &[(&str, &str)] = &[
+    ("memory_bytes", "INTEGER"),
+    ("cpus", "REAL"),
+    ("pids", "INTEGER"),
+];
+
+const SELECT_TENANT: &str =
+    "SELECT id, slug, host_uid, created_at, last_seen, memory_bytes, cpus, pids FROM tenants";
 
 /// `last_seen` is kept to this many seconds.
 const LAST_SEEN_GRANULARITY: i64 = 60;
@@ -85,7 +219,13 @@ impl State {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        migrate(&conn).map_err(db)?;
         Ok(State { conn, path })
+    }
+
+    /// The file behind this state.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
@@ -147,7 +287,12 @@ impl State {
                     });
                 }
                 let max: Option<i64> = tx
-                    .query_row("SELECT MAX(host_uid) FROM tenants", [], |r| r.get(0))
+                    .query_row(
+                        "SELECT MAX(m) FROM (SELECT MAX(host_uid) AS m FROM tenants \
+                         UNION ALL SELECT value FROM meta WHERE key = 'max_uid')",
+                        [],
+                        |r| r.get(0),
+                    )
                     .map_err(db)?;
                 let next = match max {
                     Some(m) if m >= uid_base as i64 => m + 1,
@@ -162,12 +307,19 @@ impl State {
                     params![tenant.id, tenant.slug, next, t],
                 )
                 .map_err(db)?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('max_uid', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    params![next],
+                )
+                .map_err(db)?;
                 TenantRecord {
                     id: tenant.id.clone(),
                     slug: tenant.slug.clone(),
                     host_uid: next as u32,
                     created_at: t,
                     last_seen: t,
+                    limits: LimitOverrides::default(),
                 }
             }
         };
@@ -179,17 +331,158 @@ impl State {
     pub fn list(&self) -> Result<Vec<TenantRecord>, StateError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, slug, host_uid, created_at, last_seen FROM tenants ORDER BY id")
+            .prepare(&format!("{SELECT_TENANT} ORDER BY id"))
             .map_err(self.db())?;
         let rows = stmt.query_map([], row_to_record).map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    /// The tenant with this id, without creating it.
+    pub fn find(&self, id: &str) -> Result<Option<TenantRecord>, StateError> {
+        find(&self.conn, id).map_err(self.db())
+    }
+
+    /// Removes the tenant; false when there was none. Its uid stays
+    /// retired (see the module comment).
+    pub fn delete(&mut self, id: &str) -> Result<bool, StateError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM tenants WHERE id = ?1", params![id])
+            .map_err(self.db())?;
+        Ok(n > 0)
+    }
+
+    /// Replaces the tenant's limit overrides; false when there is no such
+    /// tenant.
+    pub fn set_limits(&mut self, id: &str, limits: &LimitOverrides) -> Result<bool, StateError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE tenants SET memory_bytes = ?2, cpus = ?3, pids = ?4 WHERE id = ?1",
+                params![
+                    id,
+                    to_sql_int(limits.memory_bytes),
+                    match limits.cpus {
+                        LimitValue::Default => None,
+                        LimitValue::Unlimited => Some(-1.0),
+                        LimitValue::Value(v) => Some(v),
+                    },
+                    to_sql_int(limits.pids),
+                ],
+            )
+            .map_err(self.db())?;
+        Ok(n > 0)
+    }
+
+    /// Appends to the audit log and returns the entry's sequence number.
+    /// Every thousandth entry prunes the log to [`AUDIT_KEPT`] entries.
+    pub fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        tenant: Option<&str>,
+        outcome: &str,
+        detail: &serde_json::Value,
+    ) -> Result<i64, StateError> {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.conn
+            .execute(
+                "INSERT INTO audit (at_ms, actor, action, tenant, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![at_ms, actor, action, tenant, outcome, detail.to_string()],
+            )
+            .map_err(self.db())?;
+        let seq = self.conn.last_insert_rowid();
+        if seq % 1000 == 0 {
+            self.conn
+                .execute(
+                    "DELETE FROM audit WHERE seq <= ?1",
+                    params![seq - AUDIT_KEPT],
+                )
+                .map_err(self.db())?;
+        }
+        Ok(seq)
+    }
+
+    /// Audit entries after `after` (oldest first), at most `limit`,
+    /// optionally of one tenant and/or one action.
+    pub fn audit_log(
+        &self,
+        tenant: Option<&str>,
+        action: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, at_ms, actor, action, tenant, outcome, detail FROM audit \
+                 WHERE seq > ?1 AND (?2 IS NULL OR tenant = ?2) AND (?3 IS NULL OR action = ?3) \
+                 ORDER BY seq LIMIT ?4",
+            )
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map(params![after, tenant, action, limit], |r| {
+                let detail: String = r.get(6)?;
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    tenant: r.get(4)?,
+                    outcome: r.get(5)?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+}
+
+/// Adds the columns newer releases use to a database made by an older one.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('tenants')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (name, ty) in LIMIT_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            // Two processes may race here; the loser's ALTER fails with
+            // "duplicate column", which is the state it wanted.
+            if let Err(e) =
+                conn.execute_batch(&format!("ALTER TABLE tenants ADD COLUMN {name} {ty}"))
+            {
+                if !e.to_string().contains("duplicate column") {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn to_sql_int(v: LimitValue<u64>) -> Option<i64> {
+    match v {
+        LimitValue::Default => None,
+        LimitValue::Unlimited => Some(-1),
+        LimitValue::Value(v) => Some(v.min(i64::MAX as u64) as i64),
+    }
+}
+
+fn from_sql_int(v: Option<i64>) -> LimitValue<u64> {
+    match v {
+        None => LimitValue::Default,
+        Some(v) if v < 0 => LimitValue::Unlimited,
+        Some(v) => LimitValue::Value(v as u64),
     }
 }
 
 /// The tenant with this id, if any (in or out of a transaction).
 fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<TenantRecord>> {
     conn.query_row(
-        "SELECT id, slug, host_uid, created_at, last_seen FROM tenants WHERE id = ?1",
+        &format!("{SELECT_TENANT} WHERE id = ?1"),
         params![id],
         row_to_record,
     )
@@ -197,12 +490,22 @@ fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<TenantRecord>> {
 }
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
+    let cpus: Option<f64> = r.get(6)?;
     Ok(TenantRecord {
         id: r.get(0)?,
         slug: r.get(1)?,
         host_uid: r.get::<_, i64>(2)? as u32,
         created_at: r.get(3)?,
         last_seen: r.get(4)?,
+        limits: LimitOverrides {
+            memory_bytes: from_sql_int(r.get(5)?),
+            cpus: match cpus {
+                None => LimitValue::Default,
+                Some(c) if c < 0.0 => LimitValue::Unlimited,
+                Some(c) => LimitValue::Value(c),
+            },
+            pids: from_sql_int(r.get(7)?),
+        },
     })
 }
 
@@ -255,6 +558,59 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 80);
+    }
+
+    #[test]
+    fn overrides_audit_and_delete_survive_reopening() {
+        let d = tempfile::tempdir().unwrap();
+        let alice = Tenant::parse("alice").unwrap();
+        {
+            let mut s = State::open(d.path()).unwrap();
+            s.get_or_create(&alice, 10).unwrap();
+            let o: LimitOverrides =
+                serde_json::from_str(r#"{"memory_bytes": 1048576, "cpus": "none"}"#).unwrap();
+            assert!(s.set_limits("alice", &o).unwrap());
+            assert!(!s.set_limits("nobody", &o).unwrap());
+            s.audit(
+                "admin",
+                "exec",
+                Some("alice"),
+                "ok",
+                &serde_json::json!({"argv": ["id"]}),
+            )
+            .unwrap();
+        }
+        let mut s = State::open(d.path()).unwrap();
+        let r = s.find("alice").unwrap().unwrap();
+        assert_eq!(r.limits.memory_bytes, LimitValue::Value(1048576));
+        assert_eq!(r.limits.cpus, LimitValue::Unlimited);
+        assert_eq!(r.limits.pids, LimitValue::Default);
+        let applied = r.limits.apply(Limits::default());
+        assert_eq!(applied.memory_bytes, Some(1048576));
+        assert_eq!(applied.cpu, None);
+        assert_eq!(applied.pids, Limits::default().pids);
+        let log = s.audit_log(Some("alice"), None, 0, 10).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].detail["argv"][0], "id");
+        assert!(s.audit_log(Some("bob"), None, 0, 10).unwrap().is_empty());
+        // A deleted tenant's uid is never reused.
+        assert!(s.delete("alice").unwrap());
+        assert!(!s.delete("alice").unwrap());
+        let bob = s.get_or_create(&Tenant::parse("bob").unwrap(), 10).unwrap();
+        assert_eq!(bob.host_uid, 11);
+        let again = s.get_or_create(&alice, 10).unwrap();
+        assert_eq!(again.host_uid, 12);
+        assert_eq!(again.limits, LimitOverrides::default());
+    }
+
+    #[test]
+    fn limit_values_parse_strictly() {
+        assert!(serde_json::from_str::<LimitOverrides>(r#"{"memory_bytes": "lots"}"#).is_err());
+        assert!(serde_json::from_str::<LimitOverrides>(r#"{"disk": 1}"#).is_err());
+        let o: LimitOverrides = serde_json::from_str(r#"{"pids": "default"}"#).unwrap();
+        assert_eq!(o, LimitOverrides::default());
+        let bad: LimitOverrides = serde_json::from_str(r#"{"cpus": 0}"#).unwrap();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

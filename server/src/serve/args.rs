@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// What runs the shells.
     #[arg(long, env = "WARREN_BACKEND", value_enum, default_value_t = BackendKind::Sandbox)]
     pub backend: BackendKind,
+    /// File holding the admin token for /api and /metrics (at least 32
+    /// bytes) [default: <state dir>/admin-token, made on first start].
+    #[arg(long, env = "WARREN_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub store: crate::cli::StoreArgs,
     #[command(flatten)]
@@ -164,8 +168,65 @@ impl ServeArgs {
                 idle_timeout: self.idle_timeout,
             },
             shutdown_timeout: self.shutdown_timeout,
+            management: Some(self.management()?),
         })
     }
+
+    fn management(&self) -> Result<super::Management, ArgsError> {
+        let settings = self.store.settings();
+        let path = self
+            .admin_token_file
+            .clone()
+            .unwrap_or_else(|| settings.state_dir.join("admin-token"));
+        let token = if self.admin_token_file.is_some() {
+            read_secret_file(&path)?
+        } else {
+            load_or_make_token(&path)?
+        };
+        let admin_token = String::from_utf8(token)
+            .map_err(|_| ArgsError::SecretFile {
+                path: path.clone(),
+                source: std::io::Error::other("the admin token must be text"),
+            })?
+            .trim()
+            .to_string();
+        Ok(super::Management {
+            settings,
+            defaults: self.limits.limits(),
+            admin_token,
+            admin_token_file: Some(path),
+        })
+    }
+}
+
+/// Reads the admin token at `path`, making a random one (mode 0600) on
+/// first use.
+fn load_or_make_token(path: &Path) -> Result<Vec<u8>, ArgsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| ArgsError::SecretFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(mut f) => {
+                writeln!(f, "{}", super::auth::random_token()).map_err(err)?;
+            }
+            // Another server made it meanwhile: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    read_secret_file(path)
 }
 
 /// Reads an HS256 secret: the file's bytes without trailing whitespace (so

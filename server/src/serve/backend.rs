@@ -8,8 +8,12 @@
 
 use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::process::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 use std::sync::Arc;
+
+use warren_runtime::cgroups::{Limits, Usage};
 
 use super::protocol::WinSize;
 use super::user::UserId;
@@ -47,6 +51,16 @@ pub trait Backend: Send + Sync + 'static {
         &'a self,
         user: &'a UserId,
     ) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, BackendError>>;
+
+    /// Runs one command in a sandbox of its own for `user`, which ends with
+    /// the command (the command line's `warren exec`, and clean-ups that
+    /// must not go through the registry).
+    fn exec_once<'a>(
+        &'a self,
+        user: &'a UserId,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> BoxFuture<'a, Result<ExecChild, BackendError>>;
 }
 
 /// One user's running sandbox.
@@ -57,6 +71,22 @@ pub trait Sandbox: Send + Sync + 'static {
 
     /// Starts a new shell in the sandbox on a new PTY of the given size.
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>>;
+
+    /// Runs a command in the sandbox without a terminal, with the given
+    /// stdio (pipes are handed back in [`ExecChild`]).
+    fn exec(
+        &self,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> BoxFuture<'_, Result<ExecChild, BackendError>>;
+
+    /// The limits the sandbox runs under: what was asked for, and which of
+    /// those the host could not apply.
+    fn limits(&self) -> AppliedLimits;
+
+    /// Live memory, CPU time and process count from the sandbox's cgroup,
+    /// when it has one.
+    fn usage(&self) -> Option<Usage>;
 
     /// Stops the sandbox: kills every process in it and releases what it
     /// holds (cgroups). Called once, when the sandbox is idle or the server
@@ -89,4 +119,53 @@ pub struct ProcessExit {
     /// The sandbox's memory limit was hit and the kernel killed it (the
     /// backend reads the cgroup's OOM-kill counter).
     pub memory_limit: bool,
+}
+
+/// A command for [`Sandbox::exec`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecCommand {
+    pub argv: Vec<String>,
+    /// Added to (and overriding) the sandbox's environment.
+    pub env: Vec<(String, String)>,
+    /// Relative to the user's home; `None` is the home itself. Checked by
+    /// the caller to stay inside it (`exec::resolve_cwd`).
+    pub cwd: Option<PathBuf>,
+}
+
+/// Where an exec'd command's stdio goes.
+pub struct ExecStdio {
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+impl ExecStdio {
+    /// Pipes for all three.
+    pub fn piped() -> ExecStdio {
+        ExecStdio {
+            stdin: Stdio::piped(),
+            stdout: Stdio::piped(),
+            stderr: Stdio::piped(),
+        }
+    }
+}
+
+/// A running exec'd command: its pipes (those asked for) and how to wait
+/// for or kill it.
+pub struct ExecChild {
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+    pub process: Box<dyn TerminalProcess>,
+}
+
+/// The limits a sandbox runs under.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct AppliedLimits {
+    /// In force (what the cgroup holds).
+    pub limits: Limits,
+    /// Asked for but not applied on this host (`memory`, `cpu`, `pids`),
+    /// with the reasons.
+    pub missing: Vec<String>,
+    pub reasons: Vec<String>,
 }

@@ -19,7 +19,8 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use super::backend::{
-    Backend, BackendError, BoxFuture, ProcessExit, Sandbox, Spawned, TerminalProcess,
+    AppliedLimits, Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio,
+    ProcessExit, Sandbox, Spawned, TerminalProcess,
 };
 use super::protocol::WinSize;
 use super::pty;
@@ -64,6 +65,18 @@ impl Backend for EchoBackend {
             stopped,
         };
         Box::pin(async move { Ok(Arc::new(sandbox) as Arc<dyn Sandbox>) })
+    }
+
+    fn exec_once<'a>(
+        &'a self,
+        user: &'a UserId,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> BoxFuture<'a, Result<ExecChild, BackendError>> {
+        Box::pin(async move {
+            let sandbox = self.start_sandbox(user).await?;
+            sandbox.exec(cmd, stdio).await
+        })
     }
 }
 
@@ -141,6 +154,78 @@ impl Sandbox for EchoSandbox {
     fn stop(&self) -> BoxFuture<'_, ()> {
         self.stopped.send_replace(true);
         Box::pin(async {})
+    }
+
+    fn exec(
+        &self,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> BoxFuture<'_, Result<ExecChild, BackendError>> {
+        Box::pin(async move {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+            let argv0 = cmd
+                .argv
+                .first()
+                .ok_or_else(|| BackendError::new("exec", "no command"))?;
+            let mut c = std::process::Command::new(argv0);
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            c.args(&cmd.argv[1..])
+                .env_clear()
+                .env("LANG", "C.UTF-8")
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .env("HOME", &home)
+                .env("USER", self.user.as_str())
+                .envs(cmd.env)
+                .current_dir(std::path::Path::new(&home).join(cmd.cwd.unwrap_or_default()))
+                .stdin(stdio.stdin)
+                .stdout(stdio.stdout)
+                .stderr(stdio.stderr);
+            let mut child = c.spawn().map_err(|e| BackendError::new("exec", e))?;
+            Ok(ExecChild {
+                stdin: child.stdin.take(),
+                stdout: child.stdout.take(),
+                stderr: child.stderr.take(),
+                process: Box::new(EchoCommand {
+                    pid: child.id() as i32,
+                    child: std::sync::Mutex::new(child),
+                }),
+            })
+        })
+    }
+
+    fn limits(&self) -> AppliedLimits {
+        AppliedLimits {
+            limits: warren_runtime::cgroups::Limits {
+                memory_bytes: None,
+                cpu: None,
+                pids: None,
+            },
+            missing: vec!["memory".into(), "cpu".into(), "pids".into()],
+            reasons: vec!["the echo backend applies no limits".into()],
+        }
+    }
+
+    fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {
+        None
+    }
+}
+
+/// A command run by the echo backend's `exec`, in its own process group.
+struct EchoCommand {
+    child: std::sync::Mutex<std::process::Child>,
+    pid: i32,
+}
+
+impl TerminalProcess for EchoCommand {
+    fn wait(&mut self) -> BoxFuture<'_, ProcessExit> {
+        Box::pin(async move {
+            let status = super::sandboxes::wait_child(&self.child).await;
+            exit_of(status.ok_or_else(|| std::io::Error::other("lost the child")))
+        })
+    }
+
+    fn kill(&mut self) {
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
     }
 }
 

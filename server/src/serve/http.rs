@@ -33,7 +33,9 @@ use super::auth::{clear_cookie, Auth, AuthError, AuthMode, Credentials};
 use super::origin::OriginPolicy;
 use super::protocol::{WinSize, SUBPROTOCOL};
 use super::relay::{self, Target};
+use super::metrics::Metrics;
 use super::sessions::Registry;
+use crate::manage::Manager;
 
 /// Largest WebSocket message accepted from a client.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -48,20 +50,55 @@ struct AppInner {
     registry: Arc<Registry>,
     auth: Auth,
     origins: OriginPolicy,
+    /// The management API (absent: `/api` answers 503).
+    manager: Option<Arc<Manager>>,
+    /// The bearer token `/api` and `/metrics` require.
+    admin_token: Option<String>,
+    metrics: Arc<Metrics>,
     /// Open WebSocket connections (shutdown waits for them to say goodbye).
     connections: watch::Sender<usize>,
 }
 
 impl AppState {
     pub fn new(registry: Arc<Registry>, auth: Auth, origins: OriginPolicy) -> AppState {
+        AppState::with_management(registry, auth, origins, None, Arc::new(Metrics::new()))
+    }
+
+    /// With the management API (`manager` and the admin token).
+    pub fn with_management(
+        registry: Arc<Registry>,
+        auth: Auth,
+        origins: OriginPolicy,
+        management: Option<(Arc<Manager>, String)>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        let (manager, admin_token) = match management {
+            Some((m, t)) => (Some(m), Some(t)),
+            None => (None, None),
+        };
         AppState {
             inner: Arc::new(AppInner {
                 registry,
                 auth,
                 origins,
+                manager,
+                admin_token,
+                metrics,
                 connections: watch::channel(0).0,
             }),
         }
+    }
+
+    pub fn manager(&self) -> Option<&Arc<Manager>> {
+        self.inner.manager.as_ref()
+    }
+
+    pub fn admin_token(&self) -> Option<&str> {
+        self.inner.admin_token.as_deref()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -147,6 +184,7 @@ pub fn app(state: AppState) -> Router {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/ws", get(ws_new))
         .route("/ws/{terminal}", get(ws_attach))
+        .merge(super::api::routes(state.clone()))
         .fallback(|| async { HttpError::NotFound })
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

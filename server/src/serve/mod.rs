@@ -11,6 +11,7 @@
 //!
 //! docs/serve.md is the operator's guide.
 
+pub mod api;
 pub mod args;
 pub mod assets;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod echo;
 pub mod http;
 pub mod jwt;
+pub mod metrics;
 pub mod origin;
 pub mod protocol;
 pub mod pty;
@@ -41,6 +43,7 @@ pub use backend::{Backend, BackendError, ProcessExit, Sandbox, Spawned, Terminal
 pub use echo::EchoBackend;
 pub use http::{app, AppState};
 pub use sessions::{Limits, Registry};
+pub use metrics::Metrics;
 pub use user::UserId;
 
 /// Mints an HS256 token for `user`, valid for `ttl` (what
@@ -57,6 +60,60 @@ pub struct ServeConfig {
     pub allowed_origins: Vec<String>,
     pub limits: Limits,
     pub shutdown_timeout: Duration,
+    /// The management API; `None` serves terminals only.
+    pub management: Option<Management>,
+}
+
+/// What the management API needs.
+#[derive(Debug, Clone)]
+pub struct Management {
+    pub settings: crate::sandbox::Settings,
+    /// The server's cgroup limits (tenants' overrides apply on top).
+    pub defaults: warren_runtime::cgroups::Limits,
+    /// The bearer token `/api` and `/metrics` require.
+    pub admin_token: String,
+    /// Where the token was read from (for the banner).
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
+
+/// Tells the audit log and the metrics about sessions.
+struct SessionAudit {
+    manager: Arc<crate::manage::Manager>,
+    metrics: Arc<metrics::Metrics>,
+}
+
+impl SessionAudit {
+    fn audit(&self, action: &'static str, user: &UserId, detail: serde_json::Value) {
+        let m = Arc::clone(&self.manager);
+        let user = user.as_str().to_string();
+        tokio::task::spawn_blocking(move || m.audit(&user, action, Some(&user), "ok", detail));
+    }
+}
+
+impl sessions::SessionObserver for SessionAudit {
+    fn sandbox_started(&self, _user: &UserId, took: Duration) {
+        self.metrics.observe_spawn("sandbox", took);
+    }
+
+    fn terminal_opened(&self, user: &UserId, id: &str, took: Duration) {
+        self.metrics.observe_spawn("terminal", took);
+        self.audit(
+            "session.start",
+            user,
+            serde_json::json!({"terminal": id, "took_ms": took.as_millis() as u64}),
+        );
+    }
+
+    fn terminal_ended(&self, user: &UserId, id: &str, info: &protocol::ExitInfo) {
+        if info.reason == protocol::ExitReason::MemoryLimit {
+            self.metrics.oom_kill();
+        }
+        self.audit(
+            "session.end",
+            user,
+            serde_json::json!({"terminal": id, "reason": info.reason.as_str(), "code": info.code, "signal": info.signal}),
+        );
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +127,8 @@ pub enum ServeError {
     Origin(#[from] origin::OriginError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    #[error("management API: {0}")]
+    Management(String),
 }
 
 /// Stops a running [`Server`]; cheap to clone.
@@ -110,8 +169,26 @@ impl Server {
             source,
         })?;
         let registry = Registry::new(backend, config.limits);
+        let metrics = Arc::new(metrics::Metrics::new());
+        let management = match config.management {
+            Some(m) => {
+                let manager = crate::manage::Manager::new(
+                    m.settings,
+                    m.defaults,
+                    crate::manage::Runner::Registry(Arc::clone(&registry)),
+                )
+                .map_err(|e| ServeError::Management(e.to_string()))?;
+                let manager = Arc::new(manager);
+                registry.set_observer(Arc::new(SessionAudit {
+                    manager: Arc::clone(&manager),
+                    metrics: Arc::clone(&metrics),
+                }));
+                Some((manager, m.admin_token))
+            }
+            None => None,
+        };
         Ok(Server {
-            state: AppState::new(registry, config.auth, origins),
+            state: AppState::with_management(registry, config.auth, origins, management, metrics),
             listener,
             local_addr,
             shutdown: ShutdownHandle(Arc::new(watch::channel(false).0)),
@@ -216,6 +293,10 @@ pub fn main(args: ServeArgs) -> i32 {
             return 2;
         }
     };
+    let admin_file = config
+        .management
+        .as_ref()
+        .and_then(|m| m.admin_token_file.clone());
     let backend: Arc<dyn Backend> = match args.backend {
         BackendKind::Echo => Arc::new(EchoBackend::new()),
         BackendKind::Sandbox => Arc::new(sandboxes::SandboxBackend::new(
@@ -242,7 +323,7 @@ pub fn main(args: ServeArgs) -> i32 {
                 return 1;
             }
         };
-        print_banner(&server, &args);
+        print_banner(&server, &args, admin_file.as_deref());
         let handle = server.shutdown_handle();
         tokio::spawn(async move {
             let Ok(mut signals) = Signals::new() else {
@@ -274,7 +355,7 @@ pub fn main(args: ServeArgs) -> i32 {
 
 /// Printed to the operator's terminal, never to the log (it holds the
 /// login token), the way Jupyter does.
-fn print_banner(server: &Server, args: &ServeArgs) {
+fn print_banner(server: &Server, args: &ServeArgs, admin_file: Option<&std::path::Path>) {
     eprintln!(
         "warren serve: listening on {} (auth: {}, backend: {})",
         server.base_url(),
@@ -301,6 +382,13 @@ fn print_banner(server: &Server, args: &ServeArgs) {
             "  No authentication (loopback only): open {}/ (or /?user=NAME)",
             server.base_url()
         ),
+    }
+    if let Some(path) = admin_file {
+        eprintln!(
+            "  Management API: {}/api/users with `Authorization: Bearer $(cat {})`",
+            server.base_url(),
+            path.display()
+        );
     }
 }
 

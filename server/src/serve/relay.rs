@@ -53,6 +53,19 @@ pub async fn serve(
         Ok(user) => user,
         Err(e) => {
             tracing::debug!("WebSocket refused: {e}");
+            if let Some(m) = app.manager() {
+                let m = std::sync::Arc::clone(m);
+                let why = e.to_string();
+                tokio::task::spawn_blocking(move || {
+                    m.audit(
+                        "anonymous",
+                        "auth.failed",
+                        None,
+                        "refused",
+                        serde_json::json!({"path": "/ws", "why": why}),
+                    )
+                });
+            }
             let message = match e {
                 AuthError::Token(jwt) => format!("not logged in: {jwt}"),
                 AuthError::User(e) => format!("not logged in: {e}"),
@@ -83,7 +96,7 @@ pub async fn serve(
                 .await;
             goodbye(socket, close_code_for(info), info.reason.as_str()).await
         }
-        Ok(Attachment::Live(viewer)) => relay(socket, viewer, &user).await,
+        Ok(Attachment::Live(viewer)) => relay(socket, viewer, &user, app.metrics()).await,
     }
 }
 
@@ -134,7 +147,12 @@ fn truncate_utf8(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
-async fn relay(socket: WebSocket, mut viewer: Viewer, user: &UserId) {
+async fn relay(
+    socket: WebSocket,
+    mut viewer: Viewer,
+    user: &UserId,
+    metrics: &super::metrics::Metrics,
+) {
     let terminal = std::sync::Arc::clone(viewer.terminal());
     let size = viewer.size();
     let hello = ServerMessage::Hello {
@@ -168,6 +186,7 @@ async fn relay(socket: WebSocket, mut viewer: Viewer, user: &UserId) {
                 }
                 event = viewer.next() => match event {
                     ViewerEvent::Output(chunk) => {
+                        metrics.relayed("to_client", chunk.len());
                         if sink.send(Message::Binary(chunk)).await.is_err() {
                             return None;
                         }
@@ -181,6 +200,7 @@ async fn relay(socket: WebSocket, mut viewer: Viewer, user: &UserId) {
         while let Some(Ok(msg)) = stream.next().await {
             let reply = match msg {
                 Message::Binary(input) => {
+                    metrics.relayed("from_client", input.len());
                     // A failed write means the shell is gone; its exit
                     // frame is on the way through the writer.
                     let _ = terminal.write_input(&input).await;

@@ -23,7 +23,8 @@ use warren_runtime::report::{self, Event, Exit, Reader};
 use warren_runtime::spec::SandboxSpec;
 
 use super::backend::{
-    Backend, BackendError, BoxFuture, ProcessExit, Sandbox, Spawned, TerminalProcess,
+    AppliedLimits, Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio,
+    ProcessExit, Sandbox, Spawned, TerminalProcess,
 };
 use super::protocol::WinSize;
 use super::user::UserId;
@@ -80,6 +81,28 @@ impl SandboxBackend {
     }
 }
 
+/// Wraps a started shim whose command has pipes.
+fn shim_command(
+    mut child: Child,
+    report: Reader<File>,
+    command_pid: Option<i32>,
+    cgroup: Option<String>,
+) -> ExecChild {
+    ExecChild {
+        stdin: child.stdin.take(),
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+        process: Box::new(ShimCommand {
+            oom_before: oom_kills(cgroup.as_deref()),
+            child: Mutex::new(child),
+            report: Some(report),
+            command_pid,
+            cgroup,
+            exit: None,
+        }),
+    }
+}
+
 fn err(context: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::new(context.to_string(), e.to_string())
 }
@@ -94,7 +117,7 @@ fn with_hint(e: &warren_runtime::report::SetupError) -> String {
 
 /// Waits until `child` has exited, without a thread: its pidfd becomes
 /// readable then.
-async fn wait_child(child: &Mutex<Child>) -> Option<std::process::ExitStatus> {
+pub(super) async fn wait_child(child: &Mutex<Child>) -> Option<std::process::ExitStatus> {
     let pid = Pid::from_raw(child.lock().ok()?.id() as i32);
     // An OwnedFd cannot swap or close its fd while registered, which is the
     // unsoundness tokio#8587 deprecates `new` for (see serve::pty).
@@ -117,6 +140,47 @@ async fn wait_child(child: &Mutex<Child>) -> Option<std::process::ExitStatus> {
 }
 
 impl Backend for SandboxBackend {
+    /// Runs one command in a sandbox of its own for `user` (the sandbox
+    /// ends with the command): what the command line's `warren exec` and
+    /// `warren users import/export` use when no server holds the user's
+    /// sandbox. Call from an async worker thread (see the module comment).
+    fn exec_once<'a>(
+        &'a self,
+        user: &'a UserId,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> BoxFuture<'a, Result<ExecChild, BackendError>> {
+        Box::pin(async move {
+            let req = Request {
+                user: user.as_str().to_string(),
+                argv: cmd.argv,
+                env: cmd.env,
+                limits: self.limits,
+                require_limits: self.require_limits,
+                tmp_size_mib: 256,
+                ..Default::default()
+            };
+            let settings = self.settings.clone();
+            let rel = cmd.cwd;
+            let mut spec = tokio::task::spawn_blocking(move || prepare(&settings, &req))
+                .await
+                .map_err(|e| err("prepare sandbox", e))?
+                .map_err(|e| err("prepare sandbox", e))?;
+            if let Some(rel) = rel {
+                spec.cwd = spec.cwd.join(rel);
+            }
+            let launched =
+                launch::start(&self.shim, &spec, stdio.stdin, stdio.stdout, stdio.stderr)
+                    .map_err(|e| err("start warren-shim", e))?;
+            Ok(shim_command(
+                launched.child,
+                Reader::new(launched.report),
+                None,
+                None,
+            ))
+        })
+    }
+
     fn start_sandbox<'a>(
         &'a self,
         user: &'a UserId,
@@ -155,6 +219,7 @@ impl Backend for SandboxBackend {
             let ReadyInfo {
                 init_pid,
                 cgroup,
+                applied,
                 reader,
             } = match ready {
                 Ok(Ok(Ok(r))) => r,
@@ -178,6 +243,7 @@ impl Backend for SandboxBackend {
                 },
                 shim,
                 reader: Mutex::new(Some(reader)),
+                applied,
             }) as Arc<dyn Sandbox>)
         })
     }
@@ -188,22 +254,38 @@ impl Backend for SandboxBackend {
 struct ReadyInfo {
     init_pid: i32,
     cgroup: Option<String>,
+    applied: AppliedLimits,
     reader: Reader<File>,
 }
 
 /// Reads the held sandbox's events until PID 1 says it is ready.
 fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
     let (mut init, mut cgroup, mut ready) = (None, None, false);
+    let mut applied = AppliedLimits {
+        limits: Limits {
+            memory_bytes: None,
+            cpu: None,
+            pids: None,
+        },
+        ..Default::default()
+    };
     while !(ready && init.is_some()) {
         match reader.next_event() {
             Some(Event::Started { init_pid }) => init = init.or(Some(init_pid)),
-            Some(Event::Limited { cgroup: id, .. }) => cgroup = Some(id),
+            Some(Event::Limited {
+                cgroup: id, limits, ..
+            }) => {
+                cgroup = Some(id);
+                applied.limits = limits;
+            }
             Some(Event::Unlimited { missing, reasons }) => {
                 tracing::warn!(
                     "sandbox without the {} limit(s): {}",
                     missing.join(", "),
                     reasons.join("; ")
-                )
+                );
+                applied.missing = missing;
+                applied.reasons = reasons;
             }
             Some(Event::Ready) => ready = true,
             Some(Event::Failed(e)) => return Err(err("start sandbox", with_hint(&e))),
@@ -219,6 +301,7 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
     Ok(ReadyInfo {
         init_pid: init.unwrap_or_default(),
         cgroup,
+        applied,
         reader,
     })
 }
@@ -231,11 +314,95 @@ struct UserSandbox {
     target: JoinTarget,
     shim: Arc<Mutex<Child>>,
     reader: Mutex<Option<Reader<File>>>,
+    applied: AppliedLimits,
 }
 
 impl Sandbox for UserSandbox {
     fn tier(&self) -> &str {
         "namespaces"
+    }
+
+    fn limits(&self) -> AppliedLimits {
+        self.applied.clone()
+    }
+
+    fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {
+        let id = self.target.cgroup.as_deref()?;
+        Cgroups::probe(&Roots::default())
+            .ok()?
+            .open(id)
+            .ok()?
+            .usage()
+            .ok()
+    }
+
+    fn exec(
+        &self,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> BoxFuture<'_, Result<ExecChild, BackendError>> {
+        Box::pin(async move {
+            let mut spec = self.template.clone();
+            spec.tty = None;
+            spec.argv = cmd.argv;
+            for (k, v) in cmd.env {
+                spec.env.retain(|(ek, _)| *ek != k);
+                spec.env.push((k, v));
+            }
+            if let Some(rel) = cmd.cwd {
+                spec.cwd = spec.cwd.join(rel);
+            }
+            let launched = launch::start_as(
+                &self.shim_path,
+                &spec,
+                &Mode::Join(self.target.clone()),
+                stdio.stdin,
+                stdio.stdout,
+                stdio.stderr,
+            )
+            .map_err(|e| err("start warren-shim join", e))?;
+            let mut child = launched.child;
+            // The command's host pid (its process group) comes first; a
+            // failed join says why instead.
+            let mut reader = Reader::new(launched.report);
+            let first = tokio::time::timeout(
+                START_TIMEOUT,
+                tokio::task::spawn_blocking(move || {
+                    let first = loop {
+                        match reader.next_event() {
+                            Some(e @ (Event::Started { .. } | Event::Failed(_))) => break Some(e),
+                            Some(_) => continue,
+                            None => break None,
+                        }
+                    };
+                    (first, reader)
+                }),
+            )
+            .await;
+            match first {
+                Ok(Ok((Some(Event::Started { init_pid }), reader))) => Ok(shim_command(
+                    child,
+                    reader,
+                    Some(init_pid),
+                    self.target.cgroup.clone(),
+                )),
+                Ok(Ok((Some(Event::Failed(f)), _))) => {
+                    let _ = child.wait();
+                    Err(err("exec", with_hint(&f)))
+                }
+                other => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(err(
+                        "exec",
+                        match other {
+                            Err(_) => "timed out joining the sandbox".to_string(),
+                            _ => "the shim ended before the command started".to_string(),
+                        },
+                    ))
+                }
+            }
+        })
     }
 
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>> {
@@ -425,6 +592,82 @@ impl TerminalProcess for JoinedShell {
                 let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGHUP);
             }
             self.hung_up = Some(std::time::Instant::now());
+        }
+    }
+}
+
+/// A command run by a shim (`join` into a held sandbox, or a one-shot
+/// `create`) with plain pipes.
+struct ShimCommand {
+    child: Mutex<Child>,
+    report: Option<Reader<File>>,
+    /// Joined: the command's host pid, which is also its process group.
+    command_pid: Option<i32>,
+    /// Joined: the sandbox's cgroup, whose OOM counter says "memory limit".
+    cgroup: Option<String>,
+    oom_before: u64,
+    exit: Option<ProcessExit>,
+}
+
+impl TerminalProcess for ShimCommand {
+    fn wait(&mut self) -> BoxFuture<'_, ProcessExit> {
+        Box::pin(async move {
+            if let Some(exit) = self.exit {
+                return exit;
+            }
+            let status = wait_child(&self.child).await;
+            let events = match self.report.take() {
+                Some(mut r) => tokio::task::spawn_blocking(move || {
+                    std::iter::from_fn(|| r.next_event()).collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let mut out = ProcessExit::default();
+            match events.iter().find_map(|e| match e {
+                Event::Exited { exit } => Some(*exit),
+                _ => None,
+            }) {
+                Some(Exit::Code(c)) => out.code = Some(c),
+                Some(Exit::Signal(s)) => out.signal = Some(s),
+                None => {
+                    out.code = status.and_then(|s| s.code());
+                    out.signal =
+                        status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+                }
+            }
+            // One-shot: the shim reads the cgroup's counters at the end.
+            // Joined: the sandbox lives on; compare its OOM counter.
+            let hit = events.iter().any(|e| match e {
+                Event::LimitsHit { events, .. } => events.oom_killed(),
+                _ => false,
+            });
+            out.memory_limit = hit
+                || (out.signal == Some(9)
+                    && self.cgroup.is_some()
+                    && oom_kills(self.cgroup.as_deref()) > self.oom_before);
+            self.exit = Some(out);
+            out
+        })
+    }
+
+    fn kill(&mut self) {
+        match self.command_pid {
+            // The command's group; its shim then reports the exit.
+            Some(pid) => {
+                // Before its setpgid the command is not yet a group leader.
+                if killpg(Pid::from_raw(pid), Signal::SIGKILL).is_err() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            // One-shot: PID 1 and everything in the sandbox die with the
+            // shim (parent-death signal).
+            None => {
+                if let Ok(mut c) = self.child.lock() {
+                    let _ = c.kill();
+                }
+            }
         }
     }
 }

@@ -18,7 +18,7 @@
 //!   comes back to a finished terminal learns why it ended.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, OwnedMutexGuard};
@@ -102,11 +102,22 @@ pub enum Attachment {
     Ended(ExitInfo),
 }
 
+/// What the registry tells whoever watches it (audit log, metrics).
+pub trait SessionObserver: Send + Sync + 'static {
+    /// A sandbox started for `user`, taking `took`.
+    fn sandbox_started(&self, _user: &UserId, _took: Duration) {}
+    /// A terminal opened (`took`: sandbox start, if any, plus the shell).
+    fn terminal_opened(&self, _user: &UserId, _id: &str, _took: Duration) {}
+    fn terminal_ended(&self, _user: &UserId, _id: &str, _info: &ExitInfo) {}
+}
+
 struct UserEntry {
     /// Held while this user's sandbox is started, a terminal is opened in
     /// it, or it is stopped.
     start_lock: Arc<tokio::sync::Mutex<()>>,
     sandbox: Option<Arc<dyn Sandbox>>,
+    /// Leases (commands run through the API) keeping the sandbox busy.
+    leases: usize,
     terminals: HashMap<String, Arc<Terminal>>,
     /// Since when the user has had no terminal.
     idle_since: Instant,
@@ -118,6 +129,7 @@ impl UserEntry {
         UserEntry {
             start_lock: Arc::new(tokio::sync::Mutex::new(())),
             sandbox: None,
+            leases: 0,
             terminals: HashMap::new(),
             idle_since: Instant::now(),
             ended: VecDeque::new(),
@@ -126,6 +138,7 @@ impl UserEntry {
 
     fn unused(&self) -> bool {
         self.sandbox.is_none()
+            && self.leases == 0
             && self.terminals.is_empty()
             && self.ended.is_empty()
             && Arc::strong_count(&self.start_lock) == 1
@@ -148,6 +161,54 @@ pub struct Registry {
     shutting_down: watch::Sender<bool>,
     /// Number of terminals whose driver is still running.
     live: watch::Sender<usize>,
+    observer: OnceLock<Arc<dyn SessionObserver>>,
+}
+
+/// A user's running sandbox, kept from the idle timeout until dropped.
+pub struct Lease {
+    registry: Arc<Registry>,
+    user: UserId,
+    sandbox: Arc<dyn Sandbox>,
+}
+
+impl Lease {
+    pub fn sandbox(&self) -> &Arc<dyn Sandbox> {
+        &self.sandbox
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut inner = self.registry.inner();
+        if let Some(entry) = inner.users.get_mut(&self.user) {
+            entry.leases = entry.leases.saturating_sub(1);
+            if entry.leases == 0 && entry.terminals.is_empty() {
+                entry.idle_since = Instant::now();
+            }
+        }
+    }
+}
+
+/// One terminal, as the management API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TerminalInfo {
+    pub id: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub viewers: usize,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// A user's sessions, as the management API shows them.
+#[derive(Clone)]
+pub struct UserSessions {
+    pub sandbox: Option<Arc<dyn Sandbox>>,
+    /// The sandbox is being started or stopped.
+    pub busy: bool,
+    pub terminals: Vec<TerminalInfo>,
+    /// Commands (exec, import, export) running now.
+    pub running_commands: usize,
 }
 
 /// A new terminal id: 96 random bits, hex.
@@ -172,6 +233,7 @@ impl Registry {
             inner: Mutex::new(Inner::default()),
             shutting_down: watch::channel(false).0,
             live: watch::channel(0).0,
+            observer: OnceLock::new(),
         });
         tokio::spawn(reaper(Arc::downgrade(&registry), limits));
         registry
@@ -179,6 +241,194 @@ impl Registry {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The backend sandboxes come from.
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
+    }
+
+    /// Sets who is told about sessions (once; later calls are ignored).
+    pub fn set_observer(&self, observer: Arc<dyn SessionObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observe(&self, f: impl FnOnce(&dyn SessionObserver)) {
+        if let Some(o) = self.observer.get() {
+            f(o.as_ref());
+        }
+    }
+
+    /// Users the registry holds anything for.
+    pub fn users(&self) -> Vec<UserId> {
+        self.inner().users.keys().cloned().collect()
+    }
+
+    /// What `user` has running.
+    pub fn sessions_of(&self, user: &UserId) -> UserSessions {
+        let inner = self.inner();
+        let Some(entry) = inner.users.get(user) else {
+            return UserSessions {
+                sandbox: None,
+                busy: false,
+                terminals: Vec::new(),
+                running_commands: 0,
+            };
+        };
+        let mut terminals: Vec<TerminalInfo> = entry
+            .terminals
+            .values()
+            .map(|t| {
+                let size = t.size();
+                TerminalInfo {
+                    id: t.id().to_string(),
+                    created_at: t
+                        .created_at()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                    viewers: t.viewer_count(),
+                    cols: size.cols,
+                    rows: size.rows,
+                }
+            })
+            .collect();
+        terminals.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let sessions = UserSessions {
+            sandbox: entry.sandbox.clone(),
+            busy: entry.start_lock.try_lock().is_err(),
+            terminals,
+            running_commands: entry.leases,
+        };
+        sessions
+    }
+
+    /// Closes one of `user`'s terminals (its viewers get reason `closed`).
+    pub fn close_terminal(&self, user: &UserId, id: &str) -> Result<(), SessionError> {
+        if !valid_terminal_id(id) {
+            return Err(SessionError::NotFound);
+        }
+        let terminal = self
+            .inner()
+            .users
+            .get(user)
+            .and_then(|e| e.terminals.get(id).cloned())
+            .ok_or(SessionError::NotFound)?;
+        terminal.kill(ExitReason::Closed);
+        Ok(())
+    }
+
+    /// `user`'s sandbox, started if needed, kept from the idle timeout
+    /// while the lease lives (for commands run through the API).
+    pub async fn lease(self: &Arc<Self>, user: &UserId) -> Result<Lease, SessionError> {
+        let (sandbox, _lock) = self.ensure_sandbox(user, false).await?;
+        let mut inner = self.inner();
+        let entry = inner
+            .users
+            .entry(user.clone())
+            .or_insert_with(UserEntry::new);
+        entry.leases += 1;
+        Ok(Lease {
+            registry: Arc::clone(self),
+            user: user.clone(),
+            sandbox,
+        })
+    }
+
+    /// Ends everything `user` has (terminals get reason `closed`, the
+    /// sandbox is stopped) and returns their start lock: until it is
+    /// dropped nothing new starts for them (delete holds it while it
+    /// removes the tenant).
+    pub async fn stop_user(&self, user: &UserId, limit: Duration) -> OwnedMutexGuard<()> {
+        let start_lock = Arc::clone(
+            &self
+                .inner()
+                .users
+                .entry(user.clone())
+                .or_insert_with(UserEntry::new)
+                .start_lock,
+        );
+        let guard = start_lock.lock_owned().await;
+        let terminals = self.terminals_of(user);
+        for t in &terminals {
+            t.kill(ExitReason::Closed);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.terminals_of(user).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sandbox = {
+            let mut inner = self.inner();
+            let Inner { users, sandboxes } = &mut *inner;
+            let taken = users.get_mut(user).and_then(|e| e.sandbox.take());
+            if taken.is_some() {
+                *sandboxes = sandboxes.saturating_sub(1);
+            }
+            taken
+        };
+        if let Some(sandbox) = sandbox {
+            tracing::info!(%user, "stopping sandbox (asked through the API)");
+            if tokio::time::timeout_at(deadline, sandbox.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!(%user, "sandbox did not stop within {limit:?}");
+            }
+        }
+        guard
+    }
+
+    /// Takes `user`'s start lock and returns their sandbox, starting it
+    /// (capacity permitting) when they have none.
+    async fn ensure_sandbox(
+        self: &Arc<Self>,
+        user: &UserId,
+        for_terminal: bool,
+    ) -> Result<(Arc<dyn Sandbox>, OwnedMutexGuard<()>), SessionError> {
+        if self.is_shutting_down() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let start_lock = Arc::clone(
+            &self
+                .inner()
+                .users
+                .entry(user.clone())
+                .or_insert_with(UserEntry::new)
+                .start_lock,
+        );
+        let one_at_a_time = start_lock.lock_owned().await;
+        if self.is_shutting_down() {
+            return Err(SessionError::ShuttingDown);
+        }
+        let (existing, evicted) = self.reserve(user, for_terminal)?;
+        let sandbox = match existing {
+            Some(sandbox) => sandbox,
+            None => {
+                if let Some((sandbox, _their_lock)) = evicted {
+                    sandbox.stop().await;
+                }
+                let started = Instant::now();
+                match self.backend.start_sandbox(user).await {
+                    Ok(sandbox) => {
+                        let mut inner = self.inner();
+                        let entry = inner
+                            .users
+                            .entry(user.clone())
+                            .or_insert_with(UserEntry::new);
+                        entry.sandbox = Some(Arc::clone(&sandbox));
+                        entry.idle_since = Instant::now();
+                        drop(inner);
+                        self.observe(|o| o.sandbox_started(user, started.elapsed()));
+                        sandbox
+                    }
+                    Err(e) => {
+                        self.inner().sandboxes -= 1;
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        Ok((sandbox, one_at_a_time))
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -210,48 +460,8 @@ impl Registry {
         user: &UserId,
         size: WinSize,
     ) -> Result<Viewer, SessionError> {
-        if self.is_shutting_down() {
-            return Err(SessionError::ShuttingDown);
-        }
-        let start_lock = Arc::clone(
-            &self
-                .inner()
-                .users
-                .entry(user.clone())
-                .or_insert_with(UserEntry::new)
-                .start_lock,
-        );
-        let _one_at_a_time = start_lock.lock().await;
-        if self.is_shutting_down() {
-            return Err(SessionError::ShuttingDown);
-        }
-
-        let (existing, evicted) = self.reserve(user)?;
-        let sandbox = match existing {
-            Some(sandbox) => sandbox,
-            None => {
-                if let Some((sandbox, _their_lock)) = evicted {
-                    sandbox.stop().await;
-                }
-                match self.backend.start_sandbox(user).await {
-                    Ok(sandbox) => {
-                        let mut inner = self.inner();
-                        let entry = inner
-                            .users
-                            .entry(user.clone())
-                            .or_insert_with(UserEntry::new);
-                        entry.sandbox = Some(Arc::clone(&sandbox));
-                        entry.idle_since = Instant::now();
-                        sandbox
-                    }
-                    Err(e) => {
-                        self.inner().sandboxes -= 1;
-                        return Err(e.into());
-                    }
-                }
-            }
-        };
-
+        let began = Instant::now();
+        let (sandbox, _one_at_a_time) = self.ensure_sandbox(user, true).await?;
         let spawned = sandbox.open_terminal(size).await?;
         let id = new_terminal_id();
         let (terminal, driver) = Terminal::start(
@@ -272,6 +482,7 @@ impl Registry {
             entry.terminals.insert(id.clone(), Arc::clone(&terminal));
         }
         self.live.send_modify(|n| *n += 1);
+        self.observe(|o| o.terminal_opened(user, &id, began.elapsed()));
         let registry = Arc::clone(self);
         let user = user.clone();
         tokio::spawn(async move {
@@ -288,6 +499,7 @@ impl Registry {
     fn reserve(
         &self,
         user: &UserId,
+        for_terminal: bool,
     ) -> Result<
         (
             Option<Arc<dyn Sandbox>>,
@@ -299,7 +511,7 @@ impl Registry {
         let Inner { users, sandboxes } = &mut *inner;
         let entry = users.entry(user.clone()).or_insert_with(UserEntry::new);
         let max_terms = self.limits.max_terminals_per_user;
-        if entry.terminals.len() >= max_terms {
+        if for_terminal && entry.terminals.len() >= max_terms {
             return Err(SessionError::Capacity(format!(
                 "you have {} terminals open, the most allowed per user; close one first",
                 entry.terminals.len()
@@ -365,6 +577,7 @@ impl Registry {
             }
         }
         tracing::info!(%user, terminal = id, reason = info.reason.as_str(), code = ?info.code, signal = ?info.signal, "terminal ended");
+        self.observe(|o| o.terminal_ended(user, id, &info));
         self.live.send_modify(|n| *n = n.saturating_sub(1));
     }
 
@@ -385,6 +598,7 @@ impl Registry {
                     }
                 }
                 if entry.terminals.is_empty()
+                    && entry.leases == 0
                     && entry.sandbox.is_some()
                     && now.saturating_duration_since(entry.idle_since) >= self.limits.idle_timeout
                 {
@@ -473,7 +687,9 @@ fn evict_idle(
 ) -> Option<(Arc<dyn Sandbox>, OwnedMutexGuard<()>)> {
     let mut candidates: Vec<(&UserId, Instant)> = users
         .iter()
-        .filter(|(u, e)| *u != except && e.sandbox.is_some() && e.terminals.is_empty())
+        .filter(|(u, e)| {
+            *u != except && e.sandbox.is_some() && e.terminals.is_empty() && e.leases == 0
+        })
         .map(|(u, e)| (u, e.idle_since))
         .collect();
     candidates.sort_by_key(|(_, since)| *since);

@@ -68,6 +68,7 @@ pub struct Terminal {
     shared: Mutex<Shared>,
     kill: watch::Sender<Option<ExitReason>>,
     next_viewer: AtomicU64,
+    created_at: std::time::SystemTime,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -113,6 +114,7 @@ impl Terminal {
             }),
             kill,
             next_viewer: AtomicU64::new(0),
+            created_at: std::time::SystemTime::now(),
         });
         let driver = Arc::clone(&terminal).drive(spawned.process, kill_rx);
         Ok((terminal, driver))
@@ -128,6 +130,15 @@ impl Terminal {
 
     pub fn tier(&self) -> &str {
         &self.tier
+    }
+
+    pub fn created_at(&self) -> std::time::SystemTime {
+        self.created_at
+    }
+
+    /// The terminal's current size.
+    pub fn size(&self) -> WinSize {
+        self.shared().size
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {

@@ -39,6 +39,8 @@ pub struct Options {
     pub allowed_origins: Vec<String>,
     pub backend: Arc<dyn Backend>,
     pub shutdown_timeout: Duration,
+    /// The management API (`/api`, `/metrics`).
+    pub management: Option<warren::serve::Management>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             allowed_origins: Vec::new(),
             backend: Arc::new(EchoBackend::new()),
             shutdown_timeout: Duration::from_secs(5),
+            management: None,
         }
     }
 }
@@ -78,6 +81,7 @@ impl TestServer {
             allowed_origins: opts.allowed_origins,
             limits: opts.limits,
             shutdown_timeout: opts.shutdown_timeout,
+            management: opts.management,
         };
         let server = Server::bind(config, opts.backend).await.expect("bind");
         let addr = server.local_addr();
@@ -496,5 +500,119 @@ pub async fn sandbox_server(d: &Dirs) -> TestServer {
         backend: Arc::new(backend),
         ..Default::default()
     })
+    .await
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
+
+/// The management API settings for a server over `d`.
+pub fn management(d: &Dirs) -> warren::serve::Management {
+    warren::serve::Management {
+        settings: d.settings.clone(),
+        defaults: warren_runtime::cgroups::Limits::default(),
+        admin_token: ADMIN_TOKEN.into(),
+        admin_token_file: None,
+    }
+}
+
+/// A real-sandbox server with the management API.
+pub async fn api_server(d: &Dirs) -> TestServer {
+    let limits = warren_runtime::cgroups::Limits::default();
+    let backend = SandboxBackend::new(d.settings.clone(), limits, false).with_shim(shim());
+    TestServer::with(Options {
+        backend: Arc::new(backend),
+        management: Some(management(d)),
+        ..Default::default()
+    })
+    .await
+}
+
+/// An HTTP response with a binary body.
+pub struct ApiResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A blocking HTTP call (ureq) run off the async threads. `token`: the
+/// Bearer token, if any.
+pub async fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> ApiResponse {
+    let url = format!("http://{addr}{path}");
+    let method = method.to_string();
+    let token = token.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let mut req = ureq::http::Request::builder()
+            .method(method.as_str())
+            .uri(&url);
+        if let Some(t) = &token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => {
+                let req = req.header("content-type", "application/json").body(b).unwrap();
+                agent.run(req)
+            }
+            None => agent.run(req.body(()).unwrap()),
+        }
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = res.status().as_u16();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = res
+            .into_body()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap_or_default();
+        ApiResponse {
+            status,
+            content_type,
+            body,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// `api` with the admin token and a JSON body.
+pub async fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> ApiResponse {
+    api(
+        addr,
+        method,
+        path,
+        Some(ADMIN_TOKEN),
+        body.map(|b| serde_json::to_vec(&b).unwrap()),
+    )
     .await
 }
