@@ -5,6 +5,7 @@
 //! module, and `unsafe` lives only in [`sys`].
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod archive;
 pub mod caps;
 pub mod cgroups;
 pub mod host;

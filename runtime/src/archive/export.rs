@@ -1,0 +1,293 @@
+//! Writing a directory as tar.gz: walked by directory fds, never following
+//! a symlink, and holding only what `extract` accepts, so an export can
+//! always be imported again.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+use tar::{EntryType, Header};
+
+use super::rules::{check_symlink_target, MAX_DEPTH, MAX_PATH_BYTES};
+use super::{ArchiveError, Limits, Summary};
+
+/// What [`export`] wrote, and what it left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exported {
+    pub summary: Summary,
+    pub skipped: Vec<Skipped>,
+}
+
+/// An entry left out of an export, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Writes the contents of `dir` (not `dir` itself: paths are relative,
+/// without a leading `./`) to `out` as tar.gz.
+///
+/// Symlinks are stored as symlinks, never followed; files with several
+/// links as one file and hard links to it. Modes keep the permission bits
+/// (setuid, setgid and sticky are dropped), owners are stored as 0.
+/// Left out, and listed in [`Exported::skipped`]: sockets, fifos and
+/// device nodes, symlinks pointing outside `dir`, names too long or too
+/// deep, and what cannot be read. Going over `limits` is an error (the
+/// archive written so far is incomplete): an export is importable under
+/// the same limits.
+pub fn export<W: Write>(dir: &Path, out: W, limits: &Limits) -> Result<Exported, ArchiveError> {
+    let shown = dir.display().to_string();
+    let root = rfs::openat(
+        CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ArchiveError::io("open", shown.clone(), e.into()))?;
+    let mut walk = Walk {
+        tar: tar::Builder::new(GzEncoder::new(out, Compression::new(6))),
+        limits: *limits,
+        seen: 0,
+        exported: Exported::default(),
+        links: HashMap::new(),
+    };
+    walk.dir(root.as_fd(), &[], 0)?;
+    let write_err = |e| ArchiveError::io("write", "the archive", e);
+    walk.tar
+        .into_inner()
+        .and_then(GzEncoder::finish)
+        .map_err(write_err)?;
+    Ok(walk.exported)
+}
+
+struct Walk<W: Write> {
+    tar: tar::Builder<GzEncoder<W>>,
+    limits: Limits,
+    /// Entries met, exported or not (bounds the walk).
+    seen: u64,
+    exported: Exported,
+    /// (dev, inode) of files with several links → the path exported first.
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+fn shown(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+fn header(kind: EntryType, st: &Stat, size: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(st.st_mode & 0o777);
+    h.set_mtime(st.st_mtime.max(0) as u64);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    h
+}
+
+impl<W: Write> Walk<W> {
+    fn skip(&mut self, path: &[u8], reason: impl Into<String>) {
+        self.exported.skipped.push(Skipped {
+            path: shown(path),
+            reason: reason.into(),
+        });
+    }
+
+    fn write_err(path: &[u8], e: io::Error) -> ArchiveError {
+        ArchiveError::io("write the archive at", shown(path), e)
+    }
+
+    /// Exports the entries of the directory `fd`, whose path is `prefix`
+    /// and which is `depth` levels below the root.
+    fn dir(&mut self, fd: BorrowedFd<'_>, prefix: &[u8], depth: usize) -> Result<(), ArchiveError> {
+        let mut names = Vec::new();
+        let mut listing =
+            Dir::read_from(fd).map_err(|e| ArchiveError::io("list", shown(prefix), e.into()))?;
+        while let Some(entry) = listing.read() {
+            let entry = entry.map_err(|e| ArchiveError::io("list", shown(prefix), e.into()))?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name.to_vec());
+            }
+        }
+        drop(listing);
+        names.sort();
+        for name in names {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                [prefix, b"/", &name].concat()
+            };
+            self.seen += 1;
+            if self.seen > self.limits.max_entries {
+                return Err(ArchiveError::TooManyEntries {
+                    limit: self.limits.max_entries,
+                });
+            }
+            if path.len() > MAX_PATH_BYTES {
+                self.skip(&path, format!("path longer than {MAX_PATH_BYTES} bytes"));
+                continue;
+            }
+            let st = match rfs::statat(fd, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue, // gone meanwhile
+                Err(e) => {
+                    self.skip(&path, format!("cannot stat: {e}"));
+                    continue;
+                }
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => self.subdir(fd, &name, &path, depth)?,
+                FileType::RegularFile => self.file(fd, &name, &path)?,
+                FileType::Symlink => self.symlink(fd, &name, &path, &st, depth)?,
+                _ => self.skip(&path, "sockets, fifos and device nodes are not exported"),
+            }
+        }
+        Ok(())
+    }
+
+    fn subdir(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+        depth: usize,
+    ) -> Result<(), ArchiveError> {
+        if depth + 1 > MAX_DEPTH {
+            self.skip(path, format!("nested deeper than {MAX_DEPTH} levels"));
+            return Ok(());
+        }
+        let fd = match rfs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => {
+                self.skip(path, format!("cannot open: {e}"));
+                return Ok(());
+            }
+        };
+        // The directory as opened, not as first seen.
+        let st = rfs::fstat(&fd).map_err(|e| ArchiveError::io("stat", shown(path), e.into()))?;
+        let mut h = header(EntryType::Directory, &st, 0);
+        self.tar
+            .append_data(&mut h, OsStr::from_bytes(path), io::empty())
+            .map_err(|e| Self::write_err(path, e))?;
+        self.exported.summary.entries += 1;
+        self.exported.summary.dirs += 1;
+        self.dir(fd.as_fd(), path, depth + 1)
+    }
+
+    fn file(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+    ) -> Result<(), ArchiveError> {
+        // O_NONBLOCK: should a fifo have replaced the file, open must not
+        // hang; the fstat below then refuses it.
+        let fd = match rfs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => {
+                self.skip(path, format!("cannot open: {e}"));
+                return Ok(());
+            }
+        };
+        let st = rfs::fstat(&fd).map_err(|e| ArchiveError::io("stat", shown(path), e.into()))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            self.skip(path, "changed while being exported");
+            return Ok(());
+        }
+        let os_path = OsStr::from_bytes(path);
+        let id = (st.st_dev, st.st_ino);
+        if st.st_nlink > 1 {
+            if let Some(first) = self.links.get(&id) {
+                let mut h = header(EntryType::Link, &st, 0);
+                self.tar
+                    .append_link(&mut h, os_path, OsStr::from_bytes(first))
+                    .map_err(|e| Self::write_err(path, e))?;
+                self.exported.summary.entries += 1;
+                self.exported.summary.hardlinks += 1;
+                return Ok(());
+            }
+        }
+        let size = st.st_size.max(0) as u64;
+        let summary = &mut self.exported.summary;
+        if size > self.limits.max_entry_bytes {
+            return Err(ArchiveError::EntryTooBig {
+                path: shown(path),
+                size,
+                limit: self.limits.max_entry_bytes,
+            });
+        }
+        if summary.bytes.saturating_add(size) > self.limits.max_bytes {
+            return Err(ArchiveError::TooManyBytes {
+                path: shown(path),
+                size,
+                limit: self.limits.max_bytes,
+            });
+        }
+        let mut h = header(EntryType::Regular, &st, size);
+        // Exactly `size` bytes, whatever the file does meanwhile: a file
+        // that shrinks is padded with zeros, one that grows is cut.
+        let data = File::from(fd).take(size).chain(io::repeat(0)).take(size);
+        self.tar
+            .append_data(&mut h, os_path, data)
+            .map_err(|e| Self::write_err(path, e))?;
+        summary.entries += 1;
+        summary.files += 1;
+        summary.bytes += size;
+        if st.st_nlink > 1 {
+            self.links.insert(id, path.to_vec());
+        }
+        Ok(())
+    }
+
+    fn symlink(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+        st: &Stat,
+        depth: usize,
+    ) -> Result<(), ArchiveError> {
+        let target = match rfs::readlinkat(parent, name, Vec::new()) {
+            Ok(t) => t.into_bytes(),
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => {
+                self.skip(path, format!("cannot read the link: {e}"));
+                return Ok(());
+            }
+        };
+        if let Err(rule) = check_symlink_target(&target, depth) {
+            self.skip(path, rule.to_string());
+            return Ok(());
+        }
+        let mut h = header(EntryType::Symlink, st, 0);
+        self.tar
+            .append_link(&mut h, OsStr::from_bytes(path), OsStr::from_bytes(&target))
+            .map_err(|e| Self::write_err(path, e))?;
+        self.exported.summary.entries += 1;
+        self.exported.summary.symlinks += 1;
+        Ok(())
+    }
+}
