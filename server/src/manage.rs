@@ -175,6 +175,8 @@ pub struct Manager {
     defaults: Limits,
     state: Mutex<State>,
     runner: Runner,
+    /// What one import may hold.
+    import_limits: warren_runtime::archive::Limits,
     /// Per-tenant lock so imports and deletes of one tenant never overlap.
     tenant_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -198,8 +200,20 @@ impl Manager {
             defaults,
             state: Mutex::new(state),
             runner,
+            import_limits: Default::default(),
             tenant_locks: Mutex::new(Default::default()),
         })
+    }
+
+    /// With other limits for imports than the defaults (1 GiB, 100 000
+    /// entries).
+    pub fn with_import_limits(mut self, limits: warren_runtime::archive::Limits) -> Manager {
+        self.import_limits = limits;
+        self
+    }
+
+    pub fn import_limits(&self) -> warren_runtime::archive::Limits {
+        self.import_limits
     }
 
     pub fn settings(&self) -> &Settings {
@@ -525,7 +539,12 @@ impl Manager {
 
     /// Runs a command with the caller's own stdio (the command line's
     /// `warren exec`): nothing is captured, the end is returned.
-    pub async fn exec_inherit(&self, actor: &str, id: &str, req: ExecRequest) -> Result<ExecEnd, ManageError> {
+    pub async fn exec_inherit(
+        &self,
+        actor: &str,
+        id: &str,
+        req: ExecRequest,
+    ) -> Result<ExecEnd, ManageError> {
         let (cmd, timeout) = Self::exec_command(&req)?;
         let stdio = ExecStdio {
             stdin: std::process::Stdio::inherit(),
@@ -536,7 +555,13 @@ impl Manager {
         let mut running = match self.start(id, cmd, stdio).await {
             Ok(r) => r,
             Err(e) => {
-                self.audit(actor, "exec", Some(id), "failed", serde_json::json!({"argv": req.argv, "error": e.to_string()}));
+                self.audit(
+                    actor,
+                    "exec",
+                    Some(id),
+                    "failed",
+                    serde_json::json!({"argv": req.argv, "error": e.to_string()}),
+                );
                 return Err(e);
             }
         };
@@ -733,8 +758,6 @@ impl Manager {
 pub const IMPORT_COMMAND: &str = "/opt/warren/bin/warren-import";
 pub const EXPORT_COMMAND: &str = "/opt/warren/bin/warren-export";
 
-/// Largest upload accepted by import (compressed bytes).
-pub const MAX_UPLOAD: u64 = 1 << 30;
 /// How long an import or export may run.
 pub const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -759,8 +782,10 @@ impl Manager {
         self: &Arc<Self>,
         actor: &str,
         id: &str,
-    ) -> Result<impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>>, ManageError>
-    {
+    ) -> Result<
+        impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>>,
+        ManageError,
+    > {
         let cmd = ExecCommand {
             argv: vec![EXPORT_COMMAND.into()],
             ..Default::default()
@@ -814,7 +839,9 @@ impl Manager {
                     }
                 }
             };
-            let completed = tokio::time::timeout(ARCHIVE_TIMEOUT, copy).await.unwrap_or(false);
+            let completed = tokio::time::timeout(ARCHIVE_TIMEOUT, copy)
+                .await
+                .unwrap_or(false);
             if !completed {
                 process.kill();
             }
@@ -860,7 +887,13 @@ impl Manager {
         let _one_at_a_time = lock.lock().await;
         let result = self.import_locked(id, upload).await;
         match &result {
-            Ok(s) => self.audit(actor, "import", Some(id), "ok", serde_json::to_value(s).unwrap_or_default()),
+            Ok(s) => self.audit(
+                actor,
+                "import",
+                Some(id),
+                "ok",
+                serde_json::to_value(s).unwrap_or_default(),
+            ),
             Err(e) => self.audit(
                 actor,
                 "import",
@@ -887,41 +920,60 @@ impl Manager {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| ManageError::Internal(format!("{}: {e}", dir.display())))?;
-        let mut file = tempfile::tempfile_in(&dir)
-            .map_err(|e| ManageError::Internal(format!("temporary file in {}: {e}", dir.display())))?;
+        let mut file = tempfile::tempfile_in(&dir).map_err(|e| {
+            ManageError::Internal(format!("temporary file in {}: {e}", dir.display()))
+        })?;
         let mut size = 0u64;
         while let Some(chunk) = upload.next().await {
-            let chunk = chunk.map_err(|e| ManageError::BadRequest(format!("reading the upload: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ManageError::BadRequest(format!("reading the upload: {e}")))?;
             size += chunk.len() as u64;
-            if size > MAX_UPLOAD {
+            let max = self.import_limits.max_archive_bytes();
+            if size > max {
                 return Err(ManageError::TooLarge(format!(
                     "the upload is larger than {} MiB",
-                    MAX_UPLOAD >> 20
+                    max >> 20
                 )));
             }
             file.write_all(&chunk)
                 .map_err(|e| ManageError::Internal(format!("spooling the upload: {e}")))?;
         }
         if size == 0 {
-            return Err(ManageError::BadRequest("empty upload: send a tar.gz as the request body".into()));
+            return Err(ManageError::BadRequest(
+                "empty upload: send a tar.gz as the request body".into(),
+            ));
         }
         file.rewind()
             .map_err(|e| ManageError::Internal(e.to_string()))?;
         let check = file
             .try_clone()
             .map_err(|e| ManageError::Internal(e.to_string()))?;
-        let limits = warren_runtime::archive::Limits::default();
+        let limits = self.import_limits;
         tokio::task::spawn_blocking(move || warren_runtime::archive::validate(check, &limits))
             .await
             .map_err(|e| ManageError::Internal(e.to_string()))?
-            .map_err(|e| match e {
-                e if e.is_too_large() => ManageError::TooLarge(format!("archive refused: {e}")),
-                e => ManageError::BadRequest(format!("archive refused: {e}")),
+            .map_err(|e| {
+                use warren_runtime::archive::ArchiveError as A;
+                match e {
+                    A::Io { .. } => ManageError::Internal(format!("checking the upload: {e}")),
+                    A::EntryTooBig { .. }
+                    | A::TooManyBytes { .. }
+                    | A::TooLarge { .. }
+                    | A::TooManyEntries { .. }
+                    | A::TooMuchMetadata { .. } => {
+                        ManageError::TooLarge(format!("archive refused: {e}"))
+                    }
+                    e => ManageError::BadRequest(format!("archive refused: {e}")),
+                }
             })?;
         file.rewind()
             .map_err(|e| ManageError::Internal(e.to_string()))?;
         let cmd = ExecCommand {
-            argv: vec![IMPORT_COMMAND.into()],
+            argv: vec![
+                IMPORT_COMMAND.into(),
+                format!("--max-bytes={}", limits.max_bytes),
+                format!("--max-entries={}", limits.max_entries),
+            ],
             ..Default::default()
         };
         let stdio = ExecStdio {
@@ -940,8 +992,10 @@ impl Manager {
                 r.stderr.trim()
             )));
         }
-        let s: warren_runtime::archive::Summary = serde_json::from_str(r.stdout.trim())
-            .map_err(|e| ManageError::Internal(format!("warren-import said {:?}: {e}", r.stdout)))?;
+        let s: warren_runtime::archive::Summary =
+            serde_json::from_str(r.stdout.trim()).map_err(|e| {
+                ManageError::Internal(format!("warren-import said {:?}: {e}", r.stdout))
+            })?;
         Ok(Imported {
             entries: s.entries,
             files: s.files,

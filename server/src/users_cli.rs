@@ -141,7 +141,10 @@ fn users_inner(args: UsersArgs) -> Result<i32, ManageError> {
             if json {
                 print_json(&users);
             } else {
-                println!("{:<24} {:<24} {:>11} {:>10}", "ID", "SLUG", "HOST UID", "LAST SEEN");
+                println!(
+                    "{:<24} {:<24} {:>11} {:>10}",
+                    "ID", "SLUG", "HOST UID", "LAST SEEN"
+                );
                 for u in users {
                     println!(
                         "{:<24} {:<24} {:>11} {:>10}",
@@ -219,14 +222,15 @@ fn users_inner(args: UsersArgs) -> Result<i32, ManageError> {
                 None => {
                     std::io::stdin()
                         .lock()
-                        .take(crate::manage::MAX_UPLOAD + 1)
+                        .take(m.import_limits().max_archive_bytes() + 1)
                         .read_to_end(&mut data)
                         .map_err(|e| ManageError::BadRequest(format!("stdin: {e}")))?;
                 }
             }
             let rt = runtime()?;
-            let upload =
-                futures_util::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from(data))]);
+            let upload = futures_util::stream::iter([Ok::<_, std::io::Error>(
+                axum::body::Bytes::from(data),
+            )]);
             print_json(&rt.block_on(m.import(&who, &user, upload))?);
         }
     }
@@ -249,9 +253,9 @@ pub fn exec(args: ExecArgs) -> i32 {
         let m = manager(&args.store, &args.limits)?;
         let mut env = std::collections::BTreeMap::new();
         for kv in &args.env {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| ManageError::BadRequest(format!("--env {kv:?}: expected KEY=VALUE")))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                ManageError::BadRequest(format!("--env {kv:?}: expected KEY=VALUE"))
+            })?;
             env.insert(k.to_string(), v.to_string());
         }
         let req = ExecRequest {
@@ -265,17 +269,17 @@ pub fn exec(args: ExecArgs) -> i32 {
         let end = rt.block_on(m.exec_inherit(&actor(), &args.user, req))?;
         Ok(match end.reason {
             EndReason::Timeout => {
-                eprintln!("warren: timed out after {:?}", Duration::from_secs_f64(args.timeout));
+                eprintln!(
+                    "warren: timed out after {:?}",
+                    Duration::from_secs_f64(args.timeout)
+                );
                 124
             }
             EndReason::MemoryLimit => {
                 eprintln!("warren: killed: memory limit reached");
                 warren_runtime::report::EXIT_MEMORY_LIMIT
             }
-            _ => end
-                .exit_code
-                .or(end.signal.map(|s| 128 + s))
-                .unwrap_or(1),
+            _ => end.exit_code.or(end.signal.map(|s| 128 + s)).unwrap_or(1),
         })
     };
     run().unwrap_or_else(fail)

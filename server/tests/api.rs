@@ -21,7 +21,13 @@ fn is_root_with_limits() -> bool {
 }
 
 async fn exec(server: &TestServer, user: &str, body: Value) -> Value {
-    let r = admin(server.addr, "POST", &format!("/api/users/{user}/exec"), Some(body.clone())).await;
+    let r = admin(
+        server.addr,
+        "POST",
+        &format!("/api/users/{user}/exec"),
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(r.status, 200, "exec {body}: {}", r.text());
     r.json()
 }
@@ -45,7 +51,12 @@ async fn auth_users_limits_and_errors() {
     let addr = server.addr;
     // No token, a wrong token, a user's own login: refused.
     assert_eq!(api(addr, "GET", "/api/users", None, None).await.status, 401);
-    assert_eq!(api(addr, "GET", "/api/users", Some("nope"), None).await.status, 401);
+    assert_eq!(
+        api(addr, "GET", "/api/users", Some("nope"), None)
+            .await
+            .status,
+        401
+    );
     let session = server.login("alice").await;
     let r = api(addr, "GET", "/api/users", Some(&session), None).await;
     assert_eq!(r.status, 403, "{}", r.text());
@@ -60,41 +71,80 @@ async fn auth_users_limits_and_errors() {
     let r = admin(addr, "POST", "/api/users", Some(json!({"id": "alice"}))).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["host_uid"], alice["host_uid"]);
-    for bad in [json!({"id": "../etc"}), json!({"id": "root"}), json!({"id": ""}), json!({"name": "x"})] {
+    for bad in [
+        json!({"id": "../etc"}),
+        json!({"id": "root"}),
+        json!({"id": ""}),
+        json!({"name": "x"}),
+    ] {
         let r = admin(addr, "POST", "/api/users", Some(bad.clone())).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
         assert!(r.json()["error"].is_string());
     }
-    let r = api(addr, "POST", "/api/users", Some(ADMIN_TOKEN), Some(b"{not json".to_vec())).await;
+    let r = api(
+        addr,
+        "POST",
+        "/api/users",
+        Some(ADMIN_TOKEN),
+        Some(b"{not json".to_vec()),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(!d.settings.workspace_root.join("etc").exists());
     let r = admin(addr, "GET", "/api/users", None).await;
-    let ids: Vec<&str> = r.json()["users"]
+    let users = r.json();
+    let ids: Vec<&str> = users["users"]
         .as_array()
         .unwrap()
         .iter()
         .map(|u| u["id"].as_str().unwrap())
-        .collect::<Vec<_>>()
-        .into_iter()
         .collect();
     assert_eq!(ids, vec!["alice"]);
-    assert_eq!(admin(addr, "GET", "/api/users/alice", None).await.json()["id"], "alice");
+    assert_eq!(
+        admin(addr, "GET", "/api/users/alice", None).await.json()["id"],
+        "alice"
+    );
     let r = admin(addr, "GET", "/api/users/nobody", None).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "no such user: nobody");
-    assert_eq!(admin(addr, "GET", "/api/users/nobody/stats", None).await.status, 404);
-    let r = admin(addr, "POST", "/api/users/nobody/exec", Some(json!({"argv": ["id"]}))).await;
+    assert_eq!(
+        admin(addr, "GET", "/api/users/nobody/stats", None)
+            .await
+            .status,
+        404
+    );
+    let r = admin(
+        addr,
+        "POST",
+        "/api/users/nobody/exec",
+        Some(json!({"argv": ["id"]})),
+    )
+    .await;
     assert_eq!(r.status, 404);
 
     // Limit overrides: validated, stored, shown.
-    let r = admin(addr, "PUT", "/api/users/alice/limits", Some(json!({"memory_bytes": 5}))).await;
+    let r = admin(
+        addr,
+        "PUT",
+        "/api/users/alice/limits",
+        Some(json!({"memory_bytes": 5})),
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.text());
-    let r = admin(addr, "PUT", "/api/users/alice/limits", Some(json!({"memory_bytes": 268435456, "pids": "none"}))).await;
+    let r = admin(
+        addr,
+        "PUT",
+        "/api/users/alice/limits",
+        Some(json!({"memory_bytes": 268435456, "pids": "none"})),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["limits"]["memory_bytes"], 268435456);
     assert_eq!(r.json()["limits"]["pids"], "none");
     assert_eq!(r.json()["limits"]["cpus"], "default");
-    let stats = admin(addr, "GET", "/api/users/alice/stats", None).await.json();
+    let stats = admin(addr, "GET", "/api/users/alice/stats", None)
+        .await
+        .json();
     assert_eq!(stats["sandbox"], "stopped");
     assert_eq!(stats["limits"]["memory_bytes"], 268435456);
     assert_eq!(stats["limits"]["pids"], Value::Null);
@@ -110,11 +160,17 @@ async fn auth_users_limits_and_errors() {
     ] {
         let r = admin(addr, "POST", "/api/users/alice/exec", Some(body.clone())).await;
         assert_eq!(r.status, 400, "{body}: {}", r.text());
-        assert!(r.json()["error"].as_str().unwrap().contains(why), "{body}: {}", r.text());
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(why),
+            "{body}: {}",
+            r.text()
+        );
     }
 
     // Failed auth is in the audit log.
-    let log = admin(addr, "GET", "/api/audit?action=auth.failed", None).await.json();
+    let log = admin(addr, "GET", "/api/audit?action=auth.failed", None)
+        .await
+        .json();
     assert!(log["entries"].as_array().unwrap().len() >= 3, "{log}");
 }
 
@@ -140,12 +196,26 @@ async fn exec_stats_terminals_and_metrics() {
     assert_eq!(r["stdout"], "/workspace/alice/sub/dir\n");
 
     // The timeout kills the command and says so.
-    let r = exec(&server, "alice", json!({"argv": ["sleep", "30"], "timeout_secs": 1})).await;
+    let r = exec(
+        &server,
+        "alice",
+        json!({"argv": ["sleep", "30"], "timeout_secs": 1}),
+    )
+    .await;
     assert_eq!(r["reason"], "timeout", "{r}");
     assert!(r["duration_ms"].as_u64().unwrap() < 10_000, "{r}");
     // A signal is told apart from an exit.
-    let r = exec(&server, "alice", json!({"argv": ["sh", "-c", "kill -TERM $$"]})).await;
-    assert_eq!((r["reason"].clone(), r["signal"].clone()), (json!("signal"), json!(15)), "{r}");
+    let r = exec(
+        &server,
+        "alice",
+        json!({"argv": ["sh", "-c", "kill -TERM $$"]}),
+    )
+    .await;
+    assert_eq!(
+        (r["reason"].clone(), r["signal"].clone()),
+        (json!("signal"), json!(15)),
+        "{r}"
+    );
 
     // Streaming: chunks as they come, then the end.
     let r = admin(
@@ -168,14 +238,21 @@ async fn exec_stats_terminals_and_metrics() {
         .map(|l| l["data"].as_str().unwrap())
         .collect();
     assert_eq!(out, "line1\nline2\nline3\n");
-    assert!(lines.iter().any(|l| l["stream"] == "stderr" && l["data"] == "e\n"));
+    assert!(lines
+        .iter()
+        .any(|l| l["stream"] == "stderr" && l["data"] == "e\n"));
     let end = lines.last().unwrap();
-    assert_eq!((end["exit_code"].clone(), end["reason"].clone()), (json!(4), json!("exit")));
+    assert_eq!(
+        (end["exit_code"].clone(), end["reason"].clone()),
+        (json!(4), json!("exit"))
+    );
 
     // Stats see the sandbox exec started, the files it made, the terminal.
     let mut term = server.open("alice").await;
     term.run("echo hello > ~/sub/f.txt; echo O''K", "OK").await;
-    let s = admin(addr, "GET", "/api/users/alice/stats", None).await.json();
+    let s = admin(addr, "GET", "/api/users/alice/stats", None)
+        .await
+        .json();
     assert_eq!(s["sandbox"], "running", "{s}");
     assert_eq!(s["tier"], "namespaces");
     assert_eq!(s["terminals"], 1);
@@ -191,16 +268,30 @@ async fn exec_stats_terminals_and_metrics() {
     }
 
     // Terminals: listed, and closed through the API.
-    let list = admin(addr, "GET", "/api/users/alice/terminals", None).await.json();
+    let list = admin(addr, "GET", "/api/users/alice/terminals", None)
+        .await
+        .json();
     let terms = list["terminals"].as_array().unwrap();
     assert_eq!(terms.len(), 1, "{list}");
     let id = terms[0]["id"].as_str().unwrap().to_string();
     assert_eq!(terms[0]["viewers"], 1);
-    let r = admin(addr, "DELETE", &format!("/api/users/alice/terminals/{id}"), None).await;
+    let r = admin(
+        addr,
+        "DELETE",
+        &format!("/api/users/alice/terminals/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 204, "{}", r.text());
     let exit = term.read_control("exit").await;
     assert_eq!(exit["reason"], "closed", "{exit}");
-    let r = admin(addr, "DELETE", &format!("/api/users/alice/terminals/{id}"), None).await;
+    let r = admin(
+        addr,
+        "DELETE",
+        &format!("/api/users/alice/terminals/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 404);
 
     // Metrics.
@@ -216,18 +307,29 @@ async fn exec_stats_terminals_and_metrics() {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
     if is_root_with_limits() {
-        assert!(text.contains("warren_tenant_memory_bytes{user=\"alice\"}"), "{text}");
+        assert!(
+            text.contains("warren_tenant_memory_bytes{user=\"alice\"}"),
+            "{text}"
+        );
     }
 
     // The audit log saw all of it.
-    let log = admin(addr, "GET", "/api/audit?user=alice", None).await.json();
+    let log = admin(addr, "GET", "/api/audit?user=alice", None)
+        .await
+        .json();
     let actions: Vec<&str> = log["entries"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    for a in ["user.create", "exec", "session.start", "terminal.close", "session.end"] {
+    for a in [
+        "user.create",
+        "exec",
+        "session.start",
+        "terminal.close",
+        "session.end",
+    ] {
         assert!(actions.contains(&a), "{a} missing from {actions:?}");
     }
 }
@@ -240,11 +342,28 @@ async fn exec_memory_kill_is_reported() {
     }
     let d = dirs();
     let server = api_server(&d).await;
-    admin(server.addr, "POST", "/api/users", Some(json!({"id": "hog"}))).await;
-    let r = admin(server.addr, "PUT", "/api/users/hog/limits", Some(json!({"memory_bytes": 67108864}))).await;
+    admin(
+        server.addr,
+        "POST",
+        "/api/users",
+        Some(json!({"id": "hog"})),
+    )
+    .await;
+    let r = admin(
+        server.addr,
+        "PUT",
+        "/api/users/hog/limits",
+        Some(json!({"memory_bytes": 67108864})),
+    )
+    .await;
     assert_eq!(r.status, 200);
     // tail keeps the last lines; /dev/zero has no line end, so it grows.
-    let r = exec(&server, "hog", json!({"argv": ["sh", "-c", "exec tail < /dev/zero"], "timeout_secs": 60})).await;
+    let r = exec(
+        &server,
+        "hog",
+        json!({"argv": ["sh", "-c", "exec tail < /dev/zero"], "timeout_secs": 60}),
+    )
+    .await;
     assert_eq!(r["reason"], "memory_limit", "{r}");
     assert_eq!(r["signal"], 9);
 }
@@ -274,7 +393,14 @@ fn tar_names(tgz: &[u8]) -> Vec<String> {
 }
 
 async fn import(server: &TestServer, user: &str, data: Vec<u8>) -> ApiResponse {
-    api(server.addr, "POST", &format!("/api/users/{user}/import"), Some(ADMIN_TOKEN), Some(data)).await
+    api(
+        server.addr,
+        "POST",
+        &format!("/api/users/{user}/import"),
+        Some(ADMIN_TOKEN),
+        Some(data),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,21 +420,38 @@ async fn export_import_hostile_archives_and_delete() {
     assert_eq!(r["exit_code"], 0, "{r}");
 
     // Export alice, import into bob.
-    let r = api(addr, "GET", "/api/users/alice/export", Some(ADMIN_TOKEN), None).await;
+    let r = api(
+        addr,
+        "GET",
+        "/api/users/alice/export",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type, "application/gzip");
     let names = tar_names(&r.body);
-    assert!(names.iter().any(|n| n.trim_end_matches('/') == "src/main.rs"), "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.trim_end_matches('/') == "src/main.rs"),
+        "{names:?}"
+    );
     assert!(names.iter().any(|n| n == "link"), "{names:?}");
     let r = import(&server, "bob", r.body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["files"].as_u64().unwrap() >= 1, "{}", r.text());
-    let r = exec(&server, "bob", json!({"argv": ["sh", "-c", "cat link; stat -c %U src/main.rs"]})).await;
+    let r = exec(
+        &server,
+        "bob",
+        json!({"argv": ["sh", "-c", "cat link; stat -c %U src/main.rs"]}),
+    )
+    .await;
     assert_eq!(r["stdout"], "fn main() {}\nbob\n", "{r}");
 
     // Every hostile archive is refused and writes nothing.
     let before = listing(&server, "bob").await;
-    for h in warren_runtime::archive::testing::hostile_set() {
+    for h in warren_runtime::archive::testing::hostile_set(&IMPORT_LIMITS) {
         let r = import(&server, "bob", h.archive.clone()).await;
         assert!(
             r.status == 400 || r.status == 413,
@@ -317,26 +460,71 @@ async fn export_import_hostile_archives_and_delete() {
             r.status,
             r.text()
         );
-        assert!(r.json()["error"].as_str().unwrap().contains("refused"), "{}: {}", h.name, r.text());
-        assert_eq!(listing(&server, "bob").await, before, "{} changed bob's home", h.name);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains("refused"),
+            "{}: {}",
+            h.name,
+            r.text()
+        );
+        assert_eq!(
+            listing(&server, "bob").await,
+            before,
+            "{} changed bob's home",
+            h.name
+        );
     }
     let r = import(&server, "bob", b"not an archive".to_vec()).await;
     assert_eq!(r.status, 400, "{}", r.text());
     let r = import(&server, "bob", Vec::new()).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(import(&server, "nobody", tar_gz(&[("a", b"a")])).await.status, 404);
-    let refused = admin(addr, "GET", "/api/audit?user=bob&action=import", None).await.json();
-    assert!(refused["entries"].as_array().unwrap().iter().any(|e| e["outcome"] == "refused"));
+    assert_eq!(
+        import(&server, "nobody", tar_gz(&[("a", b"a")]))
+            .await
+            .status,
+        404
+    );
+    let refused = admin(addr, "GET", "/api/audit?user=bob&action=import", None)
+        .await
+        .json();
+    assert!(refused["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["outcome"] == "refused"));
 
     // Two imports at once: both land whole.
     let a = tar_gz(&[("one/a.txt", &[b'a'; 100_000]), ("one/b.txt", b"b")]);
     let b = tar_gz(&[("two/c.txt", &[b'c'; 100_000]), ("two/d.txt", b"d")]);
     let (ra, rb) = tokio::join!(import(&server, "bob", a), import(&server, "bob", b));
-    assert_eq!((ra.status, rb.status), (200, 200), "{} / {}", ra.text(), rb.text());
-    let r = exec(&server, "bob", json!({"argv": ["sh", "-c", "wc -c one/a.txt two/c.txt one/b.txt two/d.txt | head -4"]})).await;
     assert_eq!(
-        r["stdout"].as_str().unwrap().split_whitespace().collect::<Vec<_>>(),
-        ["100000", "one/a.txt", "100000", "two/c.txt", "1", "one/b.txt", "1", "two/d.txt"],
+        (ra.status, rb.status),
+        (200, 200),
+        "{} / {}",
+        ra.text(),
+        rb.text()
+    );
+    let r = exec(
+        &server,
+        "bob",
+        json!({"argv": ["sh", "-c", "wc -c one/a.txt two/c.txt one/b.txt two/d.txt | head -4"]}),
+    )
+    .await;
+    assert_eq!(
+        r["stdout"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            "100000",
+            "one/a.txt",
+            "100000",
+            "two/c.txt",
+            "1",
+            "one/b.txt",
+            "1",
+            "two/d.txt"
+        ],
         "{r}"
     );
 
@@ -348,14 +536,21 @@ async fn export_import_hostile_archives_and_delete() {
     assert_eq!(r.json()["home_removed"], true);
     assert!(!home.exists());
     assert_eq!(admin(addr, "GET", "/api/users/bob", None).await.status, 404);
-    assert_eq!(admin(addr, "DELETE", "/api/users/bob", None).await.status, 404);
+    assert_eq!(
+        admin(addr, "DELETE", "/api/users/bob", None).await.status,
+        404
+    );
     // Without remove_home the home stays.
     let r = admin(addr, "DELETE", "/api/users/alice", None).await;
     assert_eq!(r.status, 200);
     assert!(d.settings.workspace_root.join("alice/src/main.rs").exists() || !is_root_with_limits());
-    let log = admin(addr, "GET", "/api/audit?action=delete", None).await.json();
+    let log = admin(addr, "GET", "/api/audit?action=delete", None)
+        .await
+        .json();
     assert_eq!(log["entries"].as_array().unwrap().len(), 2, "{log}");
-    let log = admin(addr, "GET", "/api/audit?action=export", None).await.json();
+    let log = admin(addr, "GET", "/api/audit?action=export", None)
+        .await
+        .json();
     assert_eq!(log["entries"][0]["outcome"], "ok", "{log}");
 }
 
@@ -369,7 +564,13 @@ async fn state_and_uids_survive_a_restart() {
             let r = admin(server.addr, "POST", "/api/users", Some(json!({"id": u}))).await;
             uids.push(r.json()["host_uid"].as_u64().unwrap());
         }
-        admin(server.addr, "PUT", "/api/users/dave/limits", Some(json!({"cpus": 1.5}))).await;
+        admin(
+            server.addr,
+            "PUT",
+            "/api/users/dave/limits",
+            Some(json!({"cpus": 1.5})),
+        )
+        .await;
         admin(server.addr, "DELETE", "/api/users/erin", None).await;
         let log = admin(server.addr, "GET", "/api/audit", None).await.json();
         let seq = log["entries"].as_array().unwrap().len();
@@ -381,9 +582,20 @@ async fn state_and_uids_survive_a_restart() {
         let r = admin(server.addr, "GET", &format!("/api/users/{u}"), None).await;
         assert_eq!(r.json()["host_uid"].as_u64().unwrap(), *uid, "{u}");
     }
-    assert_eq!(admin(server.addr, "GET", "/api/users/dave", None).await.json()["limits"]["cpus"], 1.5);
+    assert_eq!(
+        admin(server.addr, "GET", "/api/users/dave", None)
+            .await
+            .json()["limits"]["cpus"],
+        1.5
+    );
     // erin's uid stays retired: a new tenant gets a fresh one.
-    let r = admin(server.addr, "POST", "/api/users", Some(json!({"id": "frank"}))).await;
+    let r = admin(
+        server.addr,
+        "POST",
+        "/api/users",
+        Some(json!({"id": "frank"})),
+    )
+    .await;
     assert_eq!(r.json()["host_uid"].as_u64().unwrap(), uids[2] + 1);
     let log = admin(server.addr, "GET", "/api/audit", None).await.json();
     assert!(log["entries"].as_array().unwrap().len() > seq);

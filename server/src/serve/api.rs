@@ -83,7 +83,14 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(ApiError(rejection.status(), rejection.body_text())),
+            // Malformed and mistyped bodies alike are the client's error.
+            Err(rejection) => {
+                let status = match rejection.status() {
+                    StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                    other => other,
+                };
+                Err(ApiError(status, rejection.body_text()))
+            }
         }
     }
 }
@@ -364,4 +371,5 @@ async fn audit(State(app): State<AppState>, Query(p): Query<AuditParams>) -> Api
 }
 
 /// A stream of body chunks (an upload).
-pub type Chunks = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+pub type Chunks =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;

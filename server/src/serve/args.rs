@@ -74,6 +74,12 @@ pub struct ServeArgs {
     /// bytes) [default: <state dir>/admin-token, made on first start].
     #[arg(long, env = "WARREN_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Most bytes of file data one import may unpack.
+    #[arg(long, env = "WARREN_IMPORT_MAX_BYTES", default_value_t = warren_runtime::archive::Limits::default().max_bytes)]
+    pub import_max_bytes: u64,
+    /// Most entries one import may hold.
+    #[arg(long, env = "WARREN_IMPORT_MAX_ENTRIES", default_value_t = warren_runtime::archive::Limits::default().max_entries)]
+    pub import_max_entries: u64,
     #[command(flatten)]
     pub store: crate::cli::StoreArgs,
     #[command(flatten)]
@@ -195,6 +201,11 @@ impl ServeArgs {
             defaults: self.limits.limits(),
             admin_token,
             admin_token_file: Some(path),
+            import_limits: warren_runtime::archive::Limits {
+                max_bytes: self.import_max_bytes,
+                max_entries: self.import_max_entries,
+                max_entry_bytes: self.import_max_bytes,
+            },
         })
     }
 }

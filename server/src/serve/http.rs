@@ -30,10 +30,10 @@ use tokio::sync::watch;
 
 use super::assets;
 use super::auth::{clear_cookie, Auth, AuthError, AuthMode, Credentials};
+use super::metrics::Metrics;
 use super::origin::OriginPolicy;
 use super::protocol::{WinSize, SUBPROTOCOL};
 use super::relay::{self, Target};
-use super::metrics::Metrics;
 use super::sessions::Registry;
 use crate::manage::Manager;
 

@@ -57,7 +57,9 @@ impl Default for Metrics {
 
 fn spawn_histogram() -> Histogram {
     // 5 ms .. ~10 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 12))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 12,
+    ))
 }
 
 impl Metrics {
@@ -74,7 +76,11 @@ impl Metrics {
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
-            r.register("sandboxes", "Sandboxes running or starting", m.sandboxes.clone());
+            r.register(
+                "sandboxes",
+                "Sandboxes running or starting",
+                m.sandboxes.clone(),
+            );
             r.register("terminals", "Terminals open", m.terminals.clone());
             r.register(
                 "spawn_seconds",
@@ -135,7 +141,11 @@ impl Metrics {
         for user in users {
             let s = registry.sessions_of(&user);
             terminals += s.terminals.len();
-            if let Some(mem) = s.sandbox.and_then(|sb| sb.usage()).and_then(|u| u.memory_bytes) {
+            if let Some(mem) = s
+                .sandbox
+                .and_then(|sb| sb.usage())
+                .and_then(|u| u.memory_bytes)
+            {
                 self.tenant_memory
                     .get_or_create(&TenantLabel {
                         user: user.as_str().to_string(),

@@ -42,8 +42,8 @@ pub use auth::{Auth, AuthMode};
 pub use backend::{Backend, BackendError, ProcessExit, Sandbox, Spawned, TerminalProcess};
 pub use echo::EchoBackend;
 pub use http::{app, AppState};
-pub use sessions::{Limits, Registry};
 pub use metrics::Metrics;
+pub use sessions::{Limits, Registry};
 pub use user::UserId;
 
 /// Mints an HS256 token for `user`, valid for `ttl` (what
@@ -74,6 +74,8 @@ pub struct Management {
     pub admin_token: String,
     /// Where the token was read from (for the banner).
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// What one import may hold.
+    pub import_limits: warren_runtime::archive::Limits,
 }
 
 /// Tells the audit log and the metrics about sessions.
@@ -177,7 +179,8 @@ impl Server {
                     m.defaults,
                     crate::manage::Runner::Registry(Arc::clone(&registry)),
                 )
-                .map_err(|e| ServeError::Management(e.to_string()))?;
+                .map_err(|e| ServeError::Management(e.to_string()))?
+                .with_import_limits(m.import_limits);
                 let manager = Arc::new(manager);
                 registry.set_observer(Arc::new(SessionAudit {
                     manager: Arc::clone(&manager),

@@ -503,6 +503,14 @@ pub async fn sandbox_server(d: &Dirs) -> TestServer {
     .await
 }
 
+/// Small import limits, so the hostile set's "too many entries" archive
+/// stays small.
+pub const IMPORT_LIMITS: warren_runtime::archive::Limits = warren_runtime::archive::Limits {
+    max_bytes: 64 << 20,
+    max_entries: 1000,
+    max_entry_bytes: 64 << 20,
+};
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
 
 /// The management API settings for a server over `d`.
@@ -512,6 +520,7 @@ pub fn management(d: &Dirs) -> warren::serve::Management {
         defaults: warren_runtime::cgroups::Limits::default(),
         admin_token: ADMIN_TOKEN.into(),
         admin_token_file: None,
+        import_limits: IMPORT_LIMITS,
     }
 }
 
@@ -576,7 +585,10 @@ pub async fn api(
         }
         let res = match body {
             Some(b) => {
-                let req = req.header("content-type", "application/json").body(b).unwrap();
+                let req = req
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .unwrap();
                 agent.run(req)
             }
             None => agent.run(req.body(()).unwrap()),
