@@ -33,7 +33,17 @@ fn line(name: &str, c: &Check) {
     let mark = if c.ok { "ok  " } else { "FAIL" };
     println!("[{mark}] {name:<16} {}", c.detail);
     if let Some(fix) = &c.fix {
-        println!("       {:<16} fix: {fix}", "");
+        // A fix may carry a file to install (the AppArmor profile): keep its
+        // lines, indented under the fix.
+        let mut lines = fix.lines();
+        println!(
+            "       {:<16} fix: {}",
+            "",
+            lines.next().unwrap_or_default()
+        );
+        for l in lines {
+            println!("       {:<16}      {l}", "");
+        }
     }
 }
 

@@ -1,0 +1,76 @@
+//! `warren doctor` run as a program: its user-namespace probe (create one,
+//! then use a capability in it) on this host, and on a host where the
+//! namespace can be created but not used. The explanations for the other
+//! host kinds are unit tests on fake trees (warren-runtime, host.rs).
+
+use std::process::{Command, Stdio};
+
+fn doctor_json(prefix: &[&str]) -> serde_json::Value {
+    let mut argv: Vec<&str> = prefix.to_vec();
+    argv.extend([env!("CARGO_BIN_EXE_warren"), "doctor", "--json"]);
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{argv:?}: not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// User namespaces work on every host the matrix runs on (as root, as a
+/// user, inside `unshare --user`).
+#[test]
+fn user_namespaces_work_here() {
+    let v = doctor_json(&[]);
+    let userns = &v["host"]["user_namespaces"];
+    assert_eq!(userns["ok"], true, "{v:#}");
+    assert!(userns["fix"].is_null(), "{v:#}");
+    for check in ["id_mapping", "cgroups", "seccomp", "landlock", "newuidmap"] {
+        assert!(v["host"][check]["ok"].is_boolean(), "{check}: {v:#}");
+    }
+}
+
+/// A namespace that can be created but not used is what Ubuntu's AppArmor
+/// restriction gives an unprivileged process; testing creation alone would
+/// call such a host fine. Made here with user.max_mnt_namespaces=0 inside a
+/// user namespace of our own (the limit binds the namespaces below it).
+#[test]
+fn a_user_namespace_that_cannot_be_used_is_a_failure() {
+    let unshare = Command::new("unshare")
+        .args(["--user", "--map-root-user", "true"])
+        .status();
+    if !unshare.is_ok_and(|s| s.success()) {
+        let reason = "`unshare --user --map-root-user` does not work here";
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+            "CI requires this test to run: {reason}"
+        );
+        return eprintln!("SKIP: {reason}");
+    }
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_mnt_namespaces && exec {} doctor --json",
+        env!("CARGO_BIN_EXE_warren")
+    );
+    let v = doctor_json(&["unshare", "--user", "--map-root-user", "sh", "-c", &script]);
+    let userns = &v["host"]["user_namespaces"];
+    assert_eq!(userns["ok"], false, "{v:#}");
+    assert!(
+        userns["detail"]
+            .as_str()
+            .unwrap()
+            .contains("user.max_mnt_namespaces=0"),
+        "{v:#}"
+    );
+    assert!(
+        userns["fix"]
+            .as_str()
+            .unwrap()
+            .contains("sysctl -w user.max_mnt_namespaces="),
+        "{v:#}"
+    );
+}
