@@ -19,6 +19,10 @@ pub const INFO_PATH: &str = "/etc/warren-info.json";
 /// Where `warren-info` is inside the sandbox (on the sandbox's PATH).
 pub const INFO_DIR: &str = "/opt/warren/bin";
 pub const INFO_BIN: &str = "/opt/warren/bin/warren-info";
+/// The shim's other in-sandbox tools: symlinks to [`INFO_BIN`] in
+/// [`INFO_DIR`], told apart by the name they are run under
+/// (docs/archives.md).
+pub const APPLETS: &[&str] = &["warren-import", "warren-export"];
 
 /// The static part, fixed when the sandbox is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -244,6 +244,15 @@ pub fn add_readonly_file(ops: &mut Vec<MountOp>, source: PathBuf, target: PathBu
     );
 }
 
+/// Adds a symlink to the sandbox's root (before `/` turns read-only).
+pub fn add_symlink(ops: &mut Vec<MountOp>, points_to: PathBuf, target: PathBuf) {
+    let at = ops
+        .iter()
+        .rposition(|o| matches!(o, MountOp::RemountReadonly { target } if target == Path::new("/")))
+        .unwrap_or(ops.len());
+    ops.insert(at, MountOp::Symlink { points_to, target });
+}
+
 /// The host entry at `host_path` reproduced at `target`: a read-only bind
 /// for a directory or file, the same symlink for a symlink, nothing if
 /// missing.
@@ -717,6 +726,16 @@ mod tests {
         );
         assert!(info < etc_ro);
         assert_eq!(bin, ops.len() - 2, "just before / turns read-only");
+        add_symlink(&mut ops, "x".into(), "/opt/warren/bin/y".into());
+        assert_eq!(
+            ops[ops.len() - 2],
+            MountOp::Symlink {
+                points_to: "x".into(),
+                target: "/opt/warren/bin/y".into()
+            },
+            "after the bind it points to, before / turns read-only"
+        );
+        assert_eq!(ops[ops.len() - 3], ops[bin]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::{limits, spawn};
 use nix::sys::signal::Signal;
 use nix::unistd::{pipe, sethostname, setsid, Pid};
-use warren_runtime::info::{SandboxInfo, INFO_BIN, INFO_PATH};
+use warren_runtime::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_PATH};
 use warren_runtime::init::{self, Target};
 use warren_runtime::mounts::{self, MountOp};
 use warren_runtime::report::{self, Event, Exit, SetupError};
@@ -110,7 +110,8 @@ pub fn run(
 }
 
 /// The mount plan of the `host` profile, plus what `warren-info` needs:
-/// the description in /etc and this binary, under that name.
+/// the description in /etc and this binary, under that name (and, as
+/// symlinks to it, under the names of the other applets).
 fn plan_root(
     spec: &SandboxSpec,
     applied: warren_runtime::cgroups::Limits,
@@ -139,6 +140,14 @@ fn plan_root(
     let me =
         std::env::current_exe().map_err(|e| SetupError::new("find warren-shim", e.to_string()))?;
     mounts::add_readonly_file(&mut plan, me, INFO_BIN.into());
+    // One binary, several names: argv[0] picks the tool.
+    for applet in APPLETS {
+        mounts::add_symlink(
+            &mut plan,
+            "warren-info".into(),
+            Path::new(INFO_DIR).join(applet),
+        );
+    }
     Ok(plan)
 }
 

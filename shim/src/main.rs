@@ -12,6 +12,7 @@
 //! namespace set-up needs a single-threaded caller. See `create` for the
 //! order of the steps, which is the security argument.
 
+mod applets;
 mod create;
 mod join;
 mod limits;
@@ -38,12 +39,16 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    // Bound into every sandbox as /opt/warren/bin/warren-info.
+    // Bound into every sandbox as /opt/warren/bin/warren-info, and linked
+    // there under the other applets' names.
     let name = std::env::args().next().unwrap_or_default();
-    if name.rsplit('/').next() == Some("warren-info") {
-        return warren_info();
-    }
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match name.rsplit('/').next() {
+        Some("warren-info") => return warren_info(),
+        Some("warren-import") => return applets::import(&args),
+        Some("warren-export") => return applets::export(&args),
+        _ => {}
+    }
     let args = match parse_args(&args) {
         Ok(a) => a,
         Err(msg) => {

@@ -156,10 +156,18 @@ fn check_destination(
             AtFlags::EACCESS,
         );
         if let Err(e) = writable {
-            return Err(ArchiveError::Conflict {
-                path: shown(path),
-                reason: format!("the directory is not writable ({e})"),
-            });
+            // A read-only directory of ours that the archive lists (and so
+            // sets the mode of anyway) is opened up while unpacking.
+            let euid = rustix::process::geteuid().as_raw();
+            let ours = node != Checker::ROOT
+                && plan.kind(node) == Some(Kind::Dir)
+                && rfs::fstat(dir).is_ok_and(|st| st.st_uid == euid);
+            if !ours {
+                return Err(ArchiveError::Conflict {
+                    path: shown(path),
+                    reason: format!("the directory is not writable ({e})"),
+                });
+            }
         }
     }
     for (name, child) in plan.children(node) {
@@ -249,6 +257,12 @@ impl Writer<'_> {
                                 path: e.name.clone(),
                                 reason: format!("the workspace has {} there", type_name(t)),
                             });
+                        }
+                        // Its entries come next; its own mode comes last.
+                        if st.st_mode & 0o300 != 0o300 {
+                            let fd = open_dir_at(parent, name).map_err(|err| io("open", err))?;
+                            rfs::fchmod(&fd, Mode::from_raw_mode((st.st_mode & 0o777) | 0o700))
+                                .map_err(|err| io("chmod", err))?;
                         }
                     }
                     Err(err) => return Err(io("create directory", err)),

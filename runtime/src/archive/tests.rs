@@ -404,6 +404,9 @@ fn export_then_import_round_trips() {
         want.remove(gone.as_bytes()).unwrap();
     }
     assert_eq!(listing(&bob), want);
+    // Again, over itself (the read-only directory included).
+    extract(Cursor::new(&archive), &bob, &Limits::default()).unwrap();
+    assert_eq!(listing(&bob), want);
     assert_eq!(
         fs::metadata(bob.join("src/also.rs")).unwrap().ino(),
         fs::metadata(bob.join("src/main.rs")).unwrap().ino()
@@ -493,4 +496,27 @@ fn gnu_tar_archives_are_accepted() {
         got.retain(|_, v| !v.starts_with("dir"));
         assert_eq!(got, want, "{format}");
     }
+}
+
+#[test]
+fn extreme_times_are_applied_or_clamped_never_fail_midway() {
+    let mut t = RawTar::new();
+    t.pax(&[("mtime", b"-100.5")]);
+    t.file(b"old", b"x");
+    t.header(b"future", EntryType::Regular, 0o644, 1, b"");
+    let mut tar = t.finish();
+    tar.truncate(tar.len() - 1024);
+    // Rewrite the last header's mtime as GNU base-256: the largest there is.
+    let start = tar.len() - 512;
+    let mut h = tar::Header::new_gnu();
+    h.as_mut_bytes().copy_from_slice(&tar[start..]);
+    h.set_mtime(u64::MAX);
+    h.set_cksum();
+    tar[start..].copy_from_slice(h.as_bytes());
+    tar.extend_from_slice(b"y");
+    tar.extend(std::iter::repeat_n(0u8, 511 + 1024));
+    let (_scratch, dest) = new_scratch();
+    let s = extract(Cursor::new(gzip(&tar)), &dest, &Limits::default()).unwrap();
+    assert_eq!(s.files, 2);
+    assert_eq!(fs::read(dest.join("future")).unwrap(), b"y");
 }
