@@ -45,16 +45,16 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Memory limit, e.g. 512M, 2G, or "none".
-    #[arg(long, env = "WARREN_MEMORY", default_value = "512M", value_parser = parse_memory)]
+    #[arg(long, global = true, env = "WARREN_MEMORY", default_value = "512M", value_parser = parse_memory)]
     pub memory: Limit<u64>,
     /// CPU limit in cores, e.g. 0.5, 2, or "none".
-    #[arg(long, env = "WARREN_CPUS", default_value = "0.5", value_parser = parse_cpus)]
+    #[arg(long, global = true, env = "WARREN_CPUS", default_value = "0.5", value_parser = parse_cpus)]
     pub cpus: Limit<f64>,
     /// Most processes and threads at once, or "none".
-    #[arg(long, env = "WARREN_PIDS", default_value = "512", value_parser = parse_pids)]
+    #[arg(long, global = true, env = "WARREN_PIDS", default_value = "512", value_parser = parse_pids)]
     pub pids: Limit<u64>,
     /// Refuse to run when a limit cannot be applied on this host.
-    #[arg(long, env = "WARREN_REQUIRE_LIMITS")]
+    #[arg(long, global = true, env = "WARREN_REQUIRE_LIMITS")]
     pub require_limits: bool,
 }
 
@@ -73,13 +73,13 @@ impl LimitArgs {
 pub struct StoreArgs {
     /// Directory of the state database [default: /var/lib/warren as root,
     /// else ~/.local/share/warren].
-    #[arg(long, env = "WARREN_STATE_DIR")]
+    #[arg(long, global = true, env = "WARREN_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Directory holding one home per user [default: <data dir>/workspaces].
-    #[arg(long, env = "WARREN_WORKSPACE_ROOT")]
+    #[arg(long, global = true, env = "WARREN_WORKSPACE_ROOT")]
     pub workspace_root: Option<PathBuf>,
     /// First host uid given to a tenant when running as root.
-    #[arg(long, env = "WARREN_UID_BASE", default_value_t = config::DEFAULT_UID_BASE)]
+    #[arg(long, global = true, env = "WARREN_UID_BASE", default_value_t = config::DEFAULT_UID_BASE)]
     pub uid_base: u32,
 }
 

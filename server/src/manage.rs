@@ -971,8 +971,12 @@ impl Manager {
         let cmd = ExecCommand {
             argv: vec![
                 IMPORT_COMMAND.into(),
-                format!("--max-bytes={}", limits.max_bytes),
-                format!("--max-entries={}", limits.max_entries),
+                "--max-bytes".into(),
+                limits.max_bytes.to_string(),
+                "--max-entries".into(),
+                limits.max_entries.to_string(),
+                "--max-entry-bytes".into(),
+                limits.max_entry_bytes.to_string(),
             ],
             ..Default::default()
         };

@@ -104,11 +104,11 @@ async fn auth_users_limits_and_errors() {
         admin(addr, "GET", "/api/users/alice", None).await.json()["id"],
         "alice"
     );
-    let r = admin(addr, "GET", "/api/users/nobody", None).await;
+    let r = admin(addr, "GET", "/api/users/ghost", None).await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.json()["error"], "no such user: nobody");
+    assert_eq!(r.json()["error"], "no such user: ghost");
     assert_eq!(
-        admin(addr, "GET", "/api/users/nobody/stats", None)
+        admin(addr, "GET", "/api/users/ghost/stats", None)
             .await
             .status,
         404
@@ -116,7 +116,7 @@ async fn auth_users_limits_and_errors() {
     let r = admin(
         addr,
         "POST",
-        "/api/users/nobody/exec",
+        "/api/users/ghost/exec",
         Some(json!({"argv": ["id"]})),
     )
     .await;
@@ -478,7 +478,7 @@ async fn export_import_hostile_archives_and_delete() {
     let r = import(&server, "bob", Vec::new()).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(
-        import(&server, "nobody", tar_gz(&[("a", b"a")]))
+        import(&server, "ghost", tar_gz(&[("a", b"a")]))
             .await
             .status,
         404
