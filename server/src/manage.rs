@@ -332,7 +332,7 @@ impl Manager {
         self.show(id)
     }
 
-    pub fn stats(&self, id: &str) -> Result<Stats, ManageError> {
+    pub async fn stats(&self, id: &str) -> Result<Stats, ManageError> {
         let r = self.record(id)?;
         let user = self.view(r.clone());
         let (sandbox, running_commands) = match &self.runner {
@@ -361,11 +361,29 @@ impl Manager {
             max_entries: STATS_WALK_ENTRIES,
             max_depth: 256,
         };
-        let (workspace, workspace_error) =
-            match workspace::measure(&self.settings.workspace_root, &tenant, bounds) {
-                Ok(u) => (Some(u), None),
-                Err(e) => (None, Some(e.to_string())),
-            };
+        let root = self.settings.workspace_root.clone();
+        let measured =
+            tokio::task::spawn_blocking(move || workspace::measure(&root, &tenant, bounds))
+                .await
+                .map_err(|e| ManageError::Internal(e.to_string()))?;
+        let (workspace, workspace_error) = match measured {
+            Ok(u) => (Some(u), None),
+            // With subordinate ids the home belongs to an id the server
+            // cannot read: count from inside, as its owner, when the user's
+            // sandbox is running (stats never start one).
+            Err(e) => match &sandbox {
+                Some(sb) => match measure_inside(sb.as_ref()).await {
+                    Ok(u) => (Some(u), None),
+                    Err(inner) => (None, Some(format!("{e}; from inside: {inner}"))),
+                },
+                None => (
+                    None,
+                    Some(format!(
+                        "{e} (start the user's sandbox to count from inside)"
+                    )),
+                ),
+            },
+        };
         Ok(Stats {
             sandbox: user.sandbox.clone(),
             terminals: user.terminals,
@@ -695,7 +713,9 @@ impl Manager {
             }
             Ok(_) => {}
         }
-        if std::fs::read_dir(&home).is_err() {
+        // With subordinate ids the home belongs to an id we cannot read.
+        let emptied_inside = std::fs::read_dir(&home).is_err();
+        if emptied_inside {
             self.empty_from_inside(user).await?;
         }
         let aside = root.join(format!(
@@ -708,10 +728,18 @@ impl Manager {
         ));
         std::fs::rename(&home, &aside)
             .map_err(|e| ManageError::Internal(format!("move {} aside: {e}", home.display())))?;
-        tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&aside).map_err(|e| (aside, e)))
-            .await
-            .map_err(|e| ManageError::Internal(e.to_string()))?
-            .map_err(|(p, e)| ManageError::Internal(format!("remove {}: {e}", p.display())))
+        tokio::task::spawn_blocking(move || {
+            // An emptied home cannot be listed by us, only removed.
+            let r = if emptied_inside {
+                std::fs::remove_dir(&aside)
+            } else {
+                std::fs::remove_dir_all(&aside)
+            };
+            r.map_err(|e| (aside, e))
+        })
+        .await
+        .map_err(|e| ManageError::Internal(e.to_string()))?
+        .map_err(|(p, e)| ManageError::Internal(format!("remove {}: {e}", p.display())))
     }
 
     async fn empty_from_inside(&self, user: &UserId) -> Result<(), ManageError> {
@@ -1009,6 +1037,44 @@ impl Manager {
             upload_bytes: size,
         })
     }
+}
+
+/// Counts a home from inside its sandbox with `find -P` (never follows a
+/// symlink), bounded like the host-side walk.
+async fn measure_inside(sandbox: &dyn crate::serve::backend::Sandbox) -> Result<HomeUsage, String> {
+    let cmd = ExecCommand {
+        argv: vec![
+            "find".into(),
+            ".".into(),
+            "-mindepth".into(),
+            "1".into(),
+            "-printf".into(),
+            "%y %s\n".into(),
+        ],
+        ..Default::default()
+    };
+    let child = sandbox
+        .exec(cmd, ExecStdio::piped())
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = exec::collect(child, Vec::new(), STATS_WALK_TIME, 64 << 20).await;
+    let mut u = HomeUsage {
+        complete: r.reason == EndReason::Exit && r.exit_code == Some(0) && !r.stdout_truncated,
+        ..Default::default()
+    };
+    for line in r.stdout.lines() {
+        let (kind, size) = line.split_once(' ').unwrap_or((line, "0"));
+        match kind {
+            "f" => {
+                u.files += 1;
+                u.bytes += size.parse::<u64>().unwrap_or(0);
+            }
+            "d" => u.dirs += 1,
+            "l" => u.symlinks += 1,
+            _ => u.other += 1,
+        }
+    }
+    Ok(u)
 }
 
 fn sandbox_state(running: bool, busy: bool) -> String {

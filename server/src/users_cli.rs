@@ -164,7 +164,7 @@ fn users_inner(args: UsersArgs) -> Result<i32, ManageError> {
             print_json(&view);
         }
         UsersCommand::Show { user } => print_json(&m.show(&user)?),
-        UsersCommand::Stats { user } => print_json(&m.stats(&user)?),
+        UsersCommand::Stats { user } => print_json(&runtime()?.block_on(m.stats(&user))?),
         UsersCommand::Limits { user, json } => {
             let o: LimitOverrides = serde_json::from_str(&json)
                 .map_err(|e| ManageError::BadRequest(format!("limits: {e}")))?;

@@ -266,7 +266,7 @@ async fn set_limits(
 
 async fn stats(State(app): State<AppState>, Path(user): Path<String>) -> ApiResult<Response> {
     let m = manager(&app)?;
-    Ok(Json(blocking(move || m.stats(&user)).await?).into_response())
+    Ok(Json(m.stats(&user).await?).into_response())
 }
 
 async fn exec(
