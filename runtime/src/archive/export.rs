@@ -55,7 +55,10 @@ pub fn export<W: Write>(dir: &Path, out: W, limits: &Limits) -> Result<Exported,
     )
     .map_err(|e| ArchiveError::io("open", shown.clone(), e.into()))?;
     let mut walk = Walk {
-        tar: tar::Builder::new(GzEncoder::new(out, Compression::new(6))),
+        // Level 3: on /usr/include (129 MB) 1.9 s and 21.9 MB, against
+        // 4.3 s and 21.0 MB at 6 and 1.2 s and 30.3 MB at 1; exports run
+        // inside the sandbox, under its CPU limit.
+        tar: tar::Builder::new(GzEncoder::new(out, Compression::new(3))),
         limits: *limits,
         seen: 0,
         exported: Exported::default(),
