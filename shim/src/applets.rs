@@ -57,16 +57,21 @@ fn usage_error(tool: &str, msg: &str, usage: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `--help`, or the parsed arguments, or a usage error.
+fn arguments(tool: &str, args: &[String], usage: &str) -> Result<Args, ExitCode> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{usage}");
+        return Err(ExitCode::SUCCESS);
+    }
+    parse(args).map_err(|msg| usage_error(tool, &msg, usage))
+}
+
 /// `warren-import [DIR]`: stdin (a file, or spooled into an unnamed file
 /// in DIR when it is a pipe) unpacked into DIR.
 pub fn import(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{IMPORT_USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse(args) {
+    let args = match arguments("warren-import", args, IMPORT_USAGE) {
         Ok(a) => a,
-        Err(msg) => return usage_error("warren-import", &msg, IMPORT_USAGE),
+        Err(code) => return code,
     };
     if std::io::stdin().is_terminal() {
         return usage_error(
@@ -102,13 +107,9 @@ pub fn import(args: &[String]) -> ExitCode {
 /// `warren-export [DIR]`: DIR as tar.gz on stdout; what was left out, on
 /// stderr.
 pub fn export(args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{EXPORT_USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let args = match parse(args) {
+    let args = match arguments("warren-export", args, EXPORT_USAGE) {
         Ok(a) => a,
-        Err(msg) => return usage_error("warren-export", &msg, EXPORT_USAGE),
+        Err(code) => return code,
     };
     let stdout = std::io::stdout();
     if stdout.is_terminal() {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -55,7 +55,10 @@ pub fn export<W: Write>(dir: &Path, out: W, limits: &Limits) -> Result<Exported,
     )
     .map_err(|e| ArchiveError::io("open", shown.clone(), e.into()))?;
     let mut walk = Walk {
-        tar: tar::Builder::new(GzEncoder::new(out, Compression::new(6))),
+        // Level 3: on /usr/include (129 MB) 1.9 s and 21.9 MB, against
+        // 4.3 s and 21.0 MB at 6 and 1.2 s and 30.3 MB at 1; exports run
+        // inside the sandbox, under its CPU limit.
+        tar: tar::Builder::new(GzEncoder::new(out, Compression::new(3))),
         limits: *limits,
         seen: 0,
         exported: Exported::default(),
@@ -156,6 +159,29 @@ impl<W: Write> Walk<W> {
         Ok(())
     }
 
+    /// Opens `name` in `parent` without following a symlink, and stats
+    /// what was opened (not what was listed). None when it is gone or
+    /// cannot be opened (noted as skipped).
+    fn open(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        path: &[u8],
+        flags: OFlags,
+    ) -> Result<Option<(OwnedFd, Stat)>, ArchiveError> {
+        let flags = flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rfs::openat(parent, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => {
+                self.skip(path, format!("cannot open: {e}"));
+                return Ok(None);
+            }
+        };
+        let st = rfs::fstat(&fd).map_err(|e| ArchiveError::io("stat", shown(path), e.into()))?;
+        Ok(Some((fd, st)))
+    }
+
     fn subdir(
         &mut self,
         parent: BorrowedFd<'_>,
@@ -167,21 +193,9 @@ impl<W: Write> Walk<W> {
             self.skip(path, format!("nested deeper than {MAX_DEPTH} levels"));
             return Ok(());
         }
-        let fd = match rfs::openat(
-            parent,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e) => {
-                self.skip(path, format!("cannot open: {e}"));
-                return Ok(());
-            }
+        let Some((fd, st)) = self.open(parent, name, path, OFlags::DIRECTORY)? else {
+            return Ok(());
         };
-        // The directory as opened, not as first seen.
-        let st = rfs::fstat(&fd).map_err(|e| ArchiveError::io("stat", shown(path), e.into()))?;
         let mut h = header(EntryType::Directory, &st, 0);
         self.tar
             .append_data(&mut h, OsStr::from_bytes(path), io::empty())
@@ -198,21 +212,11 @@ impl<W: Write> Walk<W> {
         path: &[u8],
     ) -> Result<(), ArchiveError> {
         // O_NONBLOCK: should a fifo have replaced the file, open must not
-        // hang; the fstat below then refuses it.
-        let fd = match rfs::openat(
-            parent,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(()),
-            Err(e) => {
-                self.skip(path, format!("cannot open: {e}"));
-                return Ok(());
-            }
+        // hang; the type check below then refuses it.
+        let flags = OFlags::NONBLOCK | OFlags::NOCTTY;
+        let Some((fd, st)) = self.open(parent, name, path, flags)? else {
+            return Ok(());
         };
-        let st = rfs::fstat(&fd).map_err(|e| ArchiveError::io("stat", shown(path), e.into()))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             self.skip(path, "changed while being exported");
             return Ok(());
