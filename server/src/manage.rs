@@ -177,6 +177,8 @@ pub struct Manager {
     runner: Runner,
     /// What one import may hold.
     import_limits: warren_runtime::archive::Limits,
+    /// Counts commands and their OOM kills (the server's `/metrics`).
+    metrics: Option<Arc<crate::serve::Metrics>>,
     /// Per-tenant lock so imports and deletes of one tenant never overlap.
     tenant_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -201,6 +203,7 @@ impl Manager {
             state: Mutex::new(state),
             runner,
             import_limits: Default::default(),
+            metrics: None,
             tenant_locks: Mutex::new(Default::default()),
         })
     }
@@ -210,6 +213,21 @@ impl Manager {
     pub fn with_import_limits(mut self, limits: warren_runtime::archive::Limits) -> Manager {
         self.import_limits = limits;
         self
+    }
+
+    /// Feeds the server's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<crate::serve::Metrics>) -> Manager {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_exec(&self, reason: EndReason) {
+        if let Some(m) = &self.metrics {
+            m.exec();
+            if reason == EndReason::MemoryLimit {
+                m.oom_kill();
+            }
+        }
     }
 
     pub fn import_limits(&self) -> warren_runtime::archive::Limits {
@@ -318,6 +336,7 @@ impl Manager {
         id: &str,
         limits: &LimitOverrides,
     ) -> Result<UserView, ManageError> {
+        self.record(id)?;
         limits.validate().map_err(ManageError::BadRequest)?;
         if !self.state().set_limits(id, limits)? {
             return Err(ManageError::NoSuchUser(id.to_string()));
@@ -371,18 +390,28 @@ impl Manager {
             // With subordinate ids the home belongs to an id the server
             // cannot read: count from inside, as its owner, when the user's
             // sandbox is running (stats never start one).
-            Err(e) => match &sandbox {
-                Some(sb) => match measure_inside(sb.as_ref()).await {
-                    Ok(u) => (Some(u), None),
-                    Err(inner) => (None, Some(format!("{e}; from inside: {inner}"))),
-                },
-                None => (
-                    None,
-                    Some(format!(
-                        "{e} (start the user's sandbox to count from inside)"
-                    )),
-                ),
-            },
+            Err(e) => {
+                let child = match (&sandbox, &self.runner) {
+                    (Some(sb), _) => Some(sb.exec(find_command(), ExecStdio::piped()).await),
+                    // The command line may start a one-shot sandbox for it.
+                    (None, Runner::OneShot(b)) => {
+                        let user = UserId::parse(id)
+                            .map_err(|e| ManageError::BadRequest(e.to_string()))?;
+                        Some(b.exec_once(&user, find_command(), ExecStdio::piped()).await)
+                    }
+                    (None, Runner::Registry(_)) => None,
+                };
+                match child {
+                    Some(Ok(child)) => (Some(measure_inside(child).await), None),
+                    Some(Err(inner)) => (None, Some(format!("{e}; from inside: {inner}"))),
+                    None => (
+                        None,
+                        Some(format!(
+                            "{e} (start the user's sandbox to count from inside)"
+                        )),
+                    ),
+                }
+            }
         };
         Ok(Stats {
             sandbox: user.sandbox.clone(),
@@ -492,6 +521,7 @@ impl Manager {
         };
         let stdin = req.stdin.clone().unwrap_or_default().into_bytes();
         let result = exec::collect(running.child, stdin, timeout, exec::MAX_OUTPUT).await;
+        self.count_exec(result.reason);
         drop(running._lease);
         self.audit(
             actor,
@@ -538,6 +568,7 @@ impl Manager {
         let stdin = req.stdin.unwrap_or_default().into_bytes();
         Ok(exec::stream(child, stdin, timeout, move |end: &ExecEnd| {
             drop(_lease);
+            me.count_exec(end.reason);
             me.audit(
                 &actor,
                 "exec",
@@ -590,6 +621,7 @@ impl Manager {
             reason: exec::reason_of(&exit, timed_out),
             duration_ms: began.elapsed().as_millis() as u64,
         };
+        self.count_exec(end.reason);
         self.audit(
             actor,
             "exec",
@@ -1041,22 +1073,16 @@ impl Manager {
 
 /// Counts a home from inside its sandbox with `find -P` (never follows a
 /// symlink), bounded like the host-side walk.
-async fn measure_inside(sandbox: &dyn crate::serve::backend::Sandbox) -> Result<HomeUsage, String> {
-    let cmd = ExecCommand {
-        argv: vec![
-            "find".into(),
-            ".".into(),
-            "-mindepth".into(),
-            "1".into(),
-            "-printf".into(),
-            "%y %s\n".into(),
-        ],
+fn find_command() -> ExecCommand {
+    ExecCommand {
+        argv: ["find", ".", "-mindepth", "1", "-printf", "%y %s\n"]
+            .map(String::from)
+            .to_vec(),
         ..Default::default()
-    };
-    let child = sandbox
-        .exec(cmd, ExecStdio::piped())
-        .await
-        .map_err(|e| e.to_string())?;
+    }
+}
+
+async fn measure_inside(child: ExecChild) -> HomeUsage {
     let r = exec::collect(child, Vec::new(), STATS_WALK_TIME, 64 << 20).await;
     let mut u = HomeUsage {
         complete: r.reason == EndReason::Exit && r.exit_code == Some(0) && !r.stdout_truncated,
@@ -1074,7 +1100,7 @@ async fn measure_inside(sandbox: &dyn crate::serve::backend::Sandbox) -> Result<
             _ => u.other += 1,
         }
     }
-    Ok(u)
+    u
 }
 
 fn sandbox_state(running: bool, busy: bool) -> String {

@@ -95,6 +95,54 @@ where
     }
 }
 
+/// Query parameters that fail to parse say why, as JSON.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|r| ApiError(StatusCode::BAD_REQUEST, r.body_text()))
+    }
+}
+
+/// Path parameters that fail to decode say why, as JSON.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|r| {
+                let status = match r.status() {
+                    StatusCode::INTERNAL_SERVER_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                ApiError(status, r.body_text())
+            })
+    }
+}
+
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The `/api` routes (merged into the app by [`super::http::app`]).
@@ -234,7 +282,10 @@ async fn create_user(
     Ok((status, Json(user)).into_response())
 }
 
-async fn show_user(State(app): State<AppState>, Path(user): Path<String>) -> ApiResult<Response> {
+async fn show_user(
+    State(app): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<Response> {
     let m = manager(&app)?;
     Ok(Json(blocking(move || m.show(&user)).await?).into_response())
 }
@@ -248,8 +299,8 @@ struct DeleteParams {
 
 async fn delete_user(
     State(app): State<AppState>,
-    Path(user): Path<String>,
-    Query(p): Query<DeleteParams>,
+    ApiPath(user): ApiPath<String>,
+    ApiQuery(p): ApiQuery<DeleteParams>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
     Ok(Json(m.delete(ADMIN_ACTOR, &user, p.remove_home).await?).into_response())
@@ -257,21 +308,21 @@ async fn delete_user(
 
 async fn set_limits(
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(limits): ApiJson<LimitOverrides>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
     Ok(Json(blocking(move || m.set_limits(ADMIN_ACTOR, &user, &limits)).await?).into_response())
 }
 
-async fn stats(State(app): State<AppState>, Path(user): Path<String>) -> ApiResult<Response> {
+async fn stats(State(app): State<AppState>, ApiPath(user): ApiPath<String>) -> ApiResult<Response> {
     let m = manager(&app)?;
     Ok(Json(m.stats(&user).await?).into_response())
 }
 
 async fn exec(
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(req): ApiJson<ExecRequest>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
@@ -280,7 +331,7 @@ async fn exec(
 
 async fn exec_stream(
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     ApiJson(req): ApiJson<ExecRequest>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
@@ -298,7 +349,10 @@ async fn exec_stream(
         .into_response())
 }
 
-async fn export(State(app): State<AppState>, Path(user): Path<String>) -> ApiResult<Response> {
+async fn export(
+    State(app): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<Response> {
     let m = manager(&app)?;
     let stream = m.export(ADMIN_ACTOR, &user).await?;
     let name = format!(
@@ -320,7 +374,7 @@ async fn export(State(app): State<AppState>, Path(user): Path<String>) -> ApiRes
 
 async fn import(
     State(app): State<AppState>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     body: Body,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
@@ -331,7 +385,10 @@ async fn import(
     Ok(Json(summary).into_response())
 }
 
-async fn terminals(State(app): State<AppState>, Path(user): Path<String>) -> ApiResult<Response> {
+async fn terminals(
+    State(app): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<Response> {
     let m = manager(&app)?;
     let list = blocking(move || m.terminals(&user)).await?;
     Ok(Json(serde_json::json!({ "terminals": list })).into_response())
@@ -339,7 +396,7 @@ async fn terminals(State(app): State<AppState>, Path(user): Path<String>) -> Api
 
 async fn close_terminal(
     State(app): State<AppState>,
-    Path((user, terminal)): Path<(String, String)>,
+    ApiPath((user, terminal)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
     blocking(move || m.close_terminal(ADMIN_ACTOR, &user, &terminal)).await?;
@@ -356,7 +413,10 @@ struct AuditParams {
     limit: Option<u32>,
 }
 
-async fn audit(State(app): State<AppState>, Query(p): Query<AuditParams>) -> ApiResult<Response> {
+async fn audit(
+    State(app): State<AppState>,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> ApiResult<Response> {
     let m = manager(&app)?;
     let entries = blocking(move || {
         m.audit_log(

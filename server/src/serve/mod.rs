@@ -180,7 +180,8 @@ impl Server {
                     crate::manage::Runner::Registry(Arc::clone(&registry)),
                 )
                 .map_err(|e| ServeError::Management(e.to_string()))?
-                .with_import_limits(m.import_limits);
+                .with_import_limits(m.import_limits)
+                .with_metrics(Arc::clone(&metrics));
                 let manager = Arc::new(manager);
                 registry.set_observer(Arc::new(SessionAudit {
                     manager: Arc::clone(&manager),
