@@ -414,7 +414,7 @@ fn real_root() -> bool {
 /// no_new_privs; the seccomp ones are not emulated), with the state
 /// directory moved under `base`, then runs `warren run` with the unit's
 /// environment. `extra` mounts go in last.
-fn emulate_unit(unit: &[Entry], base: &Path, extra: &str) -> String {
+fn emulate_unit(unit: &[Entry], base: &Path, bin: &Path, extra: &str) -> String {
     let base = base.to_str().unwrap();
     let relocate = |s: &str| s.replace("/var/lib/", &format!("{base}/var/lib/"));
     let mode = active(unit, "StateDirectoryMode")[0];
@@ -463,7 +463,7 @@ fn emulate_unit(unit: &[Entry], base: &Path, extra: &str) -> String {
     sh.push_str(&format!(
         "exec {nnp}env {} {} run --user alice -- sh -c 'echo note > ~/f && cat ~/f && echo sandbox-ran'\n",
         env.join(" "),
-        warren_bin().display()
+        bin.display()
     ));
     sh
 }
@@ -477,21 +477,23 @@ fn a_sandbox_runs_under_the_root_units_directives() {
         return skip("warren-shim is not built (cargo build --workspace)");
     }
     let unit = parse_unit(&read("deploy/warren.service"));
-    // Not under /tmp (PrivateTmp hides it); tenants must reach their homes
-    // through it.
-    let target = warren_bin()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    // Not under /tmp, /var/tmp or /home (the unit hides them; a checkout
+    // may live there), and tenants must reach their homes through it: a
+    // directory under /var/lib with copies of both binaries, as installed.
     let base = tempfile::Builder::new()
-        .prefix("deploy-test-")
-        .tempdir_in(&target)
+        .prefix("warren-deploy-test-")
+        .tempdir_in("/var/lib")
         .unwrap();
     std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let bin_dir = base.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["warren", "warren-shim"] {
+        std::fs::copy(warren_bin().with_file_name(name), bin_dir.join(name)).unwrap();
+    }
+    let bin = bin_dir.join("warren");
     let run = |extra: &str| {
-        let script = emulate_unit(&unit, base.path(), extra);
+        let script = emulate_unit(&unit, base.path(), &bin, extra);
         let out = Command::new("unshare")
             .args(["-m", "sh", "-c", &script])
             .stdin(Stdio::null())
