@@ -11,6 +11,8 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use warren_runtime::info::Applied;
+
 use super::protocol::WinSize;
 use super::user::UserId;
 
@@ -54,6 +56,11 @@ pub trait Sandbox: Send + Sync + 'static {
     /// The isolation tier in force (`namespaces`, `landlock`, `none`), shown
     /// to the user in the `hello` frame.
     fn tier(&self) -> &str;
+
+    /// The tier and the limits actually in force: enforced by the cgroup,
+    /// missing on this host, and per-process ones. Shown in the `hello`
+    /// frame and the API.
+    fn applied(&self) -> Applied;
 
     /// Starts a new shell in the sandbox on a new PTY of the given size.
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>>;

@@ -18,8 +18,11 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use warren_runtime::cgroups::{Cgroups, Limits, Roots};
+use warren_runtime::info::Applied;
 use warren_runtime::launch::{self, JoinTarget, Mode};
 use warren_runtime::report::{self, Event, Exit, Reader};
+use warren_runtime::rlimits;
+use warren_runtime::spec::Isolation;
 use warren_runtime::spec::SandboxSpec;
 
 use super::backend::{
@@ -41,6 +44,7 @@ pub struct SandboxBackend {
     settings: Settings,
     limits: Limits,
     require_limits: bool,
+    isolation: Isolation,
     shim: PathBuf,
     shell: Vec<String>,
 }
@@ -68,9 +72,17 @@ impl SandboxBackend {
             settings,
             limits,
             require_limits,
+            isolation: Isolation::Namespaces,
             shim: launch::shim_path(),
             shell,
         }
+    }
+
+    /// With another isolation tier than `namespaces` (chosen once, at
+    /// start: `host::choose_tier`).
+    pub fn with_isolation(mut self, isolation: Isolation) -> SandboxBackend {
+        self.isolation = isolation;
+        self
     }
 
     /// With another `warren-shim` than the one next to this executable.
@@ -129,6 +141,7 @@ impl Backend for SandboxBackend {
                 require_limits: self.require_limits,
                 tmp_size_mib: 256,
                 term: Some("xterm-256color".into()),
+                isolation: self.isolation,
                 ..Default::default()
             };
             let settings = self.settings.clone();
@@ -155,6 +168,8 @@ impl Backend for SandboxBackend {
             let ReadyInfo {
                 init_pid,
                 cgroup,
+                limits,
+                missing,
                 reader,
             } = match ready {
                 Ok(Ok(Ok(r))) => r,
@@ -165,10 +180,20 @@ impl Backend for SandboxBackend {
                     return Err(err("start sandbox", "timed out"));
                 }
             };
+            let applied = Applied {
+                tier: spec.isolation,
+                limits,
+                rlimits: rlimits::for_spec(&spec, &missing)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                missing,
+            };
             let mut template = spec;
             template.hold = false;
             template.argv = self.shell.clone();
             Ok(Arc::new(UserSandbox {
+                applied,
                 shim_path: self.shim.clone(),
                 template,
                 target: JoinTarget {
@@ -183,27 +208,41 @@ impl Backend for SandboxBackend {
     }
 }
 
-/// What a held sandbox reported by the time it was ready: PID 1's pid and
-/// its cgroup id.
+/// What a held sandbox reported by the time it was ready: PID 1's pid, its
+/// cgroup id, the limits in force and the missing ones.
 struct ReadyInfo {
     init_pid: i32,
     cgroup: Option<String>,
+    limits: Limits,
+    missing: Vec<String>,
     reader: Reader<File>,
 }
 
 /// Reads the held sandbox's events until PID 1 says it is ready.
 fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
     let (mut init, mut cgroup, mut ready) = (None, None, false);
+    let (mut limits, mut missing) = (Limits::NONE, Vec::new());
     while !(ready && init.is_some()) {
         match reader.next_event() {
             Some(Event::Started { init_pid }) => init = init.or(Some(init_pid)),
-            Some(Event::Limited { cgroup: id, .. }) => cgroup = Some(id),
-            Some(Event::Unlimited { missing, reasons }) => {
+            Some(Event::Limited {
+                cgroup: id,
+                limits: l,
+                ..
+            }) => {
+                cgroup = Some(id);
+                limits = l;
+            }
+            Some(Event::Unlimited {
+                missing: m,
+                reasons,
+            }) => {
                 tracing::warn!(
                     "sandbox without the {} limit(s): {}",
-                    missing.join(", "),
+                    m.join(", "),
                     reasons.join("; ")
-                )
+                );
+                missing = m;
             }
             Some(Event::Ready) => ready = true,
             Some(Event::Failed(e)) => return Err(err("start sandbox", with_hint(&e))),
@@ -219,12 +258,15 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
     Ok(ReadyInfo {
         init_pid: init.unwrap_or_default(),
         cgroup,
+        limits,
+        missing,
         reader,
     })
 }
 
 /// One user's held sandbox.
 struct UserSandbox {
+    applied: Applied,
     shim_path: PathBuf,
     /// The user's spec with the login shell as the command.
     template: SandboxSpec,
@@ -235,7 +277,11 @@ struct UserSandbox {
 
 impl Sandbox for UserSandbox {
     fn tier(&self) -> &str {
-        "namespaces"
+        self.applied.tier.name()
+    }
+
+    fn applied(&self) -> Applied {
+        self.applied.clone()
     }
 
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>> {
