@@ -67,6 +67,26 @@ pub fn become_user_without_caps(uid: u32, gid: u32) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// The tiers without namespaces: become the tenant's host ids and keep no
+/// capability. With CAP_SETPCAP (root, or root of a user namespace warren
+/// runs in) that is [`become_user_without_caps`]. Without it the process
+/// holds no capability to begin with and can drop nothing from the bounding
+/// set; it may only "switch" to its own ids, and no_new_privs (set before)
+/// keeps execve from granting any.
+pub fn become_tenant_without_caps(uid: u32, gid: u32) -> Result<(), SetupError> {
+    let privileged = caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP)
+        .map_err(|e| caps_fail("read capabilities", e))?;
+    if privileged {
+        return become_user_without_caps(uid, gid);
+    }
+    sys::ambient_clear_all().map_err(|e| SetupError::errno("clear ambient capabilities", e))?;
+    set_ids(uid, gid)?;
+    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| caps_fail("clear capabilities", e))?;
+    }
+    Ok(())
+}
+
 /// The highest capability number this kernel knows.
 fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")

@@ -1,6 +1,7 @@
 //! What this host allows: user namespaces (and why not), cgroup layout
 //! (and how to get a delegated subtree), seccomp, Landlock, newuidmap.
-//! Drives `warren doctor`.
+//! Drives `warren doctor` and the choice of the isolation tier
+//! ([`choose_tier`]).
 //!
 //! The probes that touch the kernel are thin; what they found is turned into
 //! words by pure functions that take a proc root / cgroup root, so the
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 use crate::cgroups::{Availability, Version, LIMITED};
 use crate::idmap::IdRange;
+use crate::spec::Isolation;
 use crate::sys::{self, Forked};
 
 /// One line of the report: does it work, and if not, why and how to fix it.
@@ -34,6 +36,8 @@ pub struct HostReport {
     pub cgroups: Check,
     pub seccomp: Check,
     pub landlock: Check,
+    /// The kernel's Landlock ABI (0: none).
+    pub landlock_abi: u32,
     pub newuidmap: Check,
 }
 
@@ -41,6 +45,145 @@ impl HostReport {
     /// Whether the default isolation (the `namespaces` tier) is available.
     pub fn namespaces_available(&self) -> bool {
         self.user_namespaces.ok
+    }
+
+    /// What the tier choice needs from this report.
+    pub fn isolation(&self) -> IsolationSupport {
+        IsolationSupport {
+            user_namespaces: self.user_namespaces.clone(),
+            landlock_abi: self.landlock_abi,
+        }
+    }
+}
+
+/// What decides the isolation tier: whether user namespaces can be created
+/// (and if not, why), and the Landlock ABI.
+#[derive(Debug, Clone, Serialize)]
+pub struct IsolationSupport {
+    pub user_namespaces: Check,
+    pub landlock_abi: u32,
+}
+
+/// Only what the tier choice needs, without the rest of [`probe`]. Forks
+/// (see [`probe`]): call it before starting threads.
+pub fn probe_isolation() -> IsolationSupport {
+    IsolationSupport {
+        user_namespaces: user_namespaces(Path::new("/proc"), try_user_namespace()),
+        landlock_abi: sys::landlock_abi(),
+    }
+}
+
+/// `--isolation`: a tier by name, or the strongest this host allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierRequest {
+    Auto,
+    Exactly(Isolation),
+}
+
+/// The tier to use, and why, in one line for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TierChoice {
+    pub isolation: Isolation,
+    pub why: String,
+    /// Said loudly whenever this tier is in use (`none`; `landlock` where
+    /// signals are not scoped).
+    pub warning: Option<String>,
+}
+
+/// No tier that was asked for (or, with `auto`, none at all) is available.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TierError {
+    #[error("--isolation namespaces: {why}")]
+    NoNamespaces { why: String, fix: String },
+    #[error(
+        "--isolation landlock: this kernel has no Landlock (not built, or not in the lsm= list)"
+    )]
+    NoLandlock,
+    #[error(
+        "no isolation is available on this host: {why}, and the kernel has no Landlock for the \
+         landlock tier"
+    )]
+    NothingAvailable { why: String, fix: String },
+}
+
+impl TierError {
+    /// How to fix the host.
+    pub fn hint(&self) -> String {
+        match self {
+            TierError::NoNamespaces { fix, .. } if fix.contains("--isolation landlock") => {
+                fix.clone()
+            }
+            TierError::NoNamespaces { fix, .. } => {
+                format!("{fix}; or use --isolation landlock (weaker, see docs/security.md)")
+            }
+            TierError::NoLandlock => "boot with lsm=...,landlock, or use --isolation none \
+                                      (no isolation, development only)"
+                .into(),
+            TierError::NothingAvailable { fix, .. } => format!(
+                "{fix}; or boot with lsm=...,landlock; --isolation none runs without isolation \
+                 (development only)"
+            ),
+        }
+    }
+}
+
+/// The ABI that scopes signals and abstract sockets to the sandbox.
+pub const LANDLOCK_SCOPE_ABI: u32 = 6;
+
+/// Picks the tier: `auto` takes the strongest the host allows (namespaces,
+/// else landlock) and never `none`; a tier asked for by name is checked.
+pub fn choose_tier(req: TierRequest, host: &IsolationSupport) -> Result<TierChoice, TierError> {
+    let userns = &host.user_namespaces;
+    let landlock = |why: String| {
+        let abi = host.landlock_abi;
+        let warning = (abi < LANDLOCK_SCOPE_ABI).then(|| {
+            format!(
+                "Landlock ABI {abi} cannot scope signals (ABI {LANDLOCK_SCOPE_ABI}, Linux 6.12): \
+                 where tenants share one uid they can signal each other's processes"
+            )
+        });
+        TierChoice {
+            isolation: Isolation::Landlock,
+            why: format!("{why}; Landlock ABI {abi} confines the filesystem"),
+            warning,
+        }
+    };
+    match req {
+        TierRequest::Auto if userns.ok => Ok(TierChoice {
+            isolation: Isolation::Namespaces,
+            why: "user namespaces are available".into(),
+            warning: None,
+        }),
+        TierRequest::Auto if host.landlock_abi > 0 => Ok(landlock(format!(
+            "user namespaces are unavailable ({})",
+            userns.detail
+        ))),
+        TierRequest::Auto => Err(TierError::NothingAvailable {
+            why: userns.detail.clone(),
+            fix: userns.fix.clone().unwrap_or_default(),
+        }),
+        TierRequest::Exactly(Isolation::Namespaces) if userns.ok => Ok(TierChoice {
+            isolation: Isolation::Namespaces,
+            why: "asked for; user namespaces are available".into(),
+            warning: None,
+        }),
+        TierRequest::Exactly(Isolation::Namespaces) => Err(TierError::NoNamespaces {
+            why: userns.detail.clone(),
+            fix: userns.fix.clone().unwrap_or_default(),
+        }),
+        TierRequest::Exactly(Isolation::Landlock) if host.landlock_abi > 0 => {
+            Ok(landlock("asked for".into()))
+        }
+        TierRequest::Exactly(Isolation::Landlock) => Err(TierError::NoLandlock),
+        TierRequest::Exactly(Isolation::None) => Ok(TierChoice {
+            isolation: Isolation::None,
+            why: "asked for by name".into(),
+            warning: Some(
+                "commands run with no confinement besides their working directory and \
+                 environment (development only)"
+                    .into(),
+            ),
+        }),
     }
 }
 
@@ -63,6 +206,7 @@ pub fn probe() -> HostReport {
         ),
         seccomp: seccomp(proc_root),
         landlock: landlock(),
+        landlock_abi: sys::landlock_abi(),
         newuidmap: newuidmap(),
     }
 }
@@ -532,7 +676,9 @@ fn landlock() -> Check {
         } else {
             "Landlock unavailable (not built or not in the lsm= list)".into()
         },
-        fix: (abi == 0).then(|| "boot with lsm=...,landlock to get the second wall".into()),
+        fix: (abi == 0).then(|| {
+            "boot with lsm=...,landlock to get the second wall (and the landlock tier)".into()
+        }),
     }
 }
 
@@ -556,6 +702,57 @@ fn newuidmap() -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn support(userns: bool, abi: u32) -> IsolationSupport {
+        IsolationSupport {
+            user_namespaces: Check {
+                ok: userns,
+                detail: if userns {
+                    "unshare(CLONE_NEWUSER) works".into()
+                } else {
+                    "user namespaces are disabled: user.max_user_namespaces=0".into()
+                },
+                fix: (!userns).then(|| "sysctl -w user.max_user_namespaces=15000".into()),
+            },
+            landlock_abi: abi,
+        }
+    }
+
+    #[test]
+    fn auto_picks_the_strongest_tier_and_never_none() {
+        use Isolation::{Landlock, Namespaces};
+        let auto = |u, a| choose_tier(TierRequest::Auto, &support(u, a));
+        assert_eq!(auto(true, 7).unwrap().isolation, Namespaces);
+        assert_eq!(auto(true, 0).unwrap().isolation, Namespaces);
+        let c = auto(false, 7).unwrap();
+        assert_eq!(c.isolation, Landlock);
+        assert!(c.why.contains("max_user_namespaces=0"), "{}", c.why);
+        assert!(c.why.contains("Landlock ABI 7"), "{}", c.why);
+        assert_eq!(c.warning, None);
+        // Without signal scoping it still runs, and says what is missing.
+        let old = auto(false, 3).unwrap();
+        assert_eq!(old.isolation, Landlock);
+        assert!(old.warning.unwrap().contains("signal"));
+        let e = auto(false, 0).unwrap_err();
+        assert!(matches!(e, TierError::NothingAvailable { .. }));
+        assert!(e.hint().contains("--isolation none"), "{}", e.hint());
+    }
+
+    #[test]
+    fn a_tier_asked_for_by_name_is_checked() {
+        use Isolation::{Landlock, Namespaces};
+        let named = |i, u, a| choose_tier(TierRequest::Exactly(i), &support(u, a));
+        assert_eq!(named(Namespaces, true, 0).unwrap().isolation, Namespaces);
+        let e = named(Namespaces, false, 7).unwrap_err();
+        assert!(e.to_string().contains("max_user_namespaces=0"), "{e}");
+        assert!(e.hint().contains("--isolation landlock"), "{}", e.hint());
+        // Landlock by name also where namespaces would work.
+        assert_eq!(named(Landlock, true, 7).unwrap().isolation, Landlock);
+        assert_eq!(named(Landlock, true, 0).unwrap_err(), TierError::NoLandlock);
+        let none = named(Isolation::None, true, 7).unwrap();
+        assert_eq!(none.isolation, Isolation::None);
+        assert!(none.warning.unwrap().contains("development only"));
+    }
 
     /// A fake /proc with the given sysctls (`"user.max_user_namespaces"`)
     /// and a /proc/self/status with the given Seccomp mode.

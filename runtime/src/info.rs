@@ -1,10 +1,17 @@
 //! `warren-info`: what a tenant can learn about their own sandbox from the
 //! inside: who they are, the isolation in force, the limits and the usage.
 //!
-//! The shim writes the static part to [`INFO_PATH`] (read-only /etc) when
-//! it builds the sandbox, and binds itself at [`INFO_BIN`]; run under that
-//! name it prints this report, measuring usage from the sandbox's own /proc
-//! (which shows only the sandbox's processes).
+//! In the namespace tier the shim writes the static part to [`INFO_PATH`]
+//! (read-only /etc) when it builds the sandbox, and binds itself at
+//! [`INFO_BIN`]; run under that name it prints this report, measuring usage
+//! from the sandbox's own /proc (which shows only the sandbox's processes).
+//!
+//! The tiers without namespaces have no /etc of their own: the shim puts
+//! the same description in the command's environment ([`INFO_ENV`]), and
+//! `warren-info` is the binary of that name installed next to `warren-shim`
+//! (the shim adds its directory to PATH and lets Landlock execute that one
+//! file). There /proc shows the whole host, so usage counts only the
+//! processes of the tenant's uid in the sandbox's cgroup.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -23,6 +30,11 @@ pub const INFO_BIN: &str = "/opt/warren/bin/warren-info";
 /// [`INFO_DIR`], told apart by the name they are run under
 /// (docs/archives.md).
 pub const APPLETS: &[&str] = &["warren-import", "warren-export"];
+/// The environment variable holding the description where there is no
+/// mount namespace to put [`INFO_PATH`] in.
+pub const INFO_ENV: &str = "WARREN_INFO";
+/// The tool's file name, next to `warren-shim`.
+pub const INFO_TOOL: &str = "warren-info";
 
 /// The static part, fixed when the sandbox is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +50,46 @@ pub struct SandboxInfo {
     /// Limits that could not be applied on this host.
     pub missing_limits: Vec<String>,
     pub seccomp: String,
+    /// Per-process limits (`runtime::rlimits`), in words; the tiers
+    /// without namespaces only.
+    #[serde(default)]
+    pub rlimits: Vec<String>,
+}
+
+/// What a running sandbox got: its tier and the limits actually in force,
+/// for the server (API, the page's `hello` frame).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub tier: crate::spec::Isolation,
+    /// Enforced by the sandbox's cgroup, as read back from the kernel.
+    pub limits: Limits,
+    /// Limits asked for that this host could not enforce ("memory", "cpu",
+    /// "pids").
+    pub missing: Vec<String>,
+    /// Per-process limits set as well, in words (tiers without namespaces).
+    pub rlimits: Vec<String>,
+}
+
+impl Applied {
+    /// Nothing enforced at all (e.g. the echo backend): every limit of
+    /// `wanted` is missing.
+    pub fn unlimited(tier: crate::spec::Isolation, wanted: &Limits) -> Applied {
+        let missing = [
+            ("memory", wanted.memory_bytes.is_some()),
+            ("cpu", wanted.cpu.is_some()),
+            ("pids", wanted.pids.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, w)| *w)
+        .map(|(n, _)| n.to_string())
+        .collect();
+        Applied {
+            tier,
+            limits: Limits::NONE,
+            missing,
+            rlimits: Vec::new(),
+        }
+    }
 }
 
 /// Usage measured from the sandbox's /proc.
@@ -52,6 +104,22 @@ pub struct Usage {
 impl Usage {
     /// Sums over every process visible in `proc_root`.
     pub fn measure(proc_root: &Path) -> Usage {
+        Usage::measure_where(proc_root, |_| true)
+    }
+
+    /// Sums over the processes of `proc_root` that share our uid and our
+    /// cgroup: the sandbox, where /proc shows the whole host.
+    pub fn measure_shared_host(proc_root: &Path) -> Usage {
+        let me = proc_root.join("self");
+        let (uid, cgroup) = (owner_uid(&me), fs::read_to_string(me.join("cgroup")).ok());
+        Usage::measure_where(proc_root, |dir| {
+            uid.is_some()
+                && owner_uid(dir) == uid
+                && fs::read_to_string(dir.join("cgroup")).ok() == cgroup
+        })
+    }
+
+    fn measure_where(proc_root: &Path, keep: impl Fn(&Path) -> bool) -> Usage {
         let mut u = Usage::default();
         let Ok(rd) = fs::read_dir(proc_root) else {
             return u;
@@ -62,6 +130,7 @@ impl Usage {
                 .to_string_lossy()
                 .bytes()
                 .all(|b| b.is_ascii_digit())
+                || !keep(&e.path())
             {
                 continue;
             }
@@ -81,6 +150,18 @@ impl Usage {
         }
         u
     }
+}
+
+/// The real uid of a /proc/PID directory (from its status).
+fn owner_uid(dir: &Path) -> Option<u32> {
+    let status = fs::read_to_string(dir.join("status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn human(bytes: u64) -> String {
@@ -105,12 +186,20 @@ pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32
     let mut s = String::new();
     let _ = writeln!(s, "user         {} (uid {})", info.user, info.uid);
     let _ = writeln!(s, "sandbox      {}", info.hostname);
-    let _ = writeln!(
-        s,
-        "isolation    {} ({} namespaces)",
-        info.tier,
-        info.namespaces.join(", ")
-    );
+    if info.namespaces.is_empty() {
+        let _ = writeln!(
+            s,
+            "isolation    {} (no namespaces: the host's processes, network and IPC are shared)",
+            info.tier
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "isolation    {} ({} namespaces)",
+            info.tier,
+            info.namespaces.join(", ")
+        );
+    }
     let caps = if field("CapEff") == "0000000000000000" {
         "none"
     } else {
@@ -121,7 +210,9 @@ pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32
     } else {
         "off"
     };
-    let landlock = if landlock_abi > 0 {
+    let landlock = if info.tier == "none" {
+        "no Landlock".to_string()
+    } else if landlock_abi > 0 {
         format!("Landlock ABI {landlock_abi}")
     } else {
         "no Landlock".into()
@@ -156,6 +247,9 @@ pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32
             info.missing_limits.join(", ")
         );
     }
+    if !info.rlimits.is_empty() {
+        let _ = writeln!(s, "per process  {}", info.rlimits.join(", "));
+    }
     let _ = writeln!(
         s,
         "usage        memory {} resident in {} processes, {} tasks, cpu {:.1} s used",
@@ -165,6 +259,39 @@ pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32
         usage.cpu_seconds
     );
     s
+}
+
+/// `warren-info` itself: reads the description ([`INFO_ENV`], else
+/// [`INFO_PATH`]), measures usage and prints the report. Returns the exit
+/// code.
+pub fn tool_main() -> i32 {
+    let parsed = match std::env::var(INFO_ENV) {
+        Ok(json) => {
+            serde_json::from_str::<SandboxInfo>(&json).map_err(|e| format!("${INFO_ENV}: {e}"))
+        }
+        Err(_) => fs::read_to_string(INFO_PATH)
+            .map_err(|e| e.to_string())
+            .and_then(|s| serde_json::from_str::<SandboxInfo>(&s).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{INFO_PATH}: {e}")),
+    };
+    let info = match parsed {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("warren-info: not inside a warren sandbox ({e})");
+            return 1;
+        }
+    };
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let usage = if info.namespaces.is_empty() {
+        Usage::measure_shared_host(Path::new("/proc"))
+    } else {
+        Usage::measure(Path::new("/proc"))
+    };
+    print!(
+        "{}",
+        render(&info, &usage, &status, crate::sys::landlock_abi())
+    );
+    0
 }
 
 #[cfg(test)]
@@ -182,6 +309,7 @@ mod tests {
             limits: Limits::default(),
             missing_limits: vec![],
             seccomp: "default-v1".into(),
+            rlimits: vec![],
         };
         let status = "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
         let usage = Usage {
@@ -205,6 +333,54 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("memory 10.0 MiB resident in 3 processes"), "{r}");
+        assert!(!r.contains("per process"), "{r}");
+
+        let shared = SandboxInfo {
+            tier: "landlock".into(),
+            namespaces: vec![],
+            limits: Limits::NONE,
+            missing_limits: vec!["memory".into(), "cpu".into()],
+            rlimits: vec!["core dumps off".into()],
+            ..info
+        };
+        let r = render(&shared, &usage, status, 7);
+        assert!(r.contains("isolation    landlock (no namespaces"), "{r}");
+        assert!(r.contains("limits       none"), "{r}");
+        assert!(r.contains("not enforced on this host: memory, cpu"), "{r}");
+        assert!(r.contains("per process  core dumps off"), "{r}");
+    }
+
+    #[test]
+    fn shared_host_usage_counts_only_our_uid_and_cgroup() {
+        let d = tempfile::tempdir().unwrap();
+        let proc_dir = |name: &str, uid: u32, cgroup: &str, rss: u64| {
+            let dir = d.path().join(name);
+            fs::create_dir(&dir).unwrap();
+            fs::write(
+                dir.join("status"),
+                format!("Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"),
+            )
+            .unwrap();
+            fs::write(dir.join("cgroup"), cgroup).unwrap();
+            let fields = format!("1 (x) S 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1 0 0 0 {rss}");
+            fs::write(dir.join("stat"), fields).unwrap();
+        };
+        proc_dir("self", 1000, "0::/sbx-alice\n", 0);
+        proc_dir("10", 1000, "0::/sbx-alice\n", 1);
+        proc_dir("11", 1000, "0::/sbx-alice\n", 2);
+        proc_dir("12", 1000, "0::/sbx-bob\n", 100);
+        proc_dir("13", 0, "0::/sbx-alice\n", 100);
+        let u = Usage::measure_shared_host(d.path());
+        assert_eq!((u.processes, u.rss_bytes), (2, 3 * 4096));
+    }
+
+    #[test]
+    fn applied_without_limits_lists_what_was_wanted() {
+        let a = Applied::unlimited(crate::spec::Isolation::None, &Limits::default());
+        assert_eq!(a.missing, ["memory", "cpu", "pids"]);
+        assert_eq!(a.limits, Limits::NONE);
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["tier"], "none");
     }
 
     #[test]

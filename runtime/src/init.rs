@@ -129,6 +129,53 @@ fn reap(child: Pid, reap_orphans: bool) -> Option<Exit> {
     }
 }
 
+/// Makes the calling process a child subreaper: orphans among its
+/// descendants become its children instead of the host init's, so none
+/// can leave its process tree. Where there is no pid namespace, this is what
+/// keeps a sandbox's processes within reach ([`kill_all_children`]).
+pub fn become_subreaper() -> Result<(), Errno> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Kills every child with SIGKILL and reaps it, again and again, until no
+/// child is left: a subreaper inherits the orphans of each child it kills,
+/// and kills those next. Ends the rest of a sandbox that has no pid
+/// namespace to end with its PID 1.
+pub fn kill_all_children(proc_root: &std::path::Path) {
+    let me = nix::unistd::getpid();
+    loop {
+        // A child that died is our zombie until we reap it, so no pid in
+        // this list can have been reused for someone else.
+        for pid in children_of(proc_root, me) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        match waitpid(None, None) {
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// The processes whose parent is `parent`, from /proc/*/stat.
+fn children_of(proc_root: &std::path::Path, parent: Pid) -> Vec<Pid> {
+    let Ok(rd) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent.as_raw())
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
 /// Waits for `child` without forwarding anything (used when set-up failed
 /// and the child is being torn down).
 pub fn wait_for(child: Pid) -> Option<Exit> {
@@ -140,5 +187,30 @@ pub fn wait_for(child: Pid) -> Option<Exit> {
             Err(Errno::EINTR) => continue,
             Err(_) => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_are_found_by_their_parent_pid() {
+        let d = tempfile::tempdir().unwrap();
+        for (pid, ppid, comm) in [
+            (10, 1, "init"),
+            (11, 10, "a b) c"),
+            (12, 10, "x"),
+            (13, 11, "y"),
+        ] {
+            let dir = d.path().join(pid.to_string());
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("stat"), format!("{pid} ({comm}) S {ppid} 0 0")).unwrap();
+        }
+        std::fs::create_dir(d.path().join("self")).unwrap();
+        let mut kids = children_of(d.path(), Pid::from_raw(10));
+        kids.sort();
+        assert_eq!(kids, [Pid::from_raw(11), Pid::from_raw(12)]);
+        assert!(children_of(d.path(), Pid::from_raw(12)).is_empty());
     }
 }

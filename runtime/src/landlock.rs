@@ -20,8 +20,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use ::landlock::{
-    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, PathFdError, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
+    PathFdError, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use serde::{Deserialize, Serialize};
 
@@ -33,11 +33,36 @@ use crate::report::SetupError;
 const TARGET_ABI: ABI = ABI::V9;
 
 /// System directories readable (and executable) in the shared-host tier,
-/// where "/" also holds other tenants' files.
+/// where "/" also holds other tenants' files. Not /dev: the host's /dev/shm
+/// and terminals are shared (see [`SHARED_HOST_DEVICES`]).
 pub const SYSTEM_DIRS: &[&str] = &[
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc",
-    "/sys", "/dev",
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys",
 ];
+
+/// Devices only read in the shared-host tier.
+pub const SHARED_HOST_READ_DEVICES: &[&str] = &["/dev/random", "/dev/urandom"];
+
+/// [`DEVICES`] in the shared-host tier: not `/dev/pts`, which holds every
+/// terminal of the host, the operator's among them. The session's own
+/// terminal is added by path ([`LandlockPaths::with_terminal`]); programs
+/// that make terminals (`script`, `tmux`) get theirs from /dev/ptmx with
+/// TIOCGPTPEER, which opens no path.
+pub const SHARED_HOST_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/tty",
+    "/dev/ptmx",
+];
+
+/// Whether `path` lies where every sandbox of the shared-host tier may read
+/// (a workspace, the state or a secret there would be open to all tenants).
+pub fn readable_in_shared_host(path: &Path) -> bool {
+    SYSTEM_DIRS
+        .iter()
+        .chain(SHARED_HOST_READ_DEVICES)
+        .any(|d| path.starts_with(d))
+}
 
 /// The devices a terminal session needs to write to and send ioctls to.
 pub const DEVICES: &[&str] = &[
@@ -68,6 +93,10 @@ pub struct LandlockPaths {
     /// do it and where a shell in one terminal must still be able to `kill`
     /// a process started from another (each exec is its own domain).
     pub scope_ipc: bool,
+    /// Also refuse every TCP bind and connect (ABI 4). Where there is no
+    /// network namespace; seccomp refuses the sockets themselves as well.
+    #[serde(default)]
+    pub no_tcp: bool,
 }
 
 impl LandlockPaths {
@@ -81,21 +110,34 @@ impl LandlockPaths {
             read_only: vec!["/".into()],
             devices: DEVICES.iter().map(PathBuf::from).collect(),
             scope_ipc: false,
+            no_tcp: false,
         }
     }
 
     /// The `landlock` tier, on the host's own filesystem: only
     /// [`SYSTEM_DIRS`] are readable, since "/" would include other tenants'
     /// workspaces, and only the workspace is writable, since the host's /tmp
-    /// and /dev/shm are shared (point TMPDIR into the workspace).
+    /// and /dev/shm are shared (point TMPDIR into the workspace). Signals,
+    /// abstract sockets and TCP are scoped too: no namespace does it here.
     pub fn for_shared_host(workspace: impl Into<PathBuf>) -> LandlockPaths {
         LandlockPaths {
             workspace: workspace.into(),
             read_write: Vec::new(),
-            read_only: SYSTEM_DIRS.iter().map(PathBuf::from).collect(),
-            devices: DEVICES.iter().map(PathBuf::from).collect(),
+            read_only: SYSTEM_DIRS
+                .iter()
+                .chain(SHARED_HOST_READ_DEVICES)
+                .map(PathBuf::from)
+                .collect(),
+            devices: SHARED_HOST_DEVICES.iter().map(PathBuf::from).collect(),
             scope_ipc: true,
+            no_tcp: true,
         }
+    }
+
+    /// Adds the session's own terminal (a `/dev/pts/N` path).
+    pub fn with_terminal(mut self, slave: impl Into<PathBuf>) -> LandlockPaths {
+        self.devices.push(slave.into());
+        self
     }
 }
 
@@ -201,6 +243,10 @@ pub fn restrict(paths: &LandlockPaths) -> Result<LandlockStatus, LandlockError> 
     if paths.scope_ipc {
         ruleset = ruleset.scope(Scope::AbstractUnixSocket | Scope::Signal)?;
     }
+    if paths.no_tcp {
+        // Handled with no rule allowing any port: every bind and connect.
+        ruleset = ruleset.handle_access(AccessNet::from_all(TARGET_ABI))?;
+    }
     let status = ruleset
         .create()?
         .add_rules(rules.into_iter().map(Ok::<_, ::landlock::RulesetError>))?
@@ -281,7 +327,16 @@ mod tests {
         let h = LandlockPaths::for_shared_host("/srv/warren/alice");
         assert!(h.read_write.is_empty());
         assert!(!h.read_only.iter().any(|d| d == Path::new("/")));
-        assert!(h.scope_ipc);
+        assert!(!h.read_only.iter().any(|d| d == Path::new("/dev")));
+        assert!(h.read_only.iter().any(|d| d == Path::new("/dev/urandom")));
+        assert!(!h.devices.iter().any(|d| d == Path::new("/dev/pts")));
+        assert!(h.scope_ipc && h.no_tcp && !p.no_tcp);
+        let t = h.with_terminal("/dev/pts/7");
+        assert!(t.devices.iter().any(|d| d == Path::new("/dev/pts/7")));
+        assert!(readable_in_shared_host(Path::new("/opt/warren/ws")));
+        assert!(readable_in_shared_host(Path::new("/etc/warren/secret")));
+        assert!(!readable_in_shared_host(Path::new("/var/lib/warren")));
+        assert!(!readable_in_shared_host(Path::new("/optional/ws")));
     }
 
     #[test]
@@ -330,12 +385,15 @@ mod tests {
         let allowed = tempfile::tempdir().unwrap();
         let denied = tempfile::tempdir().unwrap();
         fs::write(denied.path().join("old"), "x").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
         let out = child::run(
             &entry(),
             "restrict",
             &[
                 ("WARREN_TEST_ALLOWED", allowed.path().to_str().unwrap()),
                 ("WARREN_TEST_DENIED", denied.path().to_str().unwrap()),
+                ("WARREN_TEST_PORT", &port),
             ],
         );
         let r = child::results(&out);
@@ -385,6 +443,10 @@ mod tests {
         if kernel_abi >= 3 {
             assert_eq!(r["truncate /dev/null"], "ok");
         }
+        if kernel_abi >= 4 {
+            // no_tcp: a listening port on loopback is out of reach.
+            assert_eq!(r["connect tcp loopback"], "EACCES");
+        }
         if kernel_abi >= 5 {
             // IOCTL_DEV is handled: a terminal device keeps its ioctls, a
             // device outside DEVICES loses them.
@@ -419,6 +481,7 @@ mod tests {
             read_only: vec!["/".into()],
             devices: DEVICES.iter().map(PathBuf::from).collect(),
             scope_ipc: true,
+            no_tcp: true,
         };
         let status = restrict(&paths).unwrap();
         child::report("abi", status.abi);
@@ -484,6 +547,11 @@ mod tests {
         let rnd = rnd
             .and_then(|f| crate::sys::seccomp::entropy_count(f.as_fd()).map_err(io::Error::from));
         child::report("ioctl /dev/urandom", io_outcome(rnd));
+        let port = std::env::var("WARREN_TEST_PORT").unwrap();
+        child::report(
+            "connect tcp loopback",
+            io_outcome(std::net::TcpStream::connect(format!("127.0.0.1:{port}"))),
+        );
         let parent = nix::unistd::getppid();
         child::report(
             "signal parent",

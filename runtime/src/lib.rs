@@ -18,6 +18,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod pty;
 pub mod report;
+pub mod rlimits;
 pub mod seccomp;
 pub mod spec;
 pub mod sys;

@@ -237,6 +237,63 @@ pub const EPERM_RULES: &[Rule] = &[
     when("ioctl", libc::SYS_ioctl, ArgMatch::Equals { arg: 1, value: libc::TIOCLINUX as u32 }),
 ];
 
+/// The name and version of the filter the `landlock` tier adds to the
+/// profile's, reported as `default-v1+shared-host-v1`. Bump the version
+/// whenever [`shared_host_rules`] change.
+pub const SHARED_HOST_FILTER_NAME: &str = "shared-host-v1";
+
+const UNIX_ONLY: &[u32] = &[libc::AF_UNIX as u32];
+
+/// Answered EPERM in the `landlock` tier, on top of the profile, because no
+/// network or IPC namespace separates tenants there (docs/security.md):
+/// - `socket` of every family: no TCP or UDP to the host's loopback
+///   services, no netlink, no raw sockets. Unix sockets too, unless
+///   `landlock_confines_unix` (Landlock ABI 9 decides which socket files may
+///   be connected to); without it a tenant could connect to any socket file
+///   by path, the host's D-Bus or another tenant's among them.
+///   `socketpair` stays allowed: it reaches nobody.
+/// - SysV IPC: its objects are found by a number, not a path, in the one
+///   IPC namespace all tenants share.
+pub fn shared_host_rules(landlock_confines_unix: bool) -> Vec<Rule> {
+    let socket = if landlock_confines_unix {
+        when(
+            "socket",
+            libc::SYS_socket,
+            ArgMatch::NoneOf {
+                arg: 0,
+                values: UNIX_ONLY,
+            },
+        )
+    } else {
+        any("socket", libc::SYS_socket)
+    };
+    vec![
+        socket,
+        any("msgget", libc::SYS_msgget),
+        any("msgsnd", libc::SYS_msgsnd),
+        any("msgrcv", libc::SYS_msgrcv),
+        any("msgctl", libc::SYS_msgctl),
+        any("semget", libc::SYS_semget),
+        any("semop", libc::SYS_semop),
+        any("semtimedop", libc::SYS_semtimedop),
+        any("semctl", libc::SYS_semctl),
+        any("shmget", libc::SYS_shmget),
+        any("shmat", libc::SYS_shmat),
+        any("shmctl", libc::SYS_shmctl),
+    ]
+}
+
+/// The `landlock` tier's extra filter ([`shared_host_rules`]), installed
+/// after the profile's filters.
+pub fn shared_host_filter(landlock_confines_unix: bool) -> Result<BpfProgram, SeccompError> {
+    compile(
+        "shared-host",
+        &shared_host_rules(landlock_confines_unix),
+        libc::EPERM as u32,
+        native_arch()?,
+    )
+}
+
 /// Answered ENOSYS by the default profile (besides the x32 range, which the
 /// hand-made prefix handles).
 pub const ENOSYS_RULES: &[Rule] = &[any("clone3", libc::SYS_clone3)];
@@ -691,6 +748,51 @@ mod tests {
             );
         }
         assert!(doc.contains(DEFAULT_PROFILE_NAME));
+        for r in shared_host_rules(false) {
+            assert!(
+                doc.contains(&format!("`{}`", r.syscall)),
+                "docs/security.md lacks `{}`",
+                r.syscall
+            );
+        }
+        assert!(doc.contains(SHARED_HOST_FILTER_NAME));
+    }
+
+    #[test]
+    fn shared_host_filter_refuses_sockets_and_sysv_ipc() {
+        let eperm = errno_verdict(Errno::EPERM);
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let socket = |family: i32| Data::new(libc::SYS_socket, [family as u64, 1, 0, 0, 0, 0]);
+        let strict = vec![shared_host_filter(false).unwrap()];
+        let unix_ok = vec![shared_host_filter(true).unwrap()];
+        for family in [
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+            libc::AF_PACKET,
+        ] {
+            assert_eq!(verdict(&strict, &socket(family)), eperm, "{family}");
+            assert_eq!(verdict(&unix_ok, &socket(family)), eperm, "{family}");
+        }
+        assert_eq!(verdict(&strict, &socket(libc::AF_UNIX)), eperm);
+        assert_eq!(verdict(&unix_ok, &socket(libc::AF_UNIX)), allow);
+        // The kernel reads the family as 32 bits, and so does the filter.
+        let high = Data::new(
+            libc::SYS_socket,
+            [1 << 32 | libc::AF_UNIX as u64, 1, 0, 0, 0, 0],
+        );
+        assert_eq!(verdict(&unix_ok, &high), allow);
+        for nr in [
+            libc::SYS_shmget,
+            libc::SYS_shmat,
+            libc::SYS_msgget,
+            libc::SYS_semop,
+        ] {
+            assert_eq!(verdict(&strict, &Data::new(nr, [0; 6])), eperm);
+        }
+        for nr in [libc::SYS_socketpair, libc::SYS_shmdt, libc::SYS_getpid] {
+            assert_eq!(verdict(&strict, &Data::new(nr, [0; 6])), allow);
+        }
     }
 
     #[test]

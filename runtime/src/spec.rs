@@ -16,6 +16,59 @@ use crate::tenant::Tenant;
 pub const SANDBOX_UID: u32 = 1000;
 pub const SANDBOX_GID: u32 = 1000;
 
+/// How strongly a sandbox is isolated (docs/sandbox.md, "Isolation tiers").
+/// The server picks one per host (`host::choose_tier`); the spec carries it
+/// so the shim builds exactly that and reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// User, mount, pid, net, ipc, uts (and cgroup) namespaces, seccomp,
+    /// Landlock, no capabilities, cgroup limits.
+    #[default]
+    Namespaces,
+    /// For hosts that forbid user namespaces: no namespaces; Landlock
+    /// confines the filesystem to the home plus read-only system paths,
+    /// seccomp also refuses sockets and SysV IPC, cgroup limits and rlimits.
+    Landlock,
+    /// Only a working directory and an environment: development only.
+    None,
+}
+
+impl Isolation {
+    pub const ALL: [Isolation; 3] = [Isolation::Namespaces, Isolation::Landlock, Isolation::None];
+
+    /// The name users see and type (`--isolation landlock`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Namespaces => "namespaces",
+            Isolation::Landlock => "landlock",
+            Isolation::None => "none",
+        }
+    }
+
+    /// True for the tiers without namespaces: the sandbox runs on the host's
+    /// own filesystem, pid and network namespaces, as a host uid.
+    pub fn shares_host(self) -> bool {
+        self != Isolation::Namespaces
+    }
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Isolation, String> {
+        Isolation::ALL
+            .into_iter()
+            .find(|i| i.name() == s)
+            .ok_or_else(|| format!("unknown isolation {s:?}: use namespaces, landlock or none"))
+    }
+}
+
 /// The sandbox's view of `/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -96,6 +149,9 @@ pub struct SandboxSpec {
     /// and commands join it (`warren-shim join`). `argv` is then unused.
     #[serde(default)]
     pub hold: bool,
+    /// The isolation tier to build.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,15 +172,53 @@ pub enum SpecError {
     BadTmpSize,
     #[error("{0}")]
     Limits(String),
+    #[error(
+        "bind {from:?} -> {target:?}: the {tier} isolation tier has no mount namespace, \
+         so a path can only be shared at its own place (SRC:SRC)"
+    )]
+    BindElsewhere {
+        tier: Isolation,
+        from: PathBuf,
+        target: PathBuf,
+    },
+    #[error("subordinate ids need a user namespace, which the {0} isolation tier does not have")]
+    SubordinateIds(Isolation),
+    #[error(
+        "workspace {0:?} lies under a directory every sandbox of the landlock tier may read; \
+         put the workspace root elsewhere (e.g. under /var/lib or /srv)"
+    )]
+    WorkspaceReadable(PathBuf),
 }
 
 /// Targets the runtime builds itself; a bind over them would undo isolation.
 const RESERVED_TARGETS: &[&str] = &["/", "/proc", "/sys", "/dev", "/etc", "/workspace"];
 
 impl SandboxSpec {
-    /// The tenant's home as the sandbox sees it.
+    /// The tenant's home as the sandbox sees it: `/workspace/<slug>` in the
+    /// namespace tier, the host path where nothing is mounted.
     pub fn home(&self) -> PathBuf {
-        self.tenant.home_in_sandbox()
+        if self.isolation.shares_host() {
+            self.workspace.clone()
+        } else {
+            self.tenant.home_in_sandbox()
+        }
+    }
+
+    /// TMPDIR of the tiers without namespaces: the host's /tmp is shared by
+    /// every tenant, so each gets a private directory in its home.
+    pub fn private_tmp(&self) -> PathBuf {
+        self.home().join(".tmp")
+    }
+
+    /// The uid and gid the sandbox's processes run as, in the namespace
+    /// they run in: the sandbox user inside a user namespace, else the
+    /// tenant's host ids.
+    pub fn process_ids(&self) -> (u32, u32) {
+        if self.isolation.shares_host() {
+            (self.id_map.host_uid, self.id_map.host_gid)
+        } else {
+            (self.uid, self.gid)
+        }
     }
 
     /// Checks everything the shim relies on. Called by the server before
@@ -179,6 +273,29 @@ impl SandboxSpec {
         self.limits
             .validate()
             .map_err(|e| SpecError::Limits(e.to_string()))?;
+        if self.isolation.shares_host() {
+            self.validate_shared_host()?;
+        }
+        Ok(())
+    }
+
+    /// Without namespaces nothing is mounted and nobody is mapped.
+    fn validate_shared_host(&self) -> Result<(), SpecError> {
+        if let Some(b) = self.binds.iter().find(|b| b.source != b.target) {
+            return Err(SpecError::BindElsewhere {
+                tier: self.isolation,
+                from: b.source.clone(),
+                target: b.target.clone(),
+            });
+        }
+        if self.id_map.ns_root.is_some() {
+            return Err(SpecError::SubordinateIds(self.isolation));
+        }
+        if self.isolation == Isolation::Landlock
+            && crate::landlock::readable_in_shared_host(&self.workspace)
+        {
+            return Err(SpecError::WorkspaceReadable(self.workspace.clone()));
+        }
         Ok(())
     }
 }
@@ -234,6 +351,7 @@ pub(crate) mod tests {
             limits: Limits::default(),
             require_limits: false,
             hold: false,
+            isolation: Isolation::Namespaces,
         }
     }
 
@@ -285,5 +403,57 @@ pub(crate) mod tests {
         let mut s = sample();
         s.cwd = "relative".into();
         assert!(matches!(s.validate(), Err(SpecError::BadPath { .. })));
+    }
+
+    #[test]
+    fn shared_host_tiers_have_no_mounts_and_no_maps() {
+        let mut s = sample();
+        s.isolation = Isolation::Landlock;
+        s.validate().unwrap();
+        assert_eq!(s.home(), s.workspace);
+        assert_eq!(s.process_ids(), (1_500_000_000, 1_500_000_000));
+
+        // A bind can only share a path at its own place.
+        s.binds.push(Bind {
+            source: "/srv/data".into(),
+            target: "/data".into(),
+            readonly: true,
+        });
+        assert!(matches!(s.validate(), Err(SpecError::BindElsewhere { .. })));
+        s.binds[0].target = "/srv/data".into();
+        s.validate().unwrap();
+
+        let mut s = sample();
+        s.isolation = Isolation::None;
+        s.id_map.ns_root = Some((1000, 1000));
+        assert_eq!(
+            s.validate(),
+            Err(SpecError::SubordinateIds(Isolation::None))
+        );
+
+        // Other homes would be readable under a system directory.
+        let mut s = sample();
+        s.isolation = Isolation::Landlock;
+        s.workspace = "/opt/warren/ws/alice".into();
+        assert!(matches!(s.validate(), Err(SpecError::WorkspaceReadable(_))));
+        s.isolation = Isolation::Namespaces;
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn isolation_names_round_trip() {
+        for i in Isolation::ALL {
+            assert_eq!(i.name().parse::<Isolation>().unwrap(), i);
+            assert_eq!(
+                serde_json::to_string(&i).unwrap(),
+                format!("\"{}\"", i.name())
+            );
+        }
+        assert!("auto".parse::<Isolation>().is_err());
+        // Specs from before the field existed are the namespace tier.
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v.as_object_mut().unwrap().remove("isolation");
+        let back: SandboxSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back.isolation, Isolation::Namespaces);
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use warren_runtime::spec::Bind;
+use warren_runtime::host::{self, TierChoice, TierError, TierRequest};
+use warren_runtime::spec::{Bind, Isolation};
 
 use crate::config;
 use crate::sandbox::{Request, Settings};
@@ -68,6 +69,48 @@ impl LimitArgs {
     }
 }
 
+/// `--isolation`: which tier sandboxes get (docs/sandbox.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    /// The strongest this host allows: namespaces, else landlock.
+    Auto,
+    /// User, mount, pid, net, ipc and uts namespaces (the full sandbox).
+    Namespaces,
+    /// No namespaces: Landlock, seccomp and rlimits (hosts that forbid user
+    /// namespaces; weaker, see docs/security.md).
+    Landlock,
+    /// No isolation besides a working directory: development only.
+    None,
+}
+
+impl IsolationArg {
+    pub fn request(self) -> TierRequest {
+        match self {
+            IsolationArg::Auto => TierRequest::Auto,
+            IsolationArg::Namespaces => TierRequest::Exactly(Isolation::Namespaces),
+            IsolationArg::Landlock => TierRequest::Exactly(Isolation::Landlock),
+            IsolationArg::None => TierRequest::Exactly(Isolation::None),
+        }
+    }
+}
+
+/// The isolation tier (`run` and `serve`).
+#[derive(Debug, Clone, Args)]
+pub struct IsolationArgs {
+    /// Isolation tier: auto picks the strongest this host allows
+    /// (namespaces, else landlock); none is only used when named.
+    #[arg(long, env = "WARREN_ISOLATION", value_enum, default_value = "auto")]
+    pub isolation: IsolationArg,
+}
+
+impl IsolationArgs {
+    /// Probes the host and picks the tier. Forks (the user namespace
+    /// probe): call it before any thread is started.
+    pub fn choose(&self) -> Result<TierChoice, TierError> {
+        host::choose_tier(self.isolation.request(), &host::probe_isolation())
+    }
+}
+
 /// Where state lives (shared by every command that touches tenants).
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
@@ -126,6 +169,8 @@ pub struct RunArgs {
     pub tty: crate::run::TtyMode,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub isolation: IsolationArgs,
     /// Print the confinement and limits in force.
     #[arg(long, short)]
     pub verbose: bool,
@@ -217,6 +262,15 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run(a) => {
             let a = *a;
+            let tier = match a.isolation.choose() {
+                Ok(choice) => choice,
+                Err(e) => {
+                    eprintln!("warren: {e}");
+                    eprintln!("  hint: {}", e.hint());
+                    return ExitCode::from(warren_runtime::report::EXIT_SETUP_FAILED as u8);
+                }
+            };
+            crate::run::announce(&tier, a.verbose);
             let mut binds = a.ro_binds;
             binds.extend(a.binds);
             let req = Request {
@@ -230,6 +284,7 @@ pub fn main() -> ExitCode {
                 limits: a.limits.limits(),
                 require_limits: a.limits.require_limits,
                 hold: false,
+                isolation: tier.isolation,
                 tty: if a.force_tty {
                     crate::run::TtyMode::Always
                 } else {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::{Limits, Usage};
+use warren_runtime::spec::Isolation;
 use warren_runtime::tenant::Tenant;
 use warren_runtime::workspace::{self, HomeUsage, WalkBounds};
 
@@ -221,6 +222,25 @@ impl Manager {
         self
     }
 
+    /// The tier the tenants' sandboxes run in.
+    pub fn isolation(&self) -> Isolation {
+        match &self.runner {
+            Runner::Registry(reg) => reg.backend().isolation(),
+            Runner::OneShot(b) => b.isolation(),
+        }
+    }
+
+    /// `warren-import`/`warren-export` are bound into the sandbox only in
+    /// the namespaces tier.
+    fn need_namespaces_tier(&self) -> Result<(), ManageError> {
+        match self.isolation() {
+            Isolation::Namespaces => Ok(()),
+            tier => Err(ManageError::Conflict(format!(
+                "export/import need the namespaces tier; this sandbox runs in the {tier} tier"
+            ))),
+        }
+    }
+
     fn count_exec(&self, reason: EndReason) {
         if let Some(m) = &self.metrics {
             m.exec();
@@ -317,7 +337,7 @@ impl Manager {
     pub fn get_or_create(&self, actor: &str, id: &str) -> Result<(UserView, bool), ManageError> {
         UserId::parse(id).map_err(|e| ManageError::BadRequest(format!("invalid user id: {e}")))?;
         let existed = self.state().find(id)?.is_some();
-        let p = provision(&self.settings, id)?;
+        let p = provision(&self.settings, id, self.isolation())?;
         if !existed {
             self.audit(
                 actor,
@@ -846,6 +866,7 @@ impl Manager {
         impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>>,
         ManageError,
     > {
+        self.need_namespaces_tier()?;
         let cmd = ExecCommand {
             argv: vec![EXPORT_COMMAND.into()],
             ..Default::default()
@@ -974,6 +995,7 @@ impl Manager {
     {
         use futures_util::StreamExt;
         use std::io::{Seek, Write};
+        self.need_namespaces_tier()?;
         let dir = self.upload_dir();
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -38,6 +38,20 @@ impl TtyMode {
     }
 }
 
+/// Says which isolation tier is in use: with `--verbose`, and always when
+/// it is not the full one (one line on stderr).
+pub fn announce(choice: &warren_runtime::host::TierChoice, verbose: bool) {
+    use warren_runtime::spec::Isolation;
+    let line = format!("isolation {}: {}", choice.isolation, choice.why);
+    match &choice.warning {
+        Some(w) => eprintln!("warren: warning: {line}; {w}"),
+        None if verbose || choice.isolation != Isolation::Namespaces => {
+            eprintln!("warren: {line}")
+        }
+        None => {}
+    }
+}
+
 /// Runs `req` and returns the exit code to leave with. Errors are printed
 /// to stderr in the form "warren: <step>: <what>" plus a hint line.
 pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {

@@ -8,7 +8,7 @@ use warren_runtime::cgroups::Limits;
 use warren_runtime::idmap::IdRange;
 use warren_runtime::pty::WinSize;
 use warren_runtime::spec::{
-    Bind, HostProfile, IdMap, Rootfs, SandboxSpec, SANDBOX_GID, SANDBOX_UID,
+    Bind, HostProfile, IdMap, Isolation, Rootfs, SandboxSpec, SANDBOX_GID, SANDBOX_UID,
 };
 use warren_runtime::tenant::{Tenant, TenantError};
 use warren_runtime::workspace::{self, WorkspaceError};
@@ -41,6 +41,8 @@ pub struct Request {
     pub require_limits: bool,
     /// Start no command; keep the sandbox for commands to join.
     pub hold: bool,
+    /// The tier, chosen once per host (`host::choose_tier`).
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,34 @@ pub enum PrepareError {
     Spec(#[from] warren_runtime::spec::SpecError),
     #[error("tenant number {0} is beyond this user's /etc/subuid or /etc/subgid range; widen the ranges")]
     SubidsExhausted(u32),
+    #[error(
+        "{what} {path:?} lies under a directory every sandbox of the landlock tier may read, \
+         and the tenants share this server's uid; move it (e.g. under /var/lib or /srv)"
+    )]
+    ReadableInLandlockTier { what: &'static str, path: PathBuf },
+}
+
+/// The tiers without namespaces share the host's filesystem: with one uid
+/// for the server and every tenant, only Landlock keeps them out of the
+/// state and the workspace root, and it lets every sandbox read the system
+/// directories. So those must not hold either.
+pub fn check_shared_host_paths(
+    isolation: Isolation,
+    range: IdRange,
+    paths: &[(&'static str, &std::path::Path)],
+) -> Result<(), PrepareError> {
+    if isolation != Isolation::Landlock || range == IdRange::Any {
+        return Ok(());
+    }
+    for (what, path) in paths {
+        if warren_runtime::landlock::readable_in_shared_host(path) {
+            return Err(PrepareError::ReadableInLandlockTier {
+                what,
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The host ids a tenant's sandbox user maps to, given what we may map.
@@ -102,15 +132,32 @@ pub struct Provisioned {
 }
 
 /// Validates the user id, allocates (or finds) the host uid and creates
-/// the home if needed: a tenant's get-or-create.
-pub fn provision(settings: &Settings, user: &str) -> Result<Provisioned, PrepareError> {
+/// the home if needed: a tenant's get-or-create. The tier decides which
+/// ids the tenant gets.
+pub fn provision(
+    settings: &Settings,
+    user: &str,
+    isolation: Isolation,
+) -> Result<Provisioned, PrepareError> {
     let tenant = Tenant::parse(user)?;
-    let record = State::open(&settings.state_dir)?.get_or_create(&tenant, settings.uid_base)?;
-    let id_map = host_ids(
-        IdRange::of_current_process("/proc".as_ref()),
-        record.host_uid,
-        settings.uid_base,
+    let range = match (isolation, IdRange::of_current_process("/proc".as_ref())) {
+        // Subordinate ids are mapped into a user namespace; without one the
+        // tenant runs as our own ids.
+        (i, IdRange::Subordinate { uid, gid, .. }) if i.shares_host() => {
+            IdRange::Single { uid, gid }
+        }
+        (_, r) => r,
+    };
+    check_shared_host_paths(
+        isolation,
+        range,
+        &[
+            ("the state directory", &settings.state_dir),
+            ("the workspace root", &settings.workspace_root),
+        ],
     )?;
+    let record = State::open(&settings.state_dir)?.get_or_create(&tenant, settings.uid_base)?;
+    let id_map = host_ids(range, record.host_uid, settings.uid_base)?;
     // With subordinate ids we create the home as ourselves (root inside);
     // the sandbox hands it to the tenant's id on first use.
     let (create_as, final_owner) = match id_map.ns_root {
@@ -135,9 +182,16 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         record,
         id_map,
         workspace,
-    } = provision(settings, &req.user)?;
-    let home = tenant.home_in_sandbox();
+    } = provision(settings, &req.user, req.isolation)?;
+    let shares_host = req.isolation.shares_host();
+    // Without a mount namespace the home is where it is on the host.
+    let home = if shares_host {
+        workspace.clone()
+    } else {
+        tenant.home_in_sandbox()
+    };
     let hostname = tenant.hostname();
+    let system_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     let mut env: Vec<(String, String)> = vec![
         ("HOME".into(), home.display().to_string()),
         ("USER".into(), tenant.slug.clone()),
@@ -145,18 +199,28 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         ("SHELL".into(), "/bin/bash".into()),
         (
             "PATH".into(),
-            format!(
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:{}",
-                warren_runtime::info::INFO_DIR
-            ),
+            if shares_host {
+                // The shim adds warren-info's directory (see runtime::info).
+                system_path.to_string()
+            } else {
+                format!("{system_path}:{}", warren_runtime::info::INFO_DIR)
+            },
         ),
         (
             "TERM".into(),
             req.term.clone().unwrap_or_else(|| "xterm-256color".into()),
         ),
         ("LANG".into(), "C.UTF-8".into()),
-        ("HOSTNAME".into(), hostname.clone()),
     ];
+    if shares_host {
+        // The host's /tmp is shared by every tenant (and not writable in
+        // the landlock tier): a private one in the home, made by the shim
+        // (`SandboxSpec::private_tmp`).
+        env.push(("TMPDIR".into(), home.join(".tmp").display().to_string()));
+    } else {
+        // Only true where the sandbox has a uts namespace of its own.
+        env.push(("HOSTNAME".into(), hostname.clone()));
+    }
     for (k, v) in &req.env {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
@@ -179,6 +243,7 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         limits: record.limits.apply(req.limits),
         require_limits: req.require_limits,
         hold: req.hold,
+        isolation: req.isolation,
     };
     spec.validate()?;
     Ok(spec)
@@ -256,5 +321,58 @@ mod tests {
             Err(PrepareError::Tenant(_))
         ));
         assert!(!d.path().join("etc").exists());
+    }
+
+    #[test]
+    fn shared_host_tiers_use_host_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            state_dir: d.path().join("state"),
+            workspace_root: d.path().join("ws"),
+            uid_base: 4_000_000_000,
+        };
+        let req = Request {
+            user: "alice".into(),
+            argv: vec!["id".into()],
+            tmp_size_mib: 64,
+            isolation: Isolation::Landlock,
+            ..Default::default()
+        };
+        let spec = prepare(&settings, &req).unwrap();
+        let home = settings.workspace_root.join("alice");
+        assert_eq!(spec.cwd, home);
+        assert_eq!(spec.home(), home);
+        let env = |k: &str| {
+            spec.env
+                .iter()
+                .find(|(ek, _)| ek == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(env("HOME"), Some(home.display().to_string()));
+        assert_eq!(
+            env("TMPDIR"),
+            Some(spec.private_tmp().display().to_string())
+        );
+        assert_eq!(env("HOSTNAME"), None);
+        assert!(!env("PATH").unwrap().contains("/opt/warren"));
+    }
+
+    #[test]
+    fn landlock_tier_refuses_state_where_tenants_can_read() {
+        let shared = IdRange::Single {
+            uid: 1000,
+            gid: 1000,
+        };
+        let bad = [(
+            "the state directory",
+            std::path::Path::new("/opt/warren/state"),
+        )];
+        assert!(matches!(
+            check_shared_host_paths(Isolation::Landlock, shared, &bad),
+            Err(PrepareError::ReadableInLandlockTier { .. })
+        ));
+        // Root gives each tenant its own uid: file modes keep them out.
+        check_shared_host_paths(Isolation::Landlock, IdRange::Any, &bad).unwrap();
+        check_shared_host_paths(Isolation::Namespaces, shared, &bad).unwrap();
     }
 }

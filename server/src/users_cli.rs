@@ -96,7 +96,15 @@ fn actor() -> String {
 
 fn manager(store: &StoreArgs, limits: &LimitArgs) -> Result<Arc<Manager>, ManageError> {
     let settings = store.settings();
-    let backend = SandboxBackend::new(settings.clone(), limits.limits(), limits.require_limits);
+    // The strongest tier this host allows, as `warren run`/`serve` pick by
+    // default (the probe forks: called before the async runtime starts).
+    let tier = warren_runtime::host::choose_tier(
+        warren_runtime::host::TierRequest::Auto,
+        &warren_runtime::host::probe_isolation(),
+    )
+    .map_err(|e| ManageError::Unavailable(format!("{e}; {}", e.hint())))?;
+    let backend = SandboxBackend::new(settings.clone(), limits.limits(), limits.require_limits)
+        .with_isolation(tier.isolation);
     Ok(Arc::new(Manager::new(
         settings,
         limits.limits(),

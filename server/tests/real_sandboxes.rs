@@ -180,3 +180,104 @@ async fn reattach_restores_top_in_a_sandbox() {
     c.send_input("q").await;
     c.run("echo back''-2", "back-2").await;
 }
+
+/// The landlock tier (hosts without user namespaces): every terminal is a
+/// `warren-shim join` without setns, the homes are host paths, and Landlock
+/// (not a mount namespace) keeps the users apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landlock_tier_serves_users_apart() {
+    if warren_runtime::sys::landlock_abi() == 0 {
+        let must_run = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+            || std::env::var("WARREN_MUST_RUN").is_ok_and(|v| v == "1");
+        assert!(!must_run, "CI requires Landlock for the landlock tier");
+        eprintln!("SKIP: this kernel has no Landlock: the landlock tier cannot run");
+        return;
+    }
+    let d = dirs();
+    let server = sandbox_server_in(&d, warren_runtime::spec::Isolation::Landlock).await;
+    let ws = d.settings.workspace_root.clone();
+    let alice_home = ws.join("alice").display().to_string();
+    // Unique on this host: /proc is shared in this tier.
+    let marker = format!("alice-marker-{}", std::process::id());
+    let pattern = format!(
+        "{}[{}]",
+        &marker[..marker.len() - 1],
+        &marker[marker.len() - 1..]
+    );
+
+    let mut a1 = server.open("alice").await;
+    let hello = a1.hello.clone().unwrap();
+    assert_eq!(hello["tier"], "landlock", "{hello}");
+    // The limits in force, or which are not: every limit is one or the other.
+    let limits = &hello["limits"];
+    let missing: Vec<&str> = limits["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    for (name, key) in [("memory", "memory_bytes"), ("cpu", "cpu"), ("pids", "pids")] {
+        assert_ne!(
+            missing.contains(&name),
+            !limits[key].is_null(),
+            "{name}: {limits}"
+        );
+    }
+    assert!(
+        limits["per_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "core dumps off"),
+        "{limits}"
+    );
+    let seen = a1
+        .run(
+            &format!("cd; pwd; echo note > mine; (exec -a {marker} sleep 300 &); echo O''K"),
+            "OK",
+        )
+        .await;
+    assert!(
+        seen.contains(&alice_home),
+        "home is the host path: {seen:?}"
+    );
+
+    // A second terminal joins the same sandbox: same home, same cgroup.
+    let mut a2 = server.open("alice").await;
+    let again = a2.run("cat ~/mine; echo E''ND", "END").await;
+    assert!(again.contains("note"), "{again:?}");
+
+    let mut b = server.open("bob").await;
+    let bob = b
+        .run(
+            &format!(
+                "cat {alice_home}/mine; ls {alice_home}; ls {}; touch {alice_home}/x; echo E''ND",
+                ws.display()
+            ),
+            "END",
+        )
+        .await;
+    assert_eq!(
+        bob.matches("Permission denied").count(),
+        4,
+        "bob can neither read, list nor write alice's files: {bob:?}"
+    );
+    assert!(!ws.join("alice/x").exists());
+    // Bob can see that alice's marker runs (one /proc for all), but cannot
+    // signal it.
+    let kill = b
+        .run(
+            &format!("pkill -f {pattern}; echo rc=$?; echo E''ND"),
+            "END",
+        )
+        .await;
+    assert!(kill.contains("Operation not permitted"), "{kill:?}");
+    let still = a2
+        .run(&format!("pgrep -fc {pattern}; echo E''ND"), "END")
+        .await;
+    assert!(
+        still.split(['\r', '\n']).any(|l| l == "1"),
+        "alice's process survived: {still:?}"
+    );
+    server.shutdown(Duration::from_secs(15)).await;
+}

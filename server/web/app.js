@@ -27,6 +27,7 @@
 
   const encoder = new TextEncoder();
   const statusEl = document.getElementById('status');
+  const tierEl = document.getElementById('tier');
   const overlayEl = document.getElementById('overlay');
   const overlayText = document.getElementById('overlay-text');
   const overlayButton = document.getElementById('overlay-button');
@@ -100,7 +101,8 @@
         history.replaceState(null, '', location.pathname + location.search + '#' + terminalId);
         document.title = `${msg.user} — warren`;
         term.reset(); // the screen snapshot follows
-        status(`${msg.user} · isolation: ${msg.tier}`, 3000);
+        showTier(msg);
+        status(`${msg.user} · isolation: ${msg.tier} · ${limitsText(msg.limits)}`, 6000);
         if (msg.cols !== term.cols || msg.rows !== term.rows) sendResize();
         startPing();
         break;
@@ -115,6 +117,29 @@
         status('server: ' + msg.message, 6000);
         break;
     }
+  }
+
+  // The limits the hello frame reports: enforced ones, then the missing.
+  function limitsText(limits) {
+    if (!limits) return 'limits unknown';
+    const parts = [];
+    if (limits.memory_bytes != null) parts.push(`memory ${Math.round(limits.memory_bytes / 1048576)} MiB`);
+    if (limits.cpu != null) parts.push(`cpu ${limits.cpu}`);
+    if (limits.pids != null) parts.push(`${limits.pids} tasks`);
+    let text = parts.length ? parts.join(', ') : 'no limits';
+    if (limits.missing && limits.missing.length) text += ` (not enforced: ${limits.missing.join(', ')})`;
+    return text;
+  }
+
+  function showTier(msg) {
+    const limits = msg.limits || {};
+    const weak = msg.tier !== 'namespaces' || (limits.missing && limits.missing.length > 0);
+    tierEl.textContent = `isolation: ${msg.tier}`;
+    let title = `limits: ${limitsText(msg.limits)}`;
+    if (limits.per_process && limits.per_process.length) title += `\nper process: ${limits.per_process.join(', ')}`;
+    tierEl.title = title;
+    tierEl.classList.toggle('weak', weak);
+    tierEl.hidden = false;
   }
 
   function exitText(msg) {

@@ -1,4 +1,6 @@
-//! `warren-shim create`: the table of contents of a new sandbox.
+//! `warren-shim create`: the table of contents of a new sandbox. This is the
+//! namespace tier; the tiers without namespaces share the outer steps and
+//! fork a leader instead of PID 1 (see `shared`).
 //!
 //! Three processes take part:
 //! - the shim itself, outside, which clones the sandbox, writes its id maps
@@ -12,7 +14,8 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use crate::{limits, spawn};
+use crate::{limits, shared, spawn};
+use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::{pipe, sethostname, setsid, Pid};
 use warren_runtime::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_PATH};
@@ -45,8 +48,14 @@ pub fn run(
         applied,
         missing,
     } = limits::create(&spec, report)?;
-    // Planning, from the host as it is now; nothing is mounted yet.
-    let plan = plan_root(&spec, applied, missing)?;
+    let namespaced = !spec.isolation.shares_host();
+    // Planning, from the host as it is now; nothing is mounted yet. The
+    // tiers without namespaces mount nothing and only describe themselves.
+    let tier = if namespaced {
+        Tier::Namespaces(plan_root(&spec, applied, missing)?)
+    } else {
+        Tier::SharedHost(Box::new(shared::describe(&spec, applied, missing)))
+    };
     // Whoever joins this sandbox later runs as we do; see init_steps.
     let protect_init =
         idmap::IdRange::of_current_process(Path::new("/proc")) == idmap::IdRange::Any;
@@ -56,14 +65,25 @@ pub fn run(
     let (ready_r, ready_w) = pipe().map_err(|e| SetupError::errno("create sync pipe", e))?;
     // The cgroup namespace is unshared by PID 1 once it sits in its cgroup,
     // so that cgroup becomes the namespace's root.
-    let flags = namespaces::sandbox_flags();
+    let flags = if namespaced {
+        namespaces::sandbox_flags()
+    } else {
+        CloneFlags::empty()
+    };
     let pid = match sys::clone_process(flags) {
         Ok(Forked::Child) => {
             drop(ready_w);
-            sandbox_init(&spec, &plan, ready_r, pty_socket, protect_init, report)
+            match &tier {
+                Tier::Namespaces(plan) => {
+                    sandbox_init(&spec, plan, ready_r, pty_socket, protect_init, report)
+                }
+                Tier::SharedHost(described) => {
+                    shared::leader(&spec, described, ready_r, pty_socket, report)
+                }
+            }
         }
         Ok(Forked::Parent(pid)) => pid,
-        Err(e) => {
+        Err(e) if namespaced => {
             let (why, fix) = host::why_no_userns(Path::new("/proc"), e);
             return Err(SetupError::errno(
                 format!("create namespaces ({})", namespaces::names(flags).join(",")),
@@ -72,14 +92,19 @@ pub fn run(
             .with_message(why)
             .with_hint(fix));
         }
+        Err(e) => return Err(SetupError::errno("fork sandbox leader", e)),
     };
     drop(ready_r);
     // Only PID 1 sends on it; our copy would hide a failed start (no EOF).
     drop(pty_socket);
 
     // Only a process outside the new user namespace may write its maps.
-    let placed = idmap::write_maps_from_parent(pid, &spec)
-        .and_then(|()| cgroup.as_ref().map_or(Ok(()), |cg| limits::enter(cg, pid)));
+    let maps = if namespaced {
+        idmap::write_maps_from_parent(pid, &spec)
+    } else {
+        Ok(())
+    };
+    let placed = maps.and_then(|()| cgroup.as_ref().map_or(Ok(()), |cg| limits::enter(cg, pid)));
     if let Err(err) = placed {
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         init::wait_for(pid);
@@ -109,6 +134,14 @@ pub fn run(
     Ok(exit)
 }
 
+/// What the sandbox is built from, by tier.
+enum Tier {
+    /// The mount plan.
+    Namespaces(Vec<MountOp>),
+    /// No mounts: a description for the command's environment.
+    SharedHost(Box<shared::Described>),
+}
+
 /// The mount plan of the `host` profile, plus what `warren-info` needs:
 /// the description in /etc and this binary, under that name (and, as
 /// symlinks to it, under the names of the other applets).
@@ -133,6 +166,7 @@ fn plan_root(
         limits: applied,
         missing_limits: missing,
         seccomp: spec.seccomp.name().to_string(),
+        rlimits: Vec::new(),
     };
     let json = serde_json::to_string_pretty(&info)
         .map_err(|e| SetupError::new("describe sandbox", e.to_string()))?;
@@ -252,8 +286,9 @@ fn hand_home_to_tenant(spec: &SandboxSpec) -> Result<(), SetupError> {
     Ok(())
 }
 
-/// Blocks until the parent has written our id maps (or died).
-fn wait_for_parent(ready: OwnedFd) -> Result<(), SetupError> {
+/// Blocks until the parent has written our id maps and placed us in our
+/// cgroup (or died).
+pub(crate) fn wait_for_parent(ready: OwnedFd) -> Result<(), SetupError> {
     let mut byte = [0u8; 1];
     match File::from(ready).read(&mut byte) {
         Ok(1) => Ok(()),

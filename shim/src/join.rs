@@ -4,7 +4,8 @@
 //! Everything is re-derived from the caller's spec, never from the
 //! sandbox: the user, capabilities (none), Landlock and seccomp are applied
 //! here exactly as for the sandbox's first command; only the namespaces and
-//! the cgroup are the sandbox's.
+//! the cgroup are the sandbox's. In the tiers without namespaces only the
+//! cgroup is (see `shared`).
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -18,7 +19,7 @@ use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
 use warren_runtime::{caps, namespaces};
 
-use crate::{limits, spawn};
+use crate::{limits, shared, spawn};
 
 /// Which sandbox to join.
 pub struct Target {
@@ -55,21 +56,37 @@ pub fn run(
         let _ = sys::clear_supplementary_groups();
     }
     init::block_signals().map_err(|e| SetupError::errno("block signals", e))?;
-    let mut flags = namespaces::sandbox_flags();
-    if namespaces::cgroup_namespace_available(Path::new("/proc")) {
-        flags |= CloneFlags::CLONE_NEWCGROUP;
-    }
-    nix::sched::setns(&pidfd, flags).map_err(|e| {
-        SetupError::errno(
-            format!("join namespaces ({})", namespaces::names(flags).join(",")),
-            e,
-        )
-    })?;
+    let shared_host = spec.isolation.shares_host();
+    // Without namespaces there is nothing to enter; what the sandbox's
+    // cgroup and the spec do not give, the command gets as the first did.
+    let described = if shared_host {
+        let (applied, missing) = limits::expected(&spec, target.cgroup.is_some());
+        // The command's orphans stay ours, not the host init's.
+        init::become_subreaper().map_err(|e| SetupError::errno("become child subreaper", e))?;
+        Some(shared::describe(&spec, applied, missing))
+    } else {
+        let mut flags = namespaces::sandbox_flags();
+        if namespaces::cgroup_namespace_available(Path::new("/proc")) {
+            flags |= CloneFlags::CLONE_NEWCGROUP;
+        }
+        nix::sched::setns(&pidfd, flags).map_err(|e| {
+            SetupError::errno(
+                format!("join namespaces ({})", namespaces::names(flags).join(",")),
+                e,
+            )
+        })?;
+        None
+    };
     drop(pidfd);
     // A joined pid namespace applies to children only.
     match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
         Forked::Child => {
-            let err = command_steps(&spec, pty_socket, report).unwrap_err();
+            let err = match &described {
+                Some(d) => shared::command_steps(&spec, d, pty_socket, report)
+                    .map(|never| match never {})
+                    .unwrap_err(),
+                None => command_steps(&spec, pty_socket, report).unwrap_err(),
+            };
             spawn::fail_and_exit(report, err)
         }
         Forked::Parent(child) => {
@@ -80,7 +97,12 @@ pub fn run(
                     init_pid: child.as_raw(),
                 },
             );
-            let exit = init::supervise(child, SignalTarget::Group(child), false);
+            let exit = init::supervise(child, SignalTarget::Group(child), shared_host);
+            // Without a cgroup to hold them until the sandbox stops, what
+            // the shell left behind goes with it (no pid namespace does).
+            if shared_host && target.cgroup.is_none() {
+                init::kill_all_children(Path::new("/proc"));
+            }
             let _ = report::send(report, &Event::Exited { exit });
             Ok(exit)
         }

@@ -27,31 +27,7 @@ pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Created, SetupErr
     if spec.limits == Limits::NONE {
         return Ok(Created::default());
     }
-    let wanted: Vec<&str> = [
-        ("memory", spec.limits.memory_bytes.is_some()),
-        ("cpu", spec.limits.cpu.is_some()),
-        ("pids", spec.limits.pids.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, w)| w.then_some(n))
-    .collect();
-    let (cgroups, missing, reasons) = match Cgroups::probe(&Roots::default()) {
-        Ok(c) => {
-            let a = c.availability();
-            let missing: Vec<String> = a
-                .missing
-                .iter()
-                .filter(|m| wanted.contains(m))
-                .map(|m| m.to_string())
-                .collect();
-            (Some(c), missing, a.reasons)
-        }
-        Err(e) => (
-            None,
-            wanted.iter().map(|m| m.to_string()).collect(),
-            vec![e.to_string()],
-        ),
-    };
+    let (cgroups, missing, reasons) = probe(spec);
     if !missing.is_empty() {
         if spec.require_limits {
             return Err(SetupError::new(
@@ -101,6 +77,51 @@ pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Created, SetupErr
         applied: limits,
         missing,
     })
+}
+
+/// The host's cgroups and the limits of `spec` they cannot apply, with
+/// the reasons.
+fn probe(spec: &SandboxSpec) -> (Option<Cgroups>, Vec<String>, Vec<String>) {
+    let wanted: Vec<&str> = [
+        ("memory", spec.limits.memory_bytes.is_some()),
+        ("cpu", spec.limits.cpu.is_some()),
+        ("pids", spec.limits.pids.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, w)| w.then_some(n))
+    .collect();
+    match Cgroups::probe(&Roots::default()) {
+        Ok(c) => {
+            let a = c.availability();
+            let missing: Vec<String> = a
+                .missing
+                .iter()
+                .filter(|m| wanted.contains(m))
+                .map(|m| m.to_string())
+                .collect();
+            (Some(c), missing, a.reasons)
+        }
+        Err(e) => (
+            None,
+            wanted.iter().map(|m| m.to_string()).collect(),
+            vec![e.to_string()],
+        ),
+    }
+}
+
+/// What [`create`] made for a sandbox with this spec, worked out again by a
+/// process joining it (`has_cgroup`: the sandbox has one): the limits in
+/// force and the missing ones.
+pub fn expected(spec: &SandboxSpec, has_cgroup: bool) -> (Limits, Vec<String>) {
+    if spec.limits == Limits::NONE {
+        return (Limits::NONE, Vec::new());
+    }
+    let (cgroups, missing, _) = probe(spec);
+    let applied = match (cgroups, has_cgroup) {
+        (Some(c), true) => spec.limits.only_available(&c.availability()),
+        _ => Limits::NONE,
+    };
+    (applied, missing)
 }
 
 /// What [`create`] made: the cgroup (if any), the limits in force and the

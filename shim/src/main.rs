@@ -16,6 +16,7 @@ mod applets;
 mod create;
 mod join;
 mod limits;
+mod shared;
 mod spawn;
 
 use std::io::Read;
@@ -39,8 +40,10 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    // Bound into every sandbox as /opt/warren/bin/warren-info, and linked
-    // there under the other applets' names.
+    // Bound into every sandbox of the namespace tier as
+    // /opt/warren/bin/warren-info and linked there under the applets'
+    // names (the other tiers run the `warren-info` binary installed next
+    // to this one, and have no applets).
     let name = std::env::args().next().unwrap_or_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match name.rsplit('/').next() {
@@ -87,27 +90,7 @@ fn main() -> ExitCode {
 
 /// `warren-info`, inside a sandbox: who, what isolation, limits, usage.
 fn warren_info() -> ExitCode {
-    use warren_runtime::info::{self, SandboxInfo, Usage};
-    let parsed = std::fs::read_to_string(info::INFO_PATH)
-        .map_err(|e| e.to_string())
-        .and_then(|s| serde_json::from_str::<SandboxInfo>(&s).map_err(|e| e.to_string()));
-    let info = match parsed {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!(
-                "warren-info: not inside a warren sandbox ({}: {e})",
-                info::INFO_PATH
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let usage = Usage::measure(std::path::Path::new("/proc"));
-    print!(
-        "{}",
-        info::render(&info, &usage, &status, sys::landlock_abi())
-    );
-    ExitCode::SUCCESS
+    ExitCode::from(warren_runtime::info::tool_main().clamp(0, 255) as u8)
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {

@@ -12,7 +12,8 @@ use nix::unistd::{chdir, setpgid, Pid};
 use warren_runtime::init;
 use warren_runtime::landlock::{self, LandlockPaths};
 use warren_runtime::report::{self, Event, SetupError, STEP_EXEC};
-use warren_runtime::spec::SandboxSpec;
+use warren_runtime::seccomp::BpfProgram;
+use warren_runtime::spec::{Isolation, SandboxSpec};
 use warren_runtime::sys::{self, Forked};
 use warren_runtime::{pty, seccomp};
 
@@ -48,14 +49,15 @@ impl Ready {
 }
 
 /// The confinement steps, in order: the terminal (opened from the
-/// sandbox's devpts and sent out), Landlock, then seccomp, last.
+/// sandbox's devpts and sent out), Landlock, then seccomp, last. Which
+/// Landlock rules and filters depends on the tier ([`walls`]).
 pub fn confine(
     spec: &SandboxSpec,
     pty_socket: Option<OwnedFd>,
     report: &mut File,
 ) -> Result<Ready, SetupError> {
     // Compiled now, while allocation is still harmless; applied last.
-    let filters = spec.seccomp.filters()?;
+    let (filters, seccomp_name) = seccomp_filters(spec)?;
     // The terminal comes from the sandbox's own devpts; its master leaves
     // the sandbox over the socket and PID 1 keeps no copy.
     let tty = match (spec.tty, pty_socket) {
@@ -74,26 +76,82 @@ pub fn confine(
         (None, _) => None,
     };
     let (argv, envp) = command_strings(spec)?;
-    // Second wall: writes only to the home, /tmp, /dev/shm and terminals.
-    let mut paths = LandlockPaths::for_sandbox(spec.home());
-    paths.read_write.extend(
-        spec.binds
-            .iter()
-            .filter(|b| !b.readonly)
-            .map(|b| b.target.clone()),
-    );
-    let landlock = landlock::restrict(&paths)?;
+    let landlock = match landlock_paths(spec, tty.as_deref()) {
+        Some(paths) => landlock::restrict(&paths)?,
+        None => landlock::LandlockStatus {
+            abi: sys::landlock_abi(),
+            level: landlock::Level::NotEnforced,
+        },
+    };
     // Last: from here on PID 1 and the command run under the filter.
     seccomp::apply(&filters)?;
     let _ = report::send(
         report,
         &Event::Confined {
-            seccomp: spec.seccomp.name().to_string(),
+            seccomp: seccomp_name,
             landlock,
         },
     );
     Ok(Ready { tty, argv, envp })
 }
+
+/// What Landlock allows, by tier. `None`: no Landlock (`none` tier).
+fn landlock_paths(spec: &SandboxSpec, tty: Option<&Path>) -> Option<LandlockPaths> {
+    match spec.isolation {
+        // Second wall: writes only to the home, /tmp, /dev/shm and terminals.
+        Isolation::Namespaces => {
+            let mut paths = LandlockPaths::for_sandbox(spec.home());
+            paths.read_write.extend(
+                spec.binds
+                    .iter()
+                    .filter(|b| !b.readonly)
+                    .map(|b| b.target.clone()),
+            );
+            Some(paths)
+        }
+        // The only wall around the filesystem: the home, read-only system
+        // directories, the binds (shared at their own place; warren-info is
+        // one) and this terminal.
+        Isolation::Landlock => {
+            let mut paths = LandlockPaths::for_shared_host(spec.home());
+            for b in &spec.binds {
+                let list = if b.readonly {
+                    &mut paths.read_only
+                } else {
+                    &mut paths.read_write
+                };
+                list.push(b.target.clone());
+            }
+            Some(match tty {
+                Some(slave) => paths.with_terminal(slave),
+                None => paths,
+            })
+        }
+        Isolation::None => None,
+    }
+}
+
+/// The seccomp filters of the tier and the name to report for them. The
+/// `landlock` tier adds the shared-host filter (no sockets but unix ones
+/// Landlock can confine, no SysV IPC); `none` installs nothing.
+fn seccomp_filters(spec: &SandboxSpec) -> Result<(Vec<BpfProgram>, String), SetupError> {
+    let profile = spec.seccomp;
+    Ok(match spec.isolation {
+        Isolation::Namespaces => (profile.filters()?, profile.name().to_string()),
+        Isolation::Landlock => {
+            let mut filters = profile.filters()?;
+            let unix_confined = sys::landlock_abi() >= LANDLOCK_RESOLVE_UNIX_ABI;
+            filters.push(seccomp::shared_host_filter(unix_confined)?);
+            let name = format!("{}+{}", profile.name(), seccomp::SHARED_HOST_FILTER_NAME);
+            (filters, name)
+        }
+        Isolation::None => (Vec::new(), "off".to_string()),
+    })
+}
+
+/// The Landlock ABI that decides which named unix sockets may be connected
+/// to (LANDLOCK_ACCESS_FS_RESOLVE_UNIX).
+const LANDLOCK_RESOLVE_UNIX_ABI: u32 = 9;
 
 pub fn command_strings(spec: &SandboxSpec) -> Result<(Vec<CString>, Vec<CString>), SetupError> {
     let bad = |_| SetupError::new("prepare command", "NUL byte in command or environment");

@@ -380,6 +380,13 @@ async function main() {
     const out = (await alice.run('whoami')).map((r) => r.trim()).filter(Boolean);
     expect(out.length === 1 && out[0] === 'alice', `whoami printed ${JSON.stringify(out)}`);
     const title = await alice.page.title();
+    // The page names the tier and, on hover, the limits in force.
+    const badge = alice.page.locator('#tier');
+    expect(await badge.isVisible(), 'no isolation badge on the page');
+    expect((await badge.textContent()) === `isolation: ${hello.tier}`,
+      `badge says ${JSON.stringify(await badge.textContent())}, hello says tier ${hello.tier}`);
+    expect(hello.limits && (await badge.getAttribute('title')).startsWith('limits: '),
+      `no limits in the hello frame or the badge: ${JSON.stringify(hello.limits)}`);
     await alice.shot('alice-whoami.png');
     return `tier ${hello.tier}, prompt "${prompt.trim()}", title "${title}"`;
   }, { needs: [1] });

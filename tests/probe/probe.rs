@@ -24,6 +24,7 @@ extern "C" {
     fn ioctl(fd: i32, req: u64, ...) -> i32;
     fn syscall(nr: i64, ...) -> i64;
     fn wait(status: *mut i32) -> i32;
+    fn getrlimit(resource: i32, rlim: *mut [u64; 2]) -> i32;
 }
 
 // x86_64 syscall probes, from runtime/src/sys/seccomp.rs: arguments the
@@ -222,6 +223,9 @@ fn errno_name(e: std::io::Error) -> String {
         38 => "ENOSYS",
         40 => "ELOOP",
         95 => "EOPNOTSUPP",
+        97 => "EAFNOSUPPORT",
+        101 => "ENETUNREACH",
+        111 => "ECONNREFUSED",
         _ => return format!("errno{n}"),
     };
     name.to_string()
@@ -337,6 +341,57 @@ fn answer(q: &str) -> String {
             n.join(",")
         }
         "lo_up" => lo_up(),
+        // signal:PID:SIG (0 only asks whether we may).
+        "signal" => {
+            let (pid, sig) = arg.split_once(':').unwrap_or((arg, "0"));
+            let (Ok(pid), Ok(sig)) = (pid.parse::<i32>(), sig.parse::<i32>()) else {
+                return "bad signal question".into();
+            };
+            if unsafe { kill(pid, sig) } < 0 {
+                errno_name(std::io::Error::last_os_error())
+            } else {
+                "ok".into()
+            }
+        }
+        // connect:HOST:PORT over TCP.
+        "connect" => std::net::TcpStream::connect(arg)
+            .map(|_| "ok".to_string())
+            .unwrap_or_else(errno_name),
+        // udp:HOST:PORT: send one datagram.
+        "udp" => std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.send_to(b"x", arg))
+            .map(|_| "ok".to_string())
+            .unwrap_or_else(errno_name),
+        // A unix socket of our own (socket(AF_UNIX, SOCK_STREAM)).
+        "unix_socket" => {
+            let fd = unsafe { socket(1, 1, 0) };
+            if fd < 0 {
+                errno_name(std::io::Error::last_os_error())
+            } else {
+                unsafe { close(fd) };
+                "ok".into()
+            }
+        }
+        // rlimit:NAME: "soft hard" (u64::MAX is "unlimited").
+        "rlimit" => {
+            let resource = match arg {
+                "data" => 2,
+                "core" => 4,
+                "nproc" => 6,
+                "nofile" => 7,
+                _ => return format!("unknown rlimit {arg}"),
+            };
+            let mut r = [0u64; 2];
+            if unsafe { getrlimit(resource, &mut r) } < 0 {
+                return errno_name(std::io::Error::last_os_error());
+            }
+            let show = |v: u64| if v == u64::MAX { "unlimited".to_string() } else { v.to_string() };
+            format!("{} {}", show(r[0]), show(r[1]))
+        }
+        "ppid" => fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| s[s.rfind(')')? + 2..].split(' ').nth(1).map(String::from))
+            .unwrap_or_else(|| "?".into()),
         "syscall" => try_syscall(arg),
         "hog" => hog(arg.parse().unwrap_or(1024)),
         "forkbomb" => forkbomb(),

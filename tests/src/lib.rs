@@ -156,6 +156,53 @@ impl Env {
         c
     }
 
+    /// The arguments of `warren` (from `run` to `--`) for `user` in tier
+    /// `isolation` (`auto`, `namespaces`, `landlock`, `none`), with the
+    /// probe shared at its own host path: the tiers without namespaces
+    /// mount nothing, so a bind can only share a path where it is.
+    pub fn run_args(&self, user: &str, isolation: &str) -> Vec<std::ffi::OsString> {
+        let probe = probe_bin();
+        let mut a: Vec<std::ffi::OsString> = vec!["run".into(), "--user".into(), user.into()];
+        a.extend(["--state-dir".into(), self.state_dir().into_os_string()]);
+        a.extend([
+            "--workspace-root".into(),
+            self.workspace_root().into_os_string(),
+        ]);
+        a.extend(["--isolation".into(), isolation.into()]);
+        a.extend([
+            "--ro-bind".into(),
+            format!("{}:{}", probe.display(), probe.display()).into(),
+        ]);
+        a
+    }
+
+    /// `warren run` in tier `isolation` (see [`Env::run_args`]); append
+    /// `--` and the command. The probe is at [`probe_bin`] inside.
+    pub fn warren_run_tier(&self, user: &str, isolation: &str) -> Command {
+        let mut c = warren_command();
+        c.args(self.run_args(user, isolation)).stdin(Stdio::null());
+        c
+    }
+
+    /// Asks the probe `questions` inside `user`'s sandbox of tier `isolation`.
+    pub fn probe_tier(&self, user: &str, isolation: &str, questions: &[&str]) -> Answers {
+        let out = self
+            .warren_run_tier(user, isolation)
+            .arg("--")
+            .arg(probe_bin())
+            .args(questions)
+            .output()
+            .expect("spawn warren");
+        assert!(
+            out.status.success(),
+            "probe failed: {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Answers::parse(&String::from_utf8_lossy(&out.stdout))
+    }
+
     /// Runs `cmd` for `user` and returns its output.
     pub fn run(&self, user: &str, cmd: &[&str]) -> Output {
         self.warren_run(user)

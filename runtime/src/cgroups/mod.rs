@@ -505,8 +505,11 @@ impl Cgroups {
 
     /// Removes leftover `sbx-*` cgroups (from a crashed earlier run) that hold
     /// no processes. Ones in use, and ones younger than a few seconds (they
-    /// may be between creation and their first process), are left alone.
-    /// Returns the directories removed.
+    /// may be between creation and their first process), are left alone,
+    /// except where the shim that created one (its id ends in its pid) is
+    /// gone: a sandbox without a pid namespace (the landlock tier) can leave
+    /// processes behind a creator that was killed, and those are killed
+    /// with the cgroup. Returns the directories removed.
     pub fn sweep_stale(&self) -> Result<Vec<PathBuf>, CgroupError> {
         self.sweep_stale_older_than(SWEEP_GRACE)
     }
@@ -532,8 +535,22 @@ impl Cgroups {
                 let dir = base.path.join(&name);
                 // Between mkdir and placing its first process, a sandbox's
                 // cgroup is empty: its creator being alive is what keeps it.
-                let owner_alive = owner_pid(&name).is_some_and(|p| k.alive(p));
-                if young || owner_alive || !procs(k, &dir)?.is_empty() {
+                let owner = owner_pid(&name);
+                let owner_alive = owner.is_some_and(|p| k.alive(p));
+                if young || owner_alive {
+                    continue;
+                }
+                if !procs(k, &dir)?.is_empty() {
+                    // Orphaned by its dead creator: ours to end (the id names
+                    // the creator, so a pid could only make us wait longer).
+                    if owner.is_some() {
+                        if let Ok(cg) = self.open(&name[SANDBOX_PREFIX.len()..]) {
+                            let paths: Vec<PathBuf> =
+                                cg.paths().into_iter().map(Path::to_path_buf).collect();
+                            cg.destroy()?;
+                            removed.extend(paths);
+                        }
+                    }
                     continue;
                 }
                 match k.rmdir(&dir) {

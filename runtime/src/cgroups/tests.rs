@@ -857,6 +857,23 @@ fn sweep_removes_only_empty_sandbox_cgroups() {
 }
 
 #[test]
+fn sweep_ends_what_a_dead_creator_left_running() {
+    let h = v1_host(false, "/");
+    let cg = h.probe().unwrap();
+    // `alice-4242`: created by shim 4242, which is gone (the fake kernel
+    // says no pid is alive); a process of its sandbox is still inside.
+    let (left, _) = cg.create("alice-4242", &Limits::default()).unwrap();
+    left.add_process(Pid::from_raw(905)).unwrap();
+    let paths: Vec<PathBuf> = left.keep();
+    let mut removed = cg.sweep_stale_older_than(Duration::ZERO).unwrap();
+    removed.sort();
+    let mut want = paths.clone();
+    want.sort();
+    assert_eq!(removed, want);
+    assert!(paths.iter().all(|p| !p.exists()));
+}
+
+#[test]
 fn events_and_usage_are_read_from_the_kernel_files() {
     let h = v2_host("cpu memory pids", "/svc", &[]);
     let cg = h.probe().unwrap();

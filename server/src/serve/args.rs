@@ -84,6 +84,8 @@ pub struct ServeArgs {
     pub store: crate::cli::StoreArgs,
     #[command(flatten)]
     pub limits: crate::cli::LimitArgs,
+    #[command(flatten)]
+    pub isolation: crate::cli::IsolationArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,6 +14,7 @@ use std::process::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 use std::sync::Arc;
 
 use warren_runtime::cgroups::{Limits, Usage};
+use warren_runtime::info::Applied;
 
 use super::protocol::WinSize;
 use super::user::UserId;
@@ -45,6 +46,11 @@ impl BackendError {
 
 /// Starts sandboxes. One per server.
 pub trait Backend: Send + Sync + 'static {
+    /// The isolation tier its sandboxes run in (one per server).
+    fn isolation(&self) -> warren_runtime::spec::Isolation {
+        warren_runtime::spec::Isolation::Namespaces
+    }
+
     /// Starts the sandbox of `user`. The registry calls this at most once
     /// at a time per user, and only when the user has no running sandbox.
     fn start_sandbox<'a>(
@@ -68,6 +74,11 @@ pub trait Sandbox: Send + Sync + 'static {
     /// The isolation tier in force (`namespaces`, `landlock`, `none`), shown
     /// to the user in the `hello` frame.
     fn tier(&self) -> &str;
+
+    /// The tier and the limits actually in force: enforced by the cgroup,
+    /// missing on this host, and per-process ones. Shown in the `hello`
+    /// frame and the API.
+    fn applied(&self) -> Applied;
 
     /// Starts a new shell in the sandbox on a new PTY of the given size.
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>>;

@@ -18,6 +18,10 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use warren_runtime::cgroups::Limits;
+use warren_runtime::info::Applied;
+use warren_runtime::spec::Isolation;
+
 use super::backend::{
     AppliedLimits, Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio,
     ProcessExit, Sandbox, Spawned, TerminalProcess,
@@ -144,6 +148,11 @@ impl EchoSandbox {
 impl Sandbox for EchoSandbox {
     fn tier(&self) -> &str {
         ECHO_TIER
+    }
+
+    fn applied(&self) -> Applied {
+        // A plain shell: no tier, nothing limited, nothing asked for.
+        Applied::unlimited(Isolation::None, &Limits::NONE)
     }
 
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>> {

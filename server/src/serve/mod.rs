@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use warren_runtime::host::TierChoice;
 
 pub use args::{BackendKind, ServeArgs, TokenArgs};
 pub use auth::{Auth, AuthMode};
@@ -301,13 +302,49 @@ pub fn main(args: ServeArgs) -> i32 {
         .management
         .as_ref()
         .and_then(|m| m.admin_token_file.clone());
-    let backend: Arc<dyn Backend> = match args.backend {
-        BackendKind::Echo => Arc::new(EchoBackend::new()),
-        BackendKind::Sandbox => Arc::new(sandboxes::SandboxBackend::new(
-            args.store.settings(),
-            args.limits.limits(),
-            args.limits.require_limits,
-        )),
+    // Decided once, here: the probe forks, which must happen before the
+    // async runtime starts its threads.
+    let tier = match args.backend {
+        BackendKind::Echo => None,
+        BackendKind::Sandbox => match args.isolation.choose() {
+            Ok(choice) => Some(choice),
+            Err(e) => {
+                eprintln!("warren serve: {e}\n  hint: {}", e.hint());
+                return 2;
+            }
+        },
+    };
+    if let Some(t) = &tier {
+        // With one uid for the server and every tenant, nothing of the
+        // server's may lie where every sandbox of the landlock tier reads.
+        let settings = args.store.settings();
+        let mut paths = vec![
+            ("the state directory", settings.state_dir.as_path()),
+            ("the workspace root", settings.workspace_root.as_path()),
+        ];
+        if let Some(secret) = &args.jwt_secret_file {
+            paths.push(("the JWT secret", secret.as_path()));
+        }
+        let range = warren_runtime::idmap::IdRange::of_current_process("/proc".as_ref());
+        if let Err(e) = crate::sandbox::check_shared_host_paths(t.isolation, range, &paths) {
+            eprintln!("warren serve: {e}");
+            return 2;
+        }
+        tracing::info!(tier = %t.isolation, "isolation {}: {}", t.isolation, t.why);
+        if let Some(w) = &t.warning {
+            tracing::warn!(tier = %t.isolation, "{w}");
+        }
+    }
+    let backend: Arc<dyn Backend> = match (args.backend, &tier) {
+        (BackendKind::Sandbox, Some(t)) => Arc::new(
+            sandboxes::SandboxBackend::new(
+                args.store.settings(),
+                args.limits.limits(),
+                args.limits.require_limits,
+            )
+            .with_isolation(t.isolation),
+        ),
+        _ => Arc::new(EchoBackend::new()),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -327,7 +364,7 @@ pub fn main(args: ServeArgs) -> i32 {
                 return 1;
             }
         };
-        print_banner(&server, &args, admin_file.as_deref());
+        print_banner(&server, &args, admin_file.as_deref(), tier.as_ref());
         let handle = server.shutdown_handle();
         tokio::spawn(async move {
             let Ok(mut signals) = Signals::new() else {
@@ -359,7 +396,12 @@ pub fn main(args: ServeArgs) -> i32 {
 
 /// Printed to the operator's terminal, never to the log (it holds the
 /// login token), the way Jupyter does.
-fn print_banner(server: &Server, args: &ServeArgs, admin_file: Option<&std::path::Path>) {
+fn print_banner(
+    server: &Server,
+    args: &ServeArgs,
+    admin_file: Option<&std::path::Path>,
+    tier: Option<&TierChoice>,
+) {
     eprintln!(
         "warren serve: listening on {} (auth: {}, backend: {})",
         server.base_url(),
@@ -368,6 +410,12 @@ fn print_banner(server: &Server, args: &ServeArgs, admin_file: Option<&std::path
     );
     if args.backend == BackendKind::Echo {
         eprintln!("  note: the echo backend runs shells as this user with NO isolation (development only)");
+    }
+    if let Some(t) = tier {
+        eprintln!("  isolation: {} ({})", t.isolation, t.why);
+        if let Some(w) = &t.warning {
+            eprintln!("  warning: {w}");
+        }
     }
     match args.auth {
         AuthMode::Token => {

@@ -112,6 +112,7 @@ pub enum ServerMessage<'a> {
         terminal: &'a str,
         user: &'a str,
         tier: &'a str,
+        limits: LimitsInForce<'a>,
         cols: u16,
         rows: u16,
     },
@@ -120,6 +121,30 @@ pub enum ServerMessage<'a> {
     Error {
         message: &'a str,
     },
+}
+
+/// The `hello` frame's `limits`: what the sandbox's cgroup enforces (null
+/// where nothing does), what was asked for but is not enforced on this
+/// host, and the per-process limits of the tiers without namespaces.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsInForce<'a> {
+    pub memory_bytes: Option<u64>,
+    pub cpu: Option<f64>,
+    pub pids: Option<u64>,
+    pub missing: &'a [String],
+    pub per_process: &'a [String],
+}
+
+impl<'a> LimitsInForce<'a> {
+    pub fn of(applied: &'a warren_runtime::info::Applied) -> LimitsInForce<'a> {
+        LimitsInForce {
+            memory_bytes: applied.limits.memory_bytes,
+            cpu: applied.limits.cpu,
+            pids: applied.limits.pids,
+            missing: &applied.missing,
+            per_process: &applied.rlimits,
+        }
+    }
 }
 
 impl ServerMessage<'_> {
@@ -249,17 +274,28 @@ mod tests {
             r#"{"type":"exit","code":3,"signal":null,"reason":"exit"}"#
         );
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+        let applied = warren_runtime::info::Applied {
+            tier: warren_runtime::spec::Isolation::Landlock,
+            limits: warren_runtime::cgroups::Limits {
+                memory_bytes: Some(512 << 20),
+                cpu: None,
+                pids: Some(512),
+            },
+            missing: vec!["cpu".into()],
+            rlimits: vec!["core dumps off".into()],
+        };
         let hello = ServerMessage::Hello {
             protocol: SUBPROTOCOL,
             terminal: "t1",
             user: "alice",
-            tier: "none",
+            tier: applied.tier.name(),
+            limits: LimitsInForce::of(&applied),
             cols: 80,
             rows: 24,
         };
         assert_eq!(
             hello.to_json(),
-            r#"{"type":"hello","protocol":"warren.v1","terminal":"t1","user":"alice","tier":"none","cols":80,"rows":24}"#
+            r#"{"type":"hello","protocol":"warren.v1","terminal":"t1","user":"alice","tier":"landlock","limits":{"memory_bytes":536870912,"cpu":null,"pids":512,"missing":["cpu"],"per_process":["core dumps off"]},"cols":80,"rows":24}"#
         );
         assert_eq!(
             ServerMessage::Error { message: "no" }.to_json(),

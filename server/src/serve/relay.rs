@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use super::auth::AuthError;
 use super::http::{AppState, ConnectionGuard};
 use super::protocol::{
-    close, parse_client, ClientMessage, ExitInfo, ExitReason, ProtocolError, ServerMessage,
-    WinSize, SUBPROTOCOL,
+    close, parse_client, ClientMessage, ExitInfo, ExitReason, LimitsInForce, ProtocolError,
+    ServerMessage, WinSize, SUBPROTOCOL,
 };
 use super::sessions::Attachment;
 use super::terminal::{Viewer, ViewerEvent};
@@ -160,6 +160,7 @@ async fn relay(
         terminal: terminal.id(),
         user: user.as_str(),
         tier: terminal.tier(),
+        limits: LimitsInForce::of(terminal.applied()),
         cols: size.cols,
         rows: size.rows,
     }

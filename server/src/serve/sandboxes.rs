@@ -18,8 +18,11 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use warren_runtime::cgroups::{Cgroups, Limits, Roots};
+use warren_runtime::info::Applied;
 use warren_runtime::launch::{self, JoinTarget, Mode};
 use warren_runtime::report::{self, Event, Exit, Reader};
+use warren_runtime::rlimits;
+use warren_runtime::spec::Isolation;
 use warren_runtime::spec::SandboxSpec;
 
 use super::backend::{
@@ -42,6 +45,7 @@ pub struct SandboxBackend {
     settings: Settings,
     limits: Limits,
     require_limits: bool,
+    isolation: Isolation,
     shim: PathBuf,
     shell: Vec<String>,
 }
@@ -69,9 +73,17 @@ impl SandboxBackend {
             settings,
             limits,
             require_limits,
+            isolation: Isolation::Namespaces,
             shim: launch::shim_path(),
             shell,
         }
+    }
+
+    /// With another isolation tier than `namespaces` (chosen once, at
+    /// start: `host::choose_tier`).
+    pub fn with_isolation(mut self, isolation: Isolation) -> SandboxBackend {
+        self.isolation = isolation;
+        self
     }
 
     /// With another `warren-shim` than the one next to this executable.
@@ -140,6 +152,10 @@ pub(super) async fn wait_child(child: &Mutex<Child>) -> Option<std::process::Exi
 }
 
 impl Backend for SandboxBackend {
+    fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
     /// Runs one command in a sandbox of its own for `user` (the sandbox
     /// ends with the command): what the command line's `warren exec` and
     /// `warren users import/export` use when no server holds the user's
@@ -158,6 +174,7 @@ impl Backend for SandboxBackend {
                 limits: self.limits,
                 require_limits: self.require_limits,
                 tmp_size_mib: 256,
+                isolation: self.isolation,
                 ..Default::default()
             };
             let settings = self.settings.clone();
@@ -193,6 +210,7 @@ impl Backend for SandboxBackend {
                 require_limits: self.require_limits,
                 tmp_size_mib: 256,
                 term: Some("xterm-256color".into()),
+                isolation: self.isolation,
                 ..Default::default()
             };
             let settings = self.settings.clone();
@@ -219,7 +237,7 @@ impl Backend for SandboxBackend {
             let ReadyInfo {
                 init_pid,
                 cgroup,
-                applied,
+                applied: limits,
                 reader,
             } = match ready {
                 Ok(Ok(Ok(r))) => r,
@@ -230,10 +248,20 @@ impl Backend for SandboxBackend {
                     return Err(err("start sandbox", "timed out"));
                 }
             };
+            let applied = Applied {
+                tier: spec.isolation,
+                limits: limits.limits,
+                rlimits: rlimits::for_spec(&spec, &limits.missing)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                missing: limits.missing.clone(),
+            };
             let mut template = spec;
             template.hold = false;
             template.argv = self.shell.clone();
             Ok(Arc::new(UserSandbox {
+                applied,
                 shim_path: self.shim.clone(),
                 template,
                 target: JoinTarget {
@@ -243,14 +271,14 @@ impl Backend for SandboxBackend {
                 },
                 shim,
                 reader: Mutex::new(Some(reader)),
-                applied,
+                limits,
             }) as Arc<dyn Sandbox>)
         })
     }
 }
 
-/// What a held sandbox reported by the time it was ready: PID 1's pid and
-/// its cgroup id.
+/// What a held sandbox reported by the time it was ready: PID 1's pid, its
+/// cgroup id, the limits in force and the missing ones.
 struct ReadyInfo {
     init_pid: i32,
     cgroup: Option<String>,
@@ -308,22 +336,28 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
 
 /// One user's held sandbox.
 struct UserSandbox {
+    applied: Applied,
     shim_path: PathBuf,
     /// The user's spec with the login shell as the command.
     template: SandboxSpec,
     target: JoinTarget,
     shim: Arc<Mutex<Child>>,
     reader: Mutex<Option<Reader<File>>>,
-    applied: AppliedLimits,
+    /// What was asked for and what the host could not apply, with reasons.
+    limits: AppliedLimits,
 }
 
 impl Sandbox for UserSandbox {
     fn tier(&self) -> &str {
-        "namespaces"
+        self.applied.tier.name()
+    }
+
+    fn applied(&self) -> Applied {
+        self.applied.clone()
     }
 
     fn limits(&self) -> AppliedLimits {
-        self.applied.clone()
+        self.limits.clone()
     }
 
     fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {

@@ -464,13 +464,8 @@ impl Registry {
         let (sandbox, _one_at_a_time) = self.ensure_sandbox(user, true).await?;
         let spawned = sandbox.open_terminal(size).await?;
         let id = new_terminal_id();
-        let (terminal, driver) = Terminal::start(
-            id.clone(),
-            user.clone(),
-            sandbox.tier().to_string(),
-            spawned,
-            size,
-        )?;
+        let (terminal, driver) =
+            Terminal::start(id.clone(), user.clone(), sandbox.applied(), spawned, size)?;
         // Attach before the terminal is visible to the reaper.
         let viewer = terminal.attach();
         {

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use tokio::sync::{mpsc, watch};
+use warren_runtime::info::Applied;
 
 use super::backend::{Spawned, TerminalProcess};
 use super::protocol::{ExitInfo, ExitReason, WinSize};
@@ -63,7 +64,8 @@ struct Shared {
 pub struct Terminal {
     id: String,
     user: UserId,
-    tier: String,
+    /// The sandbox's tier and limits, for the `hello` frame.
+    applied: Applied,
     pty: Pty,
     shared: Mutex<Shared>,
     kill: watch::Sender<Option<ExitReason>>,
@@ -91,7 +93,7 @@ impl Terminal {
     pub fn start(
         id: String,
         user: UserId,
-        tier: String,
+        applied: Applied,
         spawned: Spawned,
         size: WinSize,
     ) -> std::io::Result<(
@@ -103,7 +105,7 @@ impl Terminal {
         let terminal = Arc::new(Terminal {
             id,
             user,
-            tier,
+            applied,
             pty,
             shared: Mutex::new(Shared {
                 parser: vt100::Parser::new(nz(size.rows), nz(size.cols), 0),
@@ -129,7 +131,11 @@ impl Terminal {
     }
 
     pub fn tier(&self) -> &str {
-        &self.tier
+        self.applied.tier.name()
+    }
+
+    pub fn applied(&self) -> &Applied {
+        &self.applied
     }
 
     pub fn created_at(&self) -> std::time::SystemTime {

@@ -494,8 +494,15 @@ pub fn shim() -> PathBuf {
 
 /// A server whose terminals are real sandboxes (state and homes in `d`).
 pub async fn sandbox_server(d: &Dirs) -> TestServer {
+    sandbox_server_in(d, warren_runtime::spec::Isolation::Namespaces).await
+}
+
+/// [`sandbox_server`] with sandboxes of another isolation tier.
+pub async fn sandbox_server_in(d: &Dirs, isolation: warren_runtime::spec::Isolation) -> TestServer {
     let limits = warren_runtime::cgroups::Limits::default();
-    let backend = SandboxBackend::new(d.settings.clone(), limits, false).with_shim(shim());
+    let backend = SandboxBackend::new(d.settings.clone(), limits, false)
+        .with_shim(shim())
+        .with_isolation(isolation);
     TestServer::with(Options {
         backend: Arc::new(backend),
         ..Default::default()
