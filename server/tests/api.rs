@@ -600,3 +600,62 @@ async fn state_and_uids_survive_a_restart() {
     let log = admin(server.addr, "GET", "/api/audit", None).await.json();
     assert!(log["entries"].as_array().unwrap().len() > seq);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landlock_tier_execs_and_refuses_export_import() {
+    if warren_runtime::sys::landlock_abi() == 0 {
+        let must_run = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!must_run, "CI requires Landlock for the landlock tier");
+        eprintln!("SKIP: this kernel has no Landlock: the landlock tier cannot run");
+        return;
+    }
+    let d = dirs();
+    let backend = warren::serve::sandboxes::SandboxBackend::new(
+        d.settings.clone(),
+        warren_runtime::cgroups::Limits::default(),
+        false,
+    )
+    .with_shim(shim())
+    .with_isolation(warren_runtime::spec::Isolation::Landlock);
+    let server = TestServer::with(Options {
+        backend: std::sync::Arc::new(backend),
+        management: Some(management(&d)),
+        ..Default::default()
+    })
+    .await;
+    admin(
+        server.addr,
+        "POST",
+        "/api/users",
+        Some(json!({"id": "alice"})),
+    )
+    .await;
+    let r = exec(
+        &server,
+        "alice",
+        json!({"argv": ["sh", "-c", "echo hi > f; cat f"]}),
+    )
+    .await;
+    assert_eq!(
+        (r["exit_code"].clone(), r["stdout"].clone()),
+        (json!(0), json!("hi\n")),
+        "{r}"
+    );
+    let s = admin(server.addr, "GET", "/api/users/alice/stats", None)
+        .await
+        .json();
+    assert_eq!(s["tier"], "landlock", "{s}");
+    let r = api(
+        server.addr,
+        "GET",
+        "/api/users/alice/export",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("namespaces tier"), "{}", r.text());
+    let r = import(&server, "alice", tar_gz(&[("g", b"g")])).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(!d.settings.workspace_root.join("alice/g").exists());
+}
