@@ -53,6 +53,18 @@ pub struct ExecResult {
     pub duration_ms: u64,
 }
 
+impl ExecResult {
+    /// The end without the output.
+    pub fn end(&self) -> ExecEnd {
+        ExecEnd {
+            exit_code: self.exit_code,
+            signal: self.signal,
+            reason: self.reason,
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
 /// The end of a streamed exec (the last NDJSON line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecEnd {
@@ -118,6 +130,17 @@ fn to_tokio<T, U>(pipe: Option<T>, f: impl FnOnce(T) -> std::io::Result<U>) -> O
     pipe.and_then(|p| f(p).ok())
 }
 
+/// Writes `data` to the command's stdin, then closes it, in the background
+/// (a command that never reads must not block the caller).
+fn feed_stdin(pipe: Option<std::process::ChildStdin>, data: Vec<u8>) {
+    if let Some(mut w) = to_tokio(pipe, tokio::process::ChildStdin::from_std) {
+        tokio::spawn(async move {
+            let _ = w.write_all(&data).await;
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
 /// Feeds `stdin`, collects the output, enforces the timeout.
 pub async fn collect(
     child: ExecChild,
@@ -132,12 +155,7 @@ pub async fn collect(
         stderr,
         mut process,
     } = child;
-    if let Some(mut w) = to_tokio(pin, tokio::process::ChildStdin::from_std) {
-        tokio::spawn(async move {
-            let _ = w.write_all(&stdin).await;
-            let _ = w.shutdown().await;
-        });
-    }
+    feed_stdin(pin, stdin);
     let out = tokio::spawn(read_pipe(
         to_tokio(stdout, tokio::process::ChildStdout::from_std),
         max_output,
@@ -220,12 +238,7 @@ pub fn stream(
             stderr,
             mut process,
         } = child;
-        if let Some(mut w) = to_tokio(pin, tokio::process::ChildStdin::from_std) {
-            tokio::spawn(async move {
-                let _ = w.write_all(&stdin).await;
-                let _ = w.shutdown().await;
-            });
-        }
+        feed_stdin(pin, stdin);
         let pumps = [
             to_tokio(stdout, tokio::process::ChildStdout::from_std)
                 .map(|r| tokio::spawn(pump(r, "stdout", tx.clone()))),

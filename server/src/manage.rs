@@ -254,10 +254,6 @@ impl Manager {
         self.import_limits
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -518,16 +514,18 @@ impl Manager {
         ))
     }
 
-    /// Runs a command and returns everything it did.
-    pub async fn exec(
+    /// Checks the request and starts the command; a failed start is
+    /// audited here.
+    async fn start_exec(
         &self,
         actor: &str,
         id: &str,
-        req: ExecRequest,
-    ) -> Result<ExecResult, ManageError> {
-        let (cmd, timeout) = Self::exec_command(&req)?;
-        let running = match self.start(id, cmd, ExecStdio::piped()).await {
-            Ok(r) => r,
+        req: &ExecRequest,
+        stdio: ExecStdio,
+    ) -> Result<(Running, Duration), ManageError> {
+        let (cmd, timeout) = Self::exec_command(req)?;
+        match self.start(id, cmd, stdio).await {
+            Ok(r) => Ok((r, timeout)),
             Err(e) => {
                 self.audit(
                     actor,
@@ -536,26 +534,42 @@ impl Manager {
                     "failed",
                     serde_json::json!({"argv": req.argv, "error": e.to_string()}),
                 );
-                return Err(e);
+                Err(e)
             }
-        };
-        let stdin = req.stdin.clone().unwrap_or_default().into_bytes();
-        let result = exec::collect(running.child, stdin, timeout, exec::MAX_OUTPUT).await;
-        self.count_exec(result.reason);
-        drop(running._lease);
+        }
+    }
+
+    /// Counts and audits a command that ran.
+    fn exec_ended(&self, actor: &str, id: &str, argv: &[String], end: &ExecEnd, stream: bool) {
+        self.count_exec(end.reason);
         self.audit(
             actor,
             "exec",
             Some(id),
             "ok",
             serde_json::json!({
-                "argv": req.argv,
-                "exit_code": result.exit_code,
-                "signal": result.signal,
-                "reason": result.reason,
-                "duration_ms": result.duration_ms,
+                "argv": argv,
+                "stream": stream,
+                "exit_code": end.exit_code,
+                "signal": end.signal,
+                "reason": end.reason,
+                "duration_ms": end.duration_ms,
             }),
         );
+    }
+
+    /// Runs a command and returns everything it did.
+    pub async fn exec(
+        &self,
+        actor: &str,
+        id: &str,
+        req: ExecRequest,
+    ) -> Result<ExecResult, ManageError> {
+        let (running, timeout) = self.start_exec(actor, id, &req, ExecStdio::piped()).await?;
+        let stdin = req.stdin.clone().unwrap_or_default().into_bytes();
+        let result = exec::collect(running.child, stdin, timeout, exec::MAX_OUTPUT).await;
+        drop(running._lease);
+        self.exec_ended(actor, id, &req.argv, &result.end(), false);
         Ok(result)
     }
 
@@ -568,41 +582,14 @@ impl Manager {
         req: ExecRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>, ManageError>
     {
-        let (cmd, timeout) = Self::exec_command(&req)?;
-        let running = match self.start(id, cmd, ExecStdio::piped()).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.audit(
-                    actor,
-                    "exec",
-                    Some(id),
-                    "failed",
-                    serde_json::json!({"argv": req.argv, "error": e.to_string()}),
-                );
-                return Err(e);
-            }
-        };
+        let (running, timeout) = self.start_exec(actor, id, &req, ExecStdio::piped()).await?;
         let Running { child, _lease } = running;
         let me = Arc::clone(self);
         let (actor, id2, argv) = (actor.to_string(), id.to_string(), req.argv.clone());
         let stdin = req.stdin.unwrap_or_default().into_bytes();
         Ok(exec::stream(child, stdin, timeout, move |end: &ExecEnd| {
             drop(_lease);
-            me.count_exec(end.reason);
-            me.audit(
-                &actor,
-                "exec",
-                Some(&id2),
-                "ok",
-                serde_json::json!({
-                    "argv": argv,
-                    "stream": true,
-                    "exit_code": end.exit_code,
-                    "signal": end.signal,
-                    "reason": end.reason,
-                    "duration_ms": end.duration_ms,
-                }),
-            );
+            me.exec_ended(&actor, &id2, &argv, end, true);
         }))
     }
 
@@ -614,26 +601,13 @@ impl Manager {
         id: &str,
         req: ExecRequest,
     ) -> Result<ExecEnd, ManageError> {
-        let (cmd, timeout) = Self::exec_command(&req)?;
         let stdio = ExecStdio {
             stdin: std::process::Stdio::inherit(),
             stdout: std::process::Stdio::inherit(),
             stderr: std::process::Stdio::inherit(),
         };
         let began = Instant::now();
-        let mut running = match self.start(id, cmd, stdio).await {
-            Ok(r) => r,
-            Err(e) => {
-                self.audit(
-                    actor,
-                    "exec",
-                    Some(id),
-                    "failed",
-                    serde_json::json!({"argv": req.argv, "error": e.to_string()}),
-                );
-                return Err(e);
-            }
-        };
+        let (mut running, timeout) = self.start_exec(actor, id, &req, stdio).await?;
         let (exit, timed_out) = exec::wait_with_timeout(&mut running.child.process, timeout).await;
         let end = ExecEnd {
             exit_code: exit.code,
@@ -641,20 +615,7 @@ impl Manager {
             reason: exec::reason_of(&exit, timed_out),
             duration_ms: began.elapsed().as_millis() as u64,
         };
-        self.count_exec(end.reason);
-        self.audit(
-            actor,
-            "exec",
-            Some(id),
-            "ok",
-            serde_json::json!({
-                "argv": req.argv,
-                "exit_code": end.exit_code,
-                "signal": end.signal,
-                "reason": end.reason,
-                "duration_ms": end.duration_ms,
-            }),
-        );
+        self.exec_ended(actor, id, &req.argv, &end, false);
         Ok(end)
     }
 
@@ -816,11 +777,6 @@ impl Manager {
             )));
         }
         Ok(())
-    }
-
-    /// The server's default limits.
-    pub fn defaults(&self) -> Limits {
-        self.defaults
     }
 
     /// Where uploads wait while they are checked.
