@@ -1,6 +1,7 @@
 //! What the sandbox sees as `/`: a plan of mount operations built in pure
 //! code from the spec ([`plan`]), and its execution inside the new mount
-//! namespace ([`apply_in_child`]), ending in `pivot_root`.
+//! namespace ([`open_sources_in_child`], [`apply_in_child`]), ending in
+//! `pivot_root`.
 //!
 //! The new root is a small tmpfs that is made read-only once everything is
 //! in place. Bind sources are opened (O_PATH) before anything is mounted and
@@ -328,20 +329,18 @@ fn fail(step: String) -> impl FnOnce(Errno) -> SetupError {
     move |e| SetupError::errno(step, e)
 }
 
-/// Executes `ops` inside a fresh mount namespace and pivots into the result.
-/// Runs in the sandbox's PID 1 after the id maps were written.
-pub fn apply_in_child(ops: &[MountOp]) -> Result<(), SetupError> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(fail("make mounts private".into()))?;
+/// The bind sources of a plan, opened (O_PATH) by [`open_sources_in_child`].
+pub struct BindSources(HashMap<PathBuf, OwnedFd>);
 
-    // Open every bind source before the staging tmpfs can hide it.
-    let mut sources: HashMap<&Path, OwnedFd> = HashMap::new();
+/// Opens every bind source of `ops` (O_PATH, O_NOFOLLOW where asked). Runs
+/// in the sandbox's PID 1 while it still has the shim's own host uid, before
+/// it becomes the sandbox user: as root the workspace root (and the state
+/// directory above the default one) are 0700 and root's, which the
+/// tenant's host uid cannot pass (issue 10: other local users must not
+/// reach them either). The fds are bound later through /proc/self/fd/N,
+/// so no path is looked up again.
+pub fn open_sources_in_child(ops: &[MountOp]) -> Result<BindSources, SetupError> {
+    let mut sources = HashMap::new();
     for op in ops {
         if let MountOp::Bind {
             source, nofollow, ..
@@ -358,22 +357,36 @@ pub fn apply_in_child(ops: &[MountOp]) -> Result<(), SetupError> {
                     Errno::ELOOP => {
                         err.with_hint("the path is a symlink; warren never follows symlinks there")
                     }
-                    // Opened as the tenant's host uid: every directory on
-                    // the way must let it pass.
                     Errno::EACCES => err.with_hint(
-                        "the tenant's host uid cannot reach this path: every directory above the \
-                         workspace root needs search permission for others (chmod o+x DIR)",
+                        "warren's own uid cannot reach this path: every directory above it needs \
+                         search permission for that uid",
                     ),
                     _ => err,
                 }
             })?;
-            sources.insert(source.as_path(), fd);
+            sources.insert(source.clone(), fd);
         }
     }
+    Ok(BindSources(sources))
+}
+
+/// Executes `ops` inside a fresh mount namespace and pivots into the result.
+/// Runs in the sandbox's PID 1 after the id maps were written; `sources`
+/// come from [`open_sources_in_child`], opened before the staging tmpfs
+/// could hide them.
+pub fn apply_in_child(ops: &[MountOp], sources: &BindSources) -> Result<(), SetupError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("make mounts private".into()))?;
 
     let root = Path::new(STAGING);
     for op in ops {
-        apply_one(root, op, &sources)?;
+        apply_one(root, op, &sources.0)?;
     }
 
     chdir(root).map_err(fail("chdir to new root".into()))?;
@@ -391,7 +404,7 @@ fn inside(root: &Path, target: &Path) -> PathBuf {
 fn apply_one(
     root: &Path,
     op: &MountOp,
-    sources: &HashMap<&Path, OwnedFd>,
+    sources: &HashMap<PathBuf, OwnedFd>,
 ) -> Result<(), SetupError> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     match op {
@@ -430,7 +443,7 @@ fn apply_one(
             } else {
                 make_file(&at)?;
             }
-            let fd = &sources[source.as_path()];
+            let fd = &sources[source];
             let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
             mount(
                 Some(via.as_str()),

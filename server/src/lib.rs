@@ -8,6 +8,7 @@ pub mod config;
 pub mod doctor;
 pub mod exec;
 pub mod manage;
+pub mod private;
 pub mod run;
 pub mod sandbox;
 pub mod serve;

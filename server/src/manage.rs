@@ -198,7 +198,7 @@ impl Manager {
         runner: Runner,
     ) -> Result<Manager, ManageError> {
         let state = State::open(&settings.state_dir)?;
-        Ok(Manager {
+        let manager = Manager {
             settings,
             defaults,
             state: Mutex::new(state),
@@ -206,7 +206,11 @@ impl Manager {
             import_limits: Default::default(),
             metrics: None,
             tenant_locks: Mutex::new(Default::default()),
-        })
+        };
+        // At start: a workspace root left looser by an older warren is
+        // brought to its mode now, not at the first sandbox.
+        crate::sandbox::ensure_workspace_root(&manager.settings, manager.isolation())?;
+        Ok(manager)
     }
 
     /// With other limits for imports than the defaults (1 GiB, 100 000

@@ -62,6 +62,13 @@ pub enum PrepareError {
          and the tenants share this server's uid; move it (e.g. under /var/lib or /srv)"
     )]
     ReadableInLandlockTier { what: &'static str, path: PathBuf },
+    #[error(
+        "the workspace root {root:?} lies inside the state directory {state:?}, which only \
+         warren's own uid may enter; without namespaces, as root, each tenant's host uid walks \
+         to its home by path, so put the workspace root elsewhere \
+         (e.g. --workspace-root /var/lib/warren-workspaces)"
+    )]
+    WorkspaceInsideState { root: PathBuf, state: PathBuf },
 }
 
 /// The tiers without namespaces share the host's filesystem: with one uid
@@ -83,6 +90,39 @@ pub fn check_shared_host_paths(
                 path: path.to_path_buf(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Creates the workspace root, or brings an existing one to its mode, and
+/// logs a change. Where the tenants' own host uids reach their homes by
+/// path (no mount namespace, as root) others may pass the root (0711);
+/// everywhere else nobody but warren's own uid may (0700).
+pub fn ensure_workspace_root(
+    settings: &Settings,
+    isolation: Isolation,
+) -> Result<(), PrepareError> {
+    let tenants_walk_in =
+        isolation.shares_host() && IdRange::of_current_process("/proc".as_ref()) == IdRange::Any;
+    let root = &settings.workspace_root;
+    let mode = if tenants_walk_in {
+        if root.starts_with(&settings.state_dir) {
+            return Err(PrepareError::WorkspaceInsideState {
+                root: root.clone(),
+                state: settings.state_dir.clone(),
+            });
+        }
+        workspace::ROOT_MODE_TRAVERSABLE
+    } else {
+        workspace::ROOT_MODE_PRIVATE
+    };
+    if let Some(c) = workspace::ensure_root(root, mode)? {
+        tracing::warn!(
+            path = %root.display(),
+            "workspace root was mode {:04o}; changed to {:04o}",
+            c.was,
+            c.now
+        );
     }
     Ok(())
 }
@@ -156,6 +196,8 @@ pub fn provision(
             ("the workspace root", &settings.workspace_root),
         ],
     )?;
+    // Before the state: a refusal here must not have allocated anything.
+    ensure_workspace_root(settings, isolation)?;
     let record = State::open(&settings.state_dir)?.get_or_create(&tenant, settings.uid_base)?;
     let id_map = host_ids(range, record.host_uid, settings.uid_base)?;
     // With subordinate ids we create the home as ourselves (root inside);

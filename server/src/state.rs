@@ -21,6 +21,11 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot make {path} private (mode 0600/0700): {source}")]
+    Private {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state database {path}: {source}")]
     Db {
         path: PathBuf,
@@ -201,13 +206,24 @@ fn now() -> i64 {
 }
 
 impl State {
-    /// Opens (creating if needed) `<dir>/warren.db`.
+    /// Opens (creating if needed) `<dir>/warren.db`. The directory is kept
+    /// 0700 and the database, its WAL and SHM files 0600 (see
+    /// [`crate::private`]): the audit log holds exec argv.
     pub fn open(dir: &Path) -> Result<State, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        crate::private::create_dir(dir).map_err(|source| StateError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
         let path = dir.join("warren.db");
+        let private = |p: &Path| {
+            crate::private::create_file(p).map_err(|source| StateError::Private {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        // Made 0600 before SQLite opens it: SQLite gives the WAL and SHM
+        // files the database's mode.
+        private(&path)?;
         let db = |source| StateError::Db {
             path: path.clone(),
             source,
@@ -220,6 +236,16 @@ impl State {
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         migrate(&conn).map_err(db)?;
+        // Left looser by an older warren (or another tool): tighten them.
+        for suffix in ["-wal", "-shm"] {
+            let side = dir.join(format!("warren.db{suffix}"));
+            crate::private::tighten(&side, crate::private::FILE_MODE).map_err(|source| {
+                StateError::Private {
+                    path: side.clone(),
+                    source,
+                }
+            })?;
+        }
         Ok(State { conn, path })
     }
 
@@ -512,6 +538,47 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Issue 10, item 5: the state was 0755 and warren.db 0644, so any
+    /// local user could read the audit log.
+    #[test]
+    fn state_is_private_when_created() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        let mut s = State::open(&dir).unwrap();
+        s.get_or_create(&Tenant::parse("alice").unwrap(), 5000)
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["warren.db", "warren.db-wal", "warren.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+    }
+
+    #[test]
+    fn loose_state_is_tightened_on_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        drop(State::open(&dir).unwrap());
+        let set = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        set(&dir, 0o755).unwrap();
+        for f in ["warren.db", "warren.db-wal", "warren.db-shm"] {
+            if dir.join(f).exists() {
+                set(&dir.join(f), 0o644).unwrap();
+            }
+        }
+        let s = State::open(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["warren.db", "warren.db-wal", "warren.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        assert!(s.list().unwrap().is_empty());
+    }
 
     #[test]
     fn allocations_are_distinct_and_survive_reopening() {

@@ -233,11 +233,15 @@ fn init_steps(
     // EOVERFLOW). Without a mapped root we become the sandbox user now: uid 0
     // is not mapped, so this keeps our capabilities. With subordinate ids
     // our own uid is root inside and already can.
+    // Before that, while we are still the shim's own host uid: as root the
+    // workspace root is 0700 and root's, closed to the tenant's host uid.
+    let sources = mounts::open_sources_in_child(plan)?;
     if spec.id_map.ns_root.is_none() {
         caps::become_user_keeping_caps(spec.uid, spec.gid)?;
     }
     // Needs the capabilities we hold in the new user namespace.
-    mounts::apply_in_child(plan)?;
+    mounts::apply_in_child(plan, &sources)?;
+    drop(sources);
     if spec.id_map.ns_root.is_some() {
         hand_home_to_tenant(spec)?;
     }

@@ -479,7 +479,7 @@ fn warren_info_describes_the_sandbox_from_inside() {
         "{text}"
     );
     assert!(
-        text.contains("seccomp default-v1, capabilities none, no_new_privs on"),
+        text.contains("seccomp default-v2, capabilities none, no_new_privs on"),
         "{text}"
     );
     assert!(text.contains("usage        memory"), "{text}");

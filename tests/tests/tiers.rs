@@ -435,7 +435,7 @@ fn landlock_tier_applies_seccomp_rlimits_and_reports_missing_limits() {
         info.contains("isolation    landlock (no namespaces"),
         "{info}"
     );
-    assert!(info.contains("seccomp default-v1+shared-host-v1"), "{info}");
+    assert!(info.contains("seccomp default-v2+shared-host-v1"), "{info}");
     assert!(info.contains("per process  core dumps off"), "{info}");
     let err = text(&out.stderr);
     if missing.is_empty() {

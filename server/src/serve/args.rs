@@ -223,7 +223,8 @@ fn load_or_make_token(path: &Path) -> Result<Vec<u8>, ArgsError> {
     };
     if !path.exists() {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            // The state directory by default: private (crate::private).
+            crate::private::create_dir(dir).map_err(err)?;
         }
         match std::fs::OpenOptions::new()
             .write(true)
@@ -239,6 +240,7 @@ fn load_or_make_token(path: &Path) -> Result<Vec<u8>, ArgsError> {
             Err(e) => return Err(err(e)),
         }
     }
+    crate::private::tighten(path, crate::private::FILE_MODE).map_err(err)?;
     read_secret_file(path)
 }
 
