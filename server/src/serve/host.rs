@@ -141,12 +141,17 @@ pub async fn check_host(State(app): State<AppState>, req: Request, next: Next) -
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
-    let host = req
-        .headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    match app.hosts().check(host) {
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+    // An absolute-form target (`GET http://name/ HTTP/1.1`) names a host
+    // too, and RFC 9112 §3.2.2 says it wins over Host: check both.
+    let checked = app
+        .hosts()
+        .check(host)
+        .and_then(|()| match req.uri().authority() {
+            Some(a) => app.hosts().check(Some(a.as_str())),
+            None => Ok(()),
+        });
+    match checked {
         Ok(()) => next.run(req).await,
         Err(e) => {
             tracing::debug!("request refused: {e}");

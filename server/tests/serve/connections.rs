@@ -147,8 +147,8 @@ async fn a_websocket_peer_that_answers_no_ping_is_dropped() {
     let server = TestServer::with(Options {
         web: WebSettings {
             ping: PingPolicy {
-                interval: Duration::from_millis(300),
-                timeout: Duration::from_millis(500),
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(1),
             },
             ..Default::default()
         },
@@ -159,7 +159,7 @@ async fn a_websocket_peer_that_answers_no_ping_is_dropped() {
     // one stops reading, so it answers nothing.
     let mut live = server.open("alice").await;
     let mut dead = server.open("bob").await;
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
         let _ = live.next_event_within(Duration::from_millis(100)).await;
     }

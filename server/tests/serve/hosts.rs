@@ -132,6 +132,15 @@ async fn rebinding_requests_are_refused_in_every_auth_mode() {
             assert_eq!(status, 421, "{auth}: {path}: {body}");
             assert!(body.contains("not this server's name"), "{body}");
         }
+        // A foreign absolute-form target behind our own Host: refused.
+        let (status, _) = request_as(
+            server.addr,
+            &format!("127.0.0.1:{port}"),
+            &format!("http://{evil}/"),
+            "",
+        )
+        .await;
+        assert_eq!(status, 421, "{auth}: absolute-form target");
         // An HTTP/1.0 request without any Host is refused too.
         let mut s = TcpStream::connect(server.addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
