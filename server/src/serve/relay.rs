@@ -22,7 +22,7 @@
 //! size limit or breaking the protocol ends it with a close frame saying
 //! so (1009, 1002, 1007), never with a bare disconnect.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -62,10 +62,13 @@ impl Default for PingPolicy {
     }
 }
 
-/// When the client was last heard from (any frame, a pong included).
+/// When the client was last heard from (any frame, a pong included), and
+/// whether we are listening: while the reader waits for the terminal to
+/// take input, the client's pongs stay unread, and that silence is ours.
 struct LastHeard {
     start: Instant,
     millis: AtomicU64,
+    deaf: AtomicBool,
 }
 
 impl LastHeard {
@@ -73,6 +76,7 @@ impl LastHeard {
         LastHeard {
             start: Instant::now(),
             millis: AtomicU64::new(0),
+            deaf: AtomicBool::new(false),
         }
     }
 
@@ -83,6 +87,21 @@ impl LastHeard {
 
     fn at(&self) -> Instant {
         self.start + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+
+    /// Stops counting silence (the reader is busy elsewhere).
+    fn stop_listening(&self) {
+        self.deaf.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts silence again, from now.
+    fn listen(&self) {
+        self.touch();
+        self.deaf.store(false, Ordering::Relaxed);
+    }
+
+    fn listening(&self) -> bool {
+        !self.deaf.load(Ordering::Relaxed)
     }
 }
 
@@ -263,7 +282,20 @@ async fn relay(
         let mut next_ping = heard.at() + ping.interval;
         loop {
             tokio::select! {
+                // First: ready only when due, and a steady flow of output
+                // must not keep the pings from going out.
                 biased;
+                () = tokio::time::sleep_until(next_ping) => {
+                    let due = heard.at() + ping.interval;
+                    if Instant::now() >= due {
+                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                            return End::Client;
+                        }
+                        next_ping = Instant::now() + ping.interval;
+                    } else {
+                        next_ping = due;
+                    }
+                }
                 Some(text) = control_rx.recv() => {
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         return End::Client;
@@ -278,27 +310,21 @@ async fn relay(
                     }
                     ViewerEvent::Exit(info) => return End::Exit(info),
                 },
-                () = tokio::time::sleep_until(next_ping) => {
-                    let due = heard.at() + ping.interval;
-                    if Instant::now() >= due {
-                        if sink.send(Message::Ping(Default::default())).await.is_err() {
-                            return End::Client;
-                        }
-                        next_ping = Instant::now() + ping.interval;
-                    } else {
-                        next_ping = due;
-                    }
-                }
             }
         }
     };
     let watchdog = async {
         loop {
             let deadline = heard.at() + ping.interval + ping.timeout;
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now < deadline {
+                tokio::time::sleep_until(deadline).await;
+            } else if heard.listening() {
                 return End::Dead;
+            } else {
+                // Not listening: look again later.
+                tokio::time::sleep(ping.timeout).await;
             }
-            tokio::time::sleep_until(deadline).await;
         }
     };
     let reader = async {
@@ -319,7 +345,9 @@ async fn relay(
                     metrics.relayed("from_client", input.len());
                     // A failed write means the shell is gone; its exit
                     // frame is on the way through the writer.
+                    heard.stop_listening();
                     let _ = terminal.write_input(&input).await;
+                    heard.listen();
                     None
                 }
                 Message::Text(text) => match parse_client(&text) {

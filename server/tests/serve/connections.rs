@@ -183,6 +183,56 @@ async fn a_websocket_peer_that_answers_no_ping_is_dropped() {
     assert!(ended.is_ok(), "bob's connection still open");
 }
 
+fn fast_pings(timeout: Duration) -> Options {
+    Options {
+        web: WebSettings {
+            ping: PingPolicy {
+                interval: Duration::from_millis(300),
+                timeout,
+            },
+            ..Default::default()
+        },
+        ..Options::default()
+    }
+}
+
+/// A silent client slowly reading a flood of output (so there is always
+/// output waiting) is still pinged, answers, and stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_reading_a_flood_is_not_taken_for_dead() {
+    let server = TestServer::with(fast_pings(Duration::from_secs(3))).await;
+    let mut c = server.open("alice").await;
+    c.send_input("timeout 6 yes warren-flood; echo flood-$((6*7))\r")
+        .await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        match c.next_event_within(Duration::from_secs(1)).await {
+            Some(Event::Gone) | Some(Event::Close(..)) => {
+                panic!("dropped while reading the flood")
+            }
+            _ => {}
+        }
+    }
+    c.read_until("flood-42").await;
+}
+
+/// While the terminal does not take input (a paste into a program that
+/// does not read yet), the client's pongs wait unread: that silence is the
+/// server's, not a dead client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_input_waits_for_the_terminal_is_not_taken_for_dead() {
+    let server = TestServer::with(fast_pings(Duration::from_millis(600))).await;
+    let mut c = server.open("alice").await;
+    c.send_input("sleep 3; head -c 65536 >/dev/null; echo pasted-$((6*7))\r")
+        .await;
+    // 64 KiB of lines: far more than the terminal's input queue holds.
+    let line = format!("{}\r", "a".repeat(63));
+    c.send_input(&line.repeat(1024)).await;
+    c.read_until("pasted-42").await;
+    c.run("echo after-$((6*7))", "after-42").await;
+}
+
 /// Writes raw bytes under the WebSocket (a frame the library won't make).
 async fn send_raw(c: &mut Client, bytes: &[u8]) {
     match c.ws().get_mut() {
