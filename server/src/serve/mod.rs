@@ -456,6 +456,12 @@ fn print_banner(
         value_name(args.auth),
         value_name(args.backend)
     );
+    if !server.local_addr().ip().is_loopback() && args.public_urls.iter().all(|u| u.is_empty()) {
+        eprintln!(
+            "  note: answers to IP addresses and localhost only (DNS rebinding); \
+             to reach it by a name, add --public-url http(s)://NAME"
+        );
+    }
     if args.backend == BackendKind::Echo {
         eprintln!("  note: the echo backend runs shells as this user with NO isolation (development only)");
     }
