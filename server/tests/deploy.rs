@@ -403,6 +403,19 @@ fn unit_directives_keep_sandboxes_working() {
     }
 }
 
+/// Both units raise the open-file limit (issue 10 §4: a unit's default
+/// soft limit of 1,024 broke a server at 162 terminals).
+#[test]
+fn units_raise_the_open_file_limit() {
+    for file in ["deploy/warren.service", "deploy/warren-user.service"] {
+        let unit = parse_unit(&read(file));
+        let value = active(&unit, "LimitNOFILE");
+        assert_eq!(value.len(), 1, "{file}: LimitNOFILE= once");
+        let n: u64 = value[0].parse().unwrap_or(0);
+        assert!(n >= 16384, "{file}: LimitNOFILE={}", value[0]);
+    }
+}
+
 /// True for real root in the initial user namespace.
 fn real_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -26,6 +26,12 @@ pub mod close {
     /// The server is shutting down (an `exit` frame came first when a
     /// terminal was attached).
     pub const GOING_AWAY: u16 = 1001;
+    /// A frame broke the WebSocket protocol (RFC 6455 §7.4.1).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A message over the size limit (1 MiB).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const BAD_REQUEST: u16 = 4400;
     pub const UNAUTHENTICATED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
