@@ -1,0 +1,93 @@
+//! What a tenant must not reach from inside, in every privilege mode (the
+//! matrix runs this binary in each): the metadata of the host's device
+//! nodes, the kernel's knobs under /proc, the sandbox's PID 1, and any
+//! supplementary group (issue 10, items 2, 6 and 6b).
+
+use warren_tests::{Env, PROBE_IN_SANDBOX};
+
+#[test]
+fn device_nodes_keep_their_metadata_and_still_work() {
+    let env = Env::new();
+    let a = env.probe(
+        "alice",
+        &[
+            "chmod:/dev/null=0777",
+            "chown:/dev/null",
+            "touch:/dev/null",
+            "touch:/dev/urandom",
+            "touch:/dev/tty",
+            "mountopts:/dev/null",
+            "write:/dev/null=x",
+            "open_ro:/dev/urandom",
+            "open_rw:/dev/zero",
+        ],
+    );
+    // The read-only bind answers before any ownership check: EROFS.
+    for q in [
+        "chmod:/dev/null=0777",
+        "chown:/dev/null",
+        "touch:/dev/null",
+        "touch:/dev/urandom",
+        "touch:/dev/tty",
+    ] {
+        assert_eq!(a.get(q), "EROFS", "{q}: {:?}", a.0);
+    }
+    assert!(a.get("mountopts:/dev/null").contains("ro"), "{:?}", a.0);
+    assert!(!a.get("mountopts:/dev/null").contains("nodev"), "{:?}", a.0);
+    assert_eq!(a.get("write:/dev/null=x"), "ok");
+    assert_eq!(a.get("open_ro:/dev/urandom"), "ok");
+    assert_eq!(a.get("open_rw:/dev/zero"), "ok");
+}
+
+#[test]
+fn dev_tty_still_works_in_a_terminal() {
+    let env = Env::new();
+    let out = env
+        .warren_run("alice")
+        .args(["--tty", "always", "--", PROBE_IN_SANDBOX])
+        .args(["open_rw:/dev/tty", "touch:/dev/tty"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("open_rw:/dev/tty\tok"), "{text}");
+    assert!(text.contains("touch:/dev/tty\tEROFS"), "{text}");
+}
+
+#[test]
+fn kernel_knobs_under_proc_are_readonly_or_masked() {
+    let env = Env::new();
+    let mut q = vec![
+        "write:/proc/sys/kernel/core_pattern=|/tmp/x",
+        "mountopts:/proc/sys",
+        "read:/proc/timer_list",
+        "open_ro:/proc/self/status",
+    ];
+    let has = |p: &str| std::path::Path::new(p).exists();
+    if has("/proc/acpi") {
+        q.push("ls:/proc/acpi");
+    }
+    if has("/proc/sysrq-trigger") {
+        q.push("write:/proc/sysrq-trigger=h");
+    }
+    let a = env.probe("alice", &q);
+    // EROFS comes from the read-only bind, before the owner check (EACCES)
+    // and before Landlock: it holds on a kernel without Landlock too.
+    assert_eq!(
+        a.get("write:/proc/sys/kernel/core_pattern=|/tmp/x"),
+        "EROFS"
+    );
+    if has("/proc/sysrq-trigger") {
+        assert_eq!(a.get("write:/proc/sysrq-trigger=h"), "EROFS");
+    }
+    assert!(
+        a.get("mountopts:/proc/sys").split(',').any(|o| o == "ro"),
+        "{:?}",
+        a.0
+    );
+    assert_eq!(a.get("read:/proc/timer_list"), "", "masked: empty");
+    assert_eq!(a.get("open_ro:/proc/self/status"), "ok");
+    if has("/proc/acpi") {
+        assert_eq!(a.get("ls:/proc/acpi"), "", "masked: an empty directory");
+    }
+}
