@@ -3,7 +3,9 @@
 //! nodes, the kernel's knobs under /proc, the sandbox's PID 1, and any
 //! supplementary group (issue 10, items 2, 6 and 6b).
 
-use warren_tests::{Env, PROBE_IN_SANDBOX};
+use std::process::Command;
+
+use warren_tests::{warren_bin, Env, Mode, PROBE_IN_SANDBOX};
 
 #[test]
 fn device_nodes_keep_their_metadata_and_still_work() {
@@ -90,4 +92,46 @@ fn kernel_knobs_under_proc_are_readonly_or_masked() {
     if has("/proc/acpi") {
         assert_eq!(a.get("ls:/proc/acpi"), "", "masked: an empty directory");
     }
+}
+
+/// Root inside plain `unshare --user --map-root-user` has one id, the
+/// host's root: warren refuses, says how to get ids, and doctor fails.
+#[test]
+fn root_under_plain_unshare_is_refused_with_the_fix() {
+    if !matches!(Mode::current(), Mode::Root | Mode::UserNs) {
+        return; // there the namespace's root is a non-root id of the host
+    }
+    let env = Env::new();
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(warren_bin())
+        .args(env.run_args("alice", "auto"))
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("refusing to run a tenant as host root"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unshare --user --map-auto --map-root-user"),
+        "{err}"
+    );
+    assert!(
+        !env.workspace_root().exists() && !env.state_dir().exists(),
+        "refused before anything was made"
+    );
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(warren_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = &v["host"]["id_mapping"];
+    assert_eq!(ids["ok"], false, "{v:#}");
+    assert!(ids["fix"].as_str().unwrap().contains("--map-auto"), "{v:#}");
 }
