@@ -62,7 +62,9 @@ install -m 4755 -o root "$(find target/debug/build -name warren-probe -type f | 
 trap 'rm -rf "$home" "$suid_dir"' EXIT
 
 as_user() {
-  setpriv --reuid="$user" --regid="$user" --clear-groups --reset-env \
+  # --init-groups: the user's groups from /etc/group, as a login has them,
+  # so the tests see that no supplementary group reaches a tenant.
+  setpriv --reuid="$user" --regid="$user" --init-groups --reset-env \
     env HOME="$home" TMPDIR="$home" CI="${CI:-}" WARREN_MUST_RUN="${WARREN_MUST_RUN:-}" PATH=/usr/bin:/bin \
     WARREN_SUID_PROBE="$suid_dir/suid-probe" "$@"
 }

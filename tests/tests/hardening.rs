@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use warren_tests::{warren_bin, Env, Mode, PROBE_IN_SANDBOX};
+use warren_tests::{skip, warren_bin, Env, Mode, PROBE_IN_SANDBOX};
 
 #[test]
 fn device_nodes_keep_their_metadata_and_still_work() {
@@ -134,4 +134,79 @@ fn root_under_plain_unshare_is_refused_with_the_fix() {
     let ids = &v["host"]["id_mapping"];
     assert_eq!(ids["ok"], false, "{v:#}");
     assert!(ids["fix"].as_str().unwrap().contains("--map-auto"), "{v:#}");
+}
+
+/// The groups this test process holds, as getgroups(2) lists them.
+fn own_groups() -> Vec<String> {
+    let mut g: Vec<String> = nix::unistd::getgroups()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_raw().to_string())
+        .collect();
+    g.sort();
+    g
+}
+
+/// Whether this mode lets warren drop supplementary groups: CAP_SETGID
+/// where setgroups is allowed. An unprivileged operator's single-id
+/// namespace must deny it (CVE-2018-7169), so its own groups stay.
+fn groups_droppable(mode: Mode) -> bool {
+    matches!(mode, Mode::Root | Mode::UserNs | Mode::SubUid)
+}
+
+/// Kept groups can only be the operator's own: its gid (the sandbox's 1000
+/// inside) or unmapped ones (the overflow gid).
+fn only_operators_own(groups: &str) -> bool {
+    groups
+        .split(',')
+        .all(|g| g.is_empty() || g == "1000" || g == "65534")
+}
+
+#[test]
+fn tenant_has_no_supplementary_group() {
+    let env = Env::new();
+    let mode = Mode::current();
+    let a = env.probe("alice", &["status:Groups", "groups"]);
+    let out = env
+        .warren_run("alice")
+        .args(["--tty", "always", "--", PROBE_IN_SANDBOX, "groups"])
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let in_tty = tty
+        .lines()
+        .find_map(|l| l.strip_prefix("groups\t"))
+        .unwrap_or_else(|| panic!("no answer in a terminal: {tty}"));
+    for (what, groups) in [
+        ("Groups:", a.get("status:Groups").replace(' ', ",")),
+        ("getgroups", a.get("groups").to_string()),
+        ("in a terminal", in_tty.to_string()),
+    ] {
+        if groups_droppable(mode) {
+            assert_eq!(groups, "", "{what} in {mode:?}");
+        } else {
+            assert!(only_operators_own(&groups), "{what} in {mode:?}: {groups}");
+        }
+    }
+}
+
+#[test]
+fn tiers_without_namespaces_drop_groups_where_permitted() {
+    if warren_runtime::sys::landlock_abi() == 0 {
+        skip("this kernel has no Landlock: the landlock tier cannot run");
+        return;
+    }
+    let env = Env::new();
+    let mode = Mode::current();
+    // Without CAP_SETGID the operator cannot drop its own groups: the
+    // tenant, which runs as the operator's uid there, keeps exactly those.
+    let want = if matches!(mode, Mode::Root | Mode::UserNs) {
+        String::new()
+    } else {
+        own_groups().join(",")
+    };
+    for tier in ["landlock", "none"] {
+        let a = env.probe_tier("alice", tier, &["groups"]);
+        assert_eq!(a.get("groups"), want, "{tier} in {mode:?}");
+    }
 }

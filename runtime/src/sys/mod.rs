@@ -278,8 +278,8 @@ pub fn ambient_clear_all() -> Result<(), Errno> {
     }
 }
 
-/// `setgroups(2)` with an empty list: drops the supplementary groups a root
-/// caller would otherwise carry into the sandbox as unmapped host groups.
+/// `setgroups(2)` with an empty list: drops every supplementary group (see
+/// `caps::become_user_without_caps` for where it is permitted).
 pub fn clear_supplementary_groups() -> Result<(), Errno> {
     // SAFETY: a zero-length list with a null pointer is valid for setgroups.
     let ret = unsafe { libc::setgroups(0, std::ptr::null()) };
