@@ -87,7 +87,7 @@ impl IdRange {
             if let (Some(uids), Some(gids)) = (delegable(&umap), delegable(&gmap)) {
                 return IdRange::Delegated { uids, gids };
             }
-            if outer_id(&umap, 0) == Some(0) || outer_id(&gmap, gid) == Some(0) {
+            if is_host_root(proc_root, &umap, &gmap, gid) {
                 return IdRange::ParentRootOnly;
             }
         }
@@ -118,7 +118,7 @@ impl IdRange {
 pub enum IdError {
     #[error(
         "refusing to run a tenant as host root: this process is root in a user namespace whose \
-         only id is the parent's uid/gid 0 (plain `unshare --user --map-root-user` as root), so \
+         only id is the host's uid/gid 0 (plain `unshare --user --map-root-user` as root), so \
          every tenant would be uid 0 on the host; start it under `unshare --user --map-auto \
          --map-root-user` (maps root's /etc/subuid and /etc/subgid ranges: each tenant gets its \
          own non-root id), or run warren as root or as a normal user; see docs/hosts.md"
@@ -138,6 +138,18 @@ impl IdRange {
             self,
             IdRange::Any | IdRange::Delegated { .. } | IdRange::Subordinate { .. }
         )
+    }
+}
+
+/// Whether our uid 0 (or `gid`) is the host's root. A sysctl file belongs
+/// to the host's root in every namespace, so it shows as ours exactly when
+/// ours is the host's, however deeply nested. Without /proc/sys (a fixture)
+/// the maps decide: the parent's 0 (conservative when nested).
+fn is_host_root(proc_root: &Path, uid_map: &str, gid_map: &str, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(proc_root.join("sys/kernel/osrelease")) {
+        Ok(m) => m.uid() == 0 || m.gid() == gid,
+        Err(_) => outer_id(uid_map, 0) == Some(0) || outer_id(gid_map, gid) == Some(0),
     }
 }
 

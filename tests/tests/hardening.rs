@@ -210,3 +210,23 @@ fn tiers_without_namespaces_drop_groups_where_permitted() {
         assert_eq!(a.get("groups"), want, "{tier} in {mode:?}");
     }
 }
+#[test]
+fn pid1_is_unreadable_by_its_tenant() {
+    let env = Env::new();
+    let q = [
+        "open_ro:/proc/1/mem",
+        "open_ro:/proc/1/environ",
+        "open_ro:/proc/1/maps",
+        "open_ro:/proc/self/maps",
+    ];
+    let a = env.probe("alice", &q);
+    for q in &q[..3] {
+        assert!(
+            matches!(a.get(q), "EACCES" | "EPERM"),
+            "{q}: {} in {:?}",
+            a.get(q),
+            Mode::current()
+        );
+    }
+    assert_eq!(a.get("open_ro:/proc/self/maps"), "ok");
+}

@@ -235,12 +235,6 @@ pub fn set_non_dumpable() -> Result<(), Errno> {
     nix::sys::prctl::set_dumpable(false)
 }
 
-/// `prctl(PR_SET_DUMPABLE, 1)`: undoes the non-dumpable mark the kernel sets
-/// when a process changes its uid.
-pub fn set_dumpable() -> Result<(), Errno> {
-    nix::sys::prctl::set_dumpable(true)
-}
-
 /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`: execve can never grant privileges again
 /// (setuid bits and file capabilities are ignored).
 pub fn set_no_new_privs() -> Result<(), Errno> {
