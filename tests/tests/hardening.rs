@@ -123,6 +123,19 @@ fn root_under_plain_unshare_is_refused_with_the_fix() {
         !env.workspace_root().exists() && !env.state_dir().exists(),
         "refused before anything was made"
     );
+    // The server refuses at start, not at each login.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(warren_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(env.state_dir())
+        .arg("--workspace-root")
+        .arg(env.workspace_root())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--map-auto"), "{err}");
     let out = Command::new("unshare")
         .args(["--user", "--map-root-user"])
         .arg(warren_bin())
