@@ -86,7 +86,7 @@ for mode in user userns-user subuid userns; do
   [[ $mode == subuid ]] && for f in subuid subgid; do echo "$user:3000000000:65536" >>"/etc/$f"; done
   # First in the file: util-linux 2.38's --map-auto takes the first entry.
   [[ $mode == userns ]] && for f in subuid subgid; do
-    { echo "root:3100000000:65536"; cat "$suid_dir/$f.orig" 2>/dev/null; } >"/etc/$f"
+    { echo "root:3100000000:65536"; cat "$suid_dir/$f.orig" 2>/dev/null || true; } >"/etc/$f"
   done
   for bin in "${test_bins[@]}"; do
     echo "-- $(basename "$bin")"
