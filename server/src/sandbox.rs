@@ -57,6 +57,8 @@ pub enum PrepareError {
     Spec(#[from] warren_runtime::spec::SpecError),
     #[error("tenant number {0} is beyond this user's /etc/subuid or /etc/subgid range; widen the ranges")]
     SubidsExhausted(u32),
+    #[error(transparent)]
+    Ids(#[from] warren_runtime::idmap::IdError),
     #[error(
         "{what} {path:?} lies under a directory every sandbox of the landlock tier may read, \
          and the tenants share this server's uid; move it (e.g. under /var/lib or /srv)"
@@ -80,7 +82,7 @@ pub fn check_shared_host_paths(
     range: IdRange,
     paths: &[(&'static str, &std::path::Path)],
 ) -> Result<(), PrepareError> {
-    if isolation != Isolation::Landlock || range == IdRange::Any {
+    if isolation != Isolation::Landlock || range.distinct_per_tenant() {
         return Ok(());
     }
     for (what, path) in paths {
@@ -142,6 +144,19 @@ pub fn host_ids(range: IdRange, allocated_uid: u32, uid_base: u32) -> Result<IdM
             host_gid: gid,
             ns_root: None,
         },
+        IdRange::ParentRootOnly => return Err(warren_runtime::idmap::IdError::OnlyHostRoot.into()),
+        // Ours to hand out: the n-th id of the range, mapped by the shim.
+        IdRange::Delegated { uids, gids } => {
+            let n = allocated_uid.saturating_sub(uid_base);
+            if n >= uids.count.min(gids.count) {
+                return Err(PrepareError::SubidsExhausted(n));
+            }
+            IdMap {
+                host_uid: uids.start + n,
+                host_gid: gids.start + n,
+                ns_root: None,
+            }
+        }
         IdRange::Subordinate {
             uid,
             gid,
@@ -188,6 +203,10 @@ pub fn provision(
         }
         (_, r) => r,
     };
+    // Before anything is written: no tenant may become host root.
+    if let Some(refused) = range.refusal() {
+        return Err(refused.into());
+    }
     check_shared_host_paths(
         isolation,
         range,
@@ -329,6 +348,21 @@ mod tests {
         assert!(matches!(
             host_ids(sub, 108, 100),
             Err(PrepareError::SubidsExhausted(8))
+        ));
+        // `unshare --map-auto --map-root-user`: our namespace's other ids.
+        let ids = SubRange {
+            start: 1,
+            count: 65535,
+        };
+        let delegated = IdRange::Delegated {
+            uids: ids,
+            gids: ids,
+        };
+        let m = host_ids(delegated, 102, 100).unwrap();
+        assert_eq!((m.host_uid, m.host_gid, m.ns_root), (3, 3, None));
+        assert!(matches!(
+            host_ids(IdRange::ParentRootOnly, 102, 100),
+            Err(PrepareError::Ids(_))
         ));
     }
 

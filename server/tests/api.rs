@@ -13,11 +13,15 @@ use serde_json::{json, Value};
 
 fn is_root_with_limits() -> bool {
     // The memory limit applies where the sandbox's cgroup can be made
-    // (root on this host; the unprivileged modes report it missing).
+    // (root on this host, or root of a namespace where it is the host's
+    // root: `unshare --map-auto --map-root-user`; the unprivileged modes
+    // report it missing).
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     nix::unistd::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .unwrap_or_default()
-            .contains("4294967295")
+        && (map.contains("4294967295")
+            || map
+                .lines()
+                .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["0", "0"]))
 }
 
 async fn exec(server: &TestServer, user: &str, body: Value) -> Value {

@@ -470,8 +470,42 @@ fn answer(q: &str) -> String {
             std::thread::sleep(std::time::Duration::from_secs(5));
             "survived".into()
         }
-        _ => format!("unknown question {name}"),
+        _ => hardening(name, arg).unwrap_or_else(|| format!("unknown question {name}")),
     }
+}
+
+extern "C" {
+    fn chmod(path: *const i8, mode: u32) -> i32;
+    fn chown(path: *const i8, uid: u32, gid: u32) -> i32;
+    fn utimensat(dirfd: i32, path: *const i8, times: *const u8, flags: i32) -> i32;
+}
+
+/// "ok" for a libc call that returned 0 or more, else the errno's name.
+fn errno_of(r: i32) -> String {
+    if r < 0 { errno_name(std::io::Error::last_os_error()) } else { "ok".into() }
+}
+
+/// Metadata and reads that must fail on the host's things (devices, the
+/// sandbox's PID 1): `open_ro:PATH`, `chmod:PATH=OCTAL`, `chown:PATH`
+/// (to its own owner: only the permission and read-only checks run),
+/// `touch:PATH` (utimensat to now).
+fn hardening(name: &str, arg: &str) -> Option<String> {
+    let (path, rest) = arg.split_once('=').unwrap_or((arg, ""));
+    let c = CString::new(path).ok()?;
+    // SAFETY (all unsafe below): plain libc calls with a valid C string.
+    Some(match name {
+        "open_ro" => {
+            let fd = unsafe { open(c.as_ptr(), 0o2000000, 0) };
+            if fd >= 0 {
+                unsafe { close(fd) };
+            }
+            errno_of(fd)
+        }
+        "chmod" => errno_of(unsafe { chmod(c.as_ptr(), u32::from_str_radix(rest, 8).unwrap_or(0o666)) }),
+        "chown" => errno_of(unsafe { chown(c.as_ptr(), u32::MAX, u32::MAX) }),
+        "touch" => errno_of(unsafe { utimensat(-100, c.as_ptr(), std::ptr::null(), 0) }),
+        _ => return None,
+    })
 }
 
 fn main() {

@@ -343,6 +343,11 @@ pub fn main(args: ServeArgs) -> i32 {
             paths.push(("the JWT secret", secret.as_path()));
         }
         let range = warren_runtime::idmap::IdRange::of_current_process("/proc".as_ref());
+        // Every sandbox would be refused: say so now, not at each login.
+        if let Some(e) = range.refusal() {
+            eprintln!("warren serve: {e}");
+            return 2;
+        }
         if let Err(e) = crate::sandbox::check_shared_host_paths(t.isolation, range, &paths) {
             eprintln!("warren serve: {e}");
             return 2;
