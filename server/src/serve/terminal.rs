@@ -69,6 +69,8 @@ pub struct Terminal {
     pty: Pty,
     shared: Mutex<Shared>,
     kill: watch::Sender<Option<ExitReason>>,
+    /// When the shell exited (None while it runs): ends pending input.
+    exited: watch::Sender<Option<Instant>>,
     next_viewer: AtomicU64,
     created_at: std::time::SystemTime,
 }
@@ -115,6 +117,7 @@ impl Terminal {
                 exit: None,
             }),
             kill,
+            exited: watch::channel(None).0,
             next_viewer: AtomicU64::new(0),
             created_at: std::time::SystemTime::now(),
         });
@@ -174,9 +177,17 @@ impl Terminal {
         }
     }
 
-    /// Writes input to the shell (waits while its input queue is full).
+    /// Writes input to the shell, waiting while its input queue is full
+    /// (a stopped terminal, Ctrl-S, or a shell that does not read). The
+    /// caller reads no more input meanwhile, so what is pending is bounded
+    /// by one frame per viewer. Once the shell has exited the rest is
+    /// dropped and this fails with `BrokenPipe` (issue 10, item 7).
     pub async fn write_input(&self, data: &[u8]) -> std::io::Result<()> {
-        self.pty.write_all(data).await
+        let mut exited = self.exited.subscribe();
+        tokio::select! {
+            written = self.pty.write_all(data) => written,
+            _ = exited.wait_for(Option::is_some) => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
     }
 
     /// Resizes the PTY and the server's screen. With several viewers the
@@ -230,7 +241,7 @@ impl Terminal {
         mut process: Box<dyn TerminalProcess>,
         mut kill_rx: watch::Receiver<Option<ExitReason>>,
     ) -> ExitInfo {
-        let (exited_tx, exited_rx) = watch::channel(None::<Instant>);
+        let exited_rx = self.exited.subscribe();
         let process_side = async {
             let mut killed: Option<ExitReason> = None;
             let status = loop {
@@ -245,7 +256,7 @@ impl Terminal {
                     }
                 }
             };
-            exited_tx.send_replace(Some(Instant::now()));
+            self.exited.send_replace(Some(Instant::now()));
             (status, killed)
         };
         let ((status, killed), ()) = tokio::join!(process_side, self.pump(exited_rx));

@@ -1,0 +1,259 @@
+//! How terminals and sandboxes end, against `warren serve` with real
+//! sandboxes (issue 10, items 7, 8 and 9): a stopped terminal with pending
+//! input never holds the server, a dead PID 1 ends its sandbox at once, a
+//! crashed server's cgroups are swept on the next start, and
+//! `--stop-when-no-terminals`.
+//!
+//! The freeze and the crash tests run `target/<profile>/warren serve` as a
+//! child process: a frozen server must not freeze the test, and SIGTERM and
+//! SIGKILL must reach a real process. tests/matrix.sh runs this file in
+//! every privilege mode.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+/// `warren serve` as a child process (auth none, sandbox backend), its
+/// stderr collected.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    fn start(d: &Dirs, extra: &[&str]) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&d.settings.state_dir)
+            .arg("--workspace-root")
+            .arg(&d.settings.workspace_root)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--auth",
+                "none",
+                "--shutdown-timeout",
+                "5s",
+            ])
+            .args(extra)
+            .env("WARREN_SHIM", shim())
+            .env("WARREN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start warren serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let seen = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(url.split_whitespace().next().unwrap_or("").to_string());
+                }
+                let mut s = seen.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().expect("address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no banner within 30 s:\n{}", log.lock().unwrap());
+            }
+        };
+        ServerProcess { child, addr, log }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn open(&self, user: &str) -> Client {
+        let mut c = Client::connect(self.addr, &format!("/ws?user={user}"), &[])
+            .await
+            .expect("connect");
+        c.expect_hello().await;
+        c
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    async fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether this process may make cgroups (root in the initial user
+/// namespace); elsewhere sandboxes run without them.
+#[allow(dead_code)] // used by the next tests
+fn has_cgroups() -> bool {
+    nix::unistd::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .unwrap()
+            .contains("4294967295")
+}
+
+/// Directories under the cgroup mount named `sbx-<slug>-…`.
+#[allow(dead_code)]
+fn cgroups_of(slug: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("sbx-{slug}-"))
+            {
+                found.push(e.path());
+            } else if e.path().components().count() < 12 {
+                stack.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// The shell's pid as the sandbox sees it.
+async fn shell_pid(c: &mut Client) -> i32 {
+    c.run("echo 'P''ID='$$", "PID=").await;
+    let rest = c.read_until("\r\n").await;
+    rest.trim_end().parse().expect("pid")
+}
+
+/// Sends `total` bytes of input in 64 KiB frames from a task of its own
+/// (the server may stop reading: that is back-pressure) and hands the
+/// client back when done or when the connection fails.
+fn paste(mut c: Client, total: usize) -> tokio::task::JoinHandle<Client> {
+    tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            if c.ws()
+                .send(Message::Binary(chunk.clone().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            sent += chunk.len();
+        }
+        c
+    })
+}
+
+async fn healthz_within(addr: SocketAddr, limit: Duration) -> bool {
+    tokio::time::timeout(limit, http_get(addr, "/healthz", &[]))
+        .await
+        .is_ok_and(|r| r.status == 200)
+}
+
+/// Issue 10, item 7: Ctrl-S (XOFF) in two terminals, about 1 MiB pasted
+/// into each, then their shells killed: the server used to spin both
+/// worker threads on `write(ptmx)` = EAGAIN, stop answering `/healthz` and
+/// ignore SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoff_paste_and_kill_never_freeze_the_server() {
+    let d = dirs();
+    let mut server = ServerProcess::start(&d, &[]);
+    let mut c1 = server.open("frieda").await;
+    let mut c2 = server.open("frieda").await;
+    let mut c3 = server.open("frieda").await;
+    let p1 = shell_pid(&mut c1).await;
+    let p2 = shell_pid(&mut c2).await;
+    c1.send_input("\x13").await;
+    c2.send_input("\x13").await;
+    let paste1 = paste(c1, 1 << 20);
+    let paste2 = paste(c2, 1 << 20);
+    // Let the input queues fill and the server's writes block.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        healthz_within(server.addr, Duration::from_secs(3)).await,
+        "/healthz while two terminals are stopped"
+    );
+    c3.run(&format!("kill -9 {p1} {p2}; echo kil''led"), "killed")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        healthz_within(server.addr, Duration::from_secs(2)).await,
+        "/healthz does not answer after the stopped shells were killed:\n{}",
+        server.log()
+    );
+    // Both relays learn that their terminal ended, pending input or not.
+    for (n, paste) in [(1, paste1), (2, paste2)] {
+        let mut c = tokio::time::timeout(Duration::from_secs(10), paste)
+            .await
+            .unwrap_or_else(|_| panic!("terminal {n}: the server never took or refused the paste"))
+            .unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(10), c.read_control("exit"))
+            .await
+            .unwrap_or_else(|_| panic!("terminal {n}: no exit frame"));
+        assert_eq!(exit["signal"], 9, "terminal {n}: {exit}");
+    }
+    let mut c4 = tokio::time::timeout(Duration::from_secs(10), server.open("frieda"))
+        .await
+        .expect("a new terminal opens");
+    c4.run("echo fr''esh", "fresh").await;
+    // Nothing of the server spins: its CPU time stays flat for a second.
+    let cpu = || {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).unwrap();
+        let f: Vec<u64> = s[s.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        f[0] + f[1]
+    };
+    let before = cpu();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = cpu() - before;
+    assert!(used < 20, "the server used {used} ticks in an idle second");
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = server
+        .exited_within(Duration::from_secs(5 + 3))
+        .await
+        .unwrap_or_else(|| panic!("SIGTERM ignored:\n{}", server.log()));
+    assert!(status.success(), "{status}\n{}", server.log());
+}
