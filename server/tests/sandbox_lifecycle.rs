@@ -21,6 +21,9 @@ use common::*;
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Tests whose server runs in this process take turns.
+static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `warren serve` as a child process (auth none, sandbox backend), its
 /// stderr collected.
 struct ServerProcess {
@@ -121,7 +124,6 @@ impl Drop for ServerProcess {
 
 /// Whether this process may make cgroups (root in the initial user
 /// namespace); elsewhere sandboxes run without them.
-#[allow(dead_code)] // used by the next tests
 fn has_cgroups() -> bool {
     nix::unistd::geteuid().is_root()
         && std::fs::read_to_string("/proc/self/uid_map")
@@ -130,7 +132,6 @@ fn has_cgroups() -> bool {
 }
 
 /// Directories under the cgroup mount named `sbx-<slug>-…`.
-#[allow(dead_code)]
 fn cgroups_of(slug: &str) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
@@ -256,4 +257,121 @@ async fn xoff_paste_and_kill_never_freeze_the_server() {
         .await
         .unwrap_or_else(|| panic!("SIGTERM ignored:\n{}", server.log()));
     assert!(status.success(), "{status}\n{}", server.log());
+}
+
+/// Fields of /proc/<pid>/status.
+fn status_field(pid: i32, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+fn children_of(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &i32| status_field(*pid, "PPid").is_some_and(|p| p == parent.to_string()))
+        .collect()
+}
+
+/// The creating shim of this process's sandbox (a `warren-shim` child of
+/// this process whose own child is a PID 1) and that PID 1, as host pids.
+fn sandbox_pids() -> Vec<(i32, i32)> {
+    let me = std::process::id() as i32;
+    children_of(me)
+        .into_iter()
+        .filter(|p| status_field(*p, "Name").as_deref() == Some("warren-shim"))
+        .filter_map(|shim| {
+            children_of(shim)
+                .into_iter()
+                .find(|c| {
+                    status_field(*c, "NSpid")
+                        .is_some_and(|ns| ns.split_whitespace().last() == Some("1"))
+                })
+                .map(|init| (shim, init))
+        })
+        .collect()
+}
+
+/// Issue 10, item 8: after `kill -9` of a sandbox's PID 1 (or of the shim
+/// that created it) the terminals ended as a plain "exit" and every new
+/// terminal got 4500 until the idle timeout.
+async fn a_dead_sandbox_is_replaced(kill_shim: bool) {
+    // Sandboxes are found as children of this process: one test at a time.
+    let _turn = IN_PROCESS.lock().await;
+    let d = dirs();
+    let server = api_server(&d).await;
+    let user = if kill_shim { "hanna" } else { "gina" };
+    let r = admin(
+        server.addr,
+        "POST",
+        "/api/users",
+        Some(serde_json::json!({ "id": user })),
+    )
+    .await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text());
+    let mut t1 = server.open(user).await;
+    let mut t2 = server.open(user).await;
+    t1.run("echo o''ne", "one").await;
+    t2.run("echo t''wo", "two").await;
+    let found = sandbox_pids();
+    assert_eq!(found.len(), 1, "one sandbox: {found:?}");
+    let (shim, init) = found[0];
+    let victim = if kill_shim { shim } else { init };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for (n, t) in [(1, &mut t1), (2, &mut t2)] {
+        let exit = tokio::time::timeout(Duration::from_secs(10), t.read_control("exit"))
+            .await
+            .unwrap_or_else(|_| panic!("terminal {n}: no exit frame"));
+        assert_eq!(exit["reason"], "sandbox_ended", "terminal {n}: {exit}");
+        assert_eq!(exit["sandbox"]["cause"], "killed", "terminal {n}: {exit}");
+        assert_eq!(exit["sandbox"]["signal"], 9, "terminal {n}: {exit}");
+    }
+    let began = Instant::now();
+    let mut t3 = server.open(user).await;
+    let took = began.elapsed();
+    eprintln!("the next terminal opened {took:?} after the old ones ended");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    t3.run("echo th''ree", "three").await;
+    let now = sandbox_pids();
+    assert_eq!(now.len(), 1, "one sandbox again: {now:?}");
+    assert_ne!(now[0], (shim, init), "a fresh sandbox");
+    let r = admin(
+        server.addr,
+        "POST",
+        &format!("/api/users/{user}/exec"),
+        Some(serde_json::json!({"argv": ["echo", "exec-ok"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "exec: {}", r.text());
+    assert_eq!(r.json()["stdout"], "exec-ok\n", "{}", r.text());
+    if has_cgroups() {
+        let left: Vec<_> = cgroups_of(user)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(&format!("-{shim}")))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the dead sandbox's cgroups are left: {left:?}"
+        );
+        assert!(
+            !cgroups_of(user).is_empty(),
+            "the fresh sandbox has its cgroup"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pid1_ends_its_sandbox_and_the_next_terminal_gets_a_fresh_one() {
+    a_dead_sandbox_is_replaced(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_creating_shim_ends_its_sandbox_and_leaves_no_cgroup() {
+    a_dead_sandbox_is_replaced(true).await;
 }
