@@ -353,7 +353,7 @@ async fn a_dead_sandbox_is_replaced(kill_shim: bool) {
     if has_cgroups() {
         let left: Vec<_> = cgroups_of(user)
             .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with(&format!("-{shim}")))
+            .filter(|p| creator_of(p) == Some(shim))
             .collect();
         assert!(
             left.is_empty(),
@@ -374,4 +374,73 @@ async fn a_killed_pid1_ends_its_sandbox_and_the_next_terminal_gets_a_fresh_one()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_creating_shim_ends_its_sandbox_and_leaves_no_cgroup() {
     a_dead_sandbox_is_replaced(true).await;
+}
+
+/// The creator's pid in a sandbox cgroup's name (`sbx-<slug>-<pid>[-t…]`).
+fn creator_of(dir: &std::path::Path) -> Option<i32> {
+    let name = dir.file_name()?.to_str()?;
+    let mut parts = name.rsplit('-');
+    let last = parts.next()?;
+    let pid = if last.starts_with('t') {
+        parts.next()?
+    } else {
+        last
+    };
+    pid.parse().ok()
+}
+
+/// Issue 10, item 9: after `kill -9` of the server, the cgroups of its
+/// live sandboxes stayed, and the restart's sweep skipped the young ones
+/// without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_servers_cgroups_are_swept_and_named_on_restart() {
+    let d = dirs();
+    let mut server = ServerProcess::start(&d, &[]);
+    let mut a = server.open("ines").await;
+    a.run("echo u''p", "up").await;
+    let mut b = server.open("jonas").await;
+    b.run("echo u''p", "up").await;
+    let before: Vec<_> = [cgroups_of("ines"), cgroups_of("jonas")].concat();
+    if has_cgroups() {
+        assert!(before.len() >= 2, "live sandboxes have cgroups: {before:?}");
+    } else {
+        eprintln!("no cgroups in this mode: checking the restart only");
+    }
+    server.signal(nix::sys::signal::Signal::SIGKILL);
+    server
+        .exited_within(Duration::from_secs(5))
+        .await
+        .expect("SIGKILL");
+    // The shims die with the server (parent-death signal), leaving their
+    // cgroups behind.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while before
+        .iter()
+        .filter_map(|p| creator_of(p))
+        .any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    {
+        assert!(Instant::now() < deadline, "the shims outlived the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<_> = before.iter().filter(|p| p.exists()).collect();
+    if has_cgroups() {
+        assert!(
+            !left.is_empty(),
+            "a crash leaves cgroups (else this test proves nothing)"
+        );
+    }
+    let restarted = ServerProcess::start(&d, &[]);
+    let still: Vec<_> = before.iter().filter(|p| p.exists()).collect();
+    assert!(
+        still.is_empty(),
+        "not swept on restart: {still:?}\n{}",
+        restarted.log()
+    );
+    let log = restarted.log();
+    for p in &left {
+        let name = p.file_name().unwrap().to_string_lossy();
+        assert!(log.contains(&*name), "the log does not name {name}:\n{log}");
+    }
+    let mut c = restarted.open("ines").await;
+    c.run("echo ag''ain", "again").await;
 }

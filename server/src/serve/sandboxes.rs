@@ -57,9 +57,7 @@ impl SandboxBackend {
         if let Ok(c) = Cgroups::probe(&Roots::default()) {
             if c.availability().complete() {
                 match c.prepare() {
-                    Ok(()) => {
-                        let _ = c.sweep_stale();
-                    }
+                    Ok(()) => log_sweep(c.sweep_stale()),
                     Err(e) => tracing::warn!("cgroups: {e}"),
                 }
             }
@@ -90,6 +88,22 @@ impl SandboxBackend {
     pub fn with_shim(mut self, shim: PathBuf) -> SandboxBackend {
         self.shim = shim;
         self
+    }
+}
+
+/// Says which cgroups a crashed run left and the sweep removed.
+fn log_sweep(swept: Result<Vec<PathBuf>, warren_runtime::cgroups::CgroupError>) {
+    match swept {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => {
+            let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+            tracing::info!(
+                count = removed.len(),
+                "removed cgroups whose creator is gone (left by a crash): {}",
+                names.join(", ")
+            );
+        }
+        Err(e) => tracing::warn!("sweeping cgroups left by a crash: {e}"),
     }
 }
 
