@@ -444,3 +444,70 @@ async fn a_crashed_servers_cgroups_are_swept_and_named_on_restart() {
     let mut c = restarted.open("ines").await;
     c.run("echo ag''ain", "again").await;
 }
+
+/// Whether a process whose argv[0] is `name` runs on this host.
+fn running(name: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).next() == Some(name.as_bytes()))
+    })
+}
+
+/// Opens two terminals for `user`, leaves a background process behind,
+/// ends both shells and reports whether the sandbox and the process were
+/// still there 1.5 s later.
+async fn after_the_last_terminal(stop_when_no_terminals: bool, user: &str) -> (usize, bool) {
+    let d = dirs();
+    let backend = warren::serve::sandboxes::SandboxBackend::new(
+        d.settings.clone(),
+        warren_runtime::cgroups::Limits::default(),
+        false,
+    )
+    .with_shim(shim());
+    let server = TestServer::with(Options {
+        backend: Arc::new(backend),
+        limits: warren::serve::Limits {
+            stop_when_no_terminals,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let marker = format!("{user}-leftover");
+    let mut t1 = server.open(user).await;
+    t1.run(
+        &format!("(exec -a {marker} sleep 300 &); echo st''arted"),
+        "started",
+    )
+    .await;
+    let mut t2 = server.open(user).await;
+    t2.run("echo t''wo", "two").await;
+    t1.send_input("exit\r").await;
+    t1.read_control("exit").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let registry = server.state.registry();
+    assert_eq!(registry.sandbox_count(), 1, "a terminal is still open");
+    assert!(running(&marker), "a terminal is still open");
+    t2.send_input("exit\r").await;
+    t2.read_control("exit").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (registry.sandbox_count(), running(&marker))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_when_no_terminals_stops_the_sandbox_with_its_last_terminal() {
+    let _turn = IN_PROCESS.lock().await;
+    let (sandboxes, leftover) = after_the_last_terminal(true, "kai").await;
+    assert_eq!(sandboxes, 0, "the sandbox outlived its last terminal");
+    assert!(!leftover, "a background process outlived the sandbox");
+}
+
+/// The default, documented in docs/serve.md: background processes run on
+/// until the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_background_processes_outlive_the_last_terminal() {
+    let _turn = IN_PROCESS.lock().await;
+    let (sandboxes, leftover) = after_the_last_terminal(false, "lena").await;
+    assert_eq!(sandboxes, 1);
+    assert!(leftover);
+}

@@ -42,6 +42,11 @@ pub struct Limits {
     pub terminal_grace: Duration,
     /// How long a sandbox with no terminal is kept.
     pub idle_timeout: Duration,
+    /// Stop a sandbox as soon as its last terminal has ended (and no
+    /// command run through the API holds it), instead of after
+    /// `idle_timeout`: nothing a user left running in the background
+    /// outlives their last terminal.
+    pub stop_when_no_terminals: bool,
 }
 
 impl Default for Limits {
@@ -51,6 +56,7 @@ impl Default for Limits {
             max_terminals_per_user: 8,
             terminal_grace: Duration::from_secs(5 * 60),
             idle_timeout: Duration::from_secs(30 * 60),
+            stop_when_no_terminals: false,
         }
     }
 }
@@ -711,15 +717,20 @@ impl Registry {
                         to_kill.push(Arc::clone(terminal));
                     }
                 }
+                let idle_for = now.saturating_duration_since(entry.idle_since);
                 if entry.terminals.is_empty()
                     && entry.leases == 0
                     && entry.sandbox.is_some()
-                    && now.saturating_duration_since(entry.idle_since) >= self.limits.idle_timeout
+                    && (idle_for >= self.limits.idle_timeout || self.limits.stop_when_no_terminals)
                 {
                     if let Ok(guard) = Arc::clone(&entry.start_lock).try_lock_owned() {
                         if let Some(sandbox) = entry.take_sandbox() {
                             *sandboxes -= 1;
-                            tracing::info!(%user, "stopping idle sandbox");
+                            if idle_for >= self.limits.idle_timeout {
+                                tracing::info!(%user, "stopping idle sandbox");
+                            } else {
+                                tracing::info!(%user, "stopping sandbox: its last terminal ended");
+                            }
                             to_stop.push((sandbox, guard));
                         }
                     }
@@ -823,7 +834,10 @@ fn evict_idle(
 /// shorter of the two.
 async fn reaper(registry: Weak<Registry>, limits: Limits) {
     let shortest = limits.terminal_grace.min(limits.idle_timeout);
-    let tick = (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let mut tick = (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    if limits.stop_when_no_terminals {
+        tick = tick.min(Duration::from_millis(250));
+    }
     let mut shutting_down = match registry.upgrade() {
         Some(r) => r.shutting_down.subscribe(),
         None => return,
