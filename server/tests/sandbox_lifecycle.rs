@@ -216,11 +216,13 @@ async fn xoff_paste_and_kill_never_freeze_the_server() {
     c3.run(&format!("kill -9 {p1} {p2}; echo kil''led"), "killed")
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let asked = Instant::now();
     assert!(
         healthz_within(server.addr, Duration::from_secs(2)).await,
         "/healthz does not answer after the stopped shells were killed:\n{}",
         server.log()
     );
+    eprintln!("/healthz answered in {:?} after the kill", asked.elapsed());
     // Both relays learn that their terminal ended, pending input or not.
     for (n, paste) in [(1, paste1), (2, paste2)] {
         let mut c = tokio::time::timeout(Duration::from_secs(10), paste)
@@ -250,12 +252,15 @@ async fn xoff_paste_and_kill_never_freeze_the_server() {
     let before = cpu();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let used = cpu() - before;
+    eprintln!("server CPU in an idle second: {used} ticks");
     assert!(used < 20, "the server used {used} ticks in an idle second");
+    let term = Instant::now();
     server.signal(nix::sys::signal::Signal::SIGTERM);
     let status = server
         .exited_within(Duration::from_secs(5 + 3))
         .await
         .unwrap_or_else(|| panic!("SIGTERM ignored:\n{}", server.log()));
+    eprintln!("exited {:?} after SIGTERM", term.elapsed());
     assert!(status.success(), "{status}\n{}", server.log());
 }
 

@@ -832,3 +832,60 @@ impl TerminalProcess for ShimCommand {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_sandbox_end_says_why() {
+        let killed = [Event::Exited {
+            exit: Exit::Signal(9),
+        }];
+        let end = end_of_sandbox(None, &killed, false);
+        assert_eq!(
+            (end.cause, end.signal, end.code),
+            (EndCause::Killed, Some(9), None)
+        );
+        let exited = [Event::Exited {
+            exit: Exit::Code(3),
+        }];
+        let end = end_of_sandbox(None, &exited, false);
+        assert_eq!(
+            (end.cause, end.signal, end.code),
+            (EndCause::Exited, None, Some(3))
+        );
+        // The shim itself was killed: no report, its own status says how.
+        let shim = std::process::ExitStatus::from_raw(9);
+        let end = end_of_sandbox(Some(shim), &[], false);
+        assert_eq!((end.cause, end.signal), (EndCause::Killed, Some(9)));
+        // An OOM kill counted by the cgroup wins.
+        let oom = [
+            Event::Exited {
+                exit: Exit::Signal(9),
+            },
+            Event::LimitsHit {
+                limits: Limits::default(),
+                events: warren_runtime::cgroups::Events {
+                    oom_kills: Some(1),
+                    ..Default::default()
+                },
+            },
+        ];
+        assert_eq!(
+            end_of_sandbox(None, &oom, false).cause,
+            EndCause::OutOfMemory
+        );
+        assert_eq!(
+            end_of_sandbox(Some(shim), &[], true).cause,
+            EndCause::OutOfMemory
+        );
+    }
+
+    #[test]
+    fn a_running_process_is_not_exiting_and_a_missing_one_is_gone() {
+        assert!(!init_is_exiting(std::process::id() as i32));
+        assert!(init_is_exiting(i32::MAX));
+    }
+}
