@@ -117,6 +117,10 @@ pub trait SessionObserver: Send + Sync + 'static {
     fn terminal_ended(&self, _user: &UserId, _id: &str, _info: &ExitInfo) {}
 }
 
+/// A sandbox that ended by itself and the terminals that ran in it (taken
+/// together, under one lock, so no terminal of a fresh sandbox is among them).
+type DeadSandbox = (Arc<dyn Sandbox>, Vec<Arc<Terminal>>);
+
 struct UserEntry {
     /// Held while this user's sandbox is started, a terminal is opened in
     /// it, or it is stopped.
@@ -156,12 +160,15 @@ impl UserEntry {
         self.sandbox.take()
     }
 
-    /// Takes the sandbox out because it ended by itself; its watcher goes
-    /// on to report why.
-    fn take_dead_sandbox(&mut self) -> Option<Arc<dyn Sandbox>> {
+    /// Takes the sandbox out because it ended by itself, with the
+    /// terminals that ran in it; its watcher goes on to report why.
+    fn take_dead_sandbox(&mut self) -> Option<DeadSandbox> {
         self.watcher = None;
         self.end = None;
-        self.sandbox.take()
+        Some((
+            self.sandbox.take()?,
+            self.terminals.values().cloned().collect(),
+        ))
     }
 
     /// The running sandbox and the news of its end.
@@ -490,7 +497,7 @@ impl Registry {
     }
 
     /// Takes `user`'s sandbox out if it is dying.
-    fn take_if_ending(&self, user: &UserId) -> Option<Arc<dyn Sandbox>> {
+    fn take_if_ending(&self, user: &UserId) -> Option<DeadSandbox> {
         let mut inner = self.inner();
         let Inner { users, sandboxes } = &mut *inner;
         let entry = users.get_mut(user)?;
@@ -530,7 +537,7 @@ impl Registry {
     async fn end_dead_sandbox(
         &self,
         user: &UserId,
-        dead: Arc<dyn Sandbox>,
+        (dead, terminals): DeadSandbox,
         end: Option<SandboxEnd>,
     ) {
         match end {
@@ -541,16 +548,8 @@ impl Registry {
                 tracing::warn!(%user, "sandbox is ending by itself; the next terminal starts a fresh one")
             }
         }
-        for t in self.terminals_of(user) {
+        for t in terminals {
             t.kill(ExitReason::SandboxEnded);
-        }
-        {
-            let mut inner = self.inner();
-            if let Some(entry) = inner.users.get_mut(user) {
-                if entry.terminals.is_empty() {
-                    entry.idle_since = Instant::now();
-                }
-            }
         }
         dead.stop().await;
     }
