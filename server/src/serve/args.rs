@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// Stop a user's sandbox after it has had no terminal for this long.
     #[arg(long, env = "WARREN_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "30m")]
     pub idle_timeout: Duration,
+    /// Stop a user's sandbox as soon as their last terminal has ended (and
+    /// no API command holds it), killing what they left running in the
+    /// background, instead of after --idle-timeout.
+    #[arg(long, env = "WARREN_STOP_WHEN_NO_TERMINALS")]
+    pub stop_when_no_terminals: bool,
     /// Keep a terminal nobody is watching for this long (so a reload or a
     /// dropped connection can come back to it).
     #[arg(long, env = "WARREN_TERMINAL_GRACE", value_parser = parse_duration, default_value = "5m")]
@@ -212,6 +217,7 @@ impl ServeArgs {
                 max_terminals_per_user: self.max_terminals_per_user,
                 terminal_grace: self.terminal_grace,
                 idle_timeout: self.idle_timeout,
+                stop_when_no_terminals: self.stop_when_no_terminals,
             },
             shutdown_timeout: self.shutdown_timeout,
             management: Some(self.management()?),
