@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::{Limits, Usage};
 use warren_runtime::spec::Isolation;
 use warren_runtime::tenant::Tenant;
-use warren_runtime::workspace::{self, HomeUsage, WalkBounds};
+use warren_runtime::workspace::{self, HomeUsage, WalkBounds, WorkspaceError};
 
 use crate::exec::{self, EndReason, ExecEnd, ExecResult};
 use crate::sandbox::{provision, PrepareError, Settings};
@@ -63,6 +63,11 @@ impl From<PrepareError> for ManageError {
         match e {
             PrepareError::Tenant(t) => ManageError::BadRequest(format!("invalid user id: {t}")),
             PrepareError::State(StateError::SlugTaken { .. }) => {
+                ManageError::Conflict(e.to_string())
+            }
+            // A home left by a tenant deleted before uids were remembered
+            // (or made by hand): the message says how to adopt it.
+            PrepareError::Workspace(WorkspaceError::WrongOwner { .. }) => {
                 ManageError::Conflict(e.to_string())
             }
             other => ManageError::Internal(other.to_string()),
@@ -659,7 +664,8 @@ impl Manager {
     }
 
     /// Stops the user's sandbox, removes the tenant and, if asked, its
-    /// home. The uid stays retired.
+    /// home. The uid is never given to another id; a kept home's id gets
+    /// it back when re-created (see `state`).
     pub async fn delete(
         &self,
         actor: &str,
@@ -692,7 +698,7 @@ impl Manager {
             }
             home_removed = true;
         }
-        self.state().delete(id)?;
+        self.state().delete(id, !home_removed)?;
         self.audit(
             actor,
             "delete",

@@ -3,8 +3,11 @@
 //! changes once made, and concurrent callers (two `warren run` at once) can
 //! never get the same uid: the allocation runs in an IMMEDIATE transaction
 //! and the column is UNIQUE. A deleted tenant's uid is never handed out
-//! again (allocation continues above the highest uid ever given, kept in
-//! `meta`), so a new tenant cannot inherit files an old one left behind.
+//! to another id (allocation continues above the highest uid ever given,
+//! kept in `meta`), so a new tenant cannot inherit files an old one left
+//! behind. A tenant deleted with its home kept leaves its uid in `retired`,
+//! and re-creating the same id reinstates it: the kept home is still owned
+//! by that uid, so the tenant gets it back as it was (issue 10, item 10).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -177,6 +180,12 @@ CREATE TABLE IF NOT EXISTS audit (
     detail  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, seq);
+CREATE TABLE IF NOT EXISTS retired (
+    id         TEXT PRIMARY KEY,
+    slug       TEXT NOT NULL,
+    host_uid   INTEGER NOT NULL UNIQUE,
+    deleted_at INTEGER NOT NULL
+);
 ";
 
 /// Columns added after the first release: (name, SQL type). NULL means the
@@ -286,31 +295,15 @@ impl State {
                         id: tenant.id.clone(),
                     });
                 }
-                let max: Option<i64> = tx
-                    .query_row(
-                        "SELECT MAX(m) FROM (SELECT MAX(host_uid) AS m FROM tenants \
-                         UNION ALL SELECT value FROM meta WHERE key = 'max_uid')",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .map_err(db)?;
-                let next = match max {
-                    Some(m) if m >= uid_base as i64 => m + 1,
-                    _ => uid_base as i64,
+                let next = match reinstate(&tx, tenant).map_err(db)? {
+                    Some(uid) => uid,
+                    None => next_uid(&tx, uid_base)
+                        .map_err(db)?
+                        .ok_or(StateError::UidsExhausted { base: uid_base })?,
                 };
-                // uid_t's top value (u32::MAX) means "no uid" to the kernel.
-                if next >= u32::MAX as i64 {
-                    return Err(StateError::UidsExhausted { base: uid_base });
-                }
                 tx.execute(
                     "INSERT INTO tenants (id, slug, host_uid, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
                     params![tenant.id, tenant.slug, next, t],
-                )
-                .map_err(db)?;
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('max_uid', ?1) \
-                     ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-                    params![next],
                 )
                 .map_err(db)?;
                 TenantRecord {
@@ -342,14 +335,38 @@ impl State {
         find(&self.conn, id).map_err(self.db())
     }
 
-    /// Removes the tenant; false when there was none. Its uid stays
-    /// retired (see the module comment).
-    pub fn delete(&mut self, id: &str) -> Result<bool, StateError> {
-        let n = self
+    /// Removes the tenant; false when there was none. Its uid is never
+    /// given to another id; with `home_kept` it is remembered for this id,
+    /// which gets it back if it is created again (see the module comment).
+    pub fn delete(&mut self, id: &str, home_kept: bool) -> Result<bool, StateError> {
+        let path = self.path.clone();
+        let db = |source| StateError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
             .conn
-            .execute("DELETE FROM tenants WHERE id = ?1", params![id])
-            .map_err(self.db())?;
-        Ok(n > 0)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let Some(record) = find(&tx, id).map_err(db)? else {
+            return Ok(false);
+        };
+        tx.execute("DELETE FROM tenants WHERE id = ?1", params![id])
+            .map_err(db)?;
+        if home_kept {
+            tx.execute(
+                "INSERT INTO retired (id, slug, host_uid, deleted_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, \
+                 host_uid = excluded.host_uid, deleted_at = excluded.deleted_at",
+                params![id, record.slug, record.host_uid, now()],
+            )
+            .map_err(db)?;
+        } else {
+            tx.execute("DELETE FROM retired WHERE id = ?1", params![id])
+                .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(true)
     }
 
     /// Replaces the tenant's limit overrides; false when there is no such
@@ -439,6 +456,47 @@ impl State {
             .map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
+}
+
+/// The uid this id had when it was deleted with its home kept, taken out
+/// of `retired`. Only for the same slug: the home is `<root>/<slug>`.
+fn reinstate(tx: &Connection, tenant: &Tenant) -> rusqlite::Result<Option<i64>> {
+    let uid = tx
+        .query_row(
+            "SELECT host_uid FROM retired WHERE id = ?1 AND slug = ?2",
+            params![tenant.id, tenant.slug],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?;
+    if uid.is_some() {
+        tx.execute("DELETE FROM retired WHERE id = ?1", params![tenant.id])?;
+    }
+    Ok(uid)
+}
+
+/// A uid never handed out before (`base`, or above the highest ever
+/// given), recorded as given; `None` when uid_t has no room left.
+fn next_uid(tx: &Connection, uid_base: u32) -> rusqlite::Result<Option<i64>> {
+    let max: Option<i64> = tx.query_row(
+        "SELECT MAX(m) FROM (SELECT MAX(host_uid) AS m FROM tenants \
+         UNION ALL SELECT value FROM meta WHERE key = 'max_uid')",
+        [],
+        |r| r.get(0),
+    )?;
+    let next = match max {
+        Some(m) if m >= uid_base as i64 => m + 1,
+        _ => uid_base as i64,
+    };
+    // uid_t's top value (u32::MAX) means "no uid" to the kernel.
+    if next >= u32::MAX as i64 {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('max_uid', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        params![next],
+    )?;
+    Ok(Some(next))
 }
 
 /// Adds the columns newer releases use to a database made by an older one.
@@ -593,14 +651,37 @@ mod tests {
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].detail["argv"][0], "id");
         assert!(s.audit_log(Some("bob"), None, 0, 10).unwrap().is_empty());
-        // A deleted tenant's uid is never reused.
-        assert!(s.delete("alice").unwrap());
-        assert!(!s.delete("alice").unwrap());
+        // A deleted tenant's uid is never given to anyone else.
+        assert!(s.delete("alice", false).unwrap());
+        assert!(!s.delete("alice", false).unwrap());
         let bob = s.get_or_create(&Tenant::parse("bob").unwrap(), 10).unwrap();
         assert_eq!(bob.host_uid, 11);
         let again = s.get_or_create(&alice, 10).unwrap();
         assert_eq!(again.host_uid, 12);
         assert_eq!(again.limits, LimitOverrides::default());
+    }
+
+    /// Issue 10, item 10: delete (home kept) then re-create gave the id a
+    /// new uid that did not own its home.
+    #[test]
+    fn a_kept_home_gets_its_uid_back_and_nobody_else_does() {
+        let d = tempfile::tempdir().unwrap();
+        let alice = Tenant::parse("alice").unwrap();
+        let mut s = State::open(d.path()).unwrap();
+        let first = s.get_or_create(&alice, 10).unwrap().host_uid;
+        assert!(s.delete("alice", true).unwrap());
+        let bob = s.get_or_create(&Tenant::parse("bob").unwrap(), 10).unwrap();
+        assert_ne!(bob.host_uid, first);
+        drop(s);
+        let mut s = State::open(d.path()).unwrap();
+        assert_eq!(s.get_or_create(&alice, 10).unwrap().host_uid, first);
+        // Deleted with the home: the uid stays retired for good.
+        assert!(s.delete("alice", false).unwrap());
+        let again = s.get_or_create(&alice, 10).unwrap().host_uid;
+        assert!(again > bob.host_uid, "{again}");
+        // Kept twice: the latest uid is the one remembered.
+        assert!(s.delete("alice", true).unwrap());
+        assert_eq!(s.get_or_create(&alice, 10).unwrap().host_uid, again);
     }
 
     #[test]

@@ -659,3 +659,66 @@ async fn landlock_tier_execs_and_refuses_export_import() {
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(!d.settings.workspace_root.join("alice/g").exists());
 }
+
+/// Issue 10, item 10: a user deleted with the default (home kept) and
+/// created again got a new host uid that did not own the kept home, and
+/// every create and exec after answered 500. Now the id gets its uid and
+/// its home back, readable and writable, in every mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_keeping_the_home_then_recreate_gives_the_home_back() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "x"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let uid = r.json()["host_uid"].clone();
+    let r = exec(
+        &server,
+        "x",
+        json!({"argv": ["sh", "-c", "mkdir -p notes && echo kept > notes/a"]}),
+    )
+    .await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let r = admin(addr, "DELETE", "/api/users/x", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["home_removed"], false);
+    // Someone else created meanwhile never gets the kept home's uid.
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "y"}))).await;
+    assert_ne!(r.json()["host_uid"], uid);
+
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "x"}))).await;
+    assert_eq!(r.status, 201, "re-create: {}", r.text());
+    assert_eq!(
+        r.json()["host_uid"],
+        uid,
+        "the kept home's uid is reinstated"
+    );
+    let r = exec(
+        &server,
+        "x",
+        json!({"argv": ["sh", "-c", "cat notes/a && echo more >> notes/a && echo new > b && cat notes/a b"]}),
+    )
+    .await;
+    assert_eq!(
+        (r["exit_code"].clone(), r["stdout"].clone()),
+        (json!(0), json!("kept\nkept\nmore\nnew\n")),
+        "{r}"
+    );
+    // Deleted with its home, the id starts afresh with a new uid.
+    let r = admin(addr, "DELETE", "/api/users/x?remove_home=true", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "x"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_ne!(r.json()["host_uid"], uid);
+    let r = exec(
+        &server,
+        "x",
+        json!({"argv": ["sh", "-c", "ls -A; touch c"]}),
+    )
+    .await;
+    assert_eq!(
+        (r["exit_code"].clone(), r["stdout"].clone()),
+        (json!(0), json!("")),
+        "{r}"
+    );
+}
