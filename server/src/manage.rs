@@ -32,6 +32,11 @@ pub const STATS_WALK_TIME: Duration = Duration::from_secs(2);
 /// Most entries a workspace walk for `stats` visits.
 pub const STATS_WALK_ENTRIES: u64 = 1_000_000;
 
+/// The shortest `timeout_secs` an exec may ask for (1 ms): anything
+/// shorter, down to 5e-324, is a timeout no command can meet, so it is
+/// refused as docs/openapi.json says (`minimum`).
+pub const MIN_TIMEOUT_SECS: f64 = 0.001;
+
 /// A management failure, with what the caller should be told.
 #[derive(Debug, thiserror::Error)]
 pub enum ManageError {
@@ -495,12 +500,15 @@ impl Manager {
         }
         let timeout = match req.timeout_secs {
             None => exec::DEFAULT_TIMEOUT,
-            Some(t) if t.is_finite() && t > 0.0 && t <= exec::MAX_TIMEOUT.as_secs_f64() => {
+            Some(t)
+                if t.is_finite()
+                    && (MIN_TIMEOUT_SECS..=exec::MAX_TIMEOUT.as_secs_f64()).contains(&t) =>
+            {
                 Duration::from_secs_f64(t)
             }
             Some(t) => {
                 return Err(ManageError::BadRequest(format!(
-                    "timeout_secs {t} is outside (0, {}]",
+                    "timeout_secs {t} is outside {MIN_TIMEOUT_SECS} to {}",
                     exec::MAX_TIMEOUT.as_secs()
                 )))
             }
