@@ -18,6 +18,7 @@ use warren_runtime::spec::Isolation;
 use warren_runtime::tenant::Tenant;
 use warren_runtime::workspace::{self, HomeUsage, WalkBounds, WorkspaceError};
 
+use crate::audit::{AuditBacklog, Flushed, AUDIT_BACKLOG_MAX};
 use crate::exec::{self, EndReason, ExecEnd, ExecResult};
 use crate::sandbox::{provision, PrepareError, Settings};
 use crate::serve::backend::{
@@ -25,12 +26,15 @@ use crate::serve::backend::{
 };
 use crate::serve::sessions::{Lease, Registry, SessionError, TerminalInfo};
 use crate::serve::UserId;
-use crate::state::{AuditEntry, LimitOverrides, State, StateError, TenantRecord};
+use crate::state::{AuditEntry, LimitOverrides, NewAuditEntry, State, StateError, TenantRecord};
 
 /// How long a workspace walk for `stats` may take.
 pub const STATS_WALK_TIME: Duration = Duration::from_secs(2);
 /// Most entries a workspace walk for `stats` visits.
 pub const STATS_WALK_ENTRIES: u64 = 1_000_000;
+
+/// How often the server retries audit entries held by a full disk.
+pub const AUDIT_RETRY_EVERY: Duration = Duration::from_secs(2);
 
 /// The shortest `timeout_secs` an exec may ask for (1 ms): anything
 /// shorter, down to 5e-324, is a timeout no command can meet, so it is
@@ -190,6 +194,9 @@ pub struct Manager {
     import_limits: warren_runtime::archive::Limits,
     /// Counts commands and their OOM kills (the server's `/metrics`).
     metrics: Option<Arc<crate::serve::Metrics>>,
+    /// Audit entries the database could not take yet (see `crate::audit`).
+    /// Locked after `state`, never before.
+    audit_backlog: Mutex<AuditBacklog>,
     /// Per-tenant lock so imports and deletes of one tenant never overlap.
     tenant_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -215,6 +222,7 @@ impl Manager {
             runner,
             import_limits: Default::default(),
             metrics: None,
+            audit_backlog: Mutex::new(AuditBacklog::new(AUDIT_BACKLOG_MAX)),
             tenant_locks: Mutex::new(Default::default()),
         })
     }
@@ -268,8 +276,10 @@ impl Manager {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends to the audit log; a failure to write it is logged, never
-    /// fatal to the action (which has already happened).
+    /// Appends to the audit log. A failure to write it (a full disk) is
+    /// never fatal to the action, which has already happened: the entry is
+    /// held with any earlier ones and written with the next (see
+    /// `crate::audit`).
     pub fn audit(
         &self,
         actor: &str,
@@ -278,8 +288,68 @@ impl Manager {
         outcome: &str,
         detail: serde_json::Value,
     ) {
-        if let Err(e) = self.state().audit(actor, action, tenant, outcome, &detail) {
-            tracing::error!("audit log: {e}");
+        let entry = NewAuditEntry::now(actor, action, tenant, outcome, detail);
+        let mut state = self.state();
+        let mut backlog = self.audit_backlog();
+        let dropped = backlog.push(entry);
+        if dropped > 0 {
+            if let Some(m) = &self.metrics {
+                m.audit_dropped(dropped);
+            }
+            if backlog.dropped() == dropped {
+                tracing::error!(
+                    "audit log: more than {AUDIT_BACKLOG_MAX} entries waiting for the state \
+                     database; dropping the oldest (counted in warren_audit_dropped_total)"
+                );
+            }
+        }
+        self.write_audit_backlog(&mut state, &mut backlog);
+    }
+
+    fn audit_backlog(&self) -> std::sync::MutexGuard<'_, AuditBacklog> {
+        self.audit_backlog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_audit_backlog(&self, state: &mut State, backlog: &mut AuditBacklog) {
+        match backlog.flush(state) {
+            Ok(Flushed::Wrote(n)) if n > 1 => {
+                tracing::info!(
+                    "audit log: wrote {n} entries held while the state database refused writes"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(
+                "audit log: {e}; holding entries in memory (at most {AUDIT_BACKLOG_MAX}) \
+                 and retrying"
+            ),
+        }
+        if let Some(m) = &self.metrics {
+            m.audit_pending(backlog.len());
+        }
+    }
+
+    /// Writes held audit entries, if any; returns how many still wait.
+    pub fn flush_audit(&self) -> usize {
+        let mut state = self.state();
+        let mut backlog = self.audit_backlog();
+        if !backlog.is_empty() {
+            self.write_audit_backlog(&mut state, &mut backlog);
+        }
+        backlog.len()
+    }
+
+    /// The server's retry of held audit entries, every
+    /// [`AUDIT_RETRY_EVERY`], for as long as the manager lives.
+    pub async fn retry_audit_periodically(me: std::sync::Weak<Manager>) {
+        loop {
+            tokio::time::sleep(AUDIT_RETRY_EVERY).await;
+            let Some(m) = me.upgrade() else { return };
+            if m.audit_backlog().is_empty() {
+                continue;
+            }
+            let _ = tokio::task::spawn_blocking(move || m.flush_audit()).await;
         }
     }
 
@@ -290,6 +360,8 @@ impl Manager {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, ManageError> {
+        // Held entries first, so a page never skips what happened before.
+        self.flush_audit();
         Ok(self
             .state()
             .audit_log(tenant, action, after, limit.min(1000))?)
@@ -800,6 +872,16 @@ impl Manager {
 
     pub fn now(&self) -> i64 {
         now_secs()
+    }
+}
+
+impl Drop for Manager {
+    /// A last try for held audit entries; what cannot be written is said.
+    fn drop(&mut self) {
+        let left = self.flush_audit();
+        if left > 0 {
+            tracing::error!("audit log: {left} entries could not be written and are lost");
+        }
     }
 }
 

@@ -139,6 +139,40 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// An audit entry on its way to the log, stamped when it happened (it may
+/// be written later: see `crate::audit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub tenant: Option<String>,
+    pub outcome: String,
+    pub detail: serde_json::Value,
+}
+
+impl NewAuditEntry {
+    pub fn now(
+        actor: &str,
+        action: &str,
+        tenant: Option<&str>,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            tenant: tenant.map(str::to_string),
+            outcome: outcome.to_string(),
+            detail,
+        }
+    }
+}
+
 /// Most audit entries kept; older ones are pruned.
 pub const AUDIT_KEPT: i64 = 100_000;
 
@@ -391,8 +425,8 @@ impl State {
         Ok(n > 0)
     }
 
-    /// Appends to the audit log and returns the entry's sequence number.
-    /// Every thousandth entry prunes the log to [`AUDIT_KEPT`] entries.
+    /// Appends to the audit log, now, and returns the entry's sequence
+    /// number.
     pub fn audit(
         &mut self,
         actor: &str,
@@ -401,25 +435,40 @@ impl State {
         outcome: &str,
         detail: &serde_json::Value,
     ) -> Result<i64, StateError> {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        self.conn
-            .execute(
+        let entry = NewAuditEntry::now(actor, action, tenant, outcome, detail.clone());
+        self.append_audit(std::slice::from_ref(&entry))
+    }
+
+    /// Appends entries, in order, in one transaction: all of them or, on
+    /// an error (a full disk), none, so a retry never writes one twice.
+    /// Returns the last sequence number. Every thousandth entry prunes the
+    /// log to [`AUDIT_KEPT`] entries.
+    pub fn append_audit(&mut self, entries: &[NewAuditEntry]) -> Result<i64, StateError> {
+        let path = self.path.clone();
+        let db = |source| StateError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut seq = 0;
+        let mut prune = false;
+        for e in entries {
+            tx.execute(
                 "INSERT INTO audit (at_ms, actor, action, tenant, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![at_ms, actor, action, tenant, outcome, detail.to_string()],
+                params![e.at_ms, e.actor, e.action, e.tenant, e.outcome, e.detail.to_string()],
             )
-            .map_err(self.db())?;
-        let seq = self.conn.last_insert_rowid();
-        if seq % 1000 == 0 {
-            self.conn
-                .execute(
-                    "DELETE FROM audit WHERE seq <= ?1",
-                    params![seq - AUDIT_KEPT],
-                )
-                .map_err(self.db())?;
+            .map_err(db)?;
+            seq = tx.last_insert_rowid();
+            prune |= seq % 1000 == 0;
         }
+        if prune {
+            tx.execute(
+                "DELETE FROM audit WHERE seq <= ?1",
+                params![seq - AUDIT_KEPT],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
         Ok(seq)
     }
 

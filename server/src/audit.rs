@@ -1,0 +1,139 @@
+//! The audit log's backlog: entries the state database could not take yet
+//! (a full disk, a locked or read-only file). An action that already
+//! happened must not lose its record because the disk filled, so each
+//! entry is held here, in order, and written before the next one, every
+//! few seconds by the server (`Manager::retry_audit_periodically`) and
+//! before the log is read. The backlog is bounded: past
+//! [`AUDIT_BACKLOG_MAX`] entries the oldest are dropped and counted
+//! (`warren_audit_dropped_total`), so a disk that stays full costs a
+//! bounded amount of memory and the loss is never silent.
+
+use std::collections::VecDeque;
+
+use crate::state::{NewAuditEntry, State, StateError};
+
+/// Most entries held while the database refuses writes (a few MB).
+pub const AUDIT_BACKLOG_MAX: usize = 10_000;
+
+/// What one attempt to write the backlog did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Nothing was waiting.
+    Nothing,
+    /// This many entries were written.
+    Wrote(usize),
+    /// The database refused again (after an error already returned and
+    /// logged); everything stays held.
+    Held { pending: usize },
+}
+
+/// Entries waiting for the database, oldest first.
+#[derive(Debug)]
+pub struct AuditBacklog {
+    pending: VecDeque<NewAuditEntry>,
+    max: usize,
+    /// Entries dropped since the start (the metric counts the same).
+    dropped: u64,
+    /// The last write failed.
+    failing: bool,
+}
+
+impl AuditBacklog {
+    pub fn new(max: usize) -> AuditBacklog {
+        AuditBacklog {
+            pending: VecDeque::new(),
+            max: max.max(1),
+            dropped: 0,
+            failing: false,
+        }
+    }
+
+    /// Queues an entry; returns how many old ones were dropped to make room
+    /// (0 or 1).
+    pub fn push(&mut self, entry: NewAuditEntry) -> u64 {
+        let mut dropped = 0;
+        while self.pending.len() >= self.max {
+            self.pending.pop_front();
+            dropped += 1;
+        }
+        self.pending.push_back(entry);
+        self.dropped += dropped;
+        dropped
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Writes every held entry in one transaction (all or none). The first
+    /// failure after a success is an error (to be logged once); later ones
+    /// are `Held`.
+    pub fn flush(&mut self, state: &mut State) -> Result<Flushed, StateError> {
+        if self.pending.is_empty() {
+            return Ok(Flushed::Nothing);
+        }
+        match state.append_audit(self.pending.make_contiguous()) {
+            Ok(_) => {
+                let n = self.pending.len();
+                self.pending.clear();
+                self.failing = false;
+                Ok(Flushed::Wrote(n))
+            }
+            Err(e) if self.failing => {
+                drop(e);
+                Ok(Flushed::Held {
+                    pending: self.pending.len(),
+                })
+            }
+            Err(e) => {
+                self.failing = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u32) -> NewAuditEntry {
+        NewAuditEntry::now("admin", "exec", None, "ok", serde_json::json!({ "n": n }))
+    }
+
+    #[test]
+    fn holds_in_order_and_drops_the_oldest_past_the_bound() {
+        let mut b = AuditBacklog::new(3);
+        for n in 0..5 {
+            b.push(entry(n));
+        }
+        assert_eq!((b.len(), b.dropped()), (3, 2));
+        let kept: Vec<_> = b.pending.iter().map(|e| e.detail["n"].clone()).collect();
+        assert_eq!(kept, [2, 3, 4]);
+    }
+
+    #[test]
+    fn a_flush_writes_everything_in_order_once() {
+        let d = tempfile::tempdir().unwrap();
+        let mut state = State::open(d.path()).unwrap();
+        let mut b = AuditBacklog::new(10);
+        assert_eq!(b.flush(&mut state).unwrap(), Flushed::Nothing);
+        for n in 0..4 {
+            b.push(entry(n));
+        }
+        assert_eq!(b.flush(&mut state).unwrap(), Flushed::Wrote(4));
+        assert!(b.is_empty());
+        assert_eq!(b.flush(&mut state).unwrap(), Flushed::Nothing);
+        let log = state.audit_log(None, None, 0, 100).unwrap();
+        let ns: Vec<_> = log.iter().map(|e| e.detail["n"].clone()).collect();
+        assert_eq!(ns, [0, 1, 2, 3]);
+    }
+}
