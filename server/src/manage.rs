@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::{Limits, Usage};
+use warren_runtime::report::{SetupError, STEP_EXEC};
 use warren_runtime::spec::Isolation;
 use warren_runtime::tenant::Tenant;
 use warren_runtime::workspace::{self, HomeUsage, WalkBounds, WorkspaceError};
@@ -59,6 +60,24 @@ pub enum ManageError {
     /// Detail for the log only; callers see a generic message.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The sandbox could not exec the command (not found: 127, not
+    /// executable: 126). `exec` answers it as the command's own end, with
+    /// `message` on stderr, as a shell would.
+    #[error("{message}")]
+    NotStarted { exit_code: i32, message: String },
+}
+
+/// The typed failure of a command the sandbox could not exec, if `e` is
+/// one.
+fn not_started(e: &BackendError) -> Option<ManageError> {
+    let f = e.source.downcast_ref::<SetupError>()?;
+    (f.step == STEP_EXEC).then(|| ManageError::NotStarted {
+        exit_code: f.exit_code(),
+        message: match &f.hint {
+            Some(h) => format!("warren: {f} ({h})\n"),
+            None => format!("warren: {f}\n"),
+        },
+    })
 }
 
 impl From<StateError> for ManageError {
@@ -540,14 +559,21 @@ impl Manager {
         match &self.runner {
             Runner::Registry(reg) => {
                 let lease = reg.lease(&user).await?;
-                let child = lease.sandbox().exec(cmd, stdio).await?;
+                let child = lease
+                    .sandbox()
+                    .exec(cmd, stdio)
+                    .await
+                    .map_err(|e| not_started(&e).unwrap_or_else(|| e.into()))?;
                 Ok(Running {
                     child,
                     _lease: Some(lease),
                 })
             }
             Runner::OneShot(backend) => Ok(Running {
-                child: backend.exec_once(&user, cmd, stdio).await?,
+                child: backend
+                    .exec_once(&user, cmd, stdio)
+                    .await
+                    .map_err(|e| not_started(&e).unwrap_or_else(|| e.into()))?,
                 _lease: None,
             }),
         }
@@ -611,6 +637,8 @@ impl Manager {
         let (cmd, timeout) = Self::exec_command(req)?;
         match self.start(id, cmd, stdio).await {
             Ok(r) => Ok((r, timeout)),
+            // Audited by the caller, as the command's end.
+            Err(e @ ManageError::NotStarted { .. }) => Err(e),
             Err(e) => {
                 self.audit(
                     actor,
@@ -643,6 +671,27 @@ impl Manager {
         );
     }
 
+    /// The end of a command that could not be exec'd, counted and audited
+    /// like any other; its message is what it "printed" on stderr.
+    fn not_started_end(
+        &self,
+        actor: &str,
+        id: &str,
+        argv: &[String],
+        exit_code: i32,
+        began: Instant,
+        stream: bool,
+    ) -> ExecEnd {
+        let end = ExecEnd {
+            exit_code: Some(exit_code),
+            signal: None,
+            reason: EndReason::Exit,
+            duration_ms: began.elapsed().as_millis() as u64,
+        };
+        self.exec_ended(actor, id, argv, &end, stream);
+        end
+    }
+
     /// Runs a command and returns everything it did.
     pub async fn exec(
         &self,
@@ -650,7 +699,23 @@ impl Manager {
         id: &str,
         req: ExecRequest,
     ) -> Result<ExecResult, ManageError> {
-        let (running, timeout) = self.start_exec(actor, id, &req, ExecStdio::piped()).await?;
+        let began = Instant::now();
+        let (running, timeout) = match self.start_exec(actor, id, &req, ExecStdio::piped()).await {
+            Err(ManageError::NotStarted { exit_code, message }) => {
+                let end = self.not_started_end(actor, id, &req.argv, exit_code, began, false);
+                return Ok(ExecResult {
+                    exit_code: end.exit_code,
+                    signal: None,
+                    reason: end.reason,
+                    stdout: String::new(),
+                    stderr: message,
+                    stdout_truncated: false,
+                    stderr_truncated: false,
+                    duration_ms: end.duration_ms,
+                });
+            }
+            other => other?,
+        };
         let stdin = req.stdin.clone().unwrap_or_default().into_bytes();
         let result = exec::collect(running.child, stdin, timeout, exec::MAX_OUTPUT).await;
         drop(running._lease);
@@ -667,7 +732,14 @@ impl Manager {
         req: ExecRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>, ManageError>
     {
-        let (running, timeout) = self.start_exec(actor, id, &req, ExecStdio::piped()).await?;
+        let began = Instant::now();
+        let (running, timeout) = match self.start_exec(actor, id, &req, ExecStdio::piped()).await {
+            Err(ManageError::NotStarted { exit_code, message }) => {
+                let end = self.not_started_end(actor, id, &req.argv, exit_code, began, true);
+                return Ok(not_started_stream(&message, &end));
+            }
+            other => other?,
+        };
         let Running { child, _lease } = running;
         let me = Arc::clone(self);
         let (actor, id2, argv) = (actor.to_string(), id.to_string(), req.argv.clone());
@@ -692,7 +764,14 @@ impl Manager {
             stderr: std::process::Stdio::inherit(),
         };
         let began = Instant::now();
-        let (mut running, timeout) = self.start_exec(actor, id, &req, stdio).await?;
+        let (mut running, timeout) = match self.start_exec(actor, id, &req, stdio).await {
+            Err(ManageError::NotStarted { exit_code, message }) => {
+                // The caller's stderr is the command's.
+                eprint!("{message}");
+                return Ok(self.not_started_end(actor, id, &req.argv, exit_code, began, false));
+            }
+            other => other?,
+        };
         let (exit, timed_out) = exec::wait_with_timeout(&mut running.child.process, timeout).await;
         let end = ExecEnd {
             exit_code: exit.code,
@@ -1143,6 +1222,24 @@ impl Manager {
             upload_bytes: size,
         })
     }
+}
+
+/// The NDJSON of `exec/stream` for a command that could not be exec'd:
+/// its message on stderr, then its end.
+fn not_started_stream(
+    message: &str,
+    end: &ExecEnd,
+) -> tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    for value in [
+        serde_json::json!({"stream": "stderr", "data": message}),
+        serde_json::to_value(end).unwrap_or_default(),
+    ] {
+        let mut line = value.to_string().into_bytes();
+        line.push(b'\n');
+        let _ = tx.try_send(Ok(axum::body::Bytes::from(line)));
+    }
+    rx
 }
 
 /// Counts a home from inside its sandbox with `find -P` (never follows a

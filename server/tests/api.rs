@@ -722,3 +722,65 @@ async fn delete_keeping_the_home_then_recreate_gives_the_home_back() {
         "{r}"
     );
 }
+
+/// A command the sandbox cannot exec is the command's failure, as in a
+/// shell (127 not found, 126 not executable), never the server's 500
+/// (the API fuzzer of issue 10 got a 500 for `{"argv": ["0"]}`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_cannot_start_ends_127_or_126_not_500() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    admin(addr, "POST", "/api/users", Some(json!({"id": "alice"}))).await;
+    // The shim's "started" and the command's exec failure race; many at
+    // once make the failure come first (16 of 96 were 500s before).
+    for _ in 0..6 {
+        let burst = (0..16).map(|_| {
+            admin(
+                addr,
+                "POST",
+                "/api/users/alice/exec",
+                Some(json!({"argv": ["0"]})),
+            )
+        });
+        for r in futures_util::future::join_all(burst).await {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["exit_code"], 127, "{}", r.text());
+        }
+    }
+    for _ in 0..2 {
+        for (argv0, code) in [
+            ("0", 127),
+            ("/nonexistent/command", 127),
+            ("/etc/hostname", 126),
+        ] {
+            let r = exec(&server, "alice", json!({"argv": [argv0]})).await;
+            assert_eq!(
+                (r["exit_code"].clone(), r["reason"].clone()),
+                (json!(code), json!("exit")),
+                "{argv0}: {r}"
+            );
+            let r = admin(
+                addr,
+                "POST",
+                "/api/users/alice/exec/stream",
+                Some(json!({"argv": [argv0]})),
+            )
+            .await;
+            assert_eq!(r.status, 200, "stream {argv0}: {}", r.text());
+            let last: Value = serde_json::from_str(r.text().lines().last().unwrap()).unwrap();
+            assert_eq!(last["exit_code"], code, "stream {argv0}: {}", r.text());
+        }
+    }
+    let log = admin(addr, "GET", "/api/audit?action=exec&limit=1000", None)
+        .await
+        .json();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["outcome"] == "ok"),
+        "{log}"
+    );
+}

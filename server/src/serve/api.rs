@@ -58,7 +58,12 @@ impl From<ManageError> for ApiError {
             ManageError::Conflict(_) => StatusCode::CONFLICT,
             ManageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ManageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ManageError::Internal(detail) => {
+            // Only exec turns this into a result; elsewhere (export,
+            // import) a tool that cannot start is the server's failure.
+            ManageError::Internal(detail)
+            | ManageError::NotStarted {
+                message: detail, ..
+            } => {
                 tracing::error!("api: {detail}");
                 return ApiError(
                     StatusCode::INTERNAL_SERVER_ERROR,

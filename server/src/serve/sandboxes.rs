@@ -422,7 +422,14 @@ impl Sandbox for UserSandbox {
                 )),
                 Ok(Ok((Some(Event::Failed(f)), _))) => {
                     let _ = child.wait();
-                    Err(err("exec", with_hint(&f)))
+                    // A command that cannot be exec'd (not found, not
+                    // executable) stays typed: the API answers it like a
+                    // shell does (127/126), not as the server's failure.
+                    Err(if f.step == report::STEP_EXEC {
+                        BackendError::new("exec", f)
+                    } else {
+                        err("exec", with_hint(&f))
+                    })
                 }
                 other => {
                     let _ = child.kill();
