@@ -34,6 +34,10 @@ pub const STATS_WALK_TIME: Duration = Duration::from_secs(2);
 /// Most entries a workspace walk for `stats` visits.
 pub const STATS_WALK_ENTRIES: u64 = 1_000_000;
 
+/// The longest `cwd` an exec may give, in characters (what JSON Schema's
+/// `maxLength` counts; at most 4096 bytes, PATH_MAX).
+pub const MAX_CWD_CHARS: usize = 1024;
+
 /// How often the server retries audit entries held by a full disk.
 pub const AUDIT_RETRY_EVERY: Duration = Duration::from_secs(2);
 
@@ -67,17 +71,36 @@ pub enum ManageError {
     NotStarted { exit_code: i32, message: String },
 }
 
-/// The typed failure of a command the sandbox could not exec, if `e` is
-/// one.
-fn not_started(e: &BackendError) -> Option<ManageError> {
-    let f = e.source.downcast_ref::<SetupError>()?;
-    (f.step == STEP_EXEC).then(|| ManageError::NotStarted {
-        exit_code: f.exit_code(),
-        message: match &f.hint {
-            Some(h) => format!("warren: {f} ({h})\n"),
-            None => format!("warren: {f}\n"),
-        },
-    })
+/// The shim's name for forking a command in a running sandbox
+/// (shim/src/join.rs).
+const STEP_FORK_COMMAND: &str = "fork command";
+
+/// What a failure to start a command in a sandbox means for the caller:
+/// the command's own end when it cannot be exec'd, a conflict when the
+/// sandbox is at its pids limit (the tenant's state, not the server's
+/// fault), else the server's failure (with the shim's hint, for the log).
+fn start_failure(e: BackendError) -> ManageError {
+    let Some(f) = e.source.downcast_ref::<SetupError>() else {
+        return e.into();
+    };
+    let with_hint = match &f.hint {
+        Some(h) => format!("{f} ({h})"),
+        None => f.to_string(),
+    };
+    if f.step == STEP_EXEC {
+        return ManageError::NotStarted {
+            exit_code: f.exit_code(),
+            message: format!("warren: {with_hint}\n"),
+        };
+    }
+    if f.step == STEP_FORK_COMMAND && f.errno == Some(nix::errno::Errno::EAGAIN as i32) {
+        return ManageError::Conflict(
+            "the sandbox is at its limit of processes (pids): no command can start; \
+             wait for some to end or raise the tenant's pids limit"
+                .into(),
+        );
+    }
+    ManageError::Internal(format!("{}: {with_hint}", e.context))
 }
 
 impl From<StateError> for ManageError {
@@ -563,7 +586,7 @@ impl Manager {
                     .sandbox()
                     .exec(cmd, stdio)
                     .await
-                    .map_err(|e| not_started(&e).unwrap_or_else(|| e.into()))?;
+                    .map_err(start_failure)?;
                 Ok(Running {
                     child,
                     _lease: Some(lease),
@@ -573,7 +596,7 @@ impl Manager {
                 child: backend
                     .exec_once(&user, cmd, stdio)
                     .await
-                    .map_err(|e| not_started(&e).unwrap_or_else(|| e.into()))?,
+                    .map_err(start_failure)?,
                 _lease: None,
             }),
         }
@@ -582,6 +605,13 @@ impl Manager {
     fn exec_command(req: &ExecRequest) -> Result<(ExecCommand, Duration), ManageError> {
         if req.argv.is_empty() || req.argv[0].is_empty() {
             return Err(ManageError::BadRequest("argv must name a command".into()));
+        }
+        if let Some(n) = req.cwd.as_ref().map(|c| c.chars().count()) {
+            if n > MAX_CWD_CHARS {
+                return Err(ManageError::BadRequest(format!(
+                    "cwd is {n} characters long; the limit is {MAX_CWD_CHARS}"
+                )));
+            }
         }
         let cwd = exec::resolve_cwd(req.cwd.as_deref())
             .map_err(|e| ManageError::BadRequest(e.to_string()))?;

@@ -77,9 +77,21 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for LimitValue<T> {
         enum Raw<T> {
             Word(String),
             Value(T),
+            // JSON Schema's "integer" includes 414.0: an integral float is
+            // taken where an integer is asked for.
+            Float(f64),
         }
         match Raw::<T>::deserialize(d)? {
             Raw::Value(v) => Ok(LimitValue::Value(v)),
+            // `u64::MAX as f64` is 2^64, itself out of range (and what
+            // 18446744073709551616 parses to).
+            Raw::Float(f) if f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&f) => {
+                T::deserialize(serde::de::value::U64Deserializer::<D::Error>::new(f as u64))
+                    .map(LimitValue::Value)
+            }
+            Raw::Float(f) => Err(serde::de::Error::custom(format!(
+                "expected a whole number, \"none\" or \"default\", got {f}"
+            ))),
             Raw::Word(w) if w == "default" => Ok(LimitValue::Default),
             Raw::Word(w) if w == "none" => Ok(LimitValue::Unlimited),
             Raw::Word(w) => Err(serde::de::Error::custom(format!(
@@ -739,6 +751,18 @@ mod tests {
         assert!(serde_json::from_str::<LimitOverrides>(r#"{"disk": 1}"#).is_err());
         let o: LimitOverrides = serde_json::from_str(r#"{"pids": "default"}"#).unwrap();
         assert_eq!(o, LimitOverrides::default());
+        let whole: LimitOverrides =
+            serde_json::from_str(r#"{"memory_bytes": 1048576.0, "pids": 414.0}"#).unwrap();
+        assert_eq!(whole.memory_bytes, LimitValue::Value(1048576));
+        assert_eq!(whole.pids, LimitValue::Value(414));
+        assert!(serde_json::from_str::<LimitOverrides>(r#"{"pids": 4.5}"#).is_err());
+        assert!(serde_json::from_str::<LimitOverrides>(r#"{"pids": -1}"#).is_err());
+        assert!(
+            serde_json::from_str::<LimitOverrides>(r#"{"pids": 18446744073709551616}"#).is_err()
+        );
+        let max: LimitOverrides =
+            serde_json::from_str(r#"{"pids": 18446744073709551615}"#).unwrap();
+        assert_eq!(max.pids, LimitValue::Value(u64::MAX));
         let bad: LimitOverrides = serde_json::from_str(r#"{"cpus": 0}"#).unwrap();
         assert!(bad.validate().is_err());
     }

@@ -784,3 +784,32 @@ async fn a_command_that_cannot_start_ends_127_or_126_not_500() {
         "{log}"
     );
 }
+
+/// A sandbox at its pids limit cannot fork a command: that is the
+/// tenant's state (409), not the server's failure (the API fuzzer of issue
+/// 10 got 500s after setting `pids` to 1). Where no pids limit applies
+/// (the unprivileged modes) the command just runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_in_a_sandbox_at_its_pids_limit_is_a_conflict() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    admin(addr, "POST", "/api/users", Some(json!({"id": "alice"}))).await;
+    let r = admin(
+        addr,
+        "PUT",
+        "/api/users/alice/limits",
+        Some(json!({"pids": 1})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for path in ["/api/users/alice/exec", "/api/users/alice/exec/stream"] {
+        let r = admin(addr, "POST", path, Some(json!({"argv": ["true"]}))).await;
+        if is_root_with_limits() {
+            assert_eq!(r.status, 409, "{path}: {}", r.text());
+            assert!(r.text().contains("limit of processes"), "{}", r.text());
+        } else {
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+        }
+    }
+}

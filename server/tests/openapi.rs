@@ -950,6 +950,9 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         ("POST /api/users/{user}/exec" | "POST /api/users/{user}/exec/stream", 500)
         | ("GET /api/users/{user}/export" | "POST /api/users/{user}/import", 500) => None,
         (_, 500) => Some("an internal failure (the state database failing) cannot be caused from outside"),
+        ("POST /api/users/{user}/exec" | "POST /api/users/{user}/exec/stream", 409) => Some(
+            "a sandbox at its pids limit needs a real sandbox with a cgroup; tests/api.rs covers it",
+        ),
         ("GET /api/audit", 400) => Some(
             "only a malformed query gives it; see the test query_and_path_rejections_are_json_errors",
         ),
@@ -1604,6 +1607,7 @@ async fn exec_errors(live: &Live<'_>, template: &str, name: &str) {
         (json!({"argv": ["true"], "cwd": "a/.."}), false),
         (json!({"argv": ["true"], "cwd": "/etc"}), false),
         (json!({"argv": ["true"], "cwd": "a\u{0}"}), false),
+        (json!({"argv": ["true"], "cwd": "a".repeat(1025)}), false),
         (json!({"argv": ["true"], "timeout_secs": 0}), false),
         (json!({"argv": ["true"], "timeout_secs": 5e-324}), false),
         (json!({"argv": ["true"], "timeout_secs": 0.0009}), false),
