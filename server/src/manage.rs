@@ -74,9 +74,12 @@ pub enum ManageError {
 /// The shim's name for forking a command in a running sandbox
 /// (shim/src/join.rs).
 const STEP_FORK_COMMAND: &str = "fork command";
+/// Its step for entering the command's working directory (shim/src/spawn.rs).
+const STEP_CHDIR: &str = "chdir ";
 
 /// What a failure to start a command in a sandbox means for the caller:
-/// the command's own end when it cannot be exec'd, a conflict when the
+/// the command's own end when it cannot be exec'd or its cwd entered (as
+/// when the race with the shim's "started" goes the other way), a conflict when the
 /// sandbox is at its pids limit (the tenant's state, not the server's
 /// fault), else the server's failure (with the shim's hint, for the log).
 fn start_failure(e: BackendError) -> ManageError {
@@ -87,7 +90,9 @@ fn start_failure(e: BackendError) -> ManageError {
         Some(h) => format!("{f} ({h})"),
         None => f.to_string(),
     };
-    if f.step == STEP_EXEC {
+    // The request's own cwd missing (or not a directory) is the command's
+    // failure too: 125, as `env --chdir` says it.
+    if f.step == STEP_EXEC || f.step.starts_with(STEP_CHDIR) {
         return ManageError::NotStarted {
             exit_code: f.exit_code(),
             message: format!("warren: {with_hint}\n"),

@@ -724,8 +724,9 @@ async fn delete_keeping_the_home_then_recreate_gives_the_home_back() {
 }
 
 /// A command the sandbox cannot exec is the command's failure, as in a
-/// shell (127 not found, 126 not executable), never the server's 500
-/// (the API fuzzer of issue 10 got a 500 for `{"argv": ["0"]}`).
+/// shell (127 not found, 126 not executable, 125 a cwd that does not
+/// exist), never the server's 500 (the API fuzzer of issue 10 got 500s
+/// for `{"argv": ["0"]}` and for a missing cwd).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_cannot_start_ends_127_or_126_not_500() {
     let d = dirs();
@@ -746,6 +747,19 @@ async fn a_command_that_cannot_start_ends_127_or_126_not_500() {
         for r in futures_util::future::join_all(burst).await {
             assert_eq!(r.status, 200, "{}", r.text());
             assert_eq!(r.json()["exit_code"], 127, "{}", r.text());
+        }
+        // A cwd that does not exist: 125, as `env --chdir` says it.
+        let burst = (0..16).map(|_| {
+            admin(
+                addr,
+                "POST",
+                "/api/users/alice/exec",
+                Some(json!({"argv": ["true"], "cwd": "no/such/dir"})),
+            )
+        });
+        for r in futures_util::future::join_all(burst).await {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["exit_code"], 125, "{}", r.text());
         }
     }
     for _ in 0..2 {

@@ -953,6 +953,9 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         ("POST /api/users/{user}/exec" | "POST /api/users/{user}/exec/stream", 409) => Some(
             "a sandbox at its pids limit needs a real sandbox with a cgroup; tests/api.rs covers it",
         ),
+        ("GET /api/users/{user}/export" | "POST /api/users/{user}/import", 409) => Some(
+            "needs the landlock tier or a real sandbox at its pids limit; tests/api.rs covers both",
+        ),
         ("GET /api/audit", 400) => Some(
             "only a malformed query gives it; see the test query_and_path_rejections_are_json_errors",
         ),
