@@ -1,7 +1,8 @@
 //! The audit log's backlog: entries the state database could not take yet
 //! (a full disk, a locked or read-only file). An action that already
 //! happened must not lose its record because the disk filled, so each
-//! entry is held here, in order, and written before the next one, every
+//! entry is held here, in order, and written with a later one (at most
+//! every few seconds while writes keep failing), every
 //! few seconds by the server (`Manager::retry_audit_periodically`) and
 //! before the log is read. The backlog is bounded: past
 //! [`AUDIT_BACKLOG_MAX`] entries the oldest are dropped and counted
@@ -9,6 +10,7 @@
 //! bounded amount of memory and the loss is never silent.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::state::{NewAuditEntry, State, StateError};
 
@@ -34,8 +36,8 @@ pub struct AuditBacklog {
     max: usize,
     /// Entries dropped since the start (the metric counts the same).
     dropped: u64,
-    /// The last write failed.
-    failing: bool,
+    /// When the last write failed, if it did.
+    failing: Option<Instant>,
 }
 
 impl AuditBacklog {
@@ -44,7 +46,7 @@ impl AuditBacklog {
             pending: VecDeque::new(),
             max: max.max(1),
             dropped: 0,
-            failing: false,
+            failing: None,
         }
     }
 
@@ -73,6 +75,13 @@ impl AuditBacklog {
         self.dropped
     }
 
+    /// Whether a write is worth trying now: always while writes succeed;
+    /// after a failure, once `every` has passed, so a disk that stays full
+    /// does not cost every audited action a doomed transaction.
+    pub fn due(&self, every: Duration) -> bool {
+        self.failing.is_none_or(|at| at.elapsed() >= every)
+    }
+
     /// Writes every held entry in one transaction (all or none). The first
     /// failure after a success is an error (to be logged once); later ones
     /// are `Held`.
@@ -84,18 +93,19 @@ impl AuditBacklog {
             Ok(_) => {
                 let n = self.pending.len();
                 self.pending.clear();
-                self.failing = false;
+                self.failing = None;
                 Ok(Flushed::Wrote(n))
             }
-            Err(e) if self.failing => {
-                drop(e);
-                Ok(Flushed::Held {
-                    pending: self.pending.len(),
-                })
-            }
             Err(e) => {
-                self.failing = true;
-                Err(e)
+                let first = self.failing.is_none();
+                self.failing = Some(Instant::now());
+                if first {
+                    Err(e)
+                } else {
+                    Ok(Flushed::Held {
+                        pending: self.pending.len(),
+                    })
+                }
             }
         }
     }
@@ -118,6 +128,20 @@ mod tests {
         assert_eq!((b.len(), b.dropped()), (3, 2));
         let kept: Vec<_> = b.pending.iter().map(|e| e.detail["n"].clone()).collect();
         assert_eq!(kept, [2, 3, 4]);
+    }
+
+    #[test]
+    fn after_a_failure_writes_wait_for_the_retry_interval() {
+        let d = tempfile::tempdir().unwrap();
+        let mut state = State::open(d.path()).unwrap();
+        let mut b = AuditBacklog::new(10);
+        assert!(b.due(Duration::from_secs(3600)));
+        b.failing = Some(Instant::now());
+        assert!(!b.due(Duration::from_secs(3600)));
+        assert!(b.due(Duration::ZERO));
+        b.push(entry(0));
+        assert_eq!(b.flush(&mut state).unwrap(), Flushed::Wrote(1));
+        assert!(b.due(Duration::from_secs(3600)));
     }
 
     #[test]

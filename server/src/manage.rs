@@ -350,7 +350,11 @@ impl Manager {
                 );
             }
         }
-        self.write_audit_backlog(&mut state, &mut backlog);
+        if backlog.due(AUDIT_RETRY_EVERY) {
+            self.write_audit_backlog(&mut state, &mut backlog);
+        } else if let Some(m) = &self.metrics {
+            m.audit_pending(backlog.len());
+        }
     }
 
     fn audit_backlog(&self) -> std::sync::MutexGuard<'_, AuditBacklog> {
