@@ -65,8 +65,8 @@ pub enum ManageError {
     #[error("internal error: {0}")]
     Internal(String),
     /// The sandbox could not exec the command (not found: 127, not
-    /// executable: 126). `exec` answers it as the command's own end, with
-    /// `message` on stderr, as a shell would.
+    /// executable: 126) or enter its cwd (125). `exec` answers it as the
+    /// command's own end, with `message` on stderr, as a shell would.
     #[error("{message}")]
     NotStarted { exit_code: i32, message: String },
 }
@@ -78,10 +78,11 @@ const STEP_FORK_COMMAND: &str = "fork command";
 const STEP_CHDIR: &str = "chdir ";
 
 /// What a failure to start a command in a sandbox means for the caller:
-/// the command's own end when it cannot be exec'd or its cwd entered (as
-/// when the race with the shim's "started" goes the other way), a conflict when the
-/// sandbox is at its pids limit (the tenant's state, not the server's
-/// fault), else the server's failure (with the shim's hint, for the log).
+/// the command's own end when it cannot be exec'd or its cwd entered (the
+/// same answer as when the shim's "started" wins the race and the command
+/// then exits 127/126/125), a conflict when the sandbox is at its pids
+/// limit (the tenant's state, not the server's fault), else the server's
+/// failure (with the shim's hint, for the log).
 fn start_failure(e: BackendError) -> ManageError {
     let Some(f) = e.source.downcast_ref::<SetupError>() else {
         return e.into();
