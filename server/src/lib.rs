@@ -3,6 +3,7 @@
 //! this crate has no `unsafe` at all.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod doctor;

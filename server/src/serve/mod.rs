@@ -213,6 +213,11 @@ impl Server {
                 .with_import_limits(m.import_limits)
                 .with_metrics(Arc::clone(&metrics));
                 let manager = Arc::new(manager);
+                // Audit entries held by a full disk are retried even when
+                // nothing new is audited.
+                tokio::spawn(crate::manage::Manager::retry_audit_periodically(
+                    Arc::downgrade(&manager),
+                ));
                 registry.set_observer(Arc::new(SessionAudit {
                     manager: Arc::clone(&manager),
                     metrics: Arc::clone(&metrics),

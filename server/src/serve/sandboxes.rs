@@ -436,7 +436,10 @@ impl Sandbox for UserSandbox {
                 )),
                 Ok(Ok((Some(Event::Failed(f)), _))) => {
                     let _ = child.wait();
-                    Err(err("exec", with_hint(&f)))
+                    // Typed, so the API can tell a command that cannot be
+                    // exec'd (127/126, as a shell) or a sandbox at its
+                    // pids limit (409) from the server's own failure.
+                    Err(BackendError::new("exec", f))
                 }
                 other => {
                     let _ = child.kill();
