@@ -5,7 +5,8 @@
 #   3. inside `unshare --user --map-root-user` (as that unprivileged user),
 #   4. as that user with /etc/subuid and /etc/subgid ranges (added for the
 #      run, then restored);
-# then the cgroup-v2 VM and the browser end-to-end test.
+# then the cgroup-v2 VM, bounded fuzzing (tests/fuzz) and the browser
+# end-to-end test.
 # Run it as root on a Linux host: sudo tests/matrix.sh
 # With CI=true (or WARREN_MUST_RUN=1) a mode that cannot run fails the run
 # instead of being skipped.
@@ -92,6 +93,9 @@ echo "== cgroup v2 (throw-away VM: this host's controllers are on v1)"
 # missing, and exit non-zero when the VM cannot boot.
 tests/vm/cgroup-v2-tests.sh
 tests/vm/limits-v2.sh
+echo "== fuzzing, bounded: the WebSocket protocol (cargo fuzz) and the management API (schemathesis)"
+tests/fuzz/protocol.sh
+WARREN_BIN="$PWD/target/debug/warren" tests/fuzz/api.sh
 echo "== browser end to end (Debian chromium driven by playwright-core)"
 WARREN_BIN="$PWD/target/debug/warren" tests/e2e/run.sh
 echo "== matrix: all modes passed"
