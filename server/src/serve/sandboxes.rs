@@ -115,6 +115,21 @@ fn shim_command(
     }
 }
 
+/// The report that decides a join: `Started` (the command's host pid) or
+/// `Failed` (a set-up step). The command's own exec failing (not found, not
+/// executable) is not a set-up failure but the command's outcome, exit 127
+/// or 126 with `Exited`: its child and its shim report on the same channel,
+/// so that `Failed` may come before `Started` (a 500 the API fuzzer found).
+fn first_join_event(mut next: impl FnMut() -> Option<Event>) -> Option<Event> {
+    loop {
+        match next()? {
+            Event::Failed(f) if f.step == report::STEP_EXEC => continue,
+            e @ (Event::Started { .. } | Event::Failed(_)) => return Some(e),
+            _ => continue,
+        }
+    }
+}
+
 fn err(context: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::new(context.to_string(), e.to_string())
 }
@@ -402,13 +417,7 @@ impl Sandbox for UserSandbox {
             let first = tokio::time::timeout(
                 START_TIMEOUT,
                 tokio::task::spawn_blocking(move || {
-                    let first = loop {
-                        match reader.next_event() {
-                            Some(e @ (Event::Started { .. } | Event::Failed(_))) => break Some(e),
-                            Some(_) => continue,
-                            None => break None,
-                        }
-                    };
+                    let first = first_join_event(|| reader.next_event());
                     (first, reader)
                 }),
             )
@@ -703,5 +712,38 @@ impl TerminalProcess for ShimCommand {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+    use warren_runtime::report::SetupError;
+
+    fn first(events: Vec<Event>) -> Option<Event> {
+        let mut events = events.into_iter();
+        first_join_event(|| events.next())
+    }
+
+    #[test]
+    fn a_command_not_found_is_its_outcome_even_when_reported_first() {
+        let not_found = Event::Failed(SetupError::errno(report::STEP_EXEC, Errno::ENOENT));
+        let started = Event::Started { init_pid: 42 };
+        assert_eq!(
+            first(vec![not_found.clone(), started.clone()]),
+            Some(started.clone())
+        );
+        assert_eq!(first(vec![started.clone(), not_found]), Some(started));
+    }
+
+    #[test]
+    fn a_set_up_step_failing_ends_the_join() {
+        let failed = Event::Failed(SetupError::errno("join namespaces", Errno::EPERM));
+        assert_eq!(
+            first(vec![failed.clone(), Event::Started { init_pid: 42 }]),
+            Some(failed)
+        );
+        assert_eq!(first(vec![]), None);
     }
 }
