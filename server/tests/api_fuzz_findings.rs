@@ -1,0 +1,70 @@
+//! Regressions for what the API fuzzer (tests/fuzz/api.sh) found, against
+//! real sandboxes. Runs in every mode of tests/matrix.sh.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// A pids limit below 3 left no room for a command beside the sandbox's
+/// PID 1 and the shim joining it: every exec after it answered 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pids_limit_too_small_to_run_anything_is_refused() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "pids"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for pids in [1, 2] {
+        let r = admin(
+            addr,
+            "PUT",
+            "/api/users/pids/limits",
+            Some(json!({ "pids": pids })),
+        )
+        .await;
+        assert_eq!(r.status, 400, "pids {pids}: {}", r.text());
+        assert!(r.text().contains("at least 3"), "{}", r.text());
+    }
+    let r = admin(addr, "GET", "/api/users/pids", None).await;
+    assert_eq!(r.json()["limits"]["pids"], "default", "nothing changed");
+    let r = admin(
+        addr,
+        "PUT",
+        "/api/users/pids/limits",
+        Some(json!({"pids": 3})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(
+        addr,
+        "POST",
+        "/api/users/pids/exec",
+        Some(json!({"argv": ["sh", "-c", "echo hi"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["stdout"], "hi\n", "{}", r.text());
+}
+
+/// A command that is not there exits 127, however its failure and its
+/// start race to be reported (one in many answered 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_command_exits_127_every_time() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "nocmd"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for n in 0..20 {
+        let r = admin(
+            addr,
+            "POST",
+            "/api/users/nocmd/exec",
+            Some(json!({"argv": [format!("no-such-command-{n}")]})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "try {n}: {}", r.text());
+        assert_eq!(r.json()["exit_code"], 127, "try {n}: {}", r.text());
+    }
+}
