@@ -74,9 +74,20 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for LimitValue<T> {
         enum Raw<T> {
             Word(String),
             Value(T),
+            Float(f64),
         }
         match Raw::<T>::deserialize(d)? {
             Raw::Value(v) => Ok(LimitValue::Value(v)),
+            // JSON has one number type: `1073741824.0` is the integer the
+            // document asks for (JSON Schema counts it as one), so an
+            // integral value is taken as that integer.
+            Raw::Float(f) if f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&f) => {
+                T::deserialize(serde::de::value::U64Deserializer::<D::Error>::new(f as u64))
+                    .map(LimitValue::Value)
+            }
+            Raw::Float(f) => Err(serde::de::Error::custom(format!(
+                "expected a whole number, \"none\" or \"default\", got {f}"
+            ))),
             Raw::Word(w) if w == "default" => Ok(LimitValue::Default),
             Raw::Word(w) if w == "none" => Ok(LimitValue::Unlimited),
             Raw::Word(w) => Err(serde::de::Error::custom(format!(
@@ -611,6 +622,26 @@ mod tests {
         assert_eq!(o, LimitOverrides::default());
         let bad: LimitOverrides = serde_json::from_str(r#"{"cpus": 0}"#).unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn an_integral_number_written_with_a_fraction_is_that_integer() {
+        let o: LimitOverrides =
+            serde_json::from_str(r#"{"memory_bytes": 1073741824.0, "pids": 1e3, "cpus": 2.0}"#)
+                .unwrap();
+        assert_eq!(o.memory_bytes, LimitValue::Value(1 << 30));
+        assert_eq!(o.pids, LimitValue::Value(1000));
+        assert_eq!(o.cpus, LimitValue::Value(2.0));
+        for bad in [
+            r#"{"pids": 1.5}"#,
+            r#"{"pids": -1.0}"#,
+            r#"{"memory_bytes": 1e30}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<LimitOverrides>(bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

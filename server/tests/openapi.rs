@@ -1600,7 +1600,8 @@ async fn exec_errors(live: &Live<'_>, template: &str, name: &str) {
         (json!({"argv": ["true"], "cwd": "/etc"}), true),
         (json!({"argv": ["true"], "timeout_secs": 0}), false),
         (json!({"argv": ["true"], "timeout_secs": 3601}), false),
-        (json!({"argv": ["true"], "env": {"A=B": "c"}}), true),
+        (json!({"argv": ["true"], "env": {"A=B": "c"}}), false),
+        (json!({"argv": ["true"], "env": {"": "c"}}), false),
     ] {
         let e = live
             .admin_json("POST", template, &p, bad.clone(), schema_accepts, 400)
