@@ -21,7 +21,7 @@ use warren_runtime::workspace::{self, HomeUsage, WalkBounds};
 use crate::exec::{self, EndReason, ExecEnd, ExecResult};
 use crate::sandbox::{provision, PrepareError, Settings};
 use crate::serve::backend::{
-    AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio,
+    AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio, SandboxFull,
 };
 use crate::serve::sessions::{Lease, Registry, SessionError, TerminalInfo};
 use crate::serve::UserId;
@@ -83,6 +83,9 @@ impl From<SessionError> for ManageError {
 
 impl From<BackendError> for ManageError {
     fn from(e: BackendError) -> Self {
+        if e.source.is::<SandboxFull>() {
+            return ManageError::Conflict(e.source.to_string());
+        }
         ManageError::Internal(e.to_string())
     }
 }

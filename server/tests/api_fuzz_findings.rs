@@ -68,3 +68,62 @@ async fn a_missing_command_exits_127_every_time() {
         assert_eq!(r.json()["exit_code"], 127, "try {n}: {}", r.text());
     }
 }
+
+/// A command that cannot be forked because the sandbox runs as many
+/// processes as its pids limit allows is a 409 that says so, not a 500;
+/// the next command, once there is room, runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sandbox_refuses_a_command_with_409() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "full"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin(
+        addr,
+        "PUT",
+        "/api/users/full/limits",
+        Some(json!({"pids": 3})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // PID 1, the joining shim and `sleep` fill the sandbox.
+    let first = tokio::spawn(async move {
+        admin(
+            addr,
+            "POST",
+            "/api/users/full/exec",
+            Some(json!({"argv": ["sleep", "3"]})),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let stats = admin(addr, "GET", "/api/users/full/stats", None)
+        .await
+        .json();
+    let enforced = stats["limits"]["pids"] == 3;
+    let r = admin(
+        addr,
+        "POST",
+        "/api/users/full/exec",
+        Some(json!({"argv": ["true"]})),
+    )
+    .await;
+    if enforced {
+        assert_eq!(r.status, 409, "{}", r.text());
+        assert!(r.text().contains("pids limit"), "{}", r.text());
+    } else {
+        // This mode has no pids limit ({stats}): the command just runs.
+        assert_eq!(r.status, 200, "{stats}: {}", r.text());
+    }
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    let r = admin(
+        addr,
+        "POST",
+        "/api/users/full/exec",
+        Some(json!({"argv": ["true"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -950,6 +950,9 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         ("POST /api/users/{user}/exec" | "POST /api/users/{user}/exec/stream", 500)
         | ("GET /api/users/{user}/export" | "POST /api/users/{user}/import", 500) => None,
         (_, 500) => Some("an internal failure (the state database failing) cannot be caused from outside"),
+        ("POST /api/users/{user}/exec" | "POST /api/users/{user}/exec/stream", 409) => Some(
+            "needs a real sandbox at its pids limit; tests/api_fuzz_findings.rs covers it",
+        ),
         ("GET /api/audit", 400) => Some(
             "only a malformed query gives it; see the test query_and_path_rejections_are_json_errors",
         ),

@@ -44,6 +44,14 @@ impl BackendError {
     }
 }
 
+/// A [`BackendError`]'s source when a command cannot start because its
+/// sandbox runs as many processes as its pids limit allows.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the sandbox runs as many processes as its pids limit allows; try again when it runs fewer"
+)]
+pub struct SandboxFull;
+
 /// Starts sandboxes. One per server.
 pub trait Backend: Send + Sync + 'static {
     /// The isolation tier its sandboxes run in (one per server).

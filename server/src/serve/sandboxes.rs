@@ -27,7 +27,7 @@ use warren_runtime::spec::SandboxSpec;
 
 use super::backend::{
     AppliedLimits, Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio,
-    ProcessExit, Sandbox, Spawned, TerminalProcess,
+    ProcessExit, Sandbox, SandboxFull, Spawned, TerminalProcess,
 };
 use super::protocol::WinSize;
 use super::user::UserId;
@@ -128,6 +128,12 @@ fn first_join_event(mut next: impl FnMut() -> Option<Event>) -> Option<Event> {
             _ => continue,
         }
     }
+}
+
+/// The command could not be forked because the sandbox runs as many
+/// processes as its pids limit allows: the tenant's doing, not a fault.
+fn is_sandbox_full(f: &warren_runtime::report::SetupError) -> bool {
+    f.step == "fork command" && f.errno == Some(nix::errno::Errno::EAGAIN as i32)
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> BackendError {
@@ -431,6 +437,9 @@ impl Sandbox for UserSandbox {
                 )),
                 Ok(Ok((Some(Event::Failed(f)), _))) => {
                     let _ = child.wait();
+                    if is_sandbox_full(&f) {
+                        return Err(BackendError::new("exec", SandboxFull));
+                    }
                     Err(err("exec", with_hint(&f)))
                 }
                 other => {
@@ -735,6 +744,22 @@ mod tests {
             Some(started.clone())
         );
         assert_eq!(first(vec![started.clone(), not_found]), Some(started));
+    }
+
+    #[test]
+    fn only_a_refused_fork_means_the_sandbox_is_full() {
+        assert!(is_sandbox_full(&SetupError::errno(
+            "fork command",
+            Errno::EAGAIN
+        )));
+        assert!(!is_sandbox_full(&SetupError::errno(
+            "fork command",
+            Errno::ENOMEM
+        )));
+        assert!(!is_sandbox_full(&SetupError::errno(
+            "join namespaces",
+            Errno::EAGAIN
+        )));
     }
 
     #[test]
