@@ -49,7 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export WARREN_STATE_DIR=$tmp/state WARREN_WORKSPACE_ROOT=$tmp/ws
+export WARREN_STATE_DIR=$tmp/state WARREN_WORKSPACE_ROOT=$tmp/ws WARREN_SERVER_LOG=$tmp/server.log
 # Short idle timeouts: the stateful phase makes many tenants, each with a
 # sandbox; --max-sandboxes is above what one run can make.
 "$WARREN_BIN" serve --listen "127.0.0.1:$port" --idle-timeout 15s --terminal-grace 5s \

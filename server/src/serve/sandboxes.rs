@@ -116,16 +116,20 @@ fn shim_command(
 }
 
 /// The report that decides a join: `Started` (the command's host pid) or
-/// `Failed` (a set-up step). The command's own exec failing (not found, not
-/// executable) is not a set-up failure but the command's outcome, exit 127
-/// or 126 with `Exited`: its child and its shim report on the same channel,
-/// so that `Failed` may come before `Started` (a 500 the API fuzzer found).
+/// `Failed`. The joining shim sends `Started` right after forking the
+/// command, so a `Failed` followed by `Started` came from the command's own
+/// child (its chdir, its exec: "not found") and is the command's outcome,
+/// an exit code with `Exited`, as when it comes after `Started`; only a
+/// `Failed` with no `Started` after it is the join failing. Both report on
+/// one channel, so the order is a race (a 500 the API fuzzer found).
 fn first_join_event(mut next: impl FnMut() -> Option<Event>) -> Option<Event> {
+    let mut failed = None;
     loop {
-        match next()? {
-            Event::Failed(f) if f.step == report::STEP_EXEC => continue,
-            e @ (Event::Started { .. } | Event::Failed(_)) => return Some(e),
-            _ => continue,
+        match next() {
+            Some(e @ Event::Started { .. }) => return Some(e),
+            Some(e @ Event::Failed(_)) if failed.is_none() => failed = Some(e),
+            Some(_) => continue,
+            None => return failed,
         }
     }
 }
@@ -763,12 +767,20 @@ mod tests {
     }
 
     #[test]
+    fn the_command_failing_in_its_child_is_its_outcome_in_either_order() {
+        let no_cwd = Event::Failed(SetupError::errno("chdir /workspace/a/nope", Errno::ENOENT));
+        let started = Event::Started { init_pid: 42 };
+        assert_eq!(
+            first(vec![no_cwd.clone(), started.clone()]),
+            Some(started.clone())
+        );
+        assert_eq!(first(vec![started.clone(), no_cwd]), Some(started));
+    }
+
+    #[test]
     fn a_set_up_step_failing_ends_the_join() {
         let failed = Event::Failed(SetupError::errno("join namespaces", Errno::EPERM));
-        assert_eq!(
-            first(vec![failed.clone(), Event::Started { init_pid: 42 }]),
-            Some(failed)
-        );
+        assert_eq!(first(vec![failed.clone()]), Some(failed));
         assert_eq!(first(vec![]), None);
     }
 }
