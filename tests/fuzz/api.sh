@@ -65,7 +65,7 @@ token=$(cat "$WARREN_STATE_DIR/admin-token")
 echo "api.sh: schemathesis against http://127.0.0.1:$port (${seconds}s)" >&2
 status=0
 (cd "$tmp" && SCHEMATHESIS_HOOKS=api_hooks PYTHONPATH="$repo/tests/fuzz" \
-  "$venv/bin/schemathesis" run "$repo/docs/openapi.json" \
+  "$venv/bin/schemathesis" --config-file "$repo/tests/fuzz/schemathesis.toml" run "$repo/docs/openapi.json" \
     --url "http://127.0.0.1:$port" \
     -H "Authorization: Bearer $token" \
     --phases examples,coverage,fuzzing,stateful \
@@ -73,7 +73,13 @@ status=0
     --max-examples 25 --max-time "$seconds" --workers 1 \
     --suppress-health-check all --request-timeout 30 \
     --seed "${FUZZ_API_SEED:-$RANDOM}" \
-    --report junit --report-dir "$tmp/report") || status=$?
+    --report junit --report-junit-path "$tmp/junit.xml") || status=$?
+# schemathesis exits 1 on errors too; the verdict tolerates the one error
+# docs/api.md documents (a failed export's transfer is cut).
+if [[ $status -ne 0 && -s $tmp/junit.xml ]]; then
+  status=0
+  python3 "$repo/tests/fuzz/junit_verdict.py" "$tmp/junit.xml" || status=$?
+fi
 
 # A panic in a handler task would not always surface as a 500.
 if grep -n "panicked" "$tmp/server.log" >&2; then
