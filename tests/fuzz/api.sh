@@ -17,7 +17,7 @@ repo=$PWD
 
 SCHEMATHESIS_VERSION=4.32.5
 WARREN_BIN=${WARREN_BIN:-$repo/target/debug/warren}
-seconds=${FUZZ_API_SECONDS:-120}
+seconds=${FUZZ_API_SECONDS:-90}
 venv=${SCHEMATHESIS_VENV:-$repo/target/schemathesis}
 
 must_run() { [[ "${CI:-}" == "true" || "${CI:-}" == "1" || "${WARREN_MUST_RUN:-}" == "1" ]]; }

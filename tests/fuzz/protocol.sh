@@ -5,7 +5,7 @@
 # panic or a broken invariant fails the run and leaves the input in
 # fuzz/artifacts/client_frames/.
 #
-#   tests/fuzz/protocol.sh                      # 45 s
+#   tests/fuzz/protocol.sh                      # 30 s
 #   FUZZ_PROTOCOL_SECONDS=600 tests/fuzz/protocol.sh
 #
 # cargo fuzz wants a nightly compiler; RUSTC_BOOTSTRAP=1 lets the stable one
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 CARGO_FUZZ_VERSION=0.13.2
-seconds=${FUZZ_PROTOCOL_SECONDS:-45}
+seconds=${FUZZ_PROTOCOL_SECONDS:-30}
 if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
   echo "protocol.sh: installing cargo-fuzz $CARGO_FUZZ_VERSION" >&2
   cargo install --locked --version "$CARGO_FUZZ_VERSION" cargo-fuzz
@@ -25,4 +25,4 @@ fi
 cd fuzz
 # The harness's terminals run /bin/sh, stty and cat.
 RUSTC_BOOTSTRAP=1 cargo fuzz run --dev --sanitizer none client_frames -- \
-  -max_total_time="$seconds" -max_len=8192 -dict=client_frames.dict -print_final_stats=1
+  -max_total_time="$seconds" -max_len=8192 -len_control=0 -dict=client_frames.dict -print_final_stats=1
