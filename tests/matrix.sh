@@ -2,9 +2,14 @@
 # The whole test suite in the privilege matrix:
 #   1. as root (unit tests of every crate + integration tests),
 #   2. as an unprivileged user,
-#   3. inside `unshare --user --map-root-user` (as that unprivileged user),
+#   3. inside `unshare --user --map-root-user` (as that unprivileged user:
+#      one id, the user's own; mode `userns-user`),
 #   4. as that user with /etc/subuid and /etc/subgid ranges (added for the
-#      run, then restored);
+#      run, then restored),
+#   5. as root inside `unshare --user --map-auto --map-root-user`, root
+#      given /etc/subuid and /etc/subgid ranges for the run (mode `userns`:
+#      each tenant its own non-root id; root under plain --map-root-user
+#      is refused, tests/tests/hardening.rs);
 # then the cgroup-v2 VM, bounded fuzzing (tests/fuzz) and the browser
 # end-to-end test.
 # Run it as root on a Linux host: sudo tests/matrix.sh
@@ -24,7 +29,7 @@ cargo build --workspace --all-targets
 # The integration tests exec target/debug/{warren,warren-shim}; list their
 # test executables once so the other modes can run the same files.
 mapfile -t test_bins < <( (cargo test -p warren-tests --no-run --message-format=json;
-  cargo test -p warren --test real_sandboxes --test backpressure --test doctor --test api --test cli_users --test api_fuzz_findings --no-run --message-format=json) 2>/dev/null \
+  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --test api_fuzz_findings --no-run --message-format=json) 2>/dev/null \
   | grep -E '"profile":\{[^}]*"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [[ ${#test_bins[@]} -gt 0 ]] || { echo "matrix: no integration test binaries found" >&2; exit 1; }
 
@@ -58,7 +63,9 @@ install -m 4755 -o root "$(find target/debug/build -name warren-probe -type f | 
 trap 'rm -rf "$home" "$suid_dir"' EXIT
 
 as_user() {
-  setpriv --reuid="$user" --regid="$user" --clear-groups --reset-env \
+  # --init-groups: the user's groups from /etc/group, as a login has them,
+  # so the tests see that no supplementary group reaches a tenant.
+  setpriv --reuid="$user" --regid="$user" --init-groups --reset-env \
     env HOME="$home" TMPDIR="$home" CI="${CI:-}" WARREN_MUST_RUN="${WARREN_MUST_RUN:-}" PATH=/usr/bin:/bin \
     WARREN_SUID_PROBE="$suid_dir/suid-probe" "$@"
 }
@@ -72,21 +79,25 @@ restore_subids() {
 }
 for f in subuid subgid; do [[ -e /etc/$f ]] && cp "/etc/$f" "$suid_dir/$f.orig"; done
 trap 'restore_subids; rm -rf "$home" "$suid_dir"' EXIT
-for mode in user userns subuid; do
+for mode in user userns-user subuid userns; do
   echo "== mode: $mode"
-  if [[ $mode == subuid ]]; then
+  if [[ $mode == subuid || $mode == userns ]]; then
     command -v newuidmap >/dev/null || { skip "newuidmap is not installed (apt-get install uidmap)"; continue; }
-    for f in subuid subgid; do echo "$user:3000000000:65536" >>"/etc/$f"; done
   fi
+  [[ $mode == subuid ]] && for f in subuid subgid; do echo "$user:3000000000:65536" >>"/etc/$f"; done
+  # First in the file: util-linux 2.38's --map-auto takes the first entry.
+  [[ $mode == userns ]] && for f in subuid subgid; do
+    { echo "root:3100000000:65536"; cat "$suid_dir/$f.orig" 2>/dev/null || true; } >"/etc/$f"
+  done
   for bin in "${test_bins[@]}"; do
     echo "-- $(basename "$bin")"
-    if [[ $mode == userns ]]; then
-      as_user unshare --user --map-root-user env WARREN_TEST_MODE=userns "$bin"
-    else
-      as_user env WARREN_TEST_MODE="$mode" "$bin"
-    fi
+    case $mode in
+      userns-user) as_user unshare --user --map-root-user env WARREN_TEST_MODE=userns-user "$bin" ;;
+      userns) unshare --user --map-auto --map-root-user env WARREN_TEST_MODE=userns WARREN_SUID_PROBE="$suid_dir/suid-probe" "$bin" ;;
+      *) as_user env WARREN_TEST_MODE="$mode" "$bin" ;;
+    esac
   done
-  [[ $mode == subuid ]] && restore_subids
+  if [[ $mode == subuid || $mode == userns ]]; then restore_subids; fi
 done
 echo "== cgroup v2 (throw-away VM: this host's controllers are on v1)"
 # Both install qemu-system-x86, linux-image-amd64 and busybox-static when

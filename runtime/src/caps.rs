@@ -33,6 +33,7 @@ pub fn become_user_keeping_caps(uid: u32, gid: u32) -> Result<(), SetupError> {
 }
 
 fn set_ids(uid: u32, gid: u32) -> Result<(), SetupError> {
+    drop_supplementary_groups()?;
     setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(gid))
         .map_err(|e| SetupError::errno(format!("setresgid {gid}"), e))?;
     setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
@@ -93,4 +94,30 @@ fn last_cap() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(63)
+}
+
+/// Drops every supplementary group before the tenant's ids are taken,
+/// wherever the kernel lets us: with CAP_SETGID in our user namespace and
+/// setgroups allowed there (root; root of a namespace mapped by newgidmap
+/// with subordinate ids or by `unshare --map-auto`). Otherwise an operator's
+/// group, mapped to root inside, would be the tenant's too. An unprivileged
+/// operator's own single-id namespace must deny setgroups (the kernel's rule
+/// for an unprivileged gid_map; newgidmap's for a self-map, CVE-2018-7169:
+/// dropping a group can bypass a negative group ACL), so there the
+/// operator's own groups stay, which the tenant's gid already is.
+fn drop_supplementary_groups() -> Result<(), SetupError> {
+    match sys::clear_supplementary_groups() {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) if !may_set_groups() => Ok(()),
+        Err(e) => Err(SetupError::errno("drop supplementary groups", e)),
+    }
+}
+
+/// Whether setgroups(2) is ours to call: allowed in this user namespace,
+/// and CAP_SETGID in the effective set.
+fn may_set_groups() -> bool {
+    let allowed = std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() != "deny")
+        .unwrap_or(true);
+    allowed && caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETGID).unwrap_or(false)
 }

@@ -484,6 +484,26 @@ fn id_mapping(proc_root: &Path) -> Check {
                     .into(),
             ),
         },
+        IdRange::Delegated { uids, gids } => Check {
+            ok: true,
+            detail: format!(
+                "root in a user namespace with more ids than its own: each tenant gets its own \
+                 id from {}+{} (gids {}+{}) of this namespace, never root",
+                uids.start, uids.count, gids.start, gids.count
+            ),
+            fix: None,
+        },
+        range @ IdRange::ParentRootOnly => Check {
+            ok: false,
+            detail: "root in a user namespace whose only id is the host's root: every tenant \
+                     would run as host uid 0, so sandboxes are refused"
+                .into(),
+            fix: range.refusal().map(|e| {
+                let e = e.to_string();
+                let how = e.find("start it under").map_or(e.as_str(), |i| &e[i..]);
+                how.to_string()
+            }),
+        },
         IdRange::Subordinate { uids, gids, .. } => Check {
             ok: true,
             detail: format!(

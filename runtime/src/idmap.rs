@@ -20,9 +20,21 @@ pub enum IdRange {
     /// Real root in the initial user namespace: any host id, so each tenant
     /// gets a distinct one.
     Any,
-    /// Only our own ids: an unprivileged user, or root inside someone else's
-    /// user namespace (`unshare --user --map-root-user`).
+    /// Only our own ids: an unprivileged user, or root inside a user
+    /// namespace that maps only it, to a non-root id of the parent
+    /// (`unshare --user --map-root-user` run by an unprivileged user).
     Single { uid: u32, gid: u32 },
+    /// Root inside a user namespace that maps more ids than its own
+    /// (`unshare --user --map-auto --map-root-user`, a rootless container):
+    /// each tenant gets one of those other ids (never our own, never the
+    /// parent's root), and we write the sandbox's maps ourselves, holding
+    /// CAP_SETUID/CAP_SETGID over every id of our namespace. Ranges are in
+    /// our namespace's ids.
+    Delegated { uids: SubRange, gids: SubRange },
+    /// Root inside a user namespace whose only id is the parent's root
+    /// (`unshare --user --map-root-user` run by root): every tenant would be
+    /// host uid 0, so no sandbox starts ([`IdRange::refusal`]).
+    ParentRootOnly,
     /// An unprivileged user with /etc/subuid and /etc/subgid ranges and the
     /// setuid newuidmap/newgidmap helpers: each tenant gets its own id from
     /// the ranges, and our own ids map to root inside (to hand the tenant
@@ -69,6 +81,16 @@ impl IdRange {
         if uid == 0 && full {
             return IdRange::Any;
         }
+        if uid == 0 {
+            let read = |f: &str| fs::read_to_string(proc_root.join(f)).unwrap_or_default();
+            let (umap, gmap) = (read("self/uid_map"), read("self/gid_map"));
+            if let (Some(uids), Some(gids)) = (delegable(&umap), delegable(&gmap)) {
+                return IdRange::Delegated { uids, gids };
+            }
+            if is_host_root(proc_root, &umap, &gmap, gid) {
+                return IdRange::ParentRootOnly;
+            }
+        }
         let helpers = Path::new(NEWUIDMAP).exists() && Path::new(NEWGIDMAP).exists();
         if uid != 0 && full && helpers {
             let name = nix::unistd::User::from_uid(Uid::from_raw(uid))
@@ -89,6 +111,78 @@ impl IdRange {
         }
         IdRange::Single { uid, gid }
     }
+}
+
+/// Why a sandbox cannot start with these ids, and how to get others.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error(
+        "refusing to run a tenant as host root: this process is root in a user namespace whose \
+         only id is the host's uid/gid 0 (plain `unshare --user --map-root-user` as root), so \
+         every tenant would be uid 0 on the host; start it under `unshare --user --map-auto \
+         --map-root-user` (maps root's /etc/subuid and /etc/subgid ranges: each tenant gets its \
+         own non-root id), or run warren as root or as a normal user; see docs/hosts.md"
+    )]
+    OnlyHostRoot,
+}
+
+impl IdRange {
+    /// `Some` when no tenant may be mapped with these ids.
+    pub fn refusal(&self) -> Option<IdError> {
+        matches!(self, IdRange::ParentRootOnly).then_some(IdError::OnlyHostRoot)
+    }
+
+    /// Whether each tenant gets a host id of its own (not ours).
+    pub fn distinct_per_tenant(&self) -> bool {
+        matches!(
+            self,
+            IdRange::Any | IdRange::Delegated { .. } | IdRange::Subordinate { .. }
+        )
+    }
+}
+
+/// Whether our uid 0 (or `gid`) is the host's root. A sysctl file belongs
+/// to the host's root in every namespace, so it shows as ours exactly when
+/// ours is the host's, however deeply nested. Without /proc/sys (a fixture)
+/// the maps decide: the parent's 0 (conservative when nested).
+fn is_host_root(proc_root: &Path, uid_map: &str, gid_map: &str, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match fs::metadata(proc_root.join("sys/kernel/osrelease")) {
+        Ok(m) => m.uid() == 0 || m.gid() == gid,
+        Err(_) => outer_id(uid_map, 0) == Some(0) || outer_id(gid_map, gid) == Some(0),
+    }
+}
+
+/// The parent-namespace id that `id` maps to in a `uid_map`/`gid_map`.
+pub fn outer_id(map: &str, id: u32) -> Option<u32> {
+    map_lines(map).find_map(|(inner, outer, count)| {
+        let off = u64::from(id).checked_sub(inner)?;
+        (off < count).then(|| (outer + off) as u32)
+    })
+}
+
+/// The largest run of ids in a map that are neither our root (inner 0)
+/// nor the parent's root (outer 0): both can only be a range's first id.
+fn delegable(map: &str) -> Option<SubRange> {
+    map_lines(map)
+        .map(|(inner, outer, count)| {
+            let skip = u64::from(inner == 0 || outer == 0);
+            (inner + skip, count.saturating_sub(skip))
+        })
+        .filter(|&(start, count)| count > 0 && start + count <= 1 << 32)
+        .max_by_key(|&(_, count)| count)
+        .map(|(start, count)| SubRange {
+            start: start as u32,
+            count: count.min(u64::from(u32::MAX)) as u32,
+        })
+}
+
+/// `inner outer count` lines, widened so sums cannot overflow.
+fn map_lines(map: &str) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+    map.lines().filter_map(|l| {
+        let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+        Some((f.next()??, f.next()??, f.next()??))
+    })
 }
 
 /// `0 0 4294967295`: the initial user namespace (or one that maps it whole).
@@ -209,6 +303,64 @@ mod tests {
         assert!(is_identity_map("         0          0 4294967295\n"));
         assert!(!is_identity_map("         0       1000          1\n"));
         assert!(!is_identity_map(""));
+    }
+
+    fn proc_with(uid_map: &str, gid_map: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("self")).unwrap();
+        fs::write(d.path().join("self/uid_map"), uid_map).unwrap();
+        fs::write(d.path().join("self/gid_map"), gid_map).unwrap();
+        d
+    }
+
+    #[test]
+    fn delegable_ids_skip_both_roots() {
+        let auto = "         0          0          1\n         1 3100000000      65535\n";
+        assert_eq!(
+            delegable(auto),
+            Some(SubRange {
+                start: 1,
+                count: 65535
+            })
+        );
+        // A rootless container: root maps to 1000, the rest follows.
+        assert_eq!(
+            delegable("0 1000 65536\n"),
+            Some(SubRange {
+                start: 1,
+                count: 65535
+            })
+        );
+        assert_eq!(delegable("0 0 1\n"), None);
+        assert_eq!(delegable("0 1000 1\n"), None);
+        assert_eq!(outer_id(auto, 0), Some(0));
+        assert_eq!(outer_id(auto, 2), Some(3100000001));
+        assert_eq!(outer_id(auto, 70000), None);
+    }
+
+    #[test]
+    fn root_mapped_to_parent_root_alone_is_refused() {
+        if !Uid::effective().is_root() {
+            return; // of_current_process reads our own euid
+        }
+        let d = proc_with("0 0 1\n", "0 0 1\n");
+        let r = IdRange::of_current_process(d.path());
+        assert_eq!(r, IdRange::ParentRootOnly);
+        let msg = r.refusal().unwrap().to_string();
+        assert!(
+            msg.contains("unshare --user --map-auto --map-root-user"),
+            "{msg}"
+        );
+        let d = proc_with("0 0 1\n1 3100000000 65535\n", "0 0 1\n1 3100000000 65535\n");
+        assert!(matches!(
+            IdRange::of_current_process(d.path()),
+            IdRange::Delegated { .. }
+        ));
+        let d = proc_with("0 1000 1\n", "0 1000 1\n");
+        assert!(matches!(
+            IdRange::of_current_process(d.path()),
+            IdRange::Single { uid: 0, gid: 0 }
+        ));
     }
 
     #[test]

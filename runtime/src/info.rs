@@ -308,7 +308,7 @@ mod tests {
             namespaces: vec!["user".into(), "pid".into()],
             limits: Limits::default(),
             missing_limits: vec![],
-            seccomp: "default-v1".into(),
+            seccomp: "default-v2".into(),
             rlimits: vec![],
         };
         let status = "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
@@ -325,7 +325,7 @@ mod tests {
             "{r}"
         );
         assert!(
-            r.contains("seccomp default-v1, capabilities none, no_new_privs on, Landlock ABI 7"),
+            r.contains("seccomp default-v2, capabilities none, no_new_privs on, Landlock ABI 7"),
             "{r}"
         );
         assert!(

@@ -1,6 +1,7 @@
 //! What the sandbox sees as `/`: a plan of mount operations built in pure
 //! code from the spec ([`plan`]), and its execution inside the new mount
-//! namespace ([`apply_in_child`]), ending in `pivot_root`.
+//! namespace ([`open_sources_in_child`], [`apply_in_child`]), ending in
+//! `pivot_root`.
 //!
 //! The new root is a small tmpfs that is made read-only once everything is
 //! in place. Bind sources are opened (O_PATH) before anything is mounted and
@@ -29,6 +30,35 @@ const STAGING: &str = "/tmp";
 
 /// Device nodes bound from the host into the sandbox's /dev.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Kernel knobs under /proc made read-only in the sandbox: runc's default
+/// `readonlyPaths` (bubblewrap's `--proc` does the same for most). A write
+/// to `/proc/sys/kernel/core_pattern` gets EROFS without relying on Landlock.
+pub const PROC_READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Paths hidden in the sandbox: runc's default `maskedPaths` (kernel memory,
+/// the keyring list, timer and scheduler internals, hardware tables). Files
+/// get an empty read-only file, directories an empty read-only tmpfs.
+pub const MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
 
 /// One step of building the root. Paths are as the sandbox will see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +106,21 @@ pub enum MountOp {
     },
     RemountReadonly {
         target: PathBuf,
+    },
+    /// A host device node, bound read-only so that its metadata cannot
+    /// change (chmod, chown, utimes get EROFS) while reading and writing the
+    /// device still work: the mount keeps device access (no nodev).
+    Device {
+        path: PathBuf,
+    },
+    /// An already mounted path bound over itself read-only.
+    ReadonlySelf {
+        target: PathBuf,
+    },
+    /// A path hidden under an empty read-only file or tmpfs.
+    Mask {
+        target: PathBuf,
+        is_dir: bool,
     },
 }
 
@@ -135,13 +180,8 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
         noexec: true,
     });
     for dev in DEVICES {
-        let path = Path::new("/dev").join(dev);
-        ops.push(MountOp::Bind {
-            source: path.clone(),
-            target: path,
-            readonly: false,
-            is_dir: false,
-            nofollow: true,
+        ops.push(MountOp::Device {
+            path: Path::new("/dev").join(dev),
         });
     }
     ops.push(MountOp::Devpts {
@@ -168,6 +208,7 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
     ops.push(MountOp::RemountReadonly {
         target: "/dev".into(),
     });
+    ops.extend(kernel_knobs(&host));
 
     ops.push(MountOp::Tmpfs {
         target: "/tmp".into(),
@@ -205,6 +246,24 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
 
     ops.push(MountOp::RemountReadonly { target: "/".into() });
     ops
+}
+
+/// /proc and /sys paths made read-only or masked, those the running kernel
+/// has (asked of the host's /proc and /sys: same kernel). After /dev,
+/// whose null the masks are bound from.
+fn kernel_knobs(host: &dyn Fn(&Path) -> PathBuf) -> Vec<MountOp> {
+    let readonly = PROC_READONLY
+        .iter()
+        .filter(|p| host(Path::new(p)).exists())
+        .map(|p| MountOp::ReadonlySelf { target: p.into() });
+    let masked = MASKED.iter().filter_map(|p| {
+        let meta = fs::metadata(host(Path::new(p))).ok()?;
+        Some(MountOp::Mask {
+            target: p.into(),
+            is_dir: meta.is_dir(),
+        })
+    });
+    readonly.chain(masked).collect()
 }
 
 /// Adds a synthesized file to the sandbox's /etc (before /etc turns
@@ -328,27 +387,29 @@ fn fail(step: String) -> impl FnOnce(Errno) -> SetupError {
     move |e| SetupError::errno(step, e)
 }
 
-/// Executes `ops` inside a fresh mount namespace and pivots into the result.
-/// Runs in the sandbox's PID 1 after the id maps were written.
-pub fn apply_in_child(ops: &[MountOp]) -> Result<(), SetupError> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(fail("make mounts private".into()))?;
+/// The bind sources of a plan, opened (O_PATH) by [`open_sources_in_child`].
+pub struct BindSources(HashMap<PathBuf, OwnedFd>);
 
-    // Open every bind source before the staging tmpfs can hide it.
-    let mut sources: HashMap<&Path, OwnedFd> = HashMap::new();
+/// Opens every bind source of `ops` (O_PATH, O_NOFOLLOW where asked). Runs
+/// in the sandbox's PID 1 while it still has the shim's own host uid, before
+/// it becomes the sandbox user: as root the workspace root (and the state
+/// directory above the default one) are 0700 and root's, which the
+/// tenant's host uid cannot pass (issue 10: other local users must not
+/// reach them either). The fds are bound later through /proc/self/fd/N,
+/// so no path is looked up again.
+pub fn open_sources_in_child(ops: &[MountOp]) -> Result<BindSources, SetupError> {
+    let mut sources = HashMap::new();
     for op in ops {
-        if let MountOp::Bind {
-            source, nofollow, ..
-        } = op
+        let (source, nofollow) = match op {
+            MountOp::Bind {
+                source, nofollow, ..
+            } => (source, *nofollow),
+            MountOp::Device { path } => (path, true),
+            _ => continue,
+        };
         {
             let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
-            if *nofollow {
+            if nofollow {
                 flags |= OFlag::O_NOFOLLOW;
             }
             let fd = open(source.as_path(), flags, Mode::empty()).map_err(|e| {
@@ -358,22 +419,36 @@ pub fn apply_in_child(ops: &[MountOp]) -> Result<(), SetupError> {
                     Errno::ELOOP => {
                         err.with_hint("the path is a symlink; warren never follows symlinks there")
                     }
-                    // Opened as the tenant's host uid: every directory on
-                    // the way must let it pass.
                     Errno::EACCES => err.with_hint(
-                        "the tenant's host uid cannot reach this path: every directory above the \
-                         workspace root needs search permission for others (chmod o+x DIR)",
+                        "warren's own uid cannot reach this path: every directory above it needs \
+                         search permission for that uid",
                     ),
                     _ => err,
                 }
             })?;
-            sources.insert(source.as_path(), fd);
+            sources.insert(source.clone(), fd);
         }
     }
+    Ok(BindSources(sources))
+}
+
+/// Executes `ops` inside a fresh mount namespace and pivots into the result.
+/// Runs in the sandbox's PID 1 after the id maps were written; `sources`
+/// come from [`open_sources_in_child`], opened before the staging tmpfs
+/// could hide them.
+pub fn apply_in_child(ops: &[MountOp], sources: &BindSources) -> Result<(), SetupError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(fail("make mounts private".into()))?;
 
     let root = Path::new(STAGING);
     for op in ops {
-        apply_one(root, op, &sources)?;
+        apply_one(root, op, &sources.0)?;
     }
 
     chdir(root).map_err(fail("chdir to new root".into()))?;
@@ -391,7 +466,7 @@ fn inside(root: &Path, target: &Path) -> PathBuf {
 fn apply_one(
     root: &Path,
     op: &MountOp,
-    sources: &HashMap<&Path, OwnedFd>,
+    sources: &HashMap<PathBuf, OwnedFd>,
 ) -> Result<(), SetupError> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     match op {
@@ -430,7 +505,7 @@ fn apply_one(
             } else {
                 make_file(&at)?;
             }
-            let fd = &sources[source.as_path()];
+            let fd = &sources[source];
             let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
             mount(
                 Some(via.as_str()),
@@ -513,6 +588,67 @@ fn apply_one(
             .map_err(fail("mount /dev/pts".into()))
         }
         MountOp::RemountReadonly { target } => remount_readonly(&inside(root, target), target),
+        MountOp::Device { path } => {
+            let at = inside(root, path);
+            make_file(&at)?;
+            bind_fd(&sources[path.as_path()], &at, path)?;
+            // No nodev here: the device must stay usable.
+            remount_flags(&at, path, MsFlags::empty())
+        }
+        MountOp::ReadonlySelf { target } => {
+            let at = inside(root, target);
+            mount(
+                Some(&at),
+                &at,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(fail(format!("bind {} over itself", target.display())))?;
+            remount_readonly(&at, target)
+        }
+        MountOp::Mask { target, is_dir } => mask(root, target, *is_dir),
+    }
+}
+
+/// Binds the source opened as `fd` at `at` (`shown`: the sandbox's name).
+fn bind_fd(fd: &OwnedFd, at: &Path, shown: &Path) -> Result<(), SetupError> {
+    let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    mount(
+        Some(via.as_str()),
+        at,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(fail(format!("bind host {}", shown.display())))
+}
+
+/// Hides `target`: an empty read-only tmpfs over a directory, the
+/// sandbox's /dev/null bound read-only over a file (reads are empty, as
+/// with runc).
+fn mask(root: &Path, target: &Path, is_dir: bool) -> Result<(), SetupError> {
+    let at = inside(root, target);
+    let step = || format!("mask {}", target.display());
+    if is_dir {
+        mount(
+            Some("tmpfs"),
+            &at,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=4k,mode=555"),
+        )
+        .map_err(fail(step()))
+    } else {
+        mount(
+            Some(&inside(root, Path::new("/dev/null"))),
+            &at,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(fail(step()))?;
+        remount_flags(&at, target, MsFlags::empty())
     }
 }
 
@@ -520,14 +656,17 @@ fn apply_one(
 /// kernel locked on it: in a user namespace, a remount that tries to clear a
 /// locked flag such as noexec fails with EPERM.
 fn remount_readonly(at: &Path, shown: &Path) -> Result<(), SetupError> {
+    remount_flags(at, shown, MsFlags::MS_NODEV)
+}
+
+/// [`remount_readonly`] with `extra` flags besides read-only and nosuid.
+fn remount_flags(at: &Path, shown: &Path, extra: MsFlags) -> Result<(), SetupError> {
     let step = format!("remount {} read-only", shown.display());
     let current = statvfs(at).map_err(fail(step.clone()))?.flags();
-    let mut flags = MsFlags::MS_BIND
-        | MsFlags::MS_REMOUNT
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV;
+    let mut flags =
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | extra;
     for (st, ms) in [
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
@@ -736,6 +875,44 @@ mod tests {
             "after the bind it points to, before / turns read-only"
         );
         assert_eq!(ops[ops.len() - 3], ops[bin]);
+    }
+
+    #[test]
+    fn devices_are_bound_readonly_and_kernel_knobs_protected() {
+        let host = fixture();
+        fs::create_dir_all(host.path().join("proc/sys")).unwrap();
+        fs::create_dir_all(host.path().join("proc/acpi")).unwrap();
+        fs::write(host.path().join("proc/kcore"), "").unwrap();
+        let ops = plan(&sample(), host.path());
+        let pos = |op: MountOp| ops.iter().position(|o| *o == op).unwrap();
+        let null = pos(MountOp::Device {
+            path: "/dev/null".into(),
+        });
+        let sys = pos(MountOp::ReadonlySelf {
+            target: "/proc/sys".into(),
+        });
+        let kcore = pos(MountOp::Mask {
+            target: "/proc/kcore".into(),
+            is_dir: false,
+        });
+        pos(MountOp::Mask {
+            target: "/proc/acpi".into(),
+            is_dir: true,
+        });
+        assert!(
+            null < kcore,
+            "file masks are bound from the sandbox's /dev/null"
+        );
+        assert!(
+            pos(MountOp::Proc {
+                target: "/proc".into()
+            }) < sys
+        );
+        // Absent on this (fixture) kernel: nothing to protect.
+        assert!(!format!("{ops:?}").contains("sysrq-trigger"));
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, MountOp::Bind { target, .. } if target.starts_with("/dev/"))));
     }
 
     #[test]

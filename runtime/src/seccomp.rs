@@ -8,7 +8,9 @@
 //! - ENOSYS ("not there"): x32 syscalls, through a hand-made prefix since
 //!   seccompiler has no x32 check, and clone3, whose flags live behind a
 //!   pointer a filter cannot read; glibc then falls back to clone(2), whose
-//!   flags we can inspect.
+//!   flags we can inspect; and openat2, whose flags and mode are behind a
+//!   pointer too, so callers fall back to openat, which the setuid rules
+//!   inspect.
 //! - EPERM ("not allowed"): everything in [`EPERM_RULES`].
 //!
 //! Both start with seccompiler's architecture check, which kills the process
@@ -44,7 +46,7 @@ pub use seccompiler::BpfProgram;
 
 /// The name and version of the default profile, as reported to users. Bump
 /// the version whenever the rules change.
-pub const DEFAULT_PROFILE_NAME: &str = "default-v1";
+pub const DEFAULT_PROFILE_NAME: &str = "default-v2";
 
 /// The kernel's limit on instructions in one filter (BPF_MAXINSNS).
 pub const BPF_MAX_LEN: usize = 4096;
@@ -55,14 +57,14 @@ pub const BPF_MAX_LEN: usize = 4096;
 pub enum Profile {
     /// The default deny-list ([`DEFAULT_PROFILE_NAME`]).
     #[default]
-    #[serde(alias = "default-v1")]
+    #[serde(alias = "default-v1", alias = "default-v2")]
     Default,
     /// No filter at all: for development only, and reported as such.
     Unconfined,
 }
 
 impl Profile {
-    /// The name to report, versioned: `"default-v1"` or `"unconfined"`.
+    /// The name to report, versioned: `"default-v2"` or `"unconfined"`.
     pub fn name(self) -> &'static str {
         match self {
             Profile::Default => DEFAULT_PROFILE_NAME,
@@ -144,6 +146,9 @@ pub enum ArgMatch {
     Equals { arg: u8, value: u32 },
     /// Argument `arg` equals none of `values`.
     NoneOf { arg: u8, values: &'static [u32] },
+    /// Each `(arg, bits)`: argument `arg` has every bit of `bits` set (both
+    /// must hold, e.g. O_CREAT in the flags and S_ISUID in the mode).
+    AllBitsSet([(u8, u32); 2]),
 }
 
 /// One entry of a profile: a syscall (by the number of the architecture
@@ -168,6 +173,23 @@ const fn when(syscall: &'static str, nr: libc::c_long, args: ArgMatch) -> Rule {
 }
 
 const CLONE_NEWUSER: u32 = libc::CLONE_NEWUSER as u32;
+const S_ISUID: u32 = libc::S_ISUID;
+const S_ISGID: u32 = libc::S_ISGID;
+const O_CREAT: u32 = libc::O_CREAT as u32;
+/// `__O_TMPFILE`, O_TMPFILE without its O_DIRECTORY bit: the kernel applies
+/// the mode argument when O_CREAT or this bit is set.
+const O_TMPFILE_BIT: u32 = (libc::O_TMPFILE & !libc::O_DIRECTORY) as u32;
+
+/// The mode argument `arg` carries `bit` (S_ISUID or S_ISGID).
+const fn mode_has(arg: u8, bit: u32) -> ArgMatch {
+    ArgMatch::BitsSet { arg, bits: bit }
+}
+
+/// The flags argument `flags` creates a file (`create`: O_CREAT or
+/// `__O_TMPFILE`) whose mode argument `mode` carries `bit`.
+const fn creates_with(flags: u8, create: u32, mode: u8, bit: u32) -> ArgMatch {
+    ArgMatch::AllBitsSet([(flags, create), (mode, bit)])
+}
 /// personality(0) is PER_LINUX; 0xffffffff only queries the persona.
 const PERSONALITY_ALLOWED: &[u32] = &[0, 0xffff_ffff];
 
@@ -235,10 +257,56 @@ pub const EPERM_RULES: &[Rule] = &[
     // on the low 32 bits (CVE-2019-10063); TIOCLINUX can do the same on a VT.
     when("ioctl", libc::SYS_ioctl, ArgMatch::Equals { arg: 1, value: libc::TIOCSTI as u32 }),
     when("ioctl", libc::SYS_ioctl, ArgMatch::Equals { arg: 1, value: libc::TIOCLINUX as u32 }),
+    // No setuid or setgid file, by chmod or at creation (systemd's
+    // RestrictSUIDSGID= is the model): run by anyone outside the sandbox,
+    // such a file would carry the tenant's host uid or gid (or, with one
+    // host uid for all tenants, the operator's). Masked compares of the
+    // mode on its low 32 bits; the kernel reads a 16-bit umode_t.
+    #[cfg(target_arch = "x86_64")]
+    when("chmod", libc::SYS_chmod, mode_has(1, S_ISUID)),
+    #[cfg(target_arch = "x86_64")]
+    when("chmod", libc::SYS_chmod, mode_has(1, S_ISGID)),
+    when("fchmod", libc::SYS_fchmod, mode_has(1, S_ISUID)),
+    when("fchmod", libc::SYS_fchmod, mode_has(1, S_ISGID)),
+    when("fchmodat", libc::SYS_fchmodat, mode_has(2, S_ISUID)),
+    when("fchmodat", libc::SYS_fchmodat, mode_has(2, S_ISGID)),
+    when("fchmodat2", libc::SYS_fchmodat2, mode_has(2, S_ISUID)),
+    when("fchmodat2", libc::SYS_fchmodat2, mode_has(2, S_ISGID)),
+    #[cfg(target_arch = "x86_64")]
+    when("mkdir", libc::SYS_mkdir, mode_has(1, S_ISUID)),
+    #[cfg(target_arch = "x86_64")]
+    when("mkdir", libc::SYS_mkdir, mode_has(1, S_ISGID)),
+    when("mkdirat", libc::SYS_mkdirat, mode_has(2, S_ISUID)),
+    when("mkdirat", libc::SYS_mkdirat, mode_has(2, S_ISGID)),
+    #[cfg(target_arch = "x86_64")]
+    when("mknod", libc::SYS_mknod, mode_has(1, S_ISUID)),
+    #[cfg(target_arch = "x86_64")]
+    when("mknod", libc::SYS_mknod, mode_has(1, S_ISGID)),
+    when("mknodat", libc::SYS_mknodat, mode_has(2, S_ISUID)),
+    when("mknodat", libc::SYS_mknodat, mode_has(2, S_ISGID)),
+    #[cfg(target_arch = "x86_64")]
+    when("creat", libc::SYS_creat, mode_has(1, S_ISUID)),
+    #[cfg(target_arch = "x86_64")]
+    when("creat", libc::SYS_creat, mode_has(1, S_ISGID)),
+    // open(path, flags, mode) and openat(dirfd, path, flags, mode): only
+    // when they create, as the kernel ignores the mode otherwise. O_TMPFILE
+    // too (systemd does not check it): linkat() would name the file later.
+    #[cfg(target_arch = "x86_64")]
+    when("open", libc::SYS_open, creates_with(1, O_CREAT, 2, S_ISUID)),
+    #[cfg(target_arch = "x86_64")]
+    when("open", libc::SYS_open, creates_with(1, O_CREAT, 2, S_ISGID)),
+    #[cfg(target_arch = "x86_64")]
+    when("open", libc::SYS_open, creates_with(1, O_TMPFILE_BIT, 2, S_ISUID)),
+    #[cfg(target_arch = "x86_64")]
+    when("open", libc::SYS_open, creates_with(1, O_TMPFILE_BIT, 2, S_ISGID)),
+    when("openat", libc::SYS_openat, creates_with(2, O_CREAT, 3, S_ISUID)),
+    when("openat", libc::SYS_openat, creates_with(2, O_CREAT, 3, S_ISGID)),
+    when("openat", libc::SYS_openat, creates_with(2, O_TMPFILE_BIT, 3, S_ISUID)),
+    when("openat", libc::SYS_openat, creates_with(2, O_TMPFILE_BIT, 3, S_ISGID)),
 ];
 
 /// The name and version of the filter the `landlock` tier adds to the
-/// profile's, reported as `default-v1+shared-host-v1`. Bump the version
+/// profile's, reported as `default-v2+shared-host-v1`. Bump the version
 /// whenever [`shared_host_rules`] change.
 pub const SHARED_HOST_FILTER_NAME: &str = "shared-host-v1";
 
@@ -296,7 +364,13 @@ pub fn shared_host_filter(landlock_confines_unix: bool) -> Result<BpfProgram, Se
 
 /// Answered ENOSYS by the default profile (besides the x32 range, which the
 /// hand-made prefix handles).
-pub const ENOSYS_RULES: &[Rule] = &[any("clone3", libc::SYS_clone3)];
+pub const ENOSYS_RULES: &[Rule] = &[
+    any("clone3", libc::SYS_clone3),
+    // Its flags and mode sit in a struct behind a pointer, so the setuid
+    // rules above cannot see them; ENOSYS makes callers fall back to openat
+    // (systemd's RestrictSUIDSGID= does the same).
+    any("openat2", libc::SYS_openat2),
+];
 
 /// The default profile's filters, in installation order: the ENOSYS filter
 /// (with the x32 prefix on x86_64), then the EPERM filter. Built for the
@@ -401,6 +475,12 @@ fn conditions(args: ArgMatch) -> Result<Vec<SeccompCondition>, seccompiler::Back
         ArgMatch::NoneOf { arg, values } => values
             .iter()
             .map(|v| SeccompCondition::new(arg, Dword, SeccompCmpOp::Ne, (*v).into()))
+            .collect(),
+        ArgMatch::AllBitsSet(pairs) => pairs
+            .iter()
+            .map(|&(arg, bits)| {
+                SeccompCondition::new(arg, Dword, SeccompCmpOp::MaskedEq(bits.into()), bits.into())
+            })
             .collect(),
     }
 }
@@ -805,9 +885,11 @@ mod tests {
             serde_json::to_string(&Profile::Unconfined).unwrap(),
             "\"unconfined\""
         );
-        let p: Profile = serde_json::from_str("\"default-v1\"").unwrap();
-        assert_eq!(p, Profile::Default);
-        assert_eq!(Profile::Default.to_string(), "default-v1");
+        for old in ["\"default-v1\"", "\"default-v2\""] {
+            let p: Profile = serde_json::from_str(old).unwrap();
+            assert_eq!(p, Profile::Default);
+        }
+        assert_eq!(Profile::Default.to_string(), "default-v2");
         assert_eq!(Profile::default(), Profile::Default);
     }
 

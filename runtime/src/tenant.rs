@@ -8,19 +8,25 @@
 //! * Other printable ids (upper case, `@`, `.`, non-ASCII letters) get a
 //!   deterministic slug: a cleaned prefix plus 8 hex digits of the id's
 //!   SHA-256, e.g. `Alice@Example.com` → `alice-example-com-1f0c7e2a`.
-//! * Refused with an error: the empty id, ids over 64 bytes, NUL or other
-//!   control characters, anything path-like (`/`, `\`, a leading `.`, `..`),
-//!   reserved names (`root`, `nobody`, …) and plain ids that end like a
-//!   hashed slug (`-` and 8 hex digits), so a chosen id can never collide
-//!   with a derived one.
+//! * Refused with an error: the empty id, ids over 64 characters, control
+//!   characters, invisible characters ([`INVISIBLE`]: format characters
+//!   such as the bidi overrides, separators other than the space, fillers,
+//!   variation selectors and tags), a leading or trailing space, anything
+//!   path-like (`/`, `\`, a leading `.`, `..`), reserved names (`root`,
+//!   `nobody`, …) and plain ids that end like a hashed slug (`-` and 8 hex
+//!   digits), so a chosen id can never collide with a derived one.
+//!
+//! docs/openapi.json states the same rule as a pattern; server/tests/openapi.rs
+//! checks the two agree.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Longest accepted user id, in bytes.
-pub const MAX_ID_BYTES: usize = 64;
+/// Longest accepted user id, in characters (Unicode scalar values, what
+/// JSON Schema's `maxLength` counts; at most 256 bytes).
+pub const MAX_ID_CHARS: usize = 64;
 /// Longest slug (also the Linux user name length that every tool accepts).
 pub const MAX_SLUG: usize = 32;
 
@@ -68,10 +74,17 @@ const RESERVED: &[&str] = &[
 pub enum TenantError {
     #[error("user id is empty")]
     Empty,
-    #[error("user id is {0} bytes long; the limit is {MAX_ID_BYTES}")]
+    #[error("user id is {0} characters long; the limit is {MAX_ID_CHARS}")]
     TooLong(usize),
     #[error("user id contains a NUL or control character")]
     ControlCharacter,
+    #[error(
+        "user id contains the invisible or format character U+{0:04X} \
+         (bidi controls, zero-width characters and separators other than the space are refused)"
+    )]
+    Invisible(u32),
+    #[error("user id starts or ends with a space")]
+    EdgeSpace,
     #[error("user id {0:?} looks like a path ('/', '\\', a leading '.' or '..' are not allowed)")]
     PathLike(String),
     #[error("user id {0:?} is a reserved system name")]
@@ -93,11 +106,18 @@ impl Tenant {
         if id.is_empty() {
             return Err(TenantError::Empty);
         }
-        if id.len() > MAX_ID_BYTES {
-            return Err(TenantError::TooLong(id.len()));
+        let chars = id.chars().count();
+        if chars > MAX_ID_CHARS {
+            return Err(TenantError::TooLong(chars));
         }
         if id.chars().any(char::is_control) {
             return Err(TenantError::ControlCharacter);
+        }
+        if let Some(c) = id.chars().find(|c| is_invisible(*c)) {
+            return Err(TenantError::Invisible(c as u32));
+        }
+        if id.starts_with(' ') || id.ends_with(' ') {
+            return Err(TenantError::EdgeSpace);
         }
         if id.contains('/') || id.contains('\\') || id.starts_with('.') || id.contains("..") {
             return Err(TenantError::PathLike(id.to_string()));
@@ -135,6 +155,48 @@ impl Tenant {
     pub fn hostname(&self) -> String {
         format!("{}-sandbox", self.slug)
     }
+}
+
+/// Characters an id may not hold although they are not controls: they
+/// render as nothing or reorder what is shown (CVE-2021-42574, "Trojan
+/// Source"), so two ids that look alike in a log, the audit trail or a
+/// terminal title could differ. Inclusive ranges: Unicode's format
+/// characters (Cf), the separators other than U+0020 (Zs, Zl, Zp),
+/// fillers, variation selectors and the noncharacters U+FFFE/U+FFFF.
+pub const INVISIBLE: &[(char, char)] = &[
+    ('\u{00A0}', '\u{00A0}'),
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{034F}', '\u{034F}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{115F}', '\u{1160}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{17B4}', '\u{17B5}'),
+    ('\u{180B}', '\u{180F}'),
+    ('\u{2000}', '\u{200F}'),
+    ('\u{2028}', '\u{202F}'),
+    ('\u{205F}', '\u{206F}'),
+    ('\u{3000}', '\u{3000}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{FE00}', '\u{FE0F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFA0}', '\u{FFA0}'),
+    ('\u{FFF0}', '\u{FFFB}'),
+    ('\u{FFFE}', '\u{FFFF}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0000}', '\u{E0FFF}'),
+];
+
+fn is_invisible(c: char) -> bool {
+    INVISIBLE.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c))
 }
 
 fn is_plain_slug(s: &str) -> bool {
@@ -196,11 +258,22 @@ mod tests {
     #[test]
     fn hostile_ids_are_refused() {
         let long = "a".repeat(300);
+        let wide = "名".repeat(65);
         let cases: &[(&str, TenantError)] = &[
             ("", TenantError::Empty),
             (&long, TenantError::TooLong(300)),
+            (&wide, TenantError::TooLong(65)),
             ("a\0b", TenantError::ControlCharacter),
             ("a\nb", TenantError::ControlCharacter),
+            (" ", TenantError::EdgeSpace),
+            (" alice", TenantError::EdgeSpace),
+            ("alice ", TenantError::EdgeSpace),
+            ("al\u{202E}ice", TenantError::Invisible(0x202E)),
+            ("a\u{200B}b", TenantError::Invisible(0x200B)),
+            ("a\u{00A0}b", TenantError::Invisible(0xA0)),
+            ("\u{FEFF}bob", TenantError::Invisible(0xFEFF)),
+            ("a\u{E0041}", TenantError::Invisible(0xE0041)),
+            ("a\u{2066}b", TenantError::Invisible(0x2066)),
             ("../x", TenantError::PathLike("../x".into())),
             ("a/b", TenantError::PathLike("a/b".into())),
             ("..", TenantError::PathLike("..".into())),
@@ -233,6 +306,8 @@ mod tests {
             "a b",
             "-x",
             "A".repeat(64).as_str(),
+            "名".repeat(64).as_str(),
+            "a  b",
         ] {
             let t = Tenant::parse(id).unwrap();
             assert!(is_plain_slug(&t.slug), "{id:?} -> {:?}", t.slug);

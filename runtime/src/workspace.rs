@@ -42,30 +42,57 @@ pub enum WorkspaceError {
     },
 }
 
-/// Creates the workspace root if needed. New roots get mode 0711: tenants'
-/// homes inside must be reachable by their owners, but nobody may list them.
-pub fn ensure_root(root: &Path) -> Result<(), WorkspaceError> {
+/// The workspace root's mode where no tenant reaches it by path: the
+/// sandbox's PID 1 opens the home before it becomes the tenant (and with
+/// one host uid for all, that uid owns the root). Nobody else may pass it
+/// (issue 10: other local users reached homes a tenant had opened up).
+pub const ROOT_MODE_PRIVATE: u32 = 0o700;
+/// The workspace root's mode where tenants' own host uids walk to their
+/// homes by path: the tiers without a mount namespace, run as root. Others
+/// may pass but not list it; each home is 0700 (docs/security.md).
+pub const ROOT_MODE_TRAVERSABLE: u32 = 0o711;
+
+/// A mode [`ensure_root`] changed, for the caller to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeChange {
+    pub was: u32,
+    pub now: u32,
+}
+
+/// Creates the workspace root (and missing parents) with `mode`, or sets an
+/// existing root's permission bits to exactly `mode` (0755 from an older
+/// warren becomes 0700) and says so. A symlinked root is the operator's
+/// choice and is followed.
+pub fn ensure_root(root: &Path, mode: u32) -> Result<Option<ModeChange>, WorkspaceError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| WorkspaceError::CreateRoot {
+        path: root.to_path_buf(),
+        source,
+    };
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o711)
+        .mode(mode)
         .create(root)
-        .map_err(|source| WorkspaceError::CreateRoot {
-            path: root.to_path_buf(),
-            source,
-        })
+        .map_err(err)?;
+    let was = fs::metadata(root).map_err(err)?.permissions().mode() & 0o7777;
+    if was == mode {
+        return Ok(None);
+    }
+    fs::set_permissions(root, fs::Permissions::from_mode(mode)).map_err(err)?;
+    Ok(Some(ModeChange { was, now: mode }))
 }
 
 /// Makes sure `<root>/<slug>` is a real directory owned by `owner`, creating
 /// it (mode 0700) on first use. An existing home may also belong to
 /// `final_owner` (with subordinate ids the sandbox hands the home to the
-/// tenant's id on first use). Returns its path.
+/// tenant's id on first use). The root must exist ([`ensure_root`]).
+/// Returns its path.
 pub fn ensure_home(
     root: &Path,
     tenant: &Tenant,
     owner: (u32, u32),
     final_owner: u32,
 ) -> Result<PathBuf, WorkspaceError> {
-    ensure_root(root)?;
     let path = tenant.workspace_in(root);
     let root_fd: OwnedFd = nix::fcntl::open(
         root,
@@ -321,6 +348,11 @@ mod tests {
     fn creates_private_home_once() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("ws");
+        assert_eq!(ensure_root(&root, ROOT_MODE_PRIVATE).unwrap(), None);
+        assert_eq!(
+            fs::metadata(&root).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
         let t = Tenant::parse("alice").unwrap();
         let p = ensure_home(&root, &t, me(), me().0).unwrap();
         assert_eq!(p, root.join("alice"));
@@ -330,6 +362,28 @@ mod tests {
         fs::write(p.join("keep"), "x").unwrap();
         ensure_home(&root, &t, me(), me().0).unwrap();
         assert!(p.join("keep").exists());
+    }
+
+    /// Issue 10: roots were made 0711, so any local user could reach a
+    /// home its tenant had opened up.
+    #[test]
+    fn a_loose_root_is_set_to_the_mode_asked() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ws");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            ensure_root(&root, ROOT_MODE_PRIVATE).unwrap(),
+            Some(ModeChange {
+                was: 0o755,
+                now: 0o700
+            })
+        );
+        assert_eq!(ensure_root(&root, ROOT_MODE_PRIVATE).unwrap(), None);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&root), 0o700);
+        ensure_root(&root, ROOT_MODE_TRAVERSABLE).unwrap();
+        assert_eq!(mode(&root), 0o711);
     }
 
     #[test]
@@ -357,6 +411,7 @@ mod tests {
     fn foreign_owner_is_reported() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("ws");
+        ensure_root(&root, ROOT_MODE_PRIVATE).unwrap();
         let t = Tenant::parse("alice").unwrap();
         ensure_home(&root, &t, me(), me().0).unwrap();
         let other = (me().0.wrapping_add(1), me().1);

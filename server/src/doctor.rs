@@ -17,7 +17,11 @@ pub fn doctor(json: bool) -> i32 {
     let report = host::probe();
     let trial = trial_sandbox();
     if json {
-        let v = serde_json::json!({ "host": report, "trial": trial_json(&trial) });
+        let v = serde_json::json!({
+            "host": report,
+            "trial": trial_json(&trial),
+            "capacity": capacity_json(),
+        });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         print_text(&report, &trial);
@@ -55,6 +59,7 @@ fn print_text(r: &HostReport, trial: &Result<u128, String>) {
     line("seccomp", &r.seccomp);
     line("landlock", &r.landlock);
     line("newuidmap", &r.newuidmap);
+    print_capacity();
     match trial {
         Ok(ms) => println!(
             "[ok  ] {:<16} ran /bin/true in a full sandbox in {ms} ms",
@@ -118,4 +123,76 @@ fn trial_sandbox() -> Result<u128, String> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+// --- Capacity: open files and PTYs (issue 10 §4) ---
+
+use crate::serve::capacity::{FdLimit, PtyCapacity, FDS_PER_TERMINAL};
+
+/// Terminals below which a capacity line says `warn`: the defaults'
+/// 32 sandboxes x 8 terminals.
+const TERMINALS_WANTED: u64 = 256;
+
+fn print_capacity() {
+    match FdLimit::current() {
+        Ok(fds) => {
+            // `warren serve` raises the soft limit to the hard one.
+            let terminals = fds.hard / FDS_PER_TERMINAL;
+            let mark = if terminals >= TERMINALS_WANTED {
+                "ok  "
+            } else {
+                "warn"
+            };
+            println!(
+                "[{mark}] {:<16} soft {}, hard {}; `warren serve` raises the soft limit to the \
+                 hard one: about {terminals} terminals at {FDS_PER_TERMINAL} fds each",
+                "open files", fds.soft, fds.hard
+            );
+            if terminals < TERMINALS_WANTED {
+                println!(
+                    "       {:<16} fix: raise it (LimitNOFILE= in the unit, `ulimit -Hn` as root)",
+                    ""
+                );
+            }
+        }
+        Err(e) => println!("[warn] {:<16} cannot read RLIMIT_NOFILE: {e}", "open files"),
+    }
+    match PtyCapacity::read("/proc".as_ref()) {
+        Ok(p) => {
+            let mark = if p.free() >= TERMINALS_WANTED {
+                "ok  "
+            } else {
+                "warn"
+            };
+            println!(
+                "[{mark}] {:<16} {} of {} in use (kernel.pty.max): room for {} terminals",
+                "ptys",
+                p.nr,
+                p.max,
+                p.free()
+            );
+        }
+        Err(e) => println!(
+            "[warn] {:<16} cannot read /proc/sys/kernel/pty: {e}",
+            "ptys"
+        ),
+    }
+}
+
+fn capacity_json() -> serde_json::Value {
+    let fds = FdLimit::current().ok().map(|f| {
+        serde_json::json!({
+            "soft": f.soft,
+            "hard": f.hard,
+            "terminals": f.hard / FDS_PER_TERMINAL,
+        })
+    });
+    let ptys = PtyCapacity::read("/proc".as_ref())
+        .ok()
+        .map(|p| serde_json::json!({"nr": p.nr, "max": p.max, "free": p.free()}));
+    serde_json::json!({
+        "open_files": fds,
+        "ptys": ptys,
+        "fds_per_terminal": FDS_PER_TERMINAL,
+    })
 }

@@ -3,11 +3,13 @@
 //! this crate has no `unsafe` at all.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod exec;
 pub mod manage;
+pub mod private;
 pub mod run;
 pub mod sandbox;
 pub mod serve;

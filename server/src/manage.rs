@@ -14,23 +14,37 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::{Limits, Usage};
+use warren_runtime::report::{SetupError, STEP_EXEC};
 use warren_runtime::spec::Isolation;
 use warren_runtime::tenant::Tenant;
-use warren_runtime::workspace::{self, HomeUsage, WalkBounds};
+use warren_runtime::workspace::{self, HomeUsage, WalkBounds, WorkspaceError};
 
+use crate::audit::{AuditBacklog, Flushed, AUDIT_BACKLOG_MAX};
 use crate::exec::{self, EndReason, ExecEnd, ExecResult};
 use crate::sandbox::{provision, PrepareError, Settings};
 use crate::serve::backend::{
-    AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio, SandboxFull,
+    AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio,
 };
 use crate::serve::sessions::{Lease, Registry, SessionError, TerminalInfo};
 use crate::serve::UserId;
-use crate::state::{AuditEntry, LimitOverrides, State, StateError, TenantRecord};
+use crate::state::{AuditEntry, LimitOverrides, NewAuditEntry, State, StateError, TenantRecord};
 
 /// How long a workspace walk for `stats` may take.
 pub const STATS_WALK_TIME: Duration = Duration::from_secs(2);
 /// Most entries a workspace walk for `stats` visits.
 pub const STATS_WALK_ENTRIES: u64 = 1_000_000;
+
+/// The longest `cwd` an exec may give, in characters (what JSON Schema's
+/// `maxLength` counts; at most 4096 bytes, PATH_MAX).
+pub const MAX_CWD_CHARS: usize = 1024;
+
+/// How often the server retries audit entries held by a full disk.
+pub const AUDIT_RETRY_EVERY: Duration = Duration::from_secs(2);
+
+/// The shortest `timeout_secs` an exec may ask for (1 ms): anything
+/// shorter, down to 5e-324, is a timeout no command can meet, so it is
+/// refused as docs/openapi.json says (`minimum`).
+pub const MIN_TIMEOUT_SECS: f64 = 0.001;
 
 /// A management failure, with what the caller should be told.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +64,49 @@ pub enum ManageError {
     /// Detail for the log only; callers see a generic message.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The sandbox could not exec the command (not found: 127, not
+    /// executable: 126) or enter its cwd (125). `exec` answers it as the
+    /// command's own end, with `message` on stderr, as a shell would.
+    #[error("{message}")]
+    NotStarted { exit_code: i32, message: String },
+}
+
+/// The shim's name for forking a command in a running sandbox
+/// (shim/src/join.rs).
+const STEP_FORK_COMMAND: &str = "fork command";
+/// Its step for entering the command's working directory (shim/src/spawn.rs).
+const STEP_CHDIR: &str = "chdir ";
+
+/// What a failure to start a command in a sandbox means for the caller:
+/// the command's own end when it cannot be exec'd or its cwd entered (the
+/// same answer as when the shim's "started" wins the race and the command
+/// then exits 127/126/125), a conflict when the sandbox is at its pids
+/// limit (the tenant's state, not the server's fault), else the server's
+/// failure (with the shim's hint, for the log).
+fn start_failure(e: BackendError) -> ManageError {
+    let Some(f) = e.source.downcast_ref::<SetupError>() else {
+        return e.into();
+    };
+    let with_hint = match &f.hint {
+        Some(h) => format!("{f} ({h})"),
+        None => f.to_string(),
+    };
+    // The request's own cwd missing (or not a directory) is the command's
+    // failure too: 125, as `env --chdir` says it.
+    if f.step == STEP_EXEC || f.step.starts_with(STEP_CHDIR) {
+        return ManageError::NotStarted {
+            exit_code: f.exit_code(),
+            message: format!("warren: {with_hint}\n"),
+        };
+    }
+    if f.step == STEP_FORK_COMMAND && f.errno == Some(nix::errno::Errno::EAGAIN as i32) {
+        return ManageError::Conflict(
+            "the sandbox is at its limit of processes (pids): no command can start; \
+             wait for some to end or raise the tenant's pids limit"
+                .into(),
+        );
+    }
+    ManageError::Internal(format!("{}: {with_hint}", e.context))
 }
 
 impl From<StateError> for ManageError {
@@ -63,6 +120,11 @@ impl From<PrepareError> for ManageError {
         match e {
             PrepareError::Tenant(t) => ManageError::BadRequest(format!("invalid user id: {t}")),
             PrepareError::State(StateError::SlugTaken { .. }) => {
+                ManageError::Conflict(e.to_string())
+            }
+            // A home left by a tenant deleted before uids were remembered
+            // (or made by hand): the message says how to adopt it.
+            PrepareError::Workspace(WorkspaceError::WrongOwner { .. }) => {
                 ManageError::Conflict(e.to_string())
             }
             other => ManageError::Internal(other.to_string()),
@@ -83,9 +145,6 @@ impl From<SessionError> for ManageError {
 
 impl From<BackendError> for ManageError {
     fn from(e: BackendError) -> Self {
-        if e.source.is::<SandboxFull>() {
-            return ManageError::Conflict(e.source.to_string());
-        }
         ManageError::Internal(e.to_string())
     }
 }
@@ -183,6 +242,9 @@ pub struct Manager {
     import_limits: warren_runtime::archive::Limits,
     /// Counts commands and their OOM kills (the server's `/metrics`).
     metrics: Option<Arc<crate::serve::Metrics>>,
+    /// Audit entries the database could not take yet (see `crate::audit`).
+    /// Locked after `state`, never before.
+    audit_backlog: Mutex<AuditBacklog>,
     /// Per-tenant lock so imports and deletes of one tenant never overlap.
     tenant_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -201,15 +263,20 @@ impl Manager {
         runner: Runner,
     ) -> Result<Manager, ManageError> {
         let state = State::open(&settings.state_dir)?;
-        Ok(Manager {
+        let manager = Manager {
             settings,
             defaults,
             state: Mutex::new(state),
             runner,
             import_limits: Default::default(),
             metrics: None,
+            audit_backlog: Mutex::new(AuditBacklog::new(AUDIT_BACKLOG_MAX)),
             tenant_locks: Mutex::new(Default::default()),
-        })
+        };
+        // At start: a workspace root left looser by an older warren is
+        // brought to its mode now, not at the first sandbox.
+        crate::sandbox::ensure_workspace_root(&manager.settings, manager.isolation())?;
+        Ok(manager)
     }
 
     /// With other limits for imports than the defaults (1 GiB, 100 000
@@ -261,8 +328,10 @@ impl Manager {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Appends to the audit log; a failure to write it is logged, never
-    /// fatal to the action (which has already happened).
+    /// Appends to the audit log. A failure to write it (a full disk) is
+    /// never fatal to the action, which has already happened: the entry is
+    /// held with any earlier ones and written with the next (see
+    /// `crate::audit`).
     pub fn audit(
         &self,
         actor: &str,
@@ -271,8 +340,72 @@ impl Manager {
         outcome: &str,
         detail: serde_json::Value,
     ) {
-        if let Err(e) = self.state().audit(actor, action, tenant, outcome, &detail) {
-            tracing::error!("audit log: {e}");
+        let entry = NewAuditEntry::now(actor, action, tenant, outcome, detail);
+        let mut state = self.state();
+        let mut backlog = self.audit_backlog();
+        let dropped = backlog.push(entry);
+        if dropped > 0 {
+            if let Some(m) = &self.metrics {
+                m.audit_dropped(dropped);
+            }
+            if backlog.dropped() == dropped {
+                tracing::error!(
+                    "audit log: more than {AUDIT_BACKLOG_MAX} entries waiting for the state \
+                     database; dropping the oldest (counted in warren_audit_dropped_total)"
+                );
+            }
+        }
+        if backlog.due(AUDIT_RETRY_EVERY) {
+            self.write_audit_backlog(&mut state, &mut backlog);
+        } else if let Some(m) = &self.metrics {
+            m.audit_pending(backlog.len());
+        }
+    }
+
+    fn audit_backlog(&self) -> std::sync::MutexGuard<'_, AuditBacklog> {
+        self.audit_backlog
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_audit_backlog(&self, state: &mut State, backlog: &mut AuditBacklog) {
+        match backlog.flush(state) {
+            Ok(Flushed::Wrote(n)) if n > 1 => {
+                tracing::info!(
+                    "audit log: wrote {n} entries held while the state database refused writes"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(
+                "audit log: {e}; holding entries in memory (at most {AUDIT_BACKLOG_MAX}) \
+                 and retrying"
+            ),
+        }
+        if let Some(m) = &self.metrics {
+            m.audit_pending(backlog.len());
+        }
+    }
+
+    /// Writes held audit entries, if any; returns how many still wait.
+    pub fn flush_audit(&self) -> usize {
+        let mut state = self.state();
+        let mut backlog = self.audit_backlog();
+        if !backlog.is_empty() {
+            self.write_audit_backlog(&mut state, &mut backlog);
+        }
+        backlog.len()
+    }
+
+    /// The server's retry of held audit entries, every
+    /// [`AUDIT_RETRY_EVERY`], for as long as the manager lives.
+    pub async fn retry_audit_periodically(me: std::sync::Weak<Manager>) {
+        loop {
+            tokio::time::sleep(AUDIT_RETRY_EVERY).await;
+            let Some(m) = me.upgrade() else { return };
+            if m.audit_backlog().is_empty() {
+                continue;
+            }
+            let _ = tokio::task::spawn_blocking(move || m.flush_audit()).await;
         }
     }
 
@@ -283,6 +416,8 @@ impl Manager {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, ManageError> {
+        // Held entries first, so a page never skips what happened before.
+        self.flush_audit();
         Ok(self
             .state()
             .audit_log(tenant, action, after, limit.min(1000))?)
@@ -461,14 +596,21 @@ impl Manager {
         match &self.runner {
             Runner::Registry(reg) => {
                 let lease = reg.lease(&user).await?;
-                let child = lease.sandbox().exec(cmd, stdio).await?;
+                let child = lease
+                    .sandbox()
+                    .exec(cmd, stdio)
+                    .await
+                    .map_err(start_failure)?;
                 Ok(Running {
                     child,
                     _lease: Some(lease),
                 })
             }
             Runner::OneShot(backend) => Ok(Running {
-                child: backend.exec_once(&user, cmd, stdio).await?,
+                child: backend
+                    .exec_once(&user, cmd, stdio)
+                    .await
+                    .map_err(start_failure)?,
                 _lease: None,
             }),
         }
@@ -477,6 +619,13 @@ impl Manager {
     fn exec_command(req: &ExecRequest) -> Result<(ExecCommand, Duration), ManageError> {
         if req.argv.is_empty() || req.argv[0].is_empty() {
             return Err(ManageError::BadRequest("argv must name a command".into()));
+        }
+        if let Some(n) = req.cwd.as_ref().map(|c| c.chars().count()) {
+            if n > MAX_CWD_CHARS {
+                return Err(ManageError::BadRequest(format!(
+                    "cwd is {n} characters long; the limit is {MAX_CWD_CHARS}"
+                )));
+            }
         }
         let cwd = exec::resolve_cwd(req.cwd.as_deref())
             .map_err(|e| ManageError::BadRequest(e.to_string()))?;
@@ -493,12 +642,15 @@ impl Manager {
         }
         let timeout = match req.timeout_secs {
             None => exec::DEFAULT_TIMEOUT,
-            Some(t) if t.is_finite() && t > 0.0 && t <= exec::MAX_TIMEOUT.as_secs_f64() => {
+            Some(t)
+                if t.is_finite()
+                    && (MIN_TIMEOUT_SECS..=exec::MAX_TIMEOUT.as_secs_f64()).contains(&t) =>
+            {
                 Duration::from_secs_f64(t)
             }
             Some(t) => {
                 return Err(ManageError::BadRequest(format!(
-                    "timeout_secs {t} is outside (0, {}]",
+                    "timeout_secs {t} is outside {MIN_TIMEOUT_SECS} to {}",
                     exec::MAX_TIMEOUT.as_secs()
                 )))
             }
@@ -529,6 +681,8 @@ impl Manager {
         let (cmd, timeout) = Self::exec_command(req)?;
         match self.start(id, cmd, stdio).await {
             Ok(r) => Ok((r, timeout)),
+            // Audited by the caller, as the command's end.
+            Err(e @ ManageError::NotStarted { .. }) => Err(e),
             Err(e) => {
                 self.audit(
                     actor,
@@ -561,6 +715,27 @@ impl Manager {
         );
     }
 
+    /// The end of a command that could not be exec'd, counted and audited
+    /// like any other; its message is what it "printed" on stderr.
+    fn not_started_end(
+        &self,
+        actor: &str,
+        id: &str,
+        argv: &[String],
+        exit_code: i32,
+        began: Instant,
+        stream: bool,
+    ) -> ExecEnd {
+        let end = ExecEnd {
+            exit_code: Some(exit_code),
+            signal: None,
+            reason: EndReason::Exit,
+            duration_ms: began.elapsed().as_millis() as u64,
+        };
+        self.exec_ended(actor, id, argv, &end, stream);
+        end
+    }
+
     /// Runs a command and returns everything it did.
     pub async fn exec(
         &self,
@@ -568,7 +743,23 @@ impl Manager {
         id: &str,
         req: ExecRequest,
     ) -> Result<ExecResult, ManageError> {
-        let (running, timeout) = self.start_exec(actor, id, &req, ExecStdio::piped()).await?;
+        let began = Instant::now();
+        let (running, timeout) = match self.start_exec(actor, id, &req, ExecStdio::piped()).await {
+            Err(ManageError::NotStarted { exit_code, message }) => {
+                let end = self.not_started_end(actor, id, &req.argv, exit_code, began, false);
+                return Ok(ExecResult {
+                    exit_code: end.exit_code,
+                    signal: None,
+                    reason: end.reason,
+                    stdout: String::new(),
+                    stderr: message,
+                    stdout_truncated: false,
+                    stderr_truncated: false,
+                    duration_ms: end.duration_ms,
+                });
+            }
+            other => other?,
+        };
         let stdin = req.stdin.clone().unwrap_or_default().into_bytes();
         let result = exec::collect(running.child, stdin, timeout, exec::MAX_OUTPUT).await;
         drop(running._lease);
@@ -585,7 +776,14 @@ impl Manager {
         req: ExecRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>, ManageError>
     {
-        let (running, timeout) = self.start_exec(actor, id, &req, ExecStdio::piped()).await?;
+        let began = Instant::now();
+        let (running, timeout) = match self.start_exec(actor, id, &req, ExecStdio::piped()).await {
+            Err(ManageError::NotStarted { exit_code, message }) => {
+                let end = self.not_started_end(actor, id, &req.argv, exit_code, began, true);
+                return Ok(not_started_stream(&message, &end));
+            }
+            other => other?,
+        };
         let Running { child, _lease } = running;
         let me = Arc::clone(self);
         let (actor, id2, argv) = (actor.to_string(), id.to_string(), req.argv.clone());
@@ -610,7 +808,14 @@ impl Manager {
             stderr: std::process::Stdio::inherit(),
         };
         let began = Instant::now();
-        let (mut running, timeout) = self.start_exec(actor, id, &req, stdio).await?;
+        let (mut running, timeout) = match self.start_exec(actor, id, &req, stdio).await {
+            Err(ManageError::NotStarted { exit_code, message }) => {
+                // The caller's stderr is the command's.
+                eprint!("{message}");
+                return Ok(self.not_started_end(actor, id, &req.argv, exit_code, began, false));
+            }
+            other => other?,
+        };
         let (exit, timed_out) = exec::wait_with_timeout(&mut running.child.process, timeout).await;
         let end = ExecEnd {
             exit_code: exit.code,
@@ -662,7 +867,8 @@ impl Manager {
     }
 
     /// Stops the user's sandbox, removes the tenant and, if asked, its
-    /// home. The uid stays retired.
+    /// home. The uid is never given to another id; a kept home's id gets
+    /// it back when re-created (see `state`).
     pub async fn delete(
         &self,
         actor: &str,
@@ -695,7 +901,7 @@ impl Manager {
             }
             home_removed = true;
         }
-        self.state().delete(id)?;
+        self.state().delete(id, !home_removed)?;
         self.audit(
             actor,
             "delete",
@@ -789,6 +995,16 @@ impl Manager {
 
     pub fn now(&self) -> i64 {
         now_secs()
+    }
+}
+
+impl Drop for Manager {
+    /// A last try for held audit entries; what cannot be written is said.
+    fn drop(&mut self) {
+        let left = self.flush_audit();
+        if left > 0 {
+            tracing::error!("audit log: {left} entries could not be written and are lost");
+        }
     }
 }
 
@@ -1057,6 +1273,24 @@ impl Manager {
             upload_bytes: size,
         })
     }
+}
+
+/// The NDJSON of `exec/stream` for a command that could not be exec'd:
+/// its message on stderr, then its end.
+fn not_started_stream(
+    message: &str,
+    end: &ExecEnd,
+) -> tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    for value in [
+        serde_json::json!({"stream": "stderr", "data": message}),
+        serde_json::to_value(end).unwrap_or_default(),
+    ] {
+        let mut line = value.to_string().into_bytes();
+        line.push(b'\n');
+        let _ = tx.try_send(Ok(axum::body::Bytes::from(line)));
+    }
+    rx
 }
 
 /// Counts a home from inside its sandbox with `find -P` (never follows a

@@ -57,11 +57,20 @@ pub enum PrepareError {
     Spec(#[from] warren_runtime::spec::SpecError),
     #[error("tenant number {0} is beyond this user's /etc/subuid or /etc/subgid range; widen the ranges")]
     SubidsExhausted(u32),
+    #[error(transparent)]
+    Ids(#[from] warren_runtime::idmap::IdError),
     #[error(
         "{what} {path:?} lies under a directory every sandbox of the landlock tier may read, \
          and the tenants share this server's uid; move it (e.g. under /var/lib or /srv)"
     )]
     ReadableInLandlockTier { what: &'static str, path: PathBuf },
+    #[error(
+        "the workspace root {root:?} lies inside the state directory {state:?}, which only \
+         warren's own uid may enter; without namespaces, as root, each tenant's host uid walks \
+         to its home by path, so put the workspace root elsewhere \
+         (e.g. --workspace-root /var/lib/warren-workspaces)"
+    )]
+    WorkspaceInsideState { root: PathBuf, state: PathBuf },
 }
 
 /// The tiers without namespaces share the host's filesystem: with one uid
@@ -73,7 +82,7 @@ pub fn check_shared_host_paths(
     range: IdRange,
     paths: &[(&'static str, &std::path::Path)],
 ) -> Result<(), PrepareError> {
-    if isolation != Isolation::Landlock || range == IdRange::Any {
+    if isolation != Isolation::Landlock || range.distinct_per_tenant() {
         return Ok(());
     }
     for (what, path) in paths {
@@ -83,6 +92,39 @@ pub fn check_shared_host_paths(
                 path: path.to_path_buf(),
             });
         }
+    }
+    Ok(())
+}
+
+/// Creates the workspace root, or brings an existing one to its mode, and
+/// logs a change. Where the tenants' own host uids reach their homes by
+/// path (no mount namespace, as root) others may pass the root (0711);
+/// everywhere else nobody but warren's own uid may (0700).
+pub fn ensure_workspace_root(
+    settings: &Settings,
+    isolation: Isolation,
+) -> Result<(), PrepareError> {
+    let tenants_walk_in =
+        isolation.shares_host() && IdRange::of_current_process("/proc".as_ref()) == IdRange::Any;
+    let root = &settings.workspace_root;
+    let mode = if tenants_walk_in {
+        if root.starts_with(&settings.state_dir) {
+            return Err(PrepareError::WorkspaceInsideState {
+                root: root.clone(),
+                state: settings.state_dir.clone(),
+            });
+        }
+        workspace::ROOT_MODE_TRAVERSABLE
+    } else {
+        workspace::ROOT_MODE_PRIVATE
+    };
+    if let Some(c) = workspace::ensure_root(root, mode)? {
+        tracing::warn!(
+            path = %root.display(),
+            "workspace root was mode {:04o}; changed to {:04o}",
+            c.was,
+            c.now
+        );
     }
     Ok(())
 }
@@ -102,6 +144,19 @@ pub fn host_ids(range: IdRange, allocated_uid: u32, uid_base: u32) -> Result<IdM
             host_gid: gid,
             ns_root: None,
         },
+        IdRange::ParentRootOnly => return Err(warren_runtime::idmap::IdError::OnlyHostRoot.into()),
+        // Ours to hand out: the n-th id of the range, mapped by the shim.
+        IdRange::Delegated { uids, gids } => {
+            let n = allocated_uid.saturating_sub(uid_base);
+            if n >= uids.count.min(gids.count) {
+                return Err(PrepareError::SubidsExhausted(n));
+            }
+            IdMap {
+                host_uid: uids.start + n,
+                host_gid: gids.start + n,
+                ns_root: None,
+            }
+        }
         IdRange::Subordinate {
             uid,
             gid,
@@ -148,6 +203,10 @@ pub fn provision(
         }
         (_, r) => r,
     };
+    // Before anything is written: no tenant may become host root.
+    if let Some(refused) = range.refusal() {
+        return Err(refused.into());
+    }
     check_shared_host_paths(
         isolation,
         range,
@@ -156,6 +215,8 @@ pub fn provision(
             ("the workspace root", &settings.workspace_root),
         ],
     )?;
+    // Before the state: a refusal here must not have allocated anything.
+    ensure_workspace_root(settings, isolation)?;
     let record = State::open(&settings.state_dir)?.get_or_create(&tenant, settings.uid_base)?;
     let id_map = host_ids(range, record.host_uid, settings.uid_base)?;
     // With subordinate ids we create the home as ourselves (root inside);
@@ -287,6 +348,21 @@ mod tests {
         assert!(matches!(
             host_ids(sub, 108, 100),
             Err(PrepareError::SubidsExhausted(8))
+        ));
+        // `unshare --map-auto --map-root-user`: our namespace's other ids.
+        let ids = SubRange {
+            start: 1,
+            count: 65535,
+        };
+        let delegated = IdRange::Delegated {
+            uids: ids,
+            gids: ids,
+        };
+        let m = host_ids(delegated, 102, 100).unwrap();
+        assert_eq!((m.host_uid, m.host_gid, m.ns_root), (3, 3, None));
+        assert!(matches!(
+            host_ids(IdRange::ParentRootOnly, 102, 100),
+            Err(PrepareError::Ids(_))
         ));
     }
 

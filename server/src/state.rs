@@ -3,8 +3,11 @@
 //! changes once made, and concurrent callers (two `warren run` at once) can
 //! never get the same uid: the allocation runs in an IMMEDIATE transaction
 //! and the column is UNIQUE. A deleted tenant's uid is never handed out
-//! again (allocation continues above the highest uid ever given, kept in
-//! `meta`), so a new tenant cannot inherit files an old one left behind.
+//! to another id (allocation continues above the highest uid ever given,
+//! kept in `meta`), so a new tenant cannot inherit files an old one left
+//! behind. A tenant deleted with its home kept leaves its uid in `retired`,
+//! and re-creating the same id reinstates it: the kept home is still owned
+//! by that uid, so the tenant gets it back as it was (issue 10, item 10).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +21,11 @@ use warren_runtime::tenant::Tenant;
 pub enum StateError {
     #[error("cannot create state directory {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make {path} private (mode 0600/0700): {source}")]
+    Private {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -74,13 +82,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for LimitValue<T> {
         enum Raw<T> {
             Word(String),
             Value(T),
+            // JSON Schema's "integer" includes 414.0: an integral float is
+            // taken where an integer is asked for.
             Float(f64),
         }
         match Raw::<T>::deserialize(d)? {
             Raw::Value(v) => Ok(LimitValue::Value(v)),
-            // JSON has one number type: `1073741824.0` is the integer the
-            // document asks for (JSON Schema counts it as one), so an
-            // integral value is taken as that integer.
+            // `u64::MAX as f64` is 2^64, itself out of range (and what
+            // 18446744073709551616 parses to).
             Raw::Float(f) if f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&f) => {
                 T::deserialize(serde::de::value::U64Deserializer::<D::Error>::new(f as u64))
                     .map(LimitValue::Value)
@@ -147,6 +156,40 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// An audit entry on its way to the log, stamped when it happened (it may
+/// be written later: see `crate::audit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub tenant: Option<String>,
+    pub outcome: String,
+    pub detail: serde_json::Value,
+}
+
+impl NewAuditEntry {
+    pub fn now(
+        actor: &str,
+        action: &str,
+        tenant: Option<&str>,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            tenant: tenant.map(str::to_string),
+            outcome: outcome.to_string(),
+            detail,
+        }
+    }
+}
+
 /// Most audit entries kept; older ones are pruned.
 pub const AUDIT_KEPT: i64 = 100_000;
 
@@ -188,6 +231,12 @@ CREATE TABLE IF NOT EXISTS audit (
     detail  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, seq);
+CREATE TABLE IF NOT EXISTS retired (
+    id         TEXT PRIMARY KEY,
+    slug       TEXT NOT NULL,
+    host_uid   INTEGER NOT NULL UNIQUE,
+    deleted_at INTEGER NOT NULL
+);
 ";
 
 /// Columns added after the first release: (name, SQL type). NULL means the
@@ -212,13 +261,24 @@ fn now() -> i64 {
 }
 
 impl State {
-    /// Opens (creating if needed) `<dir>/warren.db`.
+    /// Opens (creating if needed) `<dir>/warren.db`. The directory is kept
+    /// 0700 and the database, its WAL and SHM files 0600 (see
+    /// [`crate::private`]): the audit log holds exec argv.
     pub fn open(dir: &Path) -> Result<State, StateError> {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::CreateDir {
+        crate::private::create_dir(dir).map_err(|source| StateError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
         let path = dir.join("warren.db");
+        let private = |p: &Path| {
+            crate::private::create_file(p).map_err(|source| StateError::Private {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        // Made 0600 before SQLite opens it: SQLite gives the WAL and SHM
+        // files the database's mode.
+        private(&path)?;
         let db = |source| StateError::Db {
             path: path.clone(),
             source,
@@ -231,6 +291,16 @@ impl State {
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         migrate(&conn).map_err(db)?;
+        // Left looser by an older warren (or another tool): tighten them.
+        for suffix in ["-wal", "-shm"] {
+            let side = dir.join(format!("warren.db{suffix}"));
+            crate::private::tighten(&side, crate::private::FILE_MODE).map_err(|source| {
+                StateError::Private {
+                    path: side.clone(),
+                    source,
+                }
+            })?;
+        }
         Ok(State { conn, path })
     }
 
@@ -297,31 +367,15 @@ impl State {
                         id: tenant.id.clone(),
                     });
                 }
-                let max: Option<i64> = tx
-                    .query_row(
-                        "SELECT MAX(m) FROM (SELECT MAX(host_uid) AS m FROM tenants \
-                         UNION ALL SELECT value FROM meta WHERE key = 'max_uid')",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .map_err(db)?;
-                let next = match max {
-                    Some(m) if m >= uid_base as i64 => m + 1,
-                    _ => uid_base as i64,
+                let next = match reinstate(&tx, tenant).map_err(db)? {
+                    Some(uid) => uid,
+                    None => next_uid(&tx, uid_base)
+                        .map_err(db)?
+                        .ok_or(StateError::UidsExhausted { base: uid_base })?,
                 };
-                // uid_t's top value (u32::MAX) means "no uid" to the kernel.
-                if next >= u32::MAX as i64 {
-                    return Err(StateError::UidsExhausted { base: uid_base });
-                }
                 tx.execute(
                     "INSERT INTO tenants (id, slug, host_uid, created_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
                     params![tenant.id, tenant.slug, next, t],
-                )
-                .map_err(db)?;
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('max_uid', ?1) \
-                     ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-                    params![next],
                 )
                 .map_err(db)?;
                 TenantRecord {
@@ -353,14 +407,38 @@ impl State {
         find(&self.conn, id).map_err(self.db())
     }
 
-    /// Removes the tenant; false when there was none. Its uid stays
-    /// retired (see the module comment).
-    pub fn delete(&mut self, id: &str) -> Result<bool, StateError> {
-        let n = self
+    /// Removes the tenant; false when there was none. Its uid is never
+    /// given to another id; with `home_kept` it is remembered for this id,
+    /// which gets it back if it is created again (see the module comment).
+    pub fn delete(&mut self, id: &str, home_kept: bool) -> Result<bool, StateError> {
+        let path = self.path.clone();
+        let db = |source| StateError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
             .conn
-            .execute("DELETE FROM tenants WHERE id = ?1", params![id])
-            .map_err(self.db())?;
-        Ok(n > 0)
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        let Some(record) = find(&tx, id).map_err(db)? else {
+            return Ok(false);
+        };
+        tx.execute("DELETE FROM tenants WHERE id = ?1", params![id])
+            .map_err(db)?;
+        if home_kept {
+            tx.execute(
+                "INSERT INTO retired (id, slug, host_uid, deleted_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET slug = excluded.slug, \
+                 host_uid = excluded.host_uid, deleted_at = excluded.deleted_at",
+                params![id, record.slug, record.host_uid, now()],
+            )
+            .map_err(db)?;
+        } else {
+            tx.execute("DELETE FROM retired WHERE id = ?1", params![id])
+                .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(true)
     }
 
     /// Replaces the tenant's limit overrides; false when there is no such
@@ -385,8 +463,8 @@ impl State {
         Ok(n > 0)
     }
 
-    /// Appends to the audit log and returns the entry's sequence number.
-    /// Every thousandth entry prunes the log to [`AUDIT_KEPT`] entries.
+    /// Appends to the audit log, now, and returns the entry's sequence
+    /// number.
     pub fn audit(
         &mut self,
         actor: &str,
@@ -395,25 +473,40 @@ impl State {
         outcome: &str,
         detail: &serde_json::Value,
     ) -> Result<i64, StateError> {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        self.conn
-            .execute(
+        let entry = NewAuditEntry::now(actor, action, tenant, outcome, detail.clone());
+        self.append_audit(std::slice::from_ref(&entry))
+    }
+
+    /// Appends entries, in order, in one transaction: all of them or, on
+    /// an error (a full disk), none, so a retry never writes one twice.
+    /// Returns the last sequence number. Every thousandth entry prunes the
+    /// log to [`AUDIT_KEPT`] entries.
+    pub fn append_audit(&mut self, entries: &[NewAuditEntry]) -> Result<i64, StateError> {
+        let path = self.path.clone();
+        let db = |source| StateError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut seq = 0;
+        let mut prune = false;
+        for e in entries {
+            tx.execute(
                 "INSERT INTO audit (at_ms, actor, action, tenant, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![at_ms, actor, action, tenant, outcome, detail.to_string()],
+                params![e.at_ms, e.actor, e.action, e.tenant, e.outcome, e.detail.to_string()],
             )
-            .map_err(self.db())?;
-        let seq = self.conn.last_insert_rowid();
-        if seq % 1000 == 0 {
-            self.conn
-                .execute(
-                    "DELETE FROM audit WHERE seq <= ?1",
-                    params![seq - AUDIT_KEPT],
-                )
-                .map_err(self.db())?;
+            .map_err(db)?;
+            seq = tx.last_insert_rowid();
+            prune |= seq % 1000 == 0;
         }
+        if prune {
+            tx.execute(
+                "DELETE FROM audit WHERE seq <= ?1",
+                params![seq - AUDIT_KEPT],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
         Ok(seq)
     }
 
@@ -450,6 +543,47 @@ impl State {
             .map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }
+}
+
+/// The uid this id had when it was deleted with its home kept, taken out
+/// of `retired`. Only for the same slug: the home is `<root>/<slug>`.
+fn reinstate(tx: &Connection, tenant: &Tenant) -> rusqlite::Result<Option<i64>> {
+    let uid = tx
+        .query_row(
+            "SELECT host_uid FROM retired WHERE id = ?1 AND slug = ?2",
+            params![tenant.id, tenant.slug],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?;
+    if uid.is_some() {
+        tx.execute("DELETE FROM retired WHERE id = ?1", params![tenant.id])?;
+    }
+    Ok(uid)
+}
+
+/// A uid never handed out before (`base`, or above the highest ever
+/// given), recorded as given; `None` when uid_t has no room left.
+fn next_uid(tx: &Connection, uid_base: u32) -> rusqlite::Result<Option<i64>> {
+    let max: Option<i64> = tx.query_row(
+        "SELECT MAX(m) FROM (SELECT MAX(host_uid) AS m FROM tenants \
+         UNION ALL SELECT value FROM meta WHERE key = 'max_uid')",
+        [],
+        |r| r.get(0),
+    )?;
+    let next = match max {
+        Some(m) if m >= uid_base as i64 => m + 1,
+        _ => uid_base as i64,
+    };
+    // uid_t's top value (u32::MAX) means "no uid" to the kernel.
+    if next >= u32::MAX as i64 {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('max_uid', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+        params![next],
+    )?;
+    Ok(Some(next))
 }
 
 /// Adds the columns newer releases use to a database made by an older one.
@@ -523,6 +657,47 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Issue 10, item 5: the state was 0755 and warren.db 0644, so any
+    /// local user could read the audit log.
+    #[test]
+    fn state_is_private_when_created() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        let mut s = State::open(&dir).unwrap();
+        s.get_or_create(&Tenant::parse("alice").unwrap(), 5000)
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["warren.db", "warren.db-wal", "warren.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+    }
+
+    #[test]
+    fn loose_state_is_tightened_on_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        drop(State::open(&dir).unwrap());
+        let set = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        set(&dir, 0o755).unwrap();
+        for f in ["warren.db", "warren.db-wal", "warren.db-shm"] {
+            if dir.join(f).exists() {
+                set(&dir.join(f), 0o644).unwrap();
+            }
+        }
+        let s = State::open(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["warren.db", "warren.db-wal", "warren.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        assert!(s.list().unwrap().is_empty());
+    }
 
     #[test]
     fn allocations_are_distinct_and_survive_reopening() {
@@ -604,14 +779,37 @@ mod tests {
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].detail["argv"][0], "id");
         assert!(s.audit_log(Some("bob"), None, 0, 10).unwrap().is_empty());
-        // A deleted tenant's uid is never reused.
-        assert!(s.delete("alice").unwrap());
-        assert!(!s.delete("alice").unwrap());
+        // A deleted tenant's uid is never given to anyone else.
+        assert!(s.delete("alice", false).unwrap());
+        assert!(!s.delete("alice", false).unwrap());
         let bob = s.get_or_create(&Tenant::parse("bob").unwrap(), 10).unwrap();
         assert_eq!(bob.host_uid, 11);
         let again = s.get_or_create(&alice, 10).unwrap();
         assert_eq!(again.host_uid, 12);
         assert_eq!(again.limits, LimitOverrides::default());
+    }
+
+    /// Issue 10, item 10: delete (home kept) then re-create gave the id a
+    /// new uid that did not own its home.
+    #[test]
+    fn a_kept_home_gets_its_uid_back_and_nobody_else_does() {
+        let d = tempfile::tempdir().unwrap();
+        let alice = Tenant::parse("alice").unwrap();
+        let mut s = State::open(d.path()).unwrap();
+        let first = s.get_or_create(&alice, 10).unwrap().host_uid;
+        assert!(s.delete("alice", true).unwrap());
+        let bob = s.get_or_create(&Tenant::parse("bob").unwrap(), 10).unwrap();
+        assert_ne!(bob.host_uid, first);
+        drop(s);
+        let mut s = State::open(d.path()).unwrap();
+        assert_eq!(s.get_or_create(&alice, 10).unwrap().host_uid, first);
+        // Deleted with the home: the uid stays retired for good.
+        assert!(s.delete("alice", false).unwrap());
+        let again = s.get_or_create(&alice, 10).unwrap().host_uid;
+        assert!(again > bob.host_uid, "{again}");
+        // Kept twice: the latest uid is the one remembered.
+        assert!(s.delete("alice", true).unwrap());
+        assert_eq!(s.get_or_create(&alice, 10).unwrap().host_uid, again);
     }
 
     #[test]
@@ -620,6 +818,18 @@ mod tests {
         assert!(serde_json::from_str::<LimitOverrides>(r#"{"disk": 1}"#).is_err());
         let o: LimitOverrides = serde_json::from_str(r#"{"pids": "default"}"#).unwrap();
         assert_eq!(o, LimitOverrides::default());
+        let whole: LimitOverrides =
+            serde_json::from_str(r#"{"memory_bytes": 1048576.0, "pids": 414.0}"#).unwrap();
+        assert_eq!(whole.memory_bytes, LimitValue::Value(1048576));
+        assert_eq!(whole.pids, LimitValue::Value(414));
+        assert!(serde_json::from_str::<LimitOverrides>(r#"{"pids": 4.5}"#).is_err());
+        assert!(serde_json::from_str::<LimitOverrides>(r#"{"pids": -1}"#).is_err());
+        assert!(
+            serde_json::from_str::<LimitOverrides>(r#"{"pids": 18446744073709551616}"#).is_err()
+        );
+        let max: LimitOverrides =
+            serde_json::from_str(r#"{"pids": 18446744073709551615}"#).unwrap();
+        assert_eq!(max.pids, LimitValue::Value(u64::MAX));
         let bad: LimitOverrides = serde_json::from_str(r#"{"cpus": 0}"#).unwrap();
         assert!(bad.validate().is_err());
     }

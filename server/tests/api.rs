@@ -13,11 +13,15 @@ use serde_json::{json, Value};
 
 fn is_root_with_limits() -> bool {
     // The memory limit applies where the sandbox's cgroup can be made
-    // (root on this host; the unprivileged modes report it missing).
+    // (root on this host, or root of a namespace where it is the host's
+    // root: `unshare --map-auto --map-root-user`; the unprivileged modes
+    // report it missing).
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     nix::unistd::geteuid().is_root()
-        && std::fs::read_to_string("/proc/self/uid_map")
-            .unwrap_or_default()
-            .contains("4294967295")
+        && (map.contains("4294967295")
+            || map
+                .lines()
+                .any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["0", "0"]))
 }
 
 async fn exec(server: &TestServer, user: &str, body: Value) -> Value {
@@ -658,4 +662,172 @@ async fn landlock_tier_execs_and_refuses_export_import() {
     let r = import(&server, "alice", tar_gz(&[("g", b"g")])).await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(!d.settings.workspace_root.join("alice/g").exists());
+}
+
+/// Issue 10, item 10: a user deleted with the default (home kept) and
+/// created again got a new host uid that did not own the kept home, and
+/// every create and exec after answered 500. Now the id gets its uid and
+/// its home back, readable and writable, in every mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_keeping_the_home_then_recreate_gives_the_home_back() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "x"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let uid = r.json()["host_uid"].clone();
+    let r = exec(
+        &server,
+        "x",
+        json!({"argv": ["sh", "-c", "mkdir -p notes && echo kept > notes/a"]}),
+    )
+    .await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let r = admin(addr, "DELETE", "/api/users/x", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["home_removed"], false);
+    // Someone else created meanwhile never gets the kept home's uid.
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "y"}))).await;
+    assert_ne!(r.json()["host_uid"], uid);
+
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "x"}))).await;
+    assert_eq!(r.status, 201, "re-create: {}", r.text());
+    assert_eq!(
+        r.json()["host_uid"],
+        uid,
+        "the kept home's uid is reinstated"
+    );
+    let r = exec(
+        &server,
+        "x",
+        json!({"argv": ["sh", "-c", "cat notes/a && echo more >> notes/a && echo new > b && cat notes/a b"]}),
+    )
+    .await;
+    assert_eq!(
+        (r["exit_code"].clone(), r["stdout"].clone()),
+        (json!(0), json!("kept\nkept\nmore\nnew\n")),
+        "{r}"
+    );
+    // Deleted with its home, the id starts afresh with a new uid.
+    let r = admin(addr, "DELETE", "/api/users/x?remove_home=true", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(addr, "POST", "/api/users", Some(json!({"id": "x"}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_ne!(r.json()["host_uid"], uid);
+    let r = exec(
+        &server,
+        "x",
+        json!({"argv": ["sh", "-c", "ls -A; touch c"]}),
+    )
+    .await;
+    assert_eq!(
+        (r["exit_code"].clone(), r["stdout"].clone()),
+        (json!(0), json!("")),
+        "{r}"
+    );
+}
+
+/// A command the sandbox cannot exec is the command's failure, as in a
+/// shell (127 not found, 126 not executable, 125 a cwd that does not
+/// exist), never the server's 500 (the API fuzzer of issue 10 got 500s
+/// for `{"argv": ["0"]}` and for a missing cwd).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_cannot_start_ends_127_or_126_not_500() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    admin(addr, "POST", "/api/users", Some(json!({"id": "alice"}))).await;
+    // The shim's "started" and the command's exec failure race; many at
+    // once make the failure come first (16 of 96 were 500s before).
+    for _ in 0..6 {
+        let burst = (0..16).map(|_| {
+            admin(
+                addr,
+                "POST",
+                "/api/users/alice/exec",
+                Some(json!({"argv": ["0"]})),
+            )
+        });
+        for r in futures_util::future::join_all(burst).await {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["exit_code"], 127, "{}", r.text());
+        }
+        // A cwd that does not exist: 125, as `env --chdir` says it.
+        let burst = (0..16).map(|_| {
+            admin(
+                addr,
+                "POST",
+                "/api/users/alice/exec",
+                Some(json!({"argv": ["true"], "cwd": "no/such/dir"})),
+            )
+        });
+        for r in futures_util::future::join_all(burst).await {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["exit_code"], 125, "{}", r.text());
+        }
+    }
+    for _ in 0..2 {
+        for (argv0, code) in [
+            ("0", 127),
+            ("/nonexistent/command", 127),
+            ("/etc/hostname", 126),
+        ] {
+            let r = exec(&server, "alice", json!({"argv": [argv0]})).await;
+            assert_eq!(
+                (r["exit_code"].clone(), r["reason"].clone()),
+                (json!(code), json!("exit")),
+                "{argv0}: {r}"
+            );
+            let r = admin(
+                addr,
+                "POST",
+                "/api/users/alice/exec/stream",
+                Some(json!({"argv": [argv0]})),
+            )
+            .await;
+            assert_eq!(r.status, 200, "stream {argv0}: {}", r.text());
+            let last: Value = serde_json::from_str(r.text().lines().last().unwrap()).unwrap();
+            assert_eq!(last["exit_code"], code, "stream {argv0}: {}", r.text());
+        }
+    }
+    let log = admin(addr, "GET", "/api/audit?action=exec&limit=1000", None)
+        .await
+        .json();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["outcome"] == "ok"),
+        "{log}"
+    );
+}
+
+/// A sandbox at its pids limit cannot fork a command: that is the
+/// tenant's state (409), not the server's failure (the API fuzzer of issue
+/// 10 got 500s after setting `pids` to 1). Where no pids limit applies
+/// (the unprivileged modes) the command just runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_in_a_sandbox_at_its_pids_limit_is_a_conflict() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    admin(addr, "POST", "/api/users", Some(json!({"id": "alice"}))).await;
+    let r = admin(
+        addr,
+        "PUT",
+        "/api/users/alice/limits",
+        Some(json!({"pids": 1})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for path in ["/api/users/alice/exec", "/api/users/alice/exec/stream"] {
+        let r = admin(addr, "POST", path, Some(json!({"argv": ["true"]}))).await;
+        if is_root_with_limits() {
+            assert_eq!(r.status, 409, "{path}: {}", r.text());
+            assert!(r.text().contains("limit of processes"), "{}", r.text());
+        } else {
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+        }
+    }
 }

@@ -74,3 +74,21 @@ fn a_user_namespace_that_cannot_be_used_is_a_failure() {
         "{v:#}"
     );
 }
+
+/// Doctor reports the open-file and PTY capacity (issue 10 §4), read from
+/// this process's limits and /proc/sys/kernel/pty.
+#[test]
+fn doctor_reports_open_file_and_pty_capacity() {
+    let v = doctor_json(&["sh", "-c", "ulimit -Sn 512 && exec \"$0\" \"$@\""]);
+    let c = &v["capacity"];
+    assert_eq!(c["open_files"]["soft"], 512, "{c:#}");
+    let hard = c["open_files"]["hard"].as_u64().unwrap();
+    assert_eq!(c["open_files"]["terminals"], hard / 6, "{c:#}");
+    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pty/max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(c["ptys"]["max"], max, "{c:#}");
+    assert!(c["ptys"]["nr"].as_u64().unwrap() <= max, "{c:#}");
+}

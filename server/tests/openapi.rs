@@ -951,7 +951,10 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         | ("GET /api/users/{user}/export" | "POST /api/users/{user}/import", 500) => None,
         (_, 500) => Some("an internal failure (the state database failing) cannot be caused from outside"),
         ("POST /api/users/{user}/exec" | "POST /api/users/{user}/exec/stream", 409) => Some(
-            "needs a real sandbox at its pids limit; tests/api_fuzz_findings.rs covers it",
+            "a sandbox at its pids limit needs a real sandbox with a cgroup; tests/api.rs covers it",
+        ),
+        ("GET /api/users/{user}/export" | "POST /api/users/{user}/import", 409) => Some(
+            "needs the landlock tier or a real sandbox at its pids limit; tests/api.rs covers both",
         ),
         ("GET /api/audit", 400) => Some(
             "only a malformed query gives it; see the test query_and_path_rejections_are_json_errors",
@@ -1063,9 +1066,10 @@ async fn users(live: &Live<'_>, d: &Dirs) {
     assert_ne!(odd["slug"], "alice");
     live.admin_json("POST", t, t, json!({"id": "bob"}), true, 201)
         .await;
-    for bad in ["root", "../x", ""] {
+    // Every id the server refuses is outside the documented schema.
+    for bad in ["root", "../x", "", " ", "al\u{202E}ecila", "eve-0123abcd"] {
         let e = live
-            .admin_json("POST", t, t, json!({ "id": bad }), !bad.is_empty(), 400)
+            .admin_json("POST", t, t, json!({ "id": bad }), false, 400)
             .await;
         assert!(
             e["error"].as_str().unwrap().contains("invalid user id"),
@@ -1598,13 +1602,22 @@ async fn exec_errors(live: &Live<'_>, template: &str, name: &str) {
     let p = concrete(template, "alice");
     for (bad, schema_accepts) in [
         (json!({"argv": []}), false),
-        (json!({"argv": [""]}), true),
-        (json!({"argv": ["true"], "cwd": "../bob"}), true),
-        (json!({"argv": ["true"], "cwd": "/etc"}), true),
+        (json!({"argv": [""]}), false),
+        (json!({"argv": ["", "x"]}), false),
+        (json!({"argv": ["true", "a\u{0}b"]}), false),
+        (json!({"argv": ["true"], "cwd": "../bob"}), false),
+        (json!({"argv": ["true"], "cwd": "a/./../b"}), false),
+        (json!({"argv": ["true"], "cwd": "a/.."}), false),
+        (json!({"argv": ["true"], "cwd": "/etc"}), false),
+        (json!({"argv": ["true"], "cwd": "a\u{0}"}), false),
+        (json!({"argv": ["true"], "cwd": "a".repeat(1025)}), false),
         (json!({"argv": ["true"], "timeout_secs": 0}), false),
+        (json!({"argv": ["true"], "timeout_secs": 5e-324}), false),
+        (json!({"argv": ["true"], "timeout_secs": 0.0009}), false),
         (json!({"argv": ["true"], "timeout_secs": 3601}), false),
         (json!({"argv": ["true"], "env": {"A=B": "c"}}), false),
         (json!({"argv": ["true"], "env": {"": "c"}}), false),
+        (json!({"argv": ["true"], "env": {"A": "c\u{0}"}}), false),
     ] {
         let e = live
             .admin_json("POST", template, &p, bad.clone(), schema_accepts, 400)
@@ -1616,6 +1629,15 @@ async fn exec_errors(live: &Live<'_>, template: &str, name: &str) {
     }
     for bad in [json!({"argv": "true"}), json!({"cmd": ["true"]})] {
         live.admin_json("POST", template, &p, bad, false, 400).await;
+    }
+    // The edges the document calls valid are accepted.
+    for good in [
+        json!({"argv": ["true"], "cwd": ""}),
+        json!({"argv": ["true"], "cwd": "."}),
+        json!({"argv": ["true", ""], "env": {"A": ""}, "timeout_secs": 0.001}),
+        json!({"argv": ["true"], "timeout_secs": 3600}),
+    ] {
+        live.admin_json("POST", template, &p, good, true, 200).await;
     }
     let ok = json!({"argv": ["true"]});
     live.admin_json(
@@ -1681,6 +1703,7 @@ async fn query_and_path_rejections_are_json_errors() {
     let mut failures = Vec::new();
     for (method, template, path) in [
         ("GET", "/api/audit", "/api/audit?limit=many"),
+        ("GET", "/api/audit", "/api/audit?limit=1001"),
         ("GET", "/api/audit", "/api/audit?after=x"),
         ("GET", "/api/audit", "/api/audit?no_such_param=1"),
         (
@@ -1763,5 +1786,103 @@ async fn metrics_count_commands() {
         after - before,
         2.0,
         "two commands ran; warren_exec_total went {before} → {after}"
+    );
+}
+
+/// The documented id pattern (`UserIdString`) and `Tenant::parse` agree:
+/// every id the server refuses is outside the schema and every id inside
+/// it is accepted. Samples: the edges of every refused range, the rules'
+/// own cases, and pseudo-random mixes of characters near those edges.
+#[test]
+fn the_user_id_schema_is_the_tenant_rule() {
+    use warren_runtime::tenant::{Tenant, INVISIBLE};
+    let spec = Spec::load();
+    let schema = json!({"$ref": "#/components/schemas/UserIdString"});
+    let validator = spec.validator(&schema);
+    let mut samples: Vec<String> = [
+        "alice",
+        "a b",
+        " ",
+        " a",
+        "a ",
+        "a  b",
+        "Alice@Example.com",
+        "名前",
+        "Zoë",
+        "root",
+        "Root",
+        "www-data",
+        "rooty",
+        "eve-0123abcd",
+        "Eve-0123abcd",
+        "eve-0123abcdx",
+        "e-0123abcd",
+        "-0123abcd",
+        "_-0123abcd",
+        "a/b",
+        "a\\b",
+        ".x",
+        "x.",
+        "a..b",
+        "a.b",
+        "..",
+        "",
+        "alice\n",
+        "\n",
+        "a\u{0}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    samples.push("x".repeat(64));
+    samples.push("x".repeat(65));
+    samples.push("名".repeat(64));
+    samples.push("名".repeat(65));
+    samples.push(format!("{}-0123abcd", "a".repeat(23)));
+    samples.push(format!("{}-0123abcd", "a".repeat(24)));
+    let mut edges: Vec<char> = vec![
+        '\u{0}', '\u{1f}', ' ', '\u{7e}', '\u{7f}', '\u{9f}', '\u{a1}',
+    ];
+    for (lo, hi) in INVISIBLE {
+        for c in [*lo as u32 - 1, *lo as u32, *hi as u32, *hi as u32 + 1] {
+            edges.extend(char::from_u32(c));
+        }
+    }
+    for c in &edges {
+        samples.push(format!("a{c}b"));
+        samples.push(c.to_string());
+    }
+    // A small deterministic generator (xorshift): ids of 0 to 70
+    // characters from letters, the edges, `.`, `/`, `-` and space.
+    let pool: Vec<char> = "aZ9_-. /@".chars().chain(edges.iter().copied()).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..3000 {
+        let len = (next() % 71) as usize;
+        samples.push(
+            (0..len)
+                .map(|_| pool[(next() % pool.len() as u64) as usize])
+                .collect(),
+        );
+    }
+    let mut disagree = Vec::new();
+    for id in &samples {
+        let server = Tenant::parse(id).is_ok();
+        let document = validator.is_valid(&json!(id));
+        if server != document {
+            disagree.push(format!("{id:?}: server {server}, document {document}"));
+        }
+    }
+    assert!(
+        disagree.is_empty(),
+        "docs/openapi.json's UserIdString and Tenant::parse disagree on {} of {} ids:\n  {}",
+        disagree.len(),
+        samples.len(),
+        disagree[..disagree.len().min(20)].join("\n  ")
     );
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use crate::{limits, shared, spawn};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
-use nix::unistd::{pipe, sethostname, setsid, Pid};
+use nix::unistd::{pipe, sethostname, setsid};
 use warren_runtime::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_PATH};
 use warren_runtime::init::{self, Target};
 use warren_runtime::mounts::{self, MountOp};
@@ -56,9 +56,6 @@ pub fn run(
     } else {
         Tier::SharedHost(Box::new(shared::describe(&spec, applied, missing)))
     };
-    // Whoever joins this sandbox later runs as we do; see init_steps.
-    let protect_init =
-        idmap::IdRange::of_current_process(Path::new("/proc")) == idmap::IdRange::Any;
     // Block before cloning so no signal or SIGCHLD is lost before supervise.
     init::block_signals().map_err(|e| SetupError::errno("block signals", e))?;
 
@@ -74,9 +71,7 @@ pub fn run(
         Ok(Forked::Child) => {
             drop(ready_w);
             match &tier {
-                Tier::Namespaces(plan) => {
-                    sandbox_init(&spec, plan, ready_r, pty_socket, protect_init, report)
-                }
+                Tier::Namespaces(plan) => sandbox_init(&spec, plan, ready_r, pty_socket, report),
                 Tier::SharedHost(described) => {
                     shared::leader(&spec, described, ready_r, pty_socket, report)
                 }
@@ -185,41 +180,61 @@ fn plan_root(
     Ok(plan)
 }
 
-/// PID 1 of the sandbox. Never returns: exits with the command's status.
+/// PID 1 of the sandbox, until it re-executes itself ([`init_after_exec`]).
+/// Never returns.
 fn sandbox_init(
     spec: &SandboxSpec,
     plan: &[MountOp],
     ready: OwnedFd,
     pty_socket: Option<OwnedFd>,
-    protect_init: bool,
     report: &mut File,
 ) -> ! {
-    match init_steps(spec, plan, ready, pty_socket, protect_init, report) {
-        Ok(cmd) => {
-            let _ = report::send(report, &Event::Ready);
-            let exit = match cmd {
-                Some(cmd) => init::supervise(cmd, Target::Group(cmd), true),
-                None => init::hold(),
-            };
-            let _ = report::send(report, &Event::Exited { exit });
-            // Returning from PID 1 makes the kernel kill everything else
-            // left in the pid namespace: nothing outlives the command.
-            sys::exit_immediately(exit.shell_code())
-        }
+    match init_steps(spec, plan, ready, pty_socket, report) {
+        Ok(never) => match never {},
         Err(err) => spawn::fail_and_exit(report, err),
     }
 }
 
-/// The sandbox side, in order. Returns the command's pid (none when the
-/// sandbox is only held open for terminals to join).
+/// PID 1 again, re-executed inside the sandbox (`warren-shim init`): the
+/// last steps, then reap until the command ends. Never returns: exits with
+/// the command's status.
+pub fn init_after_exec(spec: SandboxSpec, pty_socket: Option<OwnedFd>, report: &mut File) -> ! {
+    let started = (|| {
+        spawn::die_with_parent()?;
+        // Run from warren-info's path, shown as the shim it is (`ps`).
+        let _ = nix::sys::prctl::set_name(c"warren-shim");
+        // After the last credential change and the exec: the tenant's
+        // processes (same uid) can no longer open /proc/1/mem, environ or
+        // maps, nor forge PID 1's reports. The exec made the sandbox's user
+        // namespace own this memory, so the shim that joins terminals (its
+        // owner) still holds CAP_SYS_PTRACE over it; the tenant holds none.
+        sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
+        spawn::confine_and_spawn(&spec, pty_socket, report)
+    })();
+    let cmd = match started {
+        Ok(cmd) => cmd,
+        Err(err) => spawn::fail_and_exit(report, err),
+    };
+    let _ = report::send(report, &Event::Ready);
+    let exit = match cmd {
+        Some(cmd) => init::supervise(cmd, Target::Group(cmd), true),
+        None => init::hold(),
+    };
+    let _ = report::send(report, &Event::Exited { exit });
+    // Returning from PID 1 makes the kernel kill everything else left in
+    // the pid namespace: nothing outlives the command.
+    sys::exit_immediately(exit.shell_code())
+}
+
+/// The sandbox side, in order, up to the re-exec of PID 1 (which continues
+/// in [`init_after_exec`]). Only returns on failure.
 fn init_steps(
     spec: &SandboxSpec,
     plan: &[MountOp],
     ready: OwnedFd,
     pty_socket: Option<OwnedFd>,
-    protect_init: bool,
     report: &mut File,
-) -> Result<Option<Pid>, SetupError> {
+) -> Result<std::convert::Infallible, SetupError> {
     spawn::die_with_parent()?;
     wait_for_parent(ready)?;
     // Now inside our cgroup: it becomes the root of our cgroup namespace.
@@ -233,11 +248,15 @@ fn init_steps(
     // EOVERFLOW). Without a mapped root we become the sandbox user now: uid 0
     // is not mapped, so this keeps our capabilities. With subordinate ids
     // our own uid is root inside and already can.
+    // Before that, while we are still the shim's own host uid: as root the
+    // workspace root is 0700 and root's, closed to the tenant's host uid.
+    let sources = mounts::open_sources_in_child(plan)?;
     if spec.id_map.ns_root.is_none() {
         caps::become_user_keeping_caps(spec.uid, spec.gid)?;
     }
     // Needs the capabilities we hold in the new user namespace.
-    mounts::apply_in_child(plan)?;
+    mounts::apply_in_child(plan, &sources)?;
+    drop(sources);
     if spec.id_map.ns_root.is_some() {
         hand_home_to_tenant(spec)?;
     }
@@ -249,21 +268,52 @@ fn init_steps(
     caps::become_user_without_caps(spec.uid, spec.gid)?;
     // Credential changes clear the parent-death signal: set it again.
     spawn::die_with_parent()?;
-    // Non-dumpable: the tenant's processes (same uid) cannot open PID 1's
-    // /proc/1/mem and forge its reports. Only where the caller holds
-    // CAP_SYS_PTRACE over the initial user namespace, though: PID 1's mm
-    // belongs to that namespace (it never exec'd), so an unprivileged caller
-    // could no longer setns into the sandbox to join it. There, Landlock (no
-    // writes under /proc) and the bounded, strictly parsed report channel
-    // are what remain.
-    if protect_init {
-        sys::set_non_dumpable().map_err(|e| SetupError::errno("set non-dumpable", e))?;
-    } else {
-        // Changing uid (subordinate ids) made the kernel mark us
-        // non-dumpable; the joiner needs the opposite.
-        sys::set_dumpable().map_err(|e| SetupError::errno("set dumpable", e))?;
+    // PID 1's memory still belongs to the namespace the shim was started
+    // in; made non-dumpable, an unprivileged caller could not join it. Run
+    // afresh in here, it belongs to the sandbox's namespace.
+    reexec_as_init(spec, pty_socket, report)
+}
+
+/// Executes the sandbox's read-only copy of this shim ([`INFO_BIN`]) as
+/// `warren-shim init`, handing over the spec (a memfd), the report channel
+/// and the terminal socket; every other fd is close-on-exec. Only returns
+/// on failure.
+fn reexec_as_init(
+    spec: &SandboxSpec,
+    pty_socket: Option<OwnedFd>,
+    report: &File,
+) -> Result<std::convert::Infallible, SetupError> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    use std::ffi::CString;
+    use std::io::Seek;
+    use std::os::fd::AsRawFd;
+    let step = "re-execute PID 1";
+    let json = serde_json::to_vec(spec).map_err(|e| SetupError::new(step, e.to_string()))?;
+    let memfd = memfd_create("warren-spec", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| SetupError::errno(step, e))?;
+    let mut spec_file = File::from(memfd);
+    spec_file
+        .write_all(&json)
+        .and_then(|_| spec_file.rewind())
+        .map_err(|e| SetupError::new(step, e.to_string()))?;
+    let mut argv = vec!["warren-shim".to_string(), "init".into()];
+    let mut pass = |flag: &str, fd: &dyn AsRawFd| -> Result<(), SetupError> {
+        sys::clear_cloexec(&fd.as_raw_fd()).map_err(|e| SetupError::errno(step, e))?;
+        argv.extend([flag.to_string(), fd.as_raw_fd().to_string()]);
+        Ok(())
+    };
+    pass("--spec-fd", &spec_file)?;
+    pass("--report-fd", report)?;
+    if let Some(sock) = &pty_socket {
+        pass("--pty-socket-fd", sock)?;
     }
-    spawn::confine_and_spawn(spec, pty_socket, report)
+    let argv: Vec<CString> = argv
+        .into_iter()
+        .map(|a| CString::new(a).expect("no NUL in flags and numbers"))
+        .collect();
+    let bin = CString::new(INFO_BIN).expect("a constant path");
+    let err = nix::unistd::execve::<CString, CString>(&bin, &argv, &[]).unwrap_err();
+    Err(SetupError::errno(format!("{step} ({INFO_BIN})"), err))
 }
 
 /// With subordinate ids the server created the home as itself (root in

@@ -29,11 +29,14 @@ use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys;
 
 const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N]
-       warren-shim join --init-pid PID --parent-pid PID [--cgroup ID] --spec-fd N --report-fd N [--pty-socket-fd N]";
+       warren-shim join --init-pid PID --parent-pid PID [--cgroup ID] --spec-fd N --report-fd N [--pty-socket-fd N]
+       warren-shim init --spec-fd N --report-fd N [--pty-socket-fd N]   (PID 1 re-executing itself)";
 
 /// What the command line asks for.
 struct Args {
     join: Option<join::Target>,
+    /// `init`: the sandbox's PID 1 after it re-executed itself inside.
+    init: bool,
     spec_fd: RawFd,
     report_fd: RawFd,
     pty_fd: Option<RawFd>,
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         }
     };
     let result = read_spec(args.spec_fd).and_then(|spec| match args.join {
+        None if args.init => create::init_after_exec(spec, pty_socket, &mut report),
         None => create::run(spec, pty_socket, &mut report),
         Some(target) => join::run(spec, target, pty_socket, &mut report),
     });
@@ -95,8 +99,9 @@ fn warren_info() -> ExitCode {
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut it = args.iter();
-    let joining = match it.next().map(String::as_str) {
-        Some("create") => false,
+    let command = it.next().map(String::as_str);
+    let joining = match command {
+        Some("create" | "init") => false,
         Some("join") => true,
         Some(other) => return Err(format!("unknown command {other:?}")),
         None => return Err("missing command".into()),
@@ -143,6 +148,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     };
     Ok(Args {
         join,
+        init: command == Some("init"),
         spec_fd: s,
         report_fd: r,
         pty_fd: pty,

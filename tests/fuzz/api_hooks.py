@@ -7,11 +7,8 @@
   audited on purpose (`auth.failed`, `refused`, `failed`: docs/api.md).
 * a serializer for `application/gzip` (the import body): a real tar.gz for
   positive cases, the raw bytes for negative ones.
-* `filter_failure`: drops the failures issue 10 already lists and branch
-  `api` fixes (see KNOWN below); remove each once that branch is merged.
 
-WARREN_STATE_DIR and WARREN_WORKSPACE_ROOT say where the server keeps them,
-WARREN_SERVER_LOG where it logs.
+WARREN_STATE_DIR and WARREN_WORKSPACE_ROOT say where the server keeps them.
 """
 
 import io
@@ -79,7 +76,6 @@ _before = {}
 @schemathesis.hook
 def before_call(context, case, kwargs):
     _before[case.id] = snapshot()
-    _log_at[case.id] = _log_offset()
 
 
 @schemathesis.check
@@ -114,65 +110,3 @@ def gzip_serializer(ctx, value):
         info.mode = 0o644
         tar.addfile(info, io.BytesIO(value))
     return buf.getvalue()
-
-
-# ---- KNOWN: issue 10 §9 and §10, fixed on branch `api`. Remove after merging it.
-
-# Where the server's log stood before each request: the known 500 below is
-# told by the line it logs.
-SERVER_LOG = os.environ.get("WARREN_SERVER_LOG")
-_log_at = {}
-
-
-def _log_offset():
-    try:
-        return os.path.getsize(SERVER_LOG) if SERVER_LOG else 0
-    except OSError:
-        return 0
-
-
-def _logged_since(case):
-    if not SERVER_LOG:
-        return ""
-    with open(SERVER_LOG, "rb") as f:
-        f.seek(_log_at.get(case.id, 0))
-        return f.read().decode("utf-8", "replace")
-
-
-def _error_of(response):
-    try:
-        return str(json.loads(response.content).get("error", ""))
-    except (ValueError, AttributeError):
-        return ""
-
-
-def _known(failure, case, response):
-    op = f"{case.operation.method.upper()} {case.operation.path}"
-    error = _error_of(response)
-    code = getattr(failure, "code", "")
-    # Ids with control characters (and other ids the server refuses), an
-    # empty argv[0] and timeout_secs like 5e-324 are refused, rightly; the
-    # document does not say so yet.
-    if code == "ST202" and (
-        error.startswith("invalid user id") or "argv must name a command" in error or "timeout_secs" in error
-    ):
-        return True
-    # A `[]` body for limits and `audit?limit=1001` are accepted.
-    if op == "PUT /api/users/{user}/limits" and isinstance(case.body, list) and response.status_code == 200:
-        return True
-    if op == "GET /api/audit" and response.status_code == 200:
-        try:
-            if int((case.query or {}).get("limit", 0)) > 1000:
-                return True
-        except (TypeError, ValueError):
-            pass
-    # Delete (home kept) then re-create: 500 on create and on every exec
-    # after, logged as "workspace … belongs to host uid …".
-    if response.status_code == 500 and "but this tenant maps to host uid" in _logged_since(case):
-        return True
-    return False
-
-
-@schemathesis.hook
-def filter_failure(context, failure, case, response):
-    return not _known(failure, case, response)

@@ -438,6 +438,7 @@ fn answer(q: &str) -> String {
             }
         }
         "mountopts" => mount_options(arg),
+        "setid" => setid_routes(arg),
         "status" => status_field(arg),
         "orphan" => {
             // Double fork: the grandchild is re-parented to the sandbox's
@@ -469,8 +470,42 @@ fn answer(q: &str) -> String {
             std::thread::sleep(std::time::Duration::from_secs(5));
             "survived".into()
         }
-        _ => format!("unknown question {name}"),
+        _ => hardening(name, arg).unwrap_or_else(|| format!("unknown question {name}")),
     }
+}
+
+extern "C" {
+    fn chmod(path: *const i8, mode: u32) -> i32;
+    fn chown(path: *const i8, uid: u32, gid: u32) -> i32;
+    fn utimensat(dirfd: i32, path: *const i8, times: *const u8, flags: i32) -> i32;
+}
+
+/// "ok" for a libc call that returned 0 or more, else the errno's name.
+fn errno_of(r: i32) -> String {
+    if r < 0 { errno_name(std::io::Error::last_os_error()) } else { "ok".into() }
+}
+
+/// Metadata and reads that must fail on the host's things (devices, the
+/// sandbox's PID 1): `open_ro:PATH`, `chmod:PATH=OCTAL`, `chown:PATH`
+/// (to its own owner: only the permission and read-only checks run),
+/// `touch:PATH` (utimensat to now).
+fn hardening(name: &str, arg: &str) -> Option<String> {
+    let (path, rest) = arg.split_once('=').unwrap_or((arg, ""));
+    let c = CString::new(path).ok()?;
+    // SAFETY (all unsafe below): plain libc calls with a valid C string.
+    Some(match name {
+        "open_ro" => {
+            let fd = unsafe { open(c.as_ptr(), 0o2000000, 0) };
+            if fd >= 0 {
+                unsafe { close(fd) };
+            }
+            errno_of(fd)
+        }
+        "chmod" => errno_of(unsafe { chmod(c.as_ptr(), u32::from_str_radix(rest, 8).unwrap_or(0o666)) }),
+        "chown" => errno_of(unsafe { chown(c.as_ptr(), u32::MAX, u32::MAX) }),
+        "touch" => errno_of(unsafe { utimensat(-100, c.as_ptr(), std::ptr::null(), 0) }),
+        _ => return None,
+    })
 }
 
 fn main() {
@@ -482,4 +517,103 @@ fn main() {
         let a = answer(&q);
         let _ = writeln!(out, "{a}");
     }
+}
+
+/// `setid:DIR` (DIR defaults to $HOME): tries every way to give a file
+/// S_ISUID or S_ISGID in DIR/setid, by raw x86_64 syscall, then ordinary
+/// modes that must keep working. Answers space-separated `route=answer`
+/// pairs, then `setid_files=` the names (comma-separated) of files that
+/// ended up with either bit, or `none`.
+fn setid_routes(dir: &str) -> String {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let base = format!("{}/setid", if dir.is_empty() { &home } else { dir });
+    let _ = fs::remove_dir_all(&base);
+    if let Err(e) = fs::create_dir(&base) {
+        return format!("mkdir {base}: {}", errno_name(e));
+    }
+    let target = format!("{base}/target");
+    if let Err(e) = fs::write(&target, "#!/bin/sh\n") {
+        return format!("create {target}: {}", errno_name(e));
+    }
+    const AT_FDCWD: i64 = -100;
+    const O_WRONLY: i64 = 0o1;
+    const O_RDWR: i64 = 0o2;
+    const O_CREAT: i64 = 0o100;
+    const O_TMPFILE: i64 = 0o20_200_000;
+    const S_IFREG: i64 = 0o100_000;
+    let c = |name: &str| CString::new(format!("{base}/{name}")).unwrap();
+    let t = c("target");
+    let dir_c = CString::new(base.as_str()).unwrap();
+    // struct open_how { u64 flags; u64 mode; u64 resolve; }
+    let how: [u64; 3] = [(O_CREAT | O_WRONLY) as u64, 0o4755, 0];
+    let (p_open, p_openat, p_creat, p_mkdir, p_mkdirat, p_mknod, p_mknodat, p_openat2, p_ok_open, p_ok_dir) = (
+        c("open"), c("openat"), c("creat"), c("mkdir"), c("mkdirat"), c("mknod"), c("mknodat"),
+        c("openat2"), c("plain"), c("plaindir"),
+    );
+    let fd = unsafe { open(t.as_ptr(), 0, 0) } as i64;
+    // SAFETY (each call): raw syscalls on NUL-terminated paths that outlive
+    // the call, an fd of ours, and `how`, which outlives openat2.
+    let mut out: Vec<String> = Vec::new();
+    // The errno is read right after each call, before the next one.
+    let mut record = |name: &str, r: i64| {
+        let answer = if r < 0 { errno_name(std::io::Error::last_os_error()) } else { "ok".into() };
+        // Successful opens return fds; the O_TMPFILE file dies with its fd.
+        if r >= 0 && (name.starts_with("open") || name.starts_with("creat")) {
+            unsafe { close(r as i32) };
+        }
+        out.push(format!("{name}={answer}"));
+    };
+    let routes: [(&str, &dyn Fn() -> i64); 21] = [
+        ("chmod_4755", &|| unsafe { syscall(90, t.as_ptr(), 0o4755i64) }),
+        ("chmod_2755", &|| unsafe { syscall(90, t.as_ptr(), 0o2755i64) }),
+        ("fchmod_4755", &|| unsafe { syscall(91, fd, 0o4755i64) }),
+        ("fchmod_2755", &|| unsafe { syscall(91, fd, 0o2755i64) }),
+        ("fchmodat_6755", &|| unsafe { syscall(268, AT_FDCWD, t.as_ptr(), 0o6755i64) }),
+        ("fchmodat2_4755", &|| unsafe { syscall(452, AT_FDCWD, t.as_ptr(), 0o4755i64, 0i64) }),
+        ("open_creat_4755", &|| unsafe { syscall(2, p_open.as_ptr(), O_CREAT | O_WRONLY, 0o4755i64) }),
+        ("openat_creat_2755", &|| unsafe { syscall(257, AT_FDCWD, p_openat.as_ptr(), O_CREAT | O_WRONLY, 0o2755i64) }),
+        ("openat_tmpfile_4755", &|| unsafe { syscall(257, AT_FDCWD, dir_c.as_ptr(), O_TMPFILE | O_RDWR, 0o4755i64) }),
+        ("creat_4755", &|| unsafe { syscall(85, p_creat.as_ptr(), 0o4755i64) }),
+        ("mkdir_2755", &|| unsafe { syscall(83, p_mkdir.as_ptr(), 0o2755i64) }),
+        ("mkdirat_4755", &|| unsafe { syscall(258, AT_FDCWD, p_mkdirat.as_ptr(), 0o4755i64) }),
+        ("mknod_reg_4755", &|| unsafe { syscall(133, p_mknod.as_ptr(), S_IFREG | 0o4755, 0i64) }),
+        ("mknodat_reg_2755", &|| unsafe { syscall(259, AT_FDCWD, p_mknodat.as_ptr(), S_IFREG | 0o2755, 0i64) }),
+        ("openat2_creat_4755", &|| unsafe { syscall(437, AT_FDCWD, p_openat2.as_ptr(), how.as_ptr(), 24i64) }),
+        // Ordinary modes keep working.
+        ("chmod_0755", &|| unsafe { syscall(90, t.as_ptr(), 0o755i64) }),
+        ("chmod_0600", &|| unsafe { syscall(90, t.as_ptr(), 0o600i64) }),
+        ("fchmod_1777", &|| unsafe { syscall(91, fd, 0o1777i64) }),
+        ("fchmodat_0644", &|| unsafe { syscall(268, AT_FDCWD, t.as_ptr(), 0o644i64) }),
+        ("open_creat_0600", &|| unsafe { syscall(257, AT_FDCWD, p_ok_open.as_ptr(), O_CREAT | O_WRONLY, 0o600i64) }),
+        ("mkdir_0755", &|| unsafe { syscall(83, p_ok_dir.as_ptr(), 0o755i64) }),
+    ];
+    for (name, call) in routes {
+        record(name, call());
+    }
+    if fd >= 0 {
+        unsafe { close(fd as i32) };
+    }
+    out.push(format!("setid_files={}", setid_files(&base)));
+    out.join(" ")
+}
+
+/// Names (relative to `dir`) of entries below `dir` with S_ISUID or S_ISGID.
+fn setid_files(dir: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut stack = vec![std::path::PathBuf::from(dir)];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(m) = fs::symlink_metadata(e.path()) else { continue };
+            if m.permissions().mode() & 0o6000 != 0 {
+                found.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    found.sort();
+    if found.is_empty() { "none".into() } else { found.join(",") }
 }

@@ -6,7 +6,13 @@
 //! - `root`: real root in the initial user namespace;
 //! - `user`: an unprivileged user;
 //! - `subuid`: an unprivileged user with /etc/subuid and /etc/subgid ranges;
-//! - `userns`: root inside `unshare --user --map-root-user`.
+//! - `userns`: root inside `unshare --user --map-auto --map-root-user`
+//!   (root's /etc/subuid ranges mapped: each tenant its own non-root id);
+//! - `userns-user`: an unprivileged user inside `unshare --user
+//!   --map-root-user` (one id, the user's own).
+//!
+//! Root inside plain `unshare --user --map-root-user` is no mode: warren
+//! refuses to start sandboxes there (tests/tests/hardening.rs).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +27,11 @@ pub enum Mode {
     User,
     /// An unprivileged user with /etc/subuid and /etc/subgid ranges.
     SubUid,
+    /// Root in a user namespace with more ids than its own (`--map-auto`).
     UserNs,
+    /// Root in a user namespace mapping one unprivileged id (`unshare -Ur`
+    /// as a normal user).
+    UserNsUser,
 }
 
 impl Mode {
@@ -32,7 +42,12 @@ impl Mode {
         let initial = map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
         match (uid, initial) {
             (0, true) => Mode::Root,
-            (0, false) => Mode::UserNs,
+            (0, false) => {
+                match warren_runtime::idmap::IdRange::of_current_process(Path::new("/proc")) {
+                    warren_runtime::idmap::IdRange::Delegated { .. } => Mode::UserNs,
+                    _ => Mode::UserNsUser,
+                }
+            }
             _ => match warren_runtime::idmap::IdRange::of_current_process(Path::new("/proc")) {
                 warren_runtime::idmap::IdRange::Subordinate { .. } => Mode::SubUid,
                 _ => Mode::User,
@@ -49,6 +64,7 @@ impl Mode {
                 "root" => Mode::Root,
                 "user" => Mode::User,
                 "userns" => Mode::UserNs,
+                "userns-user" => Mode::UserNsUser,
                 "subuid" => Mode::SubUid,
                 other => panic!("unknown WARREN_TEST_MODE {other:?}"),
             };

@@ -266,3 +266,32 @@ fn a_stale_pid_is_refused() {
     );
     held.stop();
 }
+
+/// A joined command (each web terminal) holds no supplementary group
+/// where warren may drop them (issue 10, 6b; tests/tests/hardening.rs has
+/// the rows for the first command and the other modes).
+#[test]
+fn a_joined_command_has_no_supplementary_group() {
+    use warren_tests::Mode;
+    let env = Env::new();
+    let held = hold(&env, "alice");
+    let out = held.join(
+        &env,
+        "alice",
+        &["/bin/sh", "-c", "grep '^Groups:' /proc/self/status"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    held.stop();
+    let groups = text.trim().trim_start_matches("Groups:").trim().to_string();
+    if matches!(Mode::current(), Mode::Root | Mode::UserNs | Mode::SubUid) {
+        assert_eq!(groups, "", "{text}");
+    } else {
+        // The operator's own, which it may not drop (CVE-2018-7169).
+        assert!(
+            groups
+                .split(' ')
+                .all(|g| g.is_empty() || g == "1000" || g == "65534"),
+            "{text}"
+        );
+    }
+}

@@ -212,7 +212,7 @@ fn limits_in_force_are_reported() {
     } else {
         assert!(err.contains("warning: running without"), "{err}");
     }
-    assert!(err.contains("confined: seccomp default-v1"), "{err}");
+    assert!(err.contains("confined: seccomp default-v2"), "{err}");
     let bad = run_probe(&env, "verbose", &["--memory", "12Q"], &["true"]);
     assert_eq!(bad.status.code(), Some(2), "a bad size is a usage error");
 }

@@ -232,7 +232,7 @@ fn tenants_get_host_uids_by_mode() {
     };
     let me = nix::unistd::geteuid().as_raw();
     match Mode::current() {
-        Mode::Root | Mode::SubUid => {
+        Mode::Root | Mode::SubUid | Mode::UserNs => {
             assert_ne!(owner("alice"), owner("bob"), "distinct host uid per tenant");
             assert_ne!(owner("alice"), 0);
             assert_ne!(owner("alice"), me, "not our own uid either");
@@ -241,7 +241,7 @@ fn tenants_get_host_uids_by_mode() {
             assert!(env.run("alice", &["true"]).status.success());
             assert_eq!(owner("alice"), before);
         }
-        Mode::User | Mode::UserNs => {
+        Mode::User | Mode::UserNsUser => {
             assert_eq!(
                 owner("alice"),
                 me,
@@ -479,11 +479,13 @@ fn warren_info_describes_the_sandbox_from_inside() {
         "{text}"
     );
     assert!(
-        text.contains("seccomp default-v1, capabilities none, no_new_privs on"),
+        text.contains("seccomp default-v2, capabilities none, no_new_privs on"),
         "{text}"
     );
     assert!(text.contains("usage        memory"), "{text}");
-    if Mode::current() == Mode::Root {
+    // Root, and root of a namespace mapping host root too, may write the
+    // host's cgroups.
+    if matches!(Mode::current(), Mode::Root | Mode::UserNs) {
         assert!(
             text.contains("limits       memory 512.0 MiB (no swap), cpu 0.5 core(s), 512 tasks"),
             "{text}"

@@ -43,16 +43,56 @@ const SUPERVISOR: &str = "supervisor";
 /// Prefix of a sandbox cgroup; `sweep_stale` touches nothing else.
 const SANDBOX_PREFIX: &str = "sbx-";
 
-/// A sandbox id for `name` owned by this process: `<name>-<pid>`. A sweep
-/// never removes the cgroup of an id whose owner is still alive.
+/// A sandbox id for `name` owned by this process:
+/// `<name>-<pid>-t<start time>`. A sweep never removes the cgroup of an id
+/// whose owner is still alive; the start time (clock ticks after boot, from
+/// /proc/self/stat) tells the owner from a later process given its pid.
 pub fn owned_id(name: &str) -> String {
-    format!("{name}-{}", std::process::id())
+    let pid = std::process::id();
+    match std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_start_time(&s))
+    {
+        Some(start) => format!("{name}-{pid}-t{start}"),
+        None => format!("{name}-{pid}"),
+    }
 }
 
-/// The owner's pid at the end of an `sbx-<name>-<pid>` directory name.
-fn owner_pid(dir_name: &str) -> Option<i32> {
-    let (_, pid) = dir_name.rsplit_once('-')?;
-    pid.parse().ok().filter(|p: &i32| *p > 0)
+/// Who created a sandbox cgroup, from its directory name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    pid: i32,
+    /// Absent in ids made before the start time was recorded.
+    start: Option<u64>,
+}
+
+/// The owner at the end of an `sbx-<name>-<pid>[-t<start>]` directory name.
+fn owner_of(dir_name: &str) -> Option<Owner> {
+    let (rest, last) = dir_name.rsplit_once('-')?;
+    let (pid, start) = match last.strip_prefix('t') {
+        Some(t) => (rest.rsplit_once('-')?.1, Some(t.parse().ok()?)),
+        None => (last, None),
+    };
+    let pid = pid.parse().ok().filter(|p: &i32| *p > 0)?;
+    Some(Owner { pid, start })
+}
+
+/// Field 22 of /proc/<pid>/stat: the process's start time after boot.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // The command name is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+impl Owner {
+    /// Whether the process that made the cgroup still runs: its pid exists
+    /// and, where recorded, with the same start time (not a reused pid).
+    fn alive(&self, k: &dyn Kernel) -> bool {
+        k.alive(self.pid)
+            && self
+                .start
+                .is_none_or(|t| k.start_time(self.pid).is_none_or(|now| now == t))
+    }
 }
 /// CFS period for the cpu limit: the kernel's default, 100 ms.
 const CPU_PERIOD_US: u64 = 100_000;
@@ -551,9 +591,15 @@ impl Cgroups {
                 let dir = base.path.join(&name);
                 // Between mkdir and placing its first process, a sandbox's
                 // cgroup is empty: its creator being alive is what keeps it.
-                let owner = owner_pid(&name);
-                let owner_alive = owner.is_some_and(|p| k.alive(p));
-                if young || owner_alive {
+                // One whose creator is gone is stale however young (a crash
+                // right after a start used to leave it behind: issue 10,
+                // item 9); only an id that names no creator gets the grace.
+                let owner = owner_of(&name);
+                let keep = match owner {
+                    Some(o) => o.alive(k),
+                    None => young,
+                };
+                if keep {
                     continue;
                 }
                 if !procs(k, &dir)?.is_empty() {
@@ -821,6 +867,11 @@ pub(crate) trait Kernel: fmt::Debug + Send + Sync {
     fn own_pid(&self) -> i32;
     /// Whether a process with this pid exists.
     fn alive(&self, pid: i32) -> bool;
+    /// The start time of process `pid` (field 22 of /proc/<pid>/stat), if
+    /// it can be read.
+    fn start_time(&self, _pid: i32) -> Option<u64> {
+        None
+    }
     fn page_size(&self) -> u64;
     /// SIGKILLs `pid` if it is (still) listed in the `cgroup.procs` file
     /// `procs`, without racing against pid reuse.
@@ -892,6 +943,10 @@ impl Kernel for RealKernel {
             nix::sys::signal::kill(Pid::from_raw(pid), None),
             Err(Errno::ESRCH)
         )
+    }
+
+    fn start_time(&self, pid: i32) -> Option<u64> {
+        parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
 
     fn page_size(&self) -> u64 {
@@ -1202,11 +1257,22 @@ mod owner_tests {
     use super::*;
 
     #[test]
-    fn owner_pid_comes_from_the_name() {
-        assert_eq!(owner_pid("sbx-alice-1234"), Some(1234));
-        assert_eq!(owner_pid("sbx-a-b-77"), Some(77));
-        assert_eq!(owner_pid("sbx-alice"), None);
-        assert_eq!(owner_pid("sbx-x-0"), None);
-        assert!(owned_id("bob").ends_with(&format!("-{}", std::process::id())));
+    fn the_owner_comes_from_the_name() {
+        let o = |pid, start| Some(Owner { pid, start });
+        assert_eq!(owner_of("sbx-alice-1234"), o(1234, None));
+        assert_eq!(owner_of("sbx-a-b-77"), o(77, None));
+        assert_eq!(owner_of("sbx-a-b-77-t123456"), o(77, Some(123456)));
+        assert_eq!(owner_of("sbx-alice"), None);
+        assert_eq!(owner_of("sbx-x-0"), None);
+        assert_eq!(owner_of("sbx-x-t12"), None);
+        let me = std::process::id();
+        let id = owned_id("bob");
+        let start = parse_start_time(&std::fs::read_to_string("/proc/self/stat").unwrap());
+        assert_eq!(id, format!("bob-{me}-t{}", start.unwrap()));
+        assert!(validate_id(&format!("{}-{id}", "x".repeat(32))).is_ok());
+        assert_eq!(
+            parse_start_time("7 (a b) c) S 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4242 1 2"),
+            Some(4242)
+        );
     }
 }

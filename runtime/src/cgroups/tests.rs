@@ -1216,3 +1216,23 @@ fn real_pids_limit_is_reported() {
     sbx.destroy().unwrap();
     child.wait().unwrap();
 }
+
+/// Issue 10, item 9: a crash right after a start left young cgroups whose
+/// creator was gone; the sweep skipped them for their age.
+#[test]
+fn sweep_removes_young_cgroups_of_a_dead_creator_at_once() {
+    let h = v1_host(false, "/");
+    let cg = h.probe().unwrap();
+    // Created by shim 4242 (started at tick 99), which is gone.
+    let (orphan, _) = cg.create("alice-4242-t99", &Limits::default()).unwrap();
+    let orphan_paths = orphan.keep();
+    // No creator in its name: the grace period still protects it.
+    let (anon, _) = cg.create("anon", &Limits::default()).unwrap();
+    let anon_paths = anon.keep();
+    let mut removed = cg.sweep_stale().unwrap();
+    removed.sort();
+    let mut want = orphan_paths.clone();
+    want.sort();
+    assert_eq!(removed, want);
+    assert!(anon_paths.iter().all(|p| p.exists()));
+}

@@ -235,12 +235,6 @@ pub fn set_non_dumpable() -> Result<(), Errno> {
     nix::sys::prctl::set_dumpable(false)
 }
 
-/// `prctl(PR_SET_DUMPABLE, 1)`: undoes the non-dumpable mark the kernel sets
-/// when a process changes its uid.
-pub fn set_dumpable() -> Result<(), Errno> {
-    nix::sys::prctl::set_dumpable(true)
-}
-
 /// `prctl(PR_SET_NO_NEW_PRIVS, 1)`: execve can never grant privileges again
 /// (setuid bits and file capabilities are ignored).
 pub fn set_no_new_privs() -> Result<(), Errno> {
@@ -278,8 +272,8 @@ pub fn ambient_clear_all() -> Result<(), Errno> {
     }
 }
 
-/// `setgroups(2)` with an empty list: drops the supplementary groups a root
-/// caller would otherwise carry into the sandbox as unmapped host groups.
+/// `setgroups(2)` with an empty list: drops every supplementary group (see
+/// `caps::become_user_without_caps` for where it is permitted).
 pub fn clear_supplementary_groups() -> Result<(), Errno> {
     // SAFETY: a zero-length list with a null pointer is valid for setgroups.
     let ret = unsafe { libc::setgroups(0, std::ptr::null()) };

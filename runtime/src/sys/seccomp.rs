@@ -45,6 +45,13 @@ const TIOCLINUX: u64 = libc::TIOCLINUX as u64;
 const TIOCGWINSZ: u64 = libc::TIOCGWINSZ as u64;
 /// The size of `struct clone_args` (CLONE_ARGS_SIZE_VER2).
 const CLONE_ARGS_SIZE: u64 = 88;
+/// The size of `struct open_how` (OPEN_HOW_SIZE_VER0).
+const OPEN_HOW_SIZE: u64 = 24;
+const S_ISUID: u64 = libc::S_ISUID as u64;
+const S_ISGID: u64 = libc::S_ISGID as u64;
+const S_IFREG: u64 = libc::S_IFREG as u64;
+const O_CREAT_WRONLY: u64 = (libc::O_CREAT | libc::O_WRONLY) as u64;
+const O_TMPFILE_RDWR: u64 = (libc::O_TMPFILE | libc::O_RDWR) as u64;
 
 /// One raw syscall whose answer tells whether the seccomp filter caught it.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +134,8 @@ const ONLY_EPERM: &[Answer] = &[Err(Errno::EPERM)];
 const ENOSYS_OR_EINVAL: &[Answer] = &[Err(Errno::ENOSYS), Err(Errno::EINVAL)];
 const ENOSYS_OR_EPERM: &[Answer] = &[Err(Errno::ENOSYS), Err(Errno::EPERM)];
 const EBADF_OR_EINVAL: &[Answer] = &[Err(Errno::EBADF), Err(Errno::EINVAL)];
+const EFAULT_OR_EBADF: &[Answer] = &[Err(Errno::EFAULT), Err(Errno::EBADF)];
+const EINVAL_OR_ENOSYS: &[Answer] = &[Err(Errno::EINVAL), Err(Errno::ENOSYS)];
 
 /// One probe per entry of the default profile (`seccomp::Profile::Default`).
 /// Each is refused by the kernel with its own errno and by the filter with
@@ -208,6 +217,33 @@ pub const DENIED_PROBES: &[Probe] = &[
     // The kernel truncates cmd to 32 bits; CVE-2019-10063.
     probe("ioctl(TIOCSTI|1<<32)", libc::SYS_ioctl, [BAD_FD, 1 << 32 | TIOCSTI, BAD_PTR, 0, 0, 0], EBADF, EBADF, EPERM),
     probe("ioctl(TIOCLINUX)", libc::SYS_ioctl, [BAD_FD, TIOCLINUX, BAD_PTR, 0, 0, 0], EBADF, EBADF, EPERM),
+    // Setuid and setgid modes: the path (the address 1) or the fd (-1) is
+    // refused by the kernel before anything is created or changed.
+    #[cfg(target_arch = "x86_64")]
+    probe("chmod(04755)", libc::SYS_chmod, [BAD_PTR, 0o4755, 0, 0, 0, 0], EFAULT, EFAULT, EPERM),
+    #[cfg(target_arch = "x86_64")]
+    probe("chmod(02755)", libc::SYS_chmod, [BAD_PTR, 0o2755, 0, 0, 0, 0], EFAULT, EFAULT, EPERM),
+    probe("fchmod(04755)", libc::SYS_fchmod, [BAD_FD, 0o4755, 0, 0, 0, 0], EBADF, EBADF, EPERM),
+    probe("fchmod(02755)", libc::SYS_fchmod, [BAD_FD, 0o2755, 0, 0, 0, 0], EBADF, EBADF, EPERM),
+    probe("fchmodat(04755)", libc::SYS_fchmodat, [BAD_FD, BAD_PTR, 0o4755, 0, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, EPERM),
+    // Unknown flags are refused first (ENOSYS before Linux 6.6).
+    probe("fchmodat2(02755)", libc::SYS_fchmodat2, [BAD_FD, BAD_PTR, 0o2755, BAD_FLAGS, 0, 0], EINVAL_OR_ENOSYS, EINVAL_OR_ENOSYS, EPERM),
+    #[cfg(target_arch = "x86_64")]
+    probe("mkdir(02755)", libc::SYS_mkdir, [BAD_PTR, 0o2755, 0, 0, 0, 0], EFAULT, EFAULT, EPERM),
+    probe("mkdirat(04755)", libc::SYS_mkdirat, [BAD_FD, BAD_PTR, 0o4755, 0, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, EPERM),
+    #[cfg(target_arch = "x86_64")]
+    probe("mknod(S_IFREG|04755)", libc::SYS_mknod, [BAD_PTR, S_IFREG | S_ISUID | 0o755, 0, 0, 0, 0], EFAULT, EFAULT, EPERM),
+    probe("mknodat(S_IFREG|02755)", libc::SYS_mknodat, [BAD_FD, BAD_PTR, S_IFREG | S_ISGID | 0o755, 0, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, EPERM),
+    #[cfg(target_arch = "x86_64")]
+    probe("creat(04755)", libc::SYS_creat, [BAD_PTR, 0o4755, 0, 0, 0, 0], EFAULT, EFAULT, EPERM),
+    #[cfg(target_arch = "x86_64")]
+    probe("open(O_CREAT, 04755)", libc::SYS_open, [BAD_PTR, O_CREAT_WRONLY, 0o4755, 0, 0, 0], EFAULT, EFAULT, EPERM),
+    #[cfg(target_arch = "x86_64")]
+    probe("open(O_TMPFILE, 02755)", libc::SYS_open, [BAD_PTR, O_TMPFILE_RDWR, 0o2755, 0, 0, 0], EFAULT, EFAULT, EPERM),
+    probe("openat(O_CREAT, 02755)", libc::SYS_openat, [BAD_FD, BAD_PTR, O_CREAT_WRONLY, 0o2755, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, EPERM),
+    probe("openat(O_TMPFILE, 04755)", libc::SYS_openat, [BAD_FD, BAD_PTR, O_TMPFILE_RDWR, 0o4755, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, EPERM),
+    // The open_how struct is copied first.
+    probe("openat2", libc::SYS_openat2, [BAD_FD, BAD_PTR, BAD_PTR, OPEN_HOW_SIZE, 0, 0], EFAULT, EFAULT, ENOSYS),
     // The clone_args struct is copied first.
     probe("clone3", libc::SYS_clone3, [BAD_PTR, CLONE_ARGS_SIZE, 0, 0, 0, 0], EFAULT, EFAULT, ENOSYS),
     // x32 getpid: ENOSYS from kernels without x32 (so not distinguishable
@@ -228,6 +264,12 @@ pub const ALLOWED_PROBES: &[Probe] = &[
     probe("socket(AF_UNIX)", libc::SYS_socket, [libc::AF_UNIX as u64, 15, 0, 0, 0, 0], EINVAL, EINVAL, Err(Errno::EINVAL)),
     probe("unshare(CLONE_NEWNS)", libc::SYS_unshare, [CLONE_NEWNS | 1 << 40, 0, 0, 0, 0, 0], EINVAL, EINVAL, Err(Errno::EINVAL)),
     probe("clone(CLONE_NEWNS)", libc::SYS_clone, [CLONE_NEWNS | CLONE_FS, 0, 0, 0, 0, 0], EINVAL, EINVAL, Err(Errno::EINVAL)),
+    // Ordinary modes, and a setuid mode where the kernel ignores it.
+    probe("fchmod(0755)", libc::SYS_fchmod, [BAD_FD, 0o755, 0, 0, 0, 0], EBADF, EBADF, Err(Errno::EBADF)),
+    probe("fchmodat(01777)", libc::SYS_fchmodat, [BAD_FD, BAD_PTR, 0o1777, 0, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, Err(Errno::EFAULT)),
+    probe("mkdirat(0755)", libc::SYS_mkdirat, [BAD_FD, BAD_PTR, 0o755, 0, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, Err(Errno::EFAULT)),
+    probe("openat(O_CREAT, 0600)", libc::SYS_openat, [BAD_FD, BAD_PTR, O_CREAT_WRONLY, 0o600, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, Err(Errno::EFAULT)),
+    probe("openat(O_RDONLY, 04755)", libc::SYS_openat, [BAD_FD, BAD_PTR, 0, 0o4755, 0, 0], EFAULT_OR_EBADF, EFAULT_OR_EBADF, Err(Errno::EFAULT)),
 ];
 
 /// Calls i386 `getpid` (number 20) through `int 0x80` from this 64-bit

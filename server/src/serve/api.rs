@@ -58,7 +58,12 @@ impl From<ManageError> for ApiError {
             ManageError::Conflict(_) => StatusCode::CONFLICT,
             ManageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ManageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ManageError::Internal(detail) => {
+            // Only exec turns this into a result; elsewhere (export,
+            // import) a tool that cannot start is the server's failure.
+            ManageError::Internal(detail)
+            | ManageError::NotStarted {
+                message: detail, ..
+            } => {
                 tracing::error!("api: {detail}");
                 return ApiError(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,17 +86,41 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            // Malformed and mistyped bodies alike are the client's error.
+        let value = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v)) => v,
+            // Malformed bodies are the client's error.
             Err(rejection) => {
                 let status = match rejection.status() {
                     StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
                     other => other,
                 };
-                Err(ApiError(status, rejection.body_text()))
+                return Err(ApiError(status, rejection.body_text()));
             }
+        };
+        // Every body of this API is an object. serde would also read a
+        // struct from an array (`[]` as "every field left out"), so that is
+        // refused before it can be.
+        if !value.is_object() {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be a JSON object, not {}", json_kind(&value)),
+            ));
         }
+        // Mistyped bodies are the client's error.
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -403,6 +432,12 @@ async fn close_terminal(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Entries per audit page: the default, and the most one request may ask
+/// for (more is refused, not silently cut, so a client never mistakes a
+/// short page for the end).
+const AUDIT_PAGE_DEFAULT: u32 = 100;
+const AUDIT_PAGE_MAX: u32 = 1000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditParams {
@@ -418,14 +453,15 @@ async fn audit(
     ApiQuery(p): ApiQuery<AuditParams>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
-    let entries = blocking(move || {
-        m.audit_log(
-            p.user.as_deref(),
-            p.action.as_deref(),
-            p.after,
-            p.limit.unwrap_or(100),
-        )
-    })
-    .await?;
+    let limit = p.limit.unwrap_or(AUDIT_PAGE_DEFAULT);
+    if limit > AUDIT_PAGE_MAX {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("limit {limit} is above the maximum of {AUDIT_PAGE_MAX} entries per page"),
+        ));
+    }
+    let entries =
+        blocking(move || m.audit_log(p.user.as_deref(), p.action.as_deref(), p.after, limit))
+            .await?;
     Ok(Json(serde_json::json!({ "entries": entries })).into_response())
 }

@@ -9,9 +9,12 @@ use std::time::Duration;
 use clap::Args;
 
 use super::auth::{Auth, AuthMode};
+use super::connections::ConnLimits;
+use super::host::{HostError, HostPolicy};
 use super::origin::{OriginError, OriginPolicy};
+use super::relay::PingPolicy;
 use super::sessions::Limits;
-use super::ServeConfig;
+use super::{ServeConfig, WebSettings};
 
 /// warren's default port.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -48,9 +51,44 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+    /// The URL users reach this server at, `http(s)://host[:port]` (behind
+    /// a proxy, or by a name): its host is accepted in the `Host` header
+    /// (besides localhost and IP addresses) and its origin may open
+    /// terminals. Repeat, or separate with commas.
+    #[arg(
+        long = "public-url",
+        env = "WARREN_PUBLIC_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub public_urls: Vec<String>,
+    /// Most open connections (HTTP and WebSocket); above it clients get 503.
+    #[arg(long, env = "WARREN_MAX_CONNECTIONS", default_value_t = ConnLimits::default().max)]
+    pub max_connections: usize,
+    /// Most open connections from one client address (IPv6: one /64); above
+    /// it 429. Behind a proxy every client has the proxy's address: set it
+    /// to --max-connections there.
+    #[arg(long, env = "WARREN_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = ConnLimits::default().max_per_address)]
+    pub max_connections_per_address: usize,
+    /// A request's headers must arrive within this, counted from the
+    /// connection's start or its previous response (so it is also the idle
+    /// timeout of keep-alive connections).
+    #[arg(long, env = "WARREN_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Ping a WebSocket client silent for this long.
+    #[arg(long, env = "WARREN_WS_PING_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub ws_ping_interval: Duration,
+    /// Close a WebSocket whose client has not answered a ping within this.
+    #[arg(long, env = "WARREN_WS_PING_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub ws_ping_timeout: Duration,
     /// Stop a user's sandbox after it has had no terminal for this long.
     #[arg(long, env = "WARREN_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "30m")]
     pub idle_timeout: Duration,
+    /// Stop a user's sandbox as soon as their last terminal has ended (and
+    /// no API command holds it), killing what they left running in the
+    /// background, instead of after --idle-timeout.
+    #[arg(long, env = "WARREN_STOP_WHEN_NO_TERMINALS")]
+    pub stop_when_no_terminals: bool,
     /// Keep a terminal nobody is watching for this long (so a reload or a
     /// dropped connection can come back to it).
     #[arg(long, env = "WARREN_TERMINAL_GRACE", value_parser = parse_duration, default_value = "5m")]
@@ -131,6 +169,10 @@ pub enum ArgsError {
     Origin(#[from] OriginError),
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("{0} must be longer than 0")]
+    ZeroDuration(&'static str),
+    #[error(transparent)]
+    Host(#[from] HostError),
     #[error("invalid user id: {0}")]
     User(#[from] warren_runtime::tenant::TenantError),
 }
@@ -152,6 +194,7 @@ impl ServeArgs {
         if self.max_terminals_per_user == 0 {
             return Err(ArgsError::ZeroLimit("--max-terminals-per-user"));
         }
+        let web = self.web()?;
         // Validate now so a typo fails at start, not at the first connection.
         OriginPolicy::new(&self.allowed_origins)?;
         let auth = match self.auth {
@@ -174,9 +217,55 @@ impl ServeArgs {
                 max_terminals_per_user: self.max_terminals_per_user,
                 terminal_grace: self.terminal_grace,
                 idle_timeout: self.idle_timeout,
+                stop_when_no_terminals: self.stop_when_no_terminals,
             },
             shutdown_timeout: self.shutdown_timeout,
             management: Some(self.management()?),
+            web,
+        })
+    }
+
+    fn web(&self) -> Result<WebSettings, ArgsError> {
+        for (value, flag) in [
+            (self.max_connections, "--max-connections"),
+            (
+                self.max_connections_per_address,
+                "--max-connections-per-address",
+            ),
+        ] {
+            if value == 0 {
+                return Err(ArgsError::ZeroLimit(flag));
+            }
+        }
+        for (value, flag) in [
+            (self.header_timeout, "--header-timeout"),
+            (self.ws_ping_interval, "--ws-ping-interval"),
+            (self.ws_ping_timeout, "--ws-ping-timeout"),
+        ] {
+            if value.is_zero() {
+                return Err(ArgsError::ZeroDuration(flag));
+            }
+        }
+        // An empty value (`WARREN_PUBLIC_URL=`) names none.
+        let public_urls: Vec<String> = self
+            .public_urls
+            .iter()
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
+            .collect();
+        HostPolicy::new(self.listen, &public_urls)?;
+        OriginPolicy::new(&public_urls)?;
+        Ok(WebSettings {
+            public_urls,
+            connections: ConnLimits {
+                max: self.max_connections,
+                max_per_address: self.max_connections_per_address,
+                header_timeout: self.header_timeout,
+            },
+            ping: PingPolicy {
+                interval: self.ws_ping_interval,
+                timeout: self.ws_ping_timeout,
+            },
         })
     }
 
@@ -223,7 +312,8 @@ fn load_or_make_token(path: &Path) -> Result<Vec<u8>, ArgsError> {
     };
     if !path.exists() {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
+            // The state directory by default: private (crate::private).
+            crate::private::create_dir(dir).map_err(err)?;
         }
         match std::fs::OpenOptions::new()
             .write(true)
@@ -239,6 +329,7 @@ fn load_or_make_token(path: &Path) -> Result<Vec<u8>, ArgsError> {
             Err(e) => return Err(err(e)),
         }
     }
+    crate::private::tighten(path, crate::private::FILE_MODE).map_err(err)?;
     read_secret_file(path)
 }
 
@@ -413,5 +504,43 @@ mod tests {
         ));
         let a = parse(&["--allowed-origin", "https://a.example,https://b.example"]);
         assert_eq!(a.allowed_origins.len(), 2);
+    }
+
+    #[test]
+    fn web_flags_are_checked() {
+        let config = parse(&[]).to_config().unwrap();
+        assert_eq!(config.web.connections, ConnLimits::default());
+        assert_eq!(config.web.ping, PingPolicy::default());
+        assert!(matches!(
+            parse(&["--public-url", "term.example.com"]).to_config(),
+            Err(ArgsError::Host(HostError::BadPublicUrl(_)))
+        ));
+        assert!(parse(&["--public-url", ""])
+            .to_config()
+            .unwrap()
+            .web
+            .public_urls
+            .is_empty());
+        assert!(matches!(
+            parse(&["--max-connections", "0"]).to_config(),
+            Err(ArgsError::ZeroLimit(_))
+        ));
+        assert!(matches!(
+            parse(&["--header-timeout", "0s"]).to_config(),
+            Err(ArgsError::ZeroDuration(_))
+        ));
+        let config = parse(&[
+            "--public-url",
+            "https://term.example.com",
+            "--header-timeout",
+            "3s",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(config.web.public_urls, ["https://term.example.com"]);
+        assert_eq!(
+            config.web.connections.header_timeout,
+            Duration::from_secs(3)
+        );
     }
 }

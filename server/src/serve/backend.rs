@@ -44,14 +44,6 @@ impl BackendError {
     }
 }
 
-/// A [`BackendError`]'s source when a command cannot start because its
-/// sandbox runs as many processes as its pids limit allows.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the sandbox runs as many processes as its pids limit allows; try again when it runs fewer"
-)]
-pub struct SandboxFull;
-
 /// Starts sandboxes. One per server.
 pub trait Backend: Send + Sync + 'static {
     /// The isolation tier its sandboxes run in (one per server).
@@ -109,8 +101,44 @@ pub trait Sandbox: Send + Sync + 'static {
 
     /// Stops the sandbox: kills every process in it and releases what it
     /// holds (cgroups). Called once, when the sandbox is idle or the server
-    /// shuts down; processes still running get killed.
+    /// shuts down, or after it ended by itself; processes still running get
+    /// killed.
     fn stop(&self) -> BoxFuture<'_, ()>;
+
+    /// Resolves when the sandbox has ended by itself or was stopped (its
+    /// PID 1 or its creating shim died), saying why. Never resolves for a
+    /// backend whose sandboxes cannot end on their own.
+    fn ended(&self) -> BoxFuture<'_, SandboxEnd> {
+        Box::pin(std::future::pending())
+    }
+
+    /// Whether the sandbox is ending or gone right now (its PID 1 is
+    /// exiting): a shell killed at that moment was killed by the sandbox's
+    /// end, not by its user.
+    fn is_ending(&self) -> bool {
+        false
+    }
+}
+
+/// Why a sandbox ended by itself, as far as the host could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SandboxEnd {
+    pub cause: EndCause,
+    /// The signal that killed PID 1 (or the creating shim), if one did.
+    pub signal: Option<i32>,
+    /// PID 1's exit status, if it exited.
+    pub code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndCause {
+    /// The sandbox hit its memory limit: the cgroup counted an OOM kill.
+    OutOfMemory,
+    /// PID 1 or the shim that created the sandbox was killed by a signal.
+    Killed,
+    /// PID 1 exited.
+    Exited,
 }
 
 /// A shell started on a PTY.

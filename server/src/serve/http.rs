@@ -30,10 +30,11 @@ use tokio::sync::watch;
 
 use super::assets;
 use super::auth::{clear_cookie, Auth, AuthError, AuthMode, Credentials};
+use super::host::{self, HostPolicy};
 use super::metrics::Metrics;
 use super::origin::OriginPolicy;
 use super::protocol::{WinSize, SUBPROTOCOL};
-use super::relay::{self, Target};
+use super::relay::{self, PingPolicy, Target};
 use super::sessions::Registry;
 use crate::manage::Manager;
 
@@ -46,10 +47,30 @@ pub struct AppState {
     inner: Arc<AppInner>,
 }
 
+/// The web layer's guards: which `Host`s and `Origin`s are this server's,
+/// and how a WebSocket's peer is checked for life.
+#[derive(Debug, Clone)]
+pub struct WebPolicy {
+    pub hosts: HostPolicy,
+    pub origins: OriginPolicy,
+    pub ping: PingPolicy,
+}
+
+impl WebPolicy {
+    /// A loopback server's policy with the default pings.
+    pub fn loopback(origins: OriginPolicy) -> WebPolicy {
+        WebPolicy {
+            hosts: HostPolicy::loopback(),
+            origins,
+            ping: PingPolicy::default(),
+        }
+    }
+}
+
 struct AppInner {
     registry: Arc<Registry>,
     auth: Auth,
-    origins: OriginPolicy,
+    web: WebPolicy,
     /// The management API (absent: `/api` answers 503).
     manager: Option<Arc<Manager>>,
     /// The bearer token `/api` and `/metrics` require.
@@ -61,14 +82,20 @@ struct AppInner {
 
 impl AppState {
     pub fn new(registry: Arc<Registry>, auth: Auth, origins: OriginPolicy) -> AppState {
-        AppState::with_management(registry, auth, origins, None, Arc::new(Metrics::new()))
+        AppState::with_management(
+            registry,
+            auth,
+            WebPolicy::loopback(origins),
+            None,
+            Arc::new(Metrics::new()),
+        )
     }
 
     /// With the management API (`manager` and the admin token).
     pub fn with_management(
         registry: Arc<Registry>,
         auth: Auth,
-        origins: OriginPolicy,
+        web: WebPolicy,
         management: Option<(Arc<Manager>, String)>,
         metrics: Arc<Metrics>,
     ) -> AppState {
@@ -80,7 +107,7 @@ impl AppState {
             inner: Arc::new(AppInner {
                 registry,
                 auth,
-                origins,
+                web,
                 manager,
                 admin_token,
                 metrics,
@@ -107,6 +134,14 @@ impl AppState {
 
     pub fn auth(&self) -> &Auth {
         &self.inner.auth
+    }
+
+    pub fn hosts(&self) -> &HostPolicy {
+        &self.inner.web.hosts
+    }
+
+    pub fn ping(&self) -> PingPolicy {
+        self.inner.web.ping
     }
 
     /// Counts one open connection until dropped.
@@ -186,6 +221,10 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/{terminal}", get(ws_attach))
         .merge(super::api::routes(state.clone()))
         .fallback(|| async { HttpError::NotFound })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host::check_host,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -393,6 +432,7 @@ fn upgrade(
     target: Target,
 ) -> Result<Response, HttpError> {
     app.inner
+        .web
         .origins
         .check(headers)
         .map_err(|_| HttpError::Forbidden("cross-origin WebSocket refused"))?;

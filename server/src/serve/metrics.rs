@@ -47,6 +47,14 @@ pub struct Metrics {
     oom_kills: Counter,
     tenant_memory: Family<TenantLabel, Gauge>,
     exec_total: Counter,
+    audit: AuditMetrics,
+}
+
+/// The audit log's backlog (see `crate::audit`).
+#[derive(Default)]
+struct AuditMetrics {
+    pending: Gauge,
+    dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -73,6 +81,7 @@ impl Metrics {
             oom_kills: Counter::default(),
             tenant_memory: Family::default(),
             exec_total: Counter::default(),
+            audit: AuditMetrics::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,6 +116,16 @@ impl Metrics {
                 "Commands run through the management API or CLI",
                 m.exec_total.clone(),
             );
+            r.register(
+                "audit_pending",
+                "Audit entries held in memory because the state database refused writes",
+                m.audit.pending.clone(),
+            );
+            r.register(
+                "audit_dropped",
+                "Audit entries lost because the state database refused writes for too long",
+                m.audit.dropped.clone(),
+            );
         }
         m
     }
@@ -129,6 +148,14 @@ impl Metrics {
 
     pub fn exec(&self) {
         self.exec_total.inc();
+    }
+
+    pub fn audit_pending(&self, n: usize) {
+        self.audit.pending.set(n as i64);
+    }
+
+    pub fn audit_dropped(&self, n: u64) {
+        self.audit.dropped.inc_by(n);
     }
 
     /// The text exposition, with the present read from `app`.

@@ -16,7 +16,10 @@ pub mod args;
 pub mod assets;
 pub mod auth;
 pub mod backend;
+pub mod capacity;
+pub mod connections;
 pub mod echo;
+pub mod host;
 pub mod http;
 pub mod jwt;
 pub mod metrics;
@@ -29,7 +32,6 @@ pub mod sessions;
 pub mod terminal;
 pub mod user;
 
-use std::future::IntoFuture;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +43,11 @@ use warren_runtime::host::TierChoice;
 pub use args::{BackendKind, ServeArgs, TokenArgs};
 pub use auth::{Auth, AuthMode};
 pub use backend::{Backend, BackendError, ProcessExit, Sandbox, Spawned, TerminalProcess};
+pub use connections::ConnLimits;
 pub use echo::EchoBackend;
-pub use http::{app, AppState};
+pub use http::{app, AppState, WebPolicy};
 pub use metrics::Metrics;
+pub use relay::PingPolicy;
 pub use sessions::{Limits, Registry};
 pub use user::UserId;
 
@@ -63,6 +67,19 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// The management API; `None` serves terminals only.
     pub management: Option<Management>,
+    /// Names, connection caps and timeouts of the web layer.
+    pub web: WebSettings,
+}
+
+/// The web layer's defences against foreign names and idle or dead peers
+/// (docs/serve.md §Host check, §Connections).
+#[derive(Debug, Clone, Default)]
+pub struct WebSettings {
+    /// `http(s)://host[:port]` as users reach the server (behind a proxy):
+    /// its host is accepted in `Host`, its origin in `Origin`.
+    pub public_urls: Vec<String>,
+    pub connections: ConnLimits,
+    pub ping: PingPolicy,
 }
 
 /// What the management API needs.
@@ -128,6 +145,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Origin(#[from] origin::OriginError),
+    #[error(transparent)]
+    Host(#[from] host::HostError),
     #[error("serving: {0}")]
     Serve(std::io::Error),
     #[error("management API: {0}")]
@@ -148,6 +167,7 @@ impl ShutdownHandle {
 pub struct Server {
     state: AppState,
     listener: TcpListener,
+    limiter: Arc<connections::Limiter>,
     local_addr: SocketAddr,
     shutdown: ShutdownHandle,
     shutdown_timeout: Duration,
@@ -159,7 +179,10 @@ impl Server {
         config: ServeConfig,
         backend: Arc<dyn Backend>,
     ) -> Result<Server, ServeError> {
-        let origins = origin::OriginPolicy::new(&config.allowed_origins)?;
+        // The public URLs are this server's own origins too.
+        let mut allowed = config.allowed_origins.clone();
+        allowed.extend(config.web.public_urls.iter().cloned());
+        let origins = origin::OriginPolicy::new(&allowed)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -171,6 +194,12 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let hosts = host::HostPolicy::new(local_addr, &config.web.public_urls)?;
+        let web = WebPolicy {
+            hosts,
+            origins,
+            ping: config.web.ping,
+        };
         let registry = Registry::new(backend, config.limits);
         let metrics = Arc::new(metrics::Metrics::new());
         let management = match config.management {
@@ -184,6 +213,11 @@ impl Server {
                 .with_import_limits(m.import_limits)
                 .with_metrics(Arc::clone(&metrics));
                 let manager = Arc::new(manager);
+                // Audit entries held by a full disk are retried even when
+                // nothing new is audited.
+                tokio::spawn(crate::manage::Manager::retry_audit_periodically(
+                    Arc::downgrade(&manager),
+                ));
                 registry.set_observer(Arc::new(SessionAudit {
                     manager: Arc::clone(&manager),
                     metrics: Arc::clone(&metrics),
@@ -193,8 +227,9 @@ impl Server {
             None => None,
         };
         Ok(Server {
-            state: AppState::with_management(registry, config.auth, origins, management, metrics),
+            state: AppState::with_management(registry, config.auth, web, management, metrics),
             listener,
+            limiter: connections::Limiter::new(config.web.connections),
             local_addr,
             shutdown: ShutdownHandle(Arc::new(watch::channel(false).0)),
             shutdown_timeout: config.shutdown_timeout,
@@ -236,38 +271,24 @@ impl Server {
         let Server {
             state,
             listener,
+            limiter,
             shutdown,
             shutdown_timeout,
             ..
         } = self;
         let mut stop = shutdown.0.subscribe();
-        let stop_accepting = {
-            let mut stop = stop.clone();
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }
-        };
         let router = app(state.clone());
-        let mut serving = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop_accepting)
-                .into_future(),
-        );
-        // Both branches become ready on shutdown (the signal also ends the
-        // accept loop), so look at the signal first, and again afterwards.
+        let mut serving = tokio::spawn(connections::serve(listener, router, limiter, stop.clone()));
+        // The accept loop ends only on shutdown, but look at the signal
+        // first anyway: both become ready together.
         let ended = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => None,
             result = &mut serving => Some(result),
         };
-        if let Some(result) = ended {
+        if let Some(Err(e)) = ended {
             if !*stop.borrow() {
-                // The accept loop ended by itself: that is an error.
-                return match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(ServeError::Serve(e)),
-                    Err(e) => Err(ServeError::Serve(std::io::Error::other(e))),
-                };
+                return Err(ServeError::Serve(std::io::Error::other(e)));
             }
         }
         let accept_loop_done = serving.is_finished();
@@ -291,13 +312,14 @@ impl Server {
 /// `warren serve`: returns the process exit code.
 pub fn main(args: ServeArgs) -> i32 {
     init_tracing();
-    let config = match args.to_config() {
+    let mut config = match args.to_config() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("warren serve: {e}");
             return 2;
         }
     };
+    fit_connections_to_fds(&mut config.web.connections);
     let admin_file = config
         .management
         .as_ref()
@@ -326,6 +348,11 @@ pub fn main(args: ServeArgs) -> i32 {
             paths.push(("the JWT secret", secret.as_path()));
         }
         let range = warren_runtime::idmap::IdRange::of_current_process("/proc".as_ref());
+        // Every sandbox would be refused: say so now, not at each login.
+        if let Some(e) = range.refusal() {
+            eprintln!("warren serve: {e}");
+            return 2;
+        }
         if let Err(e) = crate::sandbox::check_shared_host_paths(t.isolation, range, &paths) {
             eprintln!("warren serve: {e}");
             return 2;
@@ -394,6 +421,37 @@ pub fn main(args: ServeArgs) -> i32 {
     code
 }
 
+/// Raises the soft open-file limit to the hard one (issue 10 §4: a unit's
+/// default 1,024 broke a server at 162 terminals), and keeps the
+/// connection cap within half of it, the other half for terminals.
+fn fit_connections_to_fds(limits: &mut ConnLimits) {
+    let fds = match capacity::raise_nofile() {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            return;
+        }
+    };
+    tracing::info!(
+        soft = fds.soft,
+        hard = fds.hard,
+        "open-file limit {} (about {} terminals)",
+        fds.soft,
+        fds.terminals()
+    );
+    let room = usize::try_from(fds.soft / 2).unwrap_or(usize::MAX).max(1);
+    if limits.max > room {
+        tracing::warn!(
+            "--max-connections {} lowered to {room}: half the open-file limit {} \
+             (raise LimitNOFILE= or `ulimit -Hn`)",
+            limits.max,
+            fds.soft
+        );
+        limits.max = room;
+        limits.max_per_address = limits.max_per_address.min(room);
+    }
+}
+
 /// Printed to the operator's terminal, never to the log (it holds the
 /// login token), the way Jupyter does.
 fn print_banner(
@@ -408,6 +466,12 @@ fn print_banner(
         value_name(args.auth),
         value_name(args.backend)
     );
+    if !server.local_addr().ip().is_loopback() && args.public_urls.iter().all(|u| u.is_empty()) {
+        eprintln!(
+            "  note: answers to IP addresses and localhost only (DNS rebinding); \
+             to reach it by a name, add --public-url http(s)://NAME"
+        );
+    }
     if args.backend == BackendKind::Echo {
         eprintln!("  note: the echo backend runs shells as this user with NO isolation (development only)");
     }

@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::SandboxEnd;
+
 /// The WebSocket subprotocol a client offers (`Sec-WebSocket-Protocol`).
 /// A later, incompatible protocol gets a new name (`warren.v2`).
 pub const SUBPROTOCOL: &str = "warren.v1";
@@ -26,6 +28,12 @@ pub mod close {
     /// The server is shutting down (an `exit` frame came first when a
     /// terminal was attached).
     pub const GOING_AWAY: u16 = 1001;
+    /// A frame broke the WebSocket protocol (RFC 6455 §7.4.1).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A message over the size limit (1 MiB).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const BAD_REQUEST: u16 = 4400;
     pub const UNAUTHENTICATED: u16 = 4401;
     pub const FORBIDDEN: u16 = 4403;
@@ -74,6 +82,9 @@ pub enum ExitReason {
     /// The terminal was closed on the server's side (its sandbox was
     /// stopped, or it was closed through the API).
     Closed,
+    /// The sandbox itself ended (its PID 1 died, or was killed); the next
+    /// terminal starts a fresh one. The `sandbox` field says why.
+    SandboxEnded,
 }
 
 impl ExitReason {
@@ -84,6 +95,7 @@ impl ExitReason {
             ExitReason::MemoryLimit => "memory_limit",
             ExitReason::ServerShutdown => "server_shutdown",
             ExitReason::Closed => "closed",
+            ExitReason::SandboxEnded => "sandbox_ended",
         }
     }
 }
@@ -94,6 +106,9 @@ pub struct ExitInfo {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     pub reason: ExitReason,
+    /// With `sandbox_ended`: why the sandbox ended, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxEnd>,
 }
 
 /// Frames a client sends (text frames).
@@ -268,10 +283,25 @@ mod tests {
             code: Some(3),
             signal: None,
             reason: ExitReason::Exit,
+            sandbox: None,
         });
         assert_eq!(
             exit.to_json(),
             r#"{"type":"exit","code":3,"signal":null,"reason":"exit"}"#
+        );
+        let ended = ServerMessage::Exit(ExitInfo {
+            code: None,
+            signal: Some(9),
+            reason: ExitReason::SandboxEnded,
+            sandbox: Some(SandboxEnd {
+                cause: super::super::backend::EndCause::Killed,
+                signal: Some(9),
+                code: None,
+            }),
+        });
+        assert_eq!(
+            ended.to_json(),
+            r#"{"type":"exit","code":null,"signal":9,"reason":"sandbox_ended","sandbox":{"cause":"killed","signal":9,"code":null}}"#
         );
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
         let applied = warren_runtime::info::Applied {

@@ -103,15 +103,26 @@ impl Pty {
     }
 
     /// Writes all of `data` (the terminal's input). Waits while the PTY's
-    /// input queue is full, which is back-pressure on the sender.
+    /// input queue is full, which is back-pressure on the sender; the wait
+    /// is a reactor wait, never a retry loop. Fails with `BrokenPipe` once
+    /// every slave fd is closed: nobody will ever read that input.
+    /// Cancel-safe in that dropping it drops the rest of `data`.
     pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
         let _one_writer = self.write_lock.lock().await;
         while !data.is_empty() {
             let mut guard = self.fd.writable().await?;
+            let hung_up = guard.ready().is_write_closed();
             match guard.try_io(|fd| write_raw(fd.get_ref(), data)) {
                 Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(Ok(n)) => data = &data[n..],
                 Ok(Err(e)) => return Err(e),
+                // The slave side is gone (EPOLLHUP) and the input queue is
+                // full. tokio never clears a hang-up, so `writable()` would
+                // answer at once forever: waiting again is the busy loop
+                // that froze both worker threads (issue 10, item 7).
+                Err(_would_block) if hung_up => return Err(io::ErrorKind::BrokenPipe.into()),
+                // `try_io` cleared the readiness: the next `writable()`
+                // waits for the kernel to drain the queue.
                 Err(_would_block) => continue,
             }
         }
@@ -154,6 +165,7 @@ fn write_raw(fd: &OwnedFd, data: &[u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn bytes_cross_the_pty_and_eof_is_zero() {
@@ -176,5 +188,33 @@ mod tests {
         assert_eq!((ws.ws_col, ws.ws_row), (90, 20));
         drop(pair.slave);
         assert_eq!(pty.read(&mut buf).await.unwrap(), 0);
+    }
+
+    /// Issue 10, item 7: input pending on a full queue whose slave side then
+    /// closes must fail, not spin on EAGAIN.
+    #[tokio::test(flavor = "current_thread")]
+    async fn pending_input_fails_once_the_slave_is_gone() {
+        let pair = open(WinSize { cols: 80, rows: 24 }).unwrap();
+        // Raw, like a shell's line editor: a canonical tty would discard
+        // what does not fit instead of filling up.
+        let mut raw = rustix::termios::tcgetattr(&pair.slave).unwrap();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&pair.slave, rustix::termios::OptionalActions::Now, &raw)
+            .unwrap();
+        let pty = Pty::new(pair.master).unwrap();
+        let input = vec![b'x'; 1 << 20];
+        // Nobody reads the slave: the queue fills and the write waits.
+        let waited = tokio::time::timeout(Duration::from_millis(300), pty.write_all(&input)).await;
+        assert!(
+            waited.is_err(),
+            "a full input queue must make the write wait"
+        );
+        drop(pair.slave);
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(5), pty.write_all(&input))
+            .await
+            .expect("the write must end once the slave is gone");
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

@@ -11,14 +11,24 @@
 //!   control frames are parsed, and a malformed one gets an `error` frame
 //!   and changes nothing else.
 //!
+//! A third, the watchdog, ends the connection when the client has been
+//! silent for the ping interval plus the ping timeout: the writer pings a
+//! client silent for the interval, and a live one answers (browsers do it
+//! by themselves), so only a dead peer trips it, even one whose full TCP
+//! window has stopped the writer mid-send.
+//!
 //! Either half ending ends the connection; dropping the viewer detaches it
-//! from the terminal, which lives on for the grace period.
+//! from the terminal, which lives on for the grace period. A frame over the
+//! size limit or breaking the protocol ends it with a close frame saying
+//! so (1009, 1002, 1007), never with a bare disconnect.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::auth::AuthError;
 use super::http::{AppState, ConnectionGuard};
@@ -34,6 +44,94 @@ use super::user::UserId;
 const CONTROL_QUEUE: usize = 8;
 /// How long to wait for the client's close frame after ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// WebSocket pings: a client silent for `interval` is pinged; one silent
+/// for `interval + timeout` is taken for dead and its connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingPolicy {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for PingPolicy {
+    fn default() -> Self {
+        PingPolicy {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// When the client was last heard from (any frame, a pong included), and
+/// whether we are listening: while the reader waits for the terminal to
+/// take input, the client's pongs stay unread, and that silence is ours.
+struct LastHeard {
+    start: Instant,
+    millis: AtomicU64,
+    deaf: AtomicBool,
+}
+
+impl LastHeard {
+    fn new() -> LastHeard {
+        LastHeard {
+            start: Instant::now(),
+            millis: AtomicU64::new(0),
+            deaf: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.millis.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> Instant {
+        self.start + Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
+
+    /// Stops counting silence (the reader is busy elsewhere).
+    fn stop_listening(&self) {
+        self.deaf.store(true, Ordering::Relaxed);
+    }
+
+    /// Counts silence again, from now.
+    fn listen(&self) {
+        self.touch();
+        self.deaf.store(false, Ordering::Relaxed);
+    }
+
+    fn listening(&self) -> bool {
+        !self.deaf.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a relay ended.
+enum End {
+    /// The terminal ended.
+    Exit(ExitInfo),
+    /// The client closed, or the connection broke.
+    Client,
+    /// The client broke the protocol: close with this code.
+    Broken(u16, String),
+    /// No answer to pings.
+    Dead,
+}
+
+/// The close code for a frame the library refused: 1009 too big, 1002
+/// protocol violation, 1007 invalid UTF-8; `None` for a connection that
+/// merely ended.
+fn close_for_read_error(e: axum::Error) -> Option<(u16, String)> {
+    use tungstenite::Error as E;
+    let inner = e.into_inner();
+    let e = inner.downcast_ref::<E>()?;
+    let code = match e {
+        E::Capacity(_) => close::MESSAGE_TOO_BIG,
+        E::Protocol(_) | E::AttackAttempt => close::PROTOCOL_ERROR,
+        E::Utf8(_) => close::INVALID_PAYLOAD,
+        _ => return None,
+    };
+    Some((code, e.to_string()))
+}
 
 /// What the connection asked for.
 #[derive(Debug)]
@@ -96,7 +194,9 @@ pub async fn serve(
                 .await;
             goodbye(socket, close_code_for(info), info.reason.as_str()).await
         }
-        Ok(Attachment::Live(viewer)) => relay(socket, viewer, &user, app.metrics()).await,
+        Ok(Attachment::Live(viewer)) => {
+            relay(socket, viewer, &user, app.metrics(), app.ping()).await
+        }
     }
 }
 
@@ -152,6 +252,7 @@ async fn relay(
     mut viewer: Viewer,
     user: &UserId,
     metrics: &super::metrics::Metrics,
+    ping: PingPolicy,
 ) {
     let terminal = std::sync::Arc::clone(viewer.terminal());
     let size = viewer.size();
@@ -176,35 +277,77 @@ async fn relay(
     tracing::debug!(%user, terminal = terminal.id(), "viewer attached");
 
     let (control_tx, mut control_rx) = mpsc::channel::<String>(CONTROL_QUEUE);
+    let heard = LastHeard::new();
     let writer = async {
+        let mut next_ping = heard.at() + ping.interval;
         loop {
             tokio::select! {
+                // First: ready only when due, and a steady flow of output
+                // must not keep the pings from going out.
                 biased;
+                () = tokio::time::sleep_until(next_ping) => {
+                    let due = heard.at() + ping.interval;
+                    if Instant::now() >= due {
+                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                            return End::Client;
+                        }
+                        next_ping = Instant::now() + ping.interval;
+                    } else {
+                        next_ping = due;
+                    }
+                }
                 Some(text) = control_rx.recv() => {
                     if sink.send(Message::Text(text.into())).await.is_err() {
-                        return None;
+                        return End::Client;
                     }
                 }
                 event = viewer.next() => match event {
                     ViewerEvent::Output(chunk) => {
                         metrics.relayed("to_client", chunk.len());
                         if sink.send(Message::Binary(chunk)).await.is_err() {
-                            return None;
+                            return End::Client;
                         }
                     }
-                    ViewerEvent::Exit(info) => return Some(info),
+                    ViewerEvent::Exit(info) => return End::Exit(info),
                 },
             }
         }
     };
+    let watchdog = async {
+        loop {
+            let deadline = heard.at() + ping.interval + ping.timeout;
+            let now = Instant::now();
+            if now < deadline {
+                tokio::time::sleep_until(deadline).await;
+            } else if heard.listening() {
+                return End::Dead;
+            } else {
+                // Not listening: look again later.
+                tokio::time::sleep(ping.timeout).await;
+            }
+        }
+    };
     let reader = async {
-        while let Some(Ok(msg)) = stream.next().await {
+        loop {
+            let msg = match stream.next().await {
+                None => return End::Client,
+                Some(Err(e)) => {
+                    return match close_for_read_error(e) {
+                        Some((code, reason)) => End::Broken(code, reason),
+                        None => End::Client,
+                    }
+                }
+                Some(Ok(msg)) => msg,
+            };
+            heard.touch();
             let reply = match msg {
                 Message::Binary(input) => {
                     metrics.relayed("from_client", input.len());
                     // A failed write means the shell is gone; its exit
                     // frame is on the way through the writer.
+                    heard.stop_listening();
                     let _ = terminal.write_input(&input).await;
+                    heard.listen();
                     None
                 }
                 Message::Text(text) => match parse_client(&text) {
@@ -228,29 +371,42 @@ async fn relay(
                         .to_json(),
                     ),
                 },
-                Message::Close(_) => break,
+                Message::Close(_) => return End::Client,
                 // WebSocket pings are answered by the library.
                 Message::Ping(_) | Message::Pong(_) => None,
             };
             if let Some(reply) = reply {
                 if control_tx.send(reply).await.is_err() {
-                    break;
+                    return End::Client;
                 }
             }
         }
     };
     let ended = tokio::select! {
-        info = writer => info,
-        () = reader => None,
+        end = writer => end,
+        end = reader => end,
+        end = watchdog => end,
     };
     drop(viewer);
-    if let Some(info) = ended {
-        let exit = ServerMessage::Exit(info).to_json();
-        if sink.send(Message::Text(exit.into())).await.is_ok() {
-            if let Ok(socket) = sink.reunite(stream) {
-                goodbye(socket, close_code_for(info), info.reason.as_str()).await;
+    match ended {
+        End::Exit(info) => {
+            let exit = ServerMessage::Exit(info).to_json();
+            if sink.send(Message::Text(exit.into())).await.is_ok() {
+                if let Ok(socket) = sink.reunite(stream) {
+                    goodbye(socket, close_code_for(info), info.reason.as_str()).await;
+                }
             }
         }
+        End::Broken(code, reason) => {
+            tracing::debug!(%user, terminal = terminal.id(), code, "closing: {reason}");
+            if let Ok(socket) = sink.reunite(stream) {
+                goodbye(socket, code, &reason).await;
+            }
+        }
+        End::Dead => {
+            tracing::info!(%user, terminal = terminal.id(), "no answer to pings: closing");
+        }
+        End::Client => {}
     }
     tracing::debug!(%user, terminal = terminal.id(), "viewer detached");
 }

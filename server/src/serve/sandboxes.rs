@@ -26,8 +26,8 @@ use warren_runtime::spec::Isolation;
 use warren_runtime::spec::SandboxSpec;
 
 use super::backend::{
-    AppliedLimits, Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio,
-    ProcessExit, Sandbox, SandboxFull, Spawned, TerminalProcess,
+    AppliedLimits, Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio,
+    ProcessExit, Sandbox, SandboxEnd, Spawned, TerminalProcess,
 };
 use super::protocol::WinSize;
 use super::user::UserId;
@@ -57,9 +57,7 @@ impl SandboxBackend {
         if let Ok(c) = Cgroups::probe(&Roots::default()) {
             if c.availability().complete() {
                 match c.prepare() {
-                    Ok(()) => {
-                        let _ = c.sweep_stale();
-                    }
+                    Ok(()) => log_sweep(c.sweep_stale()),
                     Err(e) => tracing::warn!("cgroups: {e}"),
                 }
             }
@@ -90,6 +88,22 @@ impl SandboxBackend {
     pub fn with_shim(mut self, shim: PathBuf) -> SandboxBackend {
         self.shim = shim;
         self
+    }
+}
+
+/// Says which cgroups a crashed run left and the sweep removed.
+fn log_sweep(swept: Result<Vec<PathBuf>, warren_runtime::cgroups::CgroupError>) {
+    match swept {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => {
+            let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+            tracing::info!(
+                count = removed.len(),
+                "removed cgroups whose creator is gone (left by a crash): {}",
+                names.join(", ")
+            );
+        }
+        Err(e) => tracing::warn!("sweeping cgroups left by a crash: {e}"),
     }
 }
 
@@ -132,12 +146,6 @@ fn first_join_event(mut next: impl FnMut() -> Option<Event>) -> Option<Event> {
             None => return failed,
         }
     }
-}
-
-/// The command could not be forked because the sandbox runs as many
-/// processes as its pids limit allows: the tenant's doing, not a fault.
-fn is_sandbox_full(f: &warren_runtime::report::SetupError) -> bool {
-    f.step == "fork command" && f.errno == Some(nix::errno::Errno::EAGAIN as i32)
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> BackendError {
@@ -441,10 +449,10 @@ impl Sandbox for UserSandbox {
                 )),
                 Ok(Ok((Some(Event::Failed(f)), _))) => {
                     let _ = child.wait();
-                    if is_sandbox_full(&f) {
-                        return Err(BackendError::new("exec", SandboxFull));
-                    }
-                    Err(err("exec", with_hint(&f)))
+                    // Typed, so the API can tell a command that cannot be
+                    // exec'd (127/126, as a shell) or a sandbox at its
+                    // pids limit (409) from the server's own failure.
+                    Err(BackendError::new("exec", f))
                 }
                 other => {
                     let _ = child.kill();
@@ -529,28 +537,141 @@ impl Sandbox for UserSandbox {
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let pid = self.shim.lock().map(|c| c.id() as i32).unwrap_or(0);
-            // PID 1 ends the sandbox on SIGTERM; the shim removes the cgroup.
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(5), wait_child(&self.shim))
-                .await
-                .is_err()
-            {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                wait_child(&self.shim).await;
+            // A shim already reaped (the sandbox ended by itself) is not
+            // signalled: its pid may belong to someone else by now.
+            if !self.shim_exited() {
+                // PID 1 ends the sandbox on SIGTERM; the shim removes the cgroup.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                if tokio::time::timeout(Duration::from_secs(5), wait_child(&self.shim))
+                    .await
+                    .is_err()
+                {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    wait_child(&self.shim).await;
+                }
             }
-            let reader = self.reader.lock().ok().and_then(|mut r| r.take());
-            if let Some(mut reader) = reader {
-                let _ = tokio::task::spawn_blocking(move || {
-                    while let Some(e) = reader.next_event() {
-                        if let Event::LimitsHit { events, .. } = e {
-                            tracing::info!(?events, "sandbox limits were hit");
-                        }
-                    }
-                })
-                .await;
-            }
+            let _ = self.final_events().await;
+            self.remove_leftover_cgroup().await;
         })
     }
+
+    /// The shim supervises PID 1 and exits right after it: its pidfd is
+    /// the one event that covers both a dead PID 1 and a dead shim.
+    fn ended(&self) -> BoxFuture<'_, SandboxEnd> {
+        Box::pin(async move {
+            let status = wait_child(&self.shim).await;
+            let events = self.final_events().await;
+            let oom_left = oom_kills(self.target.cgroup.as_deref()) > 0;
+            end_of_sandbox(status, &events, oom_left)
+        })
+    }
+
+    fn is_ending(&self) -> bool {
+        self.shim_exited() || init_is_exiting(self.target.init_pid)
+    }
+}
+
+impl UserSandbox {
+    fn shim_exited(&self) -> bool {
+        self.shim
+            .lock()
+            .ok()
+            .and_then(|mut c| c.try_wait().ok().flatten())
+            .is_some()
+    }
+
+    /// What the shim reported after the sandbox was ready (PID 1's exit,
+    /// the limits hit), read once the shim has exited. Empty for the
+    /// second caller.
+    async fn final_events(&self) -> Vec<Event> {
+        let reader = self.reader.lock().ok().and_then(|mut r| r.take());
+        let Some(mut reader) = reader else {
+            return Vec::new();
+        };
+        let events = tokio::task::spawn_blocking(move || {
+            std::iter::from_fn(|| reader.next_event()).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for e in &events {
+            if let Event::LimitsHit { events, .. } = e {
+                tracing::info!(?events, "sandbox limits were hit");
+            }
+        }
+        events
+    }
+
+    /// A shim killed before it could clean up leaves the sandbox's cgroup
+    /// behind (issue 10, item 8): remove it here.
+    async fn remove_leftover_cgroup(&self) {
+        let Some(id) = self.target.cgroup.clone() else {
+            return;
+        };
+        let removed = tokio::task::spawn_blocking(move || {
+            let cg = Cgroups::probe(&Roots::default()).ok()?.open(&id).ok()?;
+            Some(cg.destroy())
+        })
+        .await;
+        if let Ok(Some(Err(e))) = removed {
+            tracing::warn!("removing a dead sandbox's cgroup: {e}");
+        }
+    }
+}
+
+/// Why a sandbox ended, from its shim's exit status, the shim's last
+/// reports and whether its cgroup (still there when the shim was killed)
+/// counted an OOM kill.
+fn end_of_sandbox(
+    shim: Option<std::process::ExitStatus>,
+    events: &[Event],
+    oom_left: bool,
+) -> SandboxEnd {
+    use std::os::unix::process::ExitStatusExt;
+    let oom = oom_left
+        || events.iter().any(|e| match e {
+            Event::LimitsHit { events, .. } => events.oom_killed(),
+            _ => false,
+        });
+    let init_exit = events.iter().find_map(|e| match e {
+        Event::Exited { exit } => Some(*exit),
+        _ => None,
+    });
+    let (signal, code) = match init_exit {
+        Some(Exit::Signal(s)) => (Some(s), None),
+        Some(Exit::Code(c)) => (None, Some(c)),
+        // No report: the shim itself was killed.
+        None => (shim.and_then(|s| s.signal()), None),
+    };
+    let cause = if oom {
+        EndCause::OutOfMemory
+    } else if signal.is_some() || init_exit.is_none() {
+        EndCause::Killed
+    } else {
+        EndCause::Exited
+    };
+    SandboxEnd {
+        cause,
+        signal,
+        code,
+    }
+}
+
+/// Whether `pid` is gone, a zombie, or exiting (PF_EXITING in the flags of
+/// /proc/<pid>/stat). A sandbox's PID 1 is exiting while the kernel kills
+/// the rest of its pid namespace, before its pidfd says so.
+fn init_is_exiting(pid: i32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // The command name is in parentheses and may hold spaces.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields.first().copied().unwrap_or("");
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
 }
 
 fn oom_kills(cgroup: Option<&str>) -> u64 {
@@ -732,6 +853,7 @@ impl TerminalProcess for ShimCommand {
 mod tests {
     use super::*;
     use nix::errno::Errno;
+    use std::os::unix::process::ExitStatusExt;
     use warren_runtime::report::SetupError;
 
     fn first(events: Vec<Event>) -> Option<Event> {
@@ -751,22 +873,6 @@ mod tests {
     }
 
     #[test]
-    fn only_a_refused_fork_means_the_sandbox_is_full() {
-        assert!(is_sandbox_full(&SetupError::errno(
-            "fork command",
-            Errno::EAGAIN
-        )));
-        assert!(!is_sandbox_full(&SetupError::errno(
-            "fork command",
-            Errno::ENOMEM
-        )));
-        assert!(!is_sandbox_full(&SetupError::errno(
-            "join namespaces",
-            Errno::EAGAIN
-        )));
-    }
-
-    #[test]
     fn the_command_failing_in_its_child_is_its_outcome_in_either_order() {
         let no_cwd = Event::Failed(SetupError::errno("chdir /workspace/a/nope", Errno::ENOENT));
         let started = Event::Started { init_pid: 42 };
@@ -782,5 +888,56 @@ mod tests {
         let failed = Event::Failed(SetupError::errno("join namespaces", Errno::EPERM));
         assert_eq!(first(vec![failed.clone()]), Some(failed));
         assert_eq!(first(vec![]), None);
+    }
+
+    #[test]
+    fn a_sandbox_end_says_why() {
+        let killed = [Event::Exited {
+            exit: Exit::Signal(9),
+        }];
+        let end = end_of_sandbox(None, &killed, false);
+        assert_eq!(
+            (end.cause, end.signal, end.code),
+            (EndCause::Killed, Some(9), None)
+        );
+        let exited = [Event::Exited {
+            exit: Exit::Code(3),
+        }];
+        let end = end_of_sandbox(None, &exited, false);
+        assert_eq!(
+            (end.cause, end.signal, end.code),
+            (EndCause::Exited, None, Some(3))
+        );
+        // The shim itself was killed: no report, its own status says how.
+        let shim = std::process::ExitStatus::from_raw(9);
+        let end = end_of_sandbox(Some(shim), &[], false);
+        assert_eq!((end.cause, end.signal), (EndCause::Killed, Some(9)));
+        // An OOM kill counted by the cgroup wins.
+        let oom = [
+            Event::Exited {
+                exit: Exit::Signal(9),
+            },
+            Event::LimitsHit {
+                limits: Limits::default(),
+                events: warren_runtime::cgroups::Events {
+                    oom_kills: Some(1),
+                    ..Default::default()
+                },
+            },
+        ];
+        assert_eq!(
+            end_of_sandbox(None, &oom, false).cause,
+            EndCause::OutOfMemory
+        );
+        assert_eq!(
+            end_of_sandbox(Some(shim), &[], true).cause,
+            EndCause::OutOfMemory
+        );
+    }
+
+    #[test]
+    fn a_running_process_is_not_exiting_and_a_missing_one_is_gone() {
+        assert!(!init_is_exiting(std::process::id() as i32));
+        assert!(init_is_exiting(i32::MAX));
     }
 }

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, OwnedMutexGuard};
 
 use super::auth::random_bytes;
-use super::backend::{Backend, BackendError, Sandbox};
+use super::backend::{Backend, BackendError, Sandbox, SandboxEnd};
 use super::protocol::{close, ExitInfo, ExitReason, WinSize};
-use super::terminal::{Terminal, Viewer};
+use super::terminal::{SandboxLink, Terminal, Viewer};
 use super::user::UserId;
 
 /// How many ended terminals are remembered per user, and for how long.
@@ -42,6 +42,11 @@ pub struct Limits {
     pub terminal_grace: Duration,
     /// How long a sandbox with no terminal is kept.
     pub idle_timeout: Duration,
+    /// Stop a sandbox as soon as its last terminal has ended (and no
+    /// command run through the API holds it), instead of after
+    /// `idle_timeout`: nothing a user left running in the background
+    /// outlives their last terminal.
+    pub stop_when_no_terminals: bool,
 }
 
 impl Default for Limits {
@@ -51,6 +56,7 @@ impl Default for Limits {
             max_terminals_per_user: 8,
             terminal_grace: Duration::from_secs(5 * 60),
             idle_timeout: Duration::from_secs(30 * 60),
+            stop_when_no_terminals: false,
         }
     }
 }
@@ -111,11 +117,18 @@ pub trait SessionObserver: Send + Sync + 'static {
     fn terminal_ended(&self, _user: &UserId, _id: &str, _info: &ExitInfo) {}
 }
 
+/// A sandbox that ended by itself and the terminals that ran in it (taken
+/// together, under one lock, so no terminal of a fresh sandbox is among them).
+type DeadSandbox = (Arc<dyn Sandbox>, Vec<Arc<Terminal>>);
+
 struct UserEntry {
     /// Held while this user's sandbox is started, a terminal is opened in
     /// it, or it is stopped.
     start_lock: Arc<tokio::sync::Mutex<()>>,
     sandbox: Option<Arc<dyn Sandbox>>,
+    /// With `sandbox`: the news of its end, and the task watching for it.
+    end: Option<watch::Receiver<Option<SandboxEnd>>>,
+    watcher: Option<tokio::task::AbortHandle>,
     /// Leases (commands run through the API) keeping the sandbox busy.
     leases: usize,
     terminals: HashMap<String, Arc<Terminal>>,
@@ -129,11 +142,41 @@ impl UserEntry {
         UserEntry {
             start_lock: Arc::new(tokio::sync::Mutex::new(())),
             sandbox: None,
+            end: None,
+            watcher: None,
             leases: 0,
             terminals: HashMap::new(),
             idle_since: Instant::now(),
             ended: VecDeque::new(),
         }
+    }
+
+    /// Takes the sandbox out to stop it: its watcher is no longer needed.
+    fn take_sandbox(&mut self) -> Option<Arc<dyn Sandbox>> {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
+        self.end = None;
+        self.sandbox.take()
+    }
+
+    /// Takes the sandbox out because it ended by itself, with the
+    /// terminals that ran in it; its watcher goes on to report why.
+    fn take_dead_sandbox(&mut self) -> Option<DeadSandbox> {
+        self.watcher = None;
+        self.end = None;
+        Some((
+            self.sandbox.take()?,
+            self.terminals.values().cloned().collect(),
+        ))
+    }
+
+    /// The running sandbox and the news of its end.
+    fn link(&self) -> Option<SandboxLink> {
+        Some(SandboxLink {
+            sandbox: Arc::clone(self.sandbox.as_ref()?),
+            end: self.end.clone()?,
+        })
     }
 
     fn unused(&self) -> bool {
@@ -321,7 +364,8 @@ impl Registry {
     /// `user`'s sandbox, started if needed, kept from the idle timeout
     /// while the lease lives (for commands run through the API).
     pub async fn lease(self: &Arc<Self>, user: &UserId) -> Result<Lease, SessionError> {
-        let (sandbox, _lock) = self.ensure_sandbox(user, false).await?;
+        let (link, _lock) = self.ensure_sandbox(user, false).await?;
+        let sandbox = link.sandbox;
         let mut inner = self.inner();
         let entry = inner
             .users
@@ -360,7 +404,7 @@ impl Registry {
         let sandbox = {
             let mut inner = self.inner();
             let Inner { users, sandboxes } = &mut *inner;
-            let taken = users.get_mut(user).and_then(|e| e.sandbox.take());
+            let taken = users.get_mut(user).and_then(|e| e.take_sandbox());
             if taken.is_some() {
                 *sandboxes = sandboxes.saturating_sub(1);
             }
@@ -379,12 +423,13 @@ impl Registry {
     }
 
     /// Takes `user`'s start lock and returns their sandbox, starting it
-    /// (capacity permitting) when they have none.
+    /// (capacity permitting) when they have none, or a fresh one when
+    /// theirs has just died.
     async fn ensure_sandbox(
         self: &Arc<Self>,
         user: &UserId,
         for_terminal: bool,
-    ) -> Result<(Arc<dyn Sandbox>, OwnedMutexGuard<()>), SessionError> {
+    ) -> Result<(SandboxLink, OwnedMutexGuard<()>), SessionError> {
         if self.is_shutting_down() {
             return Err(SessionError::ShuttingDown);
         }
@@ -400,9 +445,13 @@ impl Registry {
         if self.is_shutting_down() {
             return Err(SessionError::ShuttingDown);
         }
+        // Its watcher may not have seen it yet: the user must not wait for it.
+        if let Some(dead) = self.take_if_ending(user) {
+            self.end_dead_sandbox(user, dead, None).await;
+        }
         let (existing, evicted) = self.reserve(user, for_terminal)?;
-        let sandbox = match existing {
-            Some(sandbox) => sandbox,
+        let link = match existing {
+            Some(link) => link,
             None => {
                 if let Some((sandbox, _their_lock)) = evicted {
                     sandbox.stop().await;
@@ -410,16 +459,9 @@ impl Registry {
                 let started = Instant::now();
                 match self.backend.start_sandbox(user).await {
                     Ok(sandbox) => {
-                        let mut inner = self.inner();
-                        let entry = inner
-                            .users
-                            .entry(user.clone())
-                            .or_insert_with(UserEntry::new);
-                        entry.sandbox = Some(Arc::clone(&sandbox));
-                        entry.idle_since = Instant::now();
-                        drop(inner);
+                        let link = self.install_sandbox(user, sandbox);
                         self.observe(|o| o.sandbox_started(user, started.elapsed()));
-                        sandbox
+                        link
                     }
                     Err(e) => {
                         self.inner().sandboxes -= 1;
@@ -428,7 +470,88 @@ impl Registry {
                 }
             }
         };
-        Ok((sandbox, one_at_a_time))
+        Ok((link, one_at_a_time))
+    }
+
+    /// Records `user`'s new sandbox and starts the task that notices its
+    /// end (issue 10, item 8: a dead PID 1 used to lock its user out until
+    /// the idle timeout).
+    fn install_sandbox(self: &Arc<Self>, user: &UserId, sandbox: Arc<dyn Sandbox>) -> SandboxLink {
+        let (end_tx, end) = watch::channel(None);
+        let watcher = tokio::spawn(watch_sandbox(
+            Arc::downgrade(self),
+            user.clone(),
+            Arc::clone(&sandbox),
+            end_tx,
+        ));
+        let mut inner = self.inner();
+        let entry = inner
+            .users
+            .entry(user.clone())
+            .or_insert_with(UserEntry::new);
+        entry.sandbox = Some(Arc::clone(&sandbox));
+        entry.end = Some(end.clone());
+        entry.watcher = Some(watcher.abort_handle());
+        entry.idle_since = Instant::now();
+        SandboxLink { sandbox, end }
+    }
+
+    /// Takes `user`'s sandbox out if it is dying.
+    fn take_if_ending(&self, user: &UserId) -> Option<DeadSandbox> {
+        let mut inner = self.inner();
+        let Inner { users, sandboxes } = &mut *inner;
+        let entry = users.get_mut(user)?;
+        if !entry.sandbox.as_ref()?.is_ending() {
+            return None;
+        }
+        *sandboxes = sandboxes.saturating_sub(1);
+        entry.take_dead_sandbox()
+    }
+
+    /// Called by a sandbox's watcher when it ended by itself.
+    async fn sandbox_ended(&self, user: &UserId, sandbox: Arc<dyn Sandbox>, end: SandboxEnd) {
+        let current = {
+            let mut inner = self.inner();
+            let Inner { users, sandboxes } = &mut *inner;
+            match users.get_mut(user) {
+                Some(entry)
+                    if entry
+                        .sandbox
+                        .as_ref()
+                        .is_some_and(|s| Arc::ptr_eq(s, &sandbox)) =>
+                {
+                    *sandboxes = sandboxes.saturating_sub(1);
+                    entry.take_dead_sandbox()
+                }
+                // Stopped by the registry, or already replaced.
+                _ => None,
+            }
+        };
+        if let Some(dead) = current {
+            self.end_dead_sandbox(user, dead, Some(end)).await;
+        }
+    }
+
+    /// Ends the terminals of a sandbox that died (they are told
+    /// `sandbox_ended`) and cleans up after it (its cgroup).
+    async fn end_dead_sandbox(
+        &self,
+        user: &UserId,
+        (dead, terminals): DeadSandbox,
+        end: Option<SandboxEnd>,
+    ) {
+        match end {
+            Some(e) => {
+                tracing::warn!(%user, cause = ?e.cause, signal = ?e.signal, code = ?e.code, "sandbox ended by itself; the next terminal starts a fresh one")
+            }
+            None => {
+                tracing::warn!(%user, "sandbox is ending by itself; the next terminal starts a fresh one")
+            }
+        }
+        for t in terminals {
+            t.kill(ExitReason::SandboxEnded);
+        }
+        dead.stop().await;
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -461,11 +584,12 @@ impl Registry {
         size: WinSize,
     ) -> Result<Viewer, SessionError> {
         let began = Instant::now();
-        let (sandbox, _one_at_a_time) = self.ensure_sandbox(user, true).await?;
-        let spawned = sandbox.open_terminal(size).await?;
+        let (link, _one_at_a_time) = self.ensure_sandbox(user, true).await?;
+        let spawned = link.sandbox.open_terminal(size).await?;
         let id = new_terminal_id();
+        let applied = link.sandbox.applied();
         let (terminal, driver) =
-            Terminal::start(id.clone(), user.clone(), sandbox.applied(), spawned, size)?;
+            Terminal::start(id.clone(), user.clone(), applied, link, spawned, size)?;
         // Attach before the terminal is visible to the reaper.
         let viewer = terminal.attach();
         {
@@ -497,7 +621,7 @@ impl Registry {
         for_terminal: bool,
     ) -> Result<
         (
-            Option<Arc<dyn Sandbox>>,
+            Option<SandboxLink>,
             Option<(Arc<dyn Sandbox>, OwnedMutexGuard<()>)>,
         ),
         SessionError,
@@ -512,8 +636,8 @@ impl Registry {
                 entry.terminals.len()
             )));
         }
-        if let Some(sandbox) = &entry.sandbox {
-            return Ok((Some(Arc::clone(sandbox)), None));
+        if let Some(link) = entry.link() {
+            return Ok((Some(link), None));
         }
         let mut evicted = None;
         if *sandboxes >= self.limits.max_sandboxes {
@@ -592,15 +716,20 @@ impl Registry {
                         to_kill.push(Arc::clone(terminal));
                     }
                 }
+                let idle_for = now.saturating_duration_since(entry.idle_since);
                 if entry.terminals.is_empty()
                     && entry.leases == 0
                     && entry.sandbox.is_some()
-                    && now.saturating_duration_since(entry.idle_since) >= self.limits.idle_timeout
+                    && (idle_for >= self.limits.idle_timeout || self.limits.stop_when_no_terminals)
                 {
                     if let Ok(guard) = Arc::clone(&entry.start_lock).try_lock_owned() {
-                        if let Some(sandbox) = entry.sandbox.take() {
+                        if let Some(sandbox) = entry.take_sandbox() {
                             *sandboxes -= 1;
-                            tracing::info!(%user, "stopping idle sandbox");
+                            if idle_for >= self.limits.idle_timeout {
+                                tracing::info!(%user, "stopping idle sandbox");
+                            } else {
+                                tracing::info!(%user, "stopping sandbox: its last terminal ended");
+                            }
                             to_stop.push((sandbox, guard));
                         }
                     }
@@ -661,7 +790,7 @@ impl Registry {
             let taken: Vec<_> = inner
                 .users
                 .values_mut()
-                .filter_map(|u| u.sandbox.take())
+                .filter_map(UserEntry::take_sandbox)
                 .collect();
             inner.sandboxes -= taken.len().min(inner.sandboxes);
             taken
@@ -692,7 +821,7 @@ fn evict_idle(
     for user in candidates {
         let entry = users.get_mut(&user)?;
         if let Ok(guard) = Arc::clone(&entry.start_lock).try_lock_owned() {
-            let sandbox = entry.sandbox.take()?;
+            let sandbox = entry.take_sandbox()?;
             tracing::info!(%user, "stopping idle sandbox to make room");
             return Some((sandbox, guard));
         }
@@ -704,7 +833,10 @@ fn evict_idle(
 /// shorter of the two.
 async fn reaper(registry: Weak<Registry>, limits: Limits) {
     let shortest = limits.terminal_grace.min(limits.idle_timeout);
-    let tick = (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let mut tick = (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    if limits.stop_when_no_terminals {
+        tick = tick.min(Duration::from_millis(250));
+    }
     let mut shutting_down = match registry.upgrade() {
         Some(r) => r.shutting_down.subscribe(),
         None => return,
@@ -718,5 +850,20 @@ async fn reaper(registry: Weak<Registry>, limits: Limits) {
             Some(r) => r.reap(Instant::now()),
             None => return,
         }
+    }
+}
+
+/// Waits for `sandbox` to end by itself and tells the registry. Aborted
+/// when the registry stops the sandbox itself.
+async fn watch_sandbox(
+    registry: Weak<Registry>,
+    user: UserId,
+    sandbox: Arc<dyn Sandbox>,
+    end_tx: watch::Sender<Option<SandboxEnd>>,
+) {
+    let end = sandbox.ended().await;
+    end_tx.send_replace(Some(end));
+    if let Some(registry) = registry.upgrade() {
+        registry.sandbox_ended(&user, sandbox, end).await;
     }
 }

@@ -31,7 +31,7 @@ use axum::body::Bytes;
 use tokio::sync::{mpsc, watch};
 use warren_runtime::info::Applied;
 
-use super::backend::{Spawned, TerminalProcess};
+use super::backend::{Sandbox, SandboxEnd, Spawned, TerminalProcess};
 use super::protocol::{ExitInfo, ExitReason, WinSize};
 use super::pty::Pty;
 use super::user::UserId;
@@ -42,6 +42,28 @@ pub const READ_CHUNK: usize = 16 * 1024;
 pub const VIEWER_QUEUE: usize = 4;
 /// How long, after the shell exited, slow viewers are waited for.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// How long a shell that died with its sandbox waits for the sandbox's
+/// cause of death, for its `exit` frame.
+pub const SANDBOX_END_WAIT: Duration = Duration::from_secs(3);
+
+/// The sandbox a terminal runs in, and the news of its end.
+#[derive(Clone)]
+pub struct SandboxLink {
+    pub sandbox: Arc<dyn Sandbox>,
+    /// Set once the sandbox has ended by itself, with why.
+    pub end: watch::Receiver<Option<SandboxEnd>>,
+}
+
+impl SandboxLink {
+    /// Why the sandbox ended, waiting a little for the news.
+    async fn end(&self) -> Option<SandboxEnd> {
+        let mut end = self.end.clone();
+        tokio::time::timeout(SANDBOX_END_WAIT, end.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(|r| r.ok().and_then(|e| *e))
+    }
+}
 
 /// Something a viewer receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,8 +89,11 @@ pub struct Terminal {
     /// The sandbox's tier and limits, for the `hello` frame.
     applied: Applied,
     pty: Pty,
+    link: SandboxLink,
     shared: Mutex<Shared>,
     kill: watch::Sender<Option<ExitReason>>,
+    /// When the shell exited (None while it runs): ends pending input.
+    exited: watch::Sender<Option<Instant>>,
     next_viewer: AtomicU64,
     created_at: std::time::SystemTime,
 }
@@ -94,6 +119,7 @@ impl Terminal {
         id: String,
         user: UserId,
         applied: Applied,
+        link: SandboxLink,
         spawned: Spawned,
         size: WinSize,
     ) -> std::io::Result<(
@@ -107,6 +133,7 @@ impl Terminal {
             user,
             applied,
             pty,
+            link,
             shared: Mutex::new(Shared {
                 parser: vt100::Parser::new(nz(size.rows), nz(size.cols), 0),
                 size,
@@ -115,6 +142,7 @@ impl Terminal {
                 exit: None,
             }),
             kill,
+            exited: watch::channel(None).0,
             next_viewer: AtomicU64::new(0),
             created_at: std::time::SystemTime::now(),
         });
@@ -174,9 +202,17 @@ impl Terminal {
         }
     }
 
-    /// Writes input to the shell (waits while its input queue is full).
+    /// Writes input to the shell, waiting while its input queue is full
+    /// (a stopped terminal, Ctrl-S, or a shell that does not read). The
+    /// caller reads no more input meanwhile, so what is pending is bounded
+    /// by one frame per viewer. Once the shell has exited the rest is
+    /// dropped and this fails with `BrokenPipe` (issue 10, item 7).
     pub async fn write_input(&self, data: &[u8]) -> std::io::Result<()> {
-        self.pty.write_all(data).await
+        let mut exited = self.exited.subscribe();
+        tokio::select! {
+            written = self.pty.write_all(data) => written,
+            _ = exited.wait_for(Option::is_some) => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
     }
 
     /// Resizes the PTY and the server's screen. With several viewers the
@@ -230,7 +266,7 @@ impl Terminal {
         mut process: Box<dyn TerminalProcess>,
         mut kill_rx: watch::Receiver<Option<ExitReason>>,
     ) -> ExitInfo {
-        let (exited_tx, exited_rx) = watch::channel(None::<Instant>);
+        let exited_rx = self.exited.subscribe();
         let process_side = async {
             let mut killed: Option<ExitReason> = None;
             let status = loop {
@@ -245,19 +281,29 @@ impl Terminal {
                     }
                 }
             };
-            exited_tx.send_replace(Some(Instant::now()));
-            (status, killed)
+            // Checked at once: a shell killed because its sandbox's PID 1
+            // died ends while PID 1 is still exiting.
+            let sandbox_ending = self.link.sandbox.is_ending();
+            self.exited.send_replace(Some(Instant::now()));
+            (status, killed, sandbox_ending)
         };
-        let ((status, killed), ()) = tokio::join!(process_side, self.pump(exited_rx));
+        let ((status, killed, sandbox_ending), ()) =
+            tokio::join!(process_side, self.pump(exited_rx));
         let reason = match killed {
             Some(reason) => reason,
+            None if sandbox_ending => ExitReason::SandboxEnded,
             None if status.memory_limit => ExitReason::MemoryLimit,
             None => ExitReason::Exit,
+        };
+        let sandbox = match reason {
+            ExitReason::SandboxEnded => self.link.end().await,
+            _ => None,
         };
         let info = ExitInfo {
             code: status.code,
             signal: status.signal,
             reason,
+            sandbox,
         };
         let mut s = self.shared();
         s.exit = Some(info);
@@ -377,6 +423,7 @@ impl Viewer {
                 code: None,
                 signal: None,
                 reason: ExitReason::Closed,
+                sandbox: None,
             })),
         }
     }

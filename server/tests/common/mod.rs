@@ -41,6 +41,8 @@ pub struct Options {
     pub shutdown_timeout: Duration,
     /// The management API (`/api`, `/metrics`).
     pub management: Option<warren::serve::Management>,
+    /// Public URLs, connection caps, timeouts and pings.
+    pub web: warren::serve::WebSettings,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             backend: Arc::new(EchoBackend::new()),
             shutdown_timeout: Duration::from_secs(5),
             management: None,
+            web: Default::default(),
         }
     }
 }
@@ -82,6 +85,7 @@ impl TestServer {
             limits: opts.limits,
             shutdown_timeout: opts.shutdown_timeout,
             management: opts.management,
+            web: opts.web,
         };
         let server = Server::bind(config, opts.backend).await.expect("bind");
         let addr = server.local_addr();

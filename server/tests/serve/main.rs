@@ -6,6 +6,8 @@
 mod common;
 
 mod auth;
+mod connections;
+mod hosts;
 mod http;
 mod protocol;
 mod sessions;

@@ -259,6 +259,8 @@ impl Server {
             .arg(dir.join("ws"))
             .args(["--max-sandboxes", "100", "--max-terminals-per-user", "100"])
             .args(["--shutdown-timeout", "30s"])
+            // Every client is this process, at one address.
+            .args(["--max-connections-per-address", "4096"])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
