@@ -10,7 +10,8 @@
 #      given /etc/subuid and /etc/subgid ranges for the run (mode `userns`:
 #      each tenant its own non-root id; root under plain --map-root-user
 #      is refused, tests/tests/hardening.rs);
-# then the cgroup-v2 VM and the browser end-to-end test.
+# then the cgroup-v2 VM, bounded fuzzing (tests/fuzz) and the browser
+# end-to-end test.
 # Run it as root on a Linux host: sudo tests/matrix.sh
 # With CI=true (or WARREN_MUST_RUN=1) a mode that cannot run fails the run
 # instead of being skipped.
@@ -28,7 +29,7 @@ cargo build --workspace --all-targets
 # The integration tests exec target/debug/{warren,warren-shim}; list their
 # test executables once so the other modes can run the same files.
 mapfile -t test_bins < <( (cargo test -p warren-tests --no-run --message-format=json;
-  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --no-run --message-format=json) 2>/dev/null \
+  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --test api_fuzz_findings --no-run --message-format=json) 2>/dev/null \
   | grep -E '"profile":\{[^}]*"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [[ ${#test_bins[@]} -gt 0 ]] || { echo "matrix: no integration test binaries found" >&2; exit 1; }
 
@@ -103,6 +104,9 @@ echo "== cgroup v2 (throw-away VM: this host's controllers are on v1)"
 # missing, and exit non-zero when the VM cannot boot.
 tests/vm/cgroup-v2-tests.sh
 tests/vm/limits-v2.sh
+echo "== fuzzing, bounded: the WebSocket protocol (cargo fuzz) and the management API (schemathesis)"
+tests/fuzz/protocol.sh
+WARREN_BIN="$PWD/target/debug/warren" tests/fuzz/api.sh
 echo "== browser end to end (Debian chromium driven by playwright-core)"
 WARREN_BIN="$PWD/target/debug/warren" tests/e2e/run.sh
 echo "== matrix: all modes passed"

@@ -1244,6 +1244,13 @@ impl Manager {
         };
         let running = self.start(id, cmd, stdio).await?;
         let r = exec::collect(running.child, Vec::new(), ARCHIVE_TIMEOUT, 64 << 10).await;
+        // The tenant's own limit, not a fault (found by the API fuzzer).
+        if r.reason == EndReason::MemoryLimit {
+            return Err(ManageError::TooLarge(
+                "unpacking this archive needs more memory than the user's memory limit allows"
+                    .into(),
+            ));
+        }
         if r.reason != EndReason::Exit || r.exit_code != Some(0) {
             return Err(ManageError::Internal(format!(
                 "warren-import ended with {:?} {:?}/{:?}: {}",

@@ -835,6 +835,26 @@ mod tests {
     }
 
     #[test]
+    fn an_integral_number_written_with_a_fraction_is_that_integer() {
+        let o: LimitOverrides =
+            serde_json::from_str(r#"{"memory_bytes": 1073741824.0, "pids": 1e3, "cpus": 2.0}"#)
+                .unwrap();
+        assert_eq!(o.memory_bytes, LimitValue::Value(1 << 30));
+        assert_eq!(o.pids, LimitValue::Value(1000));
+        assert_eq!(o.cpus, LimitValue::Value(2.0));
+        for bad in [
+            r#"{"pids": 1.5}"#,
+            r#"{"pids": -1.0}"#,
+            r#"{"memory_bytes": 1e30}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<LimitOverrides>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn a_slug_cannot_change_hands() {
         let d = tempfile::tempdir().unwrap();
         let mut s = State::open(d.path()).unwrap();

@@ -156,6 +156,16 @@ impl Default for Limits {
     }
 }
 
+/// The smallest pids limit a sandbox can run anything in: its PID 1, the
+/// shim joining it and the command (below it every exec, and every terminal,
+/// failed with EAGAIN: a 500 the API fuzzer found).
+pub const MIN_PIDS: u64 = 3;
+
+/// The largest pids limit the kernel takes (PID_MAX_LIMIT, 2^22 on 64-bit):
+/// above it `pids.max` refuses the write with EINVAL and every sandbox of
+/// the tenant failed to start (a 500 the API fuzzer found).
+pub const MAX_PIDS: u64 = 1 << 22;
+
 impl Limits {
     /// No limits at all.
     pub const NONE: Limits = Limits {
@@ -182,10 +192,16 @@ impl Limits {
                 )));
             }
         }
-        if self.pids == Some(0) {
-            return Err(CgroupError::InvalidLimits(
-                "pids 0 would forbid even the sandbox's first process".into(),
-            ));
+        if let Some(p) = self.pids.filter(|&p| p < MIN_PIDS) {
+            return Err(CgroupError::InvalidLimits(format!(
+                "pids {p} leaves no room for a command: the sandbox's PID 1 and the shim \
+                 that joins it count too (at least {MIN_PIDS})"
+            )));
+        }
+        if let Some(p) = self.pids.filter(|&p| p > MAX_PIDS) {
+            return Err(CgroupError::InvalidLimits(format!(
+                "pids {p} is above the kernel's most ({MAX_PIDS}); \"none\" means no limit"
+            )));
         }
         Ok(())
     }

@@ -993,6 +993,14 @@ fn ids_and_limits_are_validated() {
             ..Limits::NONE
         },
         Limits {
+            pids: Some(MIN_PIDS - 1),
+            ..Limits::NONE
+        },
+        Limits {
+            pids: Some(MAX_PIDS + 1),
+            ..Limits::NONE
+        },
+        Limits {
             memory_bytes: Some(4096),
             ..Limits::NONE
         },

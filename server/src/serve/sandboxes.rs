@@ -129,6 +129,25 @@ fn shim_command(
     }
 }
 
+/// The report that decides a join: `Started` (the command's host pid) or
+/// `Failed`. The joining shim sends `Started` right after forking the
+/// command, so a `Failed` followed by `Started` came from the command's own
+/// child (its chdir, its exec: "not found") and is the command's outcome,
+/// an exit code with `Exited`, as when it comes after `Started`; only a
+/// `Failed` with no `Started` after it is the join failing. Both report on
+/// one channel, so the order is a race (a 500 the API fuzzer found).
+fn first_join_event(mut next: impl FnMut() -> Option<Event>) -> Option<Event> {
+    let mut failed = None;
+    loop {
+        match next() {
+            Some(e @ Event::Started { .. }) => return Some(e),
+            Some(e @ Event::Failed(_)) if failed.is_none() => failed = Some(e),
+            Some(_) => continue,
+            None => return failed,
+        }
+    }
+}
+
 fn err(context: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::new(context.to_string(), e.to_string())
 }
@@ -416,13 +435,7 @@ impl Sandbox for UserSandbox {
             let first = tokio::time::timeout(
                 START_TIMEOUT,
                 tokio::task::spawn_blocking(move || {
-                    let first = loop {
-                        match reader.next_event() {
-                            Some(e @ (Event::Started { .. } | Event::Failed(_))) => break Some(e),
-                            Some(_) => continue,
-                            None => break None,
-                        }
-                    };
+                    let first = first_join_event(|| reader.next_event());
                     (first, reader)
                 }),
             )
@@ -839,7 +852,43 @@ impl TerminalProcess for ShimCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::errno::Errno;
     use std::os::unix::process::ExitStatusExt;
+    use warren_runtime::report::SetupError;
+
+    fn first(events: Vec<Event>) -> Option<Event> {
+        let mut events = events.into_iter();
+        first_join_event(|| events.next())
+    }
+
+    #[test]
+    fn a_command_not_found_is_its_outcome_even_when_reported_first() {
+        let not_found = Event::Failed(SetupError::errno(report::STEP_EXEC, Errno::ENOENT));
+        let started = Event::Started { init_pid: 42 };
+        assert_eq!(
+            first(vec![not_found.clone(), started.clone()]),
+            Some(started.clone())
+        );
+        assert_eq!(first(vec![started.clone(), not_found]), Some(started));
+    }
+
+    #[test]
+    fn the_command_failing_in_its_child_is_its_outcome_in_either_order() {
+        let no_cwd = Event::Failed(SetupError::errno("chdir /workspace/a/nope", Errno::ENOENT));
+        let started = Event::Started { init_pid: 42 };
+        assert_eq!(
+            first(vec![no_cwd.clone(), started.clone()]),
+            Some(started.clone())
+        );
+        assert_eq!(first(vec![started.clone(), no_cwd]), Some(started));
+    }
+
+    #[test]
+    fn a_set_up_step_failing_ends_the_join() {
+        let failed = Event::Failed(SetupError::errno("join namespaces", Errno::EPERM));
+        assert_eq!(first(vec![failed.clone()]), Some(failed));
+        assert_eq!(first(vec![]), None);
+    }
 
     #[test]
     fn a_sandbox_end_says_why() {
