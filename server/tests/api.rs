@@ -805,8 +805,10 @@ async fn a_command_that_cannot_start_ends_127_or_126_not_500() {
 
 /// A sandbox at its pids limit cannot fork a command: that is the
 /// tenant's state (409), not the server's failure (the API fuzzer of issue
-/// 10 got 500s after setting `pids` to 1). Where no pids limit applies
-/// (the unprivileged modes) the command just runs.
+/// 10 got 500s after setting `pids` to 1). The smallest limit allowed, 3,
+/// holds PID 1, one joining shim and its command: while one command runs,
+/// the next cannot fork. Where no pids limit applies (the unprivileged
+/// modes) the command just runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_in_a_sandbox_at_its_pids_limit_is_a_conflict() {
     let d = dirs();
@@ -817,10 +819,17 @@ async fn exec_in_a_sandbox_at_its_pids_limit_is_a_conflict() {
         addr,
         "PUT",
         "/api/users/alice/limits",
-        Some(json!({"pids": 1})),
+        Some(json!({"pids": 3})),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    let holder = tokio::spawn(admin(
+        addr,
+        "POST",
+        "/api/users/alice/exec",
+        Some(json!({"argv": ["sleep", "4"]})),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     for path in ["/api/users/alice/exec", "/api/users/alice/exec/stream"] {
         let r = admin(addr, "POST", path, Some(json!({"argv": ["true"]}))).await;
         if is_root_with_limits() {
@@ -830,4 +839,7 @@ async fn exec_in_a_sandbox_at_its_pids_limit_is_a_conflict() {
             assert_eq!(r.status, 200, "{path}: {}", r.text());
         }
     }
+    let r = holder.await.expect("the holding exec");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["exit_code"], 0, "{}", r.text());
 }
