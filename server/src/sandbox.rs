@@ -98,14 +98,18 @@ pub fn check_shared_host_paths(
 
 /// Creates the workspace root, or brings an existing one to its mode, and
 /// logs a change. Where the tenants' own host uids reach their homes by
-/// path (no mount namespace, as root) others may pass the root (0711);
+/// path (no mount namespace, as root or as root with delegated ids under
+/// `unshare --map-auto`) others may pass the root (0711);
 /// everywhere else nobody but warren's own uid may (0700).
 pub fn ensure_workspace_root(
     settings: &Settings,
     isolation: Isolation,
 ) -> Result<(), PrepareError> {
-    let tenants_walk_in =
-        isolation.shares_host() && IdRange::of_current_process("/proc".as_ref()) == IdRange::Any;
+    let tenants_walk_in = isolation.shares_host()
+        && matches!(
+            IdRange::of_current_process("/proc".as_ref()),
+            IdRange::Any | IdRange::Delegated { .. }
+        );
     let root = &settings.workspace_root;
     let mode = if tenants_walk_in {
         if root.starts_with(&settings.state_dir) {
