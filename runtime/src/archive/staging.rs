@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, Dir, FileType, Mode, OFlags, CWD};
+use rustix::fs::{self as rfs, AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, CWD};
 use rustix::io::Errno;
 
 use super::rules::{Checker, Kind};
@@ -38,6 +38,10 @@ pub(crate) fn create(dest: BorrowedFd<'_>) -> Result<(String, OwnedFd), ArchiveE
         }
         let fd = open_dir(dest, name.as_str())
             .map_err(|e| ArchiveError::io("open", name.clone(), e.into()))?;
+        // Held while the import runs, and released by the kernel when it
+        // is killed: another import's sweep leaves a live one alone.
+        rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| ArchiveError::io("lock", name.clone(), e.into()))?;
         return Ok((name, fd));
     }
 }
@@ -68,11 +72,30 @@ pub(crate) fn sweep(dest: BorrowedFd<'_>) -> Result<usize, ArchiveError> {
             names.push(entry.file_name().to_bytes().to_vec());
         }
     }
+    let mut removed = 0;
     for name in &names {
-        remove_tree(dest, name)
-            .map_err(|e| ArchiveError::io("remove", String::from_utf8_lossy(name), e.into()))?;
+        let err = |e: Errno| ArchiveError::io("remove", String::from_utf8_lossy(name), e.into());
+        let fd = match open_dir(dest, name.as_slice()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => continue,
+            // Not a directory (a symlink, a file): removed, never followed.
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                remove_tree(dest, name).map_err(err)?;
+                removed += 1;
+                continue;
+            }
+            Err(e) => return Err(err(e)),
+        };
+        match rfs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            // An import still running (the user's own, beside the server's).
+            Err(Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(err(e)),
+        }
+        remove_tree(dest, name).map_err(err)?;
+        removed += 1;
     }
-    Ok(names.len())
+    Ok(removed)
 }
 
 fn open_dir<P: rustix::path::Arg>(dir: impl AsFd, name: P) -> Result<OwnedFd, Errno> {

@@ -601,3 +601,17 @@ fn a_staging_directory_left_by_a_killed_import_is_swept_without_following_links(
     assert_eq!(names.len(), 4, "{names:?}");
     assert_eq!(clean(&dest).unwrap(), 0);
 }
+
+#[test]
+fn the_sweep_leaves_a_running_import_alone() {
+    let (_scratch, dest) = new_scratch();
+    let fd =
+        rustix::fs::open(&dest, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+    // Another import, still running: its staging directory is locked.
+    let (name, staged) = staging::create(std::os::fd::AsFd::as_fd(&fd)).unwrap();
+    assert_eq!(clean(&dest).unwrap(), 0);
+    assert!(dest.join(&name).is_dir());
+    drop(staged);
+    assert_eq!(clean(&dest).unwrap(), 1);
+    assert!(!dest.join(&name).exists());
+}
