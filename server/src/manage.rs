@@ -1244,21 +1244,12 @@ impl Manager {
         };
         let running = self.start(id, cmd, stdio).await?;
         let r = exec::collect(running.child, Vec::new(), ARCHIVE_TIMEOUT, 64 << 10).await;
-        // The tenant's own limit, not a fault (found by the API fuzzer).
-        if r.reason == EndReason::MemoryLimit {
-            return Err(ManageError::TooLarge(
-                "unpacking this archive needs more memory than the user's memory limit allows"
-                    .into(),
-            ));
-        }
         if r.reason != EndReason::Exit || r.exit_code != Some(0) {
-            return Err(ManageError::Internal(format!(
-                "warren-import ended with {:?} {:?}/{:?}: {}",
-                r.reason,
-                r.exit_code,
-                r.signal,
-                r.stderr.trim()
-            )));
+            if r.reason != EndReason::Exit {
+                // Killed while unpacking: its staging directory is left.
+                self.clean_import_leftovers(id).await;
+            }
+            return Err(import_failure(&r));
         }
         let s: warren_runtime::archive::Summary =
             serde_json::from_str(r.stdout.trim()).map_err(|e| {
@@ -1272,6 +1263,73 @@ impl Manager {
             bytes: s.bytes,
             upload_bytes: size,
         })
+    }
+}
+
+impl Manager {
+    /// Removes what an import killed while unpacking left in the home
+    /// (`warren-import --clean`, inside the sandbox as the user: host-side
+    /// code never walks a home). Best effort: the next import sweeps too.
+    async fn clean_import_leftovers(&self, id: &str) {
+        let cmd = ExecCommand {
+            argv: vec![IMPORT_COMMAND.into(), "--clean".into()],
+            ..Default::default()
+        };
+        let stdio = ExecStdio {
+            stdin: std::process::Stdio::null(),
+            stdout: std::process::Stdio::piped(),
+            stderr: std::process::Stdio::piped(),
+        };
+        let r = match self.start(id, cmd, stdio).await {
+            Ok(running) => {
+                exec::collect(running.child, Vec::new(), Duration::from_secs(60), 64 << 10).await
+            }
+            Err(e) => {
+                tracing::warn!(user = id, "cleaning after a killed import: {e}");
+                return;
+            }
+        };
+        if r.reason != EndReason::Exit || r.exit_code != Some(0) {
+            tracing::warn!(
+                user = id,
+                "cleaning after a killed import: {:?} {:?}: {}",
+                r.reason,
+                r.exit_code,
+                r.stderr.trim()
+            );
+        }
+    }
+}
+
+/// What a failed `warren-import` means for the caller. Imports are
+/// all-or-nothing, so each of these changed nothing in the home. The
+/// user's own limits and processes are not a server fault (found by the
+/// API fuzzer: an OOM kill answered 500, then a SIGKILL not recognised as
+/// one did).
+fn import_failure(r: &ExecResult) -> ManageError {
+    const NOTHING: &str = "nothing was imported";
+    match r.reason {
+        EndReason::MemoryLimit => ManageError::TooLarge(format!(
+            "unpacking this archive needs more memory than the user's memory limit allows; {NOTHING}"
+        )),
+        EndReason::Signal => ManageError::Conflict(format!(
+            "warren-import was killed by signal {} inside the user's sandbox (the user's limits or own processes); {NOTHING}",
+            r.signal.unwrap_or(0)
+        )),
+        // ENOSPC, EDQUOT: the home's disk or quota, the user's to free.
+        _ if r.stderr.contains("(os error 28)") || r.stderr.contains("(os error 122)") => {
+            ManageError::TooLarge(format!(
+                "the user's home has no room for this archive ({}); {NOTHING}",
+                r.stderr.trim()
+            ))
+        }
+        _ => ManageError::Internal(format!(
+            "warren-import ended with {:?} {:?}/{:?}: {}",
+            r.reason,
+            r.exit_code,
+            r.signal,
+            r.stderr.trim()
+        )),
     }
 }
 

@@ -12,8 +12,10 @@ use warren_runtime::archive::{self, Limits};
 
 const IMPORT_USAGE: &str =
     "usage: warren-import [--max-bytes N] [--max-entries N] [--max-entry-bytes N] [DIR]
+       warren-import --clean [DIR]
 Unpacks the tar.gz on stdin into DIR (default: the current directory) and
-prints a JSON summary. A refused archive changes nothing.";
+prints a JSON summary. A refused or failed import changes nothing.
+--clean removes what imports killed while unpacking left in DIR.";
 
 const EXPORT_USAGE: &str = "usage: warren-export [--max-bytes N] [--max-entries N] [--max-entry-bytes N] [DIR] > archive.tar.gz
 Writes DIR (default: the current directory) to stdout as tar.gz.";
@@ -23,17 +25,24 @@ Writes DIR (default: the current directory) to stdout as tar.gz.";
 struct Args {
     limits: Limits,
     dir: PathBuf,
+    /// `warren-import --clean`: remove staging leftovers, import nothing.
+    clean: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut limits = Limits::default();
     let mut dir = None;
+    let mut clean = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let field = match arg.as_str() {
             "--max-bytes" => &mut limits.max_bytes,
             "--max-entries" => &mut limits.max_entries,
             "--max-entry-bytes" => &mut limits.max_entry_bytes,
+            "--clean" => {
+                clean = true;
+                continue;
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag:?}")),
             path if dir.is_none() => {
                 dir = Some(PathBuf::from(path));
@@ -49,6 +58,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     Ok(Args {
         limits,
         dir: dir.unwrap_or_else(|| PathBuf::from(".")),
+        clean,
     })
 }
 
@@ -73,6 +83,9 @@ pub fn import(args: &[String]) -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if args.clean {
+        return clean(&args.dir);
+    }
     if std::io::stdin().is_terminal() {
         return usage_error(
             "warren-import",
@@ -104,6 +117,20 @@ pub fn import(args: &[String]) -> ExitCode {
     }
 }
 
+/// `warren-import --clean [DIR]`: prints `{"removed":N}`.
+fn clean(dir: &std::path::Path) -> ExitCode {
+    match archive::clean(dir) {
+        Ok(n) => {
+            println!("{}", serde_json::json!({ "removed": n }));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("warren-import: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `warren-export [DIR]`: DIR as tar.gz on stdout; what was left out, on
 /// stderr.
 pub fn export(args: &[String]) -> ExitCode {
@@ -111,6 +138,9 @@ pub fn export(args: &[String]) -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
+    if args.clean {
+        return usage_error("warren-export", "unknown option \"--clean\"", EXPORT_USAGE);
+    }
     let stdout = std::io::stdout();
     if stdout.is_terminal() {
         return usage_error(
@@ -157,7 +187,8 @@ mod tests {
             parse(&[]).unwrap(),
             Args {
                 limits: Limits::default(),
-                dir: ".".into()
+                dir: ".".into(),
+                clean: false,
             }
         );
         let a = parse(&strings(&[

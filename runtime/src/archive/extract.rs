@@ -22,6 +22,7 @@ use rustix::io::Errno;
 
 use super::rules::{Checked, Checker, Kind};
 use super::scan::{scan, stream_err};
+use super::staging;
 use super::{ArchiveError, Limits, Summary};
 
 /// Unpacks the tar.gz `archive` into the directory `dest` (opened without
@@ -61,15 +62,38 @@ pub fn extract_at<R: Read + Seek>(
     let plan = scan(&mut archive, limits, |_, _| Ok(()))?;
     check_destination(&plan, Checker::ROOT, dest, &mut Vec::new())?;
     archive.seek(SeekFrom::Start(start)).map_err(read_err)?;
+    // Leftovers of imports that were killed go first; then this one is
+    // unpacked aside, so a failure or a kill changes nothing.
+    staging::sweep(dest)?;
+    let (name, staged) = staging::create(dest)?;
+    let result = unpack_and_move(&mut archive, limits, &plan, staged.as_fd(), dest);
+    drop(staged);
+    let removed = staging::remove_tree(dest, name.as_bytes())
+        .map_err(|e| ArchiveError::io("remove", name, e.into()));
+    let summary = result?;
+    removed?;
+    Ok(summary)
+}
+
+/// Pass 3: unpacks into `staged`, then, with the whole archive there,
+/// moves it into `dest` and sets the directories' modes and times.
+fn unpack_and_move<R: Read>(
+    archive: &mut R,
+    limits: &Limits,
+    plan: &Checker,
+    staged: BorrowedFd<'_>,
+    dest: BorrowedFd<'_>,
+) -> Result<Summary, ArchiveError> {
     let mut writer = Writer {
-        dest,
+        dest: staged,
         parent: None,
         dirs: Vec::new(),
         next_temp: Cell::new(0),
     };
-    let checker = scan(&mut archive, limits, |entry, data| {
-        writer.write(entry, data)
-    })?;
+    let checker = scan(archive, limits, |entry, data| writer.write(entry, data))?;
+    writer.parent = None;
+    staging::move_into_place(plan, Checker::ROOT, staged, dest, &mut Vec::new())?;
+    writer.dest = dest;
     writer.finish()?;
     Ok(checker.summary())
 }
@@ -127,7 +151,7 @@ fn open_dir(root: BorrowedFd<'_>, comps: &[Vec<u8>], create: bool) -> Result<Own
     Ok(cur)
 }
 
-fn shown(comps: &[Vec<u8>]) -> String {
+pub(crate) fn shown(comps: &[Vec<u8>]) -> String {
     String::from_utf8_lossy(&comps.join(&b'/')).into_owned()
 }
 

@@ -22,6 +22,7 @@ mod export;
 mod extract;
 mod rules;
 mod scan;
+mod staging;
 pub mod testing;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 pub use export::{export, Exported, Skipped};
 pub use extract::{extract, extract_at, seekable};
 pub use rules::{Rule, MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_METADATA_BYTES, MAX_PATH_BYTES};
+pub use staging::{clean, STAGING_PREFIX};
 
 const GIB: u64 = 1 << 30;
 

@@ -516,3 +516,102 @@ fn extreme_times_are_applied_or_clamped_never_fail_midway() {
     assert_eq!(s.files, 2);
     assert_eq!(fs::read(dest.join("future")).unwrap(), b"y");
 }
+
+/// Serves `first` until the first seek to the start, then `second`: an
+/// input that changes between extract's passes.
+struct Changing {
+    first: Cursor<Vec<u8>>,
+    second: Cursor<Vec<u8>>,
+    switched: bool,
+}
+
+impl std::io::Read for Changing {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.switched {
+            false => self.first.read(buf),
+            true => self.second.read(buf),
+        }
+    }
+}
+
+impl std::io::Seek for Changing {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        if let std::io::SeekFrom::Start(_) = pos {
+            self.switched = true;
+        }
+        match self.switched {
+            false => self.first.seek(pos),
+            true => self.second.seek(pos),
+        }
+    }
+}
+
+fn many_files(n: usize) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..n {
+        let data = vec![b'x' + (i % 3) as u8; 4096];
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, format!("d{}/f{i}", i % 2), data.as_slice())
+            .unwrap();
+    }
+    gzip(&b.into_inner().unwrap())
+}
+
+#[test]
+fn a_failure_while_unpacking_leaves_the_destination_as_it_was() {
+    let (scratch, dest) = new_scratch();
+    let before = listing(scratch.path());
+    let good = many_files(40);
+    // Cut in the middle: pass 3 writes some files, then the stream ends.
+    let input = Changing {
+        first: Cursor::new(good.clone()),
+        second: Cursor::new(good[..good.len() / 2].to_vec()),
+        switched: false,
+    };
+    let err = extract(input, &dest, &Limits::default()).unwrap_err();
+    assert!(err.is_refusal(), "{err}");
+    assert_eq!(listing(scratch.path()), before);
+}
+
+#[test]
+fn a_staging_directory_left_by_a_killed_import_is_swept_without_following_links() {
+    let (scratch, dest) = new_scratch();
+    let outside = scratch.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("precious"), "keep\n").unwrap();
+    let left = dest.join(".warren-import-0123456789abcdef");
+    fs::create_dir_all(left.join("ro/sub")).unwrap();
+    fs::write(left.join("ro/sub/f"), "x").unwrap();
+    symlink(&outside, left.join("out")).unwrap();
+    fs::set_permissions(left.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    // Not a staging name: the user's own.
+    fs::create_dir(dest.join(".warren-import-mine")).unwrap();
+    let summary = extract(Cursor::new(many_files(4)), &dest, &Limits::default()).unwrap();
+    assert_eq!(summary.files, 4);
+    assert!(!left.exists());
+    assert!(dest.join(".warren-import-mine").is_dir());
+    assert!(dest.join("d1/f3").is_file());
+    assert_eq!(fs::read(outside.join("precious")).unwrap(), b"keep\n");
+    let names: Vec<_> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(clean(&dest).unwrap(), 0);
+}
+
+#[test]
+fn the_sweep_leaves_a_running_import_alone() {
+    let (_scratch, dest) = new_scratch();
+    let fd =
+        rustix::fs::open(&dest, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+    // Another import, still running: its staging directory is locked.
+    let (name, staged) = staging::create(std::os::fd::AsFd::as_fd(&fd)).unwrap();
+    assert_eq!(clean(&dest).unwrap(), 0);
+    assert!(dest.join(&name).is_dir());
+    drop(staged);
+    assert_eq!(clean(&dest).unwrap(), 1);
+    assert!(!dest.join(&name).exists());
+}
