@@ -10,7 +10,7 @@
 //! for legacy and hybrid hosts (where cgroup2 may be mounted too, but without
 //! the controllers we need). Every write is read back: a limit that silently
 //! failed to apply is a security bug, and cgroups-rs was found swallowing such
-//! failures (docs/cgroups.md, reference/dependencies.md Q1).
+//! failures (docs/cgroups.md, docs/dependencies.md#q1-cgroups).
 //!
 //! All file access goes through the `Kernel` seam and every path starts at
 //! an injectable root ([`Roots`]), so the logic is unit-tested on a temp dir.

@@ -6,7 +6,7 @@
 //! hold no processes itself, so we leave `<own>` before enabling
 //! `memory cpu pids` in `<own>/cgroup.subtree_control` and
 //! `<own>/warren/cgroup.subtree_control`. cgroups-rs ignored exactly this
-//! write's result (reference/dependencies.md Q1); we check both.
+//! write's result (docs/dependencies.md#q1-cgroups); we check both.
 
 use std::path::{Path, PathBuf};
 

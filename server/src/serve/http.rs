@@ -445,7 +445,7 @@ fn upgrade(
     // Small buffers: tungstenite allocates its read buffer up front (128 KiB
     // by default) and would queue writes without bound; with these a
     // connection costs a few KiB and a slow client pushes back (see
-    // reference/dependencies.md §Q8).
+    // docs/dependencies.md#q8-websocket-and-connections).
     Ok(ws
         .protocols([SUBPROTOCOL])
         .read_buffer_size(4096)

@@ -1,5 +1,5 @@
 //! A PTY master driven by tokio: non-blocking, registered with the reactor
-//! through `AsyncFd`, so a terminal costs no thread (dependencies.md §Q3
+//! through `AsyncFd`, so a terminal costs no thread (docs/dependencies.md#q3-pty
 //! measured 3 threads for 1000 sessions this way, against ~365 with a
 //! blocking reader per session).
 //!
@@ -37,7 +37,7 @@ fn winsize(size: WinSize) -> Winsize {
 
 /// Opens a PTY pair of the given size. Both fds are close-on-exec, so no
 /// other child ever inherits another session's master (the hang
-/// dependencies.md §Q3 ran into); the slave is handed to one child
+/// docs/dependencies.md#q3-pty ran into); the slave is handed to one child
 /// explicitly as its stdio.
 pub fn open(size: WinSize) -> io::Result<PtyPair> {
     let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
