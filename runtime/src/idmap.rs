@@ -87,7 +87,21 @@ impl IdRange {
             if let (Some(uids), Some(gids)) = (delegable(&umap), delegable(&gmap)) {
                 return IdRange::Delegated { uids, gids };
             }
-            if is_host_root(proc_root, &umap, &gmap, gid) {
+            if is_host_root(proc_root, &umap, &gmap, uid, gid) {
+                return IdRange::ParentRootOnly;
+            }
+        }
+        // Not root here, yet perhaps the host's root (`unshare --user
+        // --map-user=1000` run by root): our one id would be every tenant's.
+        if uid != 0 && !full {
+            let read = |f: &str| fs::read_to_string(proc_root.join(f)).unwrap_or_default();
+            if is_host_root(
+                proc_root,
+                &read("self/uid_map"),
+                &read("self/gid_map"),
+                uid,
+                gid,
+            ) {
                 return IdRange::ParentRootOnly;
             }
         }
@@ -117,8 +131,9 @@ impl IdRange {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error(
-        "refusing to run a tenant as host root: this process is root in a user namespace whose \
-         only id is the host's uid/gid 0 (plain `unshare --user --map-root-user` as root), so \
+        "refusing to run a tenant as host root: this process's only id in its user namespace is \
+         the host's uid/gid 0 (plain `unshare --user --map-root-user`, or `--map-user=N`, run as \
+         root), so \
          every tenant would be uid 0 on the host; start it under `unshare --user --map-auto \
          --map-root-user` (maps root's /etc/subuid and /etc/subgid ranges: each tenant gets its \
          own non-root id), or run warren as root or as a normal user; see docs/hosts.md"
@@ -141,15 +156,15 @@ impl IdRange {
     }
 }
 
-/// Whether our uid 0 (or `gid`) is the host's root. A sysctl file belongs
+/// Whether our `uid` (or `gid`) is the host's root. A sysctl file belongs
 /// to the host's root in every namespace, so it shows as ours exactly when
 /// ours is the host's, however deeply nested. Without /proc/sys (a fixture)
 /// the maps decide: the parent's 0 (conservative when nested).
-fn is_host_root(proc_root: &Path, uid_map: &str, gid_map: &str, gid: u32) -> bool {
+fn is_host_root(proc_root: &Path, uid_map: &str, gid_map: &str, uid: u32, gid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
     match fs::metadata(proc_root.join("sys/kernel/osrelease")) {
-        Ok(m) => m.uid() == 0 || m.gid() == gid,
-        Err(_) => outer_id(uid_map, 0) == Some(0) || outer_id(gid_map, gid) == Some(0),
+        Ok(m) => m.uid() == uid || m.gid() == gid,
+        Err(_) => outer_id(uid_map, uid) == Some(0) || outer_id(gid_map, gid) == Some(0),
     }
 }
 

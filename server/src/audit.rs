@@ -5,7 +5,8 @@
 //! every few seconds while writes keep failing), every
 //! few seconds by the server (`Manager::retry_audit_periodically`) and
 //! before the log is read. The backlog is bounded: past
-//! [`AUDIT_BACKLOG_MAX`] entries the oldest are dropped and counted
+//! [`AUDIT_BACKLOG_MAX`] entries or [`AUDIT_BACKLOG_MAX_BYTES`] the oldest
+//! are dropped and counted
 //! (`warren_audit_dropped_total`), so a disk that stays full costs a
 //! bounded amount of memory and the loss is never silent.
 
@@ -14,8 +15,20 @@ use std::time::{Duration, Instant};
 
 use crate::state::{NewAuditEntry, State, StateError};
 
-/// Most entries held while the database refuses writes (a few MB).
+/// Most entries held while the database refuses writes.
 pub const AUDIT_BACKLOG_MAX: usize = 10_000;
+/// Most bytes they may hold together: one exec's argv may be megabytes, so
+/// a count alone would not bound the memory (found in review).
+pub const AUDIT_BACKLOG_MAX_BYTES: usize = 16 << 20;
+
+/// About how much memory an entry holds.
+fn entry_size(e: &NewAuditEntry) -> usize {
+    64 + e.actor.len()
+        + e.action.len()
+        + e.outcome.len()
+        + e.tenant.as_ref().map_or(0, String::len)
+        + e.detail.to_string().len()
+}
 
 /// What one attempt to write the backlog did.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,6 +47,8 @@ pub enum Flushed {
 pub struct AuditBacklog {
     pending: VecDeque<NewAuditEntry>,
     max: usize,
+    /// The held entries' size, as [`entry_size`] counts it.
+    bytes: usize,
     /// Entries dropped since the start (the metric counts the same).
     dropped: u64,
     /// When the last write failed, if it did.
@@ -45,6 +60,7 @@ impl AuditBacklog {
         AuditBacklog {
             pending: VecDeque::new(),
             max: max.max(1),
+            bytes: 0,
             dropped: 0,
             failing: None,
         }
@@ -54,10 +70,16 @@ impl AuditBacklog {
     /// (0 or 1).
     pub fn push(&mut self, entry: NewAuditEntry) -> u64 {
         let mut dropped = 0;
-        while self.pending.len() >= self.max {
-            self.pending.pop_front();
+        let size = entry_size(&entry);
+        while !self.pending.is_empty()
+            && (self.pending.len() >= self.max || self.bytes + size > AUDIT_BACKLOG_MAX_BYTES)
+        {
+            if let Some(old) = self.pending.pop_front() {
+                self.bytes -= entry_size(&old);
+            }
             dropped += 1;
         }
+        self.bytes += size;
         self.pending.push_back(entry);
         self.dropped += dropped;
         dropped
@@ -93,6 +115,7 @@ impl AuditBacklog {
             Ok(_) => {
                 let n = self.pending.len();
                 self.pending.clear();
+                self.bytes = 0;
                 self.failing = None;
                 Ok(Flushed::Wrote(n))
             }
@@ -128,6 +151,23 @@ mod tests {
         assert_eq!((b.len(), b.dropped()), (3, 2));
         let kept: Vec<_> = b.pending.iter().map(|e| e.detail["n"].clone()).collect();
         assert_eq!(kept, [2, 3, 4]);
+    }
+
+    #[test]
+    fn huge_entries_are_bounded_by_bytes_not_only_by_count() {
+        let mut b = AuditBacklog::new(AUDIT_BACKLOG_MAX);
+        let argv = "a".repeat(4 << 20);
+        for _ in 0..10 {
+            b.push(NewAuditEntry::now(
+                "admin",
+                "exec",
+                None,
+                "ok",
+                serde_json::json!({ "argv": [argv] }),
+            ));
+        }
+        assert!(b.bytes <= AUDIT_BACKLOG_MAX_BYTES, "{}", b.bytes);
+        assert_eq!((b.len(), b.dropped()), (3, 7));
     }
 
     #[test]

@@ -201,6 +201,11 @@ fn sandbox_init(
 pub fn init_after_exec(spec: SandboxSpec, pty_socket: Option<OwnedFd>, report: &mut File) -> ! {
     let started = (|| {
         spawn::die_with_parent()?;
+        // The re-exec kept the report pipe and the PTY socket open across
+        // exec on purpose; close-on-exec again before the command is
+        // exec'd, or it would inherit PID 1's report pipe and could forge
+        // its own outcome (leaked fds: CVE-2024-21626).
+        sys::cloexec_from(3).map_err(|e| SetupError::errno("close-on-exec after re-exec", e))?;
         // Run from warren-info's path, shown as the shim it is (`ps`).
         let _ = nix::sys::prctl::set_name(c"warren-shim");
         // After the last credential change and the exec: the tenant's

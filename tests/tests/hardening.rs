@@ -149,6 +149,34 @@ fn root_under_plain_unshare_is_refused_with_the_fix() {
     assert!(ids["fix"].as_str().unwrap().contains("--map-auto"), "{v:#}");
 }
 
+/// The host's root under another name: root runs warren under `unshare
+/// --user --map-user=1000`, so warren's one id, 1000, is host uid 0. Found
+/// in review of the fix above, which looked only at uid 0.
+#[test]
+fn host_root_mapped_to_a_non_root_id_is_refused() {
+    if !matches!(Mode::current(), Mode::Root | Mode::UserNs) {
+        return; // there our ids are not the host's root
+    }
+    let env = Env::new();
+    let out = Command::new("unshare")
+        .args(["--user", "--map-user=1000", "--map-group=1000"])
+        .arg(warren_bin())
+        .args(env.run_args("alice", "auto"))
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("refusing to run a tenant as host root"),
+        "{err}"
+    );
+    assert!(
+        !env.workspace_root().exists() && !env.state_dir().exists(),
+        "refused before anything was made"
+    );
+}
+
 /// The groups this test process holds, as getgroups(2) lists them.
 fn own_groups() -> Vec<String> {
     let mut g: Vec<String> = nix::unistd::getgroups()
@@ -244,4 +272,15 @@ fn pid1_is_unreadable_by_its_tenant() {
         );
     }
     assert_eq!(a.get("open_ro:/proc/self/maps"), "ok");
+}
+
+/// The command holds only its stdio: PID 1 re-executes itself keeping its
+/// report pipe open across that exec, and a command that inherited it could
+/// write PID 1's reports (forge its own exit or limits). Leaked fds:
+/// CVE-2024-21626.
+#[test]
+fn the_command_inherits_no_fd_but_its_stdio() {
+    let env = Env::new();
+    let a = env.probe("alice", &["fds"]);
+    assert_eq!(a.get("fds"), "0,1,2", "{:?}", a.0);
 }

@@ -22,8 +22,36 @@ use super::ArchiveError;
 /// of the destination. Such names are reserved: [`sweep`] removes them.
 pub const STAGING_PREFIX: &str = ".warren-import-";
 
+/// How long [`create`] waits for another import's [`sweep`] of the same
+/// destination to end.
+const DEST_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Holds `dest` locked against a concurrent [`create`] or [`sweep`]: a
+/// staging directory exists, unlocked, between its `mkdirat` and its
+/// `flock`, and a sweep in that window would take it for a killed import's.
+fn lock_dest(dest: BorrowedFd<'_>, wait: bool) -> Result<bool, Errno> {
+    let deadline = std::time::Instant::now() + DEST_LOCK_WAIT;
+    loop {
+        match rfs::flock(dest, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(true),
+            Err(Errno::WOULDBLOCK) if wait && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(Errno::WOULDBLOCK) if !wait => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A fresh staging directory (0700) in `dest`: its name and fd.
 pub(crate) fn create(dest: BorrowedFd<'_>) -> Result<(String, OwnedFd), ArchiveError> {
+    lock_dest(dest, true).map_err(|e| ArchiveError::io("lock", ".", e.into()))?;
+    let made = create_locked(dest);
+    let _ = rfs::flock(dest, FlockOperation::Unlock);
+    made
+}
+
+fn create_locked(dest: BorrowedFd<'_>) -> Result<(String, OwnedFd), ArchiveError> {
     loop {
         // RandomState is seeded from the OS: a name other processes of the
         // user cannot guess, so they cannot prepare it.
@@ -64,6 +92,16 @@ pub fn clean(dest: &Path) -> Result<usize, ArchiveError> {
 /// Removes the staging directories left in `dest` by imports that were
 /// killed. Returns how many were removed.
 pub(crate) fn sweep(dest: BorrowedFd<'_>) -> Result<usize, ArchiveError> {
+    // Another import is making its staging directory: sweep next time.
+    if !lock_dest(dest, false).map_err(|e| ArchiveError::io("lock", ".", e.into()))? {
+        return Ok(0);
+    }
+    let swept = sweep_locked(dest);
+    let _ = rfs::flock(dest, FlockOperation::Unlock);
+    swept
+}
+
+fn sweep_locked(dest: BorrowedFd<'_>) -> Result<usize, ArchiveError> {
     let mut names = Vec::new();
     let mut listing = Dir::read_from(dest).map_err(|e| ArchiveError::io("list", ".", e.into()))?;
     while let Some(entry) = listing.read() {

@@ -559,13 +559,14 @@ impl Cgroups {
         Ok(self.handle(id, dirs, false))
     }
 
-    /// Removes leftover `sbx-*` cgroups (from a crashed earlier run) that hold
-    /// no processes. Ones in use, and ones younger than a few seconds (they
-    /// may be between creation and their first process), are left alone,
-    /// except where the shim that created one (its id ends in its pid) is
-    /// gone: a sandbox without a pid namespace (the landlock tier) can leave
-    /// processes behind a creator that was killed, and those are killed
-    /// with the cgroup. Returns the directories removed.
+    /// Removes leftover `sbx-*` cgroups (from a crashed earlier run). One
+    /// whose id names its creating shim (pid and start time) is removed,
+    /// however young, as soon as that creator is gone: a sandbox without a
+    /// pid namespace (the landlock tier) can leave processes behind a killed
+    /// creator, and those are killed with the cgroup. One whose id names no
+    /// owner is removed when it holds no processes and is older than a few
+    /// seconds (it may be between creation and its first process). Returns
+    /// the directories removed.
     pub fn sweep_stale(&self) -> Result<Vec<PathBuf>, CgroupError> {
         self.sweep_stale_older_than(SWEEP_GRACE)
     }

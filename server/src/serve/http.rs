@@ -221,6 +221,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws/{terminal}", get(ws_attach))
         .merge(super::api::routes(state.clone()))
         .fallback(|| async { HttpError::NotFound })
+        .layer(axum::middleware::from_fn(super::body_deadline::read_within))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             host::check_host,

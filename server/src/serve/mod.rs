@@ -16,6 +16,7 @@ pub mod args;
 pub mod assets;
 pub mod auth;
 pub mod backend;
+pub mod body_deadline;
 pub mod capacity;
 pub mod connections;
 pub mod echo;

@@ -319,3 +319,50 @@ fn serve_raises_its_soft_open_file_limit() {
     assert_eq!(fields[3], hard, "soft limit: {row}");
     assert_eq!(fields[4], hard, "hard limit: {row}");
 }
+
+/// Full headers, then a body a byte at a time: hyper times only the
+/// headers, so before the body deadline this connection stayed open for as
+/// long as the client kept trickling (found in review of issue 10 §4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_a_byte_at_a_time_gets_408_at_the_body_deadline() {
+    let server = TestServer::start().await;
+    let s = TcpStream::connect(server.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(
+        format!(
+            "POST /login HTTP/1.1\r\nHost: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 1000\r\n\r\nu",
+            server.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let trickle = tokio::spawn(async move {
+        while wr.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(45), async {
+        while !String::from_utf8_lossy(&reply).contains("\r\n\r\n") {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    assert!(read.is_ok(), "the server kept a trickling body past 45 s");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(29) && waited < Duration::from_secs(40),
+        "answered after {waited:?}"
+    );
+}
