@@ -536,19 +536,14 @@ impl Sandbox for UserSandbox {
 
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let pid = self.shim.lock().map(|c| c.id() as i32).unwrap_or(0);
-            // A shim already reaped (the sandbox ended by itself) is not
-            // signalled: its pid may belong to someone else by now.
-            if !self.shim_exited() {
-                // PID 1 ends the sandbox on SIGTERM; the shim removes the cgroup.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-                if tokio::time::timeout(Duration::from_secs(5), wait_child(&self.shim))
+            // PID 1 ends the sandbox on SIGTERM; the shim removes the cgroup.
+            if self.signal_shim_if_running(Signal::SIGTERM)
+                && tokio::time::timeout(Duration::from_secs(5), wait_child(&self.shim))
                     .await
                     .is_err()
-                {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    wait_child(&self.shim).await;
-                }
+            {
+                self.signal_shim_if_running(Signal::SIGKILL);
+                wait_child(&self.shim).await;
             }
             let _ = self.final_events().await;
             self.remove_leftover_cgroup().await;
@@ -572,6 +567,20 @@ impl Sandbox for UserSandbox {
 }
 
 impl UserSandbox {
+    /// Signals the shim unless it has been reaped (the sandbox ended by
+    /// itself): checked and sent under the lock that every reaping of it
+    /// takes, so the pid cannot have been reaped and reused in between.
+    fn signal_shim_if_running(&self, signal: Signal) -> bool {
+        let Ok(mut child) = self.shim.lock() else {
+            return false;
+        };
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+        true
+    }
+
     fn shim_exited(&self) -> bool {
         self.shim
             .lock()
