@@ -1323,6 +1323,13 @@ fn import_failure(r: &ExecResult) -> ManageError {
                 r.stderr.trim()
             ))
         }
+        // Exit 1: refused against this home (it has a directory where the
+        // archive has a file, a directory it cannot write...), checked
+        // before anything is written.
+        EndReason::Exit if r.exit_code == Some(1) => ManageError::Conflict(format!(
+            "the archive does not fit the user's home: {}; {NOTHING}",
+            r.stderr.trim().trim_start_matches("warren-import: ")
+        )),
         _ => ManageError::Internal(format!(
             "warren-import ended with {:?} {:?}/{:?}: {}",
             r.reason,

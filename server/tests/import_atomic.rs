@@ -227,3 +227,23 @@ async fn an_import_killed_by_the_memory_limit_changes_nothing() {
     assert!(r.text().contains("nothing was imported"), "{}", r.text());
     importable(&server, "mem").await;
 }
+
+/// An archive that does not fit the home (a file where the home has a
+/// directory) is the client's error, 409, not the server's 500, and
+/// changes nothing. Every mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_that_does_not_fit_the_home_is_a_conflict() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    new_user(&server, "fit").await;
+    fill(&server, "fit").await;
+    let r = exec(&server, "fit", &["mkdir", "big"]).await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let before = home(&server, "fit").await;
+    // `archive` holds a file `big`; the home now has a directory there.
+    let r = import(&server, "fit", archive(b"a file\n")).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("does not fit"), "{}", r.text());
+    assert!(r.text().contains("nothing was imported"), "{}", r.text());
+    unchanged(&server, "fit", &before, &r).await;
+}

@@ -97,7 +97,7 @@ pub fn import(args: &[String]) -> ExitCode {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => {
             eprintln!("warren-import: stdin: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(IMPORT_FAILED);
         }
     };
     let result = archive::seekable(stdin, &args.dir, &args.limits)
@@ -112,10 +112,16 @@ pub fn import(args: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("warren-import: {e}");
-            ExitCode::from(1)
+            // The server answers a refusal (the archive, or the archive
+            // against this home) as the client's, a failure as its own.
+            ExitCode::from(if e.is_refusal() { 1 } else { IMPORT_FAILED })
         }
     }
 }
+
+/// `warren-import`'s exit status when the host side failed (reading the
+/// input, writing the home) rather than the archive being refused (1).
+const IMPORT_FAILED: u8 = 3;
 
 /// `warren-import --clean [DIR]`: prints `{"removed":N}`.
 fn clean(dir: &std::path::Path) -> ExitCode {
