@@ -682,7 +682,7 @@ impl SandboxCgroup {
         for d in &self.dirs {
             let file = d.path.join("cgroup.procs");
             write(k, &file, &value)?;
-            if !procs(k, &d.path)?.contains(&pid.as_raw()) {
+            if !listed_after_write(k, &d.path, pid.as_raw())? {
                 return Err(CgroupError::NotApplied {
                     path: file,
                     value,
@@ -1178,6 +1178,21 @@ fn read_u64(k: &dyn Kernel, path: &Path) -> Result<Option<u64>, CgroupError> {
 }
 
 /// The pids in a cgroup; none when the cgroup does not exist (any more).
+/// Whether `pid` is listed in `dir`'s cgroup.procs just after it was
+/// written there. Read up to three times: on v1 the list a read returns is
+/// a pidlist shared by concurrent readers of the same cgroup, and with many
+/// joins at once (16 execs in one sandbox) a read missed a pid whose write
+/// had succeeded, which failed the exec with a 500.
+fn listed_after_write(k: &dyn Kernel, dir: &Path, pid: i32) -> Result<bool, CgroupError> {
+    for pause_ms in [0, 2, 20] {
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        if procs(k, dir)?.contains(&pid) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn procs(k: &dyn Kernel, dir: &Path) -> Result<Vec<i32>, CgroupError> {
     Ok(read_optional(k, &dir.join("cgroup.procs"))?
         .map(|s| parse_pids(&s))
