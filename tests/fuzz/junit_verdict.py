@@ -9,7 +9,12 @@ import xml.etree.ElementTree as ET
 
 
 def tolerated(text):
-    return "/export" in text and ("invalid chunk" in text or "ended prematurely" in text)
+    # A killed export's cut may reach the client only after schemathesis's
+    # read timeout (seen in CI: the user's memory limit killed warren-export
+    # mid-transfer, logged as "export failed (..., signal Some(9))").
+    return "/export" in text and (
+        "invalid chunk" in text or "ended prematurely" in text or "Read timed out" in text
+    )
 
 
 def main(path):
