@@ -157,14 +157,21 @@ async fn an_import_killed_by_the_users_processes_changes_nothing() {
             continue;
         }
         assert_eq!(k["exit_code"], 0, "the unpacker was not seen writing: {k}");
-        unchanged(&server, &user, &before, &r).await;
+        // A kill that lands while the entries are renamed into place (the
+        // window docs/archives.md owns to; seen in the userns mode, where
+        // unpacking is fast) is no proof either way: try again. Without
+        // staging every try changes the home, and the test fails.
+        if home(&server, &user).await != before {
+            eprintln!("try {attempt}: the kill landed while moving into place; again");
+            continue;
+        }
         assert_eq!(r.status, 409, "{}", r.text());
         assert!(r.text().contains("killed by signal 9"), "{}", r.text());
         assert!(r.text().contains("nothing was imported"), "{}", r.text());
         importable(&server, &user).await;
         return;
     }
-    panic!("four imports ended before the killer caught the unpacker writing");
+    panic!("in four tries no kill caught the unpacker writing and left the home as it was");
 }
 
 /// Stops `user`'s sandbox (deleted, home kept, then created again) and
