@@ -23,7 +23,7 @@ use crate::audit::{AuditBacklog, Flushed, AUDIT_BACKLOG_MAX};
 use crate::exec::{self, EndReason, ExecEnd, ExecResult};
 use crate::sandbox::{provision, PrepareError, Settings};
 use crate::serve::backend::{
-    AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio,
+    AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio, StarterEnded,
 };
 use crate::serve::sessions::{Lease, Registry, SessionError, TerminalInfo};
 use crate::serve::UserId;
@@ -76,6 +76,18 @@ pub enum ManageError {
 const STEP_FORK_COMMAND: &str = "fork command";
 /// Its step for entering the command's working directory (shim/src/spawn.rs).
 const STEP_CHDIR: &str = "chdir ";
+/// The join's steps that meet a sandbox whose PID 1 has ended
+/// (shim/src/join.rs): a pid that cannot be opened, a pid reused, a
+/// namespace set that is gone (ESRCH).
+const STEPS_SANDBOX_GONE: [&str; 3] = [
+    "open sandbox PID 1",
+    "check sandbox PID 1",
+    "join namespaces",
+];
+/// What the caller is told when a command could not start because the
+/// sandbox ended or ran out of memory meanwhile.
+const TRY_AGAIN: &str = "nothing ran; try again (the next command starts a fresh sandbox), \
+                         or raise the tenant's memory limit if this repeats";
 
 /// What a failure to start a command in a sandbox means for the caller:
 /// the command's own end when it cannot be exec'd or its cwd entered (the
@@ -84,9 +96,21 @@ const STEP_CHDIR: &str = "chdir ";
 /// limit (the tenant's state, not the server's fault), else the server's
 /// failure (with the shim's hint, for the log).
 fn start_failure(e: BackendError) -> ManageError {
+    if let Some(StarterEnded::OutOfMemory) = e.source.downcast_ref::<StarterEnded>() {
+        return ManageError::Conflict(format!(
+            "the sandbox is at its memory limit: the command could not start; {TRY_AGAIN}"
+        ));
+    }
     let Some(f) = e.source.downcast_ref::<SetupError>() else {
         return e.into();
     };
+    let gone = STEPS_SANDBOX_GONE.iter().any(|s| f.step.starts_with(s));
+    if gone && (f.errno.is_none() || f.errno == Some(nix::errno::Errno::ESRCH as i32)) {
+        return ManageError::Conflict(format!(
+            "the user's sandbox ended (its memory limit, or a stop) while the command was \
+             starting; {TRY_AGAIN}"
+        ));
+    }
     let with_hint = match &f.hint {
         Some(h) => format!("{f} ({h})"),
         None => f.to_string(),
@@ -98,6 +122,11 @@ fn start_failure(e: BackendError) -> ManageError {
             exit_code: f.exit_code(),
             message: format!("warren: {with_hint}\n"),
         };
+    }
+    if f.step == STEP_FORK_COMMAND && f.errno == Some(nix::errno::Errno::ENOMEM as i32) {
+        return ManageError::Conflict(format!(
+            "the sandbox is at its memory limit: the command could not be forked; {TRY_AGAIN}"
+        ));
     }
     if f.step == STEP_FORK_COMMAND && f.errno == Some(nix::errno::Errno::EAGAIN as i32) {
         return ManageError::Conflict(

@@ -803,6 +803,83 @@ async fn a_command_that_cannot_start_ends_127_or_126_not_500() {
     );
 }
 
+/// Commands in a sandbox at a tight memory limit either run (200, their
+/// own end) or are refused as the tenant's state (409: the joining shim
+/// was killed or stalled by the memory cgroup, or the sandbox's PID 1 was
+/// killed and the join found it gone) — never the server's 500. The API
+/// fuzzer met it in CI; before the fix, 8 at once at 1 MiB gave 63 500s in
+/// 80. Where no memory limit applies (the unprivileged modes) they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_at_a_tight_memory_limit_are_200_or_409_never_500() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    admin(addr, "POST", "/api/users", Some(json!({"id": "alice"}))).await;
+    for memory in [1 << 20, 2 << 20, 3 << 20] {
+        let r = admin(
+            addr,
+            "PUT",
+            "/api/users/alice/limits",
+            Some(json!({"memory_bytes": memory})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        for _ in 0..5 {
+            let burst = (0..8).map(|_| {
+                admin(
+                    addr,
+                    "POST",
+                    "/api/users/alice/exec",
+                    Some(
+                        json!({"argv": ["/bin/sh", "-c", "head -c 3000000 /dev/zero | tail -c 1"]}),
+                    ),
+                )
+            });
+            for r in futures_util::future::join_all(burst).await {
+                match r.status {
+                    200 => {}
+                    409 => assert!(
+                        r.text().contains("try again"),
+                        "a 409 says what to do: {}",
+                        r.text()
+                    ),
+                    s => panic!("{memory} bytes: {s}: {}", r.text()),
+                }
+            }
+        }
+    }
+    // With room again, the next command runs (in a fresh sandbox if the
+    // last one ended).
+    admin(
+        addr,
+        "PUT",
+        "/api/users/alice/limits",
+        Some(json!({"memory_bytes": "default"})),
+    )
+    .await;
+    // A sandbox the memory limit is ending may still refuse one (409).
+    for attempt in 0.. {
+        let r = admin(
+            addr,
+            "POST",
+            "/api/users/alice/exec",
+            Some(json!({"argv": ["true"]})),
+        )
+        .await;
+        if r.status == 409 && attempt < 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(
+            (r.status, r.json()["exit_code"].clone()),
+            (200, json!(0)),
+            "{}",
+            r.text()
+        );
+        break;
+    }
+}
+
 /// A sandbox at its pids limit cannot fork a command: that is the
 /// tenant's state (409), not the server's failure (the API fuzzer of issue
 /// 10 got 500s after setting `pids` to 1). The smallest limit allowed, 3,

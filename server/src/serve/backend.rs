@@ -44,6 +44,18 @@ impl BackendError {
     }
 }
 
+/// A command's starter (the joining shim) failed without a word before the
+/// command ran: stalled or killed at the sandbox's memory limit (the
+/// cgroup's OOM-kill or limit-hit counts rose meanwhile), or for another
+/// reason.
+#[derive(Debug, thiserror::Error)]
+pub enum StarterEnded {
+    #[error("the sandbox's memory limit stopped the command's starter before the command ran")]
+    OutOfMemory,
+    #[error("the command's starter ended before the command started ({0})")]
+    Other(std::process::ExitStatus),
+}
+
 /// Starts sandboxes. One per server.
 pub trait Backend: Send + Sync + 'static {
     /// The isolation tier its sandboxes run in (one per server).

@@ -27,7 +27,7 @@ use warren_runtime::spec::SandboxSpec;
 
 use super::backend::{
     AppliedLimits, Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio,
-    ProcessExit, Sandbox, SandboxEnd, Spawned, TerminalProcess,
+    ProcessExit, Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
 use super::protocol::WinSize;
 use super::user::UserId;
@@ -419,6 +419,7 @@ impl Sandbox for UserSandbox {
             if let Some(rel) = cmd.cwd {
                 spec.cwd = spec.cwd.join(rel);
             }
+            let pressure_before = memory_pressure(self.target.cgroup.as_deref());
             let launched = launch::start_as(
                 &self.shim_path,
                 &spec,
@@ -454,16 +455,22 @@ impl Sandbox for UserSandbox {
                     // pids limit (409) from the server's own failure.
                     Err(BackendError::new("exec", f))
                 }
+                // No word in time, or the report ended with none: the shim
+                // is stuck or gone. At a tight memory limit the kernel
+                // stalls it in reclaim or kills it once it is in the
+                // sandbox's cgroup: the tenant's state, which the API
+                // answers 409, not 500.
                 other => {
                     let _ = child.kill();
-                    let _ = child.wait();
-                    Err(err(
-                        "exec",
-                        match other {
-                            Err(_) => "timed out joining the sandbox".to_string(),
-                            _ => "the shim ended before the command started".to_string(),
-                        },
-                    ))
+                    let status = child.wait();
+                    if memory_pressure(self.target.cgroup.as_deref()) > pressure_before {
+                        return Err(BackendError::new("exec", StarterEnded::OutOfMemory));
+                    }
+                    Err(match (other, status) {
+                        (Err(_), _) => err("exec", "timed out joining the sandbox"),
+                        (_, Ok(s)) => BackendError::new("exec", StarterEnded::Other(s)),
+                        (_, Err(e)) => err("exec", e),
+                    })
                 }
             }
         })
@@ -681,6 +688,22 @@ fn init_is_exiting(pid: i32) -> bool {
     let state = fields.first().copied().unwrap_or("");
     let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
     matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
+}
+
+/// The sandbox's OOM kills plus the times it hit its memory limit: a
+/// count that rises while memory is short.
+fn memory_pressure(cgroup: Option<&str>) -> u64 {
+    cgroup
+        .and_then(|id| {
+            Cgroups::probe(&Roots::default())
+                .ok()?
+                .open(id)
+                .ok()?
+                .events()
+                .ok()
+        })
+        .map(|e| e.oom_kills.unwrap_or(0) + e.memory_limit_hits.unwrap_or(0))
+        .unwrap_or(0)
 }
 
 fn oom_kills(cgroup: Option<&str>) -> u64 {
