@@ -96,10 +96,19 @@ const TRY_AGAIN: &str = "nothing ran; try again (the next command starts a fresh
 /// limit (the tenant's state, not the server's fault), else the server's
 /// failure (with the shim's hint, for the log).
 fn start_failure(e: BackendError) -> ManageError {
-    if let Some(StarterEnded::OutOfMemory) = e.source.downcast_ref::<StarterEnded>() {
-        return ManageError::Conflict(format!(
-            "the sandbox is at its memory limit: the command could not start; {TRY_AGAIN}"
-        ));
+    match e.source.downcast_ref::<StarterEnded>() {
+        Some(StarterEnded::OutOfMemory) => {
+            return ManageError::Conflict(format!(
+                "the sandbox is at its memory limit: the command could not start; {TRY_AGAIN}"
+            ))
+        }
+        Some(StarterEnded::Killed) => {
+            return ManageError::Conflict(format!(
+                "the user's sandbox ended (its memory limit, or a stop) while the command was \
+                 starting; {TRY_AGAIN}"
+            ))
+        }
+        _ => {}
     }
     let Some(f) = e.source.downcast_ref::<SetupError>() else {
         return e.into();

@@ -811,6 +811,8 @@ async fn a_command_that_cannot_start_ends_127_or_126_not_500() {
 /// 80. Where no memory limit applies (the unprivileged modes) they run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_at_a_tight_memory_limit_are_200_or_409_never_500() {
+    // The server's log, shown when the test fails.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let d = dirs();
     let server = api_server(&d).await;
     let addr = server.addr;

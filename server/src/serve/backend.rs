@@ -52,6 +52,10 @@ impl BackendError {
 pub enum StarterEnded {
     #[error("the sandbox's memory limit stopped the command's starter before the command ran")]
     OutOfMemory,
+    /// SIGKILL from someone else: the OOM killer, or the sandbox ending
+    /// (its end kills what is left in its cgroup).
+    #[error("the command's starter was killed before the command ran (the sandbox ended or ran out of memory)")]
+    Killed,
     #[error("the command's starter ended before the command started ({0})")]
     Other(std::process::ExitStatus),
 }

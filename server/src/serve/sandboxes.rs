@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -458,18 +459,28 @@ impl Sandbox for UserSandbox {
                 // No word in time, or the report ended with none: the shim
                 // is stuck or gone. At a tight memory limit the kernel
                 // stalls it in reclaim or kills it once it is in the
-                // sandbox's cgroup: the tenant's state, which the API
-                // answers 409, not 500.
+                // sandbox's cgroup, and a sandbox ending meanwhile kills
+                // everything in that cgroup, the joining shim too: the
+                // tenant's state, which the API answers 409, not 500.
                 other => {
+                    let by_itself = match other {
+                        Err(_) => None,
+                        Ok(_) => exit_soon(&mut child).await,
+                    };
                     let _ = child.kill();
                     let status = child.wait();
                     if memory_pressure(self.target.cgroup.as_deref()) > pressure_before {
                         return Err(BackendError::new("exec", StarterEnded::OutOfMemory));
                     }
-                    Err(match (other, status) {
-                        (Err(_), _) => err("exec", "timed out joining the sandbox"),
-                        (_, Ok(s)) => BackendError::new("exec", StarterEnded::Other(s)),
-                        (_, Err(e)) => err("exec", e),
+                    Err(match (other, by_itself, status) {
+                        (Err(_), _, _) => err("exec", "timed out joining the sandbox"),
+                        (_, Some(s), _)
+                            if ExitStatusExt::signal(&s) == Some(Signal::SIGKILL as i32) =>
+                        {
+                            BackendError::new("exec", StarterEnded::Killed)
+                        }
+                        (_, _, Ok(s)) => BackendError::new("exec", StarterEnded::Other(s)),
+                        (_, _, Err(e)) => err("exec", e),
                     })
                 }
             }
@@ -688,6 +699,18 @@ fn init_is_exiting(pid: i32) -> bool {
     let state = fields.first().copied().unwrap_or("");
     let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
     matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
+}
+
+/// How a child whose report just ended exits, if it does within half a
+/// second (it closes the report as it exits).
+async fn exit_soon(child: &mut Child) -> Option<std::process::ExitStatus> {
+    for _ in 0..50 {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
 }
 
 /// The sandbox's OOM kills plus the times it hit its memory limit: a
