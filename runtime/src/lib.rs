@@ -1,7 +1,7 @@
 //! warren's runtime: the one crate that knows the kernel.
 //!
 //! The server turns a request into a [`spec::SandboxSpec`]; the shim turns
-//! the spec into a [`plan`] and executes it. Each kernel concern has its own
+//! the spec into a `plan` and executes it. Each kernel concern has its own
 //! module, and `unsafe` lives only in [`sys`].
 
 pub mod archive;
