@@ -292,6 +292,19 @@ impl Tree {
                 Tok::Ident(k) if k == "pub" => {
                     pending_pub = true;
                     i += 1;
+                    // `pub(crate)`, `pub(super)`, `pub(in path)`: skip to `)`.
+                    if toks.get(i) == Some(&Tok::Other)
+                        && matches!(
+                            ident(toks.get(i + 1)),
+                            Some("crate" | "super" | "self" | "in")
+                        )
+                    {
+                        i += 2;
+                        while matches!(toks.get(i), Some(Tok::Ident(_) | Tok::Colons)) {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
                     continue;
                 }
                 Tok::Ident(k) if k == "mod" => {
@@ -679,7 +692,7 @@ fn a_circle_through_a_reexport_is_found() {
     let dir = scratch(&[
         ("lib.rs", "pub mod cli;\npub mod web;\n"),
         ("cli.rs", "use crate::web::Args;\npub struct Opts;\n"),
-        ("web/mod.rs", "mod args;\npub use args::Args;\n"),
+        ("web/mod.rs", "mod args;\npub(crate) use args::Args;\n"),
         ("web/args.rs", "use crate::cli::Opts;\npub struct Args;\n"),
     ]);
     let found = crate_cycles(dir.path(), dir.path());
