@@ -4,7 +4,8 @@
 //! programs degrade gracefully instead of dying. docs/security.md gives the
 //! reason for every entry.
 //!
-//! Two stacked filters, because a seccompiler filter has one match action:
+//! Two stacked filters, because a seccompiler filter has one match action
+//! (what is hand-written here, and why: docs/dependencies.md#q2-seccomp):
 //! - ENOSYS ("not there"): x32 syscalls, through a hand-made prefix since
 //!   seccompiler has no x32 check, and clone3, whose flags live behind a
 //!   pointer a filter cannot read; glibc then falls back to clone(2), whose

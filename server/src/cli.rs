@@ -112,6 +112,9 @@ impl IsolationArgs {
 }
 
 /// Where state lives (shared by every command that touches tenants).
+// The doc comments are the --help text, in clap's notation (`<dir>`,
+// `[:port]`), not Markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Directory of the state database [default: /var/lib/warren as root,
@@ -142,6 +145,9 @@ impl StoreArgs {
     }
 }
 
+// The doc comments are the --help text, in clap's notation (`<dir>`,
+// `[:port]`), not Markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The user to run as; their home is /workspace/<user>.

@@ -53,7 +53,7 @@ pub fn announce(choice: &warren_runtime::host::TierChoice, verbose: bool) {
 }
 
 /// Runs `req` and returns the exit code to leave with. Errors are printed
-/// to stderr in the form "warren: <step>: <what>" plus a hint line.
+/// to stderr in the form `warren: <step>: <what>` plus a hint line.
 pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
     let spec = match sandbox::prepare(settings, req) {
         Ok(s) => s,

@@ -11,6 +11,7 @@
 //! It never runs an async runtime and never forks from a threaded process:
 //! namespace set-up needs a single-threaded caller. See `create` for the
 //! order of the steps, which is the security argument.
+#![forbid(unsafe_code)]
 
 mod applets;
 mod create;

@@ -50,7 +50,8 @@ impl Ready {
 
 /// The confinement steps, in order: the terminal (opened from the
 /// sandbox's devpts and sent out), Landlock, then seccomp, last. Which
-/// Landlock rules and filters depends on the tier ([`walls`]).
+/// Landlock rules and filters depends on the tier ([`landlock_paths`],
+/// [`seccomp_filters`]).
 pub fn confine(
     spec: &SandboxSpec,
     pty_socket: Option<OwnedFd>,

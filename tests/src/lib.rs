@@ -92,8 +92,8 @@ pub fn skip(reason: &str) {
     eprintln!("SKIP: {reason}");
 }
 
-/// target/<profile>/ holding warren and warren-shim: the test executable
-/// lives in target/<profile>/deps/.
+/// `target/<profile>/` holding warren and warren-shim: the test executable
+/// lives in `target/<profile>/deps/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     exe.parent()

@@ -15,14 +15,17 @@
 //! - [`export`]: writes a directory as tar.gz, walking by directory fds
 //!   without following symlinks, and only what [`extract`] accepts.
 //!
-//! [`testing::hostile_set`] builds the hostile archives the tests use, so
-//! other crates' tests can refuse the very same bytes.
+//! `testing::hostile_set` builds the hostile archives the tests use, so
+//! other crates' tests can refuse the very same bytes. It is test code, out
+//! of the production library: other crates get it from the `testing`
+//! feature in their `[dev-dependencies]`.
 
 mod export;
 mod extract;
 mod rules;
 mod scan;
 mod staging;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,8 @@
 //! crate: its own decoding reads an extended header of any declared size
 //! into memory, so a 10 GiB long name would be a 10 GiB allocation. Here
 //! each is bounded before it is read, and every header then goes through
-//! the [`Checker`] before any of its data is read.
+//! the [`Checker`] before any of its data is read
+//! (docs/dependencies.md#q10-tar-reading).
 
 use std::io::{self, BufRead, BufReader, Read};
 

@@ -19,7 +19,7 @@ use super::rules::{Checker, Kind};
 use super::ArchiveError;
 
 /// Staging directories are `.warren-import-` and 16 hex digits, at the top
-/// of the destination. Such names are reserved: [`sweep`] removes them.
+/// of the destination. Such names are reserved: `sweep` removes them.
 pub const STAGING_PREFIX: &str = ".warren-import-";
 
 /// How long [`create`] waits for another import's [`sweep`] of the same

@@ -1,5 +1,12 @@
 //! The thin seam over raw syscalls. Every `unsafe` block in the runtime
 //! lives here, each with a `// SAFETY:` comment; callers get safe wrappers.
+//!
+//! The workspace denies `unsafe_code` (Cargo.toml `[workspace.lints]`); this
+//! module alone allows it, because raw syscalls that nix and rustix do not
+//! wrap (clone with namespace flags, close_range, pidfd_open, ioctls) need
+//! it. Clippy's `undocumented_unsafe_blocks` holds every block to a
+//! `// SAFETY:` comment.
+#![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

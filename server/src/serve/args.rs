@@ -31,6 +31,9 @@ pub enum BackendKind {
     Echo,
 }
 
+// The doc comments are the --help text, in clap's notation (`<dir>`,
+// `[:port]`), not Markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Anything but loopback needs real authentication.

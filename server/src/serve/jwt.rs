@@ -4,9 +4,9 @@
 //! the two it offers cost more than this file does. `rust_crypto` pulls the
 //! `rsa` crate, which carries RUSTSEC-2023-0071 (the Marvin timing attack) and
 //! makes `cargo audit` fail even though warren only uses HS256; `aws_lc_rs`
-//! builds a C library. HS256 is HMAC-SHA-256 over `header.payload`, with
-//! `hmac` + `sha2` (RustCrypto) doing the cryptography and
-//! `Mac::verify_slice` comparing in constant time.
+//! builds a C library (docs/dependencies.md#q11-jwt). HS256 is HMAC-SHA-256
+//! over `header.payload`, with `hmac` + `sha2` (RustCrypto) doing the
+//! cryptography and `Mac::verify_slice` comparing in constant time.
 //!
 //! What is checked, in this order: three base64url parts; the header says
 //! `"alg":"HS256"` (anything else, `none` included, is refused); the

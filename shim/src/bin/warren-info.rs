@@ -2,6 +2,7 @@
 //! the tiers without namespaces have no mount namespace to bind the shim
 //! into the sandbox under that name, so the shim puts this file's directory
 //! on the command's PATH and lets Landlock execute it.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -11,8 +11,8 @@
 //! WebSockets, and stops it with SIGTERM. Every server runs fresh: one per
 //! backend for latency and throughput, one per backend for memory.
 //!
-//! Options (defaults in brackets): `--connections N` [50], `--keystrokes N`
-//! [200], `--mib N` [200], `--users N` [20], `--terminals-per-user N` [10],
+//! Options (defaults in brackets): `--connections N` \[50\], `--keystrokes N`
+//! \[200\], `--mib N` \[200\], `--users N` \[20\], `--terminals-per-user N` \[10\],
 //! `--only sandbox|echo`, `--keep` (keep the temporary directory with
 //! the servers' logs). The sandbox backend needs what `warren run`
 //! needs (root here). docs/bench-serve.md has figures and the method.
