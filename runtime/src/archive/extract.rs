@@ -20,7 +20,7 @@ use std::path::Path;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, CWD};
 use rustix::io::Errno;
 
-use super::rules::{Checked, Checker, Kind};
+use super::rules::{shown, Checked, Checker, Kind};
 use super::scan::{scan, stream_err};
 use super::staging;
 use super::{ArchiveError, Limits, Summary};
@@ -149,10 +149,6 @@ fn open_dir(root: BorrowedFd<'_>, comps: &[Vec<u8>], create: bool) -> Result<Own
         cur = open_dir_at(&cur, c.as_slice())?;
     }
     Ok(cur)
-}
-
-pub(crate) fn shown(comps: &[Vec<u8>]) -> String {
-    String::from_utf8_lossy(&comps.join(&b'/')).into_owned()
 }
 
 fn type_name(t: FileType) -> &'static str {

@@ -117,6 +117,11 @@ pub(crate) struct Checked {
     pub link_comps: Vec<Vec<u8>>,
 }
 
+/// An entry's path, from its components, for messages.
+pub(crate) fn shown(comps: &[Vec<u8>]) -> String {
+    String::from_utf8_lossy(&comps.join(&b'/')).into_owned()
+}
+
 /// A path's normalised components: relative, no `..`, no NUL, bounded;
 /// empty components and `.` dropped.
 pub(crate) fn components(raw: &[u8]) -> Result<Vec<Vec<u8>>, Rule> {

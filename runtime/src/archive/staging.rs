@@ -189,7 +189,7 @@ pub(crate) fn move_into_place(
     for (name, child) in plan.children(node) {
         path.push(name.to_vec());
         let io = |op: &'static str, e: Errno, path: &[Vec<u8>]| {
-            ArchiveError::io(op, super::extract::shown(path), e.into())
+            ArchiveError::io(op, super::rules::shown(path), e.into())
         };
         let is_dir = matches!(plan.kind(child), None | Some(Kind::Dir));
         let existing = match rfs::statat(dest, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -214,7 +214,7 @@ pub(crate) fn move_into_place(
                 rfs::renameat(staged, name, dest, name).map_err(|e| match e {
                     Errno::ISDIR | Errno::NOTDIR | Errno::NOTEMPTY | Errno::EXIST => {
                         ArchiveError::Conflict {
-                            path: super::extract::shown(path),
+                            path: super::rules::shown(path),
                             reason: "the workspace changed during the import".into(),
                         }
                     }
