@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use serde::Deserialize;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Schema};
 use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
@@ -63,15 +63,32 @@ use super::api_wire::{
             UnsupportedMediaType, InternalError, Unavailable,
         ),
     ),
-    modifiers(&BearerAuth),
+    modifiers(&Security),
 )]
 pub struct ApiDoc;
 
-/// The admin token's scheme (the derive has no attribute for it).
-struct BearerAuth;
+/// The admin token's scheme (the derive has no attribute for it), and no
+/// security at all (`[]`) for the public operations, which the derive
+/// writes as an optional one (`security(())`: `[{}]`).
+struct Security;
 
-impl Modify for BearerAuth {
+impl Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let optional = [SecurityRequirement::default()];
+        for item in doc.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                if op.security.as_deref() == Some(&optional[..]) {
+                    op.security = Some(Vec::new());
+                }
+            }
+        }
         doc.components.get_or_insert_with(Default::default).add_security_scheme(
             "bearerAuth",
             SecurityScheme::Http(
