@@ -19,7 +19,8 @@ use common::{dirs, management, Dirs, Options, TestServer, ADMIN_TOKEN, IMPORT_LI
 use serde_json::{json, Value};
 use warren_runtime::archive::testing::{good_archive, hostile_set};
 
-/// The document as the server embeds it.
+/// The committed document (the server serves the one it generates, which
+/// a unit test in src/serve/api_doc.rs keeps equal to this file).
 const DOCUMENT: &str = include_str!("../../docs/openapi.json");
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];

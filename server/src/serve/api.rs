@@ -1,6 +1,8 @@
 //! The management API under `/api` (JSON in and out; docs/api.md, and the
-//! OpenAPI document served at `/api/openapi.json`, which a test checks
-//! against this router). Every route needs the admin token as
+//! OpenAPI document served at `/api/openapi.json`, generated from the
+//! `#[utoipa::path]` attributes here and the wire types of
+//! [`super::api_wire`] by [`super::api_doc`]; a test checks it against
+//! this router). Every route needs the admin token as
 //! `Authorization: Bearer T`; a user's login token gets 403, anything else
 //! 401, and both are written to the audit log. Handlers are thin: the work
 //! is in [`crate::manage`], shared with the command line.
@@ -18,14 +20,20 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
+use utoipa::IntoParams;
 
+use super::api_doc::{
+    BadRequest, Conflict, ExecLine, Forbidden, InternalError, NotFound, OpenApiBody,
+    PayloadTooLarge, TarGz, TerminalPath, Unauthorized, Unavailable, UnsupportedMediaType,
+    UserPath,
+};
+use super::api_wire::{
+    AuditLog, CreateUser, Deleted, ErrorBody, ExecRequest, ExecResult, Imported,
+    LimitOverridesUpdate, Stats, TerminalList, UserList, UserView,
+};
 use super::auth::Credentials;
 use super::http::AppState;
-use crate::manage::{ExecRequest, ManageError, Manager};
-use crate::state::LimitOverrides;
-
-/// The OpenAPI document of this API.
-pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+use crate::manage::{ManageError, Manager};
 
 /// Who the audit log names for API calls.
 pub const ADMIN_ACTOR: &str = "admin";
@@ -44,7 +52,7 @@ impl IntoResponse for ApiError {
         (
             self.0,
             [(CACHE_CONTROL, "no-store")],
-            Json(serde_json::json!({ "error": self.1 })),
+            Json(ErrorBody { error: self.1 }),
         )
             .into_response()
     }
@@ -281,90 +289,268 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn openapi() -> Response {
-    ([(CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// This document
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "getOpenApi",
+    tag = "server",
+    security(()),
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API", body = inline(OpenApiBody)),
+    ),
+)]
+pub(super) async fn openapi() -> Response {
+    (
+        [(CONTENT_TYPE, "application/json")],
+        super::api_doc::document(),
+    )
+        .into_response()
 }
 
-async fn list_users(State(app): State<AppState>) -> ApiResult<Response> {
+/// Every tenant, by id
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    operation_id = "listUsers",
+    tag = "users",
+    responses(
+        (status = 200, description = "The tenants", body = UserList),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn list_users(State(app): State<AppState>) -> ApiResult<Response> {
     let m = manager(&app)?;
     let users = blocking(move || m.list()).await?;
-    Ok(Json(serde_json::json!({ "users": users })).into_response())
+    let users = users.into_iter().map(UserView::from).collect();
+    Ok(Json(UserList { users }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateUser {
-    id: String,
-}
-
-async fn create_user(
+/// Create a tenant (or get the existing one)
+///
+/// Allocates the tenant's host uid and creates its home. Idempotent: an existing tenant is returned unchanged with 200. An id deleted with its home kept gets its old host uid and its home back (201); a kept home owned by another uid (left by an older warren) is a 409 that says how to adopt it.
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    operation_id = "createUser",
+    tag = "users",
+    request_body = CreateUser,
+    responses(
+        (status = 200, description = "The tenant already existed", body = UserView),
+        (status = 201, description = "The tenant was created now", body = UserView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn create_user(
     State(app): State<AppState>,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
-    let (user, created) = blocking(move || m.get_or_create(ADMIN_ACTOR, &body.id)).await?;
+    let (user, created) = blocking(move || m.get_or_create(ADMIN_ACTOR, &body.id.0)).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(user)).into_response())
+    Ok((status, Json(UserView::from(user))).into_response())
 }
 
-async fn show_user(
+/// One tenant
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}",
+    operation_id = "getUser",
+    tag = "users",
+    params(UserPath),
+    responses(
+        (status = 200, description = "The tenant", body = UserView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn show_user(
     State(app): State<AppState>,
     ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
-    Ok(Json(blocking(move || m.show(&user)).await?).into_response())
+    Ok(Json(UserView::from(blocking(move || m.show(&user)).await?)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct DeleteParams {
+pub(super) struct DeleteParams {
+    /// Also remove the tenant's home (default false: it stays on disk)
     #[serde(default)]
+    #[param(default = false)]
     remove_home: bool,
 }
 
-async fn delete_user(
+/// Delete a tenant
+///
+/// Ends the tenant's terminals and stops its sandbox, then removes the tenant; with `remove_home=true` also its home. The host uid is never given to another tenant; without `remove_home` it is kept for this id, which gets it and its home back when created again.
+#[utoipa::path(
+    delete,
+    path = "/api/users/{user}",
+    operation_id = "deleteUser",
+    tag = "users",
+    params(UserPath, DeleteParams),
+    responses(
+        (status = 200, description = "What was done", body = Deleted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn delete_user(
     State(app): State<AppState>,
     ApiPath(user): ApiPath<String>,
     ApiQuery(p): ApiQuery<DeleteParams>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
-    Ok(Json(m.delete(ADMIN_ACTOR, &user, p.remove_home).await?).into_response())
+    let deleted = m.delete(ADMIN_ACTOR, &user, p.remove_home).await?;
+    Ok(Json(Deleted::from(deleted)).into_response())
 }
 
-async fn set_limits(
+/// Replace a tenant's limit overrides
+///
+/// Replaces all three overrides; a field left out is `"default"`. They apply from the tenant's next sandbox on.
+#[utoipa::path(
+    put,
+    path = "/api/users/{user}/limits",
+    operation_id = "setLimits",
+    tag = "users",
+    params(UserPath),
+    request_body = LimitOverridesUpdate,
+    responses(
+        (status = 200, description = "The tenant with its new overrides", body = UserView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn set_limits(
     State(app): State<AppState>,
     ApiPath(user): ApiPath<String>,
-    ApiJson(limits): ApiJson<LimitOverrides>,
+    ApiJson(limits): ApiJson<LimitOverridesUpdate>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
-    Ok(Json(blocking(move || m.set_limits(ADMIN_ACTOR, &user, &limits)).await?).into_response())
+    let limits = limits.into();
+    let user = blocking(move || m.set_limits(ADMIN_ACTOR, &user, &limits)).await?;
+    Ok(Json(UserView::from(user)).into_response())
 }
 
-async fn stats(State(app): State<AppState>, ApiPath(user): ApiPath<String>) -> ApiResult<Response> {
+/// What a tenant uses now
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}/stats",
+    operation_id = "getStats",
+    tag = "users",
+    params(UserPath),
+    responses(
+        (status = 200, description = "The tenant's sandbox, limits, usage and home size", body = Stats),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn stats(
+    State(app): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+) -> ApiResult<Response> {
     let m = manager(&app)?;
-    Ok(Json(m.stats(&user).await?).into_response())
+    Ok(Json(Stats::from(m.stats(&user).await?)).into_response())
 }
 
-async fn exec(
+/// Run a command and wait for it
+///
+/// Runs `argv` in the tenant's sandbox (started if needed) as the tenant, and returns its exit and output (at most 1 MiB of each stream). A command that runs and fails is still 200: see `reason` and `exit_code`. So is one the sandbox cannot exec, as in a shell: `exit_code` 127 when it is not found, 126 when it is not executable, 125 when `cwd` does not exist, with the reason on stderr.
+#[utoipa::path(
+    post,
+    path = "/api/users/{user}/exec",
+    operation_id = "exec",
+    tag = "commands",
+    params(UserPath),
+    request_body = ExecRequest,
+    responses(
+        (status = 200, description = "The command ran", body = ExecResult),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn exec(
     State(app): State<AppState>,
     ApiPath(user): ApiPath<String>,
     ApiJson(req): ApiJson<ExecRequest>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
-    Ok(Json(m.exec(ADMIN_ACTOR, &user, req).await?).into_response())
+    let result = m.exec(ADMIN_ACTOR, &user, req.into()).await?;
+    Ok(Json(ExecResult::from(result)).into_response())
 }
 
-async fn exec_stream(
+/// Run a command and stream its output
+///
+/// Like `exec`, but the 200 body is NDJSON: one `ExecChunk` line per piece of output as it arrives (UTF-8, never split inside a character), then one `ExecEnd` line. Errors found before the command starts are ordinary JSON errors; a command the sandbox cannot exec ends with `exit_code` 127 or 126 and its reason on stderr, as in `exec`.
+#[utoipa::path(
+    post,
+    path = "/api/users/{user}/exec/stream",
+    operation_id = "execStream",
+    tag = "commands",
+    params(UserPath),
+    request_body = ExecRequest,
+    responses(
+        (status = 200, description = "The command started; each line of the body is one JSON value matching this schema, the last one an `ExecEnd`", content_type = "application/x-ndjson", body = inline(ExecLine)),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn exec_stream(
     State(app): State<AppState>,
     ApiPath(user): ApiPath<String>,
     ApiJson(req): ApiJson<ExecRequest>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
-    let rx = m.exec_stream(ADMIN_ACTOR, &user, req).await?;
+    let rx = m.exec_stream(ADMIN_ACTOR, &user, req.into()).await?;
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }));
@@ -378,7 +564,27 @@ async fn exec_stream(
         .into_response())
 }
 
-async fn export(
+/// Download the tenant's home as tar.gz
+///
+/// The archive is made inside the tenant's sandbox, as the tenant, and streamed. A failure after the first byte cuts the transfer (the client never gets a complete-looking archive).
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}/export",
+    operation_id = "exportHome",
+    tag = "homes",
+    params(UserPath),
+    responses(
+        (status = 200, description = "The home, as a gzip-compressed tar stream (`Content-Disposition: attachment; filename=\"<user>.tar.gz\"`)", content_type = "application/gzip", body = inline(TarGz)),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn export(
     State(app): State<AppState>,
     ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Response> {
@@ -401,7 +607,29 @@ async fn export(
         .into_response())
 }
 
-async fn import(
+/// Unpack a tar.gz into the tenant's home
+///
+/// The upload (at most 1 GiB compressed) is checked whole before anything is written: an archive with absolute or `..` paths, links out of the home, devices, or too much content is refused with 400 (413 when too large) and the home is unchanged. It is then unpacked inside the tenant's sandbox, as the tenant. Imports and deletes of one tenant run one at a time.
+#[utoipa::path(
+    post,
+    path = "/api/users/{user}/import",
+    operation_id = "importHome",
+    tag = "homes",
+    params(UserPath),
+    request_body(content = inline(TarGz), content_type = "application/gzip"),
+    responses(
+        (status = 200, description = "What was unpacked", body = Imported),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn import(
     State(app): State<AppState>,
     ApiPath(user): ApiPath<String>,
     body: Body,
@@ -411,19 +639,56 @@ async fn import(
         .into_data_stream()
         .map(|r| r.map_err(std::io::Error::other));
     let summary = m.import(ADMIN_ACTOR, &user, chunks).await?;
-    Ok(Json(summary).into_response())
+    Ok(Json(Imported::from(summary)).into_response())
 }
 
-async fn terminals(
+/// The tenant's open terminals
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}/terminals",
+    operation_id = "listTerminals",
+    tag = "terminals",
+    params(UserPath),
+    responses(
+        (status = 200, description = "The terminals, oldest first", body = TerminalList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn terminals(
     State(app): State<AppState>,
     ApiPath(user): ApiPath<String>,
 ) -> ApiResult<Response> {
     let m = manager(&app)?;
     let list = blocking(move || m.terminals(&user)).await?;
-    Ok(Json(serde_json::json!({ "terminals": list })).into_response())
+    let terminals = list.into_iter().map(Into::into).collect();
+    Ok(Json(TerminalList { terminals }).into_response())
 }
 
-async fn close_terminal(
+/// Close a terminal
+///
+/// Ends the terminal's shell; its viewers get an `exit` frame.
+#[utoipa::path(
+    delete,
+    path = "/api/users/{user}/terminals/{terminal}",
+    operation_id = "closeTerminal",
+    tag = "terminals",
+    params(TerminalPath),
+    responses(
+        (status = 204, description = "Closed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn close_terminal(
     State(app): State<AppState>,
     ApiPath((user, terminal)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
@@ -435,20 +700,45 @@ async fn close_terminal(
 /// Entries per audit page: the default, and the most one request may ask
 /// for (more is refused, not silently cut, so a client never mistakes a
 /// short page for the end).
-const AUDIT_PAGE_DEFAULT: u32 = 100;
-const AUDIT_PAGE_MAX: u32 = 1000;
+pub(super) const AUDIT_PAGE_DEFAULT: u32 = 100;
+pub(super) const AUDIT_PAGE_MAX: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct AuditParams {
+pub(super) struct AuditParams {
+    /// Only entries about this tenant
     user: Option<String>,
+    /// Only entries of this action (`exec`, `delete`, `auth.failed`, ...)
     action: Option<String>,
+    /// Only entries with a larger `seq`
     #[serde(default)]
+    #[param(default = 0)]
     after: i64,
+    /// At most this many entries: 0 to 1000 (more is a 400, never silently cut)
+    #[param(minimum = 0, maximum = 1000, default = 100)]
     limit: Option<u32>,
 }
 
-async fn audit(
+/// The audit log, oldest first
+///
+/// Page with `after` set to the last `seq` seen.
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    operation_id = "getAudit",
+    tag = "server",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "The entries", body = AuditLog),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn audit(
     State(app): State<AppState>,
     ApiQuery(p): ApiQuery<AuditParams>,
 ) -> ApiResult<Response> {
@@ -463,5 +753,6 @@ async fn audit(
     let entries =
         blocking(move || m.audit_log(p.user.as_deref(), p.action.as_deref(), p.after, limit))
             .await?;
-    Ok(Json(serde_json::json!({ "entries": entries })).into_response())
+    let entries = entries.into_iter().map(Into::into).collect();
+    Ok(Json(AuditLog { entries }).into_response())
 }

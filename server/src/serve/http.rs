@@ -274,7 +274,18 @@ async fn asset(Path(name): Path<String>) -> Result<Response, HttpError> {
         .into_response())
 }
 
-async fn healthz() -> &'static str {
+/// Liveness
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "getHealth",
+    tag = "server",
+    security(()),
+    responses(
+        (status = 200, description = "The server is up: the body is `ok` and a newline", content_type = "text/plain", body = inline(super::api_doc::HealthzBody)),
+    ),
+)]
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 

@@ -190,7 +190,21 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics` (admin token required, like `/api`).
+/// Prometheus metrics
+///
+/// The OpenMetrics text format: `warren_sandboxes`, `warren_terminals`, `warren_spawn_seconds` (label `what`: `sandbox` or `terminal`), `warren_relayed_bytes_total` (label `direction`), `warren_oom_kills_total`, `warren_exec_total` (commands run through the API), `warren_audit_pending` (audit entries held in memory while the state database refuses writes, e.g. a full disk), `warren_audit_dropped_total` (audit entries lost because more than 10000 waited), and, while a sandbox with a memory cgroup runs, `warren_tenant_memory_bytes` (label `user`). Needs the admin token, like `/api`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "getMetrics",
+    tag = "server",
+    responses(
+        (status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String),
+        (status = 401, response = super::api_doc::Unauthorized),
+        (status = 403, response = super::api_doc::Forbidden),
+        (status = 503, response = super::api_doc::Unavailable),
+    ),
+)]
 pub async fn render(State(app): State<AppState>) -> Response {
     let text = {
         let app2 = app.clone();

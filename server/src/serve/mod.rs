@@ -12,6 +12,8 @@
 //! docs/serve.md is the operator's guide.
 
 pub mod api;
+pub mod api_doc;
+pub mod api_wire;
 pub mod args;
 pub mod assets;
 pub mod auth;
