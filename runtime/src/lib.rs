@@ -16,6 +16,7 @@ pub mod landlock;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;
+pub mod plan;
 pub mod pty;
 pub mod report;
 pub mod rlimits;
