@@ -24,4 +24,5 @@ pub mod seccomp;
 pub mod spec;
 pub mod sys;
 pub mod tenant;
+pub mod title;
 pub mod workspace;

@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
+use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Limits;
 use crate::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_ENV, INFO_PATH, INFO_TOOL};
@@ -85,6 +86,17 @@ pub struct Plan {
     pub cgroup_namespace: bool,
     /// How the root is built, in order; empty without a mount namespace.
     pub mounts: Vec<MountOp>,
+    /// The record `warren-info` shows; what the mounts or the command's
+    /// environment carry.
+    pub info: SandboxInfo,
+    /// What confines each command, the first and every joined one.
+    pub confinement: Confinement,
+}
+
+/// What confines a command of the sandbox. Serializable: the namespace
+/// tier's PID 1 receives it across its re-exec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confinement {
     /// Per-process limits, set before the tenant's ids are taken.
     pub rlimits: Vec<Rlimit>,
     /// What Landlock allows; `None`: no Landlock at all.
@@ -92,8 +104,6 @@ pub struct Plan {
     pub seccomp: SeccompPlan,
     /// The command's whole environment.
     pub env: Vec<(String, String)>,
-    /// The record `warren-info` shows; what the mounts and `env` carry.
-    pub info: SandboxInfo,
     /// The kernel's Landlock ABI, reported when Landlock is not used.
     pub landlock_abi: u32,
 }
@@ -107,7 +117,7 @@ impl Plan {
 }
 
 /// The Landlock rules of a tier.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LandlockPlan {
     pub paths: LandlockPaths,
     /// Add the session's own terminal as a device rule: where `/dev/pts`
@@ -127,7 +137,7 @@ impl LandlockPlan {
 }
 
 /// Which seccomp filters are installed, last before the command runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SeccompPlan {
     /// No filter at all (`none` tier).
     Off,
@@ -212,12 +222,14 @@ pub fn build(
         clone_flags,
         cgroup_namespace,
         mounts,
-        rlimits,
-        landlock,
-        seccomp,
-        env,
         info,
-        landlock_abi: host.landlock_abi,
+        confinement: Confinement {
+            rlimits,
+            landlock,
+            seccomp,
+            env,
+            landlock_abi: host.landlock_abi,
+        },
     })
 }
 

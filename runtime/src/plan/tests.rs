@@ -45,11 +45,12 @@ fn memory_missing() -> CgroupOutcome {
 }
 
 fn kinds(plan: &Plan) -> Vec<Kind> {
-    plan.rlimits.iter().map(|r| r.kind).collect()
+    plan.confinement.rlimits.iter().map(|r| r.kind).collect()
 }
 
 fn env<'a>(plan: &'a Plan, key: &str) -> Option<&'a str> {
-    plan.env
+    plan.confinement
+        .env
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
@@ -61,9 +62,19 @@ fn namespaces_tier_builds_a_root_and_records_it_in_etc() {
     assert_eq!(plan.clone_flags, namespaces::sandbox_flags());
     assert!(plan.cgroup_namespace);
     assert!(plan.join_flags().contains(CloneFlags::CLONE_NEWCGROUP));
-    assert!(plan.rlimits.is_empty(), "cgroup and namespaces bound it");
-    assert_eq!(plan.seccomp, SeccompPlan::Profile(Profile::Default));
-    assert_eq!(plan.env, sample().env, "the spec's environment, untouched");
+    assert!(
+        plan.confinement.rlimits.is_empty(),
+        "cgroup and namespaces bound it"
+    );
+    assert_eq!(
+        plan.confinement.seccomp,
+        SeccompPlan::Profile(Profile::Default)
+    );
+    assert_eq!(
+        plan.confinement.env,
+        sample().env,
+        "the spec's environment, untouched"
+    );
     // The root: the profile's mounts, the record, the shim as warren-info.
     assert!(plan.mounts.contains(&MountOp::Symlink {
         points_to: "usr/bin".into(),
@@ -89,7 +100,7 @@ fn namespaces_tier_builds_a_root_and_records_it_in_etc() {
         }));
     }
     // Landlock is the second wall: writes to the home, /tmp, /dev/shm.
-    let landlock = plan.landlock.as_ref().unwrap();
+    let landlock = plan.confinement.landlock.as_ref().unwrap();
     assert_eq!(
         landlock.paths,
         LandlockPaths::for_sandbox("/workspace/alice")
@@ -134,15 +145,15 @@ fn landlock_tier_has_no_root_and_carries_the_record_in_the_environment() {
     assert!(!plan.cgroup_namespace && plan.join_flags().is_empty());
     assert!(plan.mounts.is_empty());
     assert_eq!(
-        plan.seccomp,
+        plan.confinement.seccomp,
         SeccompPlan::WithSharedHost {
             profile: Profile::Default,
             unix_confined: true
         }
     );
-    assert_eq!(plan.seccomp.name(), "default-v2+shared-host-v1");
+    assert_eq!(plan.confinement.seccomp.name(), "default-v2+shared-host-v1");
     // The only wall: the home, system dirs, warren-info, the terminal.
-    let landlock = plan.landlock.as_ref().unwrap();
+    let landlock = plan.confinement.landlock.as_ref().unwrap();
     assert!(landlock.terminal);
     let mut expected = LandlockPaths::for_shared_host("/srv/warren/alice");
     expected
@@ -161,16 +172,16 @@ fn landlock_tier_has_no_root_and_carries_the_record_in_the_environment() {
     assert_eq!(info.hostname, "host1", "no uts namespace of its own");
     assert!(info.namespaces.is_empty());
     assert_eq!(info.seccomp, "default-v2+shared-host-v1");
-    assert_eq!(info.rlimits.len(), plan.rlimits.len());
+    assert_eq!(info.rlimits.len(), plan.confinement.rlimits.len());
 }
 
 #[test]
 fn none_tier_confines_nothing_but_still_sets_rlimits() {
     let plan = build(&spec(Isolation::None), &host(), memory_missing()).unwrap();
     assert!(plan.clone_flags.is_empty() && plan.mounts.is_empty());
-    assert_eq!(plan.landlock, None);
-    assert_eq!(plan.seccomp, SeccompPlan::Off);
-    assert!(plan.seccomp.filters().unwrap().is_empty());
+    assert_eq!(plan.confinement.landlock, None);
+    assert_eq!(plan.confinement.seccomp, SeccompPlan::Off);
+    assert!(plan.confinement.seccomp.filters().unwrap().is_empty());
     assert_eq!(plan.info.seccomp, "off");
     assert_eq!(kinds(&plan), [Kind::Core, Kind::Nofile, Kind::Data]);
     assert!(env(&plan, INFO_ENV).is_some());
@@ -182,12 +193,12 @@ fn unconfined_profile_installs_no_profile_filter() {
     s.seccomp = Profile::Unconfined;
     let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
     assert_eq!(plan.info.seccomp, "unconfined");
-    assert!(plan.seccomp.filters().unwrap().is_empty());
+    assert!(plan.confinement.seccomp.filters().unwrap().is_empty());
     // The landlock tier keeps its own filter even then.
     s.isolation = Isolation::Landlock;
     let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
     assert_eq!(plan.info.seccomp, "unconfined+shared-host-v1");
-    assert_eq!(plan.seccomp.filters().unwrap().len(), 1);
+    assert_eq!(plan.confinement.seccomp.filters().unwrap().len(), 1);
 }
 
 #[test]
@@ -199,15 +210,15 @@ fn without_landlock_abi_9_the_landlock_tier_refuses_unix_sockets_too() {
         };
         let plan = build(&spec(Isolation::Landlock), &host, CgroupOutcome::default()).unwrap();
         assert_eq!(
-            plan.seccomp,
+            plan.confinement.seccomp,
             SeccompPlan::WithSharedHost {
                 profile: Profile::Default,
                 unix_confined: false
             }
         );
         // Landlock is still asked for: best effort, its level reported.
-        assert!(plan.landlock.is_some());
-        assert_eq!(plan.landlock_abi, abi);
+        assert!(plan.confinement.landlock.is_some());
+        assert_eq!(plan.confinement.landlock_abi, abi);
     }
 }
 
@@ -253,7 +264,7 @@ fn read_only_binds_stay_read_only_in_every_wall() {
         },
     ];
     let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
-    let rw = &plan.landlock.as_ref().unwrap().paths.read_write;
+    let rw = &plan.confinement.landlock.as_ref().unwrap().paths.read_write;
     assert!(rw.contains(&"/out".into()) && !rw.contains(&"/data".into()));
     assert!(plan.mounts.iter().any(|o| matches!(o,
         MountOp::Bind { target, readonly: true, .. } if target == Path::new("/data"))));
@@ -263,7 +274,7 @@ fn read_only_binds_stay_read_only_in_every_wall() {
         b.target = b.source.clone();
     }
     let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
-    let paths = &plan.landlock.as_ref().unwrap().paths;
+    let paths = &plan.confinement.landlock.as_ref().unwrap().paths;
     assert!(paths.read_only.contains(&"/srv/data".into()));
     assert!(!paths.read_write.contains(&"/srv/data".into()));
     assert!(paths.read_write.contains(&"/srv/out".into()));
@@ -278,7 +289,14 @@ fn path_gets_the_tool_once_or_is_made() {
     s.env = vec![(INFO_ENV.into(), "forged".into())];
     let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
     assert_eq!(env(&plan, "PATH"), Some("/usr/lib/warren"));
-    assert_eq!(plan.env.iter().filter(|(k, _)| k == INFO_ENV).count(), 1);
+    assert_eq!(
+        plan.confinement
+            .env
+            .iter()
+            .filter(|(k, _)| k == INFO_ENV)
+            .count(),
+        1
+    );
     assert_ne!(env(&plan, INFO_ENV), Some("forged"));
     // Without the tool installed: nothing to add or allow.
     let bare = HostFacts {
@@ -288,7 +306,7 @@ fn path_gets_the_tool_once_or_is_made() {
     let plan = build(&spec(Isolation::Landlock), &bare, CgroupOutcome::default()).unwrap();
     assert_eq!(env(&plan, "PATH"), Some("/usr/bin:/bin"));
     assert_eq!(
-        plan.landlock.unwrap().paths,
+        plan.confinement.landlock.unwrap().paths,
         LandlockPaths::for_shared_host("/srv/warren/alice")
     );
 }
