@@ -310,3 +310,14 @@ fn path_gets_the_tool_once_or_is_made() {
         LandlockPaths::for_shared_host("/srv/warren/alice")
     );
 }
+
+#[test]
+fn confinement_survives_the_reexec_handover() {
+    // PID 1 of the namespace tier receives it as JSON across its re-exec.
+    for tier in Isolation::ALL {
+        let plan = build(&spec(tier), &host(), memory_missing()).unwrap();
+        let json = serde_json::to_string(&plan.confinement).unwrap();
+        let back: Confinement = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, plan.confinement);
+    }
+}
