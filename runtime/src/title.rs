@@ -5,21 +5,23 @@
 //! memory (`/proc/PID/cmdline`). It is rewritten in place, as setproctitle(3)
 //! does, through `/proc/self/mem` at the addresses `/proc/self/stat` gives:
 //! no `unsafe`, and a process may always write its own memory. The title is
-//! cut to the original area (the shim's own arguments, 40 bytes or more)
-//! and padded with NULs, so the kernel reads it as ordinary arguments.
+//! written as separate arguments (`ps` joins them with spaces; tools that
+//! split the command line still find a subcommand in `argv[1]`), cut to the
+//! original area (the shim's own arguments, 40 bytes or more) and padded
+//! with NULs, so the kernel reads it as ordinary arguments.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// Shows `title` as this process's command line. Best effort: callers
+/// Shows `args` as this process's command line. Best effort: callers
 /// ignore a failure, the title is only for people reading `ps`.
-pub fn set(title: &str) -> io::Result<()> {
+pub fn set(args: &[&str]) -> io::Result<()> {
     let stat = fs::read_to_string("/proc/self/stat")?;
     let (start, end) =
         arg_area(&stat).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
     let mem = fs::OpenOptions::new().write(true).open("/proc/self/mem")?;
-    mem.write_all_at(&fit(title, end - start), start)
+    mem.write_all_at(&fit(&args.join("\0"), end - start), start)
 }
 
 /// `arg_start` and `arg_end` (fields 48 and 49 of `/proc/PID/stat`, counted
@@ -31,7 +33,7 @@ fn arg_area(stat: &str) -> Option<(u64, u64)> {
     (start < end).then_some((start, end))
 }
 
-/// `title` cut to fit `len` bytes with a NUL at the end (on a character
+/// `title` (arguments separated by NULs) cut to fit `len` bytes with a NUL at the end (on a character
 /// boundary), padded with NULs to exactly `len`.
 fn fit(title: &str, len: u64) -> Vec<u8> {
     let len = len as usize;
@@ -65,6 +67,7 @@ mod tests {
     fn title_is_cut_and_padded_to_the_area() {
         assert_eq!(fit("warren: init alice", 20), b"warren: init alice\0\0");
         assert_eq!(fit("warren: init alice", 8), b"warren:\0");
+        assert_eq!(fit("warren:\0init\0al", 16), b"warren:\0init\0al\0");
         // Never half a character: the cut moves back to a boundary.
         assert_eq!(fit("ab\u{e9}", 4), b"ab\0\0");
     }

@@ -33,7 +33,7 @@ pub fn create(
     report: &mut File,
 ) -> Result<Exit, SetupError> {
     detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
-    set_title("sandbox", &spec.tenant.slug); // `ps` says whose sandbox this shim holds
+    set_creator_title(&spec.tenant.slug); // `ps` says whose sandbox this shim holds
     let (cgroup, got) = outside::create_cgroup(&spec, report)?; // limits in place before anything runs
     let plan = outside::plan(&spec, got)?; // decided from the host as it is, nothing mounted yet
     block_signals()?; // before the clone: no signal or SIGCHLD is lost before supervise

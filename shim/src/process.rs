@@ -29,10 +29,17 @@ pub fn fail_and_exit(report: &mut File, err: SetupError) -> ! {
     sys::exit_immediately(code)
 }
 
-/// Shows `warren: <role> <tenant>` in `ps -o args` (`comm` stays
-/// `warren-shim`). Best effort: it is only for people reading `ps`.
+/// Shows `warren: <role> <tenant>` in `ps -o args` for the sandbox's first
+/// process and joining shims (`comm` stays `warren-shim`). Best effort: it
+/// is only for people reading `ps`.
 pub fn set_title(role: &str, tenant: &str) {
-    let _ = title::set(&format!("warren: {role} {tenant}"));
+    let _ = title::set(&["warren:", role, tenant]);
+}
+
+/// Shows `warren-shim create <tenant>` for the creating shim: tools find it
+/// by that `argv[0]` and subcommand; the tenant is added for people.
+pub fn set_creator_title(tenant: &str) {
+    let _ = title::set(&["warren-shim", "create", tenant]);
 }
 
 pub fn block_signals() -> Result<(), SetupError> {

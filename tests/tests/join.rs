@@ -307,7 +307,7 @@ fn ps_args(pid: i32) -> String {
 fn the_shims_processes_are_named_for_ps() {
     let env = Env::new();
     let held = hold(&env, "carol");
-    assert_eq!(ps_args(held.shim.id() as i32), "warren: sandbox carol");
+    assert_eq!(ps_args(held.shim.id() as i32), "warren-shim create carol");
     assert_eq!(ps_args(held.target.init_pid), "warren: init carol");
     // `comm` (15 bytes) stays the binary's name.
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", held.target.init_pid)).unwrap();
