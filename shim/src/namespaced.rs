@@ -5,7 +5,7 @@
 //! the sandbox, writes its id maps and supervises it; the sandbox's PID 1,
 //! which builds the root and drops to the sandbox user ([`pid1_in_child`]),
 //! then re-executes itself inside ([`init_after_exec`]) and reaps; the
-//! command it forks; and, later, each joining shim ([`join`]).
+//! command it forks; and, later, each joining shim ([`join()`]).
 
 use std::convert::Infallible;
 use std::fs::File;

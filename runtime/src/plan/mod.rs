@@ -294,7 +294,7 @@ fn seccomp_for(spec: &SandboxSpec, host: &HostFacts) -> SeccompPlan {
 
 /// The `host` profile's root, plus what `warren-info` needs: the record in
 /// /etc and the shim itself under that name (and, as symlinks to it, under
-/// the names of the other applets: argv[0] picks the tool).
+/// the names of the other applets: `argv[0]` picks the tool).
 fn root_mounts(
     spec: &SandboxSpec,
     host: &HostFacts,
