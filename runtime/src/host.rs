@@ -211,6 +211,27 @@ pub fn probe() -> HostReport {
     }
 }
 
+/// What a sandbox of `spec` can get on this host, for [`crate::plan::build`]:
+/// cgroup namespaces, the Landlock ABI, the host's name, our uid, where
+/// this shim and `warren-info` are, and the host paths the mount plan
+/// looks at. Fails only when the running binary cannot be found.
+pub fn facts(spec: &crate::spec::SandboxSpec) -> std::io::Result<crate::plan::HostFacts> {
+    let shim_exe = std::env::current_exe()?;
+    let info_tool = shim_exe.with_file_name(crate::info::INFO_TOOL);
+    Ok(crate::plan::HostFacts {
+        cgroup_namespace: crate::namespaces::cgroup_namespace_available(Path::new("/proc")),
+        landlock_abi: sys::landlock_abi(),
+        hostname: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default(),
+        caller_uid: nix::unistd::getuid().as_raw(),
+        info_tool: info_tool.is_file().then_some(info_tool),
+        shim_exe,
+        files: crate::mounts::HostFiles::probe(spec, Path::new("/")),
+    })
+}
+
 /// Who this process is, as far as cgroup delegation is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Who {

@@ -124,12 +124,110 @@ pub enum MountOp {
     },
 }
 
+/// What the mount plan needs to know of one host path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostEntry {
+    Dir,
+    File {
+        len: u64,
+    },
+    Symlink {
+        points_to: PathBuf,
+        /// What the link resolves to: `Some(true)` a directory, `None`
+        /// nothing (dangling).
+        resolves_to_dir: Option<bool>,
+    },
+    /// A device, socket or fifo.
+    Other,
+}
+
+impl HostEntry {
+    /// Whether the path exists once symlinks are followed.
+    fn resolves(&self) -> bool {
+        !matches!(
+            self,
+            HostEntry::Symlink {
+                resolves_to_dir: None,
+                ..
+            }
+        )
+    }
+
+    /// Whether the path is a directory once symlinks are followed.
+    fn resolves_to_dir(&self) -> bool {
+        matches!(
+            self,
+            HostEntry::Dir
+                | HostEntry::Symlink {
+                    resolves_to_dir: Some(true),
+                    ..
+                }
+        )
+    }
+}
+
+/// The host paths a mount plan looks at, keyed by their absolute path on
+/// the host; a path absent from the map does not exist. Read once by
+/// [`HostFiles::probe`], so planning itself ([`plan_from`]) reads nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFiles(pub std::collections::BTreeMap<PathBuf, HostEntry>);
+
+impl HostFiles {
+    /// Looks up, below `host_root` (`/` in production; a fixture directory
+    /// in tests), every host path the plan of `spec` asks about.
+    pub fn probe(spec: &SandboxSpec, host_root: &Path) -> HostFiles {
+        let Rootfs::Host(profile) = &spec.rootfs;
+        let etc = profile.etc.iter().map(|n| Path::new("/etc").join(n));
+        let fixed = PROC_READONLY.iter().chain(MASKED).chain(&[SHELL]);
+        let paths = (profile.system.iter().cloned())
+            .chain(etc)
+            .chain(fixed.map(PathBuf::from))
+            .chain(spec.binds.iter().map(|b| b.source.clone()));
+        let entries = paths
+            .filter_map(|p| {
+                let entry = host_entry(&host_root.join(p.strip_prefix("/").unwrap_or(&p)))?;
+                Some((p, entry))
+            })
+            .collect();
+        HostFiles(entries)
+    }
+
+    fn get(&self, path: &Path) -> Option<&HostEntry> {
+        self.0.get(path)
+    }
+}
+
+/// The shell of the sandbox's user, when the host has it; `/bin/sh` if not.
+const SHELL: &str = "/bin/bash";
+
+/// One host path as the plan sees it; `None` when it does not exist.
+fn host_entry(path: &Path) -> Option<HostEntry> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let kind = meta.file_type();
+    Some(if kind.is_symlink() {
+        HostEntry::Symlink {
+            points_to: fs::read_link(path).ok()?,
+            resolves_to_dir: fs::metadata(path).ok().map(|m| m.is_dir()),
+        }
+    } else if kind.is_dir() {
+        HostEntry::Dir
+    } else if kind.is_file() {
+        HostEntry::File { len: meta.len() }
+    } else {
+        HostEntry::Other
+    })
+}
+
 /// Builds the mount plan for `spec`, inspecting the host below `host_root`
-/// (`/` in production; a fixture directory in tests) to learn which system
-/// paths exist and which are symlinks.
+/// (see [`HostFiles::probe`]).
 pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
+    plan_from(spec, &HostFiles::probe(spec, host_root))
+}
+
+/// Builds the mount plan for `spec` from what the host has (`files`), in
+/// pure code: which system paths exist and which are symlinks.
+pub fn plan_from(spec: &SandboxSpec, files: &HostFiles) -> Vec<MountOp> {
     let Rootfs::Host(profile) = &spec.rootfs;
-    let host = |p: &Path| host_root.join(p.strip_prefix("/").unwrap_or(p));
     let mut ops = vec![MountOp::Tmpfs {
         target: "/".into(),
         mode: 0o755,
@@ -138,7 +236,7 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
     }];
 
     for dir in &profile.system {
-        ops.extend(mirror(&host(dir), dir, true));
+        ops.extend(mirror(files.get(dir), dir, true));
     }
 
     ops.push(MountOp::Tmpfs {
@@ -149,10 +247,10 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
     });
     for name in &profile.etc {
         let path = Path::new("/etc").join(name);
-        ops.extend(etc_entry(&host(&path), &path));
+        ops.extend(etc_entry(files.get(&path), &path));
     }
-    let shell = if host(Path::new("/bin/bash")).exists() {
-        "/bin/bash"
+    let shell = if files.get(Path::new(SHELL)).is_some_and(HostEntry::resolves) {
+        SHELL
     } else {
         "/bin/sh"
     };
@@ -208,7 +306,7 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
     ops.push(MountOp::RemountReadonly {
         target: "/dev".into(),
     });
-    ops.extend(kernel_knobs(&host));
+    ops.extend(kernel_knobs(files));
 
     ops.push(MountOp::Tmpfs {
         target: "/tmp".into(),
@@ -239,7 +337,7 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
             source: b.source.clone(),
             target: b.target.clone(),
             readonly: b.readonly,
-            is_dir: host(&b.source).is_dir(),
+            is_dir: files.get(&b.source).is_some_and(HostEntry::resolves_to_dir),
             nofollow: false,
         });
     }
@@ -251,16 +349,16 @@ pub fn plan(spec: &SandboxSpec, host_root: &Path) -> Vec<MountOp> {
 /// /proc and /sys paths made read-only or masked, those the running kernel
 /// has (asked of the host's /proc and /sys: same kernel). After /dev,
 /// whose null the masks are bound from.
-fn kernel_knobs(host: &dyn Fn(&Path) -> PathBuf) -> Vec<MountOp> {
+fn kernel_knobs(files: &HostFiles) -> Vec<MountOp> {
+    let resolved = |p: &str| files.get(Path::new(p)).filter(|e| e.resolves());
     let readonly = PROC_READONLY
         .iter()
-        .filter(|p| host(Path::new(p)).exists())
+        .filter(|p| resolved(p).is_some())
         .map(|p| MountOp::ReadonlySelf { target: p.into() });
     let masked = MASKED.iter().filter_map(|p| {
-        let meta = fs::metadata(host(Path::new(p))).ok()?;
         Some(MountOp::Mask {
             target: p.into(),
-            is_dir: meta.is_dir(),
+            is_dir: resolved(p)?.resolves_to_dir(),
         })
     });
     readonly.chain(masked).collect()
@@ -315,23 +413,23 @@ pub fn add_symlink(ops: &mut Vec<MountOp>, points_to: PathBuf, target: PathBuf) 
 /// The host entry at `host_path` reproduced at `target`: a read-only bind
 /// for a directory or file, the same symlink for a symlink, nothing if
 /// missing.
-fn mirror(host_path: &Path, target: &Path, only_dirs: bool) -> Option<MountOp> {
-    let meta = fs::symlink_metadata(host_path).ok()?;
-    if meta.file_type().is_symlink() {
-        let points_to = fs::read_link(host_path).ok()?;
+fn mirror(entry: Option<&HostEntry>, target: &Path, only_dirs: bool) -> Option<MountOp> {
+    let entry = entry?;
+    if let HostEntry::Symlink { points_to, .. } = entry {
         return Some(MountOp::Symlink {
-            points_to,
+            points_to: points_to.clone(),
             target: target.to_path_buf(),
         });
     }
-    if only_dirs && !meta.is_dir() {
+    let is_dir = *entry == HostEntry::Dir;
+    if only_dirs && !is_dir {
         return None;
     }
     Some(MountOp::Bind {
         source: target.to_path_buf(),
         target: target.to_path_buf(),
         readonly: true,
-        is_dir: meta.is_dir(),
+        is_dir,
         nofollow: false,
     })
 }
@@ -341,15 +439,16 @@ const COPY_LIMIT: u64 = 256 << 10;
 
 /// An /etc entry: small regular files are copied, directories bound
 /// read-only, symlinks reproduced.
-fn etc_entry(host_path: &Path, target: &Path) -> Option<MountOp> {
-    let meta = fs::symlink_metadata(host_path).ok()?;
-    if meta.is_file() && meta.len() <= COPY_LIMIT {
-        return Some(MountOp::CopyFile {
-            source: target.to_path_buf(),
-            target: target.to_path_buf(),
-        });
+fn etc_entry(entry: Option<&HostEntry>, target: &Path) -> Option<MountOp> {
+    if let Some(HostEntry::File { len }) = entry {
+        if *len <= COPY_LIMIT {
+            return Some(MountOp::CopyFile {
+                source: target.to_path_buf(),
+                target: target.to_path_buf(),
+            });
+        }
     }
-    mirror(host_path, target, false)
+    mirror(entry, target, false)
 }
 
 /// /etc/passwd, group, hostname and hosts for the sandbox: `whoami` answers

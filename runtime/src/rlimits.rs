@@ -110,8 +110,9 @@ pub fn for_shared_host(limits: &Limits, missing: &[String], own_uid: bool) -> Ve
 }
 
 /// The rlimits a sandbox with this spec gets, given the limits its cgroup
-/// could not apply: none in the namespace tier. Called by the shim that
-/// sets them and by the server that reports them, both as the same uid.
+/// could not apply: none in the namespace tier. The server's view, as its
+/// own uid; the shim's plan decides the same from its host facts
+/// ([`crate::plan::build`]).
 pub fn for_spec(spec: &crate::spec::SandboxSpec, missing: &[String]) -> Vec<Rlimit> {
     if !spec.isolation.shares_host() {
         return Vec::new();

@@ -1,25 +1,23 @@
-//! `warren-shim join`: a new command in a live sandbox (a terminal of the
-//! web server joining the user's sandbox).
+//! Steps of `warren-shim join`, a new command in a live sandbox (a terminal
+//! of the web server joining the user's sandbox).
 //!
 //! Everything is re-derived from the caller's spec, never from the
 //! sandbox: the user, capabilities (none), Landlock and seccomp are applied
-//! here exactly as for the sandbox's first command; only the namespaces and
-//! the cgroup are the sandbox's. In the tiers without namespaces only the
-//! cgroup is (see `shared`).
+//! exactly as for the sandbox's first command; only the namespaces and the
+//! cgroup are the sandbox's. In the tiers without namespaces only the
+//! cgroup is.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::path::Path;
 
-use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use warren_runtime::init::{self, Target as SignalTarget};
+use warren_runtime::namespaces;
+use warren_runtime::plan::Plan;
 use warren_runtime::report::{self, Event, Exit, SetupError};
-use warren_runtime::spec::SandboxSpec;
-use warren_runtime::sys::{self, Forked};
-use warren_runtime::{caps, namespaces};
+use warren_runtime::sys;
 
-use crate::{limits, shared, spawn};
+use crate::limits;
 
 /// Which sandbox to join.
 pub struct Target {
@@ -32,96 +30,44 @@ pub struct Target {
     pub cgroup: Option<String>,
 }
 
-pub fn run(
-    spec: SandboxSpec,
-    target: Target,
-    pty_socket: Option<OwnedFd>,
-    report: &mut File,
-) -> Result<Exit, SetupError> {
-    spawn::die_with_parent()?;
-    sys::cloexec_from(3).map_err(|e| SetupError::errno("mark inherited fds close-on-exec", e))?;
-    // Pin PID 1, then check it is who we think: a pidfd cannot be
-    // redirected to a later process reusing the number.
+/// Pins PID 1, then checks it is who we think: a pidfd cannot be
+/// redirected to a later process reusing the number.
+pub fn pin_init(target: &Target) -> Result<OwnedFd, SetupError> {
     let pidfd = sys::pidfd_open(target.init_pid).map_err(|e| {
         SetupError::errno(format!("open sandbox PID 1 ({})", target.init_pid), e)
             .with_hint("the sandbox has ended")
     })?;
     check_parent(target.init_pid, target.parent_pid)?;
-    // From the host side, while cgroupfs is still visible: the command and
-    // this supervisor count against the sandbox's limits from now on.
-    if let Some(id) = &target.cgroup {
-        limits::join(id)?;
-    }
-    if nix::unistd::geteuid().is_root() {
-        let _ = sys::clear_supplementary_groups();
-    }
-    init::block_signals().map_err(|e| SetupError::errno("block signals", e))?;
-    let shared_host = spec.isolation.shares_host();
-    // Without namespaces there is nothing to enter; what the sandbox's
-    // cgroup and the spec do not give, the command gets as the first did.
-    let described = if shared_host {
-        let (applied, missing) = limits::expected(&spec, target.cgroup.is_some());
-        // The command's orphans stay ours, not the host init's.
-        init::become_subreaper().map_err(|e| SetupError::errno("become child subreaper", e))?;
-        Some(shared::describe(&spec, applied, missing))
-    } else {
-        let mut flags = namespaces::sandbox_flags();
-        if namespaces::cgroup_namespace_available(Path::new("/proc")) {
-            flags |= CloneFlags::CLONE_NEWCGROUP;
-        }
-        nix::sched::setns(&pidfd, flags).map_err(|e| {
-            SetupError::errno(
-                format!("join namespaces ({})", namespaces::names(flags).join(",")),
-                e,
-            )
-        })?;
-        None
-    };
-    drop(pidfd);
-    // A joined pid namespace applies to children only.
-    match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
-        Forked::Child => {
-            let err = match &described {
-                Some(d) => shared::command_steps(&spec, d, pty_socket, report)
-                    .map(|never| match never {})
-                    .unwrap_err(),
-                None => command_steps(&spec, pty_socket, report).unwrap_err(),
-            };
-            spawn::fail_and_exit(report, err)
-        }
-        Forked::Parent(child) => {
-            drop(pty_socket);
-            let _ = report::send(
-                report,
-                &Event::Started {
-                    init_pid: child.as_raw(),
-                },
-            );
-            let exit = init::supervise(child, SignalTarget::Group(child), shared_host);
-            // Without a cgroup to hold them until the sandbox stops, what
-            // the shell left behind goes with it (no pid namespace does).
-            if shared_host && target.cgroup.is_none() {
-                init::kill_all_children(Path::new("/proc"));
-            }
-            let _ = report::send(report, &Event::Exited { exit });
-            Ok(exit)
-        }
-    }
+    Ok(pidfd)
 }
 
-/// In the sandbox: the same steps as a first command, then exec. Only
-/// returns on failure.
-fn command_steps(
-    spec: &SandboxSpec,
-    pty_socket: Option<OwnedFd>,
-    report: &mut File,
-) -> Result<(), SetupError> {
-    spawn::die_with_parent()?;
-    sys::set_no_new_privs().map_err(|e| SetupError::errno("set no_new_privs", e))?;
-    caps::become_user_without_caps(spec.uid, spec.gid)?;
-    spawn::die_with_parent()?;
-    let ready = spawn::confine(spec, pty_socket, report)?;
-    ready.exec(spec, report)
+/// Moves us into the sandbox's cgroup, if it has one: the command and this
+/// supervisor count against its limits from now on.
+pub fn enter_cgroup(target: &Target) -> Result<(), SetupError> {
+    target.cgroup.as_deref().map_or(Ok(()), limits::join)
+}
+
+/// Enters all of PID 1's namespaces, the cgroup namespace included.
+pub fn enter_namespaces(pidfd: OwnedFd, plan: &Plan) -> Result<(), SetupError> {
+    let flags = plan.join_flags();
+    nix::sched::setns(&pidfd, flags).map_err(|e| {
+        let names = namespaces::names(flags).join(",");
+        SetupError::errno(format!("join namespaces ({names})"), e)
+    })
+}
+
+/// Tells the caller the command's pid and waits for it to end, forwarding
+/// signals to its group; `reap_orphans`: the command's orphans are ours.
+pub fn supervise(child: Pid, reap_orphans: bool, report: &mut File) -> Exit {
+    let init_pid = child.as_raw();
+    let _ = report::send(report, &Event::Started { init_pid });
+    init::supervise(child, SignalTarget::Group(child), reap_orphans)
+}
+
+/// Reports how the command ended.
+pub fn report_exit(exit: Exit, report: &mut File) -> Exit {
+    let _ = report::send(report, &Event::Exited { exit });
+    exit
 }
 
 /// PID 1's parent must be the shim that created the sandbox.

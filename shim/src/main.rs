@@ -9,35 +9,43 @@
 //! ```
 //!
 //! It never runs an async runtime and never forks from a threaded process:
-//! namespace set-up needs a single-threaded caller. See `create` for the
-//! order of the steps, which is the security argument.
+//! namespace set-up needs a single-threaded caller. The runtime plans the
+//! sandbox (`warren_runtime::plan`); `namespaced` and `shared_host` hold
+//! one table of contents per side and tier that executes that plan, step
+//! by step, in the order that is the security argument.
 #![forbid(unsafe_code)]
 
 mod applets;
-mod create;
+mod command;
+mod inside;
 mod join;
 mod limits;
-mod shared;
-mod spawn;
+mod namespaced;
+mod outside;
+mod process;
+mod reexec;
+mod shared_host;
 
 use std::io::Read;
 use std::os::fd::{OwnedFd, RawFd};
 use std::process::ExitCode;
 
 use nix::unistd::Pid;
+use warren_runtime::plan::Confinement;
 use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys;
 
 const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N]
        warren-shim join --init-pid PID --parent-pid PID [--cgroup ID] --spec-fd N --report-fd N [--pty-socket-fd N]
-       warren-shim init --spec-fd N --report-fd N [--pty-socket-fd N]   (PID 1 re-executing itself)";
+       warren-shim init --spec-fd N --plan-fd N --report-fd N [--pty-socket-fd N]   (PID 1 re-executing itself)";
 
 /// What the command line asks for.
 struct Args {
     join: Option<join::Target>,
-    /// `init`: the sandbox's PID 1 after it re-executed itself inside.
-    init: bool,
+    /// `init`: the sandbox's PID 1 after it re-executed itself inside,
+    /// handed the confinement planned outside on this fd.
+    init: Option<RawFd>,
     spec_fd: RawFd,
     report_fd: RawFd,
     pty_fd: Option<RawFd>,
@@ -77,10 +85,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = read_spec(args.spec_fd).and_then(|spec| match args.join {
-        None if args.init => create::init_after_exec(spec, pty_socket, &mut report),
-        None => create::run(spec, pty_socket, &mut report),
-        Some(target) => join::run(spec, target, pty_socket, &mut report),
+    // The only choice of tier: each table of contents is for one.
+    let result = read_spec(args.spec_fd).and_then(|spec| {
+        match (args.join, args.init, spec.isolation.shares_host()) {
+            (_, Some(plan_fd), _) => {
+                let plan = read_plan(plan_fd)?;
+                namespaced::init_after_exec(spec, plan, pty_socket, &mut report)
+            }
+            (None, None, false) => namespaced::create(spec, pty_socket, &mut report),
+            (None, None, true) => shared_host::create(spec, pty_socket, &mut report),
+            (Some(target), None, false) => namespaced::join(spec, target, pty_socket, &mut report),
+            (Some(target), None, true) => shared_host::join(spec, target, pty_socket, &mut report),
+        }
     });
     let code = match result {
         Ok(exit) => exit.shell_code(),
@@ -91,6 +107,24 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// Reads what the caller sent on an inherited fd (at most 1 MiB).
+fn read_fd(fd: RawFd, step: &str) -> Result<Vec<u8>, SetupError> {
+    let fd: OwnedFd = sys::adopt_inherited_fd(fd).map_err(|e| SetupError::errno(step, e))?;
+    let mut buf = Vec::new();
+    std::fs::File::from(fd)
+        .take(1 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| SetupError::new(step, e.to_string()))?;
+    Ok(buf)
+}
+
+/// The confinement PID 1 planned before its re-exec.
+fn read_plan(fd: RawFd) -> Result<Confinement, SetupError> {
+    let step = "read plan";
+    serde_json::from_slice(&read_fd(fd, step)?)
+        .map_err(|e| SetupError::new(step, format!("invalid plan: {e}")))
 }
 
 /// `warren-info`, inside a sandbox: who, what isolation, limits, usage.
@@ -107,8 +141,10 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         Some(other) => return Err(format!("unknown command {other:?}")),
         None => return Err("missing command".into()),
     };
+    let reexec = command == Some("init");
     let (mut spec, mut report, mut pty, mut init, mut parent, mut cgroup) =
         (None, None, None, None, None, None);
+    let mut plan = None;
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<i32, String> {
@@ -120,6 +156,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--spec-fd" => spec = Some(number()?),
             "--report-fd" => report = Some(number()?),
             "--pty-socket-fd" => pty = Some(number()?),
+            "--plan-fd" if reexec => plan = Some(number()?),
             "--init-pid" if joining => init = Some(Pid::from_raw(number()?)),
             "--parent-pid" if joining => parent = Some(Pid::from_raw(number()?)),
             "--cgroup" if joining => cgroup = Some(value.clone()),
@@ -129,9 +166,18 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let (Some(s), Some(r)) = (spec, report) else {
         return Err("--spec-fd and --report-fd are required".into());
     };
-    if s <= 2 || r <= 2 || s == r || pty.is_some_and(|p| p <= 2 || p == s || p == r) {
+    if reexec && plan.is_none() {
+        return Err("init needs --plan-fd".into());
+    }
+    let fds: Vec<RawFd> = [Some(s), Some(r), pty, plan]
+        .into_iter()
+        .flatten()
+        .collect();
+    let distinct = fds.iter().enumerate().all(|(i, f)| !fds[..i].contains(f));
+    if fds.iter().any(|&f| f <= 2) || !distinct {
         return Err(
-            "--spec-fd, --report-fd and --pty-socket-fd must be distinct fds above 2".into(),
+            "--spec-fd, --report-fd, --pty-socket-fd and --plan-fd must be distinct fds above 2"
+                .into(),
         );
     }
     let join = match (joining, init, parent) {
@@ -149,7 +195,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     };
     Ok(Args {
         join,
-        init: command == Some("init"),
+        init: plan,
         spec_fd: s,
         report_fd: r,
         pty_fd: pty,
@@ -158,13 +204,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
 
 fn read_spec(fd: RawFd) -> Result<SandboxSpec, SetupError> {
     let step = "read spec";
-    let fd: OwnedFd = sys::adopt_inherited_fd(fd).map_err(|e| SetupError::errno(step, e))?;
-    let mut buf = Vec::new();
-    std::fs::File::from(fd)
-        .take(1 << 20)
-        .read_to_end(&mut buf)
-        .map_err(|e| SetupError::new(step, e.to_string()))?;
-    let spec: SandboxSpec = serde_json::from_slice(&buf)
+    let spec: SandboxSpec = serde_json::from_slice(&read_fd(fd, step)?)
         .map_err(|e| SetupError::new(step, format!("invalid spec: {e}")))?;
     spec.validate()
         .map_err(|e| SetupError::new("validate spec", e.to_string()))?;

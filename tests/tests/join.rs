@@ -295,3 +295,57 @@ fn a_joined_command_has_no_supplementary_group() {
         );
     }
 }
+
+/// What `ps -o args` shows for `pid`: its command line, NULs as spaces.
+fn ps_args(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw).replace('\0', " ");
+    text.trim_end().to_string()
+}
+
+#[test]
+fn the_shims_processes_are_named_for_ps() {
+    let env = Env::new();
+    let held = hold(&env, "carol");
+    assert_eq!(ps_args(held.shim.id() as i32), "warren-shim create carol");
+    assert_eq!(ps_args(held.target.init_pid), "warren: init carol");
+    // `comm` (15 bytes) stays the binary's name.
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", held.target.init_pid)).unwrap();
+    assert_eq!(comm.trim(), "warren-shim");
+    // Inside, PID 1 shows the same.
+    let out = held.join(
+        &env,
+        "carol",
+        &["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "warren: init carol"
+    );
+    // A joining shim, while its command runs.
+    let spec = prepare(&settings(&env), &request("carol", &["sleep", "5"])).unwrap();
+    let shim = bin_dir().join("warren-shim");
+    let mode = Mode::Join(held.target.clone());
+    let mut l = launch::start_as(
+        &shim,
+        &spec,
+        &mode,
+        Stdio::null(),
+        Stdio::null(),
+        Stdio::inherit(),
+    )
+    .unwrap();
+    let pid = l.child.id() as i32;
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = ps_args(pid);
+        if seen.starts_with("warren: join") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(seen, "warren: join carol");
+    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
+    l.child.wait().unwrap();
+    held.stop();
+}

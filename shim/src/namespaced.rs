@@ -1,0 +1,149 @@
+//! The `namespaces` tier: one table of contents per process, in order. The
+//! order is the security argument (docs/sandbox.md, "How it is built").
+//!
+//! Four processes take part: the shim outside ([`create`]), which clones
+//! the sandbox, writes its id maps and supervises it; the sandbox's PID 1,
+//! which builds the root and drops to the sandbox user ([`pid1_in_child`]),
+//! then re-executes itself inside ([`init_after_exec`]) and reaps; the
+//! command it forks; and, later, each joining shim ([`join()`]).
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use warren_runtime::caps;
+use warren_runtime::idmap::write_maps_from_parent;
+use warren_runtime::mounts::{apply_in_child, open_sources_in_child};
+use warren_runtime::plan::{Confinement, Plan};
+use warren_runtime::report::{Exit, SetupError};
+use warren_runtime::spec::SandboxSpec;
+use warren_runtime::sys::{self, Forked};
+
+use crate::command::confine;
+use crate::inside::*;
+use crate::join::{self, Target};
+use crate::outside::{self, detach_from_caller, or_kill};
+use crate::process::*;
+use crate::reexec::reexec_as_init;
+
+/// Outside: create the sandbox, supervise it, report how it ended.
+pub fn create(
+    spec: SandboxSpec,
+    pty: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<Exit, SetupError> {
+    detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
+    set_creator_title(&spec.tenant.slug); // `ps` says whose sandbox this shim holds
+    let (cgroup, got) = outside::create_cgroup(&spec, report)?; // limits in place before anything runs
+    let plan = outside::plan(&spec, got)?; // decided from the host as it is, nothing mounted yet
+    block_signals()?; // before the clone: no signal or SIGCHLD is lost before supervise
+    let (ready_r, ready_w) = sync_pipe()?; // PID 1 waits for its maps and cgroup
+    let pid = match outside::clone_into_namespaces(&plan)? {
+        Forked::Child => pid1_in_child(&spec, &plan, ready_r, pty, report),
+        Forked::Parent(pid) => pid,
+    };
+    drop((ready_r, pty)); // only PID 1 uses them; our copies would hide its failure (no EOF)
+    or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
+    or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid))?; // counted before it runs anything
+    release(ready_w, pid, report)?;
+    let exit = outside::supervise(pid, report); // until PID 1, and with it the sandbox, ends
+    outside::remove_cgroup(cgroup, &spec, report);
+    Ok(exit)
+}
+
+/// PID 1, up to its re-exec; never returns.
+fn pid1_in_child(
+    spec: &SandboxSpec,
+    plan: &Plan,
+    ready: OwnedFd,
+    pty: Option<OwnedFd>,
+    report: &mut File,
+) -> ! {
+    let Err(err) = pid1_steps(spec, plan, ready, pty, report);
+    fail_and_exit(report, err)
+}
+
+fn pid1_steps(
+    spec: &SandboxSpec,
+    plan: &Plan,
+    ready: OwnedFd,
+    pty: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<Infallible, SetupError> {
+    die_with_parent()?; // a clone starts without it
+    wait_for_parent(ready)?; // our id maps and cgroup are in place
+    unshare_cgroup_namespace(plan)?; // now in our cgroup: it becomes the namespace's root
+    set_no_new_privs()?; // early: from here on no execve can gain privileges
+    let sources = open_sources_in_child(&plan.mounts)?; // as the shim's host uid: the workspace root is 0700
+    become_user_for_mounts(spec)?; // files we create need an owner the namespace maps
+    apply_in_child(&plan.mounts, &sources)?; // our caps in the new userns; ends in pivot_root
+    drop(sources);
+    hand_home_to_tenant(spec)?; // with subordinate ids the server made it as root-inside
+    set_hostname(spec)?;
+    loopback_up()?;
+    new_session()?; // no controlling terminal shared with the caller
+    caps::become_user_without_caps(spec.uid, spec.gid)?; // the last privileged step is done
+    die_with_parent()?; // credential changes clear it
+    reexec_as_init(spec, &plan.confinement, pty, report) // then the sandbox's userns owns our memory
+}
+
+/// PID 1 again, re-executed inside (`warren-shim init`): confine itself,
+/// fork the command, reap until it ends. Never returns.
+pub fn init_after_exec(
+    spec: SandboxSpec,
+    plan: Confinement,
+    pty: Option<OwnedFd>,
+    report: &mut File,
+) -> ! {
+    let started = (|| {
+        die_with_parent()?;
+        // The re-exec kept the report fd and terminal socket open (CVE-2024-21626).
+        sys::cloexec_from(3).map_err(|e| SetupError::errno("close-on-exec after re-exec", e))?;
+        let _ = nix::sys::prctl::set_name(c"warren-shim"); // run from warren-info's path
+        set_title("init", &spec.tenant.slug);
+        set_non_dumpable()?; // after the last exec: the tenant cannot read our memory
+        let ready = confine(&spec, &plan, pty, report)?; // terminal, Landlock, seccomp last
+        start_command(spec.hold, report, |report| ready.exec(&spec, report))
+    })();
+    let cmd = started.unwrap_or_else(|err| fail_and_exit(report, err));
+    let exit = reap(cmd, report);
+    exit_with(report, exit) // ending PID 1 kills everything left in the pid namespace
+}
+
+/// A joining shim: enter the live sandbox, run one command in it.
+pub fn join(
+    spec: SandboxSpec,
+    target: Target,
+    pty: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<Exit, SetupError> {
+    detach_from_caller()?; // as for create
+    set_title("join", &spec.tenant.slug);
+    let pidfd = join::pin_init(&target)?; // PID 1 is still the one its shim started
+    join::enter_cgroup(&target)?; // from the host side, while cgroupfs is visible
+    block_signals()?;
+    let got = outside::expected_cgroup(&spec, target.cgroup.is_some()); // as the first command
+    let plan = outside::plan(&spec, got)?; // before leaving the host's mounts
+    join::enter_namespaces(pidfd, &plan)?;
+    // A joined pid namespace applies to children only.
+    let child = fork_command(report, |report| {
+        joined_command(&spec, &plan.confinement, pty, report)
+    })?;
+    let exit = join::supervise(child, false, report);
+    Ok(join::report_exit(exit, report))
+}
+
+/// The joined command, in the sandbox: the first command's steps.
+fn joined_command(
+    spec: &SandboxSpec,
+    plan: &Confinement,
+    pty: Option<OwnedFd>,
+    report: &mut File,
+) -> Result<Infallible, SetupError> {
+    die_with_parent()?;
+    set_no_new_privs()?; // early: no execve can gain privileges
+    caps::become_user_without_caps(spec.uid, spec.gid)?;
+    die_with_parent()?; // credential changes clear it
+    let ready = confine(spec, plan, pty, report)?; // terminal, Landlock, seccomp last
+    ready.exec(spec, report)
+}

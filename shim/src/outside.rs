@@ -1,0 +1,112 @@
+//! The shim's steps on the host, outside the sandbox: before it exists,
+//! while releasing it, and after it ended.
+
+use std::fs::File;
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use warren_runtime::cgroups::SandboxCgroup;
+use warren_runtime::init::{self, Target};
+use warren_runtime::plan::{self, CgroupOutcome, Plan};
+use warren_runtime::report::{self, Event, Exit, SetupError};
+use warren_runtime::spec::SandboxSpec;
+use warren_runtime::sys::{self, Forked};
+use warren_runtime::{host, namespaces};
+
+use crate::limits;
+use crate::process::die_with_parent;
+
+/// Dies with our caller, keeps every inherited fd from the sandbox
+/// (CVE-2024-21626) and drops host root's supplementary groups: they would
+/// follow us in as unmapped groups that still grant access (an
+/// unprivileged caller cannot drop its own and has setgroups denied inside
+/// instead).
+pub fn detach_from_caller() -> Result<(), SetupError> {
+    die_with_parent()?;
+    sys::cloexec_from(3).map_err(|e| SetupError::errno("mark inherited fds close-on-exec", e))?;
+    if nix::unistd::geteuid().is_root() {
+        let _ = sys::clear_supplementary_groups();
+    }
+    Ok(())
+}
+
+/// Creates the sandbox's cgroup, limits written and read back
+/// ([`limits::create`]).
+pub fn create_cgroup(
+    spec: &SandboxSpec,
+    report: &mut File,
+) -> Result<(Option<SandboxCgroup>, CgroupOutcome), SetupError> {
+    let created = limits::create(spec, report)?;
+    let outcome = CgroupOutcome {
+        applied: created.applied,
+        missing: created.missing,
+    };
+    Ok((created.cgroup, outcome))
+}
+
+/// What the cgroup of a live sandbox gives a command joining it, worked
+/// out again ([`limits::expected`]).
+pub fn expected_cgroup(spec: &SandboxSpec, has_cgroup: bool) -> CgroupOutcome {
+    let (applied, missing) = limits::expected(spec, has_cgroup);
+    CgroupOutcome { applied, missing }
+}
+
+/// Probes the host and plans the whole sandbox ([`plan::build`]).
+pub fn plan(spec: &SandboxSpec, cgroup: CgroupOutcome) -> Result<Plan, SetupError> {
+    let facts =
+        host::facts(spec).map_err(|e| SetupError::new("find warren-shim", e.to_string()))?;
+    plan::build(spec, &facts, cgroup)
+        .map_err(|e| SetupError::new("describe sandbox", e.to_string()))
+}
+
+/// One clone into the plan's new namespaces: the child is PID 1 of the new
+/// pid namespace from its first instruction.
+pub fn clone_into_namespaces(plan: &Plan) -> Result<Forked, SetupError> {
+    sys::clone_process(plan.clone_flags).map_err(|e| {
+        let (why, fix) = host::why_no_userns(Path::new("/proc"), e);
+        let names = namespaces::names(plan.clone_flags).join(",");
+        SetupError::errno(format!("create namespaces ({names})"), e)
+            .with_message(why)
+            .with_hint(fix)
+    })
+}
+
+/// Forks the leader of a sandbox without namespaces.
+pub fn fork_leader() -> Result<Forked, SetupError> {
+    sys::clone_process(CloneFlags::empty()).map_err(|e| SetupError::errno("fork sandbox leader", e))
+}
+
+/// Puts the sandbox's first process in the cgroup; it waits for our
+/// go-ahead, so it has not run anything yet.
+pub fn enter_cgroup(cgroup: Option<&SandboxCgroup>, pid: Pid) -> Result<(), SetupError> {
+    cgroup.map_or(Ok(()), |cg| limits::enter(cg, pid))
+}
+
+/// Passes `result` on; on failure first kills and reaps the sandbox's
+/// first process, still waiting to be released.
+pub fn or_kill(pid: Pid, result: Result<(), SetupError>) -> Result<(), SetupError> {
+    if result.is_err() {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        init::wait_for(pid);
+    }
+    result
+}
+
+/// Waits for the sandbox's first process. It reports the command's own
+/// exit; if it was killed itself it could not, so we do.
+pub fn supervise(pid: Pid, report: &mut File) -> Exit {
+    let exit = init::supervise(pid, Target::Process(pid), false);
+    if let Exit::Signal(_) = exit {
+        let _ = report::send(report, &Event::Exited { exit });
+    }
+    exit
+}
+
+/// Reports the limits that were hit and removes the cgroup.
+pub fn remove_cgroup(cgroup: Option<SandboxCgroup>, spec: &SandboxSpec, report: &mut File) {
+    if let Some(cg) = cgroup {
+        limits::finish(cg, spec.limits, report);
+    }
+}
