@@ -210,6 +210,19 @@ impl From<LandlockError> for SetupError {
     }
 }
 
+/// The status [`restrict`] reaches on a kernel with Landlock ABI `abi` (0:
+/// none), known before anything is restricted so the sandbox's record
+/// (`runtime::record`) can carry it: fully enforced from [`TARGET_ABI`] on,
+/// in part below it.
+pub fn expected(abi: u32) -> LandlockStatus {
+    let level = match abi {
+        0 => Level::NotEnforced,
+        n if ABI::from(n as i32) >= TARGET_ABI => Level::FullyEnforced,
+        _ => Level::PartiallyEnforced,
+    };
+    LandlockStatus { abi, level }
+}
+
 /// Restricts the calling thread (and what it starts) to `paths`, handling
 /// every filesystem right up to Landlock ABI 9. Sets no_new_privs. Returns
 /// the level the kernel actually enforces.
@@ -314,6 +327,14 @@ mod tests {
 
     use super::*;
     use crate::seccomp::child;
+
+    #[test]
+    fn expected_level_follows_the_kernel_abi() {
+        assert_eq!(expected(0).level, Level::NotEnforced);
+        assert_eq!(expected(4).level, Level::PartiallyEnforced);
+        assert_eq!(expected(9).level, Level::FullyEnforced);
+        assert_eq!(expected(12).level, Level::FullyEnforced);
+    }
 
     #[test]
     fn sandbox_paths_allow_writes_only_where_documented() {

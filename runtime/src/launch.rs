@@ -71,7 +71,7 @@ pub struct JoinTarget {
     /// The shim that created the sandbox; the caller must not have reaped
     /// it, so that PID 1's pid cannot have been reused.
     pub parent_pid: i32,
-    /// The sandbox's cgroup (`Event::Limited`), if it has one.
+    /// The sandbox's cgroup (`Event::Sandbox`), if it has one.
     pub cgroup: Option<String>,
 }
 

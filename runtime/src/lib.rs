@@ -17,6 +17,7 @@ pub mod launch;
 pub mod mounts;
 pub mod namespaces;
 pub mod pty;
+pub mod record;
 pub mod report;
 pub mod rlimits;
 pub mod seccomp;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::{Limits, Usage};
+use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{SetupError, STEP_EXEC};
 use warren_runtime::spec::Isolation;
 use warren_runtime::tenant::Tenant;
@@ -23,7 +24,7 @@ use crate::audit::{AuditBacklog, Flushed, AUDIT_BACKLOG_MAX};
 use crate::exec::{self, EndReason, ExecEnd, ExecResult};
 use crate::sandbox::{provision, PrepareError, Settings};
 use crate::serve::backend::{
-    AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio, StarterEnded,
+    Backend, BackendError, ExecChild, ExecCommand, ExecStdio, StarterEnded,
 };
 use crate::serve::sessions::{Lease, Registry, SessionError, TerminalInfo};
 use crate::serve::UserId;
@@ -223,6 +224,10 @@ pub struct Stats {
     /// Limits that could not be applied on this host, and why.
     pub limits_missing: Vec<String>,
     pub limits_reasons: Vec<String>,
+    /// What the running sandbox got, as its shim recorded it: the record
+    /// the `hello` frame and `warren-info --json` carry too. The fields
+    /// above are read from it while the sandbox runs.
+    pub record: Option<SandboxRecord>,
     /// From the sandbox's cgroup (when running and it has one).
     pub memory_bytes: Option<u64>,
     pub cpu_usec: Option<u64>,
@@ -546,13 +551,7 @@ impl Manager {
             }
             Runner::OneShot(_) => (None, 0),
         };
-        let applied = sandbox
-            .as_ref()
-            .map(|s| s.limits())
-            .unwrap_or(AppliedLimits {
-                limits: r.limits.apply(self.defaults),
-                ..Default::default()
-            });
+        let record = sandbox.as_ref().map(|s| s.record().clone());
         let usage = sandbox
             .as_ref()
             .and_then(|s| s.usage())
@@ -600,10 +599,17 @@ impl Manager {
             sandbox: user.sandbox.clone(),
             terminals: user.terminals,
             user,
-            tier: sandbox.as_ref().map(|s| s.tier().to_string()),
-            limits: applied.limits,
-            limits_missing: applied.missing,
-            limits_reasons: applied.reasons,
+            tier: record.as_ref().map(|r| r.tier.name().to_string()),
+            limits: record
+                .as_ref()
+                .map_or(r.limits.apply(self.defaults), |r| r.limits.in_force()),
+            limits_missing: record
+                .as_ref()
+                .map_or(Vec::new(), |r| r.limits.missing.clone()),
+            limits_reasons: record
+                .as_ref()
+                .map_or(Vec::new(), |r| r.limits.reasons.values().cloned().collect()),
+            record,
             memory_bytes: usage.memory_bytes,
             cpu_usec: usage.cpu_usec,
             pids: usage.pids,

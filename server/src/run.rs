@@ -161,19 +161,22 @@ fn print_events(events: &[report::Event], verbose: bool) {
     use warren_runtime::report::Event;
     for e in events {
         match e {
-            Event::Unlimited { missing, reasons } => {
-                eprintln!(
-                    "warren: warning: running without the {} limit(s)",
-                    missing.join(", ")
-                );
-                for r in reasons {
-                    eprintln!("  {r}");
+            Event::Sandbox { record, .. } => {
+                let limits = &record.limits;
+                if !limits.missing.is_empty() {
+                    eprintln!(
+                        "warren: warning: running without the {} limit(s)",
+                        limits.missing.join(", ")
+                    );
+                    for r in limits.reasons.values() {
+                        eprintln!("  {r}");
+                    }
                 }
-            }
-            Event::Limited { limits, notes, .. } if verbose => {
-                eprintln!("warren: limits: {}", describe(limits));
-                for n in notes {
-                    eprintln!("  note: {n}");
+                if verbose && limits.in_force() != warren_runtime::cgroups::Limits::NONE {
+                    eprintln!("warren: limits: {}", describe(&limits.in_force()));
+                    for n in &limits.notes {
+                        eprintln!("  note: {n}");
+                    }
                 }
             }
             Event::Confined { seccomp, landlock } if verbose => {

@@ -21,6 +21,7 @@ use nix::unistd::{pipe, sethostname, setsid};
 use warren_runtime::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_PATH};
 use warren_runtime::init::{self, Target};
 use warren_runtime::mounts::{self, MountOp};
+use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, Exit, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
@@ -43,18 +44,18 @@ pub fn run(
         let _ = sys::clear_supplementary_groups();
     }
     // The cgroup exists, limits written and read back, before the sandbox.
-    let limits::Created {
-        cgroup,
-        applied,
-        missing,
-    } = limits::create(&spec, report)?;
+    let created = limits::create(&spec)?;
+    // Recorded once, from what was read back: the server and warren-info
+    // show this record as it is.
+    let record = limits::record(&spec, &created, report);
+    let cgroup = created.cgroup;
     let namespaced = !spec.isolation.shares_host();
     // Planning, from the host as it is now; nothing is mounted yet. The
     // tiers without namespaces mount nothing and only describe themselves.
     let tier = if namespaced {
-        Tier::Namespaces(plan_root(&spec, applied, missing)?)
+        Tier::Namespaces(plan_root(&spec, record)?)
     } else {
-        Tier::SharedHost(Box::new(shared::describe(&spec, applied, missing)))
+        Tier::SharedHost(Box::new(shared::describe(&spec, record)))
     };
     // Block before cloning so no signal or SIGCHLD is lost before supervise.
     init::block_signals().map_err(|e| SetupError::errno("block signals", e))?;
@@ -140,17 +141,12 @@ enum Tier {
 /// The mount plan of the `host` profile, plus what `warren-info` needs:
 /// the description in /etc and this binary, under that name (and, as
 /// symlinks to it, under the names of the other applets).
-fn plan_root(
-    spec: &SandboxSpec,
-    applied: warren_runtime::cgroups::Limits,
-    missing: Vec<String>,
-) -> Result<Vec<MountOp>, SetupError> {
+fn plan_root(spec: &SandboxSpec, record: SandboxRecord) -> Result<Vec<MountOp>, SetupError> {
     let mut plan = mounts::plan(spec, Path::new("/"));
     let info = SandboxInfo {
         user: spec.tenant.slug.clone(),
         uid: spec.uid,
         hostname: spec.hostname.clone(),
-        tier: "namespaces".into(),
         namespaces: namespaces::names(namespaces::with_cgroup_if_available(
             namespaces::sandbox_flags(),
             Path::new("/proc"),
@@ -158,10 +154,7 @@ fn plan_root(
         .into_iter()
         .map(String::from)
         .collect(),
-        limits: applied,
-        missing_limits: missing,
-        seccomp: spec.seccomp.name().to_string(),
-        rlimits: Vec::new(),
+        sandbox: record,
     };
     let json = serde_json::to_string_pretty(&info)
         .map_err(|e| SetupError::new("describe sandbox", e.to_string()))?;

@@ -14,6 +14,7 @@ use std::path::Path;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use warren_runtime::init::{self, Target as SignalTarget};
+use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, Exit, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
@@ -60,10 +61,11 @@ pub fn run(
     // Without namespaces there is nothing to enter; what the sandbox's
     // cgroup and the spec do not give, the command gets as the first did.
     let described = if shared_host {
-        let (applied, missing) = limits::expected(&spec, target.cgroup.is_some());
+        let limits = limits::expected(&spec, target.cgroup.is_some());
+        let record = SandboxRecord::of(&spec, limits, sys::landlock_abi());
         // The command's orphans stay ours, not the host init's.
         init::become_subreaper().map_err(|e| SetupError::errno("become child subreaper", e))?;
-        Some(shared::describe(&spec, applied, missing))
+        Some(shared::describe(&spec, record))
     } else {
         let mut flags = namespaces::sandbox_flags();
         if namespaces::cgroup_namespace_available(Path::new("/proc")) {

@@ -20,9 +20,9 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::setsid;
-use warren_runtime::cgroups::Limits;
 use warren_runtime::info::{SandboxInfo, INFO_ENV, INFO_TOOL};
 use warren_runtime::init::{self, Target};
+use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::rlimits::{self, Rlimit};
 use warren_runtime::spec::{Bind, SandboxSpec};
@@ -39,11 +39,11 @@ pub struct Described {
     pub tool: Option<PathBuf>,
 }
 
-/// Describes a sandbox of a shared-host tier: its tier, the cgroup limits
-/// in force and missing, and the rlimits set because of what is missing.
-pub fn describe(spec: &SandboxSpec, applied: Limits, missing: Vec<String>) -> Described {
+/// Describes a sandbox of a shared-host tier from its record, and the
+/// rlimits the record lists, to set.
+pub fn describe(spec: &SandboxSpec, record: SandboxRecord) -> Described {
     let (uid, _) = spec.process_ids();
-    let rlimits = rlimits::for_spec(spec, &missing);
+    let rlimits = rlimits::for_spec(spec, &record.limits.missing);
     let hostname = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -53,26 +53,11 @@ pub fn describe(spec: &SandboxSpec, applied: Limits, missing: Vec<String>) -> De
             user: spec.tenant.slug.clone(),
             uid,
             hostname,
-            tier: spec.isolation.name().into(),
             namespaces: Vec::new(),
-            limits: applied,
-            missing_limits: missing,
-            seccomp: seccomp_name(spec),
-            rlimits: rlimits.iter().map(ToString::to_string).collect(),
+            sandbox: record,
         },
         rlimits,
         tool: info_tool(),
-    }
-}
-
-fn seccomp_name(spec: &SandboxSpec) -> String {
-    match spec.isolation {
-        warren_runtime::spec::Isolation::Landlock => format!(
-            "{}+{}",
-            spec.seccomp.name(),
-            warren_runtime::seccomp::SHARED_HOST_FILTER_NAME
-        ),
-        _ => "off".into(),
     }
 }
 

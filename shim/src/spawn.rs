@@ -136,16 +136,17 @@ fn landlock_paths(spec: &SandboxSpec, tty: Option<&Path>) -> Option<LandlockPath
 /// Landlock can confine, no SysV IPC); `none` installs nothing.
 fn seccomp_filters(spec: &SandboxSpec) -> Result<(Vec<BpfProgram>, String), SetupError> {
     let profile = spec.seccomp;
+    // Named as the sandbox's record names it.
+    let name = warren_runtime::record::seccomp_profile(spec).unwrap_or_else(|| "off".into());
     Ok(match spec.isolation {
-        Isolation::Namespaces => (profile.filters()?, profile.name().to_string()),
+        Isolation::Namespaces => (profile.filters()?, name),
         Isolation::Landlock => {
             let mut filters = profile.filters()?;
             let unix_confined = sys::landlock_abi() >= LANDLOCK_RESOLVE_UNIX_ABI;
             filters.push(seccomp::shared_host_filter(unix_confined)?);
-            let name = format!("{}+{}", profile.name(), seccomp::SHARED_HOST_FILTER_NAME);
             (filters, name)
         }
-        Isolation::None => (Vec::new(), "off".to_string()),
+        Isolation::None => (Vec::new(), name),
     })
 }
 

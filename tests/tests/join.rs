@@ -67,7 +67,7 @@ fn hold(env: &Env, user: &str) -> Held {
             .recv_timeout(Duration::from_secs(10))
             .expect("sandbox did not start")
         {
-            Event::Limited { cgroup: id, .. } => cgroup = Some(id),
+            Event::Sandbox { cgroup: id, .. } => cgroup = id,
             Event::Started { init_pid: pid } => init_pid = init_pid.or(Some(pid)),
             Event::Ready => ready = true,
             Event::Failed(e) => panic!("sandbox failed: {e}"),

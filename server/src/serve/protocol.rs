@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use warren_runtime::record::SandboxRecord;
+
 use super::backend::SandboxEnd;
 
 /// The WebSocket subprotocol a client offers (`Sec-WebSocket-Protocol`).
@@ -126,8 +128,10 @@ pub enum ServerMessage<'a> {
         protocol: &'static str,
         terminal: &'a str,
         user: &'a str,
-        tier: &'a str,
-        limits: LimitsInForce<'a>,
+        /// The sandbox's record as the shim made it: `tier`, `limits`,
+        /// `seccomp`, `landlock` at the frame's top level.
+        #[serde(flatten)]
+        sandbox: &'a SandboxRecord,
         cols: u16,
         rows: u16,
     },
@@ -136,30 +140,6 @@ pub enum ServerMessage<'a> {
     Error {
         message: &'a str,
     },
-}
-
-/// The `hello` frame's `limits`: what the sandbox's cgroup enforces (null
-/// where nothing does), what was asked for but is not enforced on this
-/// host, and the per-process limits of the tiers without namespaces.
-#[derive(Debug, Clone, Serialize)]
-pub struct LimitsInForce<'a> {
-    pub memory_bytes: Option<u64>,
-    pub cpu: Option<f64>,
-    pub pids: Option<u64>,
-    pub missing: &'a [String],
-    pub per_process: &'a [String],
-}
-
-impl<'a> LimitsInForce<'a> {
-    pub fn of(applied: &'a warren_runtime::info::Applied) -> LimitsInForce<'a> {
-        LimitsInForce {
-            memory_bytes: applied.limits.memory_bytes,
-            cpu: applied.limits.cpu,
-            pids: applied.limits.pids,
-            missing: &applied.missing,
-            per_process: &applied.rlimits,
-        }
-    }
 }
 
 impl ServerMessage<'_> {
@@ -304,22 +284,28 @@ mod tests {
             r#"{"type":"exit","code":null,"signal":9,"reason":"sandbox_ended","sandbox":{"cause":"killed","signal":9,"code":null}}"#
         );
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
-        let applied = warren_runtime::info::Applied {
-            tier: warren_runtime::spec::Isolation::Landlock,
-            limits: warren_runtime::cgroups::Limits {
+        let mut limits = warren_runtime::record::LimitsInForce::cgroup(
+            warren_runtime::cgroups::Limits {
                 memory_bytes: Some(512 << 20),
                 cpu: None,
                 pids: Some(512),
             },
-            missing: vec!["cpu".into()],
-            rlimits: vec!["core dumps off".into()],
+            vec!["cpu".into()],
+        );
+        limits.per_process = vec!["core dumps off".into()];
+        // What a client of the first shape saw: the record's optional parts
+        // (seccomp, Landlock, reasons) are left out when absent.
+        let record = SandboxRecord {
+            tier: warren_runtime::spec::Isolation::Landlock,
+            limits,
+            seccomp: None,
+            landlock: None,
         };
         let hello = ServerMessage::Hello {
             protocol: SUBPROTOCOL,
             terminal: "t1",
             user: "alice",
-            tier: applied.tier.name(),
-            limits: LimitsInForce::of(&applied),
+            sandbox: &record,
             cols: 80,
             rows: 24,
         };

@@ -33,8 +33,8 @@ use tokio::time::Instant;
 use super::auth::AuthError;
 use super::http::{AppState, ConnectionGuard};
 use super::protocol::{
-    close, parse_client, ClientMessage, ExitInfo, ExitReason, LimitsInForce, ProtocolError,
-    ServerMessage, WinSize, SUBPROTOCOL,
+    close, parse_client, ClientMessage, ExitInfo, ExitReason, ProtocolError, ServerMessage,
+    WinSize, SUBPROTOCOL,
 };
 use super::sessions::Attachment;
 use super::terminal::{Viewer, ViewerEvent};
@@ -260,8 +260,7 @@ async fn relay(
         protocol: SUBPROTOCOL,
         terminal: terminal.id(),
         user: user.as_str(),
-        tier: terminal.tier(),
-        limits: LimitsInForce::of(terminal.applied()),
+        sandbox: terminal.record(),
         cols: size.cols,
         rows: size.rows,
     }

@@ -587,9 +587,7 @@ impl Registry {
         let (link, _one_at_a_time) = self.ensure_sandbox(user, true).await?;
         let spawned = link.sandbox.open_terminal(size).await?;
         let id = new_terminal_id();
-        let applied = link.sandbox.applied();
-        let (terminal, driver) =
-            Terminal::start(id.clone(), user.clone(), applied, link, spawned, size)?;
+        let (terminal, driver) = Terminal::start(id.clone(), user.clone(), link, spawned, size)?;
         // Attach before the terminal is visible to the reaper.
         let viewer = terminal.attach();
         {
