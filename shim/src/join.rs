@@ -8,7 +8,8 @@
 //! cgroup is (see `shared`).
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::io::Read;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::sched::CloneFlags;
@@ -31,6 +32,8 @@ pub struct Target {
     pub parent_pid: Pid,
     /// The sandbox's cgroup id, when it has one.
     pub cgroup: Option<String>,
+    /// Where the sandbox's record is (`--record-fd`), when the caller has it.
+    pub record_fd: Option<RawFd>,
 }
 
 pub fn run(
@@ -41,6 +44,7 @@ pub fn run(
 ) -> Result<Exit, SetupError> {
     spawn::die_with_parent()?;
     sys::cloexec_from(3).map_err(|e| SetupError::errno("mark inherited fds close-on-exec", e))?;
+    let record = target.record_fd.map(read_record).transpose()?;
     // Pin PID 1, then check it is who we think: a pidfd cannot be
     // redirected to a later process reusing the number.
     let pidfd = sys::pidfd_open(target.init_pid).map_err(|e| {
@@ -61,8 +65,12 @@ pub fn run(
     // Without namespaces there is nothing to enter; what the sandbox's
     // cgroup and the spec do not give, the command gets as the first did.
     let described = if shared_host {
-        let limits = limits::expected(&spec, target.cgroup.is_some());
-        let record = SandboxRecord::of(&spec, limits, sys::landlock_abi());
+        // The record the sandbox was made with, as the caller got it; or,
+        // from a caller without one, worked out again the same way.
+        let record = record.unwrap_or_else(|| {
+            let limits = limits::expected(&spec, target.cgroup.is_some());
+            SandboxRecord::of(&spec, limits, sys::landlock_abi())
+        });
         // The command's orphans stay ours, not the host init's.
         init::become_subreaper().map_err(|e| SetupError::errno("become child subreaper", e))?;
         Some(shared::describe(&spec, record))
@@ -109,6 +117,18 @@ pub fn run(
             Ok(exit)
         }
     }
+}
+
+/// The sandbox's record, from the caller's memfd.
+fn read_record(fd: RawFd) -> Result<SandboxRecord, SetupError> {
+    let step = "read sandbox record";
+    let fd: OwnedFd = sys::adopt_inherited_fd(fd).map_err(|e| SetupError::errno(step, e))?;
+    let mut buf = Vec::new();
+    File::from(fd)
+        .take(1 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| SetupError::new(step, e.to_string()))?;
+    serde_json::from_slice(&buf).map_err(|e| SetupError::new(step, format!("invalid record: {e}")))
 }
 
 /// In the sandbox: the same steps as a first command, then exec. Only

@@ -108,6 +108,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     };
     let (mut spec, mut report, mut pty, mut init, mut parent, mut cgroup) =
         (None, None, None, None, None, None);
+    let mut record = None;
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<i32, String> {
@@ -122,15 +123,23 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--init-pid" if joining => init = Some(Pid::from_raw(number()?)),
             "--parent-pid" if joining => parent = Some(Pid::from_raw(number()?)),
             "--cgroup" if joining => cgroup = Some(value.clone()),
+            "--record-fd" if joining => record = Some(number()?),
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
     let (Some(s), Some(r)) = (spec, report) else {
         return Err("--spec-fd and --report-fd are required".into());
     };
-    if s <= 2 || r <= 2 || s == r || pty.is_some_and(|p| p <= 2 || p == s || p == r) {
+    let fds = [Some(s), Some(r), pty, record];
+    let given: Vec<i32> = fds.into_iter().flatten().collect();
+    if given
+        .iter()
+        .enumerate()
+        .any(|(i, fd)| *fd <= 2 || given[..i].contains(fd))
+    {
         return Err(
-            "--spec-fd, --report-fd and --pty-socket-fd must be distinct fds above 2".into(),
+            "--spec-fd, --report-fd, --pty-socket-fd and --record-fd must be distinct fds above 2"
+                .into(),
         );
     }
     let join = match (joining, init, parent) {
@@ -142,6 +151,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 init_pid,
                 parent_pid,
                 cgroup,
+                record_fd: record,
             })
         }
         (true, _, _) => return Err("join needs --init-pid and --parent-pid".into()),

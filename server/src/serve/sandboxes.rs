@@ -284,14 +284,15 @@ impl Backend for SandboxBackend {
             template.hold = false;
             template.argv = self.shell.clone();
             Ok(Arc::new(UserSandbox {
-                record,
                 shim_path: self.shim.clone(),
                 template,
                 target: JoinTarget {
                     init_pid,
                     parent_pid: shim_pid,
                     cgroup,
+                    record: Some(record.clone()),
                 },
+                record,
                 shim,
                 reader: Mutex::new(Some(reader)),
             }) as Arc<dyn Sandbox>)
