@@ -79,7 +79,7 @@ pub struct JoinTarget {
     /// The sandbox's record (`Event::Sandbox`): a joined command's
     /// `warren-info` shows it unchanged. Without it the joining shim works
     /// it out again.
-    pub record: Option<crate::record::SandboxRecord>,
+    pub record: Option<Box<crate::record::SandboxRecord>>,
 }
 
 /// Create a sandbox, or join a live one.

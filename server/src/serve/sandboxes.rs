@@ -290,7 +290,7 @@ impl Backend for SandboxBackend {
                     init_pid,
                     parent_pid: shim_pid,
                     cgroup,
-                    record: Some(record.clone()),
+                    record: Some(Box::new(record.clone())),
                 },
                 record,
                 shim,
