@@ -33,7 +33,7 @@ use super::auth::{clear_cookie, Auth, AuthError, AuthMode, Credentials};
 use super::host::{self, HostPolicy};
 use super::metrics::Metrics;
 use super::origin::OriginPolicy;
-use super::protocol::{WinSize, SUBPROTOCOL};
+use super::protocol::{checked_size, WinSize, SUBPROTOCOL};
 use super::relay::{self, PingPolicy, Target};
 use super::sessions::Registry;
 use crate::manage::Manager;
@@ -408,7 +408,7 @@ async fn ws_new(
     ws: WebSocketUpgrade,
 ) -> Result<Response, HttpError> {
     let default = WinSize::default();
-    let size = WinSize::new(
+    let size = checked_size(
         p.cols.unwrap_or(default.cols),
         p.rows.unwrap_or(default.rows),
     );

@@ -45,27 +45,16 @@ pub mod close {
     pub const UNAVAILABLE: u16 = 4503;
 }
 
-/// A terminal size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct WinSize {
-    pub cols: u16,
-    pub rows: u16,
-}
+/// A terminal size in character cells: the runtime's, one type from the
+/// page to the PTY.
+pub use warren_runtime::pty::WinSize;
 
-impl Default for WinSize {
-    fn default() -> Self {
-        WinSize { cols: 80, rows: 24 }
+/// A size within 1..=MAX_COLS × 1..=MAX_ROWS, or why not.
+pub fn checked_size(cols: u16, rows: u16) -> Result<WinSize, ProtocolError> {
+    if cols == 0 || rows == 0 || cols > MAX_COLS || rows > MAX_ROWS {
+        return Err(ProtocolError::BadSize { cols, rows });
     }
-}
-
-impl WinSize {
-    /// A size within 1..=MAX_COLS × 1..=MAX_ROWS, or why not.
-    pub fn new(cols: u16, rows: u16) -> Result<WinSize, ProtocolError> {
-        if cols == 0 || rows == 0 || cols > MAX_COLS || rows > MAX_ROWS {
-            return Err(ProtocolError::BadSize { cols, rows });
-        }
-        Ok(WinSize { cols, rows })
-    }
+    Ok(WinSize { cols, rows })
 }
 
 /// Why a terminal ended, as the client sees it.
@@ -190,7 +179,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
                     kind: "resize",
                     detail: e.to_string(),
                 })?;
-            Ok(ClientMessage::Resize(WinSize::new(f.cols, f.rows)?))
+            Ok(ClientMessage::Resize(checked_size(f.cols, f.rows)?))
         }
         Some("ping") => Ok(ClientMessage::Ping),
         Some(other) => Err(ProtocolError::UnknownType(truncate(other, 40))),
