@@ -273,7 +273,7 @@ pub struct Manager {
     state: Mutex<State>,
     runner: Runner,
     /// What one import may hold.
-    import_limits: warren_runtime::archive::Limits,
+    import_limits: warren_runtime::archive::ArchiveLimits,
     /// Counts commands and their OOM kills (the server's `/metrics`).
     metrics: Option<Arc<crate::serve::Metrics>>,
     /// Audit entries the database could not take yet (see `crate::audit`).
@@ -315,7 +315,7 @@ impl Manager {
 
     /// With other limits for imports than the defaults (1 GiB, 100 000
     /// entries).
-    pub fn with_import_limits(mut self, limits: warren_runtime::archive::Limits) -> Manager {
+    pub fn with_import_limits(mut self, limits: warren_runtime::archive::ArchiveLimits) -> Manager {
         self.import_limits = limits;
         self
     }
@@ -354,7 +354,7 @@ impl Manager {
         }
     }
 
-    pub fn import_limits(&self) -> warren_runtime::archive::Limits {
+    pub fn import_limits(&self) -> warren_runtime::archive::ArchiveLimits {
         self.import_limits
     }
 

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use warren_runtime::init::{self, Target};
+use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::launch::{self, Outcome};
 use warren_runtime::pty::{self, RawMode, WinSize};
 use warren_runtime::report::{self, EXIT_SETUP_FAILED};
@@ -94,7 +94,7 @@ pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
     let shim_exit = match &relay {
         Some(r) => {
             let master = &r.master;
-            init::supervise_with(shim, Target::Process(shim), false, |sig| {
+            init::supervise_with(shim, SignalTarget::Process(shim), false, |sig| {
                 if sig != Signal::SIGWINCH {
                     return false;
                 }
@@ -104,7 +104,7 @@ pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
                 true
             })
         }
-        None => init::supervise(shim, Target::Process(shim), false),
+        None => init::supervise(shim, SignalTarget::Process(shim), false),
     };
     if let Some(r) = relay {
         r.finish();

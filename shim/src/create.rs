@@ -19,7 +19,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::{pipe, sethostname, setsid};
 use warren_runtime::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_PATH};
-use warren_runtime::init::{self, Target};
+use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::mounts::{self, MountOp};
 use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, Exit, SetupError};
@@ -118,7 +118,7 @@ pub fn run(
         },
     );
 
-    let exit = init::supervise(pid, Target::Process(pid), false);
+    let exit = init::supervise(pid, SignalTarget::Process(pid), false);
     // PID 1 reports the command's own exit; if PID 1 itself was killed it
     // could not, so we do.
     if let Exit::Signal(_) = exit {
@@ -215,7 +215,7 @@ pub fn init_after_exec(spec: SandboxSpec, pty_socket: Option<OwnedFd>, report: &
     };
     let _ = report::send(report, &Event::Ready);
     let exit = match cmd {
-        Some(cmd) => init::supervise(cmd, Target::Group(cmd), true),
+        Some(cmd) => init::supervise(cmd, SignalTarget::Group(cmd), true),
         None => init::hold(),
     };
     let _ = report::send(report, &Event::Exited { exit });

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
-use warren_runtime::init::{self, Target as SignalTarget};
+use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, Exit, SetupError};
 use warren_runtime::spec::SandboxSpec;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::setsid;
 use warren_runtime::info::{SandboxInfo, INFO_ENV, INFO_TOOL};
-use warren_runtime::init::{self, Target};
+use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::rlimits::{self, Rlimit};
@@ -95,7 +95,7 @@ pub fn leader(
         Ok(cmd) => {
             let _ = report::send(report, &Event::Ready);
             let exit = match cmd {
-                Some(cmd) => init::supervise(cmd, Target::Group(cmd), true),
+                Some(cmd) => init::supervise(cmd, SignalTarget::Group(cmd), true),
                 None => init::hold(),
             };
             // What a pid namespace would end with its PID 1.

@@ -34,7 +34,7 @@ use super::host::{self, HostPolicy};
 use super::metrics::Metrics;
 use super::origin::OriginPolicy;
 use super::protocol::{checked_size, WinSize, SUBPROTOCOL};
-use super::relay::{self, PingPolicy, Target};
+use super::relay::{self, PingPolicy, TerminalRequest};
 use super::sessions::Registry;
 use crate::manage::Manager;
 
@@ -412,7 +412,7 @@ async fn ws_new(
         p.cols.unwrap_or(default.cols),
         p.rows.unwrap_or(default.rows),
     );
-    upgrade(app, &headers, &p, ws, Target::New(size))
+    upgrade(app, &headers, &p, ws, TerminalRequest::New(size))
 }
 
 async fn ws_attach(
@@ -422,7 +422,7 @@ async fn ws_attach(
     Query(p): Query<WsParams>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, HttpError> {
-    upgrade(app, &headers, &p, ws, Target::Attach(terminal))
+    upgrade(app, &headers, &p, ws, TerminalRequest::Attach(terminal))
 }
 
 fn upgrade(
@@ -430,7 +430,7 @@ fn upgrade(
     headers: &HeaderMap,
     p: &WsParams,
     ws: WebSocketUpgrade,
-    target: Target,
+    target: TerminalRequest,
 ) -> Result<Response, HttpError> {
     app.inner
         .web

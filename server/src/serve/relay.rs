@@ -135,7 +135,7 @@ fn close_for_read_error(e: axum::Error) -> Option<(u16, String)> {
 
 /// What the connection asked for.
 #[derive(Debug)]
-pub enum Target {
+pub enum TerminalRequest {
     New(Result<WinSize, ProtocolError>),
     Attach(String),
 }
@@ -144,7 +144,7 @@ pub async fn serve(
     socket: WebSocket,
     app: AppState,
     user: Result<UserId, AuthError>,
-    target: Target,
+    target: TerminalRequest,
     _guard: ConnectionGuard,
 ) {
     let user = match user {
@@ -174,9 +174,11 @@ pub async fn serve(
     };
     let registry = app.registry();
     let attached = match target {
-        Target::New(Err(e)) => return refuse(socket, close::BAD_REQUEST, &e.to_string()).await,
-        Target::New(Ok(size)) => registry.open(&user, size).await.map(Attachment::Live),
-        Target::Attach(id) => registry.attach(&user, &id),
+        TerminalRequest::New(Err(e)) => {
+            return refuse(socket, close::BAD_REQUEST, &e.to_string()).await
+        }
+        TerminalRequest::New(Ok(size)) => registry.open(&user, size).await.map(Attachment::Live),
+        TerminalRequest::Attach(id) => registry.attach(&user, &id),
     };
     match attached {
         Err(e) => {
