@@ -214,13 +214,19 @@ impl From<LandlockError> for SetupError {
 /// none), known before anything is restricted so the sandbox's record
 /// (`runtime::record`) can carry it: fully enforced from [`TARGET_ABI`] on,
 /// in part below it.
-pub fn expected(abi: u32) -> LandlockStatus {
-    let level = match abi {
+pub fn expected(kernel_abi: u32) -> LandlockStatus {
+    let target = TARGET_ABI as u32;
+    let level = match kernel_abi {
         0 => Level::NotEnforced,
-        n if ABI::from(n as i32) >= TARGET_ABI => Level::FullyEnforced,
+        n if n >= target => Level::FullyEnforced,
         _ => Level::PartiallyEnforced,
     };
-    LandlockStatus { abi, level }
+    // As `restrict` reports it: the kernel's ABI, capped at the newest we
+    // know.
+    LandlockStatus {
+        abi: kernel_abi.min(target),
+        level,
+    }
 }
 
 /// Restricts the calling thread (and what it starts) to `paths`, handling
@@ -334,6 +340,7 @@ mod tests {
         assert_eq!(expected(4).level, Level::PartiallyEnforced);
         assert_eq!(expected(9).level, Level::FullyEnforced);
         assert_eq!(expected(12).level, Level::FullyEnforced);
+        assert_eq!(expected(12).abi, TARGET_ABI as u32);
     }
 
     #[test]
@@ -438,6 +445,9 @@ mod tests {
             serde_json::to_value(expected).unwrap().as_str().unwrap()
         );
         assert_eq!(r["abi"], kernel_abi.min(TARGET_ABI as u32).to_string());
+        // What the sandbox's record says before restricting is what
+        // restricting reaches.
+        assert_eq!(r["status"], super::expected(kernel_abi).to_string());
         if kernel_abi == 0 {
             println!("skipped the enforcement checks: this kernel has no Landlock");
             return;

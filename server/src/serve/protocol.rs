@@ -307,4 +307,40 @@ mod tests {
             r#"{"type":"error","message":"no"}"#
         );
     }
+
+    #[test]
+    fn hello_carries_the_whole_record() {
+        let mut limits = warren_runtime::record::LimitsInForce::cgroup(
+            warren_runtime::cgroups::Limits::NONE,
+            vec!["memory".into()],
+        );
+        limits
+            .reasons
+            .insert("memory".into(), "no delegated cgroup".into());
+        let record = SandboxRecord {
+            tier: warren_runtime::spec::Isolation::Namespaces,
+            limits,
+            seccomp: Some("default-v2".into()),
+            landlock: Some(warren_runtime::landlock::expected(4)),
+        };
+        let hello = ServerMessage::Hello {
+            protocol: SUBPROTOCOL,
+            terminal: "t1",
+            user: "alice",
+            sandbox: &record,
+            cols: 80,
+            rows: 24,
+        };
+        let v: serde_json::Value = serde_json::from_str(&hello.to_json()).unwrap();
+        assert_eq!(v["seccomp"], "default-v2");
+        assert_eq!(v["landlock"]["level"], "partially_enforced");
+        assert_eq!(v["limits"]["reasons"]["memory"], "no delegated cgroup");
+        // The frame minus its own fields is the record, unchanged.
+        let mut rest = v.as_object().unwrap().clone();
+        for own in ["type", "protocol", "terminal", "user", "cols", "rows"] {
+            rest.remove(own);
+        }
+        let back: SandboxRecord = serde_json::from_value(rest.into()).unwrap();
+        assert_eq!(back, record);
+    }
 }
