@@ -212,7 +212,7 @@ impl From<LandlockError> for SetupError {
 
 /// The status [`restrict`] reaches on a kernel with Landlock ABI `abi` (0:
 /// none), known before anything is restricted so the sandbox's record
-/// (`runtime::record`) can carry it: fully enforced from [`TARGET_ABI`] on,
+/// (`runtime::record`) can carry it: fully enforced from `TARGET_ABI` on,
 /// in part below it.
 pub fn expected(kernel_abi: u32) -> LandlockStatus {
     let target = TARGET_ABI as u32;
