@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cgroups::Limits;
+use crate::record::SandboxRecord;
 
 /// Where the shim leaves the sandbox's description.
 pub const INFO_PATH: &str = "/etc/warren-info.json";
@@ -36,91 +36,49 @@ pub const INFO_ENV: &str = "WARREN_INFO";
 /// The tool's file name, next to `warren-shim`.
 pub const INFO_TOOL: &str = "warren-info";
 
-/// The static part, fixed when the sandbox is built.
+/// The static part, fixed when the sandbox is built: who and where, and
+/// the sandbox's record exactly as the server got it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SandboxInfo {
     pub user: String,
     pub uid: u32,
     pub hostname: String,
-    /// The isolation tier (`namespaces`).
-    pub tier: String,
     pub namespaces: Vec<String>,
-    /// The limits applied (read back from the kernel).
-    pub limits: Limits,
-    /// Limits that could not be applied on this host.
-    pub missing_limits: Vec<String>,
-    pub seccomp: String,
-    /// Per-process limits (`runtime::rlimits`), in words; the tiers
-    /// without namespaces only.
-    #[serde(default)]
-    pub rlimits: Vec<String>,
+    /// What the sandbox got (the `hello` frame and the stats API carry
+    /// the same record).
+    pub sandbox: SandboxRecord,
 }
 
-/// What a running sandbox got: its tier and the limits actually in force,
-/// for the server (API, the page's `hello` frame).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Applied {
-    pub tier: crate::spec::Isolation,
-    /// Enforced by the sandbox's cgroup, as read back from the kernel.
-    pub limits: Limits,
-    /// Limits asked for that this host could not enforce ("memory", "cpu",
-    /// "pids").
-    pub missing: Vec<String>,
-    /// Per-process limits set as well, in words (tiers without namespaces).
-    pub rlimits: Vec<String>,
-}
-
-impl Applied {
-    /// Nothing enforced at all (e.g. the echo backend): every limit of
-    /// `wanted` is missing.
-    pub fn unlimited(tier: crate::spec::Isolation, wanted: &Limits) -> Applied {
-        let missing = [
-            ("memory", wanted.memory_bytes.is_some()),
-            ("cpu", wanted.cpu.is_some()),
-            ("pids", wanted.pids.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, w)| *w)
-        .map(|(n, _)| n.to_string())
-        .collect();
-        Applied {
-            tier,
-            limits: Limits::NONE,
-            missing,
-            rlimits: Vec::new(),
-        }
-    }
-}
-
-/// Usage measured from the sandbox's /proc.
+/// Usage measured from the sandbox's /proc (the cgroup's own counters are
+/// `cgroups::Usage`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage {
+pub struct ProcUsage {
     pub processes: u64,
     pub threads: u64,
     pub rss_bytes: u64,
     pub cpu_seconds: f64,
 }
 
-impl Usage {
+impl ProcUsage {
     /// Sums over every process visible in `proc_root`.
-    pub fn measure(proc_root: &Path) -> Usage {
-        Usage::measure_where(proc_root, |_| true)
+    pub fn measure(proc_root: &Path) -> ProcUsage {
+        ProcUsage::measure_where(proc_root, |_| true)
     }
 
     /// Sums over the processes of `proc_root` that share our uid and our
     /// cgroup: the sandbox, where /proc shows the whole host.
-    pub fn measure_shared_host(proc_root: &Path) -> Usage {
+    pub fn measure_shared_host(proc_root: &Path) -> ProcUsage {
         let me = proc_root.join("self");
         let (uid, cgroup) = (owner_uid(&me), fs::read_to_string(me.join("cgroup")).ok());
-        Usage::measure_where(proc_root, |dir| {
+        ProcUsage::measure_where(proc_root, |dir| {
             uid.is_some()
                 && owner_uid(dir) == uid
                 && fs::read_to_string(dir.join("cgroup")).ok() == cgroup
         })
     }
 
-    fn measure_where(proc_root: &Path, keep: impl Fn(&Path) -> bool) -> Usage {
-        let mut u = Usage::default();
+    fn measure_where(proc_root: &Path, keep: impl Fn(&Path) -> bool) -> ProcUsage {
+        let mut u = ProcUsage::default();
         let Ok(rd) = fs::read_dir(proc_root) else {
             return u;
         };
@@ -173,7 +131,8 @@ fn human(bytes: u64) -> String {
 }
 
 /// The report `warren-info` prints.
-pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32) -> String {
+pub fn render(info: &SandboxInfo, usage: &ProcUsage, status: &str) -> String {
+    let record = &info.sandbox;
     let field = |name: &str| {
         status
             .lines()
@@ -190,13 +149,13 @@ pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32
         let _ = writeln!(
             s,
             "isolation    {} (no namespaces: the host's processes, network and IPC are shared)",
-            info.tier
+            record.tier
         );
     } else {
         let _ = writeln!(
             s,
             "isolation    {} ({} namespaces)",
-            info.tier,
+            record.tier,
             info.namespaces.join(", ")
         );
     }
@@ -205,17 +164,13 @@ pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32
     } else {
         "SOME (unexpected)"
     };
-    let seccomp = if field("Seccomp") == "2" {
-        info.seccomp.as_str()
-    } else {
-        "off"
+    let seccomp = match &record.seccomp {
+        Some(profile) if field("Seccomp") == "2" => profile.as_str(),
+        _ => "off",
     };
-    let landlock = if info.tier == "none" {
-        "no Landlock".to_string()
-    } else if landlock_abi > 0 {
-        format!("Landlock ABI {landlock_abi}")
-    } else {
-        "no Landlock".into()
+    let landlock = match record.landlock {
+        Some(l) if l.abi > 0 => format!("Landlock ABI {}", l.abi),
+        _ => "no Landlock".into(),
     };
     let _ = writeln!(
         s,
@@ -227,28 +182,29 @@ pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32
         }
     );
     let mut limits = Vec::new();
-    if let Some(m) = info.limits.memory_bytes {
+    let in_force = record.limits.in_force();
+    if let Some(m) = in_force.memory_bytes {
         limits.push(format!("memory {} (no swap)", human(m)));
     }
-    if let Some(c) = info.limits.cpu {
+    if let Some(c) = in_force.cpu {
         limits.push(format!("cpu {c} core(s)"));
     }
-    if let Some(p) = info.limits.pids {
+    if let Some(p) = in_force.pids {
         limits.push(format!("{p} tasks"));
     }
     if limits.is_empty() {
         limits.push("none".into());
     }
     let _ = writeln!(s, "limits       {}", limits.join(", "));
-    if !info.missing_limits.is_empty() {
+    if !record.limits.missing.is_empty() {
         let _ = writeln!(
             s,
             "             not enforced on this host: {}",
-            info.missing_limits.join(", ")
+            record.limits.missing.join(", ")
         );
     }
-    if !info.rlimits.is_empty() {
-        let _ = writeln!(s, "per process  {}", info.rlimits.join(", "));
+    if !record.limits.per_process.is_empty() {
+        let _ = writeln!(s, "per process  {}", record.limits.per_process.join(", "));
     }
     let _ = writeln!(
         s,
@@ -262,9 +218,11 @@ pub fn render(info: &SandboxInfo, usage: &Usage, status: &str, landlock_abi: u32
 }
 
 /// `warren-info` itself: reads the description ([`INFO_ENV`], else
-/// [`INFO_PATH`]), measures usage and prints the report. Returns the exit
-/// code.
+/// [`INFO_PATH`]), measures usage and prints the report; with `--json`,
+/// prints the description instead (its `sandbox` is the record the server
+/// shows). Returns the exit code.
 pub fn tool_main() -> i32 {
+    let json = std::env::args().skip(1).any(|a| a == "--json");
     let parsed = match std::env::var(INFO_ENV) {
         Ok(json) => {
             serde_json::from_str::<SandboxInfo>(&json).map_err(|e| format!("${INFO_ENV}: {e}"))
@@ -281,22 +239,34 @@ pub fn tool_main() -> i32 {
             return 1;
         }
     };
+    if json {
+        return match serde_json::to_string_pretty(&info) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("warren-info: {e}");
+                1
+            }
+        };
+    }
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let usage = if info.namespaces.is_empty() {
-        Usage::measure_shared_host(Path::new("/proc"))
+        ProcUsage::measure_shared_host(Path::new("/proc"))
     } else {
-        Usage::measure(Path::new("/proc"))
+        ProcUsage::measure(Path::new("/proc"))
     };
-    print!(
-        "{}",
-        render(&info, &usage, &status, crate::sys::landlock_abi())
-    );
+    print!("{}", render(&info, &usage, &status));
     0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::Limits;
+    use crate::record::LimitsInForce;
+    use crate::spec::Isolation;
 
     #[test]
     fn report_names_everything() {
@@ -304,21 +274,22 @@ mod tests {
             user: "alice".into(),
             uid: 1000,
             hostname: "alice-sandbox".into(),
-            tier: "namespaces".into(),
             namespaces: vec!["user".into(), "pid".into()],
-            limits: Limits::default(),
-            missing_limits: vec![],
-            seccomp: "default-v2".into(),
-            rlimits: vec![],
+            sandbox: SandboxRecord {
+                tier: Isolation::Namespaces,
+                limits: LimitsInForce::cgroup(Limits::default(), vec![]),
+                seccomp: Some("default-v2".into()),
+                landlock: Some(crate::landlock::expected(7)),
+            },
         };
         let status = "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
-        let usage = Usage {
+        let usage = ProcUsage {
             processes: 3,
             threads: 3,
             rss_bytes: 10 << 20,
             cpu_seconds: 0.5,
         };
-        let r = render(&info, &usage, status, 7);
+        let r = render(&info, &usage, status);
         assert!(r.contains("user         alice (uid 1000)"), "{r}");
         assert!(
             r.contains("isolation    namespaces (user, pid namespaces)"),
@@ -335,15 +306,18 @@ mod tests {
         assert!(r.contains("memory 10.0 MiB resident in 3 processes"), "{r}");
         assert!(!r.contains("per process"), "{r}");
 
+        let mut limits = LimitsInForce::cgroup(Limits::NONE, vec!["memory".into(), "cpu".into()]);
+        limits.per_process = vec!["core dumps off".into()];
         let shared = SandboxInfo {
-            tier: "landlock".into(),
             namespaces: vec![],
-            limits: Limits::NONE,
-            missing_limits: vec!["memory".into(), "cpu".into()],
-            rlimits: vec!["core dumps off".into()],
+            sandbox: SandboxRecord {
+                tier: Isolation::Landlock,
+                limits,
+                ..info.sandbox.clone()
+            },
             ..info
         };
-        let r = render(&shared, &usage, status, 7);
+        let r = render(&shared, &usage, status);
         assert!(r.contains("isolation    landlock (no namespaces"), "{r}");
         assert!(r.contains("limits       none"), "{r}");
         assert!(r.contains("not enforced on this host: memory, cpu"), "{r}");
@@ -370,17 +344,8 @@ mod tests {
         proc_dir("11", 1000, "0::/sbx-alice\n", 2);
         proc_dir("12", 1000, "0::/sbx-bob\n", 100);
         proc_dir("13", 0, "0::/sbx-alice\n", 100);
-        let u = Usage::measure_shared_host(d.path());
+        let u = ProcUsage::measure_shared_host(d.path());
         assert_eq!((u.processes, u.rss_bytes), (2, 3 * 4096));
-    }
-
-    #[test]
-    fn applied_without_limits_lists_what_was_wanted() {
-        let a = Applied::unlimited(crate::spec::Isolation::None, &Limits::default());
-        assert_eq!(a.missing, ["memory", "cpu", "pids"]);
-        assert_eq!(a.limits, Limits::NONE);
-        let v = serde_json::to_value(&a).unwrap();
-        assert_eq!(v["tier"], "none");
     }
 
     #[test]
@@ -393,7 +358,7 @@ mod tests {
             fs::write(dir.join("stat"), fields).unwrap();
         }
         fs::create_dir(d.path().join("self")).unwrap();
-        let u = Usage::measure(d.path());
+        let u = ProcUsage::measure(d.path());
         assert_eq!((u.processes, u.threads, u.rss_bytes), (2, 2, 150 * 4096));
         assert!((u.cpu_seconds - 4.0).abs() < 1e-9);
     }

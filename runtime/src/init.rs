@@ -48,7 +48,7 @@ pub fn unblock_all_signals() -> Result<(), Errno> {
 
 /// Where forwarded signals go.
 #[derive(Debug, Clone, Copy)]
-pub enum Target {
+pub enum SignalTarget {
     Process(Pid),
     /// The child's process group (the child made itself a group leader).
     Group(Pid),
@@ -57,7 +57,7 @@ pub enum Target {
 /// Forwards signals to `child` until it exits, and returns how it ended.
 /// With `reap_orphans` (PID 1 of a sandbox), every other child that exits
 /// meanwhile is reaped as well.
-pub fn supervise(child: Pid, target: Target, reap_orphans: bool) -> Exit {
+pub fn supervise(child: Pid, target: SignalTarget, reap_orphans: bool) -> Exit {
     supervise_with(child, target, reap_orphans, |_| false)
 }
 
@@ -66,7 +66,7 @@ pub fn supervise(child: Pid, target: Target, reap_orphans: bool) -> Exit {
 /// into a resize of the sandbox's terminal.
 pub fn supervise_with(
     child: Pid,
-    target: Target,
+    target: SignalTarget,
     reap_orphans: bool,
     mut handle: impl FnMut(Signal) -> bool,
 ) -> Exit {
@@ -81,10 +81,12 @@ pub fn supervise_with(
                 continue;
             }
             let _ = match target {
-                Target::Process(p) => kill(p, sig),
+                SignalTarget::Process(p) => kill(p, sig),
                 // The group may not exist yet (child not yet setpgid) or any
                 // more; then the process itself is the best target.
-                Target::Group(p) => kill(Pid::from_raw(-p.as_raw()), sig).or_else(|_| kill(p, sig)),
+                SignalTarget::Group(p) => {
+                    kill(Pid::from_raw(-p.as_raw()), sig).or_else(|_| kill(p, sig))
+                }
             };
             continue;
         }

@@ -210,6 +210,25 @@ impl From<LandlockError> for SetupError {
     }
 }
 
+/// The status [`restrict`] reaches on a kernel with Landlock ABI `abi` (0:
+/// none), known before anything is restricted so the sandbox's record
+/// (`runtime::record`) can carry it: fully enforced from `TARGET_ABI` on,
+/// in part below it.
+pub fn expected(kernel_abi: u32) -> LandlockStatus {
+    let target = TARGET_ABI as u32;
+    let level = match kernel_abi {
+        0 => Level::NotEnforced,
+        n if n >= target => Level::FullyEnforced,
+        _ => Level::PartiallyEnforced,
+    };
+    // As `restrict` reports it: the kernel's ABI, capped at the newest we
+    // know.
+    LandlockStatus {
+        abi: kernel_abi.min(target),
+        level,
+    }
+}
+
 /// Restricts the calling thread (and what it starts) to `paths`, handling
 /// every filesystem right up to Landlock ABI 9. Sets no_new_privs. Returns
 /// the level the kernel actually enforces.
@@ -316,6 +335,15 @@ mod tests {
     use crate::seccomp::child;
 
     #[test]
+    fn expected_level_follows_the_kernel_abi() {
+        assert_eq!(expected(0).level, Level::NotEnforced);
+        assert_eq!(expected(4).level, Level::PartiallyEnforced);
+        assert_eq!(expected(9).level, Level::FullyEnforced);
+        assert_eq!(expected(12).level, Level::FullyEnforced);
+        assert_eq!(expected(12).abi, TARGET_ABI as u32);
+    }
+
+    #[test]
     fn sandbox_paths_allow_writes_only_where_documented() {
         let p = LandlockPaths::for_sandbox("/workspace/alice");
         assert_eq!(p.workspace, Path::new("/workspace/alice"));
@@ -417,6 +445,9 @@ mod tests {
             serde_json::to_value(expected).unwrap().as_str().unwrap()
         );
         assert_eq!(r["abi"], kernel_abi.min(TARGET_ABI as u32).to_string());
+        // What the sandbox's record says before restricting is what
+        // restricting reaches.
+        assert_eq!(r["status"], super::expected(kernel_abi).to_string());
         if kernel_abi == 0 {
             println!("skipped the enforcement checks: this kernel has no Landlock");
             return;

@@ -18,6 +18,9 @@ pub const REPORT_FD: i32 = 4;
 /// Only with a terminal: the socket the sandbox's PID 1 sends the PTY
 /// master over.
 pub const PTY_SOCKET_FD: i32 = 5;
+/// Only when joining with a record: the sandbox's record (a memfd), for
+/// the joined command's `warren-info` in the tiers without namespaces.
+pub const RECORD_FD: i32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -64,19 +67,23 @@ pub fn start(
 }
 
 /// A live sandbox to run a command in (`warren-shim join`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JoinTarget {
     /// The sandbox's PID 1 as the host sees it (`Event::Started`).
     pub init_pid: i32,
     /// The shim that created the sandbox; the caller must not have reaped
     /// it, so that PID 1's pid cannot have been reused.
     pub parent_pid: i32,
-    /// The sandbox's cgroup (`Event::Limited`), if it has one.
+    /// The sandbox's cgroup (`Event::Sandbox`), if it has one.
     pub cgroup: Option<String>,
+    /// The sandbox's record (`Event::Sandbox`): a joined command's
+    /// `warren-info` shows it unchanged. Without it the joining shim works
+    /// it out again.
+    pub record: Option<Box<crate::record::SandboxRecord>>,
 }
 
 /// Create a sandbox, or join a live one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     Create,
     Join(JoinTarget),
@@ -92,13 +99,8 @@ pub fn start_as(
     stderr: Stdio,
 ) -> Result<Launched, LaunchError> {
     spec.validate()?;
-    let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Pass(e.into()))?;
-    let memfd: OwnedFd = memfd_create("warren-spec", MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| LaunchError::Pass(e.into()))?;
-    let mut f = File::from(memfd);
-    f.write_all(&json)
-        .and_then(|_| f.rewind())
-        .map_err(LaunchError::Pass)?;
+    let spec_fd = memfd_json("warren-spec", spec)?;
+    let mut record_fd = None;
     let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| LaunchError::Pass(e.into()))?;
 
@@ -120,6 +122,10 @@ pub fn start_as(
             if let Some(id) = &t.cgroup {
                 cmd.args(["--cgroup", id]);
             }
+            if let Some(record) = &t.record {
+                cmd.args(["--record-fd", &RECORD_FD.to_string()]);
+                record_fd = Some(memfd_json("warren-record", record)?);
+            }
         }
     }
     cmd.args([
@@ -132,7 +138,8 @@ pub fn start_as(
     .stdout(stdout)
     .stderr(stderr)
     .env_clear();
-    let mut fds = vec![(OwnedFd::from(f), SPEC_FD), (report_w, REPORT_FD)];
+    let mut fds = vec![(spec_fd, SPEC_FD), (report_w, REPORT_FD)];
+    fds.extend(record_fd.map(|fd| (fd, RECORD_FD)));
     let mut pty_socket = None;
     if spec.tty.is_some() {
         use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -156,6 +163,18 @@ pub fn start_as(
         report: File::from(report_r),
         pty_socket,
     })
+}
+
+/// `value` as JSON in a memfd, read from its start: no pipe to fill up.
+fn memfd_json(name: &str, value: &impl serde::Serialize) -> Result<OwnedFd, LaunchError> {
+    let json = serde_json::to_vec(value).map_err(|e| LaunchError::Pass(e.into()))?;
+    let memfd: OwnedFd =
+        memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(|e| LaunchError::Pass(e.into()))?;
+    let mut f = File::from(memfd);
+    f.write_all(&json)
+        .and_then(|_| f.rewind())
+        .map_err(LaunchError::Pass)?;
+    Ok(OwnedFd::from(f))
 }
 
 /// How a sandbox run ended, from its events.

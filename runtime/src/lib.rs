@@ -17,6 +17,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod plan;
 pub mod pty;
+pub mod record;
 pub mod report;
 pub mod rlimits;
 pub mod seccomp;

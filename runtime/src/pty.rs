@@ -19,11 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::report::SetupError;
 use crate::sys;
 
-/// A terminal's size in character cells.
+/// A terminal's size in character cells: from the page's `resize` frame
+/// (the server's protocol checks its bounds) to the PTY's ioctl.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WinSize {
-    pub rows: u16,
     pub cols: u16,
+    pub rows: u16,
 }
 
 impl Default for WinSize {

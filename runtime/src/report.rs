@@ -119,17 +119,13 @@ pub enum Event {
         seccomp: String,
         landlock: crate::landlock::LandlockStatus,
     },
-    /// The cgroup limits in force, as read back from the kernel.
-    Limited {
-        /// The sandbox's cgroup id (for joining it, or reading its usage).
-        cgroup: String,
-        limits: crate::cgroups::Limits,
-        notes: Vec<String>,
-    },
-    /// Limits that could not be applied on this host, and why.
-    Unlimited {
-        missing: Vec<String>,
-        reasons: Vec<String>,
+    /// What the sandbox got (`runtime::record`), once, after its cgroup's
+    /// limits were read back: sent before the sandbox runs anything.
+    Sandbox {
+        /// The sandbox's cgroup id (for joining it, or reading its usage),
+        /// when it has one.
+        cgroup: Option<String>,
+        record: crate::record::SandboxRecord,
     },
     /// After the end: the kernel's counters of limits that were hit.
     LimitsHit {

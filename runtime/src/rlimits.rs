@@ -109,18 +109,6 @@ pub fn for_shared_host(limits: &Limits, missing: &[String], own_uid: bool) -> Ve
     out
 }
 
-/// The rlimits a sandbox with this spec gets, given the limits its cgroup
-/// could not apply: none in the namespace tier. The server's view, as its
-/// own uid; the shim's plan decides the same from its host facts
-/// ([`crate::plan::build`]).
-pub fn for_spec(spec: &crate::spec::SandboxSpec, missing: &[String]) -> Vec<Rlimit> {
-    if !spec.isolation.shares_host() {
-        return Vec::new();
-    }
-    let own_uid = spec.process_ids().0 != nix::unistd::getuid().as_raw();
-    for_shared_host(&spec.limits, missing, own_uid)
-}
-
 /// Sets each limit, soft and hard, never above the hard limit the process
 /// already has (lowering needs no privilege; raising would).
 pub fn apply(limits: &[Rlimit]) -> Result<(), SetupError> {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use nix::unistd::Pid;
 use warren_runtime::host::{self, Check, HostReport};
-use warren_runtime::init::{self, Target};
+use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::launch::{self, Outcome};
 use warren_runtime::report;
 
@@ -110,7 +110,7 @@ fn trial_sandbox() -> Result<u128, String> {
         )
         .map_err(|e| e.to_string())?;
         let pid = Pid::from_raw(l.child.id() as i32);
-        let exit = init::supervise(pid, Target::Process(pid), false);
+        let exit = init::supervise(pid, SignalTarget::Process(pid), false);
         let events = report::read_all(l.report);
         match Outcome::from_events(&events, exit) {
             Outcome::Exited(e) if e.shell_code() == 0 => Ok(start.elapsed().as_millis()),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::{Limits, Usage};
+use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{SetupError, STEP_EXEC};
 use warren_runtime::spec::Isolation;
 use warren_runtime::tenant::Tenant;
@@ -23,7 +24,7 @@ use crate::audit::{AuditBacklog, Flushed, AUDIT_BACKLOG_MAX};
 use crate::exec::{self, EndReason, ExecEnd, ExecResult};
 use crate::sandbox::{provision, PrepareError, Settings};
 use crate::serve::backend::{
-    AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio, StarterEnded,
+    Backend, BackendError, ExecChild, ExecCommand, ExecStdio, StarterEnded,
 };
 use crate::serve::sessions::{Lease, Registry, SessionError, TerminalInfo};
 use crate::serve::UserId;
@@ -232,6 +233,10 @@ pub struct Stats {
     /// Limits that could not be applied on this host, and why.
     pub limits_missing: Vec<String>,
     pub limits_reasons: Vec<String>,
+    /// What the running sandbox got, as its shim recorded it: the record
+    /// the `hello` frame and `warren-info --json` carry too. The fields
+    /// above are read from it while the sandbox runs.
+    pub record: Option<SandboxRecord>,
     /// From the sandbox's cgroup (when running and it has one).
     pub memory_bytes: Option<u64>,
     pub cpu_usec: Option<u64>,
@@ -277,7 +282,7 @@ pub struct Manager {
     state: Mutex<State>,
     runner: Runner,
     /// What one import may hold.
-    import_limits: warren_runtime::archive::Limits,
+    import_limits: warren_runtime::archive::ArchiveLimits,
     /// Counts commands and their OOM kills (the server's `/metrics`).
     metrics: Option<Arc<crate::serve::Metrics>>,
     /// Audit entries the database could not take yet (see `crate::audit`).
@@ -319,7 +324,7 @@ impl Manager {
 
     /// With other limits for imports than the defaults (1 GiB, 100 000
     /// entries).
-    pub fn with_import_limits(mut self, limits: warren_runtime::archive::Limits) -> Manager {
+    pub fn with_import_limits(mut self, limits: warren_runtime::archive::ArchiveLimits) -> Manager {
         self.import_limits = limits;
         self
     }
@@ -358,7 +363,7 @@ impl Manager {
         }
     }
 
-    pub fn import_limits(&self) -> warren_runtime::archive::Limits {
+    pub fn import_limits(&self) -> warren_runtime::archive::ArchiveLimits {
         self.import_limits
     }
 
@@ -555,13 +560,7 @@ impl Manager {
             }
             Runner::OneShot(_) => (None, 0),
         };
-        let applied = sandbox
-            .as_ref()
-            .map(|s| s.limits())
-            .unwrap_or(AppliedLimits {
-                limits: r.limits.apply(self.defaults),
-                ..Default::default()
-            });
+        let record = sandbox.as_ref().map(|s| s.record().clone());
         let usage = sandbox
             .as_ref()
             .and_then(|s| s.usage())
@@ -609,10 +608,17 @@ impl Manager {
             sandbox: user.sandbox.clone(),
             terminals: user.terminals,
             user,
-            tier: sandbox.as_ref().map(|s| s.tier().to_string()),
-            limits: applied.limits,
-            limits_missing: applied.missing,
-            limits_reasons: applied.reasons,
+            tier: record.as_ref().map(|r| r.tier.name().to_string()),
+            limits: record
+                .as_ref()
+                .map_or(r.limits.apply(self.defaults), |r| r.limits.in_force()),
+            limits_missing: record
+                .as_ref()
+                .map_or(Vec::new(), |r| r.limits.missing.clone()),
+            limits_reasons: record
+                .as_ref()
+                .map_or(Vec::new(), |r| r.limits.reasons.values().cloned().collect()),
+            record,
             memory_bytes: usage.memory_bytes,
             cpu_usec: usage.cpu_usec,
             pids: usage.pids,

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use warren_runtime::init::{self, Target};
+use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::launch::{self, Outcome};
 use warren_runtime::pty::{self, RawMode, WinSize};
 use warren_runtime::report::{self, EXIT_SETUP_FAILED};
@@ -94,7 +94,7 @@ pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
     let shim_exit = match &relay {
         Some(r) => {
             let master = &r.master;
-            init::supervise_with(shim, Target::Process(shim), false, |sig| {
+            init::supervise_with(shim, SignalTarget::Process(shim), false, |sig| {
                 if sig != Signal::SIGWINCH {
                     return false;
                 }
@@ -104,7 +104,7 @@ pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
                 true
             })
         }
-        None => init::supervise(shim, Target::Process(shim), false),
+        None => init::supervise(shim, SignalTarget::Process(shim), false),
     };
     if let Some(r) = relay {
         r.finish();
@@ -161,19 +161,22 @@ fn print_events(events: &[report::Event], verbose: bool) {
     use warren_runtime::report::Event;
     for e in events {
         match e {
-            Event::Unlimited { missing, reasons } => {
-                eprintln!(
-                    "warren: warning: running without the {} limit(s)",
-                    missing.join(", ")
-                );
-                for r in reasons {
-                    eprintln!("  {r}");
+            Event::Sandbox { record, .. } => {
+                let limits = &record.limits;
+                if !limits.missing.is_empty() {
+                    eprintln!(
+                        "warren: warning: running without the {} limit(s)",
+                        limits.missing.join(", ")
+                    );
+                    for r in limits.reasons.values() {
+                        eprintln!("  {r}");
+                    }
                 }
-            }
-            Event::Limited { limits, notes, .. } if verbose => {
-                eprintln!("warren: limits: {}", describe(limits));
-                for n in notes {
-                    eprintln!("  note: {n}");
+                if verbose && limits.in_force() != warren_runtime::cgroups::Limits::NONE {
+                    eprintln!("warren: limits: {}", describe(&limits.in_force()));
+                    for n in &limits.notes {
+                        eprintln!("  note: {n}");
+                    }
                 }
             }
             Event::Confined { seccomp, landlock } if verbose => {

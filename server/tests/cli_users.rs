@@ -144,7 +144,7 @@ fn users_commands_and_exec() {
     assert_eq!(imported["files"], 1);
     let o = run(&d, &["exec", "--user", "bob", "--", "cat", "w/f"], None);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "bar\n");
-    let limits = warren_runtime::archive::Limits::default();
+    let limits = warren_runtime::archive::ArchiveLimits::default();
     let hostile = warren_runtime::archive::testing::hostile_set(&limits);
     let dotdot = hostile.iter().find(|h| h.archive.len() < 1 << 20).unwrap();
     let o = run(&d, &["users", "import", "bob"], Some(&dotdot.archive));

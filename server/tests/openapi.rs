@@ -976,7 +976,7 @@ async fn every_operation_answers_as_documented() {
     let server = TestServer::with(Options {
         management: Some(management(&d)),
         // One sandbox, so a second user's command finds the server full.
-        limits: warren::serve::Limits {
+        limits: warren::serve::SessionLimits {
             max_sandboxes: 1,
             ..Default::default()
         },

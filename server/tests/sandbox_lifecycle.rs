@@ -527,7 +527,7 @@ async fn after_the_last_terminal(stop_when_no_terminals: bool, user: &str) -> (u
     .with_shim(shim());
     let server = TestServer::with(Options {
         backend: Arc::new(backend),
-        limits: warren::serve::Limits {
+        limits: warren::serve::SessionLimits {
             stop_when_no_terminals,
             ..Default::default()
         },

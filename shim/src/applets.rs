@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use warren_runtime::archive::{self, Limits};
+use warren_runtime::archive::{self, ArchiveLimits};
 
 const IMPORT_USAGE: &str =
     "usage: warren-import [--max-bytes N] [--max-entries N] [--max-entry-bytes N] [DIR]
@@ -23,14 +23,14 @@ Writes DIR (default: the current directory) to stdout as tar.gz.";
 /// What both tools take: limits and one directory.
 #[derive(Debug, PartialEq)]
 struct Args {
-    limits: Limits,
+    limits: ArchiveLimits,
     dir: PathBuf,
     /// `warren-import --clean`: remove staging leftovers, import nothing.
     clean: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
-    let mut limits = Limits::default();
+    let mut limits = ArchiveLimits::default();
     let mut dir = None;
     let mut clean = false;
     let mut it = args.iter();
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(
             parse(&[]).unwrap(),
             Args {
-                limits: Limits::default(),
+                limits: ArchiveLimits::default(),
                 dir: ".".into(),
                 clean: false,
             }

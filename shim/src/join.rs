@@ -8,12 +8,14 @@
 //! cgroup is.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::io::Read;
+use std::os::fd::{OwnedFd, RawFd};
 
 use nix::unistd::Pid;
-use warren_runtime::init::{self, Target as SignalTarget};
+use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::namespaces;
 use warren_runtime::plan::Plan;
+use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, Exit, SetupError};
 use warren_runtime::sys;
 
@@ -28,6 +30,26 @@ pub struct Target {
     pub parent_pid: Pid,
     /// The sandbox's cgroup id, when it has one.
     pub cgroup: Option<String>,
+    /// Where the sandbox's record is (`--record-fd`), when the caller has it.
+    pub record_fd: Option<RawFd>,
+}
+
+/// The record the sandbox was made with, as the caller got it
+/// (`--record-fd`); `None` from a caller without one.
+pub fn given_record(target: &Target) -> Result<Option<SandboxRecord>, SetupError> {
+    target.record_fd.map(read_record).transpose()
+}
+
+/// The sandbox's record, from the caller's memfd.
+fn read_record(fd: RawFd) -> Result<SandboxRecord, SetupError> {
+    let step = "read sandbox record";
+    let fd: OwnedFd = sys::adopt_inherited_fd(fd).map_err(|e| SetupError::errno(step, e))?;
+    let mut buf = Vec::new();
+    File::from(fd)
+        .take(1 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| SetupError::new(step, e.to_string()))?;
+    serde_json::from_slice(&buf).map_err(|e| SetupError::new(step, format!("invalid record: {e}")))
 }
 
 /// Pins PID 1, then checks it is who we think: a pidfd cannot be

@@ -1,11 +1,14 @@
 //! The sandbox's cgroup, from the shim's side: create it with the spec's
-//! limits before the sandbox runs anything, report what applied or what is
-//! missing, read the kernel's counters at the end, remove it.
+//! limits before the sandbox runs anything, report the sandbox's record
+//! (what applied, what is missing and why), read the kernel's counters at
+//! the end, remove it.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 
 use nix::unistd::Pid;
 use warren_runtime::cgroups::{Cgroups, Limits, Roots, SandboxCgroup};
+use warren_runtime::record::{asked_for, LimitsInForce};
 use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::spec::SandboxSpec;
 
@@ -21,39 +24,31 @@ fn cgroup_error(step: &str, e: warren_runtime::cgroups::CgroupError) -> SetupErr
 }
 
 /// Creates the sandbox's cgroup (nested under ours) with every limit the
-/// host allows. Missing limits are reported, or refused with
-/// `require_limits`. `None` when nothing could be limited.
-pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Created, SetupError> {
+/// host allows, read back from the kernel. Missing limits are recorded
+/// with their reasons, or refused with `require_limits`.
+pub fn create(spec: &SandboxSpec) -> Result<Created, SetupError> {
     if spec.limits == Limits::NONE {
         return Ok(Created::default());
     }
-    let (cgroups, missing, reasons) = probe(spec);
-    if !missing.is_empty() {
-        if spec.require_limits {
-            return Err(SetupError::new(
-                "apply limits",
-                format!("cannot apply the {} limit(s): {}", missing.join(", "), reasons.join("; ")),
-            )
-            .with_hint("run as root, or give warren a delegated cgroup (systemd Delegate=yes); see docs/cgroups.md"));
-        }
-        let _ = report::send(
-            report,
-            &Event::Unlimited {
-                missing: missing.clone(),
-                reasons,
-            },
-        );
+    let (cgroups, limits) = probe(spec);
+    if !limits.missing.is_empty() && spec.require_limits {
+        let reasons: Vec<&str> = limits.reasons.values().map(String::as_str).collect();
+        return Err(SetupError::new(
+            "apply limits",
+            format!("cannot apply the {} limit(s): {}", limits.missing.join(", "), reasons.join("; ")),
+        )
+        .with_hint("run as root, or give warren a delegated cgroup (systemd Delegate=yes); see docs/cgroups.md"));
     }
     let Some(cgroups) = cgroups else {
         return Ok(Created {
-            missing,
+            limits,
             ..Default::default()
         });
     };
-    let limits = spec.limits.only_available(&cgroups.availability());
-    if limits == Limits::NONE {
+    let wanted = spec.limits.only_available(&cgroups.availability());
+    if wanted == Limits::NONE {
         return Ok(Created {
-            missing,
+            limits,
             ..Default::default()
         });
     }
@@ -62,82 +57,86 @@ pub fn create(spec: &SandboxSpec, report: &mut File) -> Result<Created, SetupErr
         .map_err(|e| cgroup_error("prepare cgroups", e))?;
     let id = warren_runtime::cgroups::owned_id(&spec.tenant.slug.replace('_', "-"));
     let (cg, applied) = cgroups
-        .create(&id, &limits)
+        .create(&id, &wanted)
         .map_err(|e| cgroup_error("create cgroup", e))?;
-    let _ = report::send(
-        report,
-        &Event::Limited {
-            cgroup: id,
-            limits,
-            notes: applied.notes,
-        },
-    );
     Ok(Created {
         cgroup: Some(cg),
-        applied: limits,
-        missing,
+        id: Some(id),
+        limits: LimitsInForce {
+            notes: applied.notes,
+            ..LimitsInForce::cgroup(wanted, limits.missing)
+        }
+        .with_reasons(limits.reasons),
     })
 }
 
-/// The host's cgroups and the limits of `spec` they cannot apply, with
-/// the reasons.
-fn probe(spec: &SandboxSpec) -> (Option<Cgroups>, Vec<String>, Vec<String>) {
-    let wanted: Vec<&str> = [
-        ("memory", spec.limits.memory_bytes.is_some()),
-        ("cpu", spec.limits.cpu.is_some()),
-        ("pids", spec.limits.pids.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(n, w)| w.then_some(n))
-    .collect();
+/// The host's cgroups and the limits of `spec` they cannot apply, each
+/// with its reason.
+fn probe(spec: &SandboxSpec) -> (Option<Cgroups>, LimitsInForce) {
+    let wanted = asked_for(&spec.limits);
     match Cgroups::probe(&Roots::default()) {
         Ok(c) => {
             let a = c.availability();
-            let missing: Vec<String> = a
+            let reasons: BTreeMap<String, String> = a
                 .missing
                 .iter()
-                .filter(|m| wanted.contains(m))
-                .map(|m| m.to_string())
+                .zip(&a.reasons)
+                .filter(|(m, _)| wanted.iter().any(|w| w == *m))
+                .map(|(m, r)| (m.to_string(), r.clone()))
                 .collect();
-            (Some(c), missing, a.reasons)
+            let missing = wanted
+                .into_iter()
+                .filter(|w| a.missing.contains(&w.as_str()))
+                .collect();
+            (
+                Some(c),
+                LimitsInForce::cgroup(Limits::NONE, missing).with_reasons(reasons),
+            )
         }
-        Err(e) => (
-            None,
-            wanted.iter().map(|m| m.to_string()).collect(),
-            vec![e.to_string()],
-        ),
+        Err(e) => {
+            let reasons = wanted.iter().map(|m| (m.clone(), e.to_string())).collect();
+            (
+                None,
+                LimitsInForce::cgroup(Limits::NONE, wanted).with_reasons(reasons),
+            )
+        }
     }
 }
 
 /// What [`create`] made for a sandbox with this spec, worked out again by a
 /// process joining it (`has_cgroup`: the sandbox has one): the limits in
 /// force and the missing ones.
-pub fn expected(spec: &SandboxSpec, has_cgroup: bool) -> (Limits, Vec<String>) {
+pub fn expected(spec: &SandboxSpec, has_cgroup: bool) -> LimitsInForce {
     if spec.limits == Limits::NONE {
-        return (Limits::NONE, Vec::new());
+        return LimitsInForce::cgroup(Limits::NONE, Vec::new());
     }
-    let (cgroups, missing, _) = probe(spec);
-    let applied = match (cgroups, has_cgroup) {
+    let (cgroups, limits) = probe(spec);
+    let in_force = match (cgroups, has_cgroup) {
         (Some(c), true) => spec.limits.only_available(&c.availability()),
         _ => Limits::NONE,
     };
-    (applied, missing)
+    LimitsInForce {
+        memory_bytes: in_force.memory_bytes,
+        cpu: in_force.cpu,
+        pids: in_force.pids,
+        ..limits
+    }
 }
 
-/// What [`create`] made: the cgroup (if any), the limits in force and the
-/// ones this host could not apply.
+/// What [`create`] made: the cgroup (if any) and its id, and the limits in
+/// force and missing.
 pub struct Created {
     pub cgroup: Option<SandboxCgroup>,
-    pub applied: Limits,
-    pub missing: Vec<String>,
+    pub id: Option<String>,
+    pub limits: LimitsInForce,
 }
 
 impl Default for Created {
     fn default() -> Self {
         Created {
             cgroup: None,
-            applied: Limits::NONE,
-            missing: Vec::new(),
+            id: None,
+            limits: LimitsInForce::cgroup(Limits::NONE, Vec::new()),
         }
     }
 }

@@ -144,7 +144,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let reexec = command == Some("init");
     let (mut spec, mut report, mut pty, mut init, mut parent, mut cgroup) =
         (None, None, None, None, None, None);
-    let mut plan = None;
+    let (mut plan, mut record) = (None, None);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<i32, String> {
@@ -160,6 +160,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--init-pid" if joining => init = Some(Pid::from_raw(number()?)),
             "--parent-pid" if joining => parent = Some(Pid::from_raw(number()?)),
             "--cgroup" if joining => cgroup = Some(value.clone()),
+            "--record-fd" if joining => record = Some(number()?),
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
@@ -169,14 +170,15 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     if reexec && plan.is_none() {
         return Err("init needs --plan-fd".into());
     }
-    let fds: Vec<RawFd> = [Some(s), Some(r), pty, plan]
+    let fds: Vec<RawFd> = [Some(s), Some(r), pty, plan, record]
         .into_iter()
         .flatten()
         .collect();
     let distinct = fds.iter().enumerate().all(|(i, f)| !fds[..i].contains(f));
     if fds.iter().any(|&f| f <= 2) || !distinct {
         return Err(
-            "--spec-fd, --report-fd, --pty-socket-fd and --plan-fd must be distinct fds above 2"
+            "--spec-fd, --report-fd, --pty-socket-fd, --plan-fd and --record-fd must be distinct \
+             fds above 2"
                 .into(),
         );
     }
@@ -189,6 +191,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 init_pid,
                 parent_pid,
                 cgroup,
+                record_fd: record,
             })
         }
         (true, _, _) => return Err("join needs --init-pid and --parent-pid".into()),

@@ -34,8 +34,10 @@ pub fn create(
 ) -> Result<Exit, SetupError> {
     detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
     set_creator_title(&spec.tenant.slug); // `ps` says whose sandbox this shim holds
-    let (cgroup, got) = outside::create_cgroup(&spec, report)?; // limits in place before anything runs
-    let plan = outside::plan(&spec, got)?; // decided from the host as it is, nothing mounted yet
+    let created = outside::create_cgroup(&spec)?; // limits in place before anything runs
+    let plan = outside::plan(&spec, created.limits.clone())?; // decided from the host as it is, nothing mounted yet
+    outside::report_record(&created, &plan, report); // the one record of what the sandbox got
+    let cgroup = created.cgroup;
     block_signals()?; // before the clone: no signal or SIGCHLD is lost before supervise
     let (ready_r, ready_w) = sync_pipe()?; // PID 1 waits for its maps and cgroup
     let pid = match outside::clone_into_namespaces(&plan)? {
@@ -122,7 +124,7 @@ pub fn join(
     let pidfd = join::pin_init(&target)?; // PID 1 is still the one its shim started
     join::enter_cgroup(&target)?; // from the host side, while cgroupfs is visible
     block_signals()?;
-    let got = outside::expected_cgroup(&spec, target.cgroup.is_some()); // as the first command
+    let got = outside::joined_cgroup(&spec, &target)?; // as the first command got it
     let plan = outside::plan(&spec, got)?; // before leaving the host's mounts
     join::enter_namespaces(pidfd, &plan)?;
     // A joined pid namespace applies to children only.

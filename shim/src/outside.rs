@@ -8,15 +8,16 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use warren_runtime::cgroups::SandboxCgroup;
-use warren_runtime::init::{self, Target};
-use warren_runtime::plan::{self, CgroupOutcome, Plan};
+use warren_runtime::init::{self, SignalTarget};
+use warren_runtime::plan::{self, Plan};
+use warren_runtime::record::LimitsInForce;
 use warren_runtime::report::{self, Event, Exit, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
 use warren_runtime::{host, namespaces};
 
-use crate::limits;
 use crate::process::die_with_parent;
+use crate::{join, limits};
 
 /// Dies with our caller, keeps every inherited fd from the sandbox
 /// (CVE-2024-21626) and drops host root's supplementary groups: they would
@@ -34,31 +35,40 @@ pub fn detach_from_caller() -> Result<(), SetupError> {
 
 /// Creates the sandbox's cgroup, limits written and read back
 /// ([`limits::create`]).
-pub fn create_cgroup(
-    spec: &SandboxSpec,
-    report: &mut File,
-) -> Result<(Option<SandboxCgroup>, CgroupOutcome), SetupError> {
-    let created = limits::create(spec, report)?;
-    let outcome = CgroupOutcome {
-        applied: created.applied,
-        missing: created.missing,
-    };
-    Ok((created.cgroup, outcome))
+pub fn create_cgroup(spec: &SandboxSpec) -> Result<limits::Created, SetupError> {
+    limits::create(spec)
 }
 
-/// What the cgroup of a live sandbox gives a command joining it, worked
-/// out again ([`limits::expected`]).
-pub fn expected_cgroup(spec: &SandboxSpec, has_cgroup: bool) -> CgroupOutcome {
-    let (applied, missing) = limits::expected(spec, has_cgroup);
-    CgroupOutcome { applied, missing }
+/// What the cgroup of a live sandbox gives a command joining it: as the
+/// caller recorded it, or worked out again ([`limits::expected`]).
+pub fn joined_cgroup(
+    spec: &SandboxSpec,
+    target: &join::Target,
+) -> Result<LimitsInForce, SetupError> {
+    Ok(match join::given_record(target)? {
+        Some(record) => record.limits,
+        None => limits::expected(spec, target.cgroup.is_some()),
+    })
 }
 
 /// Probes the host and plans the whole sandbox ([`plan::build`]).
-pub fn plan(spec: &SandboxSpec, cgroup: CgroupOutcome) -> Result<Plan, SetupError> {
+pub fn plan(spec: &SandboxSpec, cgroup: LimitsInForce) -> Result<Plan, SetupError> {
     let facts =
         host::facts(spec).map_err(|e| SetupError::new("find warren-shim", e.to_string()))?;
     plan::build(spec, &facts, cgroup)
         .map_err(|e| SetupError::new("describe sandbox", e.to_string()))
+}
+
+/// Sends the sandbox's record, once: the server shows it as it is
+/// (`hello`, stats), and `warren-info` reads the same value.
+pub fn report_record(created: &limits::Created, plan: &Plan, report: &mut File) {
+    let _ = report::send(
+        report,
+        &Event::Sandbox {
+            cgroup: created.id.clone(),
+            record: plan.info.sandbox.clone(),
+        },
+    );
 }
 
 /// One clone into the plan's new namespaces: the child is PID 1 of the new
@@ -97,7 +107,7 @@ pub fn or_kill(pid: Pid, result: Result<(), SetupError>) -> Result<(), SetupErro
 /// Waits for the sandbox's first process. It reports the command's own
 /// exit; if it was killed itself it could not, so we do.
 pub fn supervise(pid: Pid, report: &mut File) -> Exit {
-    let exit = init::supervise(pid, Target::Process(pid), false);
+    let exit = init::supervise(pid, SignalTarget::Process(pid), false);
     if let Exit::Signal(_) = exit {
         let _ = report::send(report, &Event::Exited { exit });
     }

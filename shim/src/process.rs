@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
 use nix::unistd::{pipe, Pid};
-use warren_runtime::init::{self, Target};
+use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::report::{self, Event, Exit, SetupError};
 use warren_runtime::sys::{self, Forked};
 use warren_runtime::title;
@@ -107,7 +107,7 @@ where
 pub fn reap(cmd: Option<Pid>, report: &mut File) -> Exit {
     let _ = report::send(report, &Event::Ready);
     match cmd {
-        Some(cmd) => init::supervise(cmd, Target::Group(cmd), true),
+        Some(cmd) => init::supervise(cmd, SignalTarget::Group(cmd), true),
         None => init::hold(),
     }
 }

@@ -36,8 +36,10 @@ pub fn create(
 ) -> Result<Exit, SetupError> {
     detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
     set_creator_title(&spec.tenant.slug); // `ps` says whose sandbox this shim holds
-    let (cgroup, got) = outside::create_cgroup(&spec, report)?; // limits in place before anything runs
-    let plan = outside::plan(&spec, got)?; // decided while warren-info is still visible to us
+    let created = outside::create_cgroup(&spec)?; // limits in place before anything runs
+    let plan = outside::plan(&spec, created.limits.clone())?; // decided while warren-info is still visible to us
+    outside::report_record(&created, &plan, report); // the one record of what the sandbox got
+    let cgroup = created.cgroup;
     block_signals()?; // before the fork: no signal or SIGCHLD is lost before supervise
     let (ready_r, ready_w) = sync_pipe()?; // the leader waits for its cgroup
     let pid = match outside::fork_leader()? {
@@ -107,7 +109,7 @@ pub fn join(
     let pidfd = join::pin_init(&target)?; // the leader is still the one its shim started
     join::enter_cgroup(&target)?; // the command and we count against its limits
     block_signals()?;
-    let got = outside::expected_cgroup(&spec, target.cgroup.is_some()); // as the first command
+    let got = outside::joined_cgroup(&spec, &target)?; // as the first command got it
     let plan = outside::plan(&spec, got)?; // the first command's plan
     become_subreaper()?; // the command's orphans stay ours, not the host init's
     drop(pidfd);

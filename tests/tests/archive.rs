@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{Cursor, Write};
 use std::process::{Output, Stdio};
 
-use warren_runtime::archive::{self, testing, Limits, Summary};
+use warren_runtime::archive::{self, testing, ArchiveLimits, Summary};
 use warren_tests::Env;
 
 /// Every entry of the home as the user sees it: type, mode, size, mtime,
@@ -84,7 +84,7 @@ fn alices_export_imports_into_bobs_and_carols_homes() {
 
     // What the server does first, host-side: a pure check of the upload.
     let bytes = std::fs::read(&path).unwrap();
-    let summary = archive::validate(Cursor::new(&bytes), &Limits::default()).unwrap();
+    let summary = archive::validate(Cursor::new(&bytes), &ArchiveLimits::default()).unwrap();
     assert_eq!(
         (
             summary.files,
@@ -129,9 +129,9 @@ fn hostile_archives_given_to_warren_import_write_nothing() {
         "populate bob's home",
     );
     let before = listing(&env, "bob");
-    let limits = Limits {
+    let limits = ArchiveLimits {
         max_entries: 40,
-        ..Limits::default()
+        ..ArchiveLimits::default()
     };
     for h in testing::hostile_set(&limits) {
         for pipe in [false, true] {

@@ -61,13 +61,16 @@ fn hold(env: &Env, user: &str) -> Held {
     });
     // Joining before PID 1 has built the root (Ready) would land in a
     // half-made mount namespace; Started (from the shim) gives PID 1's pid.
-    let (mut cgroup, mut init_pid, mut ready) = (None, None, false);
+    let (mut cgroup, mut record, mut init_pid, mut ready) = (None, None, None, false);
     while !(ready && init_pid.is_some()) {
         match rx
             .recv_timeout(Duration::from_secs(10))
             .expect("sandbox did not start")
         {
-            Event::Limited { cgroup: id, .. } => cgroup = Some(id),
+            Event::Sandbox {
+                cgroup: id,
+                record: r,
+            } => (cgroup, record) = (id, Some(r)),
             Event::Started { init_pid: pid } => init_pid = init_pid.or(Some(pid)),
             Event::Ready => ready = true,
             Event::Failed(e) => panic!("sandbox failed: {e}"),
@@ -79,6 +82,7 @@ fn hold(env: &Env, user: &str) -> Held {
             init_pid: init_pid.unwrap(),
             parent_pid: l.child.id() as i32,
             cgroup,
+            record: record.map(Box::new),
         },
         shim: l.child,
     }

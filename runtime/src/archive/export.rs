@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tar::{EntryType, Header};
 
 use super::rules::{check_symlink_target, MAX_DEPTH, MAX_PATH_BYTES};
-use super::{ArchiveError, Limits, Summary};
+use super::{ArchiveError, ArchiveLimits, Summary};
 
 /// What [`export`] wrote, and what it left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +45,11 @@ pub struct Skipped {
 /// deep, and what cannot be read. Going over `limits` is an error (the
 /// archive written so far is incomplete): an export is importable under
 /// the same limits.
-pub fn export<W: Write>(dir: &Path, out: W, limits: &Limits) -> Result<Exported, ArchiveError> {
+pub fn export<W: Write>(
+    dir: &Path,
+    out: W,
+    limits: &ArchiveLimits,
+) -> Result<Exported, ArchiveError> {
     let shown = dir.display().to_string();
     let root = rfs::openat(
         CWD,
@@ -75,7 +79,7 @@ pub fn export<W: Write>(dir: &Path, out: W, limits: &Limits) -> Result<Exported,
 
 struct Walk<W: Write> {
     tar: tar::Builder<GzEncoder<W>>,
-    limits: Limits,
+    limits: ArchiveLimits,
     /// Entries met, exported or not (bounds the walk).
     seen: u64,
     exported: Exported,

@@ -23,7 +23,7 @@ use rustix::io::Errno;
 use super::rules::{shown, Checked, Checker, Kind};
 use super::scan::{scan, stream_err};
 use super::staging;
-use super::{ArchiveError, Limits, Summary};
+use super::{ArchiveError, ArchiveLimits, Summary};
 
 /// Unpacks the tar.gz `archive` into the directory `dest` (opened without
 /// following a symlink), after checking the whole archive against the
@@ -31,7 +31,7 @@ use super::{ArchiveError, Limits, Summary};
 pub fn extract<R: Read + Seek>(
     archive: R,
     dest: &Path,
-    limits: &Limits,
+    limits: &ArchiveLimits,
 ) -> Result<Summary, ArchiveError> {
     let fd = open_dir_at(CWD, dest)
         .map_err(|e| ArchiveError::io("open", dest.display().to_string(), e.into()))?;
@@ -55,7 +55,7 @@ pub fn extract<R: Read + Seek>(
 pub fn extract_at<R: Read + Seek>(
     mut archive: R,
     dest: BorrowedFd<'_>,
-    limits: &Limits,
+    limits: &ArchiveLimits,
 ) -> Result<Summary, ArchiveError> {
     let read_err = |e| ArchiveError::io("read", "the archive", e);
     let start = archive.stream_position().map_err(read_err)?;
@@ -79,7 +79,7 @@ pub fn extract_at<R: Read + Seek>(
 /// moves it into `dest` and sets the directories' modes and times.
 fn unpack_and_move<R: Read>(
     archive: &mut R,
-    limits: &Limits,
+    limits: &ArchiveLimits,
     plan: &Checker,
     staged: BorrowedFd<'_>,
     dest: BorrowedFd<'_>,
@@ -99,9 +99,13 @@ fn unpack_and_move<R: Read>(
 }
 
 /// `input` if it can seek; otherwise a copy of it (at most
-/// [`Limits::max_archive_bytes`]) in an unnamed temporary file in
+/// [`ArchiveLimits::max_archive_bytes`]) in an unnamed temporary file in
 /// `spool_dir`, which disappears when closed.
-pub fn seekable(mut input: File, spool_dir: &Path, limits: &Limits) -> Result<File, ArchiveError> {
+pub fn seekable(
+    mut input: File,
+    spool_dir: &Path,
+    limits: &ArchiveLimits,
+) -> Result<File, ArchiveError> {
     if input.stream_position().is_ok() {
         return Ok(input);
     }

@@ -44,7 +44,7 @@ const GIB: u64 = 1 << 30;
 /// How much one archive may hold. Declared sizes are checked against these
 /// before any data is read, and the bytes actually read are counted too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
+pub struct ArchiveLimits {
     /// Total bytes of file data (uncompressed).
     pub max_bytes: u64,
     /// Entries: files, directories, symlinks, hard links.
@@ -53,9 +53,9 @@ pub struct Limits {
     pub max_entry_bytes: u64,
 }
 
-impl Default for Limits {
+impl Default for ArchiveLimits {
     fn default() -> Self {
-        Limits {
+        ArchiveLimits {
             max_bytes: GIB,
             max_entries: 100_000,
             max_entry_bytes: GIB,
@@ -63,7 +63,7 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
+impl ArchiveLimits {
     /// An upper bound on the compressed size of an archive within these
     /// limits: its data plus 1/64 of it (gzip grows incompressible data by
     /// far less), 4 KiB of headers and names per entry, and 1 MiB. Use it
@@ -158,7 +158,7 @@ pub(crate) fn human(bytes: u64) -> String {
 /// Checks a tar.gz stream against the rules and `limits` without writing
 /// anything: reads it to the end (so a truncated or corrupt gzip stream is
 /// caught), and returns what it holds.
-pub fn validate<R: Read>(archive: R, limits: &Limits) -> Result<Summary, ArchiveError> {
+pub fn validate<R: Read>(archive: R, limits: &ArchiveLimits) -> Result<Summary, ArchiveError> {
     // The scan itself reads (and counts) every entry's data.
     let checker = scan::scan(archive, limits, |_, _| Ok(()))?;
     Ok(checker.summary())

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use tar::EntryType;
 
-use super::{ArchiveError, Limits, Summary};
+use super::{ArchiveError, ArchiveLimits, Summary};
 
 /// Longest entry path or symlink target (Linux's PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
@@ -213,14 +213,14 @@ struct Node {
 /// The running state of one scan: the counts against the limits and the
 /// tree of every path seen so far.
 pub(crate) struct Checker {
-    limits: Limits,
+    limits: ArchiveLimits,
     summary: Summary,
     metadata: u64,
     nodes: Vec<Node>,
 }
 
 impl Checker {
-    pub fn new(limits: Limits) -> Checker {
+    pub fn new(limits: ArchiveLimits) -> Checker {
         Checker {
             limits,
             summary: Summary::default(),

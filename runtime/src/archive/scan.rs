@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use tar::{EntryType, PaxExtensions};
 
 use super::rules::{Checked, Checker, Header, Rule};
-use super::{ArchiveError, Limits};
+use super::{ArchiveError, ArchiveLimits};
 
 /// Largest single extended header (a pax header holds a path and a link
 /// target of at most 4 KiB each; 1 MiB leaves room for other records).
@@ -62,7 +62,7 @@ impl<R: Read> Read for Counted<'_, R> {
 /// the tree of paths.
 pub(crate) fn scan<R: Read>(
     mut input: R,
-    limits: &Limits,
+    limits: &ArchiveLimits,
     mut on_entry: impl FnMut(&Checked, &mut dyn Read) -> Result<(), ArchiveError>,
 ) -> Result<Checker, ArchiveError> {
     let mut magic = [0u8; 2];

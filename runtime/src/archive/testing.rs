@@ -9,7 +9,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use tar::{EntryType, Header};
 
-use super::Limits;
+use super::ArchiveLimits;
 
 /// One hostile archive.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ fn one(build: impl FnOnce(&mut RawTar)) -> Vec<u8> {
 /// The hostile archives, each refused under `limits` (the entry-count one
 /// is built from `limits.max_entries`). Each starts with an innocent file
 /// `first.txt`, so "nothing written" is tested, not only "refused early".
-pub fn hostile_set(limits: &Limits) -> Vec<Hostile> {
+pub fn hostile_set(limits: &ArchiveLimits) -> Vec<Hostile> {
     let r = |name: &'static str, refusal: &str, build: &dyn Fn(&mut RawTar)| Hostile {
         name,
         archive: one(|t| {

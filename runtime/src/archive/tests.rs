@@ -54,10 +54,10 @@ fn new_scratch() -> (tempfile::TempDir, std::path::PathBuf) {
     (d, dest)
 }
 
-fn small_limits() -> Limits {
-    Limits {
+fn small_limits() -> ArchiveLimits {
+    ArchiveLimits {
         max_entries: 50,
-        ..Limits::default()
+        ..ArchiveLimits::default()
     }
 }
 
@@ -100,7 +100,7 @@ fn every_hostile_archive_is_refused_by_extract_with_nothing_written() {
 
 #[test]
 fn refusals_name_the_entry_and_the_rule() {
-    let limits = Limits::default();
+    let limits = ArchiveLimits::default();
     let msg = |name: &str| {
         let h = hostile_set(&small_limits())
             .into_iter()
@@ -142,16 +142,16 @@ fn the_whole_archive_limit_counts_every_file() {
     t.file(b"a", &[1; 600]);
     t.file(b"b", &[2; 600]);
     let archive = gzip(&t.finish());
-    let limits = Limits {
+    let limits = ArchiveLimits {
         max_bytes: 1000,
-        ..Limits::default()
+        ..ArchiveLimits::default()
     };
     let err = validate(Cursor::new(&archive), &limits).unwrap_err();
     assert_eq!(
         err.to_string(),
         "entry \"b\" claims 600 bytes, over the 1000 bytes limit for the whole archive"
     );
-    let ok = validate(Cursor::new(&archive), &Limits::default()).unwrap();
+    let ok = validate(Cursor::new(&archive), &ArchiveLimits::default()).unwrap();
     assert_eq!((ok.files, ok.bytes), (2, 1200));
 }
 
@@ -163,7 +163,7 @@ fn a_short_data_section_is_truncation_even_with_a_valid_gzip_stream() {
     // No end marker and less data than claimed: the tar stream just stops.
     let mut tar = t.finish();
     tar.truncate(512 + 1024);
-    let err = validate(Cursor::new(gzip(&tar)), &Limits::default()).unwrap_err();
+    let err = validate(Cursor::new(gzip(&tar)), &ArchiveLimits::default()).unwrap_err();
     assert!(matches!(err, ArchiveError::Truncated), "{err:?}");
 }
 
@@ -172,7 +172,7 @@ fn a_corrupt_gzip_trailer_is_caught() {
     let mut archive = testing::good_archive();
     let crc = archive.len() - 8;
     archive[crc] ^= 0xff;
-    let err = validate(Cursor::new(&archive), &Limits::default()).unwrap_err();
+    let err = validate(Cursor::new(&archive), &ArchiveLimits::default()).unwrap_err();
     assert!(matches!(err, ArchiveError::Corrupt { .. }), "{err:?}");
 }
 
@@ -180,7 +180,7 @@ fn a_corrupt_gzip_trailer_is_caught() {
 fn gzip_that_is_not_tar_is_refused() {
     let err = validate(
         Cursor::new(gzip(b"hello, this is not a tar archive at all")),
-        &Limits::default(),
+        &ArchiveLimits::default(),
     )
     .unwrap_err();
     assert!(err.to_string().contains("not a tar archive"), "{err}");
@@ -190,7 +190,7 @@ fn gzip_that_is_not_tar_is_refused() {
 fn an_empty_archive_is_fine() {
     let s = validate(
         Cursor::new(gzip(&RawTar::new().finish())),
-        &Limits::default(),
+        &ArchiveLimits::default(),
     )
     .unwrap();
     assert_eq!(s, Summary::default());
@@ -199,7 +199,7 @@ fn an_empty_archive_is_fine() {
 #[test]
 fn the_good_archive_unpacks_with_modes_links_and_times() {
     let archive = testing::good_archive();
-    let s = validate(Cursor::new(&archive), &Limits::default()).unwrap();
+    let s = validate(Cursor::new(&archive), &ArchiveLimits::default()).unwrap();
     assert_eq!(
         s,
         Summary {
@@ -213,7 +213,7 @@ fn the_good_archive_unpacks_with_modes_links_and_times() {
     );
     let (_scratch, dest) = new_scratch();
     assert_eq!(
-        extract(Cursor::new(&archive), &dest, &Limits::default()).unwrap(),
+        extract(Cursor::new(&archive), &dest, &ArchiveLimits::default()).unwrap(),
         s
     );
     assert_eq!(fs::read(dest.join("existing")).unwrap(), b"mine\n");
@@ -241,7 +241,7 @@ fn the_good_archive_unpacks_with_modes_links_and_times() {
     assert_eq!(names.len(), 3, "{names:?}");
 
     // Importing again replaces in place, hard link included.
-    extract(Cursor::new(&archive), &dest, &Limits::default()).unwrap();
+    extract(Cursor::new(&archive), &dest, &ArchiveLimits::default()).unwrap();
     assert_eq!(ino("dir/again.txt"), ino("dir/hello.txt"));
     let names: Vec<_> = fs::read_dir(dest.join("dir")).unwrap().collect();
     assert_eq!(names.len(), 3);
@@ -257,7 +257,7 @@ fn a_symlink_in_the_destination_is_replaced_never_written_through() {
     extract(
         Cursor::new(testing::good_archive()),
         &dest,
-        &Limits::default(),
+        &ArchiveLimits::default(),
     )
     .unwrap();
     assert_eq!(fs::read(&outside).unwrap(), b"do not touch\n");
@@ -277,7 +277,7 @@ fn a_destination_that_conflicts_refuses_the_archive_with_nothing_written() {
     let err = extract(
         Cursor::new(testing::good_archive()),
         &dest,
-        &Limits::default(),
+        &ArchiveLimits::default(),
     )
     .unwrap_err();
     assert_eq!(
@@ -293,7 +293,7 @@ fn a_destination_that_conflicts_refuses_the_archive_with_nothing_written() {
     let err = extract(
         Cursor::new(testing::good_archive()),
         &dest,
-        &Limits::default(),
+        &ArchiveLimits::default(),
     )
     .unwrap_err();
     assert!(
@@ -315,11 +315,11 @@ fn a_pipe_is_spooled_into_a_seekable_file() {
         .spawn()
         .unwrap();
     let pipe = fs::File::from(std::os::fd::OwnedFd::from(cat.stdout.take().unwrap()));
-    let spool = seekable(pipe, d.path(), &Limits::default()).unwrap();
+    let spool = seekable(pipe, d.path(), &ArchiveLimits::default()).unwrap();
     cat.wait().unwrap();
     let dest = d.path().join("out");
     fs::create_dir(&dest).unwrap();
-    let s = extract(spool, &dest, &Limits::default()).unwrap();
+    let s = extract(spool, &dest, &ArchiveLimits::default()).unwrap();
     assert_eq!(s.files, 2);
     // The spool had no name: only the source and the destination exist.
     assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
@@ -383,20 +383,20 @@ fn export_then_import_round_trips() {
     sample_home(&home);
 
     let mut archive = Vec::new();
-    let exported = export(&home, &mut archive, &Limits::default()).unwrap();
+    let exported = export(&home, &mut archive, &ArchiveLimits::default()).unwrap();
     let mut skipped: Vec<_> = exported.skipped.iter().map(|s| s.path.as_str()).collect();
     skipped.sort();
     assert_eq!(skipped, ["abs", "escape", "fifo"], "{:?}", exported.skipped);
     assert!(exported.skipped[0].reason.len() > 10);
     assert_eq!(exported.summary.hardlinks, 1);
     assert_eq!(
-        validate(Cursor::new(&archive), &Limits::default()).unwrap(),
+        validate(Cursor::new(&archive), &ArchiveLimits::default()).unwrap(),
         exported.summary
     );
 
     let bob = d.path().join("bob");
     fs::create_dir(&bob).unwrap();
-    let imported = extract(Cursor::new(&archive), &bob, &Limits::default()).unwrap();
+    let imported = extract(Cursor::new(&archive), &bob, &ArchiveLimits::default()).unwrap();
     assert_eq!(imported, exported.summary);
 
     let mut want = listing(&home);
@@ -405,7 +405,7 @@ fn export_then_import_round_trips() {
     }
     assert_eq!(listing(&bob), want);
     // Again, over itself (the read-only directory included).
-    extract(Cursor::new(&archive), &bob, &Limits::default()).unwrap();
+    extract(Cursor::new(&archive), &bob, &ArchiveLimits::default()).unwrap();
     assert_eq!(listing(&bob), want);
     assert_eq!(
         fs::metadata(bob.join("src/also.rs")).unwrap().ino(),
@@ -421,17 +421,22 @@ fn export_drops_special_bits_and_never_follows_the_root_symlink() {
     fs::write(home.join("tool"), "x").unwrap();
     fs::set_permissions(home.join("tool"), fs::Permissions::from_mode(0o4755)).unwrap();
     let mut archive = Vec::new();
-    export(&home, &mut archive, &Limits::default()).unwrap();
+    export(&home, &mut archive, &ArchiveLimits::default()).unwrap();
     let out = d.path().join("out");
     fs::create_dir(&out).unwrap();
-    extract(Cursor::new(&archive), &out, &Limits::default()).unwrap();
+    extract(Cursor::new(&archive), &out, &ArchiveLimits::default()).unwrap();
     assert_eq!(
         fs::metadata(out.join("tool")).unwrap().mode() & 0o7777,
         0o755
     );
 
     symlink(&home, d.path().join("link")).unwrap();
-    let err = export(&d.path().join("link"), Vec::new(), &Limits::default()).unwrap_err();
+    let err = export(
+        &d.path().join("link"),
+        Vec::new(),
+        &ArchiveLimits::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, ArchiveError::Io { .. }), "{err:?}");
 }
 
@@ -441,15 +446,15 @@ fn export_stops_at_the_limits() {
     for i in 0..5 {
         fs::write(d.path().join(format!("f{i}")), [0u8; 100]).unwrap();
     }
-    let few = Limits {
+    let few = ArchiveLimits {
         max_entries: 4,
-        ..Limits::default()
+        ..ArchiveLimits::default()
     };
     let err = export(d.path(), Vec::new(), &few).unwrap_err();
     assert_eq!(err.to_string(), "more than 4 entries");
-    let small = Limits {
+    let small = ArchiveLimits {
         max_bytes: 250,
-        ..Limits::default()
+        ..ArchiveLimits::default()
     };
     let err = export(d.path(), Vec::new(), &small).unwrap_err();
     assert!(
@@ -482,7 +487,12 @@ fn gnu_tar_archives_are_accepted() {
         assert!(st.success());
         let dest = d.path().join(format!("dest-{format}"));
         fs::create_dir(&dest).unwrap();
-        let s = extract(fs::File::open(&archive).unwrap(), &dest, &Limits::default()).unwrap();
+        let s = extract(
+            fs::File::open(&archive).unwrap(),
+            &dest,
+            &ArchiveLimits::default(),
+        )
+        .unwrap();
         assert_eq!(s.hardlinks, 1, "{format}");
         let mut want = listing(&home);
         let mut got = listing(&dest);
@@ -512,7 +522,7 @@ fn extreme_times_are_applied_or_clamped_never_fail_midway() {
     tar.extend_from_slice(b"y");
     tar.extend(std::iter::repeat_n(0u8, 511 + 1024));
     let (_scratch, dest) = new_scratch();
-    let s = extract(Cursor::new(gzip(&tar)), &dest, &Limits::default()).unwrap();
+    let s = extract(Cursor::new(gzip(&tar)), &dest, &ArchiveLimits::default()).unwrap();
     assert_eq!(s.files, 2);
     assert_eq!(fs::read(dest.join("future")).unwrap(), b"y");
 }
@@ -570,7 +580,7 @@ fn a_failure_while_unpacking_leaves_the_destination_as_it_was() {
         second: Cursor::new(good[..good.len() / 2].to_vec()),
         switched: false,
     };
-    let err = extract(input, &dest, &Limits::default()).unwrap_err();
+    let err = extract(input, &dest, &ArchiveLimits::default()).unwrap_err();
     assert!(err.is_refusal(), "{err}");
     assert_eq!(listing(scratch.path()), before);
 }
@@ -588,7 +598,7 @@ fn a_staging_directory_left_by_a_killed_import_is_swept_without_following_links(
     fs::set_permissions(left.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
     // Not a staging name: the user's own.
     fs::create_dir(dest.join(".warren-import-mine")).unwrap();
-    let summary = extract(Cursor::new(many_files(4)), &dest, &Limits::default()).unwrap();
+    let summary = extract(Cursor::new(many_files(4)), &dest, &ArchiveLimits::default()).unwrap();
     assert_eq!(summary.files, 4);
     assert!(!left.exists());
     assert!(dest.join(".warren-import-mine").is_dir());

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::cgroups::Limits;
 use crate::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_ENV, INFO_PATH, INFO_TOOL};
 use crate::landlock::LandlockPaths;
 use crate::mounts::{self, HostFiles, MountOp};
 use crate::namespaces;
+use crate::record::{LimitsInForce, SandboxRecord};
 use crate::rlimits::{self, Rlimit};
 use crate::seccomp::{self, BpfProgram, Profile, SeccompError};
 use crate::spec::{Isolation, SandboxSpec};
@@ -56,23 +56,6 @@ pub struct HostFacts {
     pub info_tool: Option<PathBuf>,
     /// The host paths the mount plan looks at.
     pub files: HostFiles,
-}
-
-/// What the sandbox's cgroup gave: the limits in force, read back from the
-/// kernel, and the ones this host could not apply.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CgroupOutcome {
-    pub applied: Limits,
-    pub missing: Vec<String>,
-}
-
-impl Default for CgroupOutcome {
-    fn default() -> Self {
-        CgroupOutcome {
-            applied: Limits::NONE,
-            missing: Vec::new(),
-        }
-    }
 }
 
 /// The whole plan; see the module documentation for what each tier gets.
@@ -153,6 +136,14 @@ pub enum SeccompPlan {
 }
 
 impl SeccompPlan {
+    /// The name in the sandbox's record: none without a filter.
+    pub fn reported_name(&self) -> Option<String> {
+        match self {
+            SeccompPlan::Off => None,
+            _ => Some(self.name()),
+        }
+    }
+
     /// The name reported to users: `default-v2`, `default-v2+shared-host-v1`, `off`.
     pub fn name(&self) -> String {
         match self {
@@ -193,7 +184,7 @@ pub enum PlanError {
 pub fn build(
     spec: &SandboxSpec,
     host: &HostFacts,
-    cgroup: CgroupOutcome,
+    cgroup: LimitsInForce,
 ) -> Result<Plan, PlanError> {
     let namespaced = !spec.isolation.shares_host();
     let clone_flags = match namespaced {
@@ -248,7 +239,7 @@ fn info_record(
     entered: CloneFlags,
     seccomp: SeccompPlan,
     rlimits: &[Rlimit],
-    cgroup: CgroupOutcome,
+    cgroup: LimitsInForce,
 ) -> SandboxInfo {
     let namespaced = !spec.isolation.shares_host();
     SandboxInfo {
@@ -259,15 +250,20 @@ fn info_record(
             true => spec.hostname.clone(),
             false => host.hostname.clone(),
         },
-        tier: spec.isolation.name().into(),
         namespaces: namespaces::names(entered)
             .into_iter()
             .map(String::from)
             .collect(),
-        limits: cgroup.applied,
-        missing_limits: cgroup.missing,
-        seccomp: seccomp.name(),
-        rlimits: rlimits.iter().map(ToString::to_string).collect(),
+        sandbox: SandboxRecord {
+            tier: spec.isolation,
+            limits: LimitsInForce {
+                per_process: rlimits.iter().map(ToString::to_string).collect(),
+                ..cgroup
+            },
+            seccomp: seccomp.reported_name(),
+            landlock: (spec.isolation != Isolation::None)
+                .then(|| crate::landlock::expected(host.landlock_abi)),
+        },
     }
 }
 

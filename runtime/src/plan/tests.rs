@@ -34,14 +34,17 @@ fn spec(tier: Isolation) -> SandboxSpec {
     s
 }
 
-fn memory_missing() -> CgroupOutcome {
-    CgroupOutcome {
-        applied: Limits {
-            memory_bytes: None,
-            ..Limits::default()
-        },
-        missing: vec!["memory".into()],
-    }
+fn memory_missing() -> LimitsInForce {
+    let applied = crate::cgroups::Limits {
+        memory_bytes: None,
+        ..crate::cgroups::Limits::default()
+    };
+    LimitsInForce::cgroup(applied, vec!["memory".into()])
+}
+
+/// Nothing limited, nothing missing.
+fn no_limits() -> LimitsInForce {
+    LimitsInForce::cgroup(crate::cgroups::Limits::NONE, Vec::new())
 }
 
 fn kinds(plan: &Plan) -> Vec<Kind> {
@@ -110,15 +113,15 @@ fn namespaces_tier_builds_a_root_and_records_it_in_etc() {
         "the sandbox's own devpts is allowed whole"
     );
     let info = &plan.info;
-    assert_eq!((info.tier.as_str(), info.uid), ("namespaces", 1000));
+    assert_eq!((info.sandbox.tier.name(), info.uid), ("namespaces", 1000));
     assert_eq!(info.hostname, "alice-sandbox");
     assert_eq!(
         info.namespaces,
         ["user", "mount", "pid", "net", "ipc", "uts", "cgroup"]
     );
-    assert_eq!(info.missing_limits, ["memory"]);
-    assert_eq!(info.seccomp, "default-v2");
-    assert!(info.rlimits.is_empty());
+    assert_eq!(info.sandbox.limits.missing, ["memory"]);
+    assert_eq!(info.sandbox.seccomp.as_deref(), Some("default-v2"));
+    assert!(info.sandbox.limits.per_process.is_empty());
 }
 
 #[test]
@@ -127,12 +130,7 @@ fn namespaces_tier_without_cgroup_namespaces() {
         cgroup_namespace: false,
         ..host()
     };
-    let plan = build(
-        &spec(Isolation::Namespaces),
-        &host,
-        CgroupOutcome::default(),
-    )
-    .unwrap();
+    let plan = build(&spec(Isolation::Namespaces), &host, no_limits()).unwrap();
     assert!(!plan.cgroup_namespace);
     assert_eq!(plan.join_flags(), namespaces::sandbox_flags());
     assert!(!plan.info.namespaces.contains(&"cgroup".to_string()));
@@ -168,11 +166,20 @@ fn landlock_tier_has_no_root_and_carries_the_record_in_the_environment() {
     assert_eq!(record, plan.info);
     assert_eq!(env(&plan, "PATH"), Some("/usr/bin:/bin:/usr/lib/warren"));
     let info = &plan.info;
-    assert_eq!((info.tier.as_str(), info.uid), ("landlock", 1_500_000_000));
+    assert_eq!(
+        (info.sandbox.tier.name(), info.uid),
+        ("landlock", 1_500_000_000)
+    );
     assert_eq!(info.hostname, "host1", "no uts namespace of its own");
     assert!(info.namespaces.is_empty());
-    assert_eq!(info.seccomp, "default-v2+shared-host-v1");
-    assert_eq!(info.rlimits.len(), plan.confinement.rlimits.len());
+    assert_eq!(
+        info.sandbox.seccomp.as_deref(),
+        Some("default-v2+shared-host-v1")
+    );
+    assert_eq!(
+        info.sandbox.limits.per_process.len(),
+        plan.confinement.rlimits.len()
+    );
 }
 
 #[test]
@@ -182,7 +189,7 @@ fn none_tier_confines_nothing_but_still_sets_rlimits() {
     assert_eq!(plan.confinement.landlock, None);
     assert_eq!(plan.confinement.seccomp, SeccompPlan::Off);
     assert!(plan.confinement.seccomp.filters().unwrap().is_empty());
-    assert_eq!(plan.info.seccomp, "off");
+    assert_eq!(plan.info.sandbox.seccomp, None);
     assert_eq!(kinds(&plan), [Kind::Core, Kind::Nofile, Kind::Data]);
     assert!(env(&plan, INFO_ENV).is_some());
 }
@@ -191,13 +198,16 @@ fn none_tier_confines_nothing_but_still_sets_rlimits() {
 fn unconfined_profile_installs_no_profile_filter() {
     let mut s = spec(Isolation::Namespaces);
     s.seccomp = Profile::Unconfined;
-    let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
-    assert_eq!(plan.info.seccomp, "unconfined");
+    let plan = build(&s, &host(), no_limits()).unwrap();
+    assert_eq!(plan.info.sandbox.seccomp.as_deref(), Some("unconfined"));
     assert!(plan.confinement.seccomp.filters().unwrap().is_empty());
     // The landlock tier keeps its own filter even then.
     s.isolation = Isolation::Landlock;
-    let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
-    assert_eq!(plan.info.seccomp, "unconfined+shared-host-v1");
+    let plan = build(&s, &host(), no_limits()).unwrap();
+    assert_eq!(
+        plan.info.sandbox.seccomp.as_deref(),
+        Some("unconfined+shared-host-v1")
+    );
     assert_eq!(plan.confinement.seccomp.filters().unwrap().len(), 1);
 }
 
@@ -208,7 +218,7 @@ fn without_landlock_abi_9_the_landlock_tier_refuses_unix_sockets_too() {
             landlock_abi: abi,
             ..host()
         };
-        let plan = build(&spec(Isolation::Landlock), &host, CgroupOutcome::default()).unwrap();
+        let plan = build(&spec(Isolation::Landlock), &host, no_limits()).unwrap();
         assert_eq!(
             plan.confinement.seccomp,
             SeccompPlan::WithSharedHost {
@@ -224,26 +234,21 @@ fn without_landlock_abi_9_the_landlock_tier_refuses_unix_sockets_too() {
 
 #[test]
 fn rlimits_substitute_only_for_missing_cgroup_limits() {
-    let plan = build(
-        &spec(Isolation::Landlock),
-        &host(),
-        CgroupOutcome::default(),
-    )
-    .unwrap();
+    let plan = build(&spec(Isolation::Landlock), &host(), no_limits()).unwrap();
     assert_eq!(kinds(&plan), [Kind::Core, Kind::Nofile]);
     // nproc counts a uid host-wide: not when the tenant shares ours.
     let shared_uid = HostFacts {
         caller_uid: 1_500_000_000,
         ..host()
     };
-    let all = CgroupOutcome {
-        applied: Limits::NONE,
-        missing: vec!["memory".into(), "cpu".into(), "pids".into()],
-    };
+    let all = LimitsInForce::cgroup(
+        crate::cgroups::Limits::NONE,
+        vec!["memory".into(), "cpu".into(), "pids".into()],
+    );
     let plan = build(&spec(Isolation::Landlock), &shared_uid, all).unwrap();
     assert_eq!(kinds(&plan), [Kind::Core, Kind::Nofile, Kind::Data]);
     assert_eq!(
-        plan.info.rlimits[2],
+        plan.info.sandbox.limits.per_process[2],
         "memory 512 MiB per process (RLIMIT_DATA)"
     );
 }
@@ -263,7 +268,7 @@ fn read_only_binds_stay_read_only_in_every_wall() {
             readonly: false,
         },
     ];
-    let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
+    let plan = build(&s, &host(), no_limits()).unwrap();
     let rw = &plan.confinement.landlock.as_ref().unwrap().paths.read_write;
     assert!(rw.contains(&"/out".into()) && !rw.contains(&"/data".into()));
     assert!(plan.mounts.iter().any(|o| matches!(o,
@@ -273,7 +278,7 @@ fn read_only_binds_stay_read_only_in_every_wall() {
     for b in &mut s.binds {
         b.target = b.source.clone();
     }
-    let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
+    let plan = build(&s, &host(), no_limits()).unwrap();
     let paths = &plan.confinement.landlock.as_ref().unwrap().paths;
     assert!(paths.read_only.contains(&"/srv/data".into()));
     assert!(!paths.read_write.contains(&"/srv/data".into()));
@@ -284,10 +289,10 @@ fn read_only_binds_stay_read_only_in_every_wall() {
 fn path_gets_the_tool_once_or_is_made() {
     let mut s = spec(Isolation::None);
     s.env = vec![("PATH".into(), "/usr/lib/warren:/usr/bin".into())];
-    let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
+    let plan = build(&s, &host(), no_limits()).unwrap();
     assert_eq!(env(&plan, "PATH"), Some("/usr/lib/warren:/usr/bin"));
     s.env = vec![(INFO_ENV.into(), "forged".into())];
-    let plan = build(&s, &host(), CgroupOutcome::default()).unwrap();
+    let plan = build(&s, &host(), no_limits()).unwrap();
     assert_eq!(env(&plan, "PATH"), Some("/usr/lib/warren"));
     assert_eq!(
         plan.confinement
@@ -303,7 +308,7 @@ fn path_gets_the_tool_once_or_is_made() {
         info_tool: None,
         ..host()
     };
-    let plan = build(&spec(Isolation::Landlock), &bare, CgroupOutcome::default()).unwrap();
+    let plan = build(&spec(Isolation::Landlock), &bare, no_limits()).unwrap();
     assert_eq!(env(&plan, "PATH"), Some("/usr/bin:/bin"));
     assert_eq!(
         plan.confinement.landlock.unwrap().paths,

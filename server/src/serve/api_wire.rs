@@ -15,7 +15,9 @@ use utoipa::openapi::schema::{
 };
 use utoipa::openapi::{Ref, RefOr, Schema};
 use utoipa::{Number, PartialSchema, ToSchema};
-use warren_runtime::{cgroups, workspace};
+use warren_runtime::landlock::Level;
+use warren_runtime::spec::Isolation;
+use warren_runtime::{cgroups, record, workspace};
 
 use super::sessions;
 use crate::state::LimitValue;
@@ -317,6 +319,117 @@ impl From<workspace::HomeUsage> for HomeUsage {
     }
 }
 
+/// What a sandbox got, recorded once by its shim (runtime::record)
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxRecord {
+    pub tier: Tier,
+    pub limits: LimitsInForce,
+    /// The seccomp profile in force; absent when there is no filter
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub seccomp: Option<String>,
+    /// Absent when the tier uses no Landlock
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub landlock: Option<LandlockStatus>,
+}
+
+/// An isolation tier
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Namespaces,
+    Landlock,
+    None,
+}
+
+/// The limits a sandbox runs under; null: not enforced by its cgroup
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsInForce {
+    #[schema(required = true)]
+    pub memory_bytes: Option<u64>,
+    /// Cores
+    #[schema(required = true, minimum = 0)]
+    pub cpu: Option<f64>,
+    #[schema(required = true)]
+    pub pids: Option<u64>,
+    /// Asked for but not enforced on this host: `memory`, `cpu`, `pids`
+    pub missing: Vec<String>,
+    /// Per-process limits (rlimits) of the tiers without namespaces, in words
+    pub per_process: Vec<String>,
+    /// For each missing limit, why; absent when none is missing
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reasons: BTreeMap<String, String>,
+    /// Limits that applied only in part; absent when none
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// How much of the Landlock ruleset the kernel enforces
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LandlockStatus {
+    /// The Landlock ABI in use; 0 when the kernel has none
+    pub abi: u32,
+    pub level: LandlockLevel,
+}
+
+/// Landlock's enforcement level
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LandlockLevel {
+    FullyEnforced,
+    PartiallyEnforced,
+    NotEnforced,
+}
+
+impl From<record::SandboxRecord> for SandboxRecord {
+    fn from(r: record::SandboxRecord) -> Self {
+        let record::SandboxRecord {
+            tier,
+            limits,
+            seccomp,
+            landlock,
+        } = r;
+        let record::LimitsInForce {
+            memory_bytes,
+            cpu,
+            pids,
+            missing,
+            per_process,
+            reasons,
+            notes,
+        } = limits;
+        SandboxRecord {
+            tier: match tier {
+                Isolation::Namespaces => Tier::Namespaces,
+                Isolation::Landlock => Tier::Landlock,
+                Isolation::None => Tier::None,
+            },
+            limits: LimitsInForce {
+                memory_bytes,
+                cpu,
+                pids,
+                missing,
+                per_process,
+                reasons,
+                notes,
+            },
+            seccomp,
+            landlock: landlock.map(|l| LandlockStatus {
+                abi: l.abi,
+                level: match l.level {
+                    Level::FullyEnforced => LandlockLevel::FullyEnforced,
+                    Level::PartiallyEnforced => LandlockLevel::PartiallyEnforced,
+                    Level::NotEnforced => LandlockLevel::NotEnforced,
+                },
+            }),
+        }
+    }
+}
+
 /// What a tenant uses now
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +446,9 @@ pub struct Stats {
     pub limits_missing: Vec<String>,
     /// Why they could not be applied
     pub limits_reasons: Vec<String>,
+    /// What the running sandbox got, as its shim recorded it: the same record as the terminal's hello frame and `warren-info --json`; null when no sandbox runs
+    #[schema(required = true)]
+    pub record: Option<SandboxRecord>,
     /// From the sandbox's cgroup, when it has one
     #[schema(required = true)]
     pub memory_bytes: Option<u64>,
@@ -359,6 +475,7 @@ impl From<manage::Stats> for Stats {
             limits,
             limits_missing,
             limits_reasons,
+            record,
             memory_bytes,
             cpu_usec,
             pids,
@@ -374,6 +491,7 @@ impl From<manage::Stats> for Stats {
             limits: limits.into(),
             limits_missing,
             limits_reasons,
+            record: record.map(Into::into),
             memory_bytes,
             cpu_usec,
             pids,
@@ -856,6 +974,20 @@ mod tests {
             },
             limits_missing: vec!["cpu".into()],
             limits_reasons: vec!["no cpu controller".into()],
+            record: Some(record::SandboxRecord {
+                tier: Isolation::Landlock,
+                limits: record::LimitsInForce {
+                    per_process: vec!["core dumps off".into()],
+                    notes: vec!["swap not accounted".into()],
+                    ..record::LimitsInForce::cgroup(cgroups::Limits::NONE, vec!["cpu".into()])
+                        .with_reasons([("cpu".into(), "no cpu controller".into())].into())
+                },
+                seccomp: Some("default-v2+shared-host-v1".into()),
+                landlock: Some(warren_runtime::landlock::LandlockStatus {
+                    abi: 6,
+                    level: Level::PartiallyEnforced,
+                }),
+            }),
             memory_bytes: Some(4096),
             cpu_usec: None,
             pids: Some(3),

@@ -13,7 +13,7 @@ use super::connections::ConnLimits;
 use super::host::{HostError, HostPolicy};
 use super::origin::{OriginError, OriginPolicy};
 use super::relay::PingPolicy;
-use super::sessions::Limits;
+use super::sessions::SessionLimits;
 use super::{ServeConfig, WebSettings};
 
 /// warren's default port.
@@ -97,10 +97,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WARREN_TERMINAL_GRACE", value_parser = parse_duration, default_value = "5m")]
     pub terminal_grace: Duration,
     /// Most sandboxes (users with a live sandbox) at once.
-    #[arg(long, env = "WARREN_MAX_SANDBOXES", default_value_t = Limits::default().max_sandboxes)]
+    #[arg(long, env = "WARREN_MAX_SANDBOXES", default_value_t = SessionLimits::default().max_sandboxes)]
     pub max_sandboxes: usize,
     /// Most terminals one user may have open.
-    #[arg(long, env = "WARREN_MAX_TERMINALS_PER_USER", default_value_t = Limits::default().max_terminals_per_user)]
+    #[arg(long, env = "WARREN_MAX_TERMINALS_PER_USER", default_value_t = SessionLimits::default().max_terminals_per_user)]
     pub max_terminals_per_user: usize,
     /// How long a login (session cookie) lasts in --auth token mode.
     #[arg(long, env = "WARREN_SESSION_TTL", value_parser = parse_duration, default_value = "12h")]
@@ -116,10 +116,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WARREN_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Most bytes of file data one import may unpack.
-    #[arg(long, env = "WARREN_IMPORT_MAX_BYTES", default_value_t = warren_runtime::archive::Limits::default().max_bytes)]
+    #[arg(long, env = "WARREN_IMPORT_MAX_BYTES", default_value_t = warren_runtime::archive::ArchiveLimits::default().max_bytes)]
     pub import_max_bytes: u64,
     /// Most entries one import may hold.
-    #[arg(long, env = "WARREN_IMPORT_MAX_ENTRIES", default_value_t = warren_runtime::archive::Limits::default().max_entries)]
+    #[arg(long, env = "WARREN_IMPORT_MAX_ENTRIES", default_value_t = warren_runtime::archive::ArchiveLimits::default().max_entries)]
     pub import_max_entries: u64,
     #[command(flatten)]
     pub store: crate::cli::StoreArgs,
@@ -215,7 +215,7 @@ impl ServeArgs {
             listen: self.listen,
             auth,
             allowed_origins: self.allowed_origins.clone(),
-            limits: Limits {
+            limits: SessionLimits {
                 max_sandboxes: self.max_sandboxes,
                 max_terminals_per_user: self.max_terminals_per_user,
                 terminal_grace: self.terminal_grace,
@@ -295,7 +295,7 @@ impl ServeArgs {
             defaults: self.limits.limits(),
             admin_token,
             admin_token_file: Some(path),
-            import_limits: warren_runtime::archive::Limits {
+            import_limits: warren_runtime::archive::ArchiveLimits {
                 max_bytes: self.import_max_bytes,
                 max_entries: self.import_max_entries,
                 max_entry_bytes: self.import_max_bytes,

@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::process::{ChildStderr, ChildStdin, ChildStdout, Stdio};
 use std::sync::Arc;
 
-use warren_runtime::cgroups::{Limits, Usage};
-use warren_runtime::info::Applied;
+use warren_runtime::cgroups::Usage;
+use warren_runtime::record::SandboxRecord;
 
 use super::protocol::WinSize;
 use super::user::UserId;
@@ -87,14 +87,9 @@ pub trait Backend: Send + Sync + 'static {
 
 /// One user's running sandbox.
 pub trait Sandbox: Send + Sync + 'static {
-    /// The isolation tier in force (`namespaces`, `landlock`, `none`), shown
-    /// to the user in the `hello` frame.
-    fn tier(&self) -> &str;
-
-    /// The tier and the limits actually in force: enforced by the cgroup,
-    /// missing on this host, and per-process ones. Shown in the `hello`
-    /// frame and the API.
-    fn applied(&self) -> Applied;
+    /// What the sandbox got, as its shim recorded it (`runtime::record`):
+    /// shown unchanged in the `hello` frame and the stats API.
+    fn record(&self) -> &SandboxRecord;
 
     /// Starts a new shell in the sandbox on a new PTY of the given size.
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>>;
@@ -106,10 +101,6 @@ pub trait Sandbox: Send + Sync + 'static {
         cmd: ExecCommand,
         stdio: ExecStdio,
     ) -> BoxFuture<'_, Result<ExecChild, BackendError>>;
-
-    /// The limits the sandbox runs under: what was asked for, and which of
-    /// those the host could not apply.
-    fn limits(&self) -> AppliedLimits;
 
     /// Live memory, CPU time and process count from the sandbox's cgroup,
     /// when it has one.
@@ -220,15 +211,4 @@ pub struct ExecChild {
     pub stdout: Option<ChildStdout>,
     pub stderr: Option<ChildStderr>,
     pub process: Box<dyn TerminalProcess>,
-}
-
-/// The limits a sandbox runs under.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct AppliedLimits {
-    /// In force (what the cgroup holds).
-    pub limits: Limits,
-    /// Asked for but not applied on this host (`memory`, `cpu`, `pids`),
-    /// with the reasons.
-    pub missing: Vec<String>,
-    pub reasons: Vec<String>,
 }

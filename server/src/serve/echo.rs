@@ -19,19 +19,29 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use warren_runtime::cgroups::Limits;
-use warren_runtime::info::Applied;
+use warren_runtime::record::SandboxRecord;
 use warren_runtime::spec::Isolation;
 
 use super::backend::{
-    AppliedLimits, Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio,
-    ProcessExit, Sandbox, Spawned, TerminalProcess,
+    Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio, ProcessExit, Sandbox,
+    Spawned, TerminalProcess,
 };
 use super::protocol::WinSize;
 use super::pty;
 use super::user::UserId;
 
-/// The tier the echo backend reports.
-pub const ECHO_TIER: &str = "none";
+/// What every echo sandbox got: tier `none`, and none of the default
+/// limits, since a plain shell has no cgroup.
+fn echo_record() -> SandboxRecord {
+    let mut record = SandboxRecord::unlimited(Isolation::None, &Limits::default());
+    record.limits.reasons = record
+        .limits
+        .missing
+        .iter()
+        .map(|m| (m.clone(), "the echo backend applies no limits".to_string()))
+        .collect();
+    record
+}
 
 /// Runs `argv` (default `/bin/sh`) on a PTY for every terminal.
 #[derive(Debug, Clone)]
@@ -67,6 +77,7 @@ impl Backend for EchoBackend {
             argv: self.argv.clone(),
             user: user.clone(),
             stopped,
+            record: echo_record(),
         };
         Box::pin(async move { Ok(Arc::new(sandbox) as Arc<dyn Sandbox>) })
     }
@@ -89,6 +100,7 @@ struct EchoSandbox {
     user: UserId,
     /// Set by `stop`; every shell of this sandbox watches it.
     stopped: watch::Sender<bool>,
+    record: SandboxRecord,
 }
 
 impl EchoSandbox {
@@ -146,13 +158,8 @@ impl EchoSandbox {
 }
 
 impl Sandbox for EchoSandbox {
-    fn tier(&self) -> &str {
-        ECHO_TIER
-    }
-
-    fn applied(&self) -> Applied {
-        // A plain shell: no tier, nothing limited, nothing asked for.
-        Applied::unlimited(Isolation::None, &Limits::NONE)
+    fn record(&self) -> &SandboxRecord {
+        &self.record
     }
 
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>> {
@@ -200,18 +207,6 @@ impl Sandbox for EchoSandbox {
                 }),
             })
         })
-    }
-
-    fn limits(&self) -> AppliedLimits {
-        AppliedLimits {
-            limits: warren_runtime::cgroups::Limits {
-                memory_bytes: None,
-                cpu: None,
-                pids: None,
-            },
-            missing: vec!["memory".into(), "cpu".into(), "pids".into()],
-            reasons: vec!["the echo backend applies no limits".into()],
-        }
     }
 
     fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {

@@ -33,8 +33,8 @@ use super::auth::{clear_cookie, Auth, AuthError, AuthMode, Credentials};
 use super::host::{self, HostPolicy};
 use super::metrics::Metrics;
 use super::origin::OriginPolicy;
-use super::protocol::{WinSize, SUBPROTOCOL};
-use super::relay::{self, PingPolicy, Target};
+use super::protocol::{checked_size, WinSize, SUBPROTOCOL};
+use super::relay::{self, PingPolicy, TerminalRequest};
 use super::sessions::Registry;
 use crate::manage::Manager;
 
@@ -419,11 +419,11 @@ async fn ws_new(
     ws: WebSocketUpgrade,
 ) -> Result<Response, HttpError> {
     let default = WinSize::default();
-    let size = WinSize::new(
+    let size = checked_size(
         p.cols.unwrap_or(default.cols),
         p.rows.unwrap_or(default.rows),
     );
-    upgrade(app, &headers, &p, ws, Target::New(size))
+    upgrade(app, &headers, &p, ws, TerminalRequest::New(size))
 }
 
 async fn ws_attach(
@@ -433,7 +433,7 @@ async fn ws_attach(
     Query(p): Query<WsParams>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, HttpError> {
-    upgrade(app, &headers, &p, ws, Target::Attach(terminal))
+    upgrade(app, &headers, &p, ws, TerminalRequest::Attach(terminal))
 }
 
 fn upgrade(
@@ -441,7 +441,7 @@ fn upgrade(
     headers: &HeaderMap,
     p: &WsParams,
     ws: WebSocketUpgrade,
-    target: Target,
+    target: TerminalRequest,
 ) -> Result<Response, HttpError> {
     app.inner
         .web

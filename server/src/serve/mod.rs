@@ -51,7 +51,7 @@ pub use echo::EchoBackend;
 pub use http::{app, AppState, WebPolicy};
 pub use metrics::Metrics;
 pub use relay::PingPolicy;
-pub use sessions::{Limits, Registry};
+pub use sessions::{Registry, SessionLimits};
 pub use user::UserId;
 
 /// Mints an HS256 token for `user`, valid for `ttl` (what
@@ -66,7 +66,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub auth: Auth,
     pub allowed_origins: Vec<String>,
-    pub limits: Limits,
+    pub limits: SessionLimits,
     pub shutdown_timeout: Duration,
     /// The management API; `None` serves terminals only.
     pub management: Option<Management>,
@@ -96,7 +96,7 @@ pub struct Management {
     /// Where the token was read from (for the banner).
     pub admin_token_file: Option<std::path::PathBuf>,
     /// What one import may hold.
-    pub import_limits: warren_runtime::archive::Limits,
+    pub import_limits: warren_runtime::archive::ArchiveLimits,
 }
 
 /// Tells the audit log and the metrics about sessions.

@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use warren_runtime::record::SandboxRecord;
+
 use super::backend::SandboxEnd;
 
 /// The WebSocket subprotocol a client offers (`Sec-WebSocket-Protocol`).
@@ -43,27 +45,16 @@ pub mod close {
     pub const UNAVAILABLE: u16 = 4503;
 }
 
-/// A terminal size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct WinSize {
-    pub cols: u16,
-    pub rows: u16,
-}
+/// A terminal size in character cells: the runtime's, one type from the
+/// page to the PTY.
+pub use warren_runtime::pty::WinSize;
 
-impl Default for WinSize {
-    fn default() -> Self {
-        WinSize { cols: 80, rows: 24 }
+/// A size within 1..=MAX_COLS × 1..=MAX_ROWS, or why not.
+pub fn checked_size(cols: u16, rows: u16) -> Result<WinSize, ProtocolError> {
+    if cols == 0 || rows == 0 || cols > MAX_COLS || rows > MAX_ROWS {
+        return Err(ProtocolError::BadSize { cols, rows });
     }
-}
-
-impl WinSize {
-    /// A size within 1..=MAX_COLS × 1..=MAX_ROWS, or why not.
-    pub fn new(cols: u16, rows: u16) -> Result<WinSize, ProtocolError> {
-        if cols == 0 || rows == 0 || cols > MAX_COLS || rows > MAX_ROWS {
-            return Err(ProtocolError::BadSize { cols, rows });
-        }
-        Ok(WinSize { cols, rows })
-    }
+    Ok(WinSize { cols, rows })
 }
 
 /// Why a terminal ended, as the client sees it.
@@ -126,8 +117,10 @@ pub enum ServerMessage<'a> {
         protocol: &'static str,
         terminal: &'a str,
         user: &'a str,
-        tier: &'a str,
-        limits: LimitsInForce<'a>,
+        /// The sandbox's record as the shim made it: `tier`, `limits`,
+        /// `seccomp`, `landlock` at the frame's top level.
+        #[serde(flatten)]
+        sandbox: &'a SandboxRecord,
         cols: u16,
         rows: u16,
     },
@@ -136,30 +129,6 @@ pub enum ServerMessage<'a> {
     Error {
         message: &'a str,
     },
-}
-
-/// The `hello` frame's `limits`: what the sandbox's cgroup enforces (null
-/// where nothing does), what was asked for but is not enforced on this
-/// host, and the per-process limits of the tiers without namespaces.
-#[derive(Debug, Clone, Serialize)]
-pub struct LimitsInForce<'a> {
-    pub memory_bytes: Option<u64>,
-    pub cpu: Option<f64>,
-    pub pids: Option<u64>,
-    pub missing: &'a [String],
-    pub per_process: &'a [String],
-}
-
-impl<'a> LimitsInForce<'a> {
-    pub fn of(applied: &'a warren_runtime::info::Applied) -> LimitsInForce<'a> {
-        LimitsInForce {
-            memory_bytes: applied.limits.memory_bytes,
-            cpu: applied.limits.cpu,
-            pids: applied.limits.pids,
-            missing: &applied.missing,
-            per_process: &applied.rlimits,
-        }
-    }
 }
 
 impl ServerMessage<'_> {
@@ -210,7 +179,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
                     kind: "resize",
                     detail: e.to_string(),
                 })?;
-            Ok(ClientMessage::Resize(WinSize::new(f.cols, f.rows)?))
+            Ok(ClientMessage::Resize(checked_size(f.cols, f.rows)?))
         }
         Some("ping") => Ok(ClientMessage::Ping),
         Some(other) => Err(ProtocolError::UnknownType(truncate(other, 40))),
@@ -304,22 +273,28 @@ mod tests {
             r#"{"type":"exit","code":null,"signal":9,"reason":"sandbox_ended","sandbox":{"cause":"killed","signal":9,"code":null}}"#
         );
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
-        let applied = warren_runtime::info::Applied {
-            tier: warren_runtime::spec::Isolation::Landlock,
-            limits: warren_runtime::cgroups::Limits {
+        let mut limits = warren_runtime::record::LimitsInForce::cgroup(
+            warren_runtime::cgroups::Limits {
                 memory_bytes: Some(512 << 20),
                 cpu: None,
                 pids: Some(512),
             },
-            missing: vec!["cpu".into()],
-            rlimits: vec!["core dumps off".into()],
+            vec!["cpu".into()],
+        );
+        limits.per_process = vec!["core dumps off".into()];
+        // What a client of the first shape saw: the record's optional parts
+        // (seccomp, Landlock, reasons) are left out when absent.
+        let record = SandboxRecord {
+            tier: warren_runtime::spec::Isolation::Landlock,
+            limits,
+            seccomp: None,
+            landlock: None,
         };
         let hello = ServerMessage::Hello {
             protocol: SUBPROTOCOL,
             terminal: "t1",
             user: "alice",
-            tier: applied.tier.name(),
-            limits: LimitsInForce::of(&applied),
+            sandbox: &record,
             cols: 80,
             rows: 24,
         };
@@ -331,5 +306,41 @@ mod tests {
             ServerMessage::Error { message: "no" }.to_json(),
             r#"{"type":"error","message":"no"}"#
         );
+    }
+
+    #[test]
+    fn hello_carries_the_whole_record() {
+        let mut limits = warren_runtime::record::LimitsInForce::cgroup(
+            warren_runtime::cgroups::Limits::NONE,
+            vec!["memory".into()],
+        );
+        limits
+            .reasons
+            .insert("memory".into(), "no delegated cgroup".into());
+        let record = SandboxRecord {
+            tier: warren_runtime::spec::Isolation::Namespaces,
+            limits,
+            seccomp: Some("default-v2".into()),
+            landlock: Some(warren_runtime::landlock::expected(4)),
+        };
+        let hello = ServerMessage::Hello {
+            protocol: SUBPROTOCOL,
+            terminal: "t1",
+            user: "alice",
+            sandbox: &record,
+            cols: 80,
+            rows: 24,
+        };
+        let v: serde_json::Value = serde_json::from_str(&hello.to_json()).unwrap();
+        assert_eq!(v["seccomp"], "default-v2");
+        assert_eq!(v["landlock"]["level"], "partially_enforced");
+        assert_eq!(v["limits"]["reasons"]["memory"], "no delegated cgroup");
+        // The frame minus its own fields is the record, unchanged.
+        let mut rest = v.as_object().unwrap().clone();
+        for own in ["type", "protocol", "terminal", "user", "cols", "rows"] {
+            rest.remove(own);
+        }
+        let back: SandboxRecord = serde_json::from_value(rest.into()).unwrap();
+        assert_eq!(back, record);
     }
 }

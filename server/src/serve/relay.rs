@@ -33,8 +33,8 @@ use tokio::time::Instant;
 use super::auth::AuthError;
 use super::http::{AppState, ConnectionGuard};
 use super::protocol::{
-    close, parse_client, ClientMessage, ExitInfo, ExitReason, LimitsInForce, ProtocolError,
-    ServerMessage, WinSize, SUBPROTOCOL,
+    close, parse_client, ClientMessage, ExitInfo, ExitReason, ProtocolError, ServerMessage,
+    WinSize, SUBPROTOCOL,
 };
 use super::sessions::Attachment;
 use super::terminal::{Viewer, ViewerEvent};
@@ -135,7 +135,7 @@ fn close_for_read_error(e: axum::Error) -> Option<(u16, String)> {
 
 /// What the connection asked for.
 #[derive(Debug)]
-pub enum Target {
+pub enum TerminalRequest {
     New(Result<WinSize, ProtocolError>),
     Attach(String),
 }
@@ -144,7 +144,7 @@ pub async fn serve(
     socket: WebSocket,
     app: AppState,
     user: Result<UserId, AuthError>,
-    target: Target,
+    target: TerminalRequest,
     _guard: ConnectionGuard,
 ) {
     let user = match user {
@@ -174,9 +174,11 @@ pub async fn serve(
     };
     let registry = app.registry();
     let attached = match target {
-        Target::New(Err(e)) => return refuse(socket, close::BAD_REQUEST, &e.to_string()).await,
-        Target::New(Ok(size)) => registry.open(&user, size).await.map(Attachment::Live),
-        Target::Attach(id) => registry.attach(&user, &id),
+        TerminalRequest::New(Err(e)) => {
+            return refuse(socket, close::BAD_REQUEST, &e.to_string()).await
+        }
+        TerminalRequest::New(Ok(size)) => registry.open(&user, size).await.map(Attachment::Live),
+        TerminalRequest::Attach(id) => registry.attach(&user, &id),
     };
     match attached {
         Err(e) => {
@@ -260,8 +262,7 @@ async fn relay(
         protocol: SUBPROTOCOL,
         terminal: terminal.id(),
         user: user.as_str(),
-        tier: terminal.tier(),
-        limits: LimitsInForce::of(terminal.applied()),
+        sandbox: terminal.record(),
         cols: size.cols,
         rows: size.rows,
     }

@@ -19,16 +19,15 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use warren_runtime::cgroups::{Cgroups, Limits, Roots};
-use warren_runtime::info::Applied;
 use warren_runtime::launch::{self, JoinTarget, Mode};
+use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, Exit, Reader};
-use warren_runtime::rlimits;
 use warren_runtime::spec::Isolation;
 use warren_runtime::spec::SandboxSpec;
 
 use super::backend::{
-    AppliedLimits, Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio,
-    ProcessExit, Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
+    Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio, ProcessExit,
+    Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
 use super::protocol::WinSize;
 use super::user::UserId;
@@ -271,7 +270,7 @@ impl Backend for SandboxBackend {
             let ReadyInfo {
                 init_pid,
                 cgroup,
-                applied: limits,
+                record,
                 reader,
             } = match ready {
                 Ok(Ok(Ok(r))) => r,
@@ -282,72 +281,54 @@ impl Backend for SandboxBackend {
                     return Err(err("start sandbox", "timed out"));
                 }
             };
-            let applied = Applied {
-                tier: spec.isolation,
-                limits: limits.limits,
-                rlimits: rlimits::for_spec(&spec, &limits.missing)
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                missing: limits.missing.clone(),
-            };
             let mut template = spec;
             template.hold = false;
             template.argv = self.shell.clone();
             Ok(Arc::new(UserSandbox {
-                applied,
                 shim_path: self.shim.clone(),
                 template,
                 target: JoinTarget {
                     init_pid,
                     parent_pid: shim_pid,
                     cgroup,
+                    record: Some(Box::new(record.clone())),
                 },
+                record,
                 shim,
                 reader: Mutex::new(Some(reader)),
-                limits,
             }) as Arc<dyn Sandbox>)
         })
     }
 }
 
 /// What a held sandbox reported by the time it was ready: PID 1's pid, its
-/// cgroup id, the limits in force and the missing ones.
+/// cgroup id and its record.
 struct ReadyInfo {
     init_pid: i32,
     cgroup: Option<String>,
-    applied: AppliedLimits,
+    record: SandboxRecord,
     reader: Reader<File>,
 }
 
 /// Reads the held sandbox's events until PID 1 says it is ready.
 fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
-    let (mut init, mut cgroup, mut ready) = (None, None, false);
-    let mut applied = AppliedLimits {
-        limits: Limits {
-            memory_bytes: None,
-            cpu: None,
-            pids: None,
-        },
-        ..Default::default()
-    };
+    let (mut init, mut sandbox, mut ready) = (None, None, false);
+    // The shim records the sandbox before it clones it, so the record
+    // comes before Ready.
     while !(ready && init.is_some()) {
         match reader.next_event() {
             Some(Event::Started { init_pid }) => init = init.or(Some(init_pid)),
-            Some(Event::Limited {
-                cgroup: id, limits, ..
-            }) => {
-                cgroup = Some(id);
-                applied.limits = limits;
-            }
-            Some(Event::Unlimited { missing, reasons }) => {
-                tracing::warn!(
-                    "sandbox without the {} limit(s): {}",
-                    missing.join(", "),
-                    reasons.join("; ")
-                );
-                applied.missing = missing;
-                applied.reasons = reasons;
+            Some(Event::Sandbox { cgroup, record }) => {
+                if !record.limits.missing.is_empty() {
+                    let reasons: Vec<&str> =
+                        record.limits.reasons.values().map(String::as_str).collect();
+                    tracing::warn!(
+                        "sandbox without the {} limit(s): {}",
+                        record.limits.missing.join(", "),
+                        reasons.join("; ")
+                    );
+                }
+                sandbox = Some((cgroup, record));
             }
             Some(Event::Ready) => ready = true,
             Some(Event::Failed(e)) => return Err(err("start sandbox", with_hint(&e))),
@@ -360,38 +341,32 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
             }
         }
     }
+    let Some((cgroup, record)) = sandbox else {
+        return Err(err("start sandbox", "the shim sent no record"));
+    };
     Ok(ReadyInfo {
         init_pid: init.unwrap_or_default(),
         cgroup,
-        applied,
+        record,
         reader,
     })
 }
 
 /// One user's held sandbox.
 struct UserSandbox {
-    applied: Applied,
+    /// What the shim recorded, shown as it is.
+    record: SandboxRecord,
     shim_path: PathBuf,
     /// The user's spec with the login shell as the command.
     template: SandboxSpec,
     target: JoinTarget,
     shim: Arc<Mutex<Child>>,
     reader: Mutex<Option<Reader<File>>>,
-    /// What was asked for and what the host could not apply, with reasons.
-    limits: AppliedLimits,
 }
 
 impl Sandbox for UserSandbox {
-    fn tier(&self) -> &str {
-        self.applied.tier.name()
-    }
-
-    fn applied(&self) -> Applied {
-        self.applied.clone()
-    }
-
-    fn limits(&self) -> AppliedLimits {
-        self.limits.clone()
+    fn record(&self) -> &SandboxRecord {
+        &self.record
     }
 
     fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {

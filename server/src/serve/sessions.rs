@@ -35,7 +35,7 @@ pub const ENDED_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The registry's configurable limits.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct SessionLimits {
     pub max_sandboxes: usize,
     pub max_terminals_per_user: usize,
     /// How long a terminal with no viewer is kept.
@@ -49,9 +49,9 @@ pub struct Limits {
     pub stop_when_no_terminals: bool,
 }
 
-impl Default for Limits {
+impl Default for SessionLimits {
     fn default() -> Self {
-        Limits {
+        SessionLimits {
             max_sandboxes: 32,
             max_terminals_per_user: 8,
             terminal_grace: Duration::from_secs(5 * 60),
@@ -199,7 +199,7 @@ struct Inner {
 /// that enforces the grace period and the idle timeout.
 pub struct Registry {
     backend: Arc<dyn Backend>,
-    limits: Limits,
+    limits: SessionLimits,
     inner: Mutex<Inner>,
     shutting_down: watch::Sender<bool>,
     /// Number of terminals whose driver is still running.
@@ -269,7 +269,7 @@ pub fn valid_terminal_id(id: &str) -> bool {
 
 impl Registry {
     /// Must be called inside a tokio runtime (it spawns the reaper).
-    pub fn new(backend: Arc<dyn Backend>, limits: Limits) -> Arc<Registry> {
+    pub fn new(backend: Arc<dyn Backend>, limits: SessionLimits) -> Arc<Registry> {
         let registry = Arc::new(Registry {
             backend,
             limits,
@@ -282,7 +282,7 @@ impl Registry {
         registry
     }
 
-    pub fn limits(&self) -> Limits {
+    pub fn limits(&self) -> SessionLimits {
         self.limits
     }
 
@@ -587,9 +587,7 @@ impl Registry {
         let (link, _one_at_a_time) = self.ensure_sandbox(user, true).await?;
         let spawned = link.sandbox.open_terminal(size).await?;
         let id = new_terminal_id();
-        let applied = link.sandbox.applied();
-        let (terminal, driver) =
-            Terminal::start(id.clone(), user.clone(), applied, link, spawned, size)?;
+        let (terminal, driver) = Terminal::start(id.clone(), user.clone(), link, spawned, size)?;
         // Attach before the terminal is visible to the reaper.
         let viewer = terminal.attach();
         {
@@ -831,7 +829,7 @@ fn evict_idle(
 
 /// Applies the grace period and the idle timeout, a few times per the
 /// shorter of the two.
-async fn reaper(registry: Weak<Registry>, limits: Limits) {
+async fn reaper(registry: Weak<Registry>, limits: SessionLimits) {
     let shortest = limits.terminal_grace.min(limits.idle_timeout);
     let mut tick = (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     if limits.stop_when_no_terminals {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use tokio::sync::{mpsc, watch};
-use warren_runtime::info::Applied;
+use warren_runtime::record::SandboxRecord;
 
 use super::backend::{Sandbox, SandboxEnd, Spawned, TerminalProcess};
 use super::protocol::{ExitInfo, ExitReason, WinSize};
@@ -86,8 +86,6 @@ struct Shared {
 pub struct Terminal {
     id: String,
     user: UserId,
-    /// The sandbox's tier and limits, for the `hello` frame.
-    applied: Applied,
     pty: Pty,
     link: SandboxLink,
     shared: Mutex<Shared>,
@@ -118,7 +116,6 @@ impl Terminal {
     pub fn start(
         id: String,
         user: UserId,
-        applied: Applied,
         link: SandboxLink,
         spawned: Spawned,
         size: WinSize,
@@ -131,7 +128,6 @@ impl Terminal {
         let terminal = Arc::new(Terminal {
             id,
             user,
-            applied,
             pty,
             link,
             shared: Mutex::new(Shared {
@@ -158,12 +154,9 @@ impl Terminal {
         &self.user
     }
 
-    pub fn tier(&self) -> &str {
-        self.applied.tier.name()
-    }
-
-    pub fn applied(&self) -> &Applied {
-        &self.applied
+    /// What the terminal's sandbox got, for the `hello` frame.
+    pub fn record(&self) -> &SandboxRecord {
+        self.link.sandbox.record()
     }
 
     pub fn created_at(&self) -> std::time::SystemTime {

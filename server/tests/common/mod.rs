@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use warren::serve::{
-    AppState, Auth, Backend, EchoBackend, Limits, ServeConfig, Server, ShutdownHandle,
+    AppState, Auth, Backend, EchoBackend, ServeConfig, Server, SessionLimits, ShutdownHandle,
 };
 
 pub const LOGIN_TOKEN: &str = "test-login-token-0123456789abcdefghijklmnop";
@@ -35,7 +35,7 @@ pub enum AuthKind {
 
 pub struct Options {
     pub auth: AuthKind,
-    pub limits: Limits,
+    pub limits: SessionLimits,
     pub allowed_origins: Vec<String>,
     pub backend: Arc<dyn Backend>,
     pub shutdown_timeout: Duration,
@@ -49,7 +49,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             auth: AuthKind::Token,
-            limits: Limits::default(),
+            limits: SessionLimits::default(),
             allowed_origins: Vec::new(),
             backend: Arc::new(EchoBackend::new()),
             shutdown_timeout: Duration::from_secs(5),
@@ -516,11 +516,12 @@ pub async fn sandbox_server_in(d: &Dirs, isolation: warren_runtime::spec::Isolat
 
 /// Small import limits, so the hostile set's "too many entries" archive
 /// stays small.
-pub const IMPORT_LIMITS: warren_runtime::archive::Limits = warren_runtime::archive::Limits {
-    max_bytes: 64 << 20,
-    max_entries: 1000,
-    max_entry_bytes: 64 << 20,
-};
+pub const IMPORT_LIMITS: warren_runtime::archive::ArchiveLimits =
+    warren_runtime::archive::ArchiveLimits {
+        max_bytes: 64 << 20,
+        max_entries: 1000,
+        max_entry_bytes: 64 << 20,
+    };
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
 

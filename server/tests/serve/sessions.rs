@@ -4,7 +4,7 @@
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
-use warren::serve::Limits;
+use warren::serve::SessionLimits;
 
 use crate::common::*;
 
@@ -131,9 +131,9 @@ impl ParseUser for str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminals_per_user_are_capped_with_a_message() {
     let server = TestServer::with(Options {
-        limits: Limits {
+        limits: SessionLimits {
             max_terminals_per_user: 2,
-            ..Limits::default()
+            ..SessionLimits::default()
         },
         ..Options::default()
     })
@@ -168,9 +168,9 @@ async fn terminals_per_user_are_capped_with_a_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandboxes_are_capped_and_idle_ones_make_room() {
     let server = TestServer::with(Options {
-        limits: Limits {
+        limits: SessionLimits {
             max_sandboxes: 1,
-            ..Limits::default()
+            ..SessionLimits::default()
         },
         ..Options::default()
     })
@@ -203,9 +203,9 @@ async fn sandboxes_are_capped_and_idle_ones_make_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwatched_terminal_is_closed_after_the_grace_period() {
     let server = TestServer::with(Options {
-        limits: Limits {
+        limits: SessionLimits {
             terminal_grace: Duration::from_millis(300),
-            ..Limits::default()
+            ..SessionLimits::default()
         },
         ..Options::default()
     })
@@ -232,9 +232,9 @@ async fn unwatched_terminal_is_closed_after_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watched_terminal_outlives_the_grace_period() {
     let server = TestServer::with(Options {
-        limits: Limits {
+        limits: SessionLimits {
             terminal_grace: Duration::from_millis(100),
-            ..Limits::default()
+            ..SessionLimits::default()
         },
         ..Options::default()
     })
@@ -247,9 +247,9 @@ async fn watched_terminal_outlives_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sandbox_is_stopped() {
     let server = TestServer::with(Options {
-        limits: Limits {
+        limits: SessionLimits {
             idle_timeout: Duration::from_millis(300),
-            ..Limits::default()
+            ..SessionLimits::default()
         },
         ..Options::default()
     })
