@@ -25,7 +25,7 @@ use ::landlock::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::report::SetupError;
+use crate::setup_error::SetupError;
 
 /// The newest ABI whose access rights we ask for. Landlock only ever adds
 /// rights, so asking for more than the kernel knows is safe: BestEffort

@@ -21,6 +21,7 @@ pub mod record;
 pub mod report;
 pub mod rlimits;
 pub mod seccomp;
+pub mod setup_error;
 pub mod spec;
 pub mod sys;
 pub mod tenant;

@@ -16,7 +16,7 @@ use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::report::SetupError;
+use crate::setup_error::SetupError;
 use crate::sys;
 
 /// A terminal's size in character cells: from the page's `resize` frame

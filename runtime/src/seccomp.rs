@@ -40,7 +40,7 @@ use seccompiler::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::report::SetupError;
+use crate::setup_error::SetupError;
 use crate::sys::seccomp::X32_SYSCALL_BIT;
 
 pub use seccompiler::BpfProgram;
