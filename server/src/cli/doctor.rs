@@ -9,7 +9,7 @@ use warren_runtime::init::{self, Target};
 use warren_runtime::launch::{self, Outcome};
 use warren_runtime::report;
 
-use crate::sandbox::{self, Request, Settings};
+use warren_domain::sandbox::{self, Request, Settings};
 
 /// Prints the report (text or JSON) and returns the exit code: 0 when the
 /// default isolation is available and a trial sandbox ran, 1 otherwise.
@@ -89,7 +89,7 @@ fn trial_sandbox() -> Result<u128, String> {
     let settings = Settings {
         state_dir: dir.join("state"),
         workspace_root: dir.join("ws"),
-        uid_base: crate::config::DEFAULT_UID_BASE,
+        uid_base: crate::cli::config::DEFAULT_UID_BASE,
     };
     let req = Request {
         user: "doctor".into(),
@@ -127,7 +127,7 @@ fn trial_sandbox() -> Result<u128, String> {
 
 // --- Capacity: open files and PTYs (issue 10 §4) ---
 
-use crate::serve::capacity::{FdLimit, PtyCapacity, FDS_PER_TERMINAL};
+use crate::web::capacity::{FdLimit, PtyCapacity, FDS_PER_TERMINAL};
 
 /// Terminals below which a capacity line says `warn`: the defaults'
 /// 32 sandboxes x 8 terminals.

@@ -22,13 +22,13 @@ use warren_runtime::cgroups::Limits;
 use warren_runtime::info::Applied;
 use warren_runtime::spec::Isolation;
 
-use super::backend::{
+use crate::backend::{
     AppliedLimits, Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio,
     ProcessExit, Sandbox, Spawned, TerminalProcess,
 };
-use super::protocol::WinSize;
-use super::pty;
-use super::user::UserId;
+use crate::pty;
+use crate::user::UserId;
+use crate::WinSize;
 
 /// The tier the echo backend reports.
 pub const ECHO_TIER: &str = "none";
@@ -228,7 +228,7 @@ struct EchoCommand {
 impl TerminalProcess for EchoCommand {
     fn wait(&mut self) -> BoxFuture<'_, ProcessExit> {
         Box::pin(async move {
-            let status = super::sandboxes::wait_child(&self.child).await;
+            let status = crate::sandboxes::wait_child(&self.child).await;
             exit_of(status.ok_or_else(|| std::io::Error::other("lost the child")))
         })
     }

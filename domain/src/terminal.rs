@@ -27,14 +27,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use warren_runtime::info::Applied;
 
-use super::backend::{Sandbox, SandboxEnd, Spawned, TerminalProcess};
-use super::protocol::{ExitInfo, ExitReason, WinSize};
-use super::pty::Pty;
-use super::user::UserId;
+use crate::backend::{Sandbox, SandboxEnd, Spawned, TerminalProcess};
+use crate::exit::{ExitCause, TerminalExit};
+use crate::pty::Pty;
+use crate::user::UserId;
+use crate::WinSize;
 
 /// Largest chunk read from the PTY at once.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -69,7 +70,7 @@ impl SandboxLink {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ViewerEvent {
     Output(Bytes),
-    Exit(ExitInfo),
+    Exit(TerminalExit),
 }
 
 struct Shared {
@@ -78,7 +79,7 @@ struct Shared {
     viewers: Vec<(u64, mpsc::Sender<Bytes>)>,
     /// Since when nobody watches (None while somebody does).
     detached_since: Option<Instant>,
-    exit: Option<ExitInfo>,
+    exit: Option<TerminalExit>,
 }
 
 /// A live terminal. Shared (`Arc`) by the registry, its driver task and its
@@ -91,7 +92,7 @@ pub struct Terminal {
     pty: Pty,
     link: SandboxLink,
     shared: Mutex<Shared>,
-    kill: watch::Sender<Option<ExitReason>>,
+    kill: watch::Sender<Option<ExitCause>>,
     /// When the shell exited (None while it runs): ends pending input.
     exited: watch::Sender<Option<Instant>>,
     next_viewer: AtomicU64,
@@ -124,7 +125,7 @@ impl Terminal {
         size: WinSize,
     ) -> std::io::Result<(
         Arc<Terminal>,
-        impl std::future::Future<Output = ExitInfo> + Send + 'static,
+        impl std::future::Future<Output = TerminalExit> + Send + 'static,
     )> {
         let pty = Pty::new(spawned.master)?;
         let (kill, kill_rx) = watch::channel(None);
@@ -227,7 +228,7 @@ impl Terminal {
 
     /// Kills the shell; the viewers will be told `reason`. The first reason
     /// given wins.
-    pub fn kill(&self, reason: ExitReason) {
+    pub fn kill(&self, reason: ExitCause) {
         self.kill.send_if_modified(|r| {
             if r.is_none() {
                 *r = Some(reason);
@@ -252,7 +253,7 @@ impl Terminal {
         self.shared().viewers.len()
     }
 
-    pub fn exit_info(&self) -> Option<ExitInfo> {
+    pub fn exit_info(&self) -> Option<TerminalExit> {
         self.shared().exit
     }
 
@@ -264,18 +265,18 @@ impl Terminal {
     async fn drive(
         self: Arc<Self>,
         mut process: Box<dyn TerminalProcess>,
-        mut kill_rx: watch::Receiver<Option<ExitReason>>,
-    ) -> ExitInfo {
+        mut kill_rx: watch::Receiver<Option<ExitCause>>,
+    ) -> TerminalExit {
         let exited_rx = self.exited.subscribe();
         let process_side = async {
-            let mut killed: Option<ExitReason> = None;
+            let mut killed: Option<ExitCause> = None;
             let status = loop {
                 tokio::select! {
                     status = process.wait() => break status,
                     changed = kill_rx.changed(), if killed.is_none() => {
                         killed = match changed {
                             Ok(()) => *kill_rx.borrow_and_update(),
-                            Err(_) => Some(ExitReason::Closed),
+                            Err(_) => Some(ExitCause::Closed),
                         };
                         process.kill();
                     }
@@ -291,15 +292,15 @@ impl Terminal {
             tokio::join!(process_side, self.pump(exited_rx));
         let reason = match killed {
             Some(reason) => reason,
-            None if sandbox_ending => ExitReason::SandboxEnded,
-            None if status.memory_limit => ExitReason::MemoryLimit,
-            None => ExitReason::Exit,
+            None if sandbox_ending => ExitCause::SandboxEnded,
+            None if status.memory_limit => ExitCause::MemoryLimit,
+            None => ExitCause::Exit,
         };
         let sandbox = match reason {
-            ExitReason::SandboxEnded => self.link.end().await,
+            ExitCause::SandboxEnded => self.link.end().await,
             _ => None,
         };
-        let info = ExitInfo {
+        let info = TerminalExit {
             code: status.code,
             signal: status.signal,
             reason,
@@ -419,10 +420,10 @@ impl Viewer {
     pub async fn next(&mut self) -> ViewerEvent {
         match self.output.recv().await {
             Some(chunk) => ViewerEvent::Output(chunk),
-            None => ViewerEvent::Exit(self.terminal.exit_info().unwrap_or(ExitInfo {
+            None => ViewerEvent::Exit(self.terminal.exit_info().unwrap_or(TerminalExit {
                 code: None,
                 signal: None,
-                reason: ExitReason::Closed,
+                reason: ExitCause::Closed,
                 sandbox: None,
             })),
         }

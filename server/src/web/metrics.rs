@@ -17,6 +17,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use warren_domain::counters::ServiceCounters;
+
 use super::http::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,7 +52,7 @@ pub struct Metrics {
     audit: AuditMetrics,
 }
 
-/// The audit log's backlog (see `crate::audit`).
+/// The audit log's backlog (see `warren_domain::audit`).
 #[derive(Default)]
 struct AuditMetrics {
     pending: Gauge,
@@ -145,19 +147,28 @@ impl Metrics {
     pub fn oom_kill(&self) {
         self.oom_kills.inc();
     }
+}
 
-    pub fn exec(&self) {
+/// What the management service counts.
+impl ServiceCounters for Metrics {
+    fn exec(&self) {
         self.exec_total.inc();
     }
 
-    pub fn audit_pending(&self, n: usize) {
+    fn oom_kill(&self) {
+        Metrics::oom_kill(self);
+    }
+
+    fn audit_pending(&self, n: usize) {
         self.audit.pending.set(n as i64);
     }
 
-    pub fn audit_dropped(&self, n: u64) {
+    fn audit_dropped(&self, n: u64) {
         self.audit.dropped.inc_by(n);
     }
+}
 
+impl Metrics {
     /// The text exposition, with the present read from `app`.
     pub fn encode(&self, app: &AppState) -> String {
         let registry = app.registry();

@@ -17,7 +17,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Mutex;
 
-use super::protocol::WinSize;
+use crate::WinSize;
 
 /// A freshly opened PTY: the master for the server, the slave for the child.
 #[derive(Debug)]

@@ -8,8 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use warren_runtime::host::{self, TierChoice, TierError, TierRequest};
 use warren_runtime::spec::{Bind, Isolation};
 
-use crate::config;
-use crate::sandbox::{Request, Settings};
+pub mod args;
+pub mod config;
+pub mod doctor;
+pub mod run;
+pub mod users;
+
+use warren_domain::sandbox::{Request, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,13 +38,13 @@ pub enum Command {
         json: bool,
     },
     /// Serve the web terminal.
-    Serve(Box<crate::serve::ServeArgs>),
+    Serve(Box<crate::cli::args::ServeArgs>),
     /// Mint a login token (HS256 JWT) for `warren serve --auth jwt`.
-    Token(crate::serve::TokenArgs),
+    Token(crate::cli::args::TokenArgs),
     /// Manage tenants: list, create, show, stats, limits, delete, export, import.
-    Users(Box<crate::users_cli::UsersArgs>),
+    Users(Box<crate::cli::users::UsersArgs>),
     /// Run a command non-interactively in a user's sandbox.
-    Exec(Box<crate::users_cli::ExecArgs>),
+    Exec(Box<crate::cli::users::ExecArgs>),
 }
 
 /// The cgroup limits of each sandbox (`run` and `serve`).
@@ -166,7 +171,7 @@ pub struct RunArgs {
     pub tmp_size: u64,
     /// Give the command a terminal: auto = when stdin and stdout are ones.
     #[arg(long, value_enum, default_value = "auto")]
-    pub tty: crate::run::TtyMode,
+    pub tty: crate::cli::run::TtyMode,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -270,7 +275,7 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(warren_runtime::report::EXIT_SETUP_FAILED as u8);
                 }
             };
-            crate::run::announce(&tier, a.verbose);
+            crate::cli::run::announce(&tier, a.verbose);
             let mut binds = a.ro_binds;
             binds.extend(a.binds);
             let req = Request {
@@ -286,19 +291,19 @@ pub fn main() -> ExitCode {
                 hold: false,
                 isolation: tier.isolation,
                 tty: if a.force_tty {
-                    crate::run::TtyMode::Always
+                    crate::cli::run::TtyMode::Always
                 } else {
                     a.tty
                 }
                 .resolve(),
             };
-            crate::run::run(&a.store.settings(), &req, a.verbose)
+            crate::cli::run::run(&a.store.settings(), &req, a.verbose)
         }
-        Command::Doctor { json } => crate::doctor::doctor(json),
-        Command::Serve(a) => crate::serve::main(*a),
-        Command::Token(a) => crate::serve::token_main(a),
-        Command::Users(a) => crate::users_cli::users(*a),
-        Command::Exec(a) => crate::users_cli::exec(*a),
+        Command::Doctor { json } => crate::cli::doctor::doctor(json),
+        Command::Serve(a) => crate::web::main(*a),
+        Command::Token(a) => crate::web::token_main(a),
+        Command::Users(a) => crate::cli::users::users(*a),
+        Command::Exec(a) => crate::cli::users::exec(*a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -3,7 +3,7 @@
 //! against this router). Every route needs the admin token as
 //! `Authorization: Bearer T`; a user's login token gets 403, anything else
 //! 401, and both are written to the audit log. Handlers are thin: the work
-//! is in [`crate::manage`], shared with the command line.
+//! is in [`warren_domain::manage`], shared with the command line.
 
 use std::sync::Arc;
 
@@ -21,8 +21,8 @@ use subtle::ConstantTimeEq;
 
 use super::auth::Credentials;
 use super::http::AppState;
-use crate::manage::{ExecRequest, ManageError, Manager};
-use crate::state::LimitOverrides;
+use warren_domain::manage::{ExecRequest, ManageError, Manager};
+use warren_domain::state::LimitOverrides;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");

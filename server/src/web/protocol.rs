@@ -10,7 +10,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::SandboxEnd;
+use warren_domain::backend::SandboxEnd;
+use warren_domain::exit::{ExitCause, TerminalExit};
+use warren_domain::sessions::SessionError;
+pub use warren_domain::WinSize;
 
 /// The WebSocket subprotocol a client offers (`Sec-WebSocket-Protocol`).
 /// A later, incompatible protocol gets a new name (`warren.v2`).
@@ -43,26 +46,21 @@ pub mod close {
     pub const UNAVAILABLE: u16 = 4503;
 }
 
-/// A terminal size in character cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct WinSize {
-    pub cols: u16,
-    pub rows: u16,
-}
-
-impl Default for WinSize {
-    fn default() -> Self {
-        WinSize { cols: 80, rows: 24 }
+/// A size within 1..=MAX_COLS × 1..=MAX_ROWS, or why not.
+pub fn win_size(cols: u16, rows: u16) -> Result<WinSize, ProtocolError> {
+    if cols == 0 || rows == 0 || cols > MAX_COLS || rows > MAX_ROWS {
+        return Err(ProtocolError::BadSize { cols, rows });
     }
+    Ok(WinSize { cols, rows })
 }
 
-impl WinSize {
-    /// A size within 1..=MAX_COLS × 1..=MAX_ROWS, or why not.
-    pub fn new(cols: u16, rows: u16) -> Result<WinSize, ProtocolError> {
-        if cols == 0 || rows == 0 || cols > MAX_COLS || rows > MAX_ROWS {
-            return Err(ProtocolError::BadSize { cols, rows });
-        }
-        Ok(WinSize { cols, rows })
+/// The WebSocket close code for a session error.
+pub fn session_close_code(e: &SessionError) -> u16 {
+    match e {
+        SessionError::NotFound => close::NOT_FOUND,
+        SessionError::Capacity(_) => close::CAPACITY,
+        SessionError::ShuttingDown => close::UNAVAILABLE,
+        SessionError::Backend(_) | SessionError::Io(_) => close::INTERNAL,
     }
 }
 
@@ -109,6 +107,30 @@ pub struct ExitInfo {
     /// With `sandbox_ended`: why the sandbox ended, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxEnd>,
+}
+
+impl From<ExitCause> for ExitReason {
+    fn from(cause: ExitCause) -> ExitReason {
+        match cause {
+            ExitCause::Exit => ExitReason::Exit,
+            ExitCause::IdleTimeout => ExitReason::IdleTimeout,
+            ExitCause::MemoryLimit => ExitReason::MemoryLimit,
+            ExitCause::ServerShutdown => ExitReason::ServerShutdown,
+            ExitCause::Closed => ExitReason::Closed,
+            ExitCause::SandboxEnded => ExitReason::SandboxEnded,
+        }
+    }
+}
+
+impl From<TerminalExit> for ExitInfo {
+    fn from(exit: TerminalExit) -> ExitInfo {
+        ExitInfo {
+            code: exit.code,
+            signal: exit.signal,
+            reason: exit.reason.into(),
+            sandbox: exit.sandbox,
+        }
+    }
 }
 
 /// Frames a client sends (text frames).
@@ -210,7 +232,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
                     kind: "resize",
                     detail: e.to_string(),
                 })?;
-            Ok(ClientMessage::Resize(WinSize::new(f.cols, f.rows)?))
+            Ok(ClientMessage::Resize(win_size(f.cols, f.rows)?))
         }
         Some("ping") => Ok(ClientMessage::Ping),
         Some(other) => Err(ProtocolError::UnknownType(truncate(other, 40))),
@@ -294,7 +316,7 @@ mod tests {
             signal: Some(9),
             reason: ExitReason::SandboxEnded,
             sandbox: Some(SandboxEnd {
-                cause: super::super::backend::EndCause::Killed,
+                cause: warren_domain::backend::EndCause::Killed,
                 signal: Some(9),
                 code: None,
             }),

@@ -1,7 +1,7 @@
 //! What the session registry needs from whatever runs the shells: start a
 //! sandbox for a user, open a terminal (a process on a PTY) in it, stop it.
 //!
-//! Two implementations: [`super::echo::EchoBackend`] (a plain shell on a
+//! Two implementations: [`crate::echo::EchoBackend`] (a plain shell on a
 //! PTY as the server's own user, no isolation: tests and development) and
 //! the real sandbox backend, which drives `warren-shim` (see docs/serve.md,
 //! "Backends").
@@ -16,8 +16,8 @@ use std::sync::Arc;
 use warren_runtime::cgroups::{Limits, Usage};
 use warren_runtime::info::Applied;
 
-use super::protocol::WinSize;
-use super::user::UserId;
+use crate::user::UserId;
+use crate::WinSize;
 
 /// A boxed future, so the traits stay object safe (`Arc<dyn Backend>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::{LimitArgs, StoreArgs};
-use crate::exec::EndReason;
-use crate::manage::{ExecRequest, ManageError, Manager, Runner};
-use crate::serve::sandboxes::SandboxBackend;
-use crate::state::LimitOverrides;
+use super::{LimitArgs, StoreArgs};
+use warren_domain::exec::EndReason;
+use warren_domain::manage::{ExecRequest, ManageError, Manager, Runner};
+use warren_domain::sandboxes::SandboxBackend;
+use warren_domain::state::LimitOverrides;
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {

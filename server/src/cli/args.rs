@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::auth::{Auth, AuthMode};
-use super::connections::ConnLimits;
-use super::host::{HostError, HostPolicy};
-use super::origin::{OriginError, OriginPolicy};
-use super::relay::PingPolicy;
-use super::sessions::Limits;
-use super::{ServeConfig, WebSettings};
+use crate::web::auth::{Auth, AuthMode};
+use crate::web::connections::ConnLimits;
+use crate::web::host::{HostError, HostPolicy};
+use crate::web::origin::{OriginError, OriginPolicy};
+use crate::web::relay::PingPolicy;
+use crate::web::{ServeConfig, WebSettings};
+use warren_domain::sessions::Limits;
 
 /// warren's default port.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -269,7 +269,7 @@ impl ServeArgs {
         })
     }
 
-    fn management(&self) -> Result<super::Management, ArgsError> {
+    fn management(&self) -> Result<crate::web::Management, ArgsError> {
         let settings = self.store.settings();
         let path = self
             .admin_token_file
@@ -287,7 +287,7 @@ impl ServeArgs {
             })?
             .trim()
             .to_string();
-        Ok(super::Management {
+        Ok(crate::web::Management {
             settings,
             defaults: self.limits.limits(),
             admin_token,
@@ -312,8 +312,8 @@ fn load_or_make_token(path: &Path) -> Result<Vec<u8>, ArgsError> {
     };
     if !path.exists() {
         if let Some(dir) = path.parent() {
-            // The state directory by default: private (crate::private).
-            crate::private::create_dir(dir).map_err(err)?;
+            // The state directory by default: private (warren_domain::private).
+            warren_domain::private::create_dir(dir).map_err(err)?;
         }
         match std::fs::OpenOptions::new()
             .write(true)
@@ -322,14 +322,14 @@ fn load_or_make_token(path: &Path) -> Result<Vec<u8>, ArgsError> {
             .open(path)
         {
             Ok(mut f) => {
-                writeln!(f, "{}", super::auth::random_token()).map_err(err)?;
+                writeln!(f, "{}", warren_domain::random::random_token()).map_err(err)?;
             }
             // Another server made it meanwhile: use theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(err(e)),
         }
     }
-    crate::private::tighten(path, crate::private::FILE_MODE).map_err(err)?;
+    warren_domain::private::tighten(path, warren_domain::private::FILE_MODE).map_err(err)?;
     read_secret_file(path)
 }
 

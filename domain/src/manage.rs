@@ -20,14 +20,14 @@ use warren_runtime::tenant::Tenant;
 use warren_runtime::workspace::{self, HomeUsage, WalkBounds, WorkspaceError};
 
 use crate::audit::{AuditBacklog, Flushed, AUDIT_BACKLOG_MAX};
-use crate::exec::{self, EndReason, ExecEnd, ExecResult};
-use crate::sandbox::{provision, PrepareError, Settings};
-use crate::serve::backend::{
+use crate::backend::{
     AppliedLimits, Backend, BackendError, ExecChild, ExecCommand, ExecStdio, StarterEnded,
 };
-use crate::serve::sessions::{Lease, Registry, SessionError, TerminalInfo};
-use crate::serve::UserId;
+use crate::exec::{self, EndReason, ExecEnd, ExecResult};
+use crate::sandbox::{provision, PrepareError, Settings};
+use crate::sessions::{Lease, Registry, SessionError, TerminalInfo};
 use crate::state::{AuditEntry, LimitOverrides, NewAuditEntry, State, StateError, TenantRecord};
+use crate::user::UserId;
 
 /// How long a workspace walk for `stats` may take.
 pub const STATS_WALK_TIME: Duration = Duration::from_secs(2);
@@ -270,7 +270,7 @@ pub struct Manager {
     /// What one import may hold.
     import_limits: warren_runtime::archive::Limits,
     /// Counts commands and their OOM kills (the server's `/metrics`).
-    metrics: Option<Arc<crate::serve::Metrics>>,
+    metrics: Option<Arc<dyn crate::counters::ServiceCounters>>,
     /// Audit entries the database could not take yet (see `crate::audit`).
     /// Locked after `state`, never before.
     audit_backlog: Mutex<AuditBacklog>,
@@ -316,7 +316,7 @@ impl Manager {
     }
 
     /// Feeds the server's metrics.
-    pub fn with_metrics(mut self, metrics: Arc<crate::serve::Metrics>) -> Manager {
+    pub fn with_metrics(mut self, metrics: Arc<dyn crate::counters::ServiceCounters>) -> Manager {
         self.metrics = Some(metrics);
         self
     }
@@ -803,7 +803,7 @@ impl Manager {
         actor: &str,
         id: &str,
         req: ExecRequest,
-    ) -> Result<tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>, ManageError>
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>, ManageError>
     {
         let began = Instant::now();
         let (running, timeout) = match self.start_exec(actor, id, &req, ExecStdio::piped()).await {
@@ -972,7 +972,7 @@ impl Manager {
         let aside = root.join(format!(
             ".deleted-{}-{}",
             tenant.slug,
-            crate::serve::auth::random_token()
+            crate::random::random_token()
                 .chars()
                 .take(8)
                 .collect::<String>()
@@ -1066,10 +1066,8 @@ impl Manager {
         self: &Arc<Self>,
         actor: &str,
         id: &str,
-    ) -> Result<
-        impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>>,
-        ManageError,
-    > {
+    ) -> Result<impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>>, ManageError>
+    {
         self.need_namespaces_tier()?;
         let cmd = ExecCommand {
             argv: vec![EXPORT_COMMAND.into()],
@@ -1092,7 +1090,7 @@ impl Manager {
             .and_then(|s| tokio::process::ChildStdout::from_std(s).ok())
             .ok_or_else(|| ManageError::Internal("export: no stdout".into()))?;
         let stderr = stderr.and_then(|s| tokio::process::ChildStderr::from_std(s).ok());
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(8);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
         let me = Arc::clone(self);
         let (actor, id) = (actor.to_string(), id.to_string());
         tokio::spawn(async move {
@@ -1115,7 +1113,7 @@ impl Manager {
                         Ok(0) => return true,
                         Ok(n) => {
                             sent += n as u64;
-                            let chunk = axum::body::Bytes::copy_from_slice(&buf[..n]);
+                            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
                             if tx.send(Ok(chunk)).await.is_err() {
                                 return false; // the client went away
                             }
@@ -1165,7 +1163,7 @@ impl Manager {
     /// controls. Imports (and deletes) of one tenant run one at a time.
     pub async fn import<S>(&self, actor: &str, id: &str, upload: S) -> Result<Imported, ManageError>
     where
-        S: futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin,
+        S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin,
     {
         self.record(id)?;
         let lock = self.tenant_lock(id);
@@ -1195,7 +1193,7 @@ impl Manager {
 
     async fn import_locked<S>(&self, id: &str, mut upload: S) -> Result<Imported, ManageError>
     where
-        S: futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Unpin,
+        S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin,
     {
         use futures_util::StreamExt;
         use std::io::{Seek, Write};
@@ -1374,7 +1372,7 @@ fn import_failure(r: &ExecResult) -> ManageError {
 fn not_started_stream(
     message: &str,
     end: &ExecEnd,
-) -> tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>> {
+) -> tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     for value in [
         serde_json::json!({"stream": "stderr", "data": message}),
@@ -1382,7 +1380,7 @@ fn not_started_stream(
     ] {
         let mut line = value.to_string().into_bytes();
         line.push(b'\n');
-        let _ = tx.try_send(Ok(axum::body::Bytes::from(line)));
+        let _ = tx.try_send(Ok(bytes::Bytes::from(line)));
     }
     rx
 }

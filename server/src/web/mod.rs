@@ -1,37 +1,27 @@
-//! `warren serve`: the web terminal server.
+//! The web layer of `warren serve`: HTTP and WebSocket transport.
 //!
 //! A browser logs in ([`auth`]), loads the page ([`assets`]) and opens a
 //! WebSocket ([`http`], [`relay`]) speaking a small versioned protocol
-//! ([`protocol`], docs/protocol.md). The session registry ([`sessions`])
-//! gives each user one sandbox holding their terminals; a [`terminal`] owns
-//! a PTY master ([`pty`]), keeps the screen state and relays bytes to its
-//! viewers with real back-pressure. Sandboxes come from a [`backend`]; the
-//! [`echo`] backend (a plain shell, no isolation) makes all of this testable
-//! without root.
+//! ([`protocol`], docs/protocol.md) whose types are converted from the
+//! domain's. The session registry, terminals, PTYs and backends live in
+//! `warren-domain` (`sessions`, `terminal`, `pty`, `backend`, `echo`); the
+//! management API ([`api`]) calls the domain's `manage::Manager`.
 //!
 //! docs/serve.md is the operator's guide.
 
 pub mod api;
-pub mod args;
 pub mod assets;
 pub mod auth;
-pub mod backend;
 pub mod body_deadline;
 pub mod capacity;
 pub mod connections;
-pub mod echo;
 pub mod host;
 pub mod http;
 pub mod jwt;
 pub mod metrics;
 pub mod origin;
 pub mod protocol;
-pub mod pty;
 pub mod relay;
-pub mod sandboxes;
-pub mod sessions;
-pub mod terminal;
-pub mod user;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -41,16 +31,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use warren_runtime::host::TierChoice;
 
-pub use args::{BackendKind, ServeArgs, TokenArgs};
+use warren_domain::backend::Backend;
+use warren_domain::counters::ServiceCounters;
+use warren_domain::echo::EchoBackend;
+use warren_domain::exit::{ExitCause, TerminalExit};
+use warren_domain::sessions::{self, Limits, Registry};
+use warren_domain::user::UserId;
+
+use crate::cli::args::{self, BackendKind, ServeArgs, TokenArgs};
 pub use auth::{Auth, AuthMode};
-pub use backend::{Backend, BackendError, ProcessExit, Sandbox, Spawned, TerminalProcess};
 pub use connections::ConnLimits;
-pub use echo::EchoBackend;
 pub use http::{app, AppState, WebPolicy};
 pub use metrics::Metrics;
 pub use relay::PingPolicy;
-pub use sessions::{Limits, Registry};
-pub use user::UserId;
 
 /// Mints an HS256 token for `user`, valid for `ttl` (what
 /// `warren token --user alice` prints).
@@ -86,7 +79,7 @@ pub struct WebSettings {
 /// What the management API needs.
 #[derive(Debug, Clone)]
 pub struct Management {
-    pub settings: crate::sandbox::Settings,
+    pub settings: warren_domain::sandbox::Settings,
     /// The server's cgroup limits (tenants' overrides apply on top).
     pub defaults: warren_runtime::cgroups::Limits,
     /// The bearer token `/api` and `/metrics` require.
@@ -99,7 +92,7 @@ pub struct Management {
 
 /// Tells the audit log and the metrics about sessions.
 struct SessionAudit {
-    manager: Arc<crate::manage::Manager>,
+    manager: Arc<warren_domain::manage::Manager>,
     metrics: Arc<metrics::Metrics>,
 }
 
@@ -125,8 +118,8 @@ impl sessions::SessionObserver for SessionAudit {
         );
     }
 
-    fn terminal_ended(&self, user: &UserId, id: &str, info: &protocol::ExitInfo) {
-        if info.reason == protocol::ExitReason::MemoryLimit {
+    fn terminal_ended(&self, user: &UserId, id: &str, info: &TerminalExit) {
+        if info.reason == ExitCause::MemoryLimit {
             self.metrics.oom_kill();
         }
         self.audit(
@@ -205,18 +198,18 @@ impl Server {
         let metrics = Arc::new(metrics::Metrics::new());
         let management = match config.management {
             Some(m) => {
-                let manager = crate::manage::Manager::new(
+                let manager = warren_domain::manage::Manager::new(
                     m.settings,
                     m.defaults,
-                    crate::manage::Runner::Registry(Arc::clone(&registry)),
+                    warren_domain::manage::Runner::Registry(Arc::clone(&registry)),
                 )
                 .map_err(|e| ServeError::Management(e.to_string()))?
                 .with_import_limits(m.import_limits)
-                .with_metrics(Arc::clone(&metrics));
+                .with_metrics(Arc::clone(&metrics) as Arc<dyn ServiceCounters>);
                 let manager = Arc::new(manager);
                 // Audit entries held by a full disk are retried even when
                 // nothing new is audited.
-                tokio::spawn(crate::manage::Manager::retry_audit_periodically(
+                tokio::spawn(warren_domain::manage::Manager::retry_audit_periodically(
                     Arc::downgrade(&manager),
                 ));
                 registry.set_observer(Arc::new(SessionAudit {
@@ -354,7 +347,8 @@ pub fn main(args: ServeArgs) -> i32 {
             eprintln!("warren serve: {e}");
             return 2;
         }
-        if let Err(e) = crate::sandbox::check_shared_host_paths(t.isolation, range, &paths) {
+        if let Err(e) = warren_domain::sandbox::check_shared_host_paths(t.isolation, range, &paths)
+        {
             eprintln!("warren serve: {e}");
             return 2;
         }
@@ -365,7 +359,7 @@ pub fn main(args: ServeArgs) -> i32 {
     }
     let backend: Arc<dyn Backend> = match (args.backend, &tier) {
         (BackendKind::Sandbox, Some(t)) => Arc::new(
-            sandboxes::SandboxBackend::new(
+            warren_domain::sandboxes::SandboxBackend::new(
                 args.store.settings(),
                 args.limits.limits(),
                 args.limits.require_limits,

@@ -7,12 +7,12 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::serve::backend::{ExecChild, ProcessExit};
+use crate::backend::{ExecChild, ProcessExit};
 
 /// Longest timeout a caller may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -201,7 +201,7 @@ async fn drain(h: tokio::task::JoinHandle<(Vec<u8>, bool)>) -> (Vec<u8>, bool) {
 
 /// Waits for the process; past `timeout` kills it and waits again.
 pub async fn wait_with_timeout(
-    process: &mut Box<dyn crate::serve::backend::TerminalProcess>,
+    process: &mut Box<dyn crate::backend::TerminalProcess>,
     timeout: Duration,
 ) -> (ProcessExit, bool) {
     match tokio::time::timeout(timeout, process.wait()).await {

@@ -33,12 +33,12 @@ use tokio::time::Instant;
 use super::auth::AuthError;
 use super::http::{AppState, ConnectionGuard};
 use super::protocol::{
-    close, parse_client, ClientMessage, ExitInfo, ExitReason, LimitsInForce, ProtocolError,
-    ServerMessage, WinSize, SUBPROTOCOL,
+    close, parse_client, session_close_code, ClientMessage, ExitInfo, ExitReason, LimitsInForce,
+    ProtocolError, ServerMessage, WinSize, SUBPROTOCOL,
 };
-use super::sessions::Attachment;
-use super::terminal::{Viewer, ViewerEvent};
-use super::user::UserId;
+use warren_domain::sessions::Attachment;
+use warren_domain::terminal::{Viewer, ViewerEvent};
+use warren_domain::user::UserId;
 
 /// Control replies queued for the writer before the reader waits.
 const CONTROL_QUEUE: usize = 8;
@@ -185,9 +185,10 @@ pub async fn serve(
             } else {
                 tracing::debug!(%user, "terminal refused: {e}");
             }
-            refuse(socket, e.close_code(), &e.client_message()).await
+            refuse(socket, session_close_code(&e), &e.client_message()).await
         }
         Ok(Attachment::Ended(info)) => {
+            let info = ExitInfo::from(info);
             let mut socket = socket;
             let _ = socket
                 .send(Message::Text(ServerMessage::Exit(info).to_json().into()))
@@ -308,7 +309,7 @@ async fn relay(
                             return End::Client;
                         }
                     }
-                    ViewerEvent::Exit(info) => return End::Exit(info),
+                    ViewerEvent::Exit(info) => return End::Exit(info.into()),
                 },
             }
         }

@@ -31,7 +31,7 @@ use subtle::ConstantTimeEq;
 use warren_runtime::tenant::TenantError;
 
 use super::jwt::{self, JwtError};
-use super::user::UserId;
+use warren_domain::user::UserId;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "warren_session";

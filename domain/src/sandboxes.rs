@@ -25,13 +25,13 @@ use warren_runtime::rlimits;
 use warren_runtime::spec::Isolation;
 use warren_runtime::spec::SandboxSpec;
 
-use super::backend::{
+use crate::backend::{
     AppliedLimits, Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio,
     ProcessExit, Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
-use super::protocol::WinSize;
-use super::user::UserId;
 use crate::sandbox::{prepare, Request, Settings};
+use crate::user::UserId;
+use crate::WinSize;
 
 /// How long a shell may take to exit after a hang-up before its shim is
 /// killed.
@@ -479,7 +479,7 @@ impl Sandbox for UserSandbox {
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>> {
         Box::pin(async move {
             let mut spec = self.template.clone();
-            spec.tty = Some(warren_runtime::pty::WinSize {
+            spec.tty = Some(WinSize {
                 rows: size.rows,
                 cols: size.cols,
             });

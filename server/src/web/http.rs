@@ -35,8 +35,8 @@ use super::metrics::Metrics;
 use super::origin::OriginPolicy;
 use super::protocol::{WinSize, SUBPROTOCOL};
 use super::relay::{self, PingPolicy, Target};
-use super::sessions::Registry;
-use crate::manage::Manager;
+use warren_domain::manage::Manager;
+use warren_domain::sessions::Registry;
 
 /// Largest WebSocket message accepted from a client.
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -408,7 +408,7 @@ async fn ws_new(
     ws: WebSocketUpgrade,
 ) -> Result<Response, HttpError> {
     let default = WinSize::default();
-    let size = WinSize::new(
+    let size = super::protocol::win_size(
         p.cols.unwrap_or(default.cols),
         p.rows.unwrap_or(default.rows),
     );

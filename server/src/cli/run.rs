@@ -15,7 +15,7 @@ use warren_runtime::launch::{self, Outcome};
 use warren_runtime::pty::{self, RawMode, WinSize};
 use warren_runtime::report::{self, EXIT_SETUP_FAILED};
 
-use crate::sandbox::{self, Request, Settings};
+use warren_domain::sandbox::{self, Request, Settings};
 
 /// Whether the command gets a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, OwnedMutexGuard};
 
-use super::auth::random_bytes;
-use super::backend::{Backend, BackendError, Sandbox, SandboxEnd};
-use super::protocol::{close, ExitInfo, ExitReason, WinSize};
-use super::terminal::{SandboxLink, Terminal, Viewer};
-use super::user::UserId;
+use crate::backend::{Backend, BackendError, Sandbox, SandboxEnd};
+use crate::exit::{ExitCause, TerminalExit};
+use crate::random::random_bytes;
+use crate::terminal::{SandboxLink, Terminal, Viewer};
+use crate::user::UserId;
+use crate::WinSize;
 
 /// How many ended terminals are remembered per user, and for how long.
 pub const ENDED_KEPT: usize = 32;
@@ -76,16 +77,6 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The WebSocket close code for this error.
-    pub fn close_code(&self) -> u16 {
-        match self {
-            SessionError::NotFound => close::NOT_FOUND,
-            SessionError::Capacity(_) => close::CAPACITY,
-            SessionError::ShuttingDown => close::UNAVAILABLE,
-            SessionError::Backend(_) | SessionError::Io(_) => close::INTERNAL,
-        }
-    }
-
     /// What the client is told: internal detail stays in the server's log.
     pub fn client_message(&self) -> String {
         match self {
@@ -105,7 +96,7 @@ impl SessionError {
 pub enum Attachment {
     Live(Viewer),
     /// The terminal has ended; this is how.
-    Ended(ExitInfo),
+    Ended(TerminalExit),
 }
 
 /// What the registry tells whoever watches it (audit log, metrics).
@@ -114,7 +105,7 @@ pub trait SessionObserver: Send + Sync + 'static {
     fn sandbox_started(&self, _user: &UserId, _took: Duration) {}
     /// A terminal opened (`took`: sandbox start, if any, plus the shell).
     fn terminal_opened(&self, _user: &UserId, _id: &str, _took: Duration) {}
-    fn terminal_ended(&self, _user: &UserId, _id: &str, _info: &ExitInfo) {}
+    fn terminal_ended(&self, _user: &UserId, _id: &str, _info: &TerminalExit) {}
 }
 
 /// A sandbox that ended by itself and the terminals that ran in it (taken
@@ -134,7 +125,7 @@ struct UserEntry {
     terminals: HashMap<String, Arc<Terminal>>,
     /// Since when the user has had no terminal.
     idle_since: Instant,
-    ended: VecDeque<(String, ExitInfo, Instant)>,
+    ended: VecDeque<(String, TerminalExit, Instant)>,
 }
 
 impl UserEntry {
@@ -357,7 +348,7 @@ impl Registry {
             .get(user)
             .and_then(|e| e.terminals.get(id).cloned())
             .ok_or(SessionError::NotFound)?;
-        terminal.kill(ExitReason::Closed);
+        terminal.kill(ExitCause::Closed);
         Ok(())
     }
 
@@ -395,7 +386,7 @@ impl Registry {
         let guard = start_lock.lock_owned().await;
         let terminals = self.terminals_of(user);
         for t in &terminals {
-            t.kill(ExitReason::Closed);
+            t.kill(ExitCause::Closed);
         }
         let deadline = tokio::time::Instant::now() + limit;
         while !self.terminals_of(user).is_empty() && tokio::time::Instant::now() < deadline {
@@ -549,7 +540,7 @@ impl Registry {
             }
         }
         for t in terminals {
-            t.kill(ExitReason::SandboxEnded);
+            t.kill(ExitCause::SandboxEnded);
         }
         dead.stop().await;
     }
@@ -679,7 +670,7 @@ impl Registry {
         Ok(Attachment::Live(live.attach()))
     }
 
-    fn terminal_ended(&self, user: &UserId, id: &str, info: ExitInfo) {
+    fn terminal_ended(&self, user: &UserId, id: &str, info: TerminalExit) {
         {
             let mut inner = self.inner();
             if let Some(entry) = inner.users.get_mut(user) {
@@ -742,7 +733,7 @@ impl Registry {
         }
         for terminal in to_kill {
             tracing::info!(user = %terminal.user(), terminal = terminal.id(), "no viewer for the grace period; closing");
-            terminal.kill(ExitReason::IdleTimeout);
+            terminal.kill(ExitCause::IdleTimeout);
         }
         for (sandbox, guard) in to_stop {
             tokio::spawn(async move {
@@ -774,7 +765,7 @@ impl Registry {
             )
         };
         for terminal in &terminals {
-            terminal.kill(ExitReason::ServerShutdown);
+            terminal.kill(ExitCause::ServerShutdown);
         }
         let mut live = self.live.subscribe();
         let _ = tokio::time::timeout_at(deadline, live.wait_for(|n| *n == 0)).await;
