@@ -12,7 +12,7 @@ use crate::web::auth::{Auth, AuthMode};
 use crate::web::connections::ConnLimits;
 use crate::web::host::{HostError, HostPolicy};
 use crate::web::origin::{OriginError, OriginPolicy};
-use crate::web::relay::PingPolicy;
+use crate::web::state::PingPolicy;
 use crate::web::{ServeConfig, WebSettings};
 use warren_domain::sessions::Limits;
 

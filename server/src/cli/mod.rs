@@ -12,6 +12,7 @@ pub mod args;
 pub mod config;
 pub mod doctor;
 pub mod run;
+pub mod serve;
 pub mod users;
 
 use warren_domain::sandbox::{Request, Settings};
@@ -300,8 +301,8 @@ pub fn main() -> ExitCode {
             crate::cli::run::run(&a.store.settings(), &req, a.verbose)
         }
         Command::Doctor { json } => crate::cli::doctor::doctor(json),
-        Command::Serve(a) => crate::web::main(*a),
-        Command::Token(a) => crate::web::token_main(a),
+        Command::Serve(a) => crate::cli::serve::main(*a),
+        Command::Token(a) => crate::cli::serve::token_main(a),
         Command::Users(a) => crate::cli::users::users(*a),
         Command::Exec(a) => crate::cli::users::exec(*a),
     };

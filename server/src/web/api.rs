@@ -20,7 +20,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::auth::Credentials;
-use super::http::AppState;
+use super::state::AppState;
 use warren_domain::manage::{ExecRequest, ManageError, Manager};
 use warren_domain::state::LimitOverrides;
 
@@ -194,7 +194,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
             delete(close_terminal),
         )
         .route("/api/audit", get(audit))
-        .route("/metrics", get(super::metrics::render))
+        .route("/metrics", get(metrics_text))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()
         .route("/api/openapi.json", get(openapi))
@@ -464,4 +464,22 @@ async fn audit(
         blocking(move || m.audit_log(p.user.as_deref(), p.action.as_deref(), p.after, limit))
             .await?;
     Ok(Json(serde_json::json!({ "entries": entries })).into_response())
+}
+
+/// `GET /metrics` (admin token required, like `/api`).
+async fn metrics_text(State(app): State<AppState>) -> Response {
+    let text = {
+        let app2 = app.clone();
+        tokio::task::spawn_blocking(move || app2.metrics().encode(app2.registry()))
+            .await
+            .unwrap_or_default()
+    };
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -25,10 +25,10 @@ use std::time::Duration;
 
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::HeaderMap;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use subtle::ConstantTimeEq;
 use warren_runtime::tenant::TenantError;
+
+use warren_domain::random::{random_bytes, random_token};
 
 use super::jwt::{self, JwtError};
 use warren_domain::user::UserId;
@@ -159,20 +159,6 @@ impl std::fmt::Debug for Auth {
             .field("mode", &self.mode())
             .finish_non_exhaustive()
     }
-}
-
-/// `n` random bytes from the kernel.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut buf = [0u8; N];
-    // getrandom(2) only fails on kernels older than 3.17 or with a bad
-    // buffer; without randomness no secret can be made, so stop.
-    getrandom::fill(&mut buf).expect("the kernel's random number generator failed");
-    buf
-}
-
-/// A fresh random login token: 256 bits, base64url.
-pub fn random_token() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
 }
 
 impl Auth {

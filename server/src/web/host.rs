@@ -28,8 +28,6 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::http::AppState;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
     #[error("--public-url {0:?} is not http(s)://host[:port] (no path, no trailing slash)")]
@@ -137,18 +135,17 @@ fn public_host(url: &str) -> Option<String> {
 
 /// The middleware: refuses a request whose `Host` is not this server's
 /// with 421 before any handler runs.
-pub async fn check_host(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn check_host(State(hosts): State<HostPolicy>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
     let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
     // An absolute-form target (`GET http://name/ HTTP/1.1`) names a host
     // too, and RFC 9112 §3.2.2 says it wins over Host: check both.
-    let checked = app
-        .hosts()
+    let checked = hosts
         .check(host)
         .and_then(|()| match req.uri().authority() {
-            Some(a) => app.hosts().check(Some(a.as_str())),
+            Some(a) => hosts.check(Some(a.as_str())),
             None => Ok(()),
         });
     match checked {

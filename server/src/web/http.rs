@@ -16,8 +16,6 @@
 //! told after the upgrade as an `error` frame and a 44xx close code, because
 //! that is all a browser script can see.
 
-use std::sync::Arc;
-
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
@@ -26,146 +24,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
-use tokio::sync::watch;
 
 use super::assets;
-use super::auth::{clear_cookie, Auth, AuthError, AuthMode, Credentials};
-use super::host::{self, HostPolicy};
-use super::metrics::Metrics;
-use super::origin::OriginPolicy;
+use super::auth::{clear_cookie, AuthError, AuthMode, Credentials};
+use super::host::{self};
 use super::protocol::{WinSize, SUBPROTOCOL};
-use super::relay::{self, PingPolicy, Target};
-use warren_domain::manage::Manager;
-use warren_domain::sessions::Registry;
+use super::relay::{self, Target};
+use super::state::AppState;
 
 /// Largest WebSocket message accepted from a client.
 pub const MAX_MESSAGE: usize = 1 << 20;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<AppInner>,
-}
-
-/// The web layer's guards: which `Host`s and `Origin`s are this server's,
-/// and how a WebSocket's peer is checked for life.
-#[derive(Debug, Clone)]
-pub struct WebPolicy {
-    pub hosts: HostPolicy,
-    pub origins: OriginPolicy,
-    pub ping: PingPolicy,
-}
-
-impl WebPolicy {
-    /// A loopback server's policy with the default pings.
-    pub fn loopback(origins: OriginPolicy) -> WebPolicy {
-        WebPolicy {
-            hosts: HostPolicy::loopback(),
-            origins,
-            ping: PingPolicy::default(),
-        }
-    }
-}
-
-struct AppInner {
-    registry: Arc<Registry>,
-    auth: Auth,
-    web: WebPolicy,
-    /// The management API (absent: `/api` answers 503).
-    manager: Option<Arc<Manager>>,
-    /// The bearer token `/api` and `/metrics` require.
-    admin_token: Option<String>,
-    metrics: Arc<Metrics>,
-    /// Open WebSocket connections (shutdown waits for them to say goodbye).
-    connections: watch::Sender<usize>,
-}
-
-impl AppState {
-    pub fn new(registry: Arc<Registry>, auth: Auth, origins: OriginPolicy) -> AppState {
-        AppState::with_management(
-            registry,
-            auth,
-            WebPolicy::loopback(origins),
-            None,
-            Arc::new(Metrics::new()),
-        )
-    }
-
-    /// With the management API (`manager` and the admin token).
-    pub fn with_management(
-        registry: Arc<Registry>,
-        auth: Auth,
-        web: WebPolicy,
-        management: Option<(Arc<Manager>, String)>,
-        metrics: Arc<Metrics>,
-    ) -> AppState {
-        let (manager, admin_token) = match management {
-            Some((m, t)) => (Some(m), Some(t)),
-            None => (None, None),
-        };
-        AppState {
-            inner: Arc::new(AppInner {
-                registry,
-                auth,
-                web,
-                manager,
-                admin_token,
-                metrics,
-                connections: watch::channel(0).0,
-            }),
-        }
-    }
-
-    pub fn manager(&self) -> Option<&Arc<Manager>> {
-        self.inner.manager.as_ref()
-    }
-
-    pub fn admin_token(&self) -> Option<&str> {
-        self.inner.admin_token.as_deref()
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.inner.metrics
-    }
-
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.inner.registry
-    }
-
-    pub fn auth(&self) -> &Auth {
-        &self.inner.auth
-    }
-
-    pub fn hosts(&self) -> &HostPolicy {
-        &self.inner.web.hosts
-    }
-
-    pub fn ping(&self) -> PingPolicy {
-        self.inner.web.ping
-    }
-
-    /// Counts one open connection until dropped.
-    pub fn connection_guard(&self) -> ConnectionGuard {
-        self.inner.connections.send_modify(|n| *n += 1);
-        ConnectionGuard(self.clone())
-    }
-
-    /// Watches the number of open WebSocket connections.
-    pub fn connections(&self) -> watch::Receiver<usize> {
-        self.inner.connections.subscribe()
-    }
-}
-
-pub struct ConnectionGuard(AppState);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0
-            .inner
-            .connections
-            .send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
 
 /// An HTTP failure. Client errors are answered and logged at debug level
 /// only; internal errors are logged, and the client gets no detail.
@@ -223,7 +91,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { HttpError::NotFound })
         .layer(axum::middleware::from_fn(super::body_deadline::read_within))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.hosts().clone(),
             host::check_host,
         ))
         .layer(axum::middleware::map_response(security_headers))
@@ -432,9 +300,7 @@ fn upgrade(
     ws: WebSocketUpgrade,
     target: Target,
 ) -> Result<Response, HttpError> {
-    app.inner
-        .web
-        .origins
+    app.origins()
         .check(headers)
         .map_err(|_| HttpError::Forbidden("cross-origin WebSocket refused"))?;
     let user = app.auth().authenticate(&Credentials::from_request(

@@ -7,9 +7,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,8 +15,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use warren_domain::counters::ServiceCounters;
-
-use super::http::AppState;
+use warren_domain::sessions::Registry as Sessions;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
@@ -169,9 +165,8 @@ impl ServiceCounters for Metrics {
 }
 
 impl Metrics {
-    /// The text exposition, with the present read from `app`.
-    pub fn encode(&self, app: &AppState) -> String {
-        let registry = app.registry();
+    /// The text exposition, with the present read from `registry`.
+    pub fn encode(&self, registry: &Sessions) -> String {
         let users = registry.users();
         self.sandboxes.set(registry.sandbox_count() as i64);
         self.tenant_memory.clear();
@@ -199,22 +194,4 @@ impl Metrics {
         }
         out
     }
-}
-
-/// `GET /metrics` (admin token required, like `/api`).
-pub async fn render(State(app): State<AppState>) -> Response {
-    let text = {
-        let app2 = app.clone();
-        tokio::task::spawn_blocking(move || app2.metrics().encode(&app2))
-            .await
-            .unwrap_or_default()
-    };
-    (
-        [(
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }

@@ -31,11 +31,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::auth::AuthError;
-use super::http::{AppState, ConnectionGuard};
 use super::protocol::{
     close, parse_client, session_close_code, ClientMessage, ExitInfo, ExitReason, LimitsInForce,
     ProtocolError, ServerMessage, WinSize, SUBPROTOCOL,
 };
+use super::state::{AppState, ConnectionGuard, PingPolicy};
 use warren_domain::sessions::Attachment;
 use warren_domain::terminal::{Viewer, ViewerEvent};
 use warren_domain::user::UserId;
@@ -44,23 +44,6 @@ use warren_domain::user::UserId;
 const CONTROL_QUEUE: usize = 8;
 /// How long to wait for the client's close frame after ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
-/// WebSocket pings: a client silent for `interval` is pinged; one silent
-/// for `interval + timeout` is taken for dead and its connection closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PingPolicy {
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-impl Default for PingPolicy {
-    fn default() -> Self {
-        PingPolicy {
-            interval: Duration::from_secs(30),
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
 
 /// When the client was last heard from (any frame, a pong included), and
 /// whether we are listening: while the reader waits for the terminal to
