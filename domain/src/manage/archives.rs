@@ -157,7 +157,7 @@ impl Manager {
                 "import",
                 Some(id),
                 match e {
-                    ManageError::Internal(_) => "failed",
+                    e if e.is_internal() => "failed",
                     _ => "refused",
                 },
                 serde_json::json!({"error": e.to_string()}),
@@ -178,10 +178,9 @@ impl Manager {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| ManageError::Internal(format!("{}: {e}", dir.display())))?;
-        let mut file = tempfile::tempfile_in(&dir).map_err(|e| {
-            ManageError::Internal(format!("temporary file in {}: {e}", dir.display()))
-        })?;
+            .map_err(ManageError::io(dir.display().to_string()))?;
+        let mut file = tempfile::tempfile_in(&dir)
+            .map_err(|e| ManageError::io(format!("temporary file in {}", dir.display()))(e))?;
         let mut size = 0u64;
         while let Some(chunk) = upload.next().await {
             let chunk =
@@ -195,7 +194,7 @@ impl Manager {
                 )));
             }
             file.write_all(&chunk)
-                .map_err(|e| ManageError::Internal(format!("spooling the upload: {e}")))?;
+                .map_err(ManageError::io("spooling the upload"))?;
         }
         if size == 0 {
             return Err(ManageError::BadRequest(
@@ -203,18 +202,20 @@ impl Manager {
             ));
         }
         file.rewind()
-            .map_err(|e| ManageError::Internal(e.to_string()))?;
+            .map_err(ManageError::io("rewinding the upload"))?;
         let check = file
             .try_clone()
-            .map_err(|e| ManageError::Internal(e.to_string()))?;
+            .map_err(ManageError::io("reopening the upload"))?;
         let limits = self.import_limits;
         tokio::task::spawn_blocking(move || warren_runtime::archive::validate(check, &limits))
-            .await
-            .map_err(|e| ManageError::Internal(e.to_string()))?
+            .await?
             .map_err(|e| {
                 use warren_runtime::archive::ArchiveError as A;
                 match e {
-                    A::Io { .. } => ManageError::Internal(format!("checking the upload: {e}")),
+                    e @ A::Io { .. } => ManageError::Archive {
+                        what: "checking the upload",
+                        source: e,
+                    },
                     A::EntryTooBig { .. }
                     | A::TooManyBytes { .. }
                     | A::TooLarge { .. }
@@ -226,7 +227,7 @@ impl Manager {
                 }
             })?;
         file.rewind()
-            .map_err(|e| ManageError::Internal(e.to_string()))?;
+            .map_err(ManageError::io("rewinding the upload"))?;
         let cmd = ExecCommand {
             argv: vec![
                 IMPORT_COMMAND.into(),
@@ -254,8 +255,9 @@ impl Manager {
             return Err(import_failure(&r));
         }
         let s: warren_runtime::archive::Summary =
-            serde_json::from_str(r.stdout.trim()).map_err(|e| {
-                ManageError::Internal(format!("warren-import said {:?}: {e}", r.stdout))
+            serde_json::from_str(r.stdout.trim()).map_err(|e| ManageError::Decode {
+                what: format!("warren-import said {:?}", r.stdout),
+                source: e,
             })?;
         Ok(Imported {
             entries: s.entries,

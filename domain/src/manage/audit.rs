@@ -9,6 +9,18 @@ use crate::state::{AuditEntry, NewAuditEntry, State};
 use super::{ManageError, Manager, AUDIT_RETRY_EVERY};
 
 impl Manager {
+    /// A refused credential (`auth.failed`), whichever door it came to:
+    /// `path` is where, `why` the refusal (never the credential itself).
+    pub fn auth_failed(&self, path: &str, why: &str) {
+        self.audit(
+            "anonymous",
+            "auth.failed",
+            None,
+            "refused",
+            serde_json::json!({"path": path, "why": why}),
+        );
+    }
+
     /// Appends to the audit log. A failure to write it (a full disk) is
     /// never fatal to the action, which has already happened: the entry is
     /// held with any earlier ones and written with the next (see

@@ -54,7 +54,10 @@ pub const AUDIT_RETRY_EVERY: Duration = Duration::from_secs(2);
 /// refused as docs/openapi.json says (`minimum`).
 pub const MIN_TIMEOUT_SECS: f64 = 0.001;
 
-/// A management failure, with what the caller should be told.
+/// A management failure, with what the caller should be told. The first
+/// variants are the caller's (their message is for the client); the rest
+/// are the server's, keep their cause as `source`, and are told to clients
+/// only as "internal error" (see [`ManageError::is_internal`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ManageError {
     #[error("{0}")]
@@ -69,14 +72,74 @@ pub enum ManageError {
     TooLarge(String),
     #[error("{0}")]
     Unavailable(String),
-    /// Detail for the log only; callers see a generic message.
-    #[error("internal error: {0}")]
-    Internal(String),
     /// The sandbox could not exec the command (not found: 127, not
     /// executable: 126) or enter its cwd (125). `exec` answers it as the
     /// command's own end, with `message` on stderr, as a shell would.
     #[error("{message}")]
     NotStarted { exit_code: i32, message: String },
+    #[error("state database: {0}")]
+    State(#[from] StateError),
+    /// Provisioning a tenant's uid and home failed.
+    #[error("provisioning: {0}")]
+    Prepare(#[source] PrepareError),
+    #[error("sessions: {0}")]
+    Session(#[source] SessionError),
+    #[error("sandbox: {0}")]
+    Backend(#[from] BackendError),
+    /// A command could not start in the sandbox; `detail` names the shim's
+    /// step and hint.
+    #[error("{detail}")]
+    Start {
+        detail: String,
+        #[source]
+        source: BackendError,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Archive {
+        what: &'static str,
+        #[source]
+        source: warren_runtime::archive::ArchiveError,
+    },
+    #[error("{what}: {source}")]
+    Decode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("blocking task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    /// A server-side failure with no typed cause (a tool's unexpected end).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ManageError {
+    /// The server's failure, not the caller's: clients get no detail.
+    pub fn is_internal(&self) -> bool {
+        !matches!(
+            self,
+            ManageError::BadRequest(_)
+                | ManageError::NoSuchUser(_)
+                | ManageError::NoSuchTerminal
+                | ManageError::Conflict(_)
+                | ManageError::TooLarge(_)
+                | ManageError::Unavailable(_)
+                | ManageError::NotStarted { .. }
+        )
+    }
+
+    /// `map_err(ManageError::io("what was done"))`.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ManageError {
+        let what = what.into();
+        move |source| ManageError::Io { what, source }
+    }
 }
 
 /// The shim's name for forking a command in a running sandbox
@@ -143,13 +206,8 @@ fn start_failure(e: BackendError) -> ManageError {
                 .into(),
         );
     }
-    ManageError::Internal(format!("{}: {with_hint}", e.context))
-}
-
-impl From<StateError> for ManageError {
-    fn from(e: StateError) -> Self {
-        ManageError::Internal(e.to_string())
-    }
+    let detail = format!("{}: {with_hint}", e.context);
+    ManageError::Start { detail, source: e }
 }
 
 impl From<PrepareError> for ManageError {
@@ -164,7 +222,7 @@ impl From<PrepareError> for ManageError {
             PrepareError::Workspace(WorkspaceError::WrongOwner { .. }) => {
                 ManageError::Conflict(e.to_string())
             }
-            other => ManageError::Internal(other.to_string()),
+            other => ManageError::Prepare(other),
         }
     }
 }
@@ -175,14 +233,8 @@ impl From<SessionError> for ManageError {
             SessionError::NotFound => ManageError::NoSuchTerminal,
             SessionError::Capacity(m) => ManageError::Unavailable(m),
             SessionError::ShuttingDown => ManageError::Unavailable(e.to_string()),
-            other => ManageError::Internal(other.to_string()),
+            other => ManageError::Session(other),
         }
-    }
-}
-
-impl From<BackendError> for ManageError {
-    fn from(e: BackendError) -> Self {
-        ManageError::Internal(e.to_string())
     }
 }
 

@@ -70,9 +70,7 @@ impl Manager {
         };
         let root = self.settings.workspace_root.clone();
         let measured =
-            tokio::task::spawn_blocking(move || workspace::measure(&root, &tenant, bounds))
-                .await
-                .map_err(|e| ManageError::Internal(e.to_string()))?;
+            tokio::task::spawn_blocking(move || workspace::measure(&root, &tenant, bounds)).await?;
         let (workspace, workspace_error) = match measured {
             Ok(u) => (Some(u), None),
             // With subordinate ids the home belongs to an id the server

@@ -144,7 +144,7 @@ impl Manager {
         let home = tenant.workspace_in(&root);
         match std::fs::symlink_metadata(&home) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(ManageError::Internal(format!("{}: {e}", home.display()))),
+            Err(e) => return Err(ManageError::io(home.display().to_string())(e)),
             Ok(m) if !m.is_dir() => {
                 return Err(ManageError::Conflict(format!(
                     "{} is not a directory; remove it by hand",
@@ -167,7 +167,7 @@ impl Manager {
                 .collect::<String>()
         ));
         std::fs::rename(&home, &aside)
-            .map_err(|e| ManageError::Internal(format!("move {} aside: {e}", home.display())))?;
+            .map_err(ManageError::io(format!("move {} aside", home.display())))?;
         tokio::task::spawn_blocking(move || {
             // An emptied home cannot be listed by us, only removed.
             let r = if emptied_inside {
@@ -177,9 +177,8 @@ impl Manager {
             };
             r.map_err(|e| (aside, e))
         })
-        .await
-        .map_err(|e| ManageError::Internal(e.to_string()))?
-        .map_err(|(p, e)| ManageError::Internal(format!("remove {}: {e}", p.display())))
+        .await?
+        .map_err(|(p, e)| ManageError::io(format!("remove {}", p.display()))(e))
     }
 
     async fn empty_from_inside(&self, user: &UserId) -> Result<(), ManageError> {

@@ -116,7 +116,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ManageError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ManageError::Internal(format!("async runtime: {e}")))
+        .map_err(ManageError::io("async runtime"))
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -201,13 +201,11 @@ fn users_inner(args: UsersArgs) -> Result<i32, ManageError> {
                 let mut s = std::pin::pin!(m.export(&who, &user).await?);
                 let mut n = 0u64;
                 while let Some(chunk) = s.next().await {
-                    let chunk = chunk.map_err(|e| ManageError::Internal(e.to_string()))?;
-                    out.write_all(&chunk)
-                        .map_err(|e| ManageError::Internal(format!("writing: {e}")))?;
+                    let chunk = chunk.map_err(ManageError::io("export"))?;
+                    out.write_all(&chunk).map_err(ManageError::io("writing"))?;
                     n += chunk.len() as u64;
                 }
-                out.flush()
-                    .map_err(|e| ManageError::Internal(format!("writing: {e}")))?;
+                out.flush().map_err(ManageError::io("writing"))?;
                 Ok::<u64, ManageError>(n)
             });
             match written {

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::auth::Credentials;
+pub use super::error::ApiError;
 use super::state::AppState;
 use warren_domain::manage::{ExecRequest, ManageError, Manager};
 use warren_domain::state::LimitOverrides;
@@ -29,51 +30,6 @@ pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 
 /// Who the audit log names for API calls.
 pub const ADMIN_ACTOR: &str = "admin";
-
-/// A JSON error: `{"error": "..."}` with the right status.
-pub struct ApiError(StatusCode, String);
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError(status, message.into())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            [(CACHE_CONTROL, "no-store")],
-            Json(serde_json::json!({ "error": self.1 })),
-        )
-            .into_response()
-    }
-}
-
-impl From<ManageError> for ApiError {
-    fn from(e: ManageError) -> Self {
-        let status = match &e {
-            ManageError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ManageError::NoSuchUser(_) | ManageError::NoSuchTerminal => StatusCode::NOT_FOUND,
-            ManageError::Conflict(_) => StatusCode::CONFLICT,
-            ManageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ManageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            // Only exec turns this into a result; elsewhere (export,
-            // import) a tool that cannot start is the server's failure.
-            ManageError::Internal(detail)
-            | ManageError::NotStarted {
-                message: detail, ..
-            } => {
-                tracing::error!("api: {detail}");
-                return ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error; the server's log has the details".into(),
-                );
-            }
-        };
-        ApiError(status, e.to_string())
-    }
-}
 
 /// A JSON body that failed to parse says why, as JSON.
 pub struct ApiJson<T>(pub T);
@@ -94,14 +50,14 @@ where
                     StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
                     other => other,
                 };
-                return Err(ApiError(status, rejection.body_text()));
+                return Err(ApiError::new(status, rejection.body_text()));
             }
         };
         // Every body of this API is an object. serde would also read a
         // struct from an array (`[]` as "every field left out"), so that is
         // refused before it can be.
         if !value.is_object() {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("the body must be a JSON object, not {}", json_kind(&value)),
             ));
@@ -109,7 +65,7 @@ where
         // Mistyped bodies are the client's error.
         serde_json::from_value(value)
             .map(ApiJson)
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))
     }
 }
 
@@ -141,7 +97,7 @@ where
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| ApiQuery(v))
-            .map_err(|r| ApiError(StatusCode::BAD_REQUEST, r.body_text()))
+            .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.body_text()))
     }
 }
 
@@ -167,7 +123,7 @@ where
                     StatusCode::INTERNAL_SERVER_ERROR => StatusCode::INTERNAL_SERVER_ERROR,
                     _ => StatusCode::BAD_REQUEST,
                 };
-                ApiError(status, r.body_text())
+                ApiError::new(status, r.body_text())
             })
     }
 }
@@ -207,21 +163,8 @@ async fn require_admin(State(app): State<AppState>, req: Request, next: Next) ->
     match check_admin(&app, req.headers()) {
         Ok(()) => next.run(req).await,
         Err((status, why)) => {
-            if let Some(m) = app.manager() {
-                let path = req.uri().path().to_string();
-                let m = Arc::clone(m);
-                let why2 = why.to_string();
-                tokio::task::spawn_blocking(move || {
-                    m.audit(
-                        "anonymous",
-                        "auth.failed",
-                        None,
-                        "refused",
-                        serde_json::json!({"path": path, "why": why2}),
-                    )
-                });
-            }
-            ApiError(status, why.to_string()).into_response()
+            app.audit_auth_failed(req.uri().path(), why.to_string());
+            ApiError::new(status, why.to_string()).into_response()
         }
     }
 }
@@ -264,9 +207,9 @@ fn check_admin(app: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &
 
 fn manager(app: &AppState) -> ApiResult<Arc<Manager>> {
     app.manager().cloned().ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the management API is not enabled on this server".into(),
+            "the management API is not enabled on this server",
         )
     })
 }
@@ -277,7 +220,7 @@ async fn blocking<T: Send + 'static>(
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ApiError::from(ManageError::Internal(e.to_string())))?
+        .map_err(|e| ApiError::from(ManageError::from(e)))?
         .map_err(ApiError::from)
 }
 
@@ -455,7 +398,7 @@ async fn audit(
     let m = manager(&app)?;
     let limit = p.limit.unwrap_or(AUDIT_PAGE_DEFAULT);
     if limit > AUDIT_PAGE_MAX {
-        return Err(ApiError(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("limit {limit} is above the maximum of {AUDIT_PAGE_MAX} entries per page"),
         ));

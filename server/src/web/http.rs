@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use super::assets;
 use super::auth::{clear_cookie, AuthError, AuthMode, Credentials};
+use super::error::HttpError;
 use super::host::{self};
 use super::protocol::{WinSize, SUBPROTOCOL};
 use super::relay::{self, Target};
@@ -34,47 +35,6 @@ use super::state::AppState;
 
 /// Largest WebSocket message accepted from a client.
 pub const MAX_MESSAGE: usize = 1 << 20;
-
-/// An HTTP failure. Client errors are answered and logged at debug level
-/// only; internal errors are logged, and the client gets no detail.
-#[derive(Debug)]
-pub enum HttpError {
-    BadRequest(String),
-    Unauthenticated(String),
-    Forbidden(&'static str),
-    NotFound,
-    Internal(String),
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let (status, body) = match self {
-            HttpError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            HttpError::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, m),
-            HttpError::Forbidden(m) => (StatusCode::FORBIDDEN, m.to_string()),
-            HttpError::NotFound => (StatusCode::NOT_FOUND, "not found".to_string()),
-            HttpError::Internal(detail) => {
-                tracing::error!("internal error: {detail}");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error".to_string(),
-                )
-            }
-        };
-        if status.is_client_error() {
-            tracing::debug!(%status, "{body}");
-        }
-        (
-            status,
-            [
-                (CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (CACHE_CONTROL, "no-store"),
-            ],
-            format!("{body}\n"),
-        )
-            .into_response()
-    }
-}
 
 /// The router. Tests mount it on a port-0 listener.
 pub fn app(state: AppState) -> Router {
@@ -95,6 +55,8 @@ pub fn app(state: AppState) -> Router {
             host::check_host,
         ))
         .layer(axum::middleware::map_response(security_headers))
+        // Outermost: sees every error response, from handlers and layers.
+        .layer(axum::middleware::from_fn(super::error::log_errors))
         .with_state(state)
 }
 

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod body_deadline;
 pub mod capacity;
 pub mod connections;
+pub mod error;
 pub mod host;
 pub mod http;
 pub mod jwt;

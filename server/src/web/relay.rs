@@ -134,19 +134,7 @@ pub async fn serve(
         Ok(user) => user,
         Err(e) => {
             tracing::debug!("WebSocket refused: {e}");
-            if let Some(m) = app.manager() {
-                let m = std::sync::Arc::clone(m);
-                let why = e.to_string();
-                tokio::task::spawn_blocking(move || {
-                    m.audit(
-                        "anonymous",
-                        "auth.failed",
-                        None,
-                        "refused",
-                        serde_json::json!({"path": "/ws", "why": why}),
-                    )
-                });
-            }
+            app.audit_auth_failed("/ws", e.to_string());
             let message = match e {
                 AuthError::Token(jwt) => format!("not logged in: {jwt}"),
                 AuthError::User(e) => format!("not logged in: {e}"),

@@ -139,6 +139,16 @@ impl AppState {
         self.inner.web.ping
     }
 
+    /// Writes a refused credential to the audit log (off the async
+    /// threads); nothing without the management service.
+    pub fn audit_auth_failed(&self, path: &str, why: String) {
+        if let Some(m) = self.manager() {
+            let m = Arc::clone(m);
+            let path = path.to_owned();
+            tokio::task::spawn_blocking(move || m.auth_failed(&path, &why));
+        }
+    }
+
     /// Counts one open connection until dropped.
     pub fn connection_guard(&self) -> ConnectionGuard {
         self.inner.connections.send_modify(|n| *n += 1);
