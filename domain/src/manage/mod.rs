@@ -398,3 +398,6 @@ fn sandbox_state(running: bool, busy: bool) -> String {
     }
     .to_string()
 }
+
+#[cfg(test)]
+mod tests;
