@@ -165,7 +165,7 @@ fn with_hint(e: &warren_runtime::report::SetupError) -> String {
 pub(super) async fn wait_child(child: &Mutex<Child>) -> Option<std::process::ExitStatus> {
     let pid = Pid::from_raw(child.lock().ok()?.id() as i32);
     // An OwnedFd cannot swap or close its fd while registered, which is the
-    // unsoundness tokio#8587 deprecates `new` for (see serve::pty).
+    // unsoundness tokio#8587 deprecates `new` for (see crate::pty).
     #[allow(deprecated)]
     let pidfd = warren_runtime::sys::pidfd_open(pid)
         .ok()
