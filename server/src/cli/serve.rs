@@ -1,5 +1,5 @@
 //! `warren serve` and `warren token` on the command line: turn the flags
-//! into a [`ServeConfig`], pick the backend and the isolation tier (before
+//! into a [`crate::web::ServeConfig`], pick the backend and the isolation tier (before
 //! the async runtime starts: the tier probe forks), print the banner, map
 //! signals to [`crate::web::ShutdownHandle::shutdown`].
 

@@ -110,7 +110,8 @@ impl IntoResponse for ApiError {
 impl From<ManageError> for ApiError {
     fn from(e: ManageError) -> Self {
         let status = status_of(&e);
-        if status.is_server_error() {
+        // 503 (full, shutting down) tells the client why; a 500 never does.
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             return ApiError {
                 status,
                 message: "internal error; the server's log has the details".into(),
@@ -202,6 +203,9 @@ mod tests {
         assert!(log.internal);
         assert!(log.detail.contains("secret path"), "{}", log.detail);
 
+        let r = ApiError::from(ManageError::Unavailable("the server is full".into()));
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.message, "the server is full");
         let r = ApiError::from(ManageError::NoSuchUser("bob".into())).into_response();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert!(

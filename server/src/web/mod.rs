@@ -50,7 +50,8 @@ pub fn mint_token(secret: &[u8], user: &str, ttl: Duration) -> String {
     jwt::mint(secret, user, ttl)
 }
 
-/// Everything the server needs, checked (see [`ServeArgs::to_config`]).
+/// Everything the server needs, checked (the command line builds it:
+/// `cli::args::ServeArgs::to_config`).
 #[derive(Debug)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
