@@ -34,8 +34,8 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
-use warren::web::protocol::{self, ClientMessage};
 use warren::cli::args::ServeArgs;
+use warren::web::protocol::{self, ClientMessage};
 use warren::web::Server;
 use warren_domain::echo::EchoBackend;
 
