@@ -228,7 +228,7 @@ struct EchoCommand {
 impl TerminalProcess for EchoCommand {
     fn wait(&mut self) -> BoxFuture<'_, ProcessExit> {
         Box::pin(async move {
-            let status = crate::sandboxes::wait_child(&self.child).await;
+            let status = crate::child::wait_child(&self.child).await;
             exit_of(status.ok_or_else(|| std::io::Error::other("lost the child")))
         })
     }

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod child;
 pub mod counters;
 pub mod echo;
 pub mod exec;

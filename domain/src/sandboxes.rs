@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::unix::AsyncFd;
 use warren_runtime::cgroups::{Cgroups, Limits, Roots};
 use warren_runtime::info::Applied;
 use warren_runtime::launch::{self, JoinTarget, Mode};
@@ -29,6 +28,7 @@ use crate::backend::{
     AppliedLimits, Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio,
     ProcessExit, Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
+use crate::child::wait_child;
 use crate::sandbox::{prepare, Request, Settings};
 use crate::user::UserId;
 use crate::WinSize;
@@ -157,30 +157,6 @@ fn with_hint(e: &warren_runtime::report::SetupError) -> String {
     match &e.hint {
         Some(h) => format!("{e} (hint: {h})"),
         None => e.to_string(),
-    }
-}
-
-/// Waits until `child` has exited, without a thread: its pidfd becomes
-/// readable then.
-pub(super) async fn wait_child(child: &Mutex<Child>) -> Option<std::process::ExitStatus> {
-    let pid = Pid::from_raw(child.lock().ok()?.id() as i32);
-    // An OwnedFd cannot swap or close its fd while registered, which is the
-    // unsoundness tokio#8587 deprecates `new` for (see crate::pty).
-    #[allow(deprecated)]
-    let pidfd = warren_runtime::sys::pidfd_open(pid)
-        .ok()
-        .and_then(|fd| AsyncFd::new(fd).ok());
-    loop {
-        if let Some(status) = child.lock().ok()?.try_wait().ok()? {
-            return Some(status);
-        }
-        match &pidfd {
-            Some(fd) => match fd.readable().await {
-                Ok(mut guard) => guard.clear_ready(),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
     }
 }
 
