@@ -34,8 +34,10 @@ use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};
-use warren::serve::protocol::{self, ClientMessage};
-use warren::serve::{EchoBackend, ServeArgs, Server};
+use warren::cli::args::ServeArgs;
+use warren::web::protocol::{self, ClientMessage};
+use warren::web::Server;
+use warren_domain::echo::EchoBackend;
 
 /// Every wait is bounded: a server that stops answering is a finding.
 const WAIT: Duration = Duration::from_secs(10);

@@ -1,17 +1,8 @@
-//! The `warren` command: CLI, tenant state and (later) the web terminal
-//! server. Everything that touches the kernel lives in `warren-runtime`;
-//! this crate has no `unsafe` at all.
+//! The `warren` command, in two layers that import only downward:
+//! [`cli`] (the command line) → [`web`] (HTTP and WebSocket transport) →
+//! `warren-domain` (tenants, sessions, terminals, the management service)
+//! → `warren-runtime` (the kernel). This crate has no `unsafe` at all.
 #![forbid(unsafe_code)]
 
-pub mod audit;
 pub mod cli;
-pub mod config;
-pub mod doctor;
-pub mod exec;
-pub mod manage;
-pub mod private;
-pub mod run;
-pub mod sandbox;
-pub mod serve;
-pub mod state;
-pub mod users_cli;
+pub mod web;

@@ -614,7 +614,7 @@ async fn landlock_tier_execs_and_refuses_export_import() {
         return;
     }
     let d = dirs();
-    let backend = warren::serve::sandboxes::SandboxBackend::new(
+    let backend = warren_domain::sandboxes::SandboxBackend::new(
         d.settings.clone(),
         warren_runtime::cgroups::Limits::default(),
         false,

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use clap::CommandFactory;
 use clap::Parser;
 use warren::cli::{Cli, Command as Sub};
-use warren::serve::auth::AuthMode;
+use warren::web::auth::AuthMode;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Variables warren reads that are not a flag's (`tracing` filter).
@@ -267,7 +267,7 @@ fn env_as_flags(env: &[(String, String)], subcommand: &str) -> Vec<String> {
     flags
 }
 
-fn parse_serve(argv: &[String]) -> warren::serve::ServeArgs {
+fn parse_serve(argv: &[String]) -> warren::cli::args::ServeArgs {
     match Cli::try_parse_from(argv) {
         Ok(Cli {
             command: Sub::Serve(args),

@@ -1,7 +1,7 @@
 //! docs/openapi.json against the server. The document must be well-formed
 //! OpenAPI 3.1 (every `$ref` resolves, every schema is valid JSON Schema
 //! 2020-12), describe exactly the router's routes (read from
-//! src/serve/api.rs and probed: a documented route answers, an
+//! src/web/api.rs and probed: a documented route answers, an
 //! undocumented method gets 405), and every documented operation is called
 //! on a live server (echo backend, no root needed) with each status code it
 //! documents: the status must be documented and the body must match the
@@ -861,8 +861,8 @@ async fn documented_routes_are_the_routers() {
         spec.ops().into_iter().map(|o| (o.method, o.path)).collect();
 
     // From the source: the API's routes, plus /healthz from the app's.
-    let mut routed = routes_in("src/serve/api.rs", "pub fn routes(");
-    let app = routes_in("src/serve/http.rs", "pub fn app(");
+    let mut routed = routes_in("src/web/api.rs", "pub fn routes(");
+    let app = routes_in("src/web/http.rs", "pub fn app(");
     assert!(
         app.contains(&("GET".into(), "/healthz".into())),
         "no GET /healthz in http.rs"
@@ -941,8 +941,8 @@ async fn documented_routes_are_the_routers() {
 /// Whether the archive tools exist on this host (they exist only inside
 /// a real sandbox, so the echo backend cannot run them).
 fn echo_has_archivers() -> bool {
-    std::path::Path::new(warren::manage::EXPORT_COMMAND).exists()
-        && std::path::Path::new(warren::manage::IMPORT_COMMAND).exists()
+    std::path::Path::new(warren_domain::manage::EXPORT_COMMAND).exists()
+        && std::path::Path::new(warren_domain::manage::IMPORT_COMMAND).exists()
 }
 
 /// Statuses that cannot be produced against this test server, with why.
@@ -976,7 +976,7 @@ async fn every_operation_answers_as_documented() {
     let server = TestServer::with(Options {
         management: Some(management(&d)),
         // One sandbox, so a second user's command finds the server full.
-        limits: warren::serve::SessionLimits {
+        limits: warren_domain::sessions::SessionLimits {
             max_sandboxes: 1,
             ..Default::default()
         },
@@ -1081,7 +1081,7 @@ async fn users(live: &Live<'_>, d: &Dirs) {
     // 409: "carol"'s slug already belongs to another id (made directly in
     // the state database: two ids never derive one slug by themselves).
     {
-        let mut state = warren::state::State::open(&d.settings.state_dir).unwrap();
+        let mut state = warren_domain::state::State::open(&d.settings.state_dir).unwrap();
         let mut impostor = warren_runtime::tenant::Tenant::parse("Carol@x").unwrap();
         impostor.slug = "carol".into();
         state.get_or_create(&impostor, d.settings.uid_base).unwrap();

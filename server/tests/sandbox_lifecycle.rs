@@ -318,7 +318,7 @@ async fn a_dead_sandbox_is_replaced(kill_shim: bool, isolation: Isolation) {
     // Sandboxes are found as children of this process: one test at a time.
     let _turn = IN_PROCESS.lock().await;
     let d = dirs();
-    let backend = warren::serve::sandboxes::SandboxBackend::new(
+    let backend = warren_domain::sandboxes::SandboxBackend::new(
         d.settings.clone(),
         warren_runtime::cgroups::Limits::default(),
         false,
@@ -519,7 +519,7 @@ fn running(name: &str) -> bool {
 /// still there 1.5 s later.
 async fn after_the_last_terminal(stop_when_no_terminals: bool, user: &str) -> (usize, bool) {
     let d = dirs();
-    let backend = warren::serve::sandboxes::SandboxBackend::new(
+    let backend = warren_domain::sandboxes::SandboxBackend::new(
         d.settings.clone(),
         warren_runtime::cgroups::Limits::default(),
         false,
@@ -527,7 +527,7 @@ async fn after_the_last_terminal(stop_when_no_terminals: bool, user: &str) -> (u
     .with_shim(shim());
     let server = TestServer::with(Options {
         backend: Arc::new(backend),
-        limits: warren::serve::SessionLimits {
+        limits: warren_domain::sessions::SessionLimits {
             stop_when_no_terminals,
             ..Default::default()
         },

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use serde_json::{json, Value};
-use warren::serve::sandboxes::SandboxBackend;
+use warren_domain::sandboxes::SandboxBackend;
 use warren_runtime::spec::Isolation;
 
 /// A real-sandbox server of this tier, with the management API.

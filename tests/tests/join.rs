@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use warren::sandbox::{prepare, Request, Settings};
+use warren_domain::sandbox::{prepare, Request, Settings};
 use warren_runtime::launch::{self, JoinTarget, Mode};
 use warren_runtime::report::Event;
 use warren_tests::{bin_dir, Env};

@@ -19,9 +19,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use warren::serve::{
-    AppState, Auth, Backend, EchoBackend, ServeConfig, Server, SessionLimits, ShutdownHandle,
-};
+use warren::web::{AppState, Auth, ServeConfig, Server, ShutdownHandle};
+use warren_domain::backend::Backend;
+use warren_domain::echo::EchoBackend;
+use warren_domain::sessions::SessionLimits;
 
 pub const LOGIN_TOKEN: &str = "test-login-token-0123456789abcdefghijklmnop";
 pub const JWT_SECRET: &[u8] = b"test-jwt-secret-0123456789abcdefghijklmnop";
@@ -40,9 +41,9 @@ pub struct Options {
     pub backend: Arc<dyn Backend>,
     pub shutdown_timeout: Duration,
     /// The management API (`/api`, `/metrics`).
-    pub management: Option<warren::serve::Management>,
+    pub management: Option<warren::web::Management>,
     /// Public URLs, connection caps, timeouts and pings.
-    pub web: warren::serve::WebSettings,
+    pub web: warren::web::WebSettings,
 }
 
 impl Default for Options {
@@ -453,8 +454,8 @@ pub fn rss_kib() -> u64 {
 // --- Real sandboxes (the `sandbox` backend) ---
 
 use std::path::PathBuf;
-use warren::sandbox::Settings;
-use warren::serve::sandboxes::SandboxBackend;
+use warren_domain::sandbox::Settings;
+use warren_domain::sandboxes::SandboxBackend;
 
 /// A private state directory and workspace root.
 pub struct Dirs {
@@ -526,8 +527,8 @@ pub const IMPORT_LIMITS: warren_runtime::archive::ArchiveLimits =
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijklmnop";
 
 /// The management API settings for a server over `d`.
-pub fn management(d: &Dirs) -> warren::serve::Management {
-    warren::serve::Management {
+pub fn management(d: &Dirs) -> warren::web::Management {
+    warren::web::Management {
         settings: d.settings.clone(),
         defaults: warren_runtime::cgroups::Limits::default(),
         admin_token: ADMIN_TOKEN.into(),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use warren::serve::jwt;
+use warren::web::jwt;
 
 use crate::common::*;
 
@@ -109,7 +109,7 @@ fn jwt_opts() -> Options {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_from_bearer_query_or_cookie() {
     let server = TestServer::with(jwt_opts()).await;
-    let token = warren::serve::mint_token(JWT_SECRET, "bob", Duration::from_secs(600));
+    let token = warren::web::mint_token(JWT_SECRET, "bob", Duration::from_secs(600));
     let bearer = format!("Bearer {token}");
     let mut c = Client::connect(server.addr, "/ws", &[("authorization", &bearer)])
         .await
@@ -137,7 +137,7 @@ async fn jwt_from_bearer_query_or_cookie() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_and_expired_jwts_are_refused() {
     let server = TestServer::with(jwt_opts()).await;
-    let wrong_key = warren::serve::mint_token(
+    let wrong_key = warren::web::mint_token(
         b"another-secret-0123456789abcdefghijkl",
         "bob",
         Duration::from_secs(600),

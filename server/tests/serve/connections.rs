@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
-use warren::serve::{ConnLimits, PingPolicy, WebSettings};
+use warren::web::{ConnLimits, PingPolicy, WebSettings};
 
 use crate::common::*;
 

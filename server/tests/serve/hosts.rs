@@ -86,7 +86,7 @@ async fn credentials(server: &TestServer, auth: &str) -> (String, Option<String>
             Some(cookie(&server.login("alice").await)),
         ),
         "jwt" => {
-            let t = warren::serve::mint_token(JWT_SECRET, "alice", Duration::from_secs(600));
+            let t = warren::web::mint_token(JWT_SECRET, "alice", Duration::from_secs(600));
             (format!("/ws?token={t}"), None)
         }
         _ => ("/ws?user=alice".to_string(), None),
@@ -174,7 +174,7 @@ async fn rebinding_requests_are_refused_in_every_auth_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_public_url_is_this_servers_name_and_origin() {
     let server = TestServer::with(Options {
-        web: warren::serve::WebSettings {
+        web: warren::web::WebSettings {
             public_urls: vec!["https://term.example.com".into()],
             ..Default::default()
         },

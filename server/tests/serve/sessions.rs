@@ -4,7 +4,7 @@
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
-use warren::serve::SessionLimits;
+use warren_domain::sessions::SessionLimits;
 
 use crate::common::*;
 
@@ -119,12 +119,12 @@ async fn another_user_cannot_attach() {
 }
 
 trait ParseUser {
-    fn parse_user(&self) -> warren::serve::UserId;
+    fn parse_user(&self) -> warren_domain::user::UserId;
 }
 
 impl ParseUser for str {
-    fn parse_user(&self) -> warren::serve::UserId {
-        warren::serve::UserId::parse(self).unwrap()
+    fn parse_user(&self) -> warren_domain::user::UserId {
+        warren_domain::user::UserId::parse(self).unwrap()
     }
 }
 

@@ -301,7 +301,7 @@ impl Server {
     }
 
     fn token(&self, user: &str) -> String {
-        warren::serve::mint_token(&self.secret, user, Duration::from_secs(3600))
+        warren::web::mint_token(&self.secret, user, Duration::from_secs(3600))
     }
 
     fn log_text(&self) -> String {

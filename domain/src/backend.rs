@@ -1,0 +1,214 @@
+//! What the session registry needs from whatever runs the shells: start a
+//! sandbox for a user, open a terminal (a process on a PTY) in it, stop it.
+//!
+//! Two implementations: [`crate::echo::EchoBackend`] (a plain shell on a
+//! PTY as the server's own user, no isolation: tests and development) and
+//! the real sandbox backend, which drives `warren-shim` (see docs/serve.md,
+//! "Backends").
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{ChildStderr, ChildStdin, ChildStdout, Stdio};
+use std::sync::Arc;
+
+use warren_runtime::cgroups::Usage;
+use warren_runtime::record::SandboxRecord;
+
+use crate::user::UserId;
+use crate::WinSize;
+
+/// A boxed future, so the traits stay object safe (`Arc<dyn Backend>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A backend failure, for the server's log. Clients only ever see "could
+/// not start a terminal"; the detail (which step, which errno) stays here.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct BackendError {
+    pub context: String,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl BackendError {
+    pub fn new(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> BackendError {
+        BackendError {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// A command's starter (the joining shim) failed without a word before the
+/// command ran: stalled or killed at the sandbox's memory limit (the
+/// cgroup's OOM-kill or limit-hit counts rose meanwhile), or for another
+/// reason.
+#[derive(Debug, thiserror::Error)]
+pub enum StarterEnded {
+    #[error("the sandbox's memory limit stopped the command's starter before the command ran")]
+    OutOfMemory,
+    /// SIGKILL from someone else: the OOM killer, or the sandbox ending
+    /// (its end kills what is left in its cgroup).
+    #[error("the command's starter was killed before the command ran (the sandbox ended or ran out of memory)")]
+    Killed,
+    #[error("the command's starter ended before the command started ({0})")]
+    Other(std::process::ExitStatus),
+}
+
+/// Starts sandboxes. One per server.
+pub trait Backend: Send + Sync + 'static {
+    /// The isolation tier its sandboxes run in (one per server).
+    fn isolation(&self) -> warren_runtime::spec::Isolation {
+        warren_runtime::spec::Isolation::Namespaces
+    }
+
+    /// Starts the sandbox of `user`. The registry calls this at most once
+    /// at a time per user, and only when the user has no running sandbox.
+    fn start_sandbox<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> BoxFuture<'a, Result<Arc<dyn Sandbox>, BackendError>>;
+
+    /// Runs one command in a sandbox of its own for `user`, which ends with
+    /// the command (the command line's `warren exec`, and clean-ups that
+    /// must not go through the registry).
+    fn exec_once<'a>(
+        &'a self,
+        user: &'a UserId,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> BoxFuture<'a, Result<ExecChild, BackendError>>;
+}
+
+/// One user's running sandbox.
+pub trait Sandbox: Send + Sync + 'static {
+    /// What the sandbox got, as its shim recorded it (`runtime::record`):
+    /// shown unchanged in the `hello` frame and the stats API.
+    fn record(&self) -> &SandboxRecord;
+
+    /// Starts a new shell in the sandbox on a new PTY of the given size.
+    fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>>;
+
+    /// Runs a command in the sandbox without a terminal, with the given
+    /// stdio (pipes are handed back in [`ExecChild`]).
+    fn exec(
+        &self,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> BoxFuture<'_, Result<ExecChild, BackendError>>;
+
+    /// Live memory, CPU time and process count from the sandbox's cgroup,
+    /// when it has one.
+    fn usage(&self) -> Option<Usage>;
+
+    /// Stops the sandbox: kills every process in it and releases what it
+    /// holds (cgroups). Called once, when the sandbox is idle or the server
+    /// shuts down, or after it ended by itself; processes still running get
+    /// killed.
+    fn stop(&self) -> BoxFuture<'_, ()>;
+
+    /// Resolves when the sandbox has ended by itself or was stopped (its
+    /// PID 1 or its creating shim died), saying why. Never resolves for a
+    /// backend whose sandboxes cannot end on their own.
+    fn ended(&self) -> BoxFuture<'_, SandboxEnd> {
+        Box::pin(std::future::pending())
+    }
+
+    /// Whether the sandbox is ending or gone right now (its PID 1 is
+    /// exiting): a shell killed at that moment was killed by the sandbox's
+    /// end, not by its user.
+    fn is_ending(&self) -> bool {
+        false
+    }
+}
+
+/// Why a sandbox ended by itself, as far as the host could tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SandboxEnd {
+    pub cause: EndCause,
+    /// The signal that killed PID 1 (or the creating shim), if one did.
+    pub signal: Option<i32>,
+    /// PID 1's exit status, if it exited.
+    pub code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndCause {
+    /// The sandbox hit its memory limit: the cgroup counted an OOM kill.
+    OutOfMemory,
+    /// PID 1 or the shim that created the sandbox was killed by a signal.
+    Killed,
+    /// PID 1 exited.
+    Exited,
+}
+
+/// A shell started on a PTY.
+pub struct Spawned {
+    /// The PTY master, close-on-exec. The server makes it non-blocking.
+    pub master: OwnedFd,
+    pub process: Box<dyn TerminalProcess>,
+}
+
+/// The shell behind one terminal.
+pub trait TerminalProcess: Send + 'static {
+    /// Waits until the shell has exited. Must be cancel-safe: the terminal
+    /// drops this future to call [`kill`](Self::kill), then waits again.
+    fn wait(&mut self) -> BoxFuture<'_, ProcessExit>;
+
+    /// Kills the shell and whatever it started on its terminal. Idempotent.
+    fn kill(&mut self);
+}
+
+/// How a terminal's shell ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The sandbox's memory limit was hit and the kernel killed it (the
+    /// backend reads the cgroup's OOM-kill counter).
+    pub memory_limit: bool,
+}
+
+/// A command for [`Sandbox::exec`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecCommand {
+    pub argv: Vec<String>,
+    /// Added to (and overriding) the sandbox's environment.
+    pub env: Vec<(String, String)>,
+    /// Relative to the user's home; `None` is the home itself. Checked by
+    /// the caller to stay inside it (`exec::resolve_cwd`).
+    pub cwd: Option<PathBuf>,
+}
+
+/// Where an exec'd command's stdio goes.
+pub struct ExecStdio {
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+impl ExecStdio {
+    /// Pipes for all three.
+    pub fn piped() -> ExecStdio {
+        ExecStdio {
+            stdin: Stdio::piped(),
+            stdout: Stdio::piped(),
+            stderr: Stdio::piped(),
+        }
+    }
+}
+
+/// A running exec'd command: its pipes (those asked for) and how to wait
+/// for or kill it.
+pub struct ExecChild {
+    pub stdin: Option<ChildStdin>,
+    pub stdout: Option<ChildStdout>,
+    pub stderr: Option<ChildStderr>,
+    pub process: Box<dyn TerminalProcess>,
+}

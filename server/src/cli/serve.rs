@@ -1,0 +1,271 @@
+//! `warren serve` and `warren token` on the command line: turn the flags
+//! into a [`crate::web::ServeConfig`], pick the backend and the isolation tier (before
+//! the async runtime starts: the tier probe forks), print the banner, map
+//! signals to [`crate::web::ShutdownHandle::shutdown`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warren_domain::backend::Backend;
+use warren_domain::echo::EchoBackend;
+use warren_domain::user::UserId;
+use warren_runtime::host::TierChoice;
+
+use super::args::{self, BackendKind, ServeArgs, TokenArgs};
+use crate::web::{capacity, mint_token, AuthMode, ConnLimits, Server};
+
+/// `warren serve`: returns the process exit code.
+pub fn main(args: ServeArgs) -> i32 {
+    init_tracing();
+    let mut config = match args.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("warren serve: {e}");
+            return 2;
+        }
+    };
+    fit_connections_to_fds(&mut config.web.connections);
+    let admin_file = config
+        .management
+        .as_ref()
+        .and_then(|m| m.admin_token_file.clone());
+    // Decided once, here: the probe forks, which must happen before the
+    // async runtime starts its threads.
+    let tier = match args.backend {
+        BackendKind::Echo => None,
+        BackendKind::Sandbox => match args.isolation.choose() {
+            Ok(choice) => Some(choice),
+            Err(e) => {
+                eprintln!("warren serve: {e}\n  hint: {}", e.hint());
+                return 2;
+            }
+        },
+    };
+    if let Some(t) = &tier {
+        // With one uid for the server and every tenant, nothing of the
+        // server's may lie where every sandbox of the landlock tier reads.
+        let settings = args.store.settings();
+        let mut paths = vec![
+            ("the state directory", settings.state_dir.as_path()),
+            ("the workspace root", settings.workspace_root.as_path()),
+        ];
+        if let Some(secret) = &args.jwt_secret_file {
+            paths.push(("the JWT secret", secret.as_path()));
+        }
+        let range = warren_runtime::idmap::IdRange::of_current_process("/proc".as_ref());
+        // Every sandbox would be refused: say so now, not at each login.
+        if let Some(e) = range.refusal() {
+            eprintln!("warren serve: {e}");
+            return 2;
+        }
+        if let Err(e) = warren_domain::sandbox::check_shared_host_paths(t.isolation, range, &paths)
+        {
+            eprintln!("warren serve: {e}");
+            return 2;
+        }
+        tracing::info!(tier = %t.isolation, "isolation {}: {}", t.isolation, t.why);
+        if let Some(w) = &t.warning {
+            tracing::warn!(tier = %t.isolation, "{w}");
+        }
+    }
+    let backend: Arc<dyn Backend> = match (args.backend, &tier) {
+        (BackendKind::Sandbox, Some(t)) => Arc::new(
+            warren_domain::sandboxes::SandboxBackend::new(
+                args.store.settings(),
+                args.limits.limits(),
+                args.limits.require_limits,
+            )
+            .with_isolation(t.isolation),
+        ),
+        _ => Arc::new(EchoBackend::new()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warren serve: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let code = runtime.block_on(async move {
+        let server = match Server::bind(config, backend).await {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("warren serve: {e}");
+                return 1;
+            }
+        };
+        print_banner(&server, &args, admin_file.as_deref(), tier.as_ref());
+        let handle = server.shutdown_handle();
+        tokio::spawn(async move {
+            let Ok(mut signals) = Signals::new() else {
+                return;
+            };
+            signals.next().await;
+            // Shut down first: with stderr gone (a closed pipe), printing
+            // must not be what stops us from stopping.
+            handle.shutdown();
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "warren serve: shutting down (signal again to exit at once)"
+            );
+            signals.next().await;
+            std::process::exit(130);
+        });
+        match server.run().await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("warren serve: {e}");
+                1
+            }
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// Raises the soft open-file limit to the hard one (issue 10 §4: a unit's
+/// default 1,024 broke a server at 162 terminals), and keeps the
+/// connection cap within half of it, the other half for terminals.
+fn fit_connections_to_fds(limits: &mut ConnLimits) {
+    let fds = match capacity::raise_nofile() {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            return;
+        }
+    };
+    tracing::info!(
+        soft = fds.soft,
+        hard = fds.hard,
+        "open-file limit {} (about {} terminals)",
+        fds.soft,
+        fds.terminals()
+    );
+    let room = usize::try_from(fds.soft / 2).unwrap_or(usize::MAX).max(1);
+    if limits.max > room {
+        tracing::warn!(
+            "--max-connections {} lowered to {room}: half the open-file limit {} \
+             (raise LimitNOFILE= or `ulimit -Hn`)",
+            limits.max,
+            fds.soft
+        );
+        limits.max = room;
+        limits.max_per_address = limits.max_per_address.min(room);
+    }
+}
+
+/// Printed to the operator's terminal, never to the log (it holds the
+/// login token), the way Jupyter does.
+fn print_banner(
+    server: &Server,
+    args: &ServeArgs,
+    admin_file: Option<&std::path::Path>,
+    tier: Option<&TierChoice>,
+) {
+    eprintln!(
+        "warren serve: listening on {} (auth: {}, backend: {})",
+        server.base_url(),
+        value_name(args.auth),
+        value_name(args.backend)
+    );
+    if !server.local_addr().ip().is_loopback() && args.public_urls.iter().all(|u| u.is_empty()) {
+        eprintln!(
+            "  note: answers to IP addresses and localhost only (DNS rebinding); \
+             to reach it by a name, add --public-url http(s)://NAME"
+        );
+    }
+    if args.backend == BackendKind::Echo {
+        eprintln!("  note: the echo backend runs shells as this user with NO isolation (development only)");
+    }
+    if let Some(t) = tier {
+        eprintln!("  isolation: {} ({})", t.isolation, t.why);
+        if let Some(w) = &t.warning {
+            eprintln!("  warning: {w}");
+        }
+    }
+    match args.auth {
+        AuthMode::Token => {
+            if let Some(url) = server.login_url() {
+                eprintln!(
+                    "  To log in, open this URL (add &user=NAME, or pick a name on the page):"
+                );
+                eprintln!("    {url}");
+            }
+        }
+        AuthMode::Jwt => eprintln!(
+            "  To log in, open {}/login?token=JWT (mint one with `warren token --user NAME`)",
+            server.base_url()
+        ),
+        AuthMode::None => eprintln!(
+            "  No authentication (loopback only): open {}/ (or /?user=NAME)",
+            server.base_url()
+        ),
+    }
+    if let Some(path) = admin_file {
+        eprintln!(
+            "  Management API: {}/api/users with `Authorization: Bearer $(cat {})`",
+            server.base_url(),
+            path.display()
+        );
+    }
+}
+
+/// How a flag value is spelled on the command line.
+fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// `warren token`: prints a token; returns the process exit code.
+pub fn token_main(args: TokenArgs) -> i32 {
+    let secret = match args::read_secret_file(&args.jwt_secret_file) {
+        Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("warren token: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = UserId::parse(&args.user) {
+        eprintln!("warren token: invalid user id: {e}");
+        return 2;
+    }
+    println!("{}", mint_token(&secret, &args.user, args.ttl));
+    0
+}

@@ -1,0 +1,197 @@
+//! `/metrics` in the Prometheus text format (prometheus-client): sandboxes
+//! and terminals now, how long spawning took, bytes relayed, OOM kills and
+//! each running tenant's memory. Gauges that describe the present are read
+//! from the registry when scraped; counters and histograms are fed by the
+//! relay and by the session observer.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use warren_domain::counters::ServiceCounters;
+use warren_domain::sessions::Registry as Sessions;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `to_client` (terminal output) or `from_client` (keystrokes).
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub user: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhatLabel {
+    /// `sandbox` (a sandbox start) or `terminal` (a terminal, including its
+    /// sandbox's start when it had none).
+    pub what: &'static str,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    sandboxes: Gauge,
+    terminals: Gauge,
+    spawn_seconds: Family<WhatLabel, Histogram>,
+    relayed_bytes: Family<DirectionLabel, Counter>,
+    oom_kills: Counter,
+    tenant_memory: Family<TenantLabel, Gauge>,
+    exec_total: Counter,
+    audit: AuditMetrics,
+}
+
+/// The audit log's backlog (see `warren_domain::audit`).
+#[derive(Default)]
+struct AuditMetrics {
+    pending: Gauge,
+    dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn spawn_histogram() -> Histogram {
+    // 5 ms .. ~10 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.005, 2.0, 12,
+    ))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("warren")),
+            sandboxes: Gauge::default(),
+            terminals: Gauge::default(),
+            spawn_seconds: Family::new_with_constructor(spawn_histogram as fn() -> Histogram),
+            relayed_bytes: Family::default(),
+            oom_kills: Counter::default(),
+            tenant_memory: Family::default(),
+            exec_total: Counter::default(),
+            audit: AuditMetrics::default(),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register(
+                "sandboxes",
+                "Sandboxes running or starting",
+                m.sandboxes.clone(),
+            );
+            r.register("terminals", "Terminals open", m.terminals.clone());
+            r.register(
+                "spawn_seconds",
+                "Time to start a sandbox or open a terminal",
+                m.spawn_seconds.clone(),
+            );
+            r.register(
+                "relayed_bytes",
+                "Bytes relayed between terminals and browsers",
+                m.relayed_bytes.clone(),
+            );
+            r.register(
+                "oom_kills",
+                "Terminals and commands ended by their sandbox's memory limit",
+                m.oom_kills.clone(),
+            );
+            r.register(
+                "tenant_memory_bytes",
+                "Memory in use by each running sandbox (its cgroup)",
+                m.tenant_memory.clone(),
+            );
+            r.register(
+                "exec",
+                "Commands run through the management API or CLI",
+                m.exec_total.clone(),
+            );
+            r.register(
+                "audit_pending",
+                "Audit entries held in memory because the state database refused writes",
+                m.audit.pending.clone(),
+            );
+            r.register(
+                "audit_dropped",
+                "Audit entries lost because the state database refused writes for too long",
+                m.audit.dropped.clone(),
+            );
+        }
+        m
+    }
+
+    pub fn observe_spawn(&self, what: &'static str, took: Duration) {
+        self.spawn_seconds
+            .get_or_create(&WhatLabel { what })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn relayed(&self, direction: &'static str, bytes: usize) {
+        self.relayed_bytes
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(bytes as u64);
+    }
+
+    pub fn oom_kill(&self) {
+        self.oom_kills.inc();
+    }
+}
+
+/// What the management service counts.
+impl ServiceCounters for Metrics {
+    fn exec(&self) {
+        self.exec_total.inc();
+    }
+
+    fn oom_kill(&self) {
+        Metrics::oom_kill(self);
+    }
+
+    fn audit_pending(&self, n: usize) {
+        self.audit.pending.set(n as i64);
+    }
+
+    fn audit_dropped(&self, n: u64) {
+        self.audit.dropped.inc_by(n);
+    }
+}
+
+impl Metrics {
+    /// The text exposition, with the present read from `registry`.
+    pub fn encode(&self, registry: &Sessions) -> String {
+        let users = registry.users();
+        self.sandboxes.set(registry.sandbox_count() as i64);
+        self.tenant_memory.clear();
+        let mut terminals = 0;
+        for user in users {
+            let s = registry.sessions_of(&user);
+            terminals += s.terminals.len();
+            if let Some(mem) = s
+                .sandbox
+                .and_then(|sb| sb.usage())
+                .and_then(|u| u.memory_bytes)
+            {
+                self.tenant_memory
+                    .get_or_create(&TenantLabel {
+                        user: user.as_str().to_string(),
+                    })
+                    .set(mem as i64);
+            }
+        }
+        self.terminals.set(terminals as i64);
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
