@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -113,17 +113,20 @@ fn shim_command(
     report: Reader<File>,
     command_pid: Option<i32>,
     cgroup: Option<String>,
+    oom_before: u64,
+    sandbox_oom: Option<Arc<OnceLock<bool>>>,
 ) -> ExecChild {
     ExecChild {
         stdin: child.stdin.take(),
         stdout: child.stdout.take(),
         stderr: child.stderr.take(),
         process: Box::new(ShimCommand {
-            oom_before: oom_kills(cgroup.as_deref()),
+            oom_before,
             child: Mutex::new(child),
             report: Some(report),
             command_pid,
             cgroup,
+            sandbox_oom,
             exit: None,
         }),
     }
@@ -203,6 +206,8 @@ impl Backend for SandboxBackend {
                 Reader::new(launched.report),
                 None,
                 None,
+                0,
+                None,
             ))
         })
     }
@@ -272,6 +277,7 @@ impl Backend for SandboxBackend {
                 record,
                 shim,
                 reader: Mutex::new(Some(reader)),
+                ended_out_of_memory: Arc::new(OnceLock::new()),
             }) as Arc<dyn Sandbox>)
         })
     }
@@ -289,6 +295,9 @@ struct ReadyInfo {
 /// Reads the held sandbox's events until PID 1 says it is ready.
 fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
     let (mut init, mut sandbox, mut ready) = (None, None, false);
+    // At a tight memory limit the OOM killer may end the sandbox while it
+    // starts: the shim's last word is then the cgroup's counters.
+    let (mut out_of_memory, mut failed) = (false, None);
     // The shim records the sandbox before it clones it, so the record
     // comes before Ready.
     while !(ready && init.is_some()) {
@@ -307,12 +316,23 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
                 sandbox = Some((cgroup, record));
             }
             Some(Event::Ready) => ready = true,
-            Some(Event::Failed(e)) => return Err(err("start sandbox", with_hint(&e))),
+            Some(Event::LimitsHit { events, .. }) => out_of_memory |= events.oom_killed(),
+            // Read on to the end: the counters come after the failure.
+            Some(Event::Failed(e)) => failed = failed.or(Some(e)),
             Some(_) => {}
+            None if out_of_memory => {
+                return Err(BackendError::new(
+                    "start sandbox",
+                    StarterEnded::OutOfMemory,
+                ))
+            }
             None => {
                 return Err(err(
                     "start sandbox",
-                    "the shim ended before the sandbox was ready",
+                    match failed {
+                        Some(e) => with_hint(&e),
+                        None => "the shim ended before the sandbox was ready".into(),
+                    },
                 ))
             }
         }
@@ -338,6 +358,10 @@ struct UserSandbox {
     target: JoinTarget,
     shim: Arc<Mutex<Child>>,
     reader: Mutex<Option<Reader<File>>>,
+    /// Set when the sandbox has ended: whether the OOM killer ended it.
+    /// A command killed with it may find the cgroup (and its counter)
+    /// already removed; its shim read the counters first.
+    ended_out_of_memory: Arc<OnceLock<bool>>,
 }
 
 impl Sandbox for UserSandbox {
@@ -371,7 +395,10 @@ impl Sandbox for UserSandbox {
             if let Some(rel) = cmd.cwd {
                 spec.cwd = spec.cwd.join(rel);
             }
+            // Counted before the command can run: an OOM kill right after
+            // it starts must show as a rise.
             let pressure_before = memory_pressure(self.target.cgroup.as_deref());
+            let oom_before = oom_kills(self.target.cgroup.as_deref());
             let launched = launch::start_as(
                 &self.shim_path,
                 &spec,
@@ -399,6 +426,8 @@ impl Sandbox for UserSandbox {
                     reader,
                     Some(init_pid),
                     self.target.cgroup.clone(),
+                    oom_before,
+                    Some(Arc::clone(&self.ended_out_of_memory)),
                 )),
                 Ok(Ok((Some(Event::Failed(f)), _))) => {
                     let _ = child.wait();
@@ -526,7 +555,11 @@ impl Sandbox for UserSandbox {
             let status = wait_child(&self.shim).await;
             let events = self.final_events().await;
             let oom_left = oom_kills(self.target.cgroup.as_deref()) > 0;
-            end_of_sandbox(status, &events, oom_left)
+            let end = end_of_sandbox(status, &events, oom_left);
+            let _ = self
+                .ended_out_of_memory
+                .set(end.cause == EndCause::OutOfMemory);
+            end
         })
     }
 
@@ -681,17 +714,20 @@ fn memory_pressure(cgroup: Option<&str>) -> u64 {
 }
 
 fn oom_kills(cgroup: Option<&str>) -> u64 {
-    cgroup
-        .and_then(|id| {
-            Cgroups::probe(&Roots::default())
-                .ok()?
-                .open(id)
-                .ok()?
-                .events()
-                .ok()
-        })
-        .and_then(|e| e.oom_kills)
-        .unwrap_or(0)
+    read_oom_kills(cgroup).unwrap_or(0)
+}
+
+/// The sandbox's OOM-kill count; `None` when it cannot be read (no
+/// cgroup, or it was removed).
+fn read_oom_kills(cgroup: Option<&str>) -> Option<u64> {
+    let id = cgroup?;
+    Cgroups::probe(&Roots::default())
+        .ok()?
+        .open(id)
+        .ok()?
+        .events()
+        .ok()?
+        .oom_kills
 }
 
 /// A terminal's shell: the `warren-shim join` supervising it.
@@ -789,7 +825,32 @@ struct ShimCommand {
     /// Joined: the sandbox's cgroup, whose OOM counter says "memory limit".
     cgroup: Option<String>,
     oom_before: u64,
+    /// Joined: how the sandbox ended, once it has.
+    sandbox_oom: Option<Arc<OnceLock<bool>>>,
     exit: Option<ProcessExit>,
+}
+
+impl ShimCommand {
+    /// Whether the OOM killer took the command (it died of SIGKILL): the
+    /// sandbox's counter rose; or, when the sandbox ended meanwhile and its
+    /// cgroup is gone with the counter, the sandbox ended out of memory.
+    async fn oom_killed(&self) -> bool {
+        if let Some(now) = read_oom_kills(self.cgroup.as_deref()) {
+            return now > self.oom_before;
+        }
+        let Some(ended) = &self.sandbox_oom else {
+            return false;
+        };
+        // The registry's watcher sets it as soon as the shim's last
+        // report is read.
+        for _ in 0..100 {
+            if let Some(oom) = ended.get() {
+                return *oom;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
 }
 
 impl TerminalProcess for ShimCommand {
@@ -826,10 +887,8 @@ impl TerminalProcess for ShimCommand {
                 Event::LimitsHit { events, .. } => events.oom_killed(),
                 _ => false,
             });
-            out.memory_limit = hit
-                || (out.signal == Some(9)
-                    && self.cgroup.is_some()
-                    && oom_kills(self.cgroup.as_deref()) > self.oom_before);
+            out.memory_limit =
+                hit || (out.signal == Some(9) && self.cgroup.is_some() && self.oom_killed().await);
             self.exit = Some(out);
             out
         })

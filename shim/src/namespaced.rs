@@ -122,10 +122,10 @@ pub fn join(
     detach_from_caller()?; // as for create
     set_title("join", &spec.tenant.slug);
     let pidfd = join::pin_init(&target)?; // PID 1 is still the one its shim started
+    let got = outside::joined_cgroup(&spec, &target)?; // as the first command got it
+    let plan = outside::plan(&spec, got)?; // on the host's mounts, charged to us, not the tenant
     join::enter_cgroup(&target)?; // from the host side, while cgroupfs is visible
     block_signals()?;
-    let got = outside::joined_cgroup(&spec, &target)?; // as the first command got it
-    let plan = outside::plan(&spec, got)?; // before leaving the host's mounts
     join::enter_namespaces(pidfd, &plan)?;
     // A joined pid namespace applies to children only.
     let child = fork_command(report, |report| {

@@ -107,10 +107,10 @@ pub fn join(
     detach_from_caller()?; // as for create
     set_title("join", &spec.tenant.slug);
     let pidfd = join::pin_init(&target)?; // the leader is still the one its shim started
+    let got = outside::joined_cgroup(&spec, &target)?; // as the first command got it
+    let plan = outside::plan(&spec, got)?; // the first command's plan, charged to us, not the tenant
     join::enter_cgroup(&target)?; // the command and we count against its limits
     block_signals()?;
-    let got = outside::joined_cgroup(&spec, &target)?; // as the first command got it
-    let plan = outside::plan(&spec, got)?; // the first command's plan
     become_subreaper()?; // the command's orphans stay ours, not the host init's
     drop(pidfd);
     let child = fork_command(report, |report| command(&spec, &plan, pty, report))?;

@@ -245,7 +245,15 @@ impl Manager {
             stdout: std::process::Stdio::piped(),
             stderr: std::process::Stdio::piped(),
         };
-        let running = self.start(id, cmd, stdio).await?;
+        let running = self.start(id, cmd, stdio).await.map_err(|e| match e {
+            // As when the unpacker is killed for memory once it runs.
+            ManageError::OutOfMemory(_) => ManageError::TooLarge(
+                "unpacking this archive needs more memory than the user's memory limit allows \
+                 (the unpacker could not even start); nothing was imported"
+                    .into(),
+            ),
+            e => e,
+        })?;
         let r = exec::collect(running.child, Vec::new(), ARCHIVE_TIMEOUT, 64 << 10).await;
         if r.reason != EndReason::Exit || r.exit_code != Some(0) {
             if r.reason != EndReason::Exit {

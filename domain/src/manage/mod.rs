@@ -68,6 +68,10 @@ pub enum ManageError {
     NoSuchTerminal,
     #[error("{0}")]
     Conflict(String),
+    /// A command could not start because the sandbox is at its memory
+    /// limit (the tenant's state, a conflict; an import says 413).
+    #[error("{0}")]
+    OutOfMemory(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -129,6 +133,7 @@ impl ManageError {
                 | ManageError::NoSuchUser(_)
                 | ManageError::NoSuchTerminal
                 | ManageError::Conflict(_)
+                | ManageError::OutOfMemory(_)
                 | ManageError::TooLarge(_)
                 | ManageError::Unavailable(_)
                 | ManageError::NotStarted { .. }
@@ -143,17 +148,19 @@ impl ManageError {
 }
 
 /// The shim's name for forking a command in a running sandbox
-/// (shim/src/join.rs).
+/// (shim/src/process.rs).
 const STEP_FORK_COMMAND: &str = "fork command";
-/// Its step for entering the command's working directory (shim/src/spawn.rs).
+/// Its step for entering the command's working directory (shim/src/command.rs).
 const STEP_CHDIR: &str = "chdir ";
-/// The join's steps that meet a sandbox whose PID 1 has ended
-/// (shim/src/join.rs): a pid that cannot be opened, a pid reused, a
-/// namespace set that is gone (ESRCH).
-const STEPS_SANDBOX_GONE: [&str; 3] = [
+/// The join's steps that meet a sandbox that has ended (shim/src/join.rs,
+/// shim/src/limits.rs): a pid that cannot be opened, a pid reused, a
+/// namespace set that is gone (ESRCH), a cgroup removed (ENOENT).
+const STEPS_SANDBOX_GONE: [&str; 5] = [
     "open sandbox PID 1",
     "check sandbox PID 1",
     "join namespaces",
+    "open sandbox cgroup",
+    "join cgroup",
 ];
 /// What the caller is told when a command could not start because the
 /// sandbox ended or ran out of memory meanwhile.
@@ -169,7 +176,7 @@ const TRY_AGAIN: &str = "nothing ran; try again (the next command starts a fresh
 fn start_failure(e: BackendError) -> ManageError {
     match e.source.downcast_ref::<StarterEnded>() {
         Some(StarterEnded::OutOfMemory) => {
-            return ManageError::Conflict(format!(
+            return ManageError::OutOfMemory(format!(
                 "the sandbox is at its memory limit: the command could not start; {TRY_AGAIN}"
             ))
         }
@@ -185,7 +192,8 @@ fn start_failure(e: BackendError) -> ManageError {
         return e.into();
     };
     let gone = STEPS_SANDBOX_GONE.iter().any(|s| f.step.starts_with(s));
-    if gone && (f.errno.is_none() || f.errno == Some(nix::errno::Errno::ESRCH as i32)) {
+    let gone_errno = [nix::errno::Errno::ESRCH, nix::errno::Errno::ENOENT].map(|e| Some(e as i32));
+    if gone && (f.errno.is_none() || gone_errno.contains(&f.errno)) {
         return ManageError::Conflict(format!(
             "the user's sandbox ended (its memory limit, or a stop) while the command was \
              starting; {TRY_AGAIN}"
@@ -204,7 +212,7 @@ fn start_failure(e: BackendError) -> ManageError {
         };
     }
     if f.step == STEP_FORK_COMMAND && f.errno == Some(nix::errno::Errno::ENOMEM as i32) {
-        return ManageError::Conflict(format!(
+        return ManageError::OutOfMemory(format!(
             "the sandbox is at its memory limit: the command could not be forked; {TRY_AGAIN}"
         ));
     }
@@ -242,6 +250,17 @@ impl From<SessionError> for ManageError {
             SessionError::NotFound => ManageError::NoSuchTerminal,
             SessionError::Capacity(m) => ManageError::Unavailable(m),
             SessionError::ShuttingDown => ManageError::Unavailable(e.to_string()),
+            // The tenant's limit, not the server's failure.
+            SessionError::Backend(b)
+                if matches!(
+                    b.source.downcast_ref::<StarterEnded>(),
+                    Some(StarterEnded::OutOfMemory)
+                ) =>
+            {
+                ManageError::OutOfMemory(format!(
+                    "the user's sandbox ran out of memory while it started; {TRY_AGAIN}"
+                ))
+            }
             other => ManageError::Session(other),
         }
     }

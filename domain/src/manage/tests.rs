@@ -170,3 +170,46 @@ async fn a_refused_credential_is_audited_once() {
     assert_eq!(entries[0].outcome, "refused");
     assert_eq!(entries[0].detail["path"], "/ws");
 }
+
+/// A command that cannot start because of the tenant's own state (a
+/// sandbox that ended meanwhile, its memory or pids limit) is a conflict
+/// with its reason; anything else stays the server's failure, with its
+/// source.
+#[test]
+fn start_failures_are_classified_by_their_cause() {
+    use nix::errno::Errno;
+    use warren_runtime::report::SetupError;
+    let setup = |step: &str, errno: Errno| {
+        start_failure(BackendError::new("exec", SetupError::errno(step, errno)))
+    };
+    for (step, errno) in [
+        ("open sandbox PID 1 (42)", Errno::ESRCH),
+        ("join namespaces (user,mount)", Errno::ESRCH),
+        ("open sandbox cgroup", Errno::ENOENT),
+        ("join cgroup", Errno::ENOENT),
+    ] {
+        let e = setup(step, errno);
+        assert!(
+            matches!(&e, ManageError::Conflict(m) if m.contains("ended")),
+            "{step}: {e:?}"
+        );
+    }
+    assert!(matches!(
+        setup("fork command", Errno::ENOMEM),
+        ManageError::OutOfMemory(_)
+    ));
+    assert!(matches!(
+        setup("fork command", Errno::EAGAIN),
+        ManageError::Conflict(m) if m.contains("pids")
+    ));
+    for ended in [StarterEnded::OutOfMemory, StarterEnded::Killed] {
+        let e = start_failure(BackendError::new("exec", ended));
+        assert!(!e.is_internal(), "{e:?}");
+    }
+    // The cgroup refusing us for another reason is the server's problem.
+    let e = setup("join cgroup", Errno::EACCES);
+    assert!(
+        matches!(e, ManageError::Start { .. }) && e.is_internal(),
+        "{e:?}"
+    );
+}

@@ -50,7 +50,7 @@ pub fn status_of(e: &ManageError) -> StatusCode {
     match e {
         ManageError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ManageError::NoSuchUser(_) | ManageError::NoSuchTerminal => StatusCode::NOT_FOUND,
-        ManageError::Conflict(_) => StatusCode::CONFLICT,
+        ManageError::Conflict(_) | ManageError::OutOfMemory(_) => StatusCode::CONFLICT,
         ManageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ManageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         // Only exec turns `NotStarted` into a result; elsewhere (export,
