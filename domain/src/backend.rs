@@ -56,6 +56,10 @@ pub enum StarterEnded {
     /// (its end kills what is left in its cgroup).
     #[error("the command's starter was killed before the command ran (the sandbox ended or ran out of memory)")]
     Killed,
+    /// A join step failed because the sandbox was ending under it (setns
+    /// into a dying user namespace answers EPERM in a nested one).
+    #[error("the sandbox ended while the command was starting ({0})")]
+    SandboxEnded(String),
     #[error("the command's starter ended before the command started ({0})")]
     Other(std::process::ExitStatus),
 }

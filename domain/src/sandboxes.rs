@@ -132,6 +132,16 @@ fn shim_command(
     }
 }
 
+/// The joining shim's own steps, before the command exists
+/// (shim/src/join.rs, shim/src/limits.rs).
+const JOIN_STEPS: [&str; 5] = [
+    "open sandbox PID 1",
+    "check sandbox PID 1",
+    "join namespaces",
+    "open sandbox cgroup",
+    "join cgroup",
+];
+
 /// The report that decides a join: `Started` (the command's host pid) or
 /// `Failed`. The joining shim sends `Started` right after forking the
 /// command, so a `Failed` followed by `Started` came from the command's own
@@ -431,6 +441,12 @@ impl Sandbox for UserSandbox {
                 )),
                 Ok(Ok((Some(Event::Failed(f)), _))) => {
                     let _ = child.wait();
+                    // A join step failing while the sandbox ends is that
+                    // end, whatever errno the dying namespaces gave.
+                    if JOIN_STEPS.iter().any(|s| f.step.starts_with(s)) && self.is_ending() {
+                        let ended = StarterEnded::SandboxEnded(f.to_string());
+                        return Err(BackendError::new("exec", ended));
+                    }
                     // Typed, so the API can tell a command that cannot be
                     // exec'd (127/126, as a shell) or a sandbox at its
                     // pids limit (409) from the server's own failure.

@@ -180,7 +180,7 @@ fn start_failure(e: BackendError) -> ManageError {
                 "the sandbox is at its memory limit: the command could not start; {TRY_AGAIN}"
             ))
         }
-        Some(StarterEnded::Killed) => {
+        Some(StarterEnded::Killed | StarterEnded::SandboxEnded(_)) => {
             return ManageError::Conflict(format!(
                 "the user's sandbox ended (its memory limit, or a stop) while the command was \
                  starting; {TRY_AGAIN}"

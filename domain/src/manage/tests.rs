@@ -202,7 +202,11 @@ fn start_failures_are_classified_by_their_cause() {
         setup("fork command", Errno::EAGAIN),
         ManageError::Conflict(m) if m.contains("pids")
     ));
-    for ended in [StarterEnded::OutOfMemory, StarterEnded::Killed] {
+    for ended in [
+        StarterEnded::OutOfMemory,
+        StarterEnded::Killed,
+        StarterEnded::SandboxEnded("join namespaces: EPERM".into()),
+    ] {
         let e = start_failure(BackendError::new("exec", ended));
         assert!(!e.is_internal(), "{e:?}");
     }
