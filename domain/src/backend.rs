@@ -64,6 +64,17 @@ pub enum StarterEnded {
     Other(std::process::ExitStatus),
 }
 
+/// The joining shim's own steps, before the command exists
+/// (shim/src/join.rs, shim/src/limits.rs): where a join meets a sandbox
+/// that has ended.
+pub const JOIN_STEPS: [&str; 5] = [
+    "open sandbox PID 1",
+    "check sandbox PID 1",
+    "join namespaces",
+    "open sandbox cgroup",
+    "join cgroup",
+];
+
 /// Starts sandboxes. One per server.
 pub trait Backend: Send + Sync + 'static {
     /// The isolation tier its sandboxes run in (one per server).

@@ -132,16 +132,6 @@ fn shim_command(
     }
 }
 
-/// The joining shim's own steps, before the command exists
-/// (shim/src/join.rs, shim/src/limits.rs).
-const JOIN_STEPS: [&str; 5] = [
-    "open sandbox PID 1",
-    "check sandbox PID 1",
-    "join namespaces",
-    "open sandbox cgroup",
-    "join cgroup",
-];
-
 /// The report that decides a join: `Started` (the command's host pid) or
 /// `Failed`. The joining shim sends `Started` right after forking the
 /// command, so a `Failed` followed by `Started` came from the command's own
@@ -443,7 +433,11 @@ impl Sandbox for UserSandbox {
                     let _ = child.wait();
                     // A join step failing while the sandbox ends is that
                     // end, whatever errno the dying namespaces gave.
-                    if JOIN_STEPS.iter().any(|s| f.step.starts_with(s)) && self.is_ending() {
+                    if crate::backend::JOIN_STEPS
+                        .iter()
+                        .any(|s| f.step.starts_with(s))
+                        && self.is_ending()
+                    {
                         let ended = StarterEnded::SandboxEnded(f.to_string());
                         return Err(BackendError::new("exec", ended));
                     }
@@ -716,34 +710,29 @@ async fn exit_soon(child: &mut Child) -> Option<std::process::ExitStatus> {
 /// The sandbox's OOM kills plus the times it hit its memory limit: a
 /// count that rises while memory is short.
 fn memory_pressure(cgroup: Option<&str>) -> u64 {
-    cgroup
-        .and_then(|id| {
-            Cgroups::probe(&Roots::default())
-                .ok()?
-                .open(id)
-                .ok()?
-                .events()
-                .ok()
-        })
+    read_events(cgroup)
         .map(|e| e.oom_kills.unwrap_or(0) + e.memory_limit_hits.unwrap_or(0))
         .unwrap_or(0)
+}
+
+/// The sandbox cgroup's counters; `None` when they cannot be read (no
+/// cgroup, or it was removed).
+fn read_events(cgroup: Option<&str>) -> Option<warren_runtime::cgroups::Events> {
+    Cgroups::probe(&Roots::default())
+        .ok()?
+        .open(cgroup?)
+        .ok()?
+        .events()
+        .ok()
 }
 
 fn oom_kills(cgroup: Option<&str>) -> u64 {
     read_oom_kills(cgroup).unwrap_or(0)
 }
 
-/// The sandbox's OOM-kill count; `None` when it cannot be read (no
-/// cgroup, or it was removed).
+/// The sandbox's OOM-kill count; `None` when it cannot be read.
 fn read_oom_kills(cgroup: Option<&str>) -> Option<u64> {
-    let id = cgroup?;
-    Cgroups::probe(&Roots::default())
-        .ok()?
-        .open(id)
-        .ok()?
-        .events()
-        .ok()?
-        .oom_kills
+    read_events(cgroup)?.oom_kills
 }
 
 /// A terminal's shell: the `warren-shim join` supervising it.

@@ -18,7 +18,7 @@ use warren_runtime::spec::Isolation;
 use warren_runtime::workspace::WorkspaceError;
 
 use crate::audit::{AuditBacklog, AUDIT_BACKLOG_MAX};
-use crate::backend::{Backend, BackendError, StarterEnded};
+use crate::backend::{Backend, BackendError, StarterEnded, JOIN_STEPS};
 use crate::exec::EndReason;
 use crate::sandbox::{PrepareError, Settings};
 use crate::sessions::{Registry, SessionError};
@@ -152,16 +152,6 @@ impl ManageError {
 const STEP_FORK_COMMAND: &str = "fork command";
 /// Its step for entering the command's working directory (shim/src/command.rs).
 const STEP_CHDIR: &str = "chdir ";
-/// The join's steps that meet a sandbox that has ended (shim/src/join.rs,
-/// shim/src/limits.rs): a pid that cannot be opened, a pid reused, a
-/// namespace set that is gone (ESRCH), a cgroup removed (ENOENT).
-const STEPS_SANDBOX_GONE: [&str; 5] = [
-    "open sandbox PID 1",
-    "check sandbox PID 1",
-    "join namespaces",
-    "open sandbox cgroup",
-    "join cgroup",
-];
 /// What the caller is told when a command could not start because the
 /// sandbox ended or ran out of memory meanwhile.
 const TRY_AGAIN: &str = "nothing ran; try again (the next command starts a fresh sandbox), \
@@ -191,7 +181,7 @@ fn start_failure(e: BackendError) -> ManageError {
     let Some(f) = e.source.downcast_ref::<SetupError>() else {
         return e.into();
     };
-    let gone = STEPS_SANDBOX_GONE.iter().any(|s| f.step.starts_with(s));
+    let gone = JOIN_STEPS.iter().any(|s| f.step.starts_with(s));
     let gone_errno = [nix::errno::Errno::ESRCH, nix::errno::Errno::ENOENT].map(|e| Some(e as i32));
     if gone && (f.errno.is_none() || gone_errno.contains(&f.errno)) {
         return ManageError::Conflict(format!(
