@@ -121,6 +121,12 @@ pub trait Sandbox: Send + Sync + 'static {
     /// when it has one.
     fn usage(&self) -> Option<Usage>;
 
+    /// The home's disk usage from its filesystem, when it has a disk limit
+    /// (docs/disk.md).
+    fn disk_usage(&self) -> Option<warren_runtime::disk::DiskUsage> {
+        None
+    }
+
     /// Stops the sandbox: kills every process in it and releases what it
     /// holds (cgroups). Called once, when the sandbox is idle or the server
     /// shuts down, or after it ended by itself; processes still running get

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use warren_runtime::cgroups::Limits;
+use warren_runtime::disk::{self, DiskBackend, DiskLimits, DiskSpec};
 use warren_runtime::idmap::IdRange;
 use warren_runtime::pty::WinSize;
 use warren_runtime::spec::{
@@ -43,6 +44,9 @@ pub struct Request {
     pub hold: bool,
     /// The tier, chosen once per host (`host::choose_tier`).
     pub isolation: Isolation,
+    /// The server's disk limits for homes; the tenant's overrides win.
+    pub disk: DiskLimits,
+    pub disk_backend: DiskBackend,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,9 +313,20 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         require_limits: req.require_limits,
         hold: req.hold,
         isolation: req.isolation,
+        disk: disk_spec(settings, &record, req),
     };
     spec.validate()?;
     Ok(spec)
+}
+
+/// The home's disk limits for this tenant, or `None` when none applies.
+fn disk_spec(settings: &Settings, record: &TenantRecord, req: &Request) -> Option<DiskSpec> {
+    let limits = record.limits.apply_disk(req.disk);
+    (!limits.is_none()).then(|| DiskSpec {
+        limits,
+        backend: req.disk_backend,
+        images: disk::images_dir(&settings.workspace_root),
+    })
 }
 
 #[cfg(test)]

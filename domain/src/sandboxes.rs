@@ -18,6 +18,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use warren_runtime::cgroups::{Cgroups, Limits, Roots};
+use warren_runtime::disk::{DiskBackend, DiskLimits};
 use warren_runtime::launch::{self, JoinTarget, Mode};
 use warren_runtime::record::SandboxRecord;
 use warren_runtime::report::{self, Event, Exit, Reader};
@@ -48,6 +49,8 @@ pub struct SandboxBackend {
     isolation: Isolation,
     shim: PathBuf,
     shell: Vec<String>,
+    disk: DiskLimits,
+    disk_backend: DiskBackend,
 }
 
 impl SandboxBackend {
@@ -74,6 +77,8 @@ impl SandboxBackend {
             isolation: Isolation::Namespaces,
             shim: launch::shim_path(),
             shell,
+            disk: DiskLimits::NONE,
+            disk_backend: DiskBackend::Auto,
         }
     }
 
@@ -81,6 +86,13 @@ impl SandboxBackend {
     /// start: `host::choose_tier`).
     pub fn with_isolation(mut self, isolation: Isolation) -> SandboxBackend {
         self.isolation = isolation;
+        self
+    }
+
+    /// With disk limits on homes (docs/disk.md); none by default.
+    pub fn with_disk(mut self, disk: DiskLimits, backend: DiskBackend) -> SandboxBackend {
+        self.disk = disk;
+        self.disk_backend = backend;
         self
     }
 
@@ -187,6 +199,8 @@ impl Backend for SandboxBackend {
                 require_limits: self.require_limits,
                 tmp_size_mib: 256,
                 isolation: self.isolation,
+                disk: self.disk,
+                disk_backend: self.disk_backend,
                 ..Default::default()
             };
             let settings = self.settings.clone();
@@ -225,6 +239,8 @@ impl Backend for SandboxBackend {
                 tmp_size_mib: 256,
                 term: Some("xterm-256color".into()),
                 isolation: self.isolation,
+                disk: self.disk,
+                disk_backend: self.disk_backend,
                 ..Default::default()
             };
             let settings = self.settings.clone();
@@ -367,6 +383,15 @@ struct UserSandbox {
 impl Sandbox for UserSandbox {
     fn record(&self) -> &SandboxRecord {
         &self.record
+    }
+
+    fn disk_usage(&self) -> Option<warren_runtime::disk::DiskUsage> {
+        let d = self.template.disk.as_ref()?;
+        warren_runtime::disk::usage(
+            &d.images,
+            &self.template.workspace,
+            &self.template.tenant.slug,
+        )
     }
 
     fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {

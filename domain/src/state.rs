@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::Limits;
+use warren_runtime::disk::DiskLimits;
 use warren_runtime::tenant::Tenant;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,11 @@ pub struct LimitOverrides {
     pub cpus: LimitValue<f64>,
     #[serde(default)]
     pub pids: LimitValue<u64>,
+    /// The home's size limit (docs/disk.md).
+    #[serde(default)]
+    pub disk_bytes: LimitValue<u64>,
+    #[serde(default)]
+    pub disk_inodes: LimitValue<u64>,
 }
 
 impl LimitOverrides {
@@ -132,7 +138,16 @@ impl LimitOverrides {
     pub fn validate(&self) -> Result<(), String> {
         self.apply(Limits::default())
             .validate()
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.apply_disk(DiskLimits::DEFAULT).validate()
+    }
+
+    /// The home's disk limits for this tenant.
+    pub fn apply_disk(&self, defaults: DiskLimits) -> DiskLimits {
+        DiskLimits {
+            bytes: self.disk_bytes.resolve(defaults.bytes),
+            inodes: self.disk_inodes.resolve(defaults.inodes),
+        }
     }
 }
 
@@ -245,10 +260,12 @@ const LIMIT_COLUMNS: &[(&str, &str)] = &[
     ("memory_bytes", "INTEGER"),
     ("cpus", "REAL"),
     ("pids", "INTEGER"),
+    ("disk_bytes", "INTEGER"),
+    ("disk_inodes", "INTEGER"),
 ];
 
 const SELECT_TENANT: &str =
-    "SELECT id, slug, host_uid, created_at, last_seen, memory_bytes, cpus, pids FROM tenants";
+    "SELECT id, slug, host_uid, created_at, last_seen, memory_bytes, cpus, pids, disk_bytes, disk_inodes FROM tenants";
 
 /// `last_seen` is kept to this many seconds.
 const LAST_SEEN_GRANULARITY: i64 = 60;
@@ -460,6 +477,16 @@ impl State {
                 ],
             )
             .map_err(self.db())?;
+        self.conn
+            .execute(
+                "UPDATE tenants SET disk_bytes = ?2, disk_inodes = ?3 WHERE id = ?1",
+                params![
+                    id,
+                    to_sql_int(limits.disk_bytes),
+                    to_sql_int(limits.disk_inodes)
+                ],
+            )
+            .map_err(self.db())?;
         Ok(n > 0)
     }
 
@@ -650,6 +677,8 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
                 Some(c) => LimitValue::Value(c),
             },
             pids: from_sql_int(r.get(7)?),
+            disk_bytes: from_sql_int(r.get("disk_bytes")?),
+            disk_inodes: from_sql_int(r.get("disk_inodes")?),
         },
     })
 }

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::disk::DiskUsage;
 use crate::record::SandboxRecord;
 
 /// Where the shim leaves the sandbox's description.
@@ -132,6 +133,17 @@ fn human(bytes: u64) -> String {
 
 /// The report `warren-info` prints.
 pub fn render(info: &SandboxInfo, usage: &ProcUsage, status: &str) -> String {
+    render_with_disk(info, usage, status, None)
+}
+
+/// The report, with the home's disk usage (`statvfs` of the home) where
+/// the sandbox has a disk limit.
+pub fn render_with_disk(
+    info: &SandboxInfo,
+    usage: &ProcUsage,
+    status: &str,
+    disk: Option<&DiskUsage>,
+) -> String {
     let record = &info.sandbox;
     let field = |name: &str| {
         status
@@ -192,6 +204,14 @@ pub fn render(info: &SandboxInfo, usage: &ProcUsage, status: &str) -> String {
     if let Some(p) = in_force.pids {
         limits.push(format!("{p} tasks"));
     }
+    if let Some(d) = &record.disk {
+        limits.push(format!(
+            "disk {} and {} inodes ({})",
+            crate::disk::human(d.bytes),
+            d.inodes,
+            d.backend
+        ));
+    }
     if limits.is_empty() {
         limits.push("none".into());
     }
@@ -214,7 +234,44 @@ pub fn render(info: &SandboxInfo, usage: &ProcUsage, status: &str) -> String {
         usage.threads,
         usage.cpu_seconds
     );
+    if let (Some(d), Some(limit)) = (disk, &record.disk) {
+        let _ = writeln!(s, "{}", disk_line(d, limit.bytes));
+    }
     s
+}
+
+/// The home's usage the way `df` shows it, and whether the quota is
+/// reached.
+pub fn disk_line(d: &DiskUsage, limit: u64) -> String {
+    use crate::disk::human;
+    let pct = |used: u64, total: u64| (used * 100).checked_div(total).unwrap_or(0);
+    let line = format!(
+        "disk         {} used of {}, {} available ({}%), {} of {} inodes ({}%)",
+        human(d.bytes_used),
+        human(d.bytes_total),
+        human(d.bytes_available),
+        pct(d.bytes_used, d.bytes_total),
+        d.inodes_used,
+        d.inodes_total,
+        pct(d.inodes_used, d.inodes_total)
+    );
+    match d.full() {
+        true => format!("{line}\n             disk quota reached ({})", human(limit)),
+        false => line,
+    }
+}
+
+/// The home's usage from `statvfs`, inside the sandbox.
+pub fn home_usage(home: &Path) -> Option<DiskUsage> {
+    let st = nix::sys::statvfs::statvfs(home).ok()?;
+    Some(DiskUsage {
+        bytes_used: (st.blocks() - st.blocks_free()) * st.fragment_size(),
+        bytes_total: st.blocks() * st.fragment_size(),
+        bytes_available: st.blocks_available() * st.fragment_size(),
+        inodes_used: st.files() - st.files_free(),
+        inodes_total: st.files(),
+        mounted: true,
+    })
 }
 
 /// `warren-info` itself: reads the description ([`INFO_ENV`], else
@@ -257,7 +314,16 @@ pub fn tool_main() -> i32 {
     } else {
         ProcUsage::measure(Path::new("/proc"))
     };
-    print!("{}", render(&info, &usage, &status));
+    let disk = info.sandbox.disk.as_ref().and_then(|_| {
+        let home = std::env::var_os("HOME")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new("/workspace").join(&info.user));
+        home_usage(&home)
+    });
+    print!(
+        "{}",
+        render_with_disk(&info, &usage, &status, disk.as_ref())
+    );
     0
 }
 
@@ -280,6 +346,7 @@ mod tests {
                 limits: LimitsInForce::cgroup(Limits::default(), vec![]),
                 seccomp: Some("default-v2".into()),
                 landlock: Some(crate::landlock::expected(7)),
+                disk: None,
             },
         };
         let status = "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";

@@ -33,8 +33,11 @@ pub struct SandboxRecord {
     /// the tier uses no Landlock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landlock: Option<LandlockStatus>,
-    // The network policy and the disk limit join here, as fields of their
-    // own, when the sandbox gets them.
+    // The network policy joins here, as a field of its own.
+    /// The home's disk limits in force; absent when none is (a missing
+    /// one is in `limits.missing` as `disk`, with its reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::disk::DiskInForce>,
 }
 
 /// The limits a sandbox runs under.
@@ -110,6 +113,7 @@ impl SandboxRecord {
             limits: LimitsInForce::cgroup(Limits::NONE, asked_for(wanted)),
             seccomp: None,
             landlock: None,
+            disk: None,
         }
     }
 }
@@ -145,6 +149,11 @@ mod tests {
             },
             seccomp: Some("default-v2+shared-host-v1".into()),
             landlock: Some(crate::landlock::expected(4)),
+            disk: Some(crate::disk::DiskInForce {
+                backend: "image".into(),
+                bytes: 1 << 30,
+                inodes: 100_000,
+            }),
         };
         let back: SandboxRecord =
             serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();

@@ -152,6 +152,9 @@ pub struct SandboxSpec {
     /// The isolation tier to build.
     #[serde(default)]
     pub isolation: Isolation,
+    /// The home's disk limits; `None`: none asked (docs/disk.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::disk::DiskSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -273,6 +276,9 @@ impl SandboxSpec {
         self.limits
             .validate()
             .map_err(|e| SpecError::Limits(e.to_string()))?;
+        if let Some(d) = &self.disk {
+            d.limits.validate().map_err(SpecError::Limits)?;
+        }
         if self.isolation.shares_host() {
             self.validate_shared_host()?;
         }
@@ -352,6 +358,7 @@ pub(crate) mod tests {
             require_limits: false,
             hold: false,
             isolation: Isolation::Namespaces,
+            disk: None,
         }
     }
 

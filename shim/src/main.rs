@@ -17,6 +17,7 @@
 
 mod applets;
 mod command;
+mod disk;
 mod inside;
 mod join;
 mod limits;

@@ -35,7 +35,12 @@ pub fn create(
     detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
     set_creator_title(&spec.tenant.slug); // `ps` says whose sandbox this shim holds
     let created = outside::create_cgroup(&spec)?; // limits in place before anything runs
-    let plan = outside::plan(&spec, created.limits.clone())?; // decided from the host as it is, nothing mounted yet
+    let disk = outside::attach_disk(&spec)?; // the home's image over it before the sandbox binds it; unmounted when dropped
+    let plan = outside::plan(
+        &spec,
+        disk.record_in(created.limits.clone()),
+        disk.in_force(),
+    )?; // decided from the host as it is, only the home mounted
     outside::report_record(&created, &plan, report); // the one record of what the sandbox got
     let cgroup = created.cgroup;
     block_signals()?; // before the clone: no signal or SIGCHLD is lost before supervise
@@ -50,6 +55,7 @@ pub fn create(
     release(ready_w, pid, report)?;
     let exit = outside::supervise(pid, report); // until PID 1, and with it the sandbox, ends
     outside::remove_cgroup(cgroup, &spec, report);
+    drop(disk); // nothing of the sandbox is left to write to the home
     Ok(exit)
 }
 
@@ -122,8 +128,8 @@ pub fn join(
     detach_from_caller()?; // as for create
     set_title("join", &spec.tenant.slug);
     let pidfd = join::pin_init(&target)?; // PID 1 is still the one its shim started
-    let got = outside::joined_cgroup(&spec, &target)?; // as the first command got it
-    let plan = outside::plan(&spec, got)?; // on the host's mounts, charged to us, not the tenant
+    let (got, disk) = outside::joined_cgroup(&spec, &target)?; // as the first command got it
+    let plan = outside::plan(&spec, got, disk)?; // on the host's mounts, charged to us, not the tenant
     join::enter_cgroup(&target)?; // from the host side, while cgroupfs is visible
     block_signals()?;
     join::enter_namespaces(pidfd, &plan)?;

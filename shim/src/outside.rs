@@ -8,6 +8,7 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use warren_runtime::cgroups::SandboxCgroup;
+use warren_runtime::disk::DiskInForce;
 use warren_runtime::init::{self, SignalTarget};
 use warren_runtime::plan::{self, Plan};
 use warren_runtime::record::LimitsInForce;
@@ -16,6 +17,7 @@ use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
 use warren_runtime::{host, namespaces};
 
+use crate::disk::{self, HomeDisk};
 use crate::process::die_with_parent;
 use crate::{join, limits};
 
@@ -40,22 +42,34 @@ pub fn create_cgroup(spec: &SandboxSpec) -> Result<limits::Created, SetupError> 
 }
 
 /// What the cgroup of a live sandbox gives a command joining it: as the
-/// caller recorded it, or worked out again ([`limits::expected`]).
+/// caller recorded it, or worked out again ([`limits::expected`]); and the
+/// home's disk limits, as recorded.
 pub fn joined_cgroup(
     spec: &SandboxSpec,
     target: &join::Target,
-) -> Result<LimitsInForce, SetupError> {
+) -> Result<(LimitsInForce, Option<DiskInForce>), SetupError> {
     Ok(match join::given_record(target)? {
-        Some(record) => record.limits,
-        None => limits::expected(spec, target.cgroup.is_some()),
+        Some(record) => (record.limits, record.disk),
+        None => (limits::expected(spec, target.cgroup.is_some()), None),
     })
 }
 
-/// Probes the host and plans the whole sandbox ([`plan::build`]).
-pub fn plan(spec: &SandboxSpec, cgroup: LimitsInForce) -> Result<Plan, SetupError> {
+/// Mounts the home's disk image over it, before anything binds the home
+/// ([`disk::attach`]); unmounted when the value is dropped.
+pub fn attach_disk(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
+    disk::attach(spec)
+}
+
+/// Probes the host and plans the whole sandbox ([`plan::build`]), with
+/// the home's disk limits.
+pub fn plan(
+    spec: &SandboxSpec,
+    cgroup: LimitsInForce,
+    disk: Option<DiskInForce>,
+) -> Result<Plan, SetupError> {
     let facts =
         host::facts(spec).map_err(|e| SetupError::new("find warren-shim", e.to_string()))?;
-    plan::build(spec, &facts, cgroup)
+    plan::build_with_disk(spec, &facts, cgroup, disk)
         .map_err(|e| SetupError::new("describe sandbox", e.to_string()))
 }
 

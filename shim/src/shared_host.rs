@@ -37,7 +37,12 @@ pub fn create(
     detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
     set_creator_title(&spec.tenant.slug); // `ps` says whose sandbox this shim holds
     let created = outside::create_cgroup(&spec)?; // limits in place before anything runs
-    let plan = outside::plan(&spec, created.limits.clone())?; // decided while warren-info is still visible to us
+    let disk = outside::attach_disk(&spec)?; // the home's image over it before the sandbox binds it; unmounted when dropped
+    let plan = outside::plan(
+        &spec,
+        disk.record_in(created.limits.clone()),
+        disk.in_force(),
+    )?; // decided while warren-info is still visible to us
     outside::report_record(&created, &plan, report); // the one record of what the sandbox got
     let cgroup = created.cgroup;
     block_signals()?; // before the fork: no signal or SIGCHLD is lost before supervise
@@ -51,6 +56,7 @@ pub fn create(
     release(ready_w, pid, report)?;
     let exit = outside::supervise(pid, report); // until the leader, and with it the sandbox, ends
     outside::remove_cgroup(cgroup, &spec, report);
+    drop(disk); // nothing of the sandbox is left to write to the home
     Ok(exit)
 }
 
@@ -107,8 +113,8 @@ pub fn join(
     detach_from_caller()?; // as for create
     set_title("join", &spec.tenant.slug);
     let pidfd = join::pin_init(&target)?; // the leader is still the one its shim started
-    let got = outside::joined_cgroup(&spec, &target)?; // as the first command got it
-    let plan = outside::plan(&spec, got)?; // the first command's plan, charged to us, not the tenant
+    let (got, disk) = outside::joined_cgroup(&spec, &target)?; // as the first command got it
+    let plan = outside::plan(&spec, got, disk)?; // the first command's plan, charged to us, not the tenant
     join::enter_cgroup(&target)?; // the command and we count against its limits
     block_signals()?;
     become_subreaper()?; // the command's orphans stay ours, not the host init's

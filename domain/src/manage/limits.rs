@@ -1,4 +1,9 @@
-//! A tenant's limit overrides.
+//! A tenant's limit overrides. The disk limit applies at once where it
+//! can: a raised one grows a mounted home image online, a lowered one is
+//! refused when the home does not fit (docs/disk.md).
+
+use warren_runtime::disk::{self, DiskError};
+use warren_runtime::tenant::Tenant;
 
 use crate::state::LimitOverrides;
 
@@ -11,18 +16,37 @@ impl Manager {
         id: &str,
         limits: &LimitOverrides,
     ) -> Result<UserView, ManageError> {
-        self.record(id)?;
+        let before = self.record(id)?;
         limits.validate().map_err(ManageError::BadRequest)?;
+        let (old, new) = (
+            before.limits.apply_disk(self.disk),
+            limits.apply_disk(self.disk),
+        );
+        let tenant = Tenant::parse(id).map_err(|e| ManageError::BadRequest(e.to_string()))?;
+        let images = disk::images_dir(&self.settings.workspace_root);
+        let home = tenant.workspace_in(&self.settings.workspace_root);
+        let lower = |a: Option<u64>, b: Option<u64>| b.is_some_and(|b| a.is_none_or(|a| b < a));
+        if lower(old.bytes, new.bytes) || lower(old.inodes, new.inodes) {
+            disk::check_lower(&images, &home, &tenant.slug, new).map_err(disk_error)?;
+        }
         if !self.state().set_limits(id, limits)? {
             return Err(ManageError::NoSuchUser(id.to_string()));
         }
-        self.audit(
-            actor,
-            "limits",
-            Some(id),
-            "ok",
-            serde_json::to_value(limits).unwrap_or_default(),
-        );
+        let mut detail = serde_json::to_value(limits).unwrap_or_default();
+        if let Some(bytes) = new.bytes.filter(|_| lower(new.bytes, old.bytes)) {
+            // Raised: a running sandbox's home grows now; else at its start.
+            let live = disk::grow_live(&images, &tenant.slug, bytes).map_err(disk_error)?;
+            detail["disk_applied"] = (if live { "now" } else { "next start" }).into();
+        }
+        self.audit(actor, "limits", Some(id), "ok", detail);
         self.show(id)
+    }
+}
+
+/// A lower limit the home does not fit in is the caller's to fix.
+fn disk_error(e: DiskError) -> ManageError {
+    match e {
+        DiskError::WouldNotFit { .. } => ManageError::Conflict(e.to_string()),
+        e => ManageError::Internal(e.to_string()),
     }
 }

@@ -297,6 +297,8 @@ pub struct Manager {
     audit_backlog: Mutex<AuditBacklog>,
     /// Per-tenant lock so imports and deletes of one tenant never overlap.
     tenant_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The server's disk limits on homes (docs/disk.md).
+    disk: warren_runtime::disk::DiskLimits,
 }
 
 fn now_secs() -> i64 {
@@ -322,6 +324,7 @@ impl Manager {
             metrics: None,
             audit_backlog: Mutex::new(AuditBacklog::new(AUDIT_BACKLOG_MAX)),
             tenant_locks: Mutex::new(Default::default()),
+            disk: Default::default(),
         };
         // At start: a workspace root left looser by an older warren is
         // brought to its mode now, not at the first sandbox.
@@ -333,6 +336,12 @@ impl Manager {
     /// entries).
     pub fn with_import_limits(mut self, limits: warren_runtime::archive::ArchiveLimits) -> Manager {
         self.import_limits = limits;
+        self
+    }
+
+    /// With the server's disk limits on homes (as its sandboxes get them).
+    pub fn with_disk(mut self, disk: warren_runtime::disk::DiskLimits) -> Manager {
+        self.disk = disk;
         self
     }
 

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::{Limits, Usage};
+use warren_runtime::disk::{self, DiskLimits, DiskUsage};
 use warren_runtime::record::SandboxRecord;
 use warren_runtime::tenant::Tenant;
 use warren_runtime::workspace::{self, HomeUsage, WalkBounds};
@@ -41,6 +42,12 @@ pub struct Stats {
     pub workspace: Option<HomeUsage>,
     /// Why `workspace` is missing.
     pub workspace_error: Option<String>,
+    /// The home's disk limits (running: as its sandbox asked them; else
+    /// what the next sandbox will ask for).
+    pub disk_limits: DiskLimits,
+    /// The home's disk usage from its filesystem (the mounted image, or
+    /// its superblock); `None` without a disk image.
+    pub disk: Option<DiskUsage>,
 }
 
 impl Manager {
@@ -68,8 +75,42 @@ impl Manager {
             max_depth: 256,
         };
         let root = self.settings.workspace_root.clone();
-        let measured =
-            tokio::task::spawn_blocking(move || workspace::measure(&root, &tenant, bounds)).await?;
+        let images = disk::images_dir(&root);
+        let (home, slug) = (tenant.workspace_in(&root), tenant.slug.clone());
+        let disk = match sandbox.as_ref().and_then(|s| s.disk_usage()) {
+            Some(u) => Some(u),
+            None => tokio::task::spawn_blocking(move || disk::usage(&images, &home, &slug)).await?,
+        };
+        // Not mounted, the home's content is in its image: the directory
+        // under it is empty, and `disk` tells what it holds.
+        let in_image = disk.is_some_and(|d| !d.mounted);
+        let measured = match in_image {
+            true => Err(None),
+            false => {
+                tokio::task::spawn_blocking(move || workspace::measure(&root, &tenant, bounds))
+                    .await?
+                    .map_err(Some)
+            }
+        };
+        let measured = match measured {
+            Err(None) => {
+                return Ok(self.stats_of(
+                    r,
+                    user,
+                    record,
+                    usage,
+                    running_commands,
+                    None,
+                    Some(
+                        "the home is in its disk image and no sandbox has it mounted: see `disk`"
+                            .into(),
+                    ),
+                    disk,
+                ));
+            }
+            Err(Some(e)) => Err(e),
+            Ok(u) => Ok(u),
+        };
         let (workspace, workspace_error) = match measured {
             Ok(u) => (Some(u), None),
             // With subordinate ids the home belongs to an id the server
@@ -98,7 +139,33 @@ impl Manager {
                 }
             }
         };
-        Ok(Stats {
+        Ok(self.stats_of(
+            r,
+            user,
+            record,
+            usage,
+            running_commands,
+            workspace,
+            workspace_error,
+            disk,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stats_of(
+        &self,
+        r: crate::state::TenantRecord,
+        user: UserView,
+        record: Option<SandboxRecord>,
+        usage: Usage,
+        running_commands: usize,
+        workspace: Option<HomeUsage>,
+        workspace_error: Option<String>,
+        disk: Option<DiskUsage>,
+    ) -> Stats {
+        Stats {
+            disk_limits: r.limits.apply_disk(self.disk),
+            disk,
             sandbox: user.sandbox.clone(),
             terminals: user.terminals,
             user,
@@ -119,7 +186,7 @@ impl Manager {
             running_commands,
             workspace,
             workspace_error,
-        })
+        }
     }
 }
 

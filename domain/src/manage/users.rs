@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use warren_runtime::disk;
 use warren_runtime::tenant::Tenant;
 
 use crate::backend::{ExecCommand, ExecStdio};
@@ -142,6 +143,13 @@ impl Manager {
     async fn remove_home(&self, user: &UserId, tenant: &Tenant) -> Result<(), ManageError> {
         let root = self.settings.workspace_root.clone();
         let home = tenant.workspace_in(&root);
+        // A disk image goes with its home, once the stopped sandbox's shim
+        // has unmounted it (docs/disk.md).
+        let (images, slug) = (disk::images_dir(&root), tenant.slug.clone());
+        let image = tokio::task::spawn_blocking(move || remove_image_when_free(&images, &slug));
+        image
+            .await?
+            .map_err(|e| ManageError::Conflict(e.to_string()))?;
         match std::fs::symlink_metadata(&home) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(ManageError::io(home.display().to_string())(e)),
@@ -203,5 +211,19 @@ impl Manager {
             )));
         }
         Ok(())
+    }
+}
+
+/// Removes a tenant's disk image, waiting a little for the shim of its
+/// stopped sandbox to unmount it.
+fn remove_image_when_free(images: &std::path::Path, slug: &str) -> Result<(), disk::DiskError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match disk::remove_image(images, slug) {
+            Err(disk::DiskError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
     }
 }

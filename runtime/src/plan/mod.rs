@@ -186,6 +186,16 @@ pub fn build(
     host: &HostFacts,
     cgroup: LimitsInForce,
 ) -> Result<Plan, PlanError> {
+    build_with_disk(spec, host, cgroup, None)
+}
+
+/// [`build`], with the disk limits the home got (`crate::disk::attach`).
+pub fn build_with_disk(
+    spec: &SandboxSpec,
+    host: &HostFacts,
+    cgroup: LimitsInForce,
+    disk: Option<crate::disk::DiskInForce>,
+) -> Result<Plan, PlanError> {
     let namespaced = !spec.isolation.shares_host();
     let clone_flags = match namespaced {
         true => namespaces::sandbox_flags(),
@@ -195,7 +205,8 @@ pub fn build(
     let rlimits = rlimits_for(spec, host, &cgroup.missing);
     let seccomp = seccomp_for(spec, host);
     let joined = with_cgroup_namespace(clone_flags, cgroup_namespace);
-    let info = info_record(spec, host, joined, seccomp, &rlimits, cgroup);
+    let mut info = info_record(spec, host, joined, seccomp, &rlimits, cgroup);
+    info.sandbox.disk = disk;
     let (mounts, env, landlock) = match namespaced {
         true => (
             root_mounts(spec, host, &info)?,
@@ -263,6 +274,7 @@ fn info_record(
             seccomp: seccomp.reported_name(),
             landlock: (spec.isolation != Isolation::None)
                 .then(|| crate::landlock::expected(host.landlock_abi)),
+            disk: None,
         },
     }
 }

@@ -293,6 +293,7 @@ impl ServeArgs {
         Ok(crate::web::Management {
             settings,
             defaults: self.limits.limits(),
+            disk: self.limits.disk(),
             admin_token,
             admin_token_file: Some(path),
             import_limits: warren_runtime::archive::ArchiveLimits {

@@ -63,9 +63,31 @@ pub struct LimitArgs {
     /// Refuse to run when a limit cannot be applied on this host.
     #[arg(long, global = true, env = "WARREN_REQUIRE_LIMITS")]
     pub require_limits: bool,
+    /// Size limit of each home, e.g. 1G, 500M, or "none" (docs/disk.md).
+    #[arg(long, global = true, env = "WARREN_DISK", default_value = "1G", value_parser = parse_memory)]
+    pub disk: Limit<u64>,
+    /// Most files, directories and links in each home, or "none".
+    #[arg(long, global = true, env = "WARREN_DISK_INODES", default_value = "100000", value_parser = parse_pids)]
+    pub disk_inodes: Limit<u64>,
+    /// How the disk limit is enforced: auto, or image (a loop-mounted ext4
+    /// image per home, as root).
+    #[arg(long, global = true, env = "WARREN_DISK_BACKEND", default_value = "auto", value_parser = parse_disk_backend)]
+    pub disk_backend: warren_runtime::disk::DiskBackend,
+}
+
+fn parse_disk_backend(s: &str) -> Result<warren_runtime::disk::DiskBackend, String> {
+    s.parse()
 }
 
 impl LimitArgs {
+    /// The home's disk limits.
+    pub fn disk(&self) -> warren_runtime::disk::DiskLimits {
+        warren_runtime::disk::DiskLimits {
+            bytes: self.disk.0,
+            inodes: self.disk_inodes.0,
+        }
+    }
+
     pub fn limits(&self) -> warren_runtime::cgroups::Limits {
         warren_runtime::cgroups::Limits {
             memory_bytes: self.memory.0,
@@ -297,6 +319,8 @@ pub fn main() -> ExitCode {
                 require_limits: a.limits.require_limits,
                 hold: false,
                 isolation: tier.isolation,
+                disk: a.limits.disk(),
+                disk_backend: a.limits.disk_backend,
                 tty: if a.force_tty {
                     crate::cli::run::TtyMode::Always
                 } else {

@@ -75,7 +75,8 @@ pub fn main(args: ServeArgs) -> i32 {
                 args.limits.limits(),
                 args.limits.require_limits,
             )
-            .with_isolation(t.isolation),
+            .with_isolation(t.isolation)
+            .with_disk(args.limits.disk(), args.limits.disk_backend),
         ),
         _ => Arc::new(EchoBackend::new()),
     };

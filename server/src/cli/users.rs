@@ -104,12 +104,16 @@ fn manager(store: &StoreArgs, limits: &LimitArgs) -> Result<Arc<Manager>, Manage
     )
     .map_err(|e| ManageError::Unavailable(format!("{e}; {}", e.hint())))?;
     let backend = SandboxBackend::new(settings.clone(), limits.limits(), limits.require_limits)
-        .with_isolation(tier.isolation);
-    Ok(Arc::new(Manager::new(
-        settings,
-        limits.limits(),
-        Runner::OneShot(Arc::new(backend)),
-    )?))
+        .with_isolation(tier.isolation)
+        .with_disk(limits.disk(), limits.disk_backend);
+    Ok(Arc::new(
+        Manager::new(
+            settings,
+            limits.limits(),
+            Runner::OneShot(Arc::new(backend)),
+        )?
+        .with_disk(limits.disk()),
+    ))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ManageError> {

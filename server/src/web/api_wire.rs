@@ -144,6 +144,27 @@ limit_value!(
     )
 );
 
+limit_value!(
+    LimitValueDiskBytes,
+    u64,
+    limit_value(
+        "The home's size in bytes; `\"none\"`: no limit; `\"default\"`: the server's",
+        Type::Integer,
+        warren_runtime::disk::MIN_BYTES,
+        u64::MAX
+    )
+);
+limit_value!(
+    LimitValueInodes,
+    u64,
+    limit_value(
+        "Files, directories and links in the home; `\"none\"`: no limit; `\"default\"`: the server's",
+        Type::Integer,
+        warren_runtime::disk::MIN_INODES,
+        u64::MAX
+    )
+);
+
 /// A tenant's overrides of the server's limits
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -151,6 +172,8 @@ pub struct LimitOverrides {
     pub memory_bytes: LimitValueBytes,
     pub cpus: LimitValueCpus,
     pub pids: LimitValuePids,
+    pub disk_bytes: LimitValueDiskBytes,
+    pub disk_inodes: LimitValueInodes,
 }
 
 impl From<state::LimitOverrides> for LimitOverrides {
@@ -159,11 +182,15 @@ impl From<state::LimitOverrides> for LimitOverrides {
             memory_bytes,
             cpus,
             pids,
+            disk_bytes,
+            disk_inodes,
         } = l;
         LimitOverrides {
             memory_bytes: LimitValueBytes(memory_bytes),
             cpus: LimitValueCpus(cpus),
             pids: LimitValuePids(pids),
+            disk_bytes: LimitValueDiskBytes(disk_bytes),
+            disk_inodes: LimitValueInodes(disk_inodes),
         }
     }
 }
@@ -178,6 +205,10 @@ pub struct LimitOverridesUpdate {
     pub cpus: LimitValueCpus,
     #[serde(default)]
     pub pids: LimitValuePids,
+    #[serde(default)]
+    pub disk_bytes: LimitValueDiskBytes,
+    #[serde(default)]
+    pub disk_inodes: LimitValueInodes,
 }
 
 impl From<LimitOverridesUpdate> for state::LimitOverrides {
@@ -186,6 +217,8 @@ impl From<LimitOverridesUpdate> for state::LimitOverrides {
             memory_bytes: l.memory_bytes.0,
             cpus: l.cpus.0,
             pids: l.pids.0,
+            disk_bytes: l.disk_bytes.0,
+            disk_inodes: l.disk_inodes.0,
         }
     }
 }
@@ -333,6 +366,73 @@ pub struct SandboxRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub landlock: Option<LandlockStatus>,
+    /// The home's disk limits in force; absent when none is (a missing
+    /// one is `disk` in `limits.missing`)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub disk: Option<DiskInForce>,
+}
+
+/// The home's disk limits in force
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskInForce {
+    /// `image`: a loop-mounted ext4 image per home
+    pub backend: String,
+    /// The home's size (its filesystem's own metadata takes a little)
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+impl From<warren_runtime::disk::DiskInForce> for DiskInForce {
+    fn from(d: warren_runtime::disk::DiskInForce) -> Self {
+        let warren_runtime::disk::DiskInForce {
+            backend,
+            bytes,
+            inodes,
+        } = d;
+        DiskInForce {
+            backend,
+            bytes,
+            inodes,
+        }
+    }
+}
+
+/// A home's disk usage, from its filesystem
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskUsage {
+    pub bytes_used: u64,
+    /// What the home's filesystem holds at most
+    pub bytes_total: u64,
+    /// What the tenant can still write
+    pub bytes_available: u64,
+    pub inodes_used: u64,
+    pub inodes_total: u64,
+    /// Read from the running sandbox's mount (else the image's superblock)
+    pub mounted: bool,
+}
+
+impl From<warren_runtime::disk::DiskUsage> for DiskUsage {
+    fn from(d: warren_runtime::disk::DiskUsage) -> Self {
+        let warren_runtime::disk::DiskUsage {
+            bytes_used,
+            bytes_total,
+            bytes_available,
+            inodes_used,
+            inodes_total,
+            mounted,
+        } = d;
+        DiskUsage {
+            bytes_used,
+            bytes_total,
+            bytes_available,
+            inodes_used,
+            inodes_total,
+            mounted,
+        }
+    }
 }
 
 /// An isolation tier
@@ -392,6 +492,7 @@ impl From<record::SandboxRecord> for SandboxRecord {
             limits,
             seccomp,
             landlock,
+            disk,
         } = r;
         let record::LimitsInForce {
             memory_bytes,
@@ -426,6 +527,7 @@ impl From<record::SandboxRecord> for SandboxRecord {
                     Level::NotEnforced => LandlockLevel::NotEnforced,
                 },
             }),
+            disk: disk.map(DiskInForce::from),
         }
     }
 }
@@ -464,6 +566,21 @@ pub struct Stats {
     /// Why `workspace` is null
     #[schema(required = true)]
     pub workspace_error: Option<String>,
+    /// The home's disk limits (running: as its sandbox asked them; else what the next sandbox will ask for)
+    pub disk_limits: DiskLimits,
+    /// The home's disk usage from its filesystem (never from walking the tree); null without a disk image
+    #[schema(required = true)]
+    pub disk: Option<DiskUsage>,
+}
+
+/// A home's disk limits; null: unlimited
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskLimits {
+    #[schema(required = true)]
+    pub bytes: Option<u64>,
+    #[schema(required = true)]
+    pub inodes: Option<u64>,
 }
 
 impl From<manage::Stats> for Stats {
@@ -483,6 +600,8 @@ impl From<manage::Stats> for Stats {
             running_commands,
             workspace,
             workspace_error,
+            disk_limits,
+            disk,
         } = s;
         Stats {
             user: user.into(),
@@ -499,6 +618,11 @@ impl From<manage::Stats> for Stats {
             running_commands,
             workspace: workspace.map(Into::into),
             workspace_error,
+            disk_limits: DiskLimits {
+                bytes: disk_limits.bytes,
+                inodes: disk_limits.inodes,
+            },
+            disk: disk.map(Into::into),
         }
     }
 }
@@ -959,11 +1083,14 @@ mod tests {
                 memory_bytes: LimitValue::Value(1 << 30),
                 cpus: LimitValue::Unlimited,
                 pids: LimitValue::Default,
+                ..Default::default()
             },
             sandbox: "running".into(),
             terminals: 2,
         };
         let stats = manage::Stats {
+            disk_limits: Default::default(),
+            disk: None,
             user: user.clone(),
             sandbox: "running".into(),
             tier: Some("namespaces".into()),
@@ -987,6 +1114,7 @@ mod tests {
                     abi: 6,
                     level: Level::PartiallyEnforced,
                 }),
+                disk: None,
             }),
             memory_bytes: Some(4096),
             cpu_usec: None,

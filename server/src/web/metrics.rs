@@ -44,8 +44,47 @@ pub struct Metrics {
     relayed_bytes: Family<DirectionLabel, Counter>,
     oom_kills: Counter,
     tenant_memory: Family<TenantLabel, Gauge>,
+    tenant_disk: TenantDisk,
     exec_total: Counter,
     audit: AuditMetrics,
+}
+
+/// Each running tenant's home: used and limit, bytes and inodes, from its
+/// filesystem (docs/disk.md).
+#[derive(Default)]
+struct TenantDisk {
+    bytes: Family<TenantLabel, Gauge>,
+    bytes_limit: Family<TenantLabel, Gauge>,
+    inodes: Family<TenantLabel, Gauge>,
+    inodes_limit: Family<TenantLabel, Gauge>,
+}
+
+impl TenantDisk {
+    fn clear(&self) {
+        for f in [
+            &self.bytes,
+            &self.bytes_limit,
+            &self.inodes,
+            &self.inodes_limit,
+        ] {
+            f.clear();
+        }
+    }
+
+    fn set(&self, user: &str, u: &warren_runtime::disk::DiskUsage) {
+        let label = TenantLabel {
+            user: user.to_string(),
+        };
+        let as_i64 = |v: u64| v.min(i64::MAX as u64) as i64;
+        self.bytes.get_or_create(&label).set(as_i64(u.bytes_used));
+        self.bytes_limit
+            .get_or_create(&label)
+            .set(as_i64(u.bytes_total));
+        self.inodes.get_or_create(&label).set(as_i64(u.inodes_used));
+        self.inodes_limit
+            .get_or_create(&label)
+            .set(as_i64(u.inodes_total));
+    }
 }
 
 /// The audit log's backlog (see `warren_domain::audit`).
@@ -78,6 +117,7 @@ impl Metrics {
             relayed_bytes: Family::default(),
             oom_kills: Counter::default(),
             tenant_memory: Family::default(),
+            tenant_disk: TenantDisk::default(),
             exec_total: Counter::default(),
             audit: AuditMetrics::default(),
         };
@@ -108,6 +148,27 @@ impl Metrics {
                 "tenant_memory_bytes",
                 "Memory in use by each running sandbox (its cgroup)",
                 m.tenant_memory.clone(),
+            );
+            let d = &m.tenant_disk;
+            r.register(
+                "tenant_disk_bytes",
+                "Bytes used in each running sandbox's home (its filesystem)",
+                d.bytes.clone(),
+            );
+            r.register(
+                "tenant_disk_limit_bytes",
+                "What each running sandbox's home may hold, in bytes",
+                d.bytes_limit.clone(),
+            );
+            r.register(
+                "tenant_disk_inodes",
+                "Inodes used in each running sandbox's home",
+                d.inodes.clone(),
+            );
+            r.register(
+                "tenant_disk_limit_inodes",
+                "Inodes each running sandbox's home may hold",
+                d.inodes_limit.clone(),
             );
             r.register(
                 "exec",
@@ -170,10 +231,14 @@ impl Metrics {
         let users = registry.users();
         self.sandboxes.set(registry.sandbox_count() as i64);
         self.tenant_memory.clear();
+        self.tenant_disk.clear();
         let mut terminals = 0;
         for user in users {
             let s = registry.sessions_of(&user);
             terminals += s.terminals.len();
+            if let Some(d) = s.sandbox.as_ref().and_then(|sb| sb.disk_usage()) {
+                self.tenant_disk.set(user.as_str(), &d);
+            }
             if let Some(mem) = s
                 .sandbox
                 .and_then(|sb| sb.usage())

@@ -91,6 +91,8 @@ pub struct Management {
     pub admin_token_file: Option<std::path::PathBuf>,
     /// What one import may hold.
     pub import_limits: warren_runtime::archive::ArchiveLimits,
+    /// The server's disk limits on homes (tenants' overrides on top).
+    pub disk: warren_runtime::disk::DiskLimits,
 }
 
 /// Tells the audit log and the metrics about sessions.
@@ -208,6 +210,7 @@ impl Server {
                 )
                 .map_err(|e| ServeError::Management(e.to_string()))?
                 .with_import_limits(m.import_limits)
+                .with_disk(m.disk)
                 .with_metrics(Arc::clone(&metrics) as Arc<dyn ServiceCounters>);
                 let manager = Arc::new(manager);
                 // Audit entries held by a full disk are retried even when

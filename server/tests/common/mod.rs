@@ -534,6 +534,7 @@ pub fn management(d: &Dirs) -> warren::web::Management {
         admin_token: ADMIN_TOKEN.into(),
         admin_token_file: None,
         import_limits: IMPORT_LIMITS,
+        disk: Default::default(),
     }
 }
 

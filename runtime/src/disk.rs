@@ -1,0 +1,745 @@
+//! Disk limits on a tenant's home: bytes and inodes.
+//!
+//! The backend built here is the per-home image (docs/disk.md): where the
+//! kernel has no project quotas for the workspace root's filesystem, each
+//! home is a sparse ext4 file the size of the limit, made with the inode
+//! limit (`mkfs.ext4 -N`), kept beside the workspace root
+//! ([`images_dir`]), loop-mounted over the home while a sandbox runs and
+//! unmounted after (`mount -o loop` sets autoclear, so the loop device is
+//! released with the last mount). The programs are e2fsprogs' and
+//! util-linux's, run as programs: no filesystem code of our own.
+//!
+//! Every step on one image runs under an exclusive `flock` on
+//! `<images>/<slug>.lock`, so two sandboxes of one tenant starting at once,
+//! or a live resize during a start, never run `mkfs` or an offline resize
+//! on an image in use. Usage always comes from the filesystem itself
+//! (`statvfs` of the mounted image, or its superblock via `dumpe2fs -h`),
+//! never from walking the tree.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+/// The limits asked for one home; `None`: no limit on that resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskLimits {
+    pub bytes: Option<u64>,
+    pub inodes: Option<u64>,
+}
+
+/// Smallest byte limit: ext4 with a journal needs a few MiB of its own.
+pub const MIN_BYTES: u64 = 16 << 20;
+/// Smallest inode limit.
+pub const MIN_INODES: u64 = 128;
+
+impl DiskLimits {
+    pub const NONE: DiskLimits = DiskLimits {
+        bytes: None,
+        inodes: None,
+    };
+    /// The server's defaults: 1 GiB and 100 000 inodes.
+    pub const DEFAULT: DiskLimits = DiskLimits {
+        bytes: Some(1 << 30),
+        inodes: Some(100_000),
+    };
+
+    pub fn is_none(&self) -> bool {
+        *self == DiskLimits::NONE
+    }
+
+    /// Refuses limits no image can be made with.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(b) = self.bytes {
+            if b < MIN_BYTES {
+                return Err(format!(
+                    "disk limit {b} bytes is below the smallest, {MIN_BYTES} (16 MiB)"
+                ));
+            }
+        }
+        if let Some(i) = self.inodes {
+            if i < MIN_INODES {
+                return Err(format!(
+                    "inode limit {i} is below the smallest, {MIN_INODES}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for DiskLimits {
+    fn default() -> Self {
+        DiskLimits::NONE
+    }
+}
+
+/// How a disk limit is enforced (`--disk-backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBackend {
+    /// The best this host has; today the image backend where it works.
+    #[default]
+    Auto,
+    /// A loop-mounted ext4 image per home.
+    Image,
+}
+
+impl std::str::FromStr for DiskBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DiskBackend::Auto),
+            "image" => Ok(DiskBackend::Image),
+            "quota" => Err(
+                "the kernel project-quota backend is not built yet (docs/disk.md); use auto or image"
+                    .into(),
+            ),
+            other => Err(format!("unknown disk backend {other:?} (auto, image)")),
+        }
+    }
+}
+
+/// The disk part of a sandbox's spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    pub limits: DiskLimits,
+    pub backend: DiskBackend,
+    /// Where the images live ([`images_dir`] of the workspace root).
+    pub images: PathBuf,
+}
+
+/// What a sandbox's home got, in its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInForce {
+    /// `image`.
+    pub backend: String,
+    /// The byte limit: the image's size (the filesystem's own metadata
+    /// takes a little of it).
+    pub bytes: u64,
+    /// The inode limit: the filesystem's inode count.
+    pub inodes: u64,
+}
+
+/// What a home holds and may hold, from its filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub bytes_used: u64,
+    /// What the filesystem can hold (the limit less its own metadata).
+    pub bytes_total: u64,
+    /// What the tenant can still write (ext4 keeps a little back for its
+    /// own metadata).
+    pub bytes_available: u64,
+    pub inodes_used: u64,
+    pub inodes_total: u64,
+    /// Read from the live mount (true) or from the image's superblock.
+    pub mounted: bool,
+}
+
+impl DiskUsage {
+    /// Nothing more can be written (a block or an inode short).
+    pub fn full(&self) -> bool {
+        self.bytes_available < 4096 || self.inodes_used >= self.inodes_total
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("disk image {path}: {op}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("disk image: {program} failed: {output}")]
+    Program { program: String, output: String },
+    #[error(
+        "the home holds more than the disk limit ({limit} bytes, {inodes} inodes); \
+         raise the tenant's limit (warren users limits) or free space first"
+    )]
+    HomeTooBig { limit: u64, inodes: u64 },
+    #[error(
+        "the home uses {used} bytes and {inodes_used} inodes, more than the new limit \
+         ({limit} bytes, {inodes} inodes): free space first"
+    )]
+    WouldNotFit {
+        used: u64,
+        inodes_used: u64,
+        limit: u64,
+        inodes: u64,
+    },
+    #[error("the disk image of {slug} is in use by a running sandbox")]
+    InUse { slug: String },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DiskError + 'a {
+    move |source| DiskError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the images of homes under `workspace_root` live: beside it,
+/// `<root>.disk/` (never inside any home, not reachable by tenants).
+pub fn images_dir(workspace_root: &Path) -> PathBuf {
+    let name = workspace_root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workspaces".into());
+    workspace_root
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(format!("{name}.disk"))
+}
+
+/// The image of one home.
+pub fn image_path(images: &Path, slug: &str) -> PathBuf {
+    images.join(format!("{slug}.ext4"))
+}
+
+/// Why this process cannot use per-home images, with the fix; `None` when
+/// it can (root in the host's user namespace, loop devices, e2fsprogs).
+pub fn image_backend_unavailable(proc_root: &Path) -> Option<String> {
+    let uid_map = fs::read_to_string(proc_root.join("self/uid_map")).unwrap_or_default();
+    let host_root = nix::unistd::geteuid().is_root()
+        && uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+    if !host_root {
+        return Some(
+            "per-home disk images need root in the host's user namespace (loop devices, \
+             mounting ext4); run warren as root, or keep the workspace root on its own \
+             filesystem (docs/disk.md)"
+                .into(),
+        );
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some(
+            "no loop devices (/dev/loop-control missing): load the loop module (modprobe loop)"
+                .into(),
+        );
+    }
+    for p in ["mkfs.ext4", "resize2fs", "dumpe2fs", "e2fsck"] {
+        if program(p).is_none() {
+            return Some(format!("{p} not found: install e2fsprogs"));
+        }
+    }
+    if program("mount").is_none() || program("losetup").is_none() {
+        return Some("mount or losetup not found: install util-linux (mount)".into());
+    }
+    None
+}
+
+/// A program from the system's directories (the shim's PATH is not ours to
+/// trust).
+fn program(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+fn run(name: &str, args: &[&std::ffi::OsStr]) -> Result<String, DiskError> {
+    let path = program(name).ok_or_else(|| DiskError::Program {
+        program: name.into(),
+        output: "not found".into(),
+    })?;
+    let out = Command::new(&path)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| DiskError::Program {
+            program: name.into(),
+            output: e.to_string(),
+        })?;
+    if !out.status.success() {
+        let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if text.is_empty() {
+            text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        return Err(DiskError::Program {
+            program: name.into(),
+            output: format!("{} ({})", text, out.status),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+/// An exclusive lock on one tenant's image, held while it lives.
+pub struct ImageLock {
+    _lock: nix::fcntl::Flock<File>,
+    pub image: PathBuf,
+}
+
+/// Takes the lock on `slug`'s image, creating the images directory (0700)
+/// if needed.
+pub fn lock(images: &Path, slug: &str) -> Result<ImageLock, DiskError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(images)
+        .map_err(io("create", images))?;
+    let path = images.join(format!("{slug}.lock"));
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    let lock =
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            DiskError::Io {
+                op: "lock",
+                path: path.clone(),
+                source: e.into(),
+            }
+        })?;
+    Ok(ImageLock {
+        _lock: lock,
+        image: image_path(images, slug),
+    })
+}
+
+/// The loop device `image` is attached to, if any
+/// (`/sys/block/loop*/loop/backing_file`).
+pub fn loop_device_of(image: &Path) -> Option<PathBuf> {
+    let want = fs::canonicalize(image).ok()?;
+    for e in fs::read_dir("/sys/block").ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        let Ok(backing) = fs::read_to_string(e.path().join("loop/backing_file")) else {
+            continue;
+        };
+        if Path::new(backing.trim()) == want {
+            return Some(Path::new("/dev").join(name));
+        }
+    }
+    None
+}
+
+/// A home mounted from its image by [`attach`]; [`detach`] unmounts it.
+#[derive(Debug)]
+pub struct Attached {
+    pub home: PathBuf,
+    pub images: PathBuf,
+    pub slug: String,
+    pub in_force: DiskInForce,
+}
+
+/// Makes (on first use, moving the home's content in), resizes (when not
+/// in use) and mounts `slug`'s image over `home`. `home` must exist, with
+/// the owner and mode its image's root gets.
+pub fn attach(
+    spec: &DiskSpec,
+    slug: &str,
+    home: &Path,
+) -> Result<(Attached, Option<String>), DiskError> {
+    let bytes = spec.limits.bytes.unwrap_or(u64::MAX);
+    let guard = lock(&spec.images, slug)?;
+    let image = guard.image.clone();
+    let mut note = None;
+    if !image.exists() {
+        create(&spec.images, slug, &image, home, spec.limits)?;
+    } else if loop_device_of(&image).is_none() {
+        note = resize_offline(&image, bytes)?;
+    }
+    // mount -o loop reuses the loop device the image is already on (a
+    // second sandbox of the tenant): one filesystem, mounted twice.
+    run(
+        "mount",
+        &[
+            os("-t"),
+            os("ext4"),
+            os("-o"),
+            os("loop,nodev,nosuid,noatime"),
+            image.as_os_str(),
+            home.as_os_str(),
+        ],
+    )?;
+    let size = fs::metadata(&image).map_err(io("stat", &image))?.len();
+    let st = nix::sys::statvfs::statvfs(home).map_err(|e| DiskError::Io {
+        op: "statvfs",
+        path: home.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok((
+        Attached {
+            home: home.to_path_buf(),
+            images: spec.images.clone(),
+            slug: slug.to_string(),
+            in_force: DiskInForce {
+                backend: "image".into(),
+                bytes: size,
+                inodes: st.files(),
+            },
+        },
+        note,
+    ))
+}
+
+/// Unmounts the home (the loop device goes with its last mount).
+pub fn detach(attached: Attached) -> Result<(), DiskError> {
+    let _guard = lock(&attached.images, &attached.slug)?;
+    nix::mount::umount2(&attached.home, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+        DiskError::Io {
+            op: "unmount",
+            path: attached.home.clone(),
+            source: e.into(),
+        }
+    })
+}
+
+/// Makes the image: a sparse file, `mkfs.ext4`, the home's content copied
+/// in (as root, `cp -a`: owners, modes, links kept, no symlink followed),
+/// then the old content removed. A home too big for the limit is left as
+/// it was and refused.
+fn create(
+    images: &Path,
+    slug: &str,
+    image: &Path,
+    home: &Path,
+    limits: DiskLimits,
+) -> Result<(), DiskError> {
+    let bytes = limits.bytes.unwrap_or(1 << 40);
+    let meta = fs::symlink_metadata(home).map_err(io("stat", home))?;
+    let new = images.join(format!("{slug}.ext4.new"));
+    let staging = images.join(format!("{slug}.mnt"));
+    let _ = fs::remove_file(&new);
+    let made = (|| {
+        let f = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&new)
+            .map_err(io("create", &new))?;
+        f.set_len(bytes).map_err(io("size", &new))?;
+        drop(f);
+        let owner = format!("root_owner={}:{}", meta.uid(), meta.gid());
+        let mut args = vec![
+            os("-q"),
+            os("-F"),
+            os("-t"),
+            os("ext4"),
+            os("-m"),
+            os("0"),
+            os("-E"),
+        ];
+        let extended = format!("{owner},lazy_itable_init=1,nodiscard");
+        args.push(os(&extended));
+        let n = limits.inodes.map(|i| i.to_string());
+        if let Some(n) = &n {
+            args.push(os("-N"));
+            args.push(os(n));
+        }
+        args.push(new.as_os_str());
+        run("mkfs.ext4", &args)?;
+        fs::create_dir_all(&staging).map_err(io("create", &staging))?;
+        run(
+            "mount",
+            &[
+                os("-t"),
+                os("ext4"),
+                os("-o"),
+                os("loop,nodev,nosuid"),
+                new.as_os_str(),
+                staging.as_os_str(),
+            ],
+        )?;
+        let filled = fill(&staging, home, meta.mode());
+        let _ = nix::mount::umount2(&staging, nix::mount::MntFlags::empty());
+        filled
+    })();
+    let _ = fs::remove_dir(&staging);
+    if let Err(e) = made {
+        let _ = fs::remove_file(&new);
+        return Err(e);
+    }
+    fs::rename(&new, image).map_err(io("rename", &new))?;
+    empty_dir(home);
+    Ok(())
+}
+
+/// The new filesystem's root becomes the home: no lost+found (e2fsck makes
+/// one when it needs it), the home's mode, its content.
+fn fill(root: &Path, home: &Path, mode: u32) -> Result<(), DiskError> {
+    fs::remove_dir(root.join("lost+found")).map_err(io("remove lost+found", root))?;
+    fs::set_permissions(root, fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(io("chmod", root))?;
+    let has_content = fs::read_dir(home)
+        .map_err(io("read", home))?
+        .next()
+        .is_some();
+    if !has_content {
+        return Ok(());
+    }
+    let mut src = home.as_os_str().to_os_string();
+    src.push("/.");
+    run(
+        "cp",
+        &[os("-a"), os("--no-dereference"), &src, root.as_os_str()],
+    )
+    .map_err(|e| match e {
+        DiskError::Program { ref output, .. }
+            if output.contains("No space left") || output.contains("quota") =>
+        {
+            let st = nix::sys::statvfs::statvfs(root);
+            DiskError::HomeTooBig {
+                limit: st
+                    .as_ref()
+                    .map(|s| s.blocks() * s.fragment_size())
+                    .unwrap_or(0),
+                inodes: st.map(|s| s.files()).unwrap_or(0),
+            }
+        }
+        e => e,
+    })?;
+    Ok(())
+}
+
+/// Removes what a home held on the host's filesystem, now copied into its
+/// image (`rm -r` never follows a symlink; `--one-file-system` never
+/// crosses into a mount).
+fn empty_dir(home: &Path) {
+    let Ok(entries) = fs::read_dir(home) else {
+        return;
+    };
+    let paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    if paths.is_empty() {
+        return;
+    }
+    let mut args: Vec<&std::ffi::OsStr> = vec![os("-rf"), os("--one-file-system"), os("--")];
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    if let Err(e) = run("rm", &args) {
+        eprintln!("warren: removing the home's old content after moving it into its image: {e}");
+    }
+}
+
+/// Grows or shrinks an image nobody has mounted to `bytes`. A shrink that
+/// does not fit leaves the image as it is and says so (the note).
+fn resize_offline(image: &Path, bytes: u64) -> Result<Option<String>, DiskError> {
+    let size = fs::metadata(image).map_err(io("stat", image))?.len();
+    if bytes == u64::MAX || bytes == size {
+        return Ok(None);
+    }
+    // resize2fs wants a checked filesystem; -p repairs only what is safe.
+    run("e2fsck", &[os("-f"), os("-p"), image.as_os_str()])?;
+    let k = format!("{}K", bytes / 1024);
+    if bytes > size {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(image)
+            .map_err(io("open", image))?;
+        f.set_len(bytes).map_err(io("size", image))?;
+        run("resize2fs", &[image.as_os_str(), os(&k)])?;
+        return Ok(None);
+    }
+    match run("resize2fs", &[image.as_os_str(), os(&k)]) {
+        Ok(_) => {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(image)
+                .map_err(io("open", image))?;
+            f.set_len(bytes).map_err(io("size", image))?;
+            Ok(None)
+        }
+        Err(e) => Ok(Some(format!(
+            "the disk limit was lowered to {bytes} bytes but the home could not shrink ({e}); \
+             it keeps {size} bytes"
+        ))),
+    }
+}
+
+/// Grows a mounted image to `bytes` at once (`truncate`, `losetup -c`,
+/// online `resize2fs`); `Ok(false)` when no sandbox has it mounted (the
+/// next start applies the limit). Lowering is for [`check_lower`].
+pub fn grow_live(images: &Path, slug: &str, bytes: u64) -> Result<bool, DiskError> {
+    let guard = lock(images, slug)?;
+    let image = &guard.image;
+    let Some(dev) = loop_device_of(image) else {
+        return Ok(false);
+    };
+    let size = fs::metadata(image).map_err(io("stat", image))?.len();
+    if bytes <= size {
+        return Ok(true);
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .open(image)
+        .map_err(io("open", image))?;
+    f.set_len(bytes).map_err(io("size", image))?;
+    drop(f);
+    run("losetup", &[os("-c"), dev.as_os_str()])?;
+    run("resize2fs", &[dev.as_os_str()])?;
+    Ok(true)
+}
+
+/// Refuses a lower limit the home's current content does not fit in.
+pub fn check_lower(
+    images: &Path,
+    home: &Path,
+    slug: &str,
+    limits: DiskLimits,
+) -> Result<(), DiskError> {
+    let Some(u) = usage(images, home, slug) else {
+        return Ok(());
+    };
+    let too_many_bytes = limits.bytes.is_some_and(|b| u.bytes_used > b);
+    let too_many_inodes = limits.inodes.is_some_and(|i| u.inodes_used > i);
+    if too_many_bytes || too_many_inodes {
+        return Err(DiskError::WouldNotFit {
+            used: u.bytes_used,
+            inodes_used: u.inodes_used,
+            limit: limits.bytes.unwrap_or(u64::MAX),
+            inodes: limits.inodes.unwrap_or(u64::MAX),
+        });
+    }
+    Ok(())
+}
+
+/// The home's usage from its filesystem: `statvfs` of the mounted image,
+/// or its superblock (`dumpe2fs -h`) when no sandbox runs. `None` without
+/// an image.
+pub fn usage(images: &Path, home: &Path, slug: &str) -> Option<DiskUsage> {
+    let image = image_path(images, slug);
+    if !image.exists() {
+        return None;
+    }
+    if let Some(dev) = loop_device_of(&image) {
+        if is_mounted_from(home, &dev) {
+            return crate::info::home_usage(home);
+        }
+    }
+    let out = run("dumpe2fs", &[os("-h"), image.as_os_str()]).ok()?;
+    superblock_usage(&out)
+}
+
+/// Whether `home` is a mount of block device `dev`.
+fn is_mounted_from(home: &Path, dev: &Path) -> bool {
+    let (Ok(h), Ok(d)) = (fs::metadata(home), fs::metadata(dev)) else {
+        return false;
+    };
+    h.dev() == d.rdev()
+}
+
+/// Usage from `dumpe2fs -h`'s superblock fields.
+pub fn superblock_usage(dump: &str) -> Option<DiskUsage> {
+    let field = |name: &str| -> Option<u64> {
+        dump.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let block = field("Block size")?;
+    let blocks = field("Block count")?;
+    let free = field("Free blocks")?;
+    let inodes = field("Inode count")?;
+    let free_inodes = field("Free inodes")?;
+    // What ext4 keeps back for itself when mounted: 2% or 4096 blocks,
+    // whichever is less (ext4_calculate_resv_clusters).
+    let kept = (blocks / 50).min(4096);
+    Some(DiskUsage {
+        bytes_used: (blocks - free) * block,
+        bytes_total: blocks * block,
+        bytes_available: free.saturating_sub(kept) * block,
+        inodes_used: inodes - free_inodes,
+        inodes_total: inodes,
+        mounted: false,
+    })
+}
+
+/// Removes `slug`'s image (its home is deleted); refused while mounted.
+pub fn remove_image(images: &Path, slug: &str) -> Result<(), DiskError> {
+    if !images.exists() {
+        return Ok(());
+    }
+    let guard = lock(images, slug)?;
+    if loop_device_of(&guard.image).is_some() {
+        return Err(DiskError::InUse { slug: slug.into() });
+    }
+    match fs::remove_file(&guard.image) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove", &guard.image)(e)),
+    }
+    let _ = fs::remove_file(images.join(format!("{slug}.lock")));
+    Ok(())
+}
+
+/// Bytes in words, as `df -h` would: `1.0 GiB`.
+pub fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    match u {
+        0 => format!("{bytes} B"),
+        _ => format!("{v:.1} {}", units[u]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_live_beside_the_workspace_root() {
+        assert_eq!(
+            images_dir(Path::new("/var/lib/warren/workspaces")),
+            Path::new("/var/lib/warren/workspaces.disk")
+        );
+        assert_eq!(
+            image_path(Path::new("/x.disk"), "alice"),
+            Path::new("/x.disk/alice.ext4")
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_and_backends_named() {
+        assert!(DiskLimits::DEFAULT.validate().is_ok());
+        assert!(DiskLimits {
+            bytes: Some(1 << 20),
+            inodes: None
+        }
+        .validate()
+        .is_err());
+        assert!(DiskLimits {
+            bytes: None,
+            inodes: Some(10)
+        }
+        .validate()
+        .is_err());
+        assert_eq!("image".parse::<DiskBackend>(), Ok(DiskBackend::Image));
+        assert!("quota"
+            .parse::<DiskBackend>()
+            .unwrap_err()
+            .contains("not built"));
+        assert!("zfs".parse::<DiskBackend>().is_err());
+    }
+
+    #[test]
+    fn superblock_fields_give_usage() {
+        let dump = "Inode count:              1024\nBlock count:              4096\n\
+                    Free blocks:              1000\nFree inodes:              1000\n\
+                    Block size:               4096\n";
+        let u = superblock_usage(dump).unwrap();
+        assert_eq!(u.bytes_used, 3096 * 4096);
+        assert_eq!(u.bytes_total, 4096 * 4096);
+        assert_eq!((u.inodes_used, u.inodes_total), (24, 1024));
+        assert!(!u.mounted);
+        assert_eq!(human(1 << 30), "1.0 GiB");
+        assert_eq!(human(512), "512 B");
+    }
+}

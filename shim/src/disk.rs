@@ -1,0 +1,80 @@
+//! The home's disk limit, from the shim's side: before the sandbox binds
+//! the home, its image is mounted over it in the host's mount namespace
+//! (`warren_runtime::disk::attach`); when the sandbox has ended it is
+//! unmounted. A limit this host cannot enforce is recorded as missing,
+//! with its reason, or refused with `require_limits`.
+
+use warren_runtime::disk::{self, Attached, DiskBackend, DiskInForce};
+use warren_runtime::record::LimitsInForce;
+use warren_runtime::report::SetupError;
+use warren_runtime::spec::SandboxSpec;
+
+/// What the home got: its image mounted (unmounted on drop, whatever path
+/// the shim leaves by), or the reason it has none.
+#[derive(Default)]
+pub struct HomeDisk {
+    attached: Option<Attached>,
+    missing: Option<String>,
+    note: Option<String>,
+}
+
+impl HomeDisk {
+    /// The limits in force, for the sandbox's record.
+    pub fn in_force(&self) -> Option<DiskInForce> {
+        self.attached.as_ref().map(|a| a.in_force.clone())
+    }
+
+    /// `limits` with the disk limit added to the missing ones (and its
+    /// reason), or the note of a limit applied in part.
+    pub fn record_in(&self, mut limits: LimitsInForce) -> LimitsInForce {
+        if let Some(why) = &self.missing {
+            limits.missing.push("disk".into());
+            limits.reasons.insert("disk".into(), why.clone());
+        }
+        limits.notes.extend(self.note.clone());
+        limits
+    }
+}
+
+impl Drop for HomeDisk {
+    fn drop(&mut self) {
+        if let Some(a) = self.attached.take() {
+            if let Err(e) = disk::detach(a) {
+                eprintln!("warren-shim: {e}");
+            }
+        }
+    }
+}
+
+/// Mounts the home's image, made or resized first, when the spec asks for
+/// a disk limit and this host can enforce it.
+pub fn attach(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
+    let Some(d) = spec.disk.as_ref().filter(|d| !d.limits.is_none()) else {
+        return Ok(HomeDisk::default());
+    };
+    let unavailable = match d.backend {
+        DiskBackend::Auto | DiskBackend::Image => disk::image_backend_unavailable("/proc".as_ref()),
+    };
+    if let Some(why) = unavailable {
+        if spec.require_limits {
+            return Err(SetupError::new(
+                "apply limits",
+                format!("cannot apply the disk limit: {why}"),
+            )
+            .with_hint("run warren as root; see docs/disk.md"));
+        }
+        return Ok(HomeDisk {
+            attached: None,
+            missing: Some(why),
+            note: None,
+        });
+    }
+    let (attached, note) = disk::attach(d, &spec.tenant.slug, &spec.workspace).map_err(|e| {
+        SetupError::new("mount the home's disk image", e.to_string()).with_hint("see docs/disk.md")
+    })?;
+    Ok(HomeDisk {
+        attached: Some(attached),
+        missing: None,
+        note,
+    })
+}
