@@ -220,7 +220,7 @@ pub fn image_backend_unavailable(proc_root: &Path) -> Option<String> {
                 .into(),
         );
     }
-    for p in ["mkfs.ext4", "resize2fs", "dumpe2fs", "e2fsck"] {
+    for p in ["mkfs.ext4", "resize2fs", "dumpe2fs", "tune2fs", "e2fsck"] {
         if program(p).is_none() {
             return Some(format!("{p} not found: install e2fsprogs"));
         }
@@ -337,42 +337,73 @@ pub struct Attached {
     pub in_force: DiskInForce,
 }
 
-/// Makes (on first use, moving the home's content in), resizes (when not
-/// in use) and mounts `slug`'s image over `home`. `home` must exist, with
-/// the owner and mode its image's root gets.
+/// How big an image is made for a byte limit: twice the limit, so a
+/// raised limit applies at once up to that (the file is sparse: the
+/// headroom costs the host nothing until written; `tune2fs` keeps back at
+/// most half a filesystem). Without a byte limit (inodes only), 256 GiB.
+pub fn image_size(bytes: Option<u64>) -> u64 {
+    bytes.map_or(256 << 30, |b| b.saturating_mul(2))
+}
+
+/// Makes (on first use, moving the home's content in), grows (when the
+/// limit outgrew it and no sandbox has it) and mounts `slug`'s image over
+/// `home`, with the byte limit in force. `home` must exist, with the
+/// owner and mode its image's root gets. The note says what applied only
+/// in part.
 pub fn attach(
     spec: &DiskSpec,
     slug: &str,
     home: &Path,
 ) -> Result<(Attached, Option<String>), DiskError> {
-    let bytes = spec.limits.bytes.unwrap_or(u64::MAX);
     let guard = lock(&spec.images, slug)?;
     let image = guard.image.clone();
-    let mut note = None;
+    let attached_before = loop_device_of(&image).is_some();
     if !image.exists() {
         create(&spec.images, slug, &image, home, spec.limits)?;
-    } else if loop_device_of(&image).is_none() {
-        note = resize_offline(&image, bytes)?;
+    } else if !attached_before {
+        resize_offline(&image, spec.limits.bytes)?;
+        move_in(&spec.images, slug, &image, home)?;
     }
     // mount -o loop reuses the loop device the image is already on (a
     // second sandbox of the tenant): one filesystem, mounted twice.
-    run(
-        "mount",
-        &[
-            os("-t"),
-            os("ext4"),
-            os("-o"),
-            os("loop,nodev,nosuid,noatime"),
-            image.as_os_str(),
-            home.as_os_str(),
-        ],
-    )?;
-    let size = fs::metadata(&image).map_err(io("stat", &image))?.len();
+    // `discard` gives freed blocks back to the host (holes in the file).
+    mount(&image, home, "loop,nodev,nosuid,noatime,discard")?;
+    let dev = loop_device_of(&image).ok_or_else(|| DiskError::Program {
+        program: "mount".into(),
+        output: format!("{} is on no loop device after mounting", image.display()),
+    });
+    let set = dev.and_then(|dev| set_byte_limit(&dev, spec.limits.bytes));
     let st = nix::sys::statvfs::statvfs(home).map_err(|e| DiskError::Io {
         op: "statvfs",
         path: home.to_path_buf(),
         source: e.into(),
-    })?;
+    });
+    let (set, st) = match (set, st) {
+        (Ok(set), Ok(st)) => (set, st),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = nix::mount::umount2(home, nix::mount::MntFlags::MNT_DETACH);
+            return Err(e);
+        }
+    };
+    // e2fsck makes a lost+found when it needs one: not the tenant's.
+    remove_lost_found(home);
+    let mut notes = Vec::new();
+    if set.is_some() && set < spec.limits.bytes {
+        notes.push(format!(
+            "disk limit {} asked, the home's image holds {} until its next start",
+            human(spec.limits.bytes.unwrap_or(0)),
+            human(set.unwrap_or(0))
+        ));
+    }
+    if let Some(want) = spec.limits.inodes {
+        let have = st.files();
+        if have < want * 9 / 10 || have > want * 11 / 10 {
+            notes.push(format!(
+                "inode limit {want} asked, the home's filesystem has {have} (fixed when it was made)"
+            ));
+        }
+    }
+    let bytes = set.unwrap_or(st.blocks() * st.fragment_size());
     Ok((
         Attached {
             home: home.to_path_buf(),
@@ -380,12 +411,27 @@ pub fn attach(
             slug: slug.to_string(),
             in_force: DiskInForce {
                 backend: "image".into(),
-                bytes: size,
+                bytes,
                 inodes: st.files(),
             },
         },
-        note,
+        (!notes.is_empty()).then(|| notes.join("; ")),
     ))
+}
+
+fn mount(image: &Path, target: &Path, options: &str) -> Result<(), DiskError> {
+    run(
+        "mount",
+        &[
+            os("-t"),
+            os("ext4"),
+            os("-o"),
+            os(options),
+            image.as_os_str(),
+            target.as_os_str(),
+        ],
+    )
+    .map(drop)
 }
 
 /// Unmounts the home (the loop device goes with its last mount).
@@ -400,6 +446,66 @@ pub fn detach(attached: Attached) -> Result<(), DiskError> {
     })
 }
 
+/// The filesystem's geometry, from `dumpe2fs -h` of an image or device.
+struct Geometry {
+    block: u64,
+    blocks: u64,
+    overhead: u64,
+}
+
+fn geometry(image_or_dev: &Path) -> Result<Geometry, DiskError> {
+    let dump = run("dumpe2fs", &[os("-h"), image_or_dev.as_os_str()])?;
+    let field = |name: &str| superblock_field(&dump, name);
+    match (field("Block size"), field("Block count")) {
+        (Some(block), Some(blocks)) => Ok(Geometry {
+            block,
+            blocks,
+            overhead: field("Overhead clusters").unwrap_or(0),
+        }),
+        _ => Err(DiskError::Program {
+            program: "dumpe2fs".into(),
+            output: format!("no block size or count for {}", image_or_dev.display()),
+        }),
+    }
+}
+
+/// The byte limit is the blocks kept back from the tenant: the
+/// filesystem's reserved blocks (`tune2fs -r`), which only host root may
+/// use and the kernel reads at every allocation, so a change applies to
+/// a mounted home at once (no resize, no CAP_SYS_RESOURCE, which online
+/// `resize2fs` needs and hosts may withhold). ext4 also keeps back 2% or
+/// 4096 blocks for itself; the reserve leaves that out, so the tenant gets
+/// the limit. Returns the limit now in force (less than asked when the
+/// image is too small), `None` without one.
+fn set_byte_limit(dev: &Path, bytes: Option<u64>) -> Result<Option<u64>, DiskError> {
+    let g = geometry(dev)?;
+    let usable = g.blocks.saturating_sub(g.overhead);
+    let internal = (g.blocks / 50).min(4096);
+    let (reserve, got) = match bytes {
+        None => (0, None),
+        Some(b) => {
+            let want = b / g.block;
+            let reserve = usable.saturating_sub(want + internal);
+            let got = usable.saturating_sub(reserve + internal) * g.block;
+            (reserve, Some(got))
+        }
+    };
+    let r = reserve.to_string();
+    run("tune2fs", &[os("-r"), os(&r), dev.as_os_str()])?;
+    Ok(got)
+}
+
+/// Sets a running home's byte limit at once; `Ok(false)` when no sandbox
+/// has it mounted, or its image is too small (the next start applies it).
+pub fn set_limit_live(images: &Path, slug: &str, bytes: Option<u64>) -> Result<bool, DiskError> {
+    let guard = lock(images, slug)?;
+    let Some(dev) = loop_device_of(&guard.image) else {
+        return Ok(false);
+    };
+    let got = set_byte_limit(&dev, bytes)?;
+    Ok(got == bytes)
+}
+
 /// Makes the image: a sparse file, `mkfs.ext4`, the home's content copied
 /// in (as root, `cp -a`: owners, modes, links kept, no symlink followed),
 /// then the old content removed. A home too big for the limit is left as
@@ -411,10 +517,8 @@ fn create(
     home: &Path,
     limits: DiskLimits,
 ) -> Result<(), DiskError> {
-    let bytes = limits.bytes.unwrap_or(1 << 40);
     let meta = fs::symlink_metadata(home).map_err(io("stat", home))?;
     let new = images.join(format!("{slug}.ext4.new"));
-    let staging = images.join(format!("{slug}.mnt"));
     let _ = fs::remove_file(&new);
     let made = (|| {
         let f = OpenOptions::new()
@@ -423,9 +527,15 @@ fn create(
             .mode(0o600)
             .open(&new)
             .map_err(io("create", &new))?;
-        f.set_len(bytes).map_err(io("size", &new))?;
+        f.set_len(image_size(limits.bytes))
+            .map_err(io("size", &new))?;
         drop(f);
-        let owner = format!("root_owner={}:{}", meta.uid(), meta.gid());
+        let extended = format!(
+            "root_owner={}:{},lazy_itable_init=1,nodiscard",
+            meta.uid(),
+            meta.gid()
+        );
+        let n = limits.inodes.map(|i| i.to_string());
         let mut args = vec![
             os("-q"),
             os("-F"),
@@ -434,33 +544,15 @@ fn create(
             os("-m"),
             os("0"),
             os("-E"),
+            os(&extended),
         ];
-        let extended = format!("{owner},lazy_itable_init=1,nodiscard");
-        args.push(os(&extended));
-        let n = limits.inodes.map(|i| i.to_string());
         if let Some(n) = &n {
-            args.push(os("-N"));
-            args.push(os(n));
+            args.extend([os("-N"), os(n)]);
         }
         args.push(new.as_os_str());
         run("mkfs.ext4", &args)?;
-        fs::create_dir_all(&staging).map_err(io("create", &staging))?;
-        run(
-            "mount",
-            &[
-                os("-t"),
-                os("ext4"),
-                os("-o"),
-                os("loop,nodev,nosuid"),
-                new.as_os_str(),
-                staging.as_os_str(),
-            ],
-        )?;
-        let filled = fill(&staging, home, meta.mode());
-        let _ = nix::mount::umount2(&staging, nix::mount::MntFlags::empty());
-        filled
+        fill(images, slug, &new, home, meta.mode(), limits)
     })();
-    let _ = fs::remove_dir(&staging);
     if let Err(e) = made {
         let _ = fs::remove_file(&new);
         return Err(e);
@@ -470,10 +562,61 @@ fn create(
     Ok(())
 }
 
-/// The new filesystem's root becomes the home: no lost+found (e2fsck makes
-/// one when it needs it), the home's mode, its content.
-fn fill(root: &Path, home: &Path, mode: u32) -> Result<(), DiskError> {
-    fs::remove_dir(root.join("lost+found")).map_err(io("remove lost+found", root))?;
+/// What lies in the home's directory on the host while no sandbox has the
+/// image mounted (a home from before disk limits, or files an operator put
+/// there) is moved into the image.
+fn move_in(images: &Path, slug: &str, image: &Path, home: &Path) -> Result<(), DiskError> {
+    let empty = fs::read_dir(home)
+        .map_err(io("read", home))?
+        .next()
+        .is_none();
+    if empty {
+        return Ok(());
+    }
+    let meta = fs::symlink_metadata(home).map_err(io("stat", home))?;
+    fill(images, slug, image, home, meta.mode(), DiskLimits::NONE)?;
+    empty_dir(home);
+    Ok(())
+}
+
+/// Mounts `image` at a staging point beside it and copies the home in,
+/// with the byte limit in force (so a home too big is refused).
+fn fill(
+    images: &Path,
+    slug: &str,
+    image: &Path,
+    home: &Path,
+    mode: u32,
+    limits: DiskLimits,
+) -> Result<(), DiskError> {
+    let staging = images.join(format!("{slug}.mnt"));
+    fs::create_dir_all(&staging).map_err(io("create", &staging))?;
+    let r = (|| {
+        mount(image, &staging, "loop,nodev,nosuid")?;
+        let copied = (|| {
+            if limits.bytes.is_some() {
+                let dev = loop_device_of(image).ok_or_else(|| DiskError::Program {
+                    program: "mount".into(),
+                    output: "no loop device".into(),
+                })?;
+                set_byte_limit(&dev, limits.bytes)?;
+            }
+            copy_home(&staging, home, mode, limits.bytes)
+        })();
+        let _ = nix::mount::umount2(&staging, nix::mount::MntFlags::empty());
+        copied
+    })();
+    let _ = fs::remove_dir(&staging);
+    r
+}
+
+/// The filesystem's root becomes the home: no lost+found (e2fsck makes
+/// one when it needs it), the home's mode, its content (`cp -a` as root:
+/// owners, modes and links kept, no symlink followed). Root may write
+/// into the blocks kept back from the tenant, so the limit is checked
+/// after the copy.
+fn copy_home(root: &Path, home: &Path, mode: u32, limit: Option<u64>) -> Result<(), DiskError> {
+    remove_lost_found(root);
     fs::set_permissions(root, fs::Permissions::from_mode(mode & 0o7777))
         .map_err(io("chmod", root))?;
     let has_content = fs::read_dir(home)
@@ -490,21 +633,35 @@ fn fill(root: &Path, home: &Path, mode: u32) -> Result<(), DiskError> {
         &[os("-a"), os("--no-dereference"), &src, root.as_os_str()],
     )
     .map_err(|e| match e {
-        DiskError::Program { ref output, .. }
-            if output.contains("No space left") || output.contains("quota") =>
-        {
+        DiskError::Program { ref output, .. } if output.contains("No space left") => {
             let st = nix::sys::statvfs::statvfs(root);
             DiskError::HomeTooBig {
                 limit: st
                     .as_ref()
-                    .map(|s| s.blocks() * s.fragment_size())
+                    .map(|s| s.blocks_available() * s.fragment_size())
                     .unwrap_or(0),
                 inodes: st.map(|s| s.files()).unwrap_or(0),
             }
         }
         e => e,
     })?;
+    if let (Some(limit), Some(u)) = (limit, crate::info::home_usage(root)) {
+        if u.bytes_used > limit {
+            return Err(DiskError::HomeTooBig {
+                limit,
+                inodes: u.inodes_total,
+            });
+        }
+    }
     Ok(())
+}
+
+/// Removes an empty lost+found owned by root at the top of a home.
+fn remove_lost_found(root: &Path) {
+    let lf = root.join("lost+found");
+    if fs::symlink_metadata(&lf).is_ok_and(|m| m.is_dir() && m.uid() == 0) {
+        let _ = fs::remove_dir(&lf);
+    }
 }
 
 /// Removes what a home held on the host's filesystem, now copied into its
@@ -525,63 +682,47 @@ fn empty_dir(home: &Path) {
     }
 }
 
-/// Grows or shrinks an image nobody has mounted to `bytes`. A shrink that
-/// does not fit leaves the image as it is and says so (the note).
-fn resize_offline(image: &Path, bytes: u64) -> Result<Option<String>, DiskError> {
+/// Brings an image nobody has mounted to the size its byte limit wants:
+/// grown when the limit outgrew it, shrunk when the limit is less than
+/// half of it (the most `tune2fs` keeps back). `resize2fs` on the file
+/// needs no capability; a shrink checks the filesystem first and fails
+/// when the content does not fit.
+fn resize_offline(image: &Path, bytes: Option<u64>) -> Result<(), DiskError> {
     let size = fs::metadata(image).map_err(io("stat", image))?.len();
-    if bytes == u64::MAX || bytes == size {
-        return Ok(None);
+    let want = image_size(bytes);
+    let Some(limit) = bytes else {
+        return Ok(());
+    };
+    let too_small = want > size;
+    let too_big = limit < size / 2;
+    if !too_small && !too_big {
+        return Ok(());
     }
-    // resize2fs wants a checked filesystem; -p repairs only what is safe.
-    run("e2fsck", &[os("-f"), os("-p"), image.as_os_str()])?;
-    let k = format!("{}K", bytes / 1024);
-    if bytes > size {
+    let set_len = |len: u64| -> Result<(), DiskError> {
         let f = OpenOptions::new()
             .write(true)
             .open(image)
             .map_err(io("open", image))?;
-        f.set_len(bytes).map_err(io("size", image))?;
-        run("resize2fs", &[image.as_os_str(), os(&k)])?;
-        return Ok(None);
-    }
-    match run("resize2fs", &[image.as_os_str(), os(&k)]) {
-        Ok(_) => {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(image)
-                .map_err(io("open", image))?;
-            f.set_len(bytes).map_err(io("size", image))?;
-            Ok(None)
-        }
-        Err(e) => Ok(Some(format!(
-            "the disk limit was lowered to {bytes} bytes but the home could not shrink ({e}); \
-             it keeps {size} bytes"
-        ))),
-    }
-}
-
-/// Grows a mounted image to `bytes` at once (`truncate`, `losetup -c`,
-/// online `resize2fs`); `Ok(false)` when no sandbox has it mounted (the
-/// next start applies the limit). Lowering is for [`check_lower`].
-pub fn grow_live(images: &Path, slug: &str, bytes: u64) -> Result<bool, DiskError> {
-    let guard = lock(images, slug)?;
-    let image = &guard.image;
-    let Some(dev) = loop_device_of(image) else {
-        return Ok(false);
+        f.set_len(len).map_err(io("size", image))
     };
-    let size = fs::metadata(image).map_err(io("stat", image))?.len();
-    if bytes <= size {
-        return Ok(true);
+    let k = format!("{}K", want / 1024);
+    if too_small {
+        set_len(want)?;
+        return run("resize2fs", &[os("-f"), image.as_os_str(), os(&k)]).map(drop);
     }
-    let f = OpenOptions::new()
-        .write(true)
-        .open(image)
-        .map_err(io("open", image))?;
-    f.set_len(bytes).map_err(io("size", image))?;
-    drop(f);
-    run("losetup", &[os("-c"), dev.as_os_str()])?;
-    run("resize2fs", &[dev.as_os_str()])?;
-    Ok(true)
+    // e2fsck exits 1 when it repaired something: the check passed.
+    if let Err(e) = run("e2fsck", &[os("-f"), os("-p"), image.as_os_str()]) {
+        if !matches!(&e, DiskError::Program { output, .. } if output.contains("exit status: 1)")) {
+            return Err(e);
+        }
+    }
+    run("resize2fs", &[image.as_os_str(), os(&k)]).map_err(|e| match e {
+        DiskError::Program { output, .. } if output.contains("No space left") => {
+            DiskError::HomeTooBig { limit, inodes: 0 }
+        }
+        e => e,
+    })?;
+    set_len(want)
 }
 
 /// Refuses a lower limit the home's current content does not fit in.
@@ -632,13 +773,15 @@ fn is_mounted_from(home: &Path, dev: &Path) -> bool {
     h.dev() == d.rdev()
 }
 
+fn superblock_field(dump: &str, name: &str) -> Option<u64> {
+    dump.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Usage from `dumpe2fs -h`'s superblock fields.
 pub fn superblock_usage(dump: &str) -> Option<DiskUsage> {
-    let field = |name: &str| -> Option<u64> {
-        dump.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|v| v.trim().parse().ok())
-    };
+    let field = |name: &str| superblock_field(dump, name);
     let block = field("Block size")?;
     let blocks = field("Block count")?;
     let free = field("Free blocks")?;
@@ -646,11 +789,17 @@ pub fn superblock_usage(dump: &str) -> Option<DiskUsage> {
     let free_inodes = field("Free inodes")?;
     // What ext4 keeps back for itself when mounted: 2% or 4096 blocks,
     // whichever is less (ext4_calculate_resv_clusters).
-    let kept = (blocks / 50).min(4096);
+    // Kept back: ext4's own 2% or 4096 blocks, and the reserve that is
+    // the byte limit (see `set_byte_limit`).
+    let kept = (blocks / 50).min(4096) + field("Reserved block count").unwrap_or(0);
+    // As statfs counts: without the filesystem's own metadata.
+    let blocks = blocks.saturating_sub(field("Overhead clusters").unwrap_or(0));
+    let used = blocks.saturating_sub(free);
+    let available = free.saturating_sub(kept);
     Some(DiskUsage {
-        bytes_used: (blocks - free) * block,
-        bytes_total: blocks * block,
-        bytes_available: free.saturating_sub(kept) * block,
+        bytes_used: used * block,
+        bytes_total: (used + available) * block,
+        bytes_available: available * block,
         inodes_used: inodes - free_inodes,
         inodes_total: inodes,
         mounted: false,
@@ -733,10 +882,11 @@ mod tests {
     fn superblock_fields_give_usage() {
         let dump = "Inode count:              1024\nBlock count:              4096\n\
                     Free blocks:              1000\nFree inodes:              1000\n\
-                    Block size:               4096\n";
+                    Overhead clusters:        96\nBlock size:               4096\n";
         let u = superblock_usage(dump).unwrap();
-        assert_eq!(u.bytes_used, 3096 * 4096);
-        assert_eq!(u.bytes_total, 4096 * 4096);
+        assert_eq!(u.bytes_used, 3000 * 4096);
+        assert_eq!(u.bytes_total, 4000 * 4096);
+        assert_eq!(u.bytes_available, (1000 - 81) * 4096);
         assert_eq!((u.inodes_used, u.inodes_total), (24, 1024));
         assert!(!u.mounted);
         assert_eq!(human(1 << 30), "1.0 GiB");

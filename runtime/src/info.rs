@@ -266,7 +266,9 @@ pub fn home_usage(home: &Path) -> Option<DiskUsage> {
     let st = nix::sys::statvfs::statvfs(home).ok()?;
     Some(DiskUsage {
         bytes_used: (st.blocks() - st.blocks_free()) * st.fragment_size(),
-        bytes_total: st.blocks() * st.fragment_size(),
+        // What the tenant may have in all: used and still available (the
+        // blocks kept back beyond the limit are not theirs).
+        bytes_total: (st.blocks() - st.blocks_free() + st.blocks_available()) * st.fragment_size(),
         bytes_available: st.blocks_available() * st.fragment_size(),
         inodes_used: st.files() - st.files_free(),
         inodes_total: st.files(),

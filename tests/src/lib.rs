@@ -109,15 +109,22 @@ pub fn warren_bin() -> PathBuf {
 /// `warren`, or `$WARREN_TEST_WRAPPER warren`: the cgroup-v2 VM starts each
 /// `warren run` alone in a cgroup of its own, as `systemd-run --scope -p
 /// Delegate=yes` would (tests/vm/own-cgroup.sh).
+///
+/// Without a disk limit unless a test asks for one (`--disk`): the tests
+/// that look at homes from the host see them on the host's filesystem;
+/// tests/tests/disk.rs covers the per-home images.
 pub fn warren_command() -> Command {
-    match std::env::var_os("WARREN_TEST_WRAPPER") {
+    let mut c = match std::env::var_os("WARREN_TEST_WRAPPER") {
         Some(w) => {
             let mut c = Command::new(w);
             c.arg(warren_bin());
             c
         }
         None => Command::new(warren_bin()),
-    }
+    };
+    c.env("WARREN_DISK", "none")
+        .env("WARREN_DISK_INODES", "none");
+    c
 }
 
 pub fn probe_bin() -> PathBuf {

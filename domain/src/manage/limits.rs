@@ -1,6 +1,6 @@
 //! A tenant's limit overrides. The disk limit applies at once where it
-//! can: a raised one grows a mounted home image online, a lowered one is
-//! refused when the home does not fit (docs/disk.md).
+//! can: a running sandbox's home gets a new byte limit at once, and a
+//! lower one is refused when the home does not fit (docs/disk.md).
 
 use warren_runtime::disk::{self, DiskError};
 use warren_runtime::tenant::Tenant;
@@ -33,9 +33,11 @@ impl Manager {
             return Err(ManageError::NoSuchUser(id.to_string()));
         }
         let mut detail = serde_json::to_value(limits).unwrap_or_default();
-        if let Some(bytes) = new.bytes.filter(|_| lower(new.bytes, old.bytes)) {
-            // Raised: a running sandbox's home grows now; else at its start.
-            let live = disk::grow_live(&images, &tenant.slug, bytes).map_err(disk_error)?;
+        if new.bytes != old.bytes {
+            // A running sandbox's home gets it now (within its image's
+            // headroom); else its next start.
+            let live =
+                disk::set_limit_live(&images, &tenant.slug, new.bytes).map_err(disk_error)?;
             detail["disk_applied"] = (if live { "now" } else { "next start" }).into();
         }
         self.audit(actor, "limits", Some(id), "ok", detail);

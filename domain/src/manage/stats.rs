@@ -85,37 +85,19 @@ impl Manager {
         // under it is empty, and `disk` tells what it holds.
         let in_image = disk.is_some_and(|d| !d.mounted);
         let measured = match in_image {
-            true => Err(None),
+            true => Err("the home is in its disk image, which no sandbox has mounted".to_string()),
             false => {
                 tokio::task::spawn_blocking(move || workspace::measure(&root, &tenant, bounds))
                     .await?
-                    .map_err(Some)
+                    .map_err(|e| e.to_string())
             }
-        };
-        let measured = match measured {
-            Err(None) => {
-                return Ok(self.stats_of(
-                    r,
-                    user,
-                    record,
-                    usage,
-                    running_commands,
-                    None,
-                    Some(
-                        "the home is in its disk image and no sandbox has it mounted: see `disk`"
-                            .into(),
-                    ),
-                    disk,
-                ));
-            }
-            Err(Some(e)) => Err(e),
-            Ok(u) => Ok(u),
         };
         let (workspace, workspace_error) = match measured {
             Ok(u) => (Some(u), None),
             // With subordinate ids the home belongs to an id the server
-            // cannot read: count from inside, as its owner, when the user's
-            // sandbox is running (stats never start one).
+            // cannot read, and a disk image is not mounted on the host
+            // between sandboxes: count from inside, as its owner, when the
+            // user's sandbox is running (stats never start one).
             Err(e) => {
                 let child = match (&sandbox, &self.runner) {
                     (Some(sb), _) => Some(sb.exec(find_command(), ExecStdio::piped()).await),
