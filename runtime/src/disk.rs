@@ -882,11 +882,13 @@ mod tests {
     fn superblock_fields_give_usage() {
         let dump = "Inode count:              1024\nBlock count:              4096\n\
                     Free blocks:              1000\nFree inodes:              1000\n\
-                    Overhead clusters:        96\nBlock size:               4096\n";
+                    Overhead clusters:        96\nBlock size:               4096\n\
+                    Reserved block count:     100\n";
         let u = superblock_usage(dump).unwrap();
+        // Kept back: ext4's own 4096/50 = 81 blocks and the reserve.
         assert_eq!(u.bytes_used, 3000 * 4096);
-        assert_eq!(u.bytes_total, 4000 * 4096);
-        assert_eq!(u.bytes_available, (1000 - 81) * 4096);
+        assert_eq!(u.bytes_available, (1000 - 81 - 100) * 4096);
+        assert_eq!(u.bytes_total, (3000 + 819) * 4096);
         assert_eq!((u.inodes_used, u.inodes_total), (24, 1024));
         assert!(!u.mounted);
         assert_eq!(human(1 << 30), "1.0 GiB");
