@@ -391,6 +391,7 @@ impl Sandbox for UserSandbox {
             &d.images,
             &self.template.workspace,
             &self.template.tenant.slug,
+            Some(self.target.parent_pid),
         )
     }
 

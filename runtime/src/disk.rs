@@ -434,6 +434,33 @@ fn mount(image: &Path, target: &Path, options: &str) -> Result<(), DiskError> {
     .map(drop)
 }
 
+/// Gives the calling process a mount namespace of its own, receiving the
+/// host's mounts but sending none back (`MS_SLAVE`), where it mounts the
+/// home's image: no other process on the host sees the image, and when
+/// the shim and its sandbox are gone, however they ended (a SIGKILL
+/// included), the namespace goes with them, the image is unmounted and
+/// its loop device released. Single-threaded callers only (unshare).
+pub fn private_mount_namespace() -> Result<(), DiskError> {
+    use nix::mount::MsFlags;
+    let errno = |op| {
+        move |e: nix::errno::Errno| DiskError::Io {
+            op,
+            path: PathBuf::from("/"),
+            source: e.into(),
+        }
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(errno("unshare a mount namespace"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(errno("make mounts receive-only"))
+}
+
 /// Unmounts the home (the loop device goes with its last mount).
 pub fn detach(attached: Attached) -> Result<(), DiskError> {
     let _guard = lock(&attached.images, &attached.slug)?;
@@ -732,7 +759,7 @@ pub fn check_lower(
     slug: &str,
     limits: DiskLimits,
 ) -> Result<(), DiskError> {
-    let Some(u) = usage(images, home, slug) else {
+    let Some(u) = usage(images, home, slug, None) else {
         return Ok(());
     };
     let too_many_bytes = limits.bytes.is_some_and(|b| u.bytes_used > b);
@@ -748,17 +775,22 @@ pub fn check_lower(
     Ok(())
 }
 
-/// The home's usage from its filesystem: `statvfs` of the mounted image,
-/// or its superblock (`dumpe2fs -h`) when no sandbox runs. `None` without
-/// an image.
-pub fn usage(images: &Path, home: &Path, slug: &str) -> Option<DiskUsage> {
+/// The home's usage from its filesystem: `statvfs` of the mounted image
+/// as `mounter` (the shim holding it, whose mount namespace has it: see
+/// [`private_mount_namespace`]) sees it, or the image's superblock
+/// (`dumpe2fs -h`) when no sandbox runs. `None` without an image.
+pub fn usage(images: &Path, home: &Path, slug: &str, mounter: Option<i32>) -> Option<DiskUsage> {
     let image = image_path(images, slug);
     if !image.exists() {
         return None;
     }
-    if let Some(dev) = loop_device_of(&image) {
-        if is_mounted_from(home, &dev) {
-            return crate::info::home_usage(home);
+    if let (Some(dev), Some(pid)) = (loop_device_of(&image), mounter) {
+        let seen = Path::new("/proc")
+            .join(pid.to_string())
+            .join("root")
+            .join(home.strip_prefix("/").unwrap_or(home));
+        if is_mounted_from(&seen, &dev) {
+            return crate::info::home_usage(&seen);
         }
     }
     let out = run("dumpe2fs", &[os("-h"), image.as_os_str()]).ok()?;

@@ -1,7 +1,8 @@
 //! The home's disk limit, from the shim's side: before the sandbox binds
-//! the home, its image is mounted over it in the host's mount namespace
-//! (`warren_runtime::disk::attach`); when the sandbox has ended it is
-//! unmounted. A limit this host cannot enforce is recorded as missing,
+//! the home, its image is mounted over it in a mount namespace of the
+//! shim's own (`warren_runtime::disk::attach`), which the sandbox starts
+//! from; when the sandbox has ended it is unmounted, and were the shim
+//! killed the namespace would take the mount with it. A limit this host cannot enforce is recorded as missing,
 //! with its reason, or refused with `require_limits`.
 
 use warren_runtime::disk::{self, Attached, DiskBackend, DiskInForce};
@@ -69,6 +70,10 @@ pub fn attach(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
             note: None,
         });
     }
+    // Mounted where only this shim and its sandbox see it.
+    disk::private_mount_namespace().map_err(|e| {
+        SetupError::new("mount the home's disk image", e.to_string()).with_hint("see docs/disk.md")
+    })?;
     let (attached, note) = disk::attach(d, &spec.tenant.slug, &spec.workspace).map_err(|e| {
         SetupError::new("mount the home's disk image", e.to_string()).with_hint("see docs/disk.md")
     })?;

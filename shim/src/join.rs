@@ -78,6 +78,14 @@ pub fn enter_namespaces(pidfd: OwnedFd, plan: &Plan) -> Result<(), SetupError> {
     })
 }
 
+/// Enters the mount namespace of the sandbox's leader (tiers without
+/// namespaces, whose shim mounted the home's disk image in a mount
+/// namespace of its own).
+pub fn enter_mount_namespace(pidfd: &OwnedFd) -> Result<(), SetupError> {
+    nix::sched::setns(pidfd, nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| SetupError::errno("join the sandbox's mount namespace", e))
+}
+
 /// Tells the caller the command's pid and waits for it to end, forwarding
 /// signals to its group; `reap_orphans`: the command's orphans are ours.
 pub fn supervise(child: Pid, reap_orphans: bool, report: &mut File) -> Exit {

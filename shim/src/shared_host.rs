@@ -114,10 +114,14 @@ pub fn join(
     set_title("join", &spec.tenant.slug);
     let pidfd = join::pin_init(&target)?; // the leader is still the one its shim started
     let (got, disk) = outside::joined_cgroup(&spec, &target)?; // as the first command got it
+    let has_image = disk.is_some();
     let plan = outside::plan(&spec, got, disk)?; // the first command's plan, charged to us, not the tenant
     join::enter_cgroup(&target)?; // the command and we count against its limits
     block_signals()?;
     become_subreaper()?; // the command's orphans stay ours, not the host init's
+    if has_image {
+        join::enter_mount_namespace(&pidfd)?; // where the leader's shim mounted the home's image
+    }
     drop(pidfd);
     let child = fork_command(report, |report| command(&spec, &plan, pty, report))?;
     let exit = join::supervise(child, true, report);

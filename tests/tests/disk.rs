@@ -85,6 +85,27 @@ fn assert_nothing_left(env: &Env) {
     assert!(left.is_empty(), "mounts left: {left:?}");
 }
 
+/// A child killed when dropped.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The children of `pid` (the shim of a `warren run`).
+fn shims_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 #[test]
 fn writing_stops_at_the_byte_and_inode_limits_and_others_still_write() {
     if !images_here() {
@@ -165,19 +186,37 @@ fn a_raised_limit_applies_to_the_running_sandbox_and_a_lower_one_must_fit() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed if the test fails before it ends (its shim and sandbox die
+    // with it).
+    let mut child = KillOnDrop(Some(child));
+    // The image is mounted where only the sandbox's shim sees it.
+    let shim_home = |shim: u32| {
+        Path::new(&format!("/proc/{shim}/root")).join(home.strip_prefix("/").unwrap())
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !home.join("ready").exists() {
+    let seen = loop {
+        if let Some(h) = shims_of(child.0.as_ref().unwrap().id())
+            .into_iter()
+            .map(shim_home)
+            .find(|h| h.join("ready").exists())
+        {
+            break h;
+        }
         assert!(Instant::now() < deadline, "the sandbox never got ready");
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    assert!(
+        !home.join("ready").exists(),
+        "the host's own view of the home shows no image"
+    );
     let o = warren(
         &env,
         &["users", "limits", "alice", r#"{"disk_bytes": 58720256}"#],
     );
     assert!(o.status.success(), "{}", show(&o));
-    // The host sees the mounted image: the sandbox may go on.
-    std::fs::write(home.join("go"), "").unwrap();
-    let o = child.wait_with_output().unwrap();
+    // Through the shim's view: the sandbox may go on.
+    std::fs::write(seen.join("go"), "").unwrap();
+    let o = child.0.take().unwrap().wait_with_output().unwrap();
     assert!(text(&o.stdout).contains("grew-ok"), "{}", show(&o));
     // Lower than what the home holds: refused, nothing changed.
     let o = warren(

@@ -79,7 +79,10 @@ impl Manager {
         let (home, slug) = (tenant.workspace_in(&root), tenant.slug.clone());
         let disk = match sandbox.as_ref().and_then(|s| s.disk_usage()) {
             Some(u) => Some(u),
-            None => tokio::task::spawn_blocking(move || disk::usage(&images, &home, &slug)).await?,
+            None => {
+                tokio::task::spawn_blocking(move || disk::usage(&images, &home, &slug, None))
+                    .await?
+            }
         };
         // Not mounted, the home's content is in its image: the directory
         // under it is empty, and `disk` tells what it holds.
