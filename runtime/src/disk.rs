@@ -231,6 +231,45 @@ pub fn image_backend_unavailable(proc_root: &Path) -> Option<String> {
     None
 }
 
+/// `warren doctor`'s disk line: which case this host is in (per-home
+/// images, or no disk limit and why), and a warning when the state
+/// directory shares a filesystem with the homes while no limit holds them.
+pub fn host_check(proc_root: &Path, workspace_root: &Path, state_dir: &Path) -> crate::host::Check {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = |p: &Path| {
+        p.ancestors()
+            .find_map(|a| fs::metadata(a).ok())
+            .map(|m| m.dev())
+    };
+    let shared = dev(workspace_root).is_some() && dev(workspace_root) == dev(state_dir);
+    match image_backend_unavailable(proc_root) {
+        None => crate::host::Check {
+            ok: true,
+            detail: format!(
+                "per-home ext4 images, loop-mounted (beside the workspaces: {})",
+                images_dir(workspace_root).display()
+            ),
+            fix: None,
+        },
+        Some(why) => crate::host::Check {
+            ok: false,
+            detail: match shared {
+                true => format!(
+                    "no disk limit on homes ({why}); the state directory {} shares their \
+                     filesystem, so a tenant can fill it",
+                    state_dir.display()
+                ),
+                false => format!("no disk limit on homes ({why})"),
+            },
+            fix: Some(
+                "run warren as root for per-home disk images; else keep the state directory \
+                 on another filesystem (docs/hosts.md)"
+                    .into(),
+            ),
+        },
+    }
+}
+
 /// A program from the system's directories (the shim's PATH is not ours to
 /// trust).
 fn program(name: &str) -> Option<PathBuf> {

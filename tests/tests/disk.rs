@@ -190,9 +190,8 @@ fn a_raised_limit_applies_to_the_running_sandbox_and_a_lower_one_must_fit() {
     // with it).
     let mut child = KillOnDrop(Some(child));
     // The image is mounted where only the sandbox's shim sees it.
-    let shim_home = |shim: u32| {
-        Path::new(&format!("/proc/{shim}/root")).join(home.strip_prefix("/").unwrap())
-    };
+    let shim_home =
+        |shim: u32| Path::new(&format!("/proc/{shim}/root")).join(home.strip_prefix("/").unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     let seen = loop {
         if let Some(h) = shims_of(child.0.as_ref().unwrap().id())

@@ -18,6 +18,7 @@ pub fn doctor(json: bool) -> i32 {
     let trial = trial_sandbox();
     if json {
         let v = serde_json::json!({
+            "disk": disk_check(),
             "host": report,
             "trial": trial_json(&trial),
             "capacity": capacity_json(),
@@ -59,6 +60,7 @@ fn print_text(r: &HostReport, trial: &Result<u128, String>) {
     line("seccomp", &r.seccomp);
     line("landlock", &r.landlock);
     line("newuidmap", &r.newuidmap);
+    line("disk", &disk_check());
     print_capacity();
     match trial {
         Ok(ms) => println!(
@@ -73,6 +75,15 @@ fn print_text(r: &HostReport, trial: &Result<u128, String>) {
         "none available (see fixes above)"
     };
     println!("default isolation: {tier}");
+}
+
+/// Disk limits on homes with the default state and workspace locations.
+fn disk_check() -> Check {
+    warren_runtime::disk::host_check(
+        "/proc".as_ref(),
+        &crate::cli::config::default_workspace_root(),
+        &crate::cli::config::default_state_dir(),
+    )
 }
 
 fn trial_json(t: &Result<u128, String>) -> serde_json::Value {
