@@ -823,7 +823,11 @@ pub fn usage(images: &Path, home: &Path, slug: &str, mounter: Option<i32>) -> Op
     if !image.exists() {
         return None;
     }
-    if let (Some(dev), Some(pid)) = (loop_device_of(&image), mounter) {
+    let dev = loop_device_of(&image);
+    // Not told who holds it (the command line, another process's
+    // sandbox): the first process whose mount namespace has it there.
+    let mounter = mounter.or_else(|| dev.as_deref().and_then(|d| mounter_of(d, home)));
+    if let (Some(dev), Some(pid)) = (dev, mounter) {
         let seen = Path::new("/proc")
             .join(pid.to_string())
             .join("root")
@@ -834,6 +838,28 @@ pub fn usage(images: &Path, home: &Path, slug: &str, mounter: Option<i32>) -> Op
     }
     let out = run("dumpe2fs", &[os("-h"), image.as_os_str()]).ok()?;
     superblock_usage(&out)
+}
+
+/// A process that has block device `dev` mounted at `home` in its mount
+/// namespace (`/proc/<pid>/mountinfo`).
+fn mounter_of(dev: &Path, home: &Path) -> Option<i32> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let meta = fs::metadata(dev).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    let rdev = meta.rdev();
+    let id = format!(
+        " {}:{} / {} ",
+        libc::major(rdev),
+        libc::minor(rdev),
+        home.display()
+    );
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let info = fs::read_to_string(e.path().join("mountinfo")).ok()?;
+        info.lines().any(|l| l.contains(&id)).then_some(pid)
+    })
 }
 
 /// Whether `home` is a mount of block device `dev`.

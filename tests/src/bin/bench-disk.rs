@@ -76,10 +76,28 @@ fn main() {
     for i in 0..runs {
         let (img, plain) = (format!("img{i}"), format!("plain{i}"));
         first_img.push(timed(warren(&warren_bin, t, &img, "1G", &["/bin/true"])));
-        first_plain.push(timed(warren(&warren_bin, t, &plain, "none", &["/bin/true"])));
+        first_plain.push(timed(warren(
+            &warren_bin,
+            t,
+            &plain,
+            "none",
+            &["/bin/true"],
+        )));
         again_img.push(timed(warren(&warren_bin, t, "img0", "1G", &["/bin/true"])));
-        again_plain.push(timed(warren(&warren_bin, t, "plain0", "none", &["/bin/true"])));
-        write_img.push(write_time(warren(&warren_bin, t, "img0", "1G", &["sh", "-c", write])));
+        again_plain.push(timed(warren(
+            &warren_bin,
+            t,
+            "plain0",
+            "none",
+            &["/bin/true"],
+        )));
+        write_img.push(write_time(warren(
+            &warren_bin,
+            t,
+            "img0",
+            "1G",
+            &["sh", "-c", write],
+        )));
         write_plain.push(write_time(warren(
             &warren_bin,
             t,
@@ -98,7 +116,11 @@ fn main() {
         );
     };
     println!("bench-disk: {runs} runs each, medians");
-    row("first start (new user: mkfs.ext4, mount)", first_img, first_plain);
+    row(
+        "first start (new user: mkfs.ext4, mount)",
+        first_img,
+        first_plain,
+    );
     row("later start (image mounted)", again_img, again_plain);
     let mibs = |d: Duration| 256.0 / d.as_secs_f64();
     let (wi, wp) = (median(write_img), median(write_plain));
