@@ -396,6 +396,7 @@ pub fn attach(
 ) -> Result<(Attached, Option<String>), DiskError> {
     let guard = lock(&spec.images, slug)?;
     let image = guard.image.clone();
+    settle(&image, home);
     let attached_before = loop_device_of(&image).is_some();
     if !image.exists() {
         create(&spec.images, slug, &image, home, spec.limits)?;
@@ -456,6 +457,20 @@ pub fn attach(
         },
         (!notes.is_empty()).then(|| notes.join("; ")),
     ))
+}
+
+/// Waits (up to 3 s) for a loop device that no process has mounted any
+/// more to be released: the mount namespace of a sandbox that just ended
+/// is torn down after its last process, and a mount must not reuse the
+/// device meanwhile.
+fn settle(image: &Path, home: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while let Some(dev) = loop_device_of(image) {
+        if mounter_of(&dev, home).is_some() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn mount(image: &Path, target: &Path, options: &str) -> Result<(), DiskError> {

@@ -75,36 +75,30 @@ fn main() {
                  e=$(date +%s%N); rm f; echo $((e-s))";
     for i in 0..runs {
         let (img, plain) = (format!("img{i}"), format!("plain{i}"));
-        first_img.push(timed(warren(&warren_bin, t, &img, "1G", &["/bin/true"])));
-        first_plain.push(timed(warren(
-            &warren_bin,
-            t,
-            &plain,
-            "none",
-            &["/bin/true"],
-        )));
-        again_img.push(timed(warren(&warren_bin, t, "img0", "1G", &["/bin/true"])));
-        again_plain.push(timed(warren(
-            &warren_bin,
-            t,
-            "plain0",
-            "none",
-            &["/bin/true"],
-        )));
-        write_img.push(write_time(warren(
-            &warren_bin,
-            t,
-            "img0",
-            "1G",
-            &["sh", "-c", write],
-        )));
-        write_plain.push(write_time(warren(
-            &warren_bin,
-            t,
-            "plain0",
-            "none",
-            &["sh", "-c", write],
-        )));
+        // Which goes first alternates: a sandbox's teardown (cgroup
+        // removal, loop device release) must not slow only the other.
+        let order: [bool; 2] = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for image in order {
+            let (user, disk) = match image {
+                true => (img.as_str(), "1G"),
+                false => (plain.as_str(), "none"),
+            };
+            let again = if image { "img0" } else { "plain0" };
+            let t1 = timed(warren(&warren_bin, t, user, disk, &["/bin/true"]));
+            let t2 = timed(warren(&warren_bin, t, again, disk, &["/bin/true"]));
+            let t3 = write_time(warren(&warren_bin, t, again, disk, &["sh", "-c", write]));
+            let (first, later, writes) = match image {
+                true => (&mut first_img, &mut again_img, &mut write_img),
+                false => (&mut first_plain, &mut again_plain, &mut write_plain),
+            };
+            first.push(t1);
+            later.push(t2);
+            writes.push(t3);
+        }
     }
     let row = |what: &str, img: Vec<Duration>, plain: Vec<Duration>| {
         let (i, p) = (median(img), median(plain));
