@@ -187,6 +187,7 @@ fn print_banner(
         if let Some(w) = &t.warning {
             eprintln!("  warning: {w}");
         }
+        print_disk_line(args);
     }
     match args.auth {
         AuthMode::Token => {
@@ -212,6 +213,25 @@ fn print_banner(
             server.base_url(),
             path.display()
         );
+    }
+}
+
+/// The homes' disk limit: in force through per-home images, or missing
+/// and why (docs/disk.md).
+fn print_disk_line(args: &ServeArgs) {
+    let disk = args.limits.disk();
+    if disk.is_none() {
+        return;
+    }
+    match warren_runtime::disk::image_backend_unavailable("/proc".as_ref()) {
+        None => eprintln!(
+            "  disk: each home an ext4 image of {} and {} inodes",
+            disk.bytes
+                .map_or("no byte limit".into(), warren_runtime::disk::human),
+            disk.inodes
+                .map_or("any number of".into(), |i| i.to_string())
+        ),
+        Some(why) => eprintln!("  warning: running without the disk limit: {why}"),
     }
 }
 
