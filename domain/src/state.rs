@@ -776,6 +776,32 @@ mod tests {
     }
 
     #[test]
+    fn disk_overrides_survive_reopening_and_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let alice = Tenant::parse("alice").unwrap();
+        {
+            let mut s = State::open(d.path()).unwrap();
+            s.get_or_create(&alice, 10).unwrap();
+            let o: LimitOverrides =
+                serde_json::from_str(r#"{"disk_bytes": 2147483648, "disk_inodes": "none"}"#)
+                    .unwrap();
+            assert!(s.set_limits("alice", &o).unwrap());
+        }
+        let s = State::open(d.path()).unwrap();
+        let r = s.find("alice").unwrap().unwrap();
+        assert_eq!(r.limits.disk_bytes, LimitValue::Value(2 << 30));
+        assert_eq!(r.limits.disk_inodes, LimitValue::Unlimited);
+        assert_eq!(r.limits.memory_bytes, LimitValue::Default);
+        let applied = r.limits.apply_disk(DiskLimits::DEFAULT);
+        assert_eq!((applied.bytes, applied.inodes), (Some(2 << 30), None));
+        // Too small for an image: refused before anything is stored.
+        let tiny: LimitOverrides = serde_json::from_str(r#"{"disk_bytes": 4096}"#).unwrap();
+        assert!(tiny.validate().unwrap_err().contains("smallest"));
+        let few: LimitOverrides = serde_json::from_str(r#"{"disk_inodes": 3}"#).unwrap();
+        assert!(few.validate().is_err());
+    }
+
+    #[test]
     fn overrides_audit_and_delete_survive_reopening() {
         let d = tempfile::tempdir().unwrap();
         let alice = Tenant::parse("alice").unwrap();

@@ -379,10 +379,17 @@ pub struct Attached {
 /// How big an image is made for a byte limit: twice the limit, so a
 /// raised limit applies at once up to that (the file is sparse: the
 /// headroom costs the host nothing until written; `tune2fs` keeps back at
-/// most half a filesystem). Without a byte limit (inodes only), 256 GiB.
+/// most half a filesystem). Without a byte limit (inodes only), 256 GiB;
+/// never more than 16 TiB (ext4's largest file with 4 KiB blocks), where
+/// the limit applies in part and the record's notes say so.
 pub fn image_size(bytes: Option<u64>) -> u64 {
-    bytes.map_or(256 << 30, |b| b.saturating_mul(2))
+    bytes
+        .map_or(256 << 30, |b| b.saturating_mul(2))
+        .min(MAX_IMAGE)
 }
+
+/// The largest image: ext4's largest file with 4 KiB blocks, less a block.
+const MAX_IMAGE: u64 = (16 << 40) - 4096;
 
 /// Makes (on first use, moving the home's content in), grows (when the
 /// limit outgrew it and no sandbox has it) and mounts `slug`'s image over
@@ -988,6 +995,13 @@ mod tests {
             .unwrap_err()
             .contains("not built"));
         assert!("zfs".parse::<DiskBackend>().is_err());
+    }
+
+    #[test]
+    fn images_are_twice_the_limit_and_never_too_big_for_a_file() {
+        assert_eq!(image_size(Some(1 << 30)), 2 << 30);
+        assert_eq!(image_size(None), 256 << 30);
+        assert_eq!(image_size(Some(u64::MAX)), MAX_IMAGE);
     }
 
     #[test]
