@@ -226,6 +226,9 @@ pub fn render_with_disk(
     if !record.limits.per_process.is_empty() {
         let _ = writeln!(s, "per process  {}", record.limits.per_process.join(", "));
     }
+    for note in &record.limits.notes {
+        let _ = writeln!(s, "             note: {note}");
+    }
     let _ = writeln!(
         s,
         "usage        memory {} resident in {} processes, {} tasks, cpu {:.1} s used",
