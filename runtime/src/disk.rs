@@ -231,43 +231,31 @@ pub fn image_backend_unavailable(proc_root: &Path) -> Option<String> {
     None
 }
 
-/// `warren doctor`'s disk line: which case this host is in (per-home
-/// images, or no disk limit and why), and a warning when the state
-/// directory shares a filesystem with the homes while no limit holds them.
-pub fn host_check(proc_root: &Path, workspace_root: &Path, state_dir: &Path) -> crate::host::Check {
-    use std::os::unix::fs::MetadataExt as _;
+/// Whether two paths (or their nearest existing ancestors) lie on one
+/// filesystem: `warren doctor` warns when the state directory shares the
+/// homes' filesystem with no disk limit in force.
+pub fn same_filesystem(a: &Path, b: &Path) -> bool {
     let dev = |p: &Path| {
         p.ancestors()
             .find_map(|a| fs::metadata(a).ok())
             .map(|m| m.dev())
     };
-    let shared = dev(workspace_root).is_some() && dev(workspace_root) == dev(state_dir);
-    match image_backend_unavailable(proc_root) {
-        None => crate::host::Check {
-            ok: true,
-            detail: format!(
-                "per-home ext4 images, loop-mounted (beside the workspaces: {})",
-                images_dir(workspace_root).display()
-            ),
-            fix: None,
-        },
-        Some(why) => crate::host::Check {
-            ok: false,
-            detail: match shared {
-                true => format!(
-                    "no disk limit on homes ({why}); the state directory {} shares their \
-                     filesystem, so a tenant can fill it",
-                    state_dir.display()
-                ),
-                false => format!("no disk limit on homes ({why})"),
-            },
-            fix: Some(
-                "run warren as root for per-home disk images; else keep the state directory \
-                 on another filesystem (docs/hosts.md)"
-                    .into(),
-            ),
-        },
-    }
+    dev(a).is_some() && dev(a) == dev(b)
+}
+
+/// The usage of the filesystem holding `home`, from `statvfs`: what the
+/// tenant may still write and may have in all (blocks kept back beyond
+/// the limit are not theirs).
+pub fn home_usage(home: &Path) -> Option<DiskUsage> {
+    let st = nix::sys::statvfs::statvfs(home).ok()?;
+    Some(DiskUsage {
+        bytes_used: (st.blocks() - st.blocks_free()) * st.fragment_size(),
+        bytes_total: (st.blocks() - st.blocks_free() + st.blocks_available()) * st.fragment_size(),
+        bytes_available: st.blocks_available() * st.fragment_size(),
+        inodes_used: st.files() - st.files_free(),
+        inodes_total: st.files(),
+        mounted: true,
+    })
 }
 
 /// A program from the system's directories (the shim's PATH is not ours to
@@ -733,7 +721,7 @@ fn copy_home(root: &Path, home: &Path, mode: u32, limit: Option<u64>) -> Result<
         }
         e => e,
     })?;
-    if let (Some(limit), Some(u)) = (limit, crate::info::home_usage(root)) {
+    if let (Some(limit), Some(u)) = (limit, home_usage(root)) {
         if u.bytes_used > limit {
             return Err(DiskError::HomeTooBig {
                 limit,
@@ -855,7 +843,7 @@ pub fn usage(images: &Path, home: &Path, slug: &str, mounter: Option<i32>) -> Op
             .join("root")
             .join(home.strip_prefix("/").unwrap_or(home));
         if is_mounted_from(&seen, &dev) {
-            return crate::info::home_usage(&seen);
+            return home_usage(&seen);
         }
     }
     let out = run("dumpe2fs", &[os("-h"), image.as_os_str()]).ok()?;

@@ -264,21 +264,6 @@ pub fn disk_line(d: &DiskUsage, limit: u64) -> String {
     }
 }
 
-/// The home's usage from `statvfs`, inside the sandbox.
-pub fn home_usage(home: &Path) -> Option<DiskUsage> {
-    let st = nix::sys::statvfs::statvfs(home).ok()?;
-    Some(DiskUsage {
-        bytes_used: (st.blocks() - st.blocks_free()) * st.fragment_size(),
-        // What the tenant may have in all: used and still available (the
-        // blocks kept back beyond the limit are not theirs).
-        bytes_total: (st.blocks() - st.blocks_free() + st.blocks_available()) * st.fragment_size(),
-        bytes_available: st.blocks_available() * st.fragment_size(),
-        inodes_used: st.files() - st.files_free(),
-        inodes_total: st.files(),
-        mounted: true,
-    })
-}
-
 /// `warren-info` itself: reads the description ([`INFO_ENV`], else
 /// [`INFO_PATH`]), measures usage and prints the report; with `--json`,
 /// prints the description instead (its `sandbox` is the record the server
@@ -323,7 +308,7 @@ pub fn tool_main() -> i32 {
         let home = std::env::var_os("HOME")
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| Path::new("/workspace").join(&info.user));
-        home_usage(&home)
+        crate::disk::home_usage(&home)
     });
     print!(
         "{}",

@@ -77,13 +77,42 @@ fn print_text(r: &HostReport, trial: &Result<u128, String>) {
     println!("default isolation: {tier}");
 }
 
-/// Disk limits on homes with the default state and workspace locations.
+/// The disk line, for the default state and workspace locations: which
+/// case this host is in (per-home images, or no disk limit and why), and a
+/// warning when the state directory shares the homes' filesystem while no
+/// limit holds them.
 fn disk_check() -> Check {
-    warren_runtime::disk::host_check(
-        "/proc".as_ref(),
-        &crate::cli::config::default_workspace_root(),
-        &crate::cli::config::default_state_dir(),
-    )
+    use warren_runtime::disk;
+    let (ws, state) = (
+        crate::cli::config::default_workspace_root(),
+        crate::cli::config::default_state_dir(),
+    );
+    match disk::image_backend_unavailable("/proc".as_ref()) {
+        None => Check {
+            ok: true,
+            detail: format!(
+                "per-home ext4 images, loop-mounted (beside the workspaces: {})",
+                disk::images_dir(&ws).display()
+            ),
+            fix: None,
+        },
+        Some(why) => Check {
+            ok: false,
+            detail: match disk::same_filesystem(&ws, &state) {
+                true => format!(
+                    "no disk limit on homes ({why}); the state directory {} shares their \
+                     filesystem, so a tenant can fill it",
+                    state.display()
+                ),
+                false => format!("no disk limit on homes ({why})"),
+            },
+            fix: Some(
+                "run warren as root for per-home disk images; else keep the state directory \
+                 on another filesystem (docs/hosts.md)"
+                    .into(),
+            ),
+        },
+    }
 }
 
 fn trial_json(t: &Result<u128, String>) -> serde_json::Value {
