@@ -32,7 +32,7 @@ pub fn check_lower(
 
 /// The home's usage from its filesystem: `statvfs` of the mounted image
 /// as `mounter` (the shim holding it, whose mount namespace has it: see
-/// [`private_mount_namespace`]) sees it, or the image's superblock
+/// [`super::private_mount_namespace`]) sees it, or the image's superblock
 /// (`dumpe2fs -h`) when no sandbox runs. `None` without an image.
 pub fn usage(images: &Path, home: &Path, slug: &str, mounter: Option<i32>) -> Option<DiskUsage> {
     let image = image_path(images, slug);
