@@ -33,7 +33,8 @@ pub struct SandboxRecord {
     /// the tier uses no Landlock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landlock: Option<LandlockStatus>,
-    // The network policy joins here, as a field of its own.
+    // The network policy and the disk limit join here, as fields of their
+    // own, when the sandbox gets them.
     /// The home's disk limits in force; absent when none is (a missing
     /// one is in `limits.missing` as `disk`, with its reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
