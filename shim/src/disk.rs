@@ -54,6 +54,12 @@ pub fn attach(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
         return Ok(HomeDisk::default());
     };
     let unavailable = match d.backend {
+        // An image needs a size: an inode limit alone has none.
+        _ if d.limits.bytes.is_none() => Some(
+            "an inode limit needs a byte limit (the home's image has the size of the byte \
+             limit): set --disk, or --disk-inodes none"
+                .to_string(),
+        ),
         DiskBackend::Auto | DiskBackend::Image => disk::image_backend_unavailable("/proc".as_ref()),
     };
     if let Some(why) = unavailable {

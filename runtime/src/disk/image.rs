@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use super::loops::{loop_device_of, mounter_of};
 use super::programs::{os, run};
 use super::superblock::geometry;
-use super::{home_usage, human, image_path, io, DiskError, DiskInForce, DiskLimits, DiskSpec};
+use super::{
+    home_usage, human, image_path, io, DiskError, DiskInForce, DiskLimits, DiskSpec, MIN_BYTES,
+};
 
 /// An exclusive lock on one tenant's image, held while it lives.
 pub struct ImageLock {
@@ -59,13 +61,12 @@ pub struct Attached {
 /// How big an image is made for a byte limit: twice the limit, so a
 /// raised limit applies at once up to that (the file is sparse: the
 /// headroom costs the host nothing until written; `tune2fs` keeps back at
-/// most half a filesystem). Without a byte limit (inodes only), 256 GiB;
-/// never more than 16 TiB (ext4's largest file with 4 KiB blocks), where
-/// the limit applies in part and the record's notes say so.
-pub fn image_size(bytes: Option<u64>) -> u64 {
-    bytes
-        .map_or(256 << 30, |b| b.saturating_mul(2))
-        .min(MAX_IMAGE)
+/// most half a filesystem); never more than 16 TiB (ext4's largest file
+/// with 4 KiB blocks), where the limit applies in part and the record's
+/// notes say so. A home without a byte limit gets no image (the shim
+/// reports an inode limit alone as missing).
+pub fn image_size(bytes: u64) -> u64 {
+    bytes.saturating_mul(2).min(MAX_IMAGE)
 }
 
 /// The largest image: ext4's largest file with 4 KiB blocks, less a block.
@@ -272,11 +273,11 @@ fn create(
             .mode(0o600)
             .open(&new)
             .map_err(io("create", &new))?;
-        f.set_len(image_size(limits.bytes))
+        f.set_len(image_size(limits.bytes.unwrap_or(MIN_BYTES)))
             .map_err(io("size", &new))?;
         drop(f);
         let extended = format!(
-            "root_owner={}:{},lazy_itable_init=1,nodiscard",
+            "root_owner={}:{},lazy_itable_init=1,lazy_journal_init=1,nodiscard",
             meta.uid(),
             meta.gid()
         );
@@ -434,10 +435,10 @@ fn empty_dir(home: &Path) {
 /// when the content does not fit.
 fn resize_offline(image: &Path, bytes: Option<u64>) -> Result<(), DiskError> {
     let size = fs::metadata(image).map_err(io("stat", image))?.len();
-    let want = image_size(bytes);
     let Some(limit) = bytes else {
         return Ok(());
     };
+    let want = image_size(limit);
     let too_small = want > size;
     let too_big = limit < size / 2;
     if !too_small && !too_big {

@@ -328,9 +328,8 @@ mod tests {
 
     #[test]
     fn images_are_twice_the_limit_and_never_too_big_for_a_file() {
-        assert_eq!(image_size(Some(1 << 30)), 2 << 30);
-        assert_eq!(image_size(None), 256 << 30);
-        assert_eq!(image_size(Some(u64::MAX)), (16 << 40) - 4096);
+        assert_eq!(image_size(1 << 30), 2 << 30);
+        assert_eq!(image_size(u64::MAX), (16 << 40) - 4096);
     }
 
     #[test]

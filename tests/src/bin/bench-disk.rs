@@ -32,7 +32,13 @@ fn warren(warren: &Path, tmp: &Path, user: &str, disk: &str, cmd: &[&str]) -> Co
         .arg(tmp.join("state"))
         .arg("--workspace-root")
         .arg(tmp.join("ws"))
-        .args(["--disk", disk, "--"])
+        .args(["--disk", disk])
+        // The anchor has no disk limit at all (no inode limit either).
+        .args([
+            "--disk-inodes",
+            if disk == "none" { "none" } else { "100000" },
+            "--",
+        ])
         .args(cmd)
         .stdin(Stdio::null())
         .stderr(Stdio::null());
