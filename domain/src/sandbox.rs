@@ -180,6 +180,18 @@ pub fn host_ids(range: IdRange, allocated_uid: u32, uid_base: u32) -> Result<IdM
     })
 }
 
+/// The ids this process may give tenants in this tier.
+pub fn tenant_id_range(isolation: Isolation) -> IdRange {
+    match (isolation, IdRange::of_current_process("/proc".as_ref())) {
+        // Subordinate ids are mapped into a user namespace; without one the
+        // tenant runs as our own ids.
+        (i, IdRange::Subordinate { uid, gid, .. }) if i.shares_host() => {
+            IdRange::Single { uid, gid }
+        }
+        (_, r) => r,
+    }
+}
+
 /// A tenant ready for a sandbox: in the state database, with a home.
 #[derive(Debug, Clone)]
 pub struct Provisioned {
@@ -199,14 +211,7 @@ pub fn provision(
     isolation: Isolation,
 ) -> Result<Provisioned, PrepareError> {
     let tenant = Tenant::parse(user)?;
-    let range = match (isolation, IdRange::of_current_process("/proc".as_ref())) {
-        // Subordinate ids are mapped into a user namespace; without one the
-        // tenant runs as our own ids.
-        (i, IdRange::Subordinate { uid, gid, .. }) if i.shares_host() => {
-            IdRange::Single { uid, gid }
-        }
-        (_, r) => r,
-    };
+    let range = tenant_id_range(isolation);
     // Before anything is written: no tenant may become host root.
     if let Some(refused) = range.refusal() {
         return Err(refused.into());

@@ -271,6 +271,12 @@ pub struct UserView {
     pub id: String,
     pub slug: String,
     pub host_uid: u32,
+    /// The host gid the tenant's files get (with subordinate ids, the
+    /// tenant's id of the range); `None` when this server cannot map the
+    /// tenant (its range is exhausted, or only host root could be mapped).
+    pub host_gid: Option<u32>,
+    /// The home on the host.
+    pub home_dir: PathBuf,
     /// Unix seconds.
     pub created_at: i64,
     pub last_seen: i64,

@@ -238,6 +238,12 @@ pub struct UserView {
     /// The tenant's uid on the host (never reused)
     #[schema(maximum = 4294967295_u64, format = Int64)]
     pub host_uid: u32,
+    /// The host gid the tenant's files get (with subordinate ids, the tenant's id of the range); null when this server cannot map the tenant's ids
+    #[schema(required = true, maximum = 4294967295_u64, format = Int64)]
+    pub host_gid: Option<u32>,
+    /// The home's path on the host (inside the sandbox it is `/workspace/<slug>` in the namespaces tier)
+    #[schema(value_type = String)]
+    pub home_dir: std::path::PathBuf,
     /// Unix seconds
     pub created_at: i64,
     /// Unix seconds (updated at most once a minute)
@@ -257,6 +263,8 @@ impl From<manage::UserView> for UserView {
             id,
             slug,
             host_uid,
+            host_gid,
+            home_dir,
             created_at,
             last_seen,
             limits,
@@ -267,6 +275,8 @@ impl From<manage::UserView> for UserView {
             id,
             slug,
             host_uid,
+            host_gid,
+            home_dir,
             created_at,
             last_seen,
             limits: limits.into(),
@@ -953,6 +963,8 @@ mod tests {
             id: "Alice Smith".into(),
             slug: "alice-smith-0123abcd".into(),
             host_uid: 4_000_000_000,
+            host_gid: Some(4_000_000_001),
+            home_dir: "/var/lib/warren/workspace/alice-smith-0123abcd".into(),
             created_at: 1,
             last_seen: 2,
             limits: state::LimitOverrides {
