@@ -10,6 +10,7 @@
 #      given /etc/subuid and /etc/subgid ranges for the run (mode `userns`:
 #      each tenant its own non-root id; root under plain --map-root-user
 #      is refused, tests/tests/hardening.rs);
+# the Python client's tests run in the root mode, after the cargo tests;
 # then the cgroup-v2 VM, bounded fuzzing (tests/fuzz) and the browser
 # end-to-end test.
 # Run it as root on a Linux host: sudo tests/matrix.sh
@@ -42,6 +43,8 @@ fi
 
 echo "== mode: root"
 WARREN_TEST_MODE=root cargo test --workspace
+echo "== Python client (clients/python: pytest against a real warren serve)"
+clients/python/run-tests.sh
 
 user=${WARREN_TEST_USER:-warren-test}
 if ! id "$user" >/dev/null 2>&1; then
