@@ -95,3 +95,19 @@ def test_context_manager_waits(client: Client, made: str) -> None:
     with client.popen(made, ["sh", "-c", "echo hi; exit 7"]) as p:
         assert p.stdout.read() == b"hi\n"
     assert p.returncode == 7
+
+
+def test_communicate_keeps_what_readline_buffered(client: Client, made: str) -> None:
+    p = client.popen(made, ["sh", "-c", "printf 'a\\nb\\nc\\n'; sleep 0.5; printf 'd\\n'"])
+    assert p.stdout.readline() == b"a\n"
+    out, _ = p.communicate(timeout=60)
+    assert out == b"b\nc\nd\n"
+
+
+def test_communicate_after_a_timeout_gets_the_rest(client: Client, made: str) -> None:
+    p = client.popen(made, ["sh", "-c", "echo first; sleep 2; echo second"])
+    with pytest.raises(subprocess.TimeoutExpired):
+        p.communicate(timeout=0.5)
+    out, _ = p.communicate(timeout=60)
+    assert out == b"first\nsecond\n"
+    assert p.returncode == 0

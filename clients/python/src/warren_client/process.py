@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import os
 import secrets
-import selectors
 import subprocess
 import threading
 import time
@@ -81,7 +80,8 @@ class Process:
         r_err, self._w_err = os.pipe()
         self.stdout = self._reader(r_out)
         self.stderr = self._reader(r_err)
-        self._partial: Tuple[List[bytes], List[bytes]] = ([], [])
+        self._partial: Tuple[List[Any], List[Any]] = ([], [])
+        self._drains: Optional[List[threading.Thread]] = None
         self._thread = threading.Thread(target=self._pump, name=f"warren-exec-{user}", daemon=True)
         self._thread.start()
 
@@ -189,37 +189,44 @@ class Process:
         self, input: Optional[AnyStr_] = None, timeout: Optional[float] = None
     ) -> Tuple[AnyStr_, AnyStr_]:
         """Reads stdout and stderr to their ends, waits, and returns both
-        (bytes, or str with ``text=True``). ``input`` is not taken: give
-        stdin when starting the command."""
+        (bytes, or str with ``text=True``). After a
+        :class:`subprocess.TimeoutExpired`, call it again for the rest, as
+        with ``Popen``. ``input`` is not taken: give stdin when starting the
+        command."""
         if input:
             raise ValueError("the API takes stdin when the command starts: pass stdin= to popen()/run_as_user()")
         deadline = None if timeout is None else _now() + timeout
-        sel = selectors.DefaultSelector()
-        raw = [_raw(self.stdout), _raw(self.stderr)]
-        for i, f in enumerate(raw):
-            if f is not None and not f.closed:
-                sel.register(f, selectors.EVENT_READ, i)
-        try:
-            while sel.get_map():
-                left = None if deadline is None else max(deadline - _now(), 0)
-                events = sel.select(left)
-                if not events and deadline is not None and _now() >= deadline:
-                    raise subprocess.TimeoutExpired(self.args, timeout or 0)
-                for key, _ in events:
-                    data = os.read(key.fd, 65536)
-                    if data:
-                        self._partial[key.data].append(data)
-                    else:
-                        sel.unregister(key.fileobj)
-        finally:
-            sel.close()
+        if self._drains is None:
+            # One reader per pipe (as Popen does where it cannot select):
+            # each reads through its file object, so what a caller's
+            # readline() left in the object's buffer is kept.
+            self._drains = [
+                threading.Thread(target=self._drain, args=(i, f), daemon=True)
+                for i, f in enumerate((self.stdout, self.stderr))
+            ]
+            for t in self._drains:
+                t.start()
+        for t in self._drains:
+            t.join(None if deadline is None else max(deadline - _now(), 0))
+            if t.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
         self.wait(None if deadline is None else max(deadline - _now(), 0))
-        out, err = b"".join(self._partial[0]), b"".join(self._partial[1])
-        for f in (self.stdout, self.stderr):
-            f.close()
+        out, err = self._partial
         if self._text:
-            return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-        return out, err
+            return "".join(out), "".join(err)
+        return b"".join(out), b"".join(err)
+
+    def _drain(self, i: int, f: IO[Any]) -> None:
+        try:
+            while not f.closed:
+                data = f.read1(65536) if hasattr(f, "read1") else f.read(65536)
+                if not data:
+                    break
+                self._partial[i].append(data)
+        except (OSError, ValueError):
+            pass  # closed by the caller meanwhile
+        finally:
+            f.close()
 
     def send_signal(self, sig: int) -> None:
         """Sends signal ``sig`` to the command (by its pid in the sandbox);
@@ -256,14 +263,6 @@ class Process:
 
     def __repr__(self) -> str:
         return f"<warren Process user={self._user!r} args={self.args!r} returncode={self.returncode}>"
-
-
-def _raw(f: IO[Any]) -> IO[bytes]:
-    """The binary file under a text wrapper (communicate reads raw bytes)."""
-    if isinstance(f, io.TextIOWrapper):
-        buffer: IO[bytes] = f.buffer
-        return buffer
-    return f
 
 
 def _now() -> float:
