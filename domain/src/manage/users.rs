@@ -40,6 +40,7 @@ impl Manager {
         let host_gid = host_ids(range, r.host_uid, self.settings.uid_base)
             .ok()
             .map(|m| m.host_gid);
+        // The slug is already the home's name (runtime::tenant made it).
         let home_dir = self.settings.workspace_root.join(&r.slug);
         let (sandbox, terminals) = match &self.runner {
             Runner::Registry(reg) => match UserId::parse(&r.id) {
