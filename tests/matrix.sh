@@ -42,6 +42,8 @@ fi
 
 echo "== mode: root"
 WARREN_TEST_MODE=root cargo test --workspace
+echo "== deploy: the HAProxy configuration and the Kubernetes manifests, offline"
+deploy/check.sh
 
 user=${WARREN_TEST_USER:-warren-test}
 if ! id "$user" >/dev/null 2>&1; then

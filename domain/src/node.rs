@@ -98,6 +98,10 @@ impl Closed {
     }
 }
 
+/// How steeply a node's weight falls with its users: at 8, a node with
+/// 30% less room than its peers weighs 6% of them.
+pub const USERS_STEEPNESS: i32 = 8;
+
 /// Memory headroom under which a node takes no new users: a new user's
 /// first sandbox would push the host into reclaim.
 pub const MIN_MEMORY_HEADROOM: f64 = 0.05;
@@ -121,13 +125,19 @@ impl NodeLoad {
         }
     }
 
-    /// The weight to advertise, 1 to 100: the product of the headrooms,
-    /// so that the node with fewer users gets the next one even when the
-    /// other figures are equal (a minimum would hide the difference).
+    /// The weight to advertise, 1 to 100: the product of the headrooms
+    /// (a minimum would hide a difference in users when memory is the
+    /// tightest), the users' raised to the [`USERS_STEEPNESS`]th power.
+    /// HAProxy's weighted round-robin shares new users in proportion to
+    /// the weights; the steep fall makes a node with more users than its
+    /// peers take almost none until they catch up, which approximates
+    /// "the least-loaded node gets the next user" (docs/scale-out.md).
     pub fn weight_percent(&self) -> u32 {
         let memory = self.memory.map_or(1.0, Gauge::headroom);
-        let h =
-            self.users.headroom() * self.sandboxes.headroom() * self.terminals.headroom() * memory;
+        let h = self.users.headroom().powi(USERS_STEEPNESS)
+            * self.sandboxes.headroom()
+            * self.terminals.headroom()
+            * memory;
         ((h * 100.0).round() as u32).clamp(1, 100)
     }
 
@@ -248,7 +258,9 @@ mod tests {
         let a = load(3).weight_percent();
         let b = load(4).weight_percent();
         assert!(a > b, "{a} vs {b}");
-        assert_eq!(load(10).agent_reply(NodeState::Active), "up ready 38%\n");
+        // Half full: 0.5^8 of the memory headroom's 75%.
+        assert_eq!(load(10).agent_reply(NodeState::Active), "up ready 1%\n");
+        assert_eq!(load(2).agent_reply(NodeState::Active), "up ready 32%\n");
     }
 
     #[test]
