@@ -16,11 +16,17 @@ for n in $WARREN_NODES; do
     users=$(curl -fsS --max-time 60 -H "Authorization: Bearer $WARREN_ADMIN_TOKEN" "${url%/}/api/users" | jq -r '.users[].id') \
         || { echo "sync-homes.sh: ${n%%=*} did not answer; its users are left as they are" >&2; continue; }
     count=0
-    for u in $users; do
+    while IFS= read -r u; do
+        [ -n "$u" ] || continue
+        case $u in
+            *[[:space:]\\]*) echo "sync-homes.sh: skipped '$u': the runtime API cannot key it" >&2; continue ;;
+        esac
         for s in $WARREN_LB_SOCKETS; do
             echo "set table warren key $u data.gpt0 $id" | socat -t 5 stdio "unix-connect:$s" >/dev/null
         done
         count=$((count + 1))
-    done
+    done <<EOF_USERS
+$users
+EOF_USERS
     echo "sync-homes.sh: ${n%%=*} (id $id): $count users"
 done
