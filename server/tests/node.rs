@@ -171,3 +171,56 @@ async fn every_response_names_the_node() {
     let r = http_get(plain.addr, "/healthz", &[]).await;
     assert_eq!(r.header("x-warren-node"), None);
 }
+
+/// `warren node` drives the running server's `/api/node`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warren_node_drains_and_undrains_the_running_server() {
+    let d = dirs();
+    let server = node_server(&d, 10).await;
+    let agent = server.agent.expect("agent port");
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let run = |args: &'static [&'static str]| {
+        let url = format!("http://{}", server.addr);
+        let token = token.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+                .arg("node")
+                .args(args)
+                .arg("--url")
+                .arg(url)
+                .arg("--admin-token-file")
+                .arg(token)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(&["drain"]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "draining");
+    assert_eq!(agent_says(agent).await, "drain\n");
+    let out = run(&["undrain"]).await.unwrap();
+    assert!(out.status.success());
+    assert!(agent_says(agent).await.starts_with("up ready "));
+    let out = run(&["show"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["id"], "node-a");
+    assert_eq!(v["state"], "active");
+
+    // A wrong token: a clear error, nothing changed.
+    std::fs::write(token.path(), "not-the-admin-token-0123456789abcdef").unwrap();
+    let out = run(&["drain"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node = admin(server.addr, "GET", "/api/node", None).await.json();
+    assert_eq!(node["state"], "active");
+}
