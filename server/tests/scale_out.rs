@@ -1,6 +1,7 @@
 //! Past one machine (docs/scale-out.md): three `warren serve` nodes, each
 //! in a network namespace of its own behind a bridge this test makes, with
-//! HAProxy in front running deploy/haproxy's configuration. New users are
+//! two HAProxy peers in front running deploy/haproxy's configuration (the
+//! users placed through one are routed alike through the other). New users are
 //! spread least-loaded; each user's logins, terminal reattach and API calls
 //! reach their home's node; a draining node takes no new users; the drain
 //! procedure (deploy/haproxy/move-user.sh) moves a user with their home; a
@@ -77,9 +78,10 @@ struct Lab {
     dir: tempfile::TempDir,
     subnet: String,
     nodes: Vec<Option<Child>>,
-    haproxy: Option<Child>,
-    lb: SocketAddr,
-    socket: PathBuf,
+    /// Two HAProxy peers: their stick tables are one.
+    haproxy: Vec<Child>,
+    lbs: [SocketAddr; 2],
+    sockets: [PathBuf; 2],
 }
 
 impl Lab {
@@ -102,15 +104,14 @@ impl Lab {
         // 10.213.N.0/24, N from the pid: two runs at once do not meet.
         let subnet = format!("10.213.{}", pid % 250 + 1);
         let dir = tempfile::tempdir().unwrap();
-        let lb_port = free_port();
         let mut lab = Lab {
             tag,
-            socket: dir.path().join("haproxy.sock"),
+            sockets: [0, 1].map(|i| dir.path().join(format!("haproxy{i}.sock"))),
             dir,
             subnet,
             nodes: Vec::new(),
-            haproxy: None,
-            lb: format!("127.0.0.1:{lb_port}").parse().unwrap(),
+            haproxy: Vec::new(),
+            lbs: [0, 1].map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap()),
         };
         let br = lab.bridge();
         run(&["ip", "link", "add", &br, "type", "bridge"]);
@@ -172,7 +173,8 @@ impl Lab {
             .args(["--node-id", &format!("node{i}")])
             .args(["--max-users", &MAX_USERS.to_string()])
             .args(["--agent-listen", &format!("{}:8081", addr.ip())])
-            .args(["--public-url", &format!("http://{}", self.lb)])
+            .args(["--public-url", &format!("http://{}", self.lbs[0])])
+            .args(["--public-url", &format!("http://{}", self.lbs[1])])
             .args(["--stop-when-no-terminals", "--isolation", "namespaces"])
             .env("WARREN_LOG", "warn")
             .stdout(Stdio::null())
@@ -208,10 +210,19 @@ impl Lab {
             .join(" ")
     }
 
-    fn haproxy_env(&self, cmd: &mut Command) {
-        cmd.env("WARREN_LB_BIND", self.lb.to_string())
-            .env("WARREN_LB_SOCKET", &self.socket)
-            .env("WARREN_LB_PEER", "lb1")
+    /// The sockets as move-user.sh and sync-homes.sh take them.
+    fn sockets_list(&self) -> String {
+        format!(
+            "{} {}",
+            self.sockets[0].display(),
+            self.sockets[1].display()
+        )
+    }
+
+    fn haproxy_env(&self, cmd: &mut Command, i: usize) {
+        cmd.env("WARREN_LB_BIND", self.lbs[i].to_string())
+            .env("WARREN_LB_SOCKET", &self.sockets[i])
+            .env("WARREN_LB_PEER", format!("lb{i}"))
             .env("WARREN_LB_PAGES", repo().join("deploy/haproxy/pages"))
             .env("WARREN_JWT_SECRET", SECRET);
     }
@@ -219,7 +230,14 @@ impl Lab {
     fn start_haproxy(&mut self) {
         let out = Command::new(repo().join("deploy/haproxy/render.sh"))
             .env("WARREN_NODES", self.nodes_list())
-            .env("WARREN_LB_PEERS", format!("lb1=127.0.0.1:{}", free_port()))
+            .env(
+                "WARREN_LB_PEERS",
+                format!(
+                    "lb0=127.0.0.1:{} lb1=127.0.0.1:{}",
+                    free_port(),
+                    free_port()
+                ),
+            )
             .env("WARREN_AGENT_INTER", format!("{}ms", INTER.as_millis()))
             .env("WARREN_CHECK_INTER", format!("{}ms", INTER.as_millis()))
             .output()
@@ -233,31 +251,34 @@ impl Lab {
         std::fs::write(&cfg, &out.stdout).unwrap();
         let mut check = Command::new("haproxy");
         check.args(["-dW", "-c", "-f"]).arg(&cfg);
-        self.haproxy_env(&mut check);
+        self.haproxy_env(&mut check, 0);
         let out = check.output().unwrap();
         assert!(
             out.status.success(),
             "haproxy -c: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let log = std::fs::File::create(self.dir.path().join("haproxy.log")).unwrap();
-        let mut cmd = Command::new("haproxy");
-        cmd.args(["-db", "-f"])
-            .arg(&cfg)
-            .stdout(log)
-            .stderr(Stdio::null());
-        self.haproxy_env(&mut cmd);
-        self.haproxy = Some(cmd.spawn().expect("start haproxy"));
-        // Every node up, and its agent heard.
+        for i in 0..2 {
+            let log =
+                std::fs::File::create(self.dir.path().join(format!("haproxy{i}.log"))).unwrap();
+            let mut cmd = Command::new("haproxy");
+            cmd.args(["-db", "-f"])
+                .arg(&cfg)
+                .stdout(log)
+                .stderr(Stdio::null());
+            self.haproxy_env(&mut cmd, i);
+            self.haproxy.push(cmd.spawn().expect("start haproxy"));
+        }
+        // Every node up, and its agent heard, by both.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let stat = self.runtime("show stat");
+            let stat = self.runtime(0, "show stat") + &self.runtime(1, "show stat");
             let up = stat
                 .lines()
                 .filter(|l| l.starts_with("warren,node"))
                 .filter(|l| l.split(',').nth(17) == Some("UP"))
                 .count();
-            if up == NODES {
+            if up == 2 * NODES {
                 std::thread::sleep(INTER * 3);
                 return;
             }
@@ -269,11 +290,11 @@ impl Lab {
         }
     }
 
-    /// A command on HAProxy's runtime API.
-    fn runtime(&self, command: &str) -> String {
+    /// A command on HAProxy `i`'s runtime API.
+    fn runtime(&self, i: usize, command: &str) -> String {
         let out = Command::new("socat")
             .args(["-t", "5", "stdio"])
-            .arg(format!("unix-connect:{}", self.socket.display()))
+            .arg(format!("unix-connect:{}", self.sockets[i].display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -300,7 +321,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut h) = self.haproxy.take() {
+        for mut h in self.haproxy.drain(..) {
             let _ = h.kill();
             let _ = h.wait();
         }
@@ -382,7 +403,8 @@ async fn three_nodes_behind_haproxy() {
         return;
     }
     let mut lab = tokio::task::spawn_blocking(Lab::start).await.unwrap();
-    let lb = lab.lb;
+    let lb = lab.lbs[0];
+    let lb_peer = lab.lbs[1];
 
     // 1. Thirty users, six of them already on node0 (made there directly,
     // then put in HAProxy's table by sync-homes.sh), the others created
@@ -406,7 +428,7 @@ async fn three_nodes_behind_haproxy() {
             .map(|i| format!("node{i}={}", lab.node_url(i)))
             .collect::<Vec<_>>()
             .join(" ");
-        let socket = lab.socket.clone();
+        let socket = lab.sockets_list();
         move || {
             Command::new(repo().join("deploy/haproxy/sync-homes.sh"))
                 .env("WARREN_NODES", nodes)
@@ -461,12 +483,23 @@ async fn three_nodes_behind_haproxy() {
         );
     }
 
-    // 2. Each user's login and API calls reach their home's node.
-    for (user, node) in &home {
-        let (status, at, r) = login(lb, user).await;
+    // 2. Each user's login and API calls reach their home's node, through
+    // either HAProxy: the peers share the table.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.runtime(1, "show table warren").matches("gpt0=").count() < home.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the peer never learned the table:\n{}",
+            lab.runtime(1, "show table warren")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (k, (user, node)) in home.iter().enumerate() {
+        let via = if k % 2 == 0 { lb } else { lb_peer };
+        let (status, at, r) = login(via, user).await;
         assert_eq!(status, 303, "{user}: {}", r.body);
-        assert_eq!(&at, node, "{user}'s login");
-        let (status, at, _) = admin_call(lb, "GET", &format!("/api/users/{user}"), None).await;
+        assert_eq!(&at, node, "{user}'s login via {via}");
+        let (status, at, _) = admin_call(via, "GET", &format!("/api/users/{user}"), None).await;
         assert_eq!(status, 200);
         assert_eq!(&at, node, "{user}'s API call");
     }
@@ -539,7 +572,7 @@ async fn three_nodes_behind_haproxy() {
     let target = 0;
     let out = tokio::task::spawn_blocking({
         let (from, to) = (lab.node_url(drained), lab.node_url(target));
-        let socket = lab.socket.clone();
+        let socket = lab.sockets_list();
         let user = user.clone();
         move || {
             Command::new(repo().join("deploy/haproxy/move-user.sh"))
