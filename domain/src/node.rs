@@ -6,7 +6,7 @@
 //! draining or full says `drain`, which HAProxy reads as "no new users,
 //! but keep routing the ones stuck here".
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::sessions::Registry;
@@ -39,6 +39,9 @@ pub struct NodeSettings {
     /// Users (tenants with a home here) beyond which the node is full;
     /// `None`: no such bound.
     pub max_users: Option<usize>,
+    /// Where the operator's state is kept across restarts (`<state
+    /// dir>/node-state`); `None`: in memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 /// One figure with its bound.
@@ -163,10 +166,17 @@ pub struct Node {
 }
 
 impl Node {
+    /// The node, draining if its state file says so (a drained node that
+    /// restarts must not take new users before the operator says).
     pub fn new(settings: NodeSettings) -> Node {
+        let draining = settings
+            .state_file
+            .as_deref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .is_some_and(|s| s.trim() == NodeState::Draining.as_str());
         Node {
             settings,
-            draining: AtomicBool::new(false),
+            draining: AtomicBool::new(draining),
         }
     }
 
@@ -182,9 +192,17 @@ impl Node {
         }
     }
 
-    pub fn set_state(&self, state: NodeState) {
+    /// Sets the state, and writes it to the state file first (so a
+    /// change that cannot be kept is not made).
+    pub fn set_state(&self, state: NodeState) -> std::io::Result<()> {
+        if let Some(file) = &self.settings.state_file {
+            let tmp = file.with_extension("tmp");
+            std::fs::write(&tmp, format!("{}\n", state.as_str()))?;
+            std::fs::rename(&tmp, file)?;
+        }
         self.draining
             .store(state == NodeState::Draining, Ordering::SeqCst);
+        Ok(())
     }
 
     /// The load now: `users` tenants with a home here, the registry's
@@ -305,6 +323,29 @@ mod tests {
     }
 
     #[test]
+    fn a_drained_node_stays_drained_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = NodeSettings {
+            state_file: Some(dir.path().join("node-state")),
+            ..Default::default()
+        };
+        Node::new(settings.clone())
+            .set_state(NodeState::Draining)
+            .unwrap();
+        let again = Node::new(settings.clone());
+        assert_eq!(again.state(), NodeState::Draining);
+        again.set_state(NodeState::Active).unwrap();
+        assert_eq!(Node::new(settings).state(), NodeState::Active);
+        // A state that cannot be written is not taken.
+        let n = Node::new(NodeSettings {
+            state_file: Some(dir.path().join("missing/node-state")),
+            ..Default::default()
+        });
+        assert!(n.set_state(NodeState::Draining).is_err());
+        assert_eq!(n.state(), NodeState::Active);
+    }
+
+    #[test]
     fn memory_is_read_from_meminfo() {
         let dir = std::env::temp_dir().join(format!("warren-meminfo-{}", std::process::id()));
         std::fs::write(
@@ -322,7 +363,7 @@ mod tests {
     fn node_state_round_trips() {
         let n = Node::new(NodeSettings::default());
         assert_eq!(n.state(), NodeState::Active);
-        n.set_state(NodeState::Draining);
+        n.set_state(NodeState::Draining).unwrap();
         assert_eq!(n.state(), NodeState::Draining);
         assert_eq!(
             serde_json::to_string(&NodeState::Draining).unwrap(),

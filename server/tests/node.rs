@@ -19,6 +19,7 @@ async fn node_server(d: &Dirs, max_users: usize) -> TestServer {
             settings: NodeSettings {
                 id: Some("node-a".into()),
                 max_users: Some(max_users),
+                state_file: None,
             },
             agent_listen: Some("127.0.0.1:0".parse().unwrap()),
         },
@@ -223,4 +224,41 @@ async fn warren_node_drains_and_undrains_the_running_server() {
     );
     let node = admin(server.addr, "GET", "/api/node", None).await.json();
     assert_eq!(node["state"], "active");
+}
+
+/// A drained node that restarts is still draining: it must not take new
+/// users before the operator says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_survives_a_restart() {
+    let d = dirs();
+    let state_file = d.settings.state_dir.join("node-state");
+    let start = || {
+        TestServer::with(Options {
+            management: Some(management(&d)),
+            node: NodeConfig {
+                settings: NodeSettings {
+                    id: Some("node-a".into()),
+                    max_users: None,
+                    state_file: Some(state_file.clone()),
+                },
+                agent_listen: Some("127.0.0.1:0".parse().unwrap()),
+            },
+            ..Default::default()
+        })
+    };
+    let server = start().await;
+    let r = admin(
+        server.addr,
+        "PUT",
+        "/api/node",
+        Some(json!({"state": "draining"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    server.shutdown(std::time::Duration::from_secs(10)).await;
+
+    let server = start().await;
+    let node = admin(server.addr, "GET", "/api/node", None).await.json();
+    assert_eq!(node["state"], "draining");
+    assert_eq!(agent_says(server.agent.unwrap()).await, "drain\n");
 }

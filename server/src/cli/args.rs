@@ -261,6 +261,7 @@ impl ServeArgs {
             settings: NodeSettings {
                 id: self.node_id.clone(),
                 max_users: self.max_users,
+                state_file: Some(self.store.settings().state_dir.join("node-state")),
             },
             agent_listen: self.agent_listen,
         })

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use warren_domain::node::{Gauge, NodeLoad, NodeSettings, NodeState};
 
 use super::api::{ApiError, ApiJson, ADMIN_ACTOR};
-use super::api_responses::{BadRequest, Forbidden, Unauthorized, Unavailable};
+use super::api_responses::{BadRequest, Forbidden, InternalError, Unauthorized, Unavailable};
 use super::state::AppState;
 
 /// The node's settings from the command line, and where its agent listens.
@@ -173,6 +173,7 @@ async fn measure(app: &AppState) -> Result<NodeLoad, ApiError> {
         (status = 200, description = "The node", body = NodeView),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -201,6 +202,7 @@ pub(super) async fn show_node(State(app): State<AppState>) -> Result<Response, A
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -209,7 +211,17 @@ pub(super) async fn set_node(
     ApiJson(body): ApiJson<NodeStateUpdate>,
 ) -> Result<Response, ApiError> {
     let (before, after) = (app.node().state(), NodeState::from(body.state));
-    app.node().set_state(after);
+    let node = Arc::clone(app.node());
+    tokio::task::spawn_blocking(move || node.set_state(after))
+        .await
+        .map_err(|e| ApiError::from(warren_domain::manage::ManageError::from(e)))?
+        .map_err(|e| {
+            tracing::error!("cannot keep the node's state: {e}");
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the node's state could not be written; it is unchanged",
+            )
+        })?;
     if before != after {
         tracing::info!("node state: {} -> {}", before.as_str(), after.as_str());
         if let Some(m) = app.manager() {
