@@ -238,17 +238,27 @@ pub(super) async fn set_node(
 /// How long one agent connection may take: HAProxy reads one line.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Agent checks answered at once: one per HAProxy is the usual load;
+/// connections past this are closed unanswered (a check that fails to
+/// connect changes nothing in HAProxy) rather than each counting users.
+const AGENT_CONCURRENCY: usize = 16;
+
 /// Answers HAProxy's agent checks on `listener` until `stop`: each
 /// connection gets one line (`up ready 63%`, `drain`) and is closed.
 pub async fn serve_agent(listener: TcpListener, app: AppState, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(AGENT_CONCURRENCY));
     loop {
         let conn = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             conn = listener.accept() => conn,
         };
         let Ok((mut stream, _)) = conn else { continue };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue;
+        };
         let app = app.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tokio::time::timeout(AGENT_TIMEOUT, async {
                 let reply = match measure(&app).await {
                     Ok(load) => load.agent_reply(app.node().state()),
