@@ -477,6 +477,35 @@ mod tests {
     }
 
     #[test]
+    fn node_flags_are_checked() {
+        let n = parse(&[
+            "--node-id",
+            "node-1.eu",
+            "--max-users",
+            "5",
+            "--agent-listen",
+            "10.0.0.1:8081",
+        ])
+        .node()
+        .unwrap();
+        assert_eq!(n.settings.id.as_deref(), Some("node-1.eu"));
+        assert_eq!(n.settings.max_users, Some(5));
+        assert_eq!(n.agent_listen, Some("10.0.0.1:8081".parse().unwrap()));
+        assert!(n.settings.state_file.unwrap().ends_with("node-state"));
+        for bad in ["", "a b", "x\u{7f}", "é", &"n".repeat(65)] {
+            assert!(
+                matches!(parse(&["--node-id", bad]).node(), Err(ArgsError::NodeId(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse(&["--max-users", "0"]).node(),
+            Err(ArgsError::ZeroLimit("--max-users"))
+        ));
+        assert!(parse(&[]).node().unwrap().agent_listen.is_none());
+    }
+
+    #[test]
     fn defaults_are_loopback_and_token() {
         let a = parse(&[]);
         assert_eq!(a.listen, "127.0.0.1:8080".parse().unwrap());
