@@ -32,7 +32,7 @@ pub struct NodeArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub url: String,
-    /// File holding the admin token [default: <state dir>/admin-token].
+    /// File holding the admin token [default: STATE_DIR/admin-token].
     #[arg(
         long,
         global = true,
