@@ -862,6 +862,7 @@ async fn documented_routes_are_the_routers() {
 
     // From the source: the API's routes, plus /healthz from the app's.
     let mut routed = routes_in("src/web/api.rs", "pub fn routes(");
+    routed.extend(routes_in("src/web/node.rs", "pub fn routes("));
     let app = routes_in("src/web/http.rs", "pub fn app(");
     assert!(
         app.contains(&("GET".into(), "/healthz".into())),
@@ -996,6 +997,7 @@ async fn every_operation_answers_as_documented() {
     Box::pin(terminals(&live, &server)).await;
     Box::pin(archives(&live, &server)).await;
     Box::pin(audit_and_metrics(&live)).await;
+    Box::pin(node(&live)).await;
     Box::pin(deletes(&live, &d)).await;
     drop(server);
     Box::pin(unavailable(&checker)).await;
@@ -1042,6 +1044,21 @@ async fn unauthenticated(live: &Live<'_>, server: &TestServer) {
             assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
         }
     }
+}
+
+/// The node's state and load; draining and back; a state that is none.
+async fn node(live: &Live<'_>) {
+    let t = "/api/node";
+    let n = live.admin("GET", t, t, 200).await;
+    assert_eq!(n["state"], "active");
+    let n = live
+        .admin_json("PUT", t, t, json!({"state": "draining"}), true, 200)
+        .await;
+    assert_eq!(n["accepting"], false);
+    live.admin_json("PUT", t, t, json!({"state": "off"}), false, 400)
+        .await;
+    live.admin_json("PUT", t, t, json!({"state": "active"}), true, 200)
+        .await;
 }
 
 /// Create (201, then 200), list, show; invalid ids; a slug conflict.

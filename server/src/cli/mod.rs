@@ -11,6 +11,7 @@ use warren_runtime::spec::{Bind, Isolation};
 pub mod args;
 pub mod config;
 pub mod doctor;
+pub mod node;
 pub mod run;
 pub mod serve;
 pub mod users;
@@ -46,6 +47,8 @@ pub enum Command {
     Users(Box<crate::cli::users::UsersArgs>),
     /// Run a command non-interactively in a user's sandbox.
     Exec(Box<crate::cli::users::ExecArgs>),
+    /// This node in a pool: show its load, drain it, undrain it (asks the running server).
+    Node(Box<crate::cli::node::NodeArgs>),
 }
 
 /// The cgroup limits of each sandbox (`run` and `serve`).
@@ -311,6 +314,7 @@ pub fn main() -> ExitCode {
         Command::Token(a) => crate::cli::serve::token_main(a),
         Command::Users(a) => crate::cli::users::users(*a),
         Command::Exec(a) => crate::cli::users::exec(*a),
+        Command::Node(a) => crate::cli::node::node(*a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -181,6 +181,12 @@ fn print_banner(
     if args.backend == BackendKind::Echo {
         eprintln!("  note: the echo backend runs shells as this user with NO isolation (development only)");
     }
+    if let Some(addr) = server.agent_addr() {
+        eprintln!(
+            "  node {}: HAProxy agent check on {addr} (docs/scale-out.md)",
+            args.node_id.as_deref().unwrap_or("(no --node-id)")
+        );
+    }
     if let Some(t) = tier {
         eprintln!("  isolation: {} ({})", t.isolation, t.why);
         if let Some(w) = &t.warning {

@@ -174,7 +174,11 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
         .layer(DefaultBodyLimit::max(4 << 20))
 }
 
-async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn require_admin(
+    State(app): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     match check_admin(&app, req.headers()) {
         Ok(()) => next.run(req).await,
         Err((status, why)) => {

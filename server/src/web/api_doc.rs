@@ -48,11 +48,15 @@ use super::api_wire::{
         super::api::terminals,
         super::api::close_terminal,
         super::api::audit,
+        super::node::show_node,
+        super::node::set_node,
     ),
     components(
         schemas(
             ErrorBody, UserIdString, CreateUser, LimitOverridesUpdate, UserView, UserList, Stats,
             ExecRequest, ExecResult, ExecChunk, ExecEnd, Deleted, Imported, TerminalList, AuditLog,
+            super::node::NodeView, super::node::NodeStateUpdate, super::node::GaugeView,
+            super::node::NodeStateWire,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,

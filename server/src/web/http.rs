@@ -51,6 +51,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             super::api_doc::document(),
         ))
+        .merge(super::node::routes(state.clone()))
         .fallback(|| async { HttpError::NotFound })
         .layer(axum::middleware::from_fn(super::body_deadline::read_within))
         .layer(axum::middleware::from_fn_with_state(
@@ -58,6 +59,10 @@ pub fn app(state: AppState) -> Router {
             host::check_host,
         ))
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::node::node_header,
+        ))
         // Outermost: sees every error response, from handlers and layers.
         .layer(axum::middleware::from_fn(super::error::log_errors))
         .with_state(state)
