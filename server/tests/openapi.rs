@@ -107,12 +107,21 @@ impl Spec {
             .unwrap_or_else(|| panic!("{method} {path} is not in docs/openapi.json"))
     }
 
-    /// Whether the operation needs the bearer token.
+    /// Whether the operation needs the admin's bearer token.
     fn secured(&self, op: &Op) -> bool {
+        self.needs(op, "bearerAuth")
+    }
+
+    /// Whether the operation needs a user's own login (`/api/me/...`).
+    fn user_secured(&self, op: &Op) -> bool {
+        self.needs(op, "userSession")
+    }
+
+    fn needs(&self, op: &Op, scheme: &str) -> bool {
         let security = op.op.get("security").unwrap_or(&self.doc["security"]);
         security.as_array().is_some_and(|s| {
             s.iter()
-                .any(|req| req.as_object().is_some_and(|o| !o.is_empty()))
+                .any(|req| req.as_object().is_some_and(|o| o.contains_key(scheme)))
         })
     }
 
@@ -573,6 +582,7 @@ fn concrete(template: &str, user: &str) -> String {
     template
         .replace("{user}", user)
         .replace("{terminal}", "0123456789abcdef01234567")
+        .replace("{path}", "notes/a.txt")
 }
 
 /// A plausible valid body for operations that take one.
@@ -635,7 +645,12 @@ fn routes_in(file: &str, fn_sig: &str) -> BTreeSet<(String, String)> {
     let mut rest = body;
     while let Some(i) = rest.find(".route(") {
         let args = balanced(&rest[i + ".route(".len()..]);
-        let lit = args.split('"').nth(1).expect("a path literal");
+        // A wildcard `{*path}` is the document's `{path}`.
+        let lit = args
+            .split('"')
+            .nth(1)
+            .expect("a path literal")
+            .replace("{*", "{");
         for m in METHODS.iter().chain(&["head", "options", "trace", "any"]) {
             let needle = format!("{m}(");
             let mut from = 0;
@@ -893,7 +908,11 @@ async fn documented_routes_are_the_routers() {
     for op in spec.ops() {
         let path = concrete(&op.path, "alice");
         let res = send(server.addr, &op.method, &path, Cred::None, sample_body(&op)).await;
-        let expect = if spec.secured(&op) { 401 } else { 200 };
+        let expect = if spec.secured(&op) || spec.user_secured(&op) {
+            401
+        } else {
+            200
+        };
         assert_eq!(
             res.status,
             expect,
@@ -957,6 +976,19 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         ("GET /api/users/{user}/export" | "POST /api/users/{user}/import", 409) => Some(
             "needs the landlock tier or a real sandbox at its pids limit; tests/api.rs covers both",
         ),
+        (
+            "GET /api/users/{user}/files/{path}"
+            | "PUT /api/users/{user}/files/{path}"
+            | "GET /api/me/files/{path}"
+            | "PUT /api/me/files/{path}",
+            200 | 201 | 409,
+        ) => Some("needs warren-get/warren-put, which exist only inside a real sandbox (server/tests/files.rs covers them)"),
+        ("PUT /api/me/files/{path}", 413) => Some(
+            "the same bound as PUT /api/users/{user}/files/{path}, which produces it here; server/tests/files.rs too",
+        ),
+        ("GET /api/me/files/{path}" | "PUT /api/me/files/{path}", 403) => Some(
+            "a cross-origin request; server/tests/files.rs covers it",
+        ),
         ("GET /api/audit", 400) => Some(
             "only a malformed query gives it; see the test query_and_path_rejections_are_json_errors",
         ),
@@ -995,6 +1027,7 @@ async fn every_operation_answers_as_documented() {
     Box::pin(exec(&live)).await;
     Box::pin(terminals(&live, &server)).await;
     Box::pin(archives(&live, &server)).await;
+    Box::pin(files(&live, &server)).await;
     Box::pin(audit_and_metrics(&live)).await;
     Box::pin(deletes(&live, &d)).await;
     drop(server);
@@ -1534,6 +1567,26 @@ async fn unavailable(checker: &Checker) {
             .await;
         assert!(e["error"].as_str().unwrap().contains("not enabled"), "{e}");
     }
+    let session = plain.login("alice").await;
+    for op in checker
+        .spec
+        .ops()
+        .into_iter()
+        .filter(|o| checker.spec.user_secured(o))
+    {
+        let path = concrete(&op.path, "alice");
+        let e = live
+            .call(
+                &op.method,
+                &op.path,
+                &path,
+                Cred::Cookie(&session),
+                sample_body(&op),
+                503,
+            )
+            .await;
+        assert!(e["error"].as_str().unwrap().contains("not enabled"), "{e}");
+    }
     live.call(
         "GET",
         "/api/openapi.json",
@@ -1543,6 +1596,100 @@ async fn unavailable(checker: &Checker) {
         200,
     )
     .await;
+}
+
+/// The files API against the echo backend: what is refused before
+/// `warren-get`/`warren-put` would run (server/tests/files.rs runs them in
+/// real sandboxes).
+async fn files(live: &Live<'_>, server: &TestServer) {
+    let admin = Cred::Bearer(ADMIN_TOKEN);
+    for (method, t, user_path) in [
+        (
+            "GET",
+            "/api/users/{user}/files/{path}",
+            "/api/users/alice/files",
+        ),
+        (
+            "PUT",
+            "/api/users/{user}/files/{path}",
+            "/api/users/alice/files",
+        ),
+    ] {
+        let body = || {
+            (method == "PUT").then(|| Body {
+                content_type: None,
+                bytes: b"x".to_vec(),
+            })
+        };
+        let p = format!("{user_path}/%2E%2E/x");
+        live.call(method, t, &p, admin, body(), 400).await;
+        live.call(method, t, "/api/users/ghost/files/x", admin, body(), 404)
+            .await;
+    }
+    let t = "/api/users/{user}/files/{path}";
+    let mut statuses = BTreeSet::new();
+    for h in hostile_set(&IMPORT_LIMITS) {
+        let p = "/api/users/alice/files/d?archive=tar.gz";
+        let body = Some(Body {
+            content_type: Some("application/gzip"),
+            bytes: h.archive,
+        });
+        let res = send(server.addr, "PUT", p, admin, body).await;
+        live.c.check("PUT", t, p, &res);
+        statuses.insert(res.status);
+    }
+    assert_eq!(statuses, BTreeSet::from([400, 413]), "hostile archives");
+    live.call(
+        "PUT",
+        t,
+        "/api/users/alice/files/d?archive=zip",
+        admin,
+        None,
+        400,
+    )
+    .await;
+
+    // A user's own: their login, their home; a user without a tenant is 404.
+    let alice = server.login("alice").await;
+    let ghost = server.login("ghost").await;
+    for (method, t) in [
+        ("GET", "/api/me/files/{path}"),
+        ("PUT", "/api/me/files/{path}"),
+    ] {
+        let body = || {
+            (method == "PUT").then(|| Body {
+                content_type: None,
+                bytes: b"x".to_vec(),
+            })
+        };
+        live.call(
+            method,
+            t,
+            "/api/me/files/%2E%2E/x",
+            Cred::Cookie(&alice),
+            body(),
+            400,
+        )
+        .await;
+        live.call(
+            method,
+            t,
+            "/api/me/files/x",
+            Cred::Cookie(&ghost),
+            body(),
+            404,
+        )
+        .await;
+        live.call(
+            method,
+            t,
+            "/api/me/files/x",
+            Cred::Bearer(ADMIN_TOKEN),
+            body(),
+            401,
+        )
+        .await;
+    }
 }
 
 /// Every documented status was seen, or is excused.

@@ -717,6 +717,25 @@ impl From<manage::Deleted> for Deleted {
     }
 }
 
+/// What a put of a file wrote.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Uploaded {
+    /// The path, as given
+    pub path: String,
+    /// Bytes written (for an archive: of the files unpacked)
+    pub bytes: u64,
+}
+
+impl From<manage::Uploaded> for Uploaded {
+    fn from(u: manage::Uploaded) -> Self {
+        Uploaded {
+            path: u.path,
+            bytes: u.bytes,
+        }
+    }
+}
+
 /// What an import did.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

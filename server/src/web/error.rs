@@ -49,7 +49,9 @@ pub async fn log_errors(req: Request, next: Next) -> Response {
 pub fn status_of(e: &ManageError) -> StatusCode {
     match e {
         ManageError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        ManageError::NoSuchUser(_) | ManageError::NoSuchTerminal => StatusCode::NOT_FOUND,
+        ManageError::NoSuchUser(_) | ManageError::NoSuchTerminal | ManageError::NotFound(_) => {
+            StatusCode::NOT_FOUND
+        }
         ManageError::Conflict(_) | ManageError::OutOfMemory(_) => StatusCode::CONFLICT,
         ManageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ManageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
