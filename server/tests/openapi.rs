@@ -941,6 +941,24 @@ async fn documented_routes_are_the_routers() {
                 res.status,
                 res.text()
             );
+            // A JSON error like every other, with the methods there are
+            // (issue 16).
+            if template.starts_with("/api/") {
+                let allow = res.header("allow").unwrap_or_default();
+                for documented in methods {
+                    assert!(
+                        allow.contains(documented.as_str()),
+                        "{m} {template}: Allow {allow:?}"
+                    );
+                }
+                let body: Value = serde_json::from_slice(&res.body).unwrap_or_else(|e| {
+                    panic!("{m} {template}: 405 not JSON ({e}): {}", res.text())
+                });
+                assert!(
+                    body["error"].as_str().is_some_and(|e| e.contains(&m)),
+                    "{body}"
+                );
+            }
         }
     }
     for path in [
@@ -954,6 +972,11 @@ async fn documented_routes_are_the_routers() {
     ] {
         let res = send(server.addr, "GET", path, Cred::Bearer(ADMIN_TOKEN), None).await;
         assert_eq!(res.status, 404, "GET {path}: {}", res.text());
+        if path.starts_with("/api/") {
+            let body: Value = serde_json::from_slice(&res.body)
+                .unwrap_or_else(|e| panic!("GET {path}: 404 not JSON ({e}): {}", res.text()));
+            assert!(body["error"].is_string(), "{body}");
+        }
     }
 }
 

@@ -52,6 +52,7 @@ pub fn app(state: AppState) -> Router {
             super::api_doc::document(),
         ))
         .fallback(|| async { HttpError::NotFound })
+        .layer(axum::middleware::from_fn(super::error::api_json_errors))
         .layer(axum::middleware::from_fn(super::body_deadline::read_within))
         .layer(axum::middleware::from_fn_with_state(
             state.hosts().clone(),
