@@ -121,12 +121,23 @@ pub struct ServeArgs {
     /// Most entries one import may hold.
     #[arg(long, env = "WARREN_IMPORT_MAX_ENTRIES", default_value_t = warren_runtime::archive::ArchiveLimits::default().max_entries)]
     pub import_max_entries: u64,
+    /// How log lines are written to stderr: `text` (coloured only on a
+    /// terminal, and never with NO_COLOR set) or `json` (one object a line).
+    #[arg(long, env = "WARREN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub store: crate::cli::StoreArgs,
     #[command(flatten)]
     pub limits: crate::cli::LimitArgs,
     #[command(flatten)]
     pub isolation: crate::cli::IsolationArgs,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]

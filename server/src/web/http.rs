@@ -160,6 +160,10 @@ fn see_other(location: &'static str, cookie: Option<String>) -> Response {
     res
 }
 
+/// What token mode means, said on the name form and in the banner.
+pub const TOKEN_MODE_WARNING: &str = "Anyone with this link can open a shell as any user name. \
+     For real users, the server should use JWT mode (--auth jwt).";
+
 /// The page that asks for a user name (token mode, no `&user=`).
 fn login_form(token: &str, error: Option<&str>) -> Response {
     let error = error
@@ -176,6 +180,7 @@ body {{ font: 16px system-ui, sans-serif; background: #111; color: #ddd; display
 form {{ background: #222; padding: 2em; border-radius: 8px; min-width: 18em; }}
 input, button {{ font: inherit; padding: .4em; margin-top: .5em; width: 100%; box-sizing: border-box; }}
 .error {{ color: #f77; }}
+.warning {{ color: #fc6; font-size: 85%; max-width: 20em; }}
 </style></head>
 <body><form method="post" action="/login">
 <h1>warren</h1>
@@ -184,6 +189,7 @@ input, button {{ font: inherit; padding: .4em; margin-top: .5em; width: 100%; bo
 <input type="hidden" name="token" value="{token}">
 {error}
 <button type="submit">Open a terminal</button>
+<p class="warning">{TOKEN_MODE_WARNING}</p>
 </form></body></html>
 "#,
         token = html_escape(token),
