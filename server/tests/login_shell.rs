@@ -1,0 +1,54 @@
+//! `warren-info` in the web terminal (issue 16): the terminal's login
+//! shell (`bash -l`, whose /etc/profile resets PATH) and a non-login shell
+//! find it in every tier, and `container-info` answers too where the
+//! sandbox has its own /opt/warren/bin (the namespaces tier). Runs in every
+//! mode of tests/matrix.sh.
+
+mod common;
+
+use common::*;
+use warren_runtime::spec::Isolation;
+
+async fn facts_in(tier: Isolation, names: &[&str]) {
+    let d = dirs();
+    let server = sandbox_server_in(&d, tier).await;
+    let mut t = server.open("infoseeker").await;
+    for name in names {
+        for shell in ["", "bash -c "] {
+            let line = if shell.is_empty() {
+                format!("{name}; echo E''ND")
+            } else {
+                format!("{shell}'{name}'; echo E''ND")
+            };
+            let out = t.run(&line, "END").await;
+            assert!(!out.contains("not found"), "{tier:?} {line}: {out}");
+            assert!(
+                out.contains("infoseeker"),
+                "{tier:?} {line}: no user in {out}"
+            );
+            assert!(
+                out.contains(&tier.to_string()),
+                "{tier:?} {line}: no tier in {out}"
+            );
+        }
+    }
+    t.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warren_info_and_container_info_in_the_namespaces_tier() {
+    facts_in(Isolation::Namespaces, &["warren-info", "container-info"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warren_info_in_the_shared_host_tiers() {
+    facts_in(Isolation::None, &["warren-info"]).await;
+    if warren_runtime::sys::landlock_abi() == 0 {
+        let must_run = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+            || std::env::var("WARREN_MUST_RUN").is_ok_and(|v| v == "1");
+        assert!(!must_run, "CI requires Landlock for the landlock tier");
+        eprintln!("SKIP: this kernel has no Landlock: the landlock tier cannot run");
+        return;
+    }
+    facts_in(Isolation::Landlock, &["warren-info"]).await;
+}
