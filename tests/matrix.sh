@@ -12,7 +12,9 @@
 #      is refused, tests/tests/hardening.rs);
 # then the cgroup-v2 VM, bounded fuzzing (tests/fuzz) and the browser
 # end-to-end test.
-# Run it as root on a Linux host: sudo tests/matrix.sh
+# Run it as root on a Linux host: sudo tests/matrix.sh. It first installs
+# what the suite needs (tests/install-deps.sh), so a fresh Debian machine
+# needs only a Rust toolchain.
 # With CI=true (or WARREN_MUST_RUN=1) a mode that cannot run fails the run
 # instead of being skipped.
 set -euo pipefail
@@ -23,6 +25,13 @@ skip() {
   if must_run; then echo "matrix: FAIL: $1 (CI requires every mode)" >&2; exit 1; fi
   echo "matrix: SKIP: $1" >&2
 }
+
+echo "== set-up (tests/install-deps.sh: the Debian packages the suite needs, when missing)"
+if [[ $(id -u) -eq 0 ]]; then
+  tests/install-deps.sh
+else
+  tests/install-deps.sh --check || skip "not root: cannot install what is missing"
+fi
 
 echo "== build"
 cargo build --workspace --all-targets
