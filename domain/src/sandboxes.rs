@@ -89,6 +89,28 @@ impl SandboxBackend {
         self.shim = shim;
         self
     }
+
+    /// Terminals run this command line instead of `bash -l` (`--shell`;
+    /// checked by [`parse_shell`]).
+    pub fn with_shell(mut self, argv: Vec<String>) -> SandboxBackend {
+        self.shell = argv;
+        self
+    }
+}
+
+/// `--shell "zsh -l"`: the words of a terminal's command line, split on
+/// whitespace (no quoting). The first names the program, found on the
+/// sandbox's PATH or given as an absolute path.
+pub fn parse_shell(line: &str) -> Result<Vec<String>, String> {
+    let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    match argv.first() {
+        None => Err("the shell is empty: give a command line such as \"bash -l\"".into()),
+        Some(_) if line.contains('\0') => Err("the shell contains a NUL byte".into()),
+        Some(p) if p.contains('/') && !p.starts_with('/') => Err(format!(
+            "the shell {p:?} is a relative path: give a name on PATH or an absolute path"
+        )),
+        Some(_) => Ok(argv),
+    }
 }
 
 /// Says which cgroups a crashed run left and the sweep removed.

@@ -52,3 +52,38 @@ async fn warren_info_in_the_shared_host_tiers() {
     }
     facts_in(Isolation::Landlock, &["warren-info"]).await;
 }
+
+/// `--shell` (issue 16): the operator's command line instead of `bash -l`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_shell_replaces_bash_l() {
+    let d = dirs();
+    let check =
+        "ps -o args= -p $$; shopt -q login_shell && echo LOGIN-\"$0\" || echo NOTLOGIN-\"$0\"";
+    // The default: a login bash.
+    let server = sandbox_server(&d).await;
+    let mut t = server.open("sheller").await;
+    let out = t.run(&format!("{check}; echo E''ND"), "END").await;
+    assert!(out.contains("\nLOGIN-/bin/bash"), "{out}");
+    t.close().await;
+    drop(server);
+    // `--shell "bash --norc"`.
+    let backend = warren_domain::sandboxes::SandboxBackend::new(
+        d.settings.clone(),
+        warren_runtime::cgroups::Limits::default(),
+        false,
+    )
+    .with_shim(shim())
+    .with_shell(warren_domain::sandboxes::parse_shell("bash --norc").unwrap());
+    let server = TestServer::with(Options {
+        backend: std::sync::Arc::new(backend),
+        ..Default::default()
+    })
+    .await;
+    let mut t = server.open("sheller").await;
+    let out = t.run(&format!("{check}; echo E''ND"), "END").await;
+    assert!(
+        out.contains("NOTLOGIN-bash") && out.contains("bash --norc"),
+        "{out}"
+    );
+    t.close().await;
+}

@@ -69,15 +69,22 @@ pub fn main(args: ServeArgs) -> i32 {
         }
     }
     let backend: Arc<dyn Backend> = match (args.backend, &tier) {
-        (BackendKind::Sandbox, Some(t)) => Arc::new(
-            warren_domain::sandboxes::SandboxBackend::new(
+        (BackendKind::Sandbox, Some(t)) => {
+            let backend = warren_domain::sandboxes::SandboxBackend::new(
                 args.store.settings(),
                 args.limits.limits(),
                 args.limits.require_limits,
             )
-            .with_isolation(t.isolation),
-        ),
-        _ => Arc::new(EchoBackend::new()),
+            .with_isolation(t.isolation);
+            Arc::new(match &args.shell {
+                Some(shell) => backend.with_shell(shell.0.clone()),
+                None => backend,
+            })
+        }
+        _ => Arc::new(match &args.shell {
+            Some(shell) => EchoBackend::with_argv(shell.0.clone()),
+            None => EchoBackend::new(),
+        }),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
