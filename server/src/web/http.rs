@@ -18,7 +18,9 @@
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, SET_COOKIE, VARY,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -96,16 +98,29 @@ async fn index() -> Response {
         .into_response()
 }
 
-async fn asset(Path(name): Path<String>) -> Result<Response, HttpError> {
-    let asset = assets::find(&name).ok_or(HttpError::NotFound)?;
-    Ok((
+async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let accept = headers
+        .get(ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let asset = assets::find(&name, accept).ok_or(HttpError::NotFound)?;
+    let mut res = (
         [
             (CONTENT_TYPE, asset.content_type),
-            (CACHE_CONTROL, "no-cache"),
+            (CACHE_CONTROL, asset.cache_control),
         ],
         asset.body,
     )
-        .into_response())
+        .into_response();
+    if let Some(coding) = asset.encoding.header() {
+        res.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+    }
+    if asset.varies {
+        res.headers_mut()
+            .insert(VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    Ok(res)
 }
 
 #[derive(Debug, Default, Deserialize)]
