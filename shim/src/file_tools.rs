@@ -182,6 +182,10 @@ pub fn download(args: &[String]) -> ExitCode {
         );
         return ExitCode::from(1);
     };
+    if rel.as_os_str().is_empty() {
+        eprintln!("warren-download: name a file or folder inside your home, not the home itself");
+        return ExitCode::from(1);
+    }
     let encoded = percent_encode(rel.as_os_str().as_encoded_bytes());
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "\x1b]{DOWNLOAD_OSC};download;{encoded}\x07");
