@@ -29,7 +29,7 @@ use crate::backend::{
     Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
 use crate::child::wait_child;
-use crate::sandbox::{prepare, Request, Settings};
+use crate::sandbox::{prepare, PrepareError, Request, Settings};
 use crate::user::UserId;
 use crate::WinSize;
 
@@ -250,10 +250,18 @@ impl Backend for SandboxBackend {
                 ..Default::default()
             };
             let settings = self.settings.clone();
-            let spec = tokio::task::spawn_blocking(move || prepare(&settings, &req))
-                .await
-                .map_err(|e| err("prepare sandbox", e))?
-                .map_err(|e| err("prepare sandbox", e))?;
+            let (spec, tenant_shell) = tokio::task::spawn_blocking(move || {
+                let spec = prepare(&settings, &req)?;
+                // The tenant's own shell, if set (checked when it was).
+                let shell = crate::state::State::open(&settings.state_dir)?
+                    .find(&req.user)?
+                    .and_then(|r| r.shell)
+                    .and_then(|line| parse_shell(&line).ok());
+                Ok::<_, PrepareError>((spec, shell))
+            })
+            .await
+            .map_err(|e| err("prepare sandbox", e))?
+            .map_err(|e| err("prepare sandbox", e))?;
             let launched = launch::start(
                 &self.shim,
                 &spec,
@@ -286,7 +294,7 @@ impl Backend for SandboxBackend {
             };
             let mut template = spec;
             template.hold = false;
-            template.argv = self.shell.clone();
+            template.argv = tenant_shell.unwrap_or_else(|| self.shell.clone());
             Ok(Arc::new(UserSandbox {
                 shim_path: self.shim.clone(),
                 template,

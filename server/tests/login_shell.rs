@@ -87,3 +87,40 @@ async fn the_operators_shell_replaces_bash_l() {
     );
     t.close().await;
 }
+
+/// A tenant's own shell (`PUT /api/users/{user}/shell`) wins over the
+/// server's from their next sandbox on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_shell_replaces_the_servers() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    let r = admin(
+        server.addr,
+        "POST",
+        "/api/users",
+        Some(serde_json::json!({"id": "zshfan"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = admin(
+        server.addr,
+        "PUT",
+        "/api/users/zshfan/shell",
+        Some(serde_json::json!({"shell": "bash --norc"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["shell"], "bash --norc");
+    let mut t = server.open("zshfan").await;
+    let out = t
+        .run(
+            "ps -o args= -p $$; shopt -q login_shell || echo NOTLOGIN-\"$0\"; echo E''ND",
+            "END",
+        )
+        .await;
+    assert!(
+        out.contains("NOTLOGIN-bash") && out.contains("bash --norc"),
+        "{out}"
+    );
+    t.close().await;
+}

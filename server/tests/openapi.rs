@@ -590,6 +590,7 @@ fn sample_body(op: &Op) -> Option<Body<'static>> {
     match (op.method.as_str(), op.path.as_str()) {
         ("POST", "/api/users") => json_body(&json!({"id": "alice"})),
         ("PUT", "/api/users/{user}/limits") => json_body(&json!({})),
+        ("PUT", "/api/users/{user}/shell") => json_body(&json!({"shell": "sh"})),
         ("POST", "/api/users/{user}/exec") | ("POST", "/api/users/{user}/exec/stream") => {
             json_body(&json!({"argv": ["true"]}))
         }
@@ -1170,6 +1171,32 @@ async fn users(live: &Live<'_>, d: &Dirs) {
 
 /// Limit overrides, then stats of a tenant without a sandbox.
 async fn limits_and_stats(live: &Live<'_>) {
+    // The tenant's own shell (issue 16).
+    let t = "/api/users/{user}/shell";
+    let p = "/api/users/alice/shell";
+    let user = live
+        .admin_json("PUT", t, p, json!({"shell": "zsh -l"}), true, 200)
+        .await;
+    assert_eq!(user["shell"], "zsh -l");
+    let user = live
+        .admin_json("PUT", t, p, json!({"shell": "default"}), true, 200)
+        .await;
+    assert_eq!(user["shell"], Value::Null);
+    for bad in [json!({"shell": "   "}), json!({"shell": "bin/zsh"})] {
+        let e = live.admin_json("PUT", t, p, bad, true, 400).await;
+        assert!(e["error"].as_str().unwrap().contains("shell"), "{e}");
+    }
+    live.admin_json(
+        "PUT",
+        t,
+        "/api/users/ghost/shell",
+        json!({"shell": "sh"}),
+        true,
+        404,
+    )
+    .await;
+    json_errors(live, "PUT", t, p, json!({"shell": "sh"})).await;
+
     let t = "/api/users/{user}/limits";
     let set = json!({"memory_bytes": 268435456, "cpus": "none", "pids": "default"});
     let user = live

@@ -282,6 +282,8 @@ pub struct UserView {
     pub last_seen: i64,
     /// The tenant's overrides (`"default"` = the server's).
     pub limits: LimitOverrides,
+    /// The tenant's terminal command line; None: the server's.
+    pub shell: Option<String>,
     /// `running`, `starting` (or stopping) or `stopped`.
     pub sandbox: String,
     pub terminals: usize,

@@ -29,8 +29,8 @@ use super::api_responses::{
 };
 use super::api_wire::ExecLine;
 use super::api_wire::{
-    AuditLog, CreateUser, Deleted, ExecRequest, ExecResult, Imported, LimitOverridesUpdate, Stats,
-    TerminalList, Uploaded, UserList, UserView,
+    AuditLog, CreateUser, Deleted, ExecRequest, ExecResult, Imported, LimitOverridesUpdate,
+    ShellUpdate, Stats, TerminalList, Uploaded, UserList, UserView,
 };
 use super::auth::Credentials;
 pub use super::error::ApiError;
@@ -151,6 +151,7 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
         .route("/api/users", get(list_users).post(create_user))
         .route("/api/users/{user}", get(show_user).delete(delete_user))
         .route("/api/users/{user}/limits", put(set_limits))
+        .route("/api/users/{user}/shell", put(set_shell))
         .route("/api/users/{user}/stats", get(stats))
         .route("/api/users/{user}/exec", post(exec))
         .route("/api/users/{user}/exec/stream", post(exec_stream))
@@ -435,6 +436,38 @@ pub(super) async fn set_limits(
     let m = manager(&app)?;
     let limits = limits.into();
     let user = blocking(move || m.set_limits(ADMIN_ACTOR, &user, &limits)).await?;
+    Ok(Json(UserView::from(user)).into_response())
+}
+
+/// Set the tenant's terminal command line
+///
+/// Instead of the server's `--shell` (default `bash -l`), from the tenant's next sandbox on (terminals of a sandbox already running keep theirs). `"default"` goes back to the server's.
+#[utoipa::path(
+    put,
+    path = "/api/users/{user}/shell",
+    operation_id = "setShell",
+    tag = "users",
+    params(UserPath),
+    request_body = ShellUpdate,
+    responses(
+        (status = 200, description = "The tenant, with its shell", body = UserView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn set_shell(
+    State(app): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<ShellUpdate>,
+) -> ApiResult<Response> {
+    let m = manager(&app)?;
+    let user = blocking(move || m.set_shell(ADMIN_ACTOR, &user, body.shell())).await?;
     Ok(Json(UserView::from(user)).into_response())
 }
 

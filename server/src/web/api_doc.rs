@@ -14,8 +14,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::api_wire::{
     self, AuditLog, CreateUser, Deleted, ErrorBody, ExecChunk, ExecEnd, ExecRequest, ExecResult,
-    Imported, LimitOverridesUpdate, Stats, TerminalList, Uploaded, UserIdString, UserList,
-    UserView,
+    Imported, LimitOverridesUpdate, ShellUpdate, Stats, TerminalList, Uploaded, UserIdString,
+    UserList, UserView,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +44,7 @@ use super::api_wire::{
         super::api::show_user,
         super::api::delete_user,
         super::api::set_limits,
+        super::api::set_shell,
         super::api::stats,
         super::api::exec,
         super::api::exec_stream,
@@ -60,7 +61,7 @@ use super::api_wire::{
     components(
         schemas(
             ErrorBody, UserIdString, CreateUser, LimitOverridesUpdate, UserView, UserList, Stats,
-            ExecRequest, ExecResult, ExecChunk, ExecEnd, Deleted, Imported, Uploaded, TerminalList, AuditLog,
+            ExecRequest, ExecResult, ExecChunk, ExecEnd, Deleted, Imported, Uploaded, ShellUpdate, TerminalList, AuditLog,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
