@@ -13,7 +13,9 @@
 # the Python client's tests run in the root mode, after the cargo tests;
 # then the cgroup-v2 VM, bounded fuzzing (tests/fuzz) and the browser
 # end-to-end test.
-# Run it as root on a Linux host: sudo tests/matrix.sh
+# Run it as root on a Linux host: sudo tests/matrix.sh. It first installs
+# what the suite needs (tests/install-deps.sh), so a fresh Debian machine
+# needs only a Rust toolchain.
 # With CI=true (or WARREN_MUST_RUN=1) a mode that cannot run fails the run
 # instead of being skipped.
 set -euo pipefail
@@ -25,12 +27,19 @@ skip() {
   echo "matrix: SKIP: $1" >&2
 }
 
+echo "== set-up (tests/install-deps.sh: the Debian packages the suite needs, when missing)"
+if [[ $(id -u) -eq 0 ]]; then
+  tests/install-deps.sh
+else
+  tests/install-deps.sh --check || skip "not root: cannot install what is missing"
+fi
+
 echo "== build"
 cargo build --workspace --all-targets
 # The integration tests exec target/debug/{warren,warren-shim}; list their
 # test executables once so the other modes can run the same files.
 mapfile -t test_bins < <( (cargo test -p warren-tests --no-run --message-format=json;
-  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --test api_fuzz_findings --test import_atomic --test sandbox_record --test node --no-run --message-format=json) 2>/dev/null \
+  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --test api_fuzz_findings --test import_atomic --test files --test logs --test login_shell --test sandbox_record --test node --no-run --message-format=json) 2>/dev/null \
   | grep -E '"profile":\{[^}]*"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [[ ${#test_bins[@]} -gt 0 ]] || { echo "matrix: no integration test binaries found" >&2; exit 1; }
 

@@ -29,7 +29,7 @@ use crate::backend::{
     Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
 use crate::child::wait_child;
-use crate::sandbox::{prepare, Request, Settings};
+use crate::sandbox::{prepare, PrepareError, Request, Settings};
 use crate::user::UserId;
 use crate::WinSize;
 
@@ -88,6 +88,28 @@ impl SandboxBackend {
     pub fn with_shim(mut self, shim: PathBuf) -> SandboxBackend {
         self.shim = shim;
         self
+    }
+
+    /// Terminals run this command line instead of `bash -l` (`--shell`;
+    /// checked by [`parse_shell`]).
+    pub fn with_shell(mut self, argv: Vec<String>) -> SandboxBackend {
+        self.shell = argv;
+        self
+    }
+}
+
+/// `--shell "zsh -l"`: the words of a terminal's command line, split on
+/// whitespace (no quoting). The first names the program, found on the
+/// sandbox's PATH or given as an absolute path.
+pub fn parse_shell(line: &str) -> Result<Vec<String>, String> {
+    let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    match argv.first() {
+        None => Err("the shell is empty: give a command line such as \"bash -l\"".into()),
+        Some(_) if line.contains('\0') => Err("the shell contains a NUL byte".into()),
+        Some(p) if p.contains('/') && !p.starts_with('/') => Err(format!(
+            "the shell {p:?} is a relative path: give a name on PATH or an absolute path"
+        )),
+        Some(_) => Ok(argv),
     }
 }
 
@@ -228,10 +250,18 @@ impl Backend for SandboxBackend {
                 ..Default::default()
             };
             let settings = self.settings.clone();
-            let spec = tokio::task::spawn_blocking(move || prepare(&settings, &req))
-                .await
-                .map_err(|e| err("prepare sandbox", e))?
-                .map_err(|e| err("prepare sandbox", e))?;
+            let (spec, tenant_shell) = tokio::task::spawn_blocking(move || {
+                let spec = prepare(&settings, &req)?;
+                // The tenant's own shell, if set (checked when it was).
+                let shell = crate::state::State::open(&settings.state_dir)?
+                    .find(&req.user)?
+                    .and_then(|r| r.shell)
+                    .and_then(|line| parse_shell(&line).ok());
+                Ok::<_, PrepareError>((spec, shell))
+            })
+            .await
+            .map_err(|e| err("prepare sandbox", e))?
+            .map_err(|e| err("prepare sandbox", e))?;
             let launched = launch::start(
                 &self.shim,
                 &spec,
@@ -264,7 +294,7 @@ impl Backend for SandboxBackend {
             };
             let mut template = spec;
             template.hold = false;
-            template.argv = self.shell.clone();
+            template.argv = tenant_shell.unwrap_or_else(|| self.shell.clone());
             Ok(Arc::new(UserSandbox {
                 shim_path: self.shim.clone(),
                 template,

@@ -202,6 +202,9 @@ pub struct TenantRecord {
     pub created_at: i64,
     pub last_seen: i64,
     pub limits: LimitOverrides,
+    /// The tenant's terminal command line (`PUT .../limits` `"shell"`);
+    /// None: the server's (`--shell`).
+    pub shell: Option<String>,
 }
 
 pub struct State {
@@ -245,10 +248,11 @@ const LIMIT_COLUMNS: &[(&str, &str)] = &[
     ("memory_bytes", "INTEGER"),
     ("cpus", "REAL"),
     ("pids", "INTEGER"),
+    ("shell", "TEXT"),
 ];
 
 const SELECT_TENANT: &str =
-    "SELECT id, slug, host_uid, created_at, last_seen, memory_bytes, cpus, pids FROM tenants";
+    "SELECT id, slug, host_uid, created_at, last_seen, memory_bytes, cpus, pids, shell FROM tenants";
 
 /// `last_seen` is kept to this many seconds.
 const LAST_SEEN_GRANULARITY: i64 = 60;
@@ -385,6 +389,7 @@ impl State {
                     created_at: t,
                     last_seen: t,
                     limits: LimitOverrides::default(),
+                    shell: None,
                 }
             }
         };
@@ -458,6 +463,19 @@ impl State {
                     },
                     to_sql_int(limits.pids),
                 ],
+            )
+            .map_err(self.db())?;
+        Ok(n > 0)
+    }
+
+    /// Sets the tenant's terminal command line (None: the server's); false
+    /// when there is no such tenant.
+    pub fn set_shell(&mut self, id: &str, shell: Option<&str>) -> Result<bool, StateError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE tenants SET shell = ?2 WHERE id = ?1",
+                params![id, shell],
             )
             .map_err(self.db())?;
         Ok(n > 0)
@@ -651,6 +669,7 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
             },
             pids: from_sql_int(r.get(7)?),
         },
+        shell: r.get(8)?,
     })
 }
 

@@ -29,7 +29,16 @@ pub const INFO_BIN: &str = "/opt/warren/bin/warren-info";
 /// The shim's other in-sandbox tools: symlinks to [`INFO_BIN`] in
 /// [`INFO_DIR`], told apart by the name they are run under
 /// (docs/archives.md).
-pub const APPLETS: &[&str] = &["warren-import", "warren-export"];
+/// `container-info` is `warren-info` under the name the system warren
+/// replaces documented.
+pub const APPLETS: &[&str] = &[
+    "warren-import",
+    "warren-export",
+    "warren-get",
+    "warren-put",
+    "warren-download",
+    "container-info",
+];
 /// The environment variable holding the description where there is no
 /// mount namespace to put [`INFO_PATH`] in.
 pub const INFO_ENV: &str = "WARREN_INFO";

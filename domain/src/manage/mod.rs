@@ -27,6 +27,7 @@ use crate::state::{LimitOverrides, State, StateError};
 mod archives;
 mod audit;
 mod exec;
+mod files;
 mod limits;
 mod stats;
 mod terminals;
@@ -34,6 +35,7 @@ mod users;
 
 pub use archives::{Imported, ARCHIVE_TIMEOUT, EXPORT_COMMAND, IMPORT_COMMAND};
 pub use exec::{ExecRequest, Running};
+pub use files::{FileKind, FileStream, Uploaded, GET_COMMAND, PUT_COMMAND};
 pub use stats::Stats;
 pub use users::Deleted;
 
@@ -66,6 +68,9 @@ pub enum ManageError {
     NoSuchUser(String),
     #[error("no such terminal")]
     NoSuchTerminal,
+    /// Nothing at a path in a home (the files API).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Conflict(String),
     /// A command could not start because the sandbox is at its memory
@@ -132,6 +137,7 @@ impl ManageError {
             ManageError::BadRequest(_)
                 | ManageError::NoSuchUser(_)
                 | ManageError::NoSuchTerminal
+                | ManageError::NotFound(_)
                 | ManageError::Conflict(_)
                 | ManageError::OutOfMemory(_)
                 | ManageError::TooLarge(_)
@@ -282,6 +288,8 @@ pub struct UserView {
     pub last_seen: i64,
     /// The tenant's overrides (`"default"` = the server's).
     pub limits: LimitOverrides,
+    /// The tenant's terminal command line; None: the server's.
+    pub shell: Option<String>,
     /// `running`, `starting` (or stopping) or `stopped`.
     pub sandbox: String,
     pub terminals: usize,

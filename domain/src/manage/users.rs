@@ -64,6 +64,7 @@ impl Manager {
             created_at: r.created_at,
             last_seen: r.last_seen,
             limits: r.limits,
+            shell: r.shell,
             sandbox,
             terminals,
         }

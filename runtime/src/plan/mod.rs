@@ -303,7 +303,38 @@ fn root_mounts(
     for applet in APPLETS {
         mounts::add_symlink(&mut ops, INFO_TOOL.into(), Path::new(INFO_DIR).join(applet));
     }
+    login_profile(&mut ops);
     Ok(ops)
+}
+
+/// Where the host's /etc/profile goes in the sandbox: /etc/profile is
+/// warren's, which runs it and then puts [`INFO_DIR`] back on PATH (a login
+/// shell's profile resets PATH, and `warren-info` went missing with it).
+pub const HOST_PROFILE: &str = "/etc/profile.host";
+
+/// The sandbox's /etc/profile (see [`HOST_PROFILE`]).
+pub fn profile_text() -> String {
+    format!(
+        "# A warren sandbox's /etc/profile: the host's ({HOST_PROFILE}), then\n\
+         # warren's tools (warren-info, container-info, warren-download) back on\n\
+         # PATH, which the host's may have reset.\n\
+         if [ -r {HOST_PROFILE} ]; then . {HOST_PROFILE}; fi\n\
+         case \":$PATH:\" in\n  *:{INFO_DIR}:*) ;;\n  *) PATH=\"$PATH:{INFO_DIR}\"; export PATH ;;\nesac\n"
+    )
+}
+
+fn login_profile(ops: &mut Vec<MountOp>) {
+    for op in ops.iter_mut() {
+        if let MountOp::CopyFile { target, .. }
+        | MountOp::Bind { target, .. }
+        | MountOp::Symlink { target, .. } = op
+        {
+            if target == Path::new("/etc/profile") {
+                *target = HOST_PROFILE.into();
+            }
+        }
+    }
+    mounts::add_etc_file(ops, "profile", profile_text());
 }
 
 /// Second wall, after pivot_root: writes only to the home, /tmp, /dev/shm,
@@ -352,6 +383,14 @@ fn shared_host_env(
     env.push((INFO_ENV.into(), serde_json::to_string(info)?));
     if let Some(dir) = host.info_tool.as_deref().and_then(Path::parent) {
         let dir = dir.display().to_string();
+        // A login shell's /etc/profile (the host's, in these tiers) resets
+        // PATH: bash puts the directory back before its first prompt.
+        if !env.iter().any(|(k, _)| k == "PROMPT_COMMAND") {
+            env.push((
+                "PROMPT_COMMAND".into(),
+                format!("case \":$PATH:\" in *:{dir}:*) ;; *) PATH=\"$PATH:{dir}\";; esac"),
+            ));
+        }
         match env.iter_mut().find(|(k, _)| k == "PATH") {
             Some((_, path)) if !path.split(':').any(|p| p == dir) => {
                 path.push(':');

@@ -102,6 +102,28 @@ fn namespaces_tier_builds_a_root_and_records_it_in_etc() {
             target: Path::new(INFO_DIR).join(applet)
         }));
     }
+    // A login shell finds warren-info: /etc/profile is warren's, which runs
+    // the host's and puts INFO_DIR back on PATH (issue 16).
+    let profile: Vec<&MountOp> = plan
+        .mounts
+        .iter()
+        .filter(|o| match o {
+            MountOp::WriteFile { target, .. }
+            | MountOp::CopyFile { target, .. }
+            | MountOp::Bind { target, .. }
+            | MountOp::Symlink { target, .. } => target == Path::new("/etc/profile"),
+            _ => false,
+        })
+        .collect();
+    assert_eq!(
+        profile,
+        [&MountOp::WriteFile {
+            target: "/etc/profile".into(),
+            contents: profile_text()
+        }]
+    );
+    assert!(profile_text().contains(&format!("PATH=\"$PATH:{INFO_DIR}\"")));
+    assert!(profile_text().contains(&format!(". {HOST_PROFILE}")));
     // Landlock is the second wall: writes to the home, /tmp, /dev/shm.
     let landlock = plan.confinement.landlock.as_ref().unwrap();
     assert_eq!(

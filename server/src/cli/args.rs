@@ -134,12 +134,27 @@ pub struct ServeArgs {
     /// `drain`; docs/scale-out.md).
     #[arg(long, env = "WARREN_AGENT_LISTEN", value_name = "ADDR:PORT")]
     pub agent_listen: Option<SocketAddr>,
+    /// The command line of every terminal, split on whitespace (for
+    /// example `zsh -l`, `fish -l`, `bash --norc`); default `bash -l`.
+    #[arg(long, env = "WARREN_SHELL", value_name = "COMMAND", value_parser = parse_shell)]
+    pub shell: Option<ShellLine>,
+    /// How log lines are written to stderr: `text` (coloured only on a
+    /// terminal, and never with NO_COLOR set) or `json` (one object a line).
+    #[arg(long, env = "WARREN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub store: crate::cli::StoreArgs,
     #[command(flatten)]
     pub limits: crate::cli::LimitArgs,
     #[command(flatten)]
     pub isolation: crate::cli::IsolationArgs,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -506,6 +521,22 @@ mod tests {
     }
 
     #[test]
+    fn shell_is_one_command_line() {
+        assert_eq!(parse(&[]).shell, None);
+        let a = parse(&["--shell", "bash --norc  -i"]);
+        assert_eq!(
+            a.shell,
+            Some(ShellLine(vec!["bash".into(), "--norc".into(), "-i".into()]))
+        );
+        let a = parse(&["--shell", "/usr/bin/zsh -l"]);
+        assert_eq!(a.shell.unwrap().0, ["/usr/bin/zsh", "-l"]);
+        for bad in ["", "   ", "bin/zsh -l"] {
+            let r = Cli::try_parse_from(["serve", "--shell", bad]);
+            assert!(r.is_err(), "--shell {bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn defaults_are_loopback_and_token() {
         let a = parse(&[]);
         assert_eq!(a.listen, "127.0.0.1:8080".parse().unwrap());
@@ -614,4 +645,13 @@ mod tests {
             Duration::from_secs(3)
         );
     }
+}
+
+/// `--shell`'s words (one value, not a list of flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellLine(pub Vec<String>);
+
+/// `--shell`: see [`warren_domain::sandboxes::parse_shell`].
+fn parse_shell(line: &str) -> Result<ShellLine, String> {
+    warren_domain::sandboxes::parse_shell(line).map(ShellLine)
 }

@@ -180,6 +180,22 @@ pub struct LimitOverridesUpdate {
     pub pids: LimitValuePids,
 }
 
+/// A tenant's own terminal command line
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellUpdate {
+    /// Split on whitespace (`zsh -l`, `bash --norc`), used from the tenant's next sandbox on; `"default"`: the server's `--shell`
+    #[schema(min_length = 1, max_length = 1024, examples("zsh -l", "default"))]
+    pub shell: String,
+}
+
+impl ShellUpdate {
+    /// The tenant's own shell; None: the server's.
+    pub fn shell(&self) -> Option<&str> {
+        Some(self.shell.as_str()).filter(|s| *s != "default")
+    }
+}
+
 impl From<LimitOverridesUpdate> for state::LimitOverrides {
     fn from(l: LimitOverridesUpdate) -> Self {
         state::LimitOverrides {
@@ -249,6 +265,9 @@ pub struct UserView {
     /// Unix seconds (updated at most once a minute)
     pub last_seen: i64,
     pub limits: LimitOverrides,
+    /// The terminals' command line for this tenant; null: the server's `--shell`
+    #[schema(required = true)]
+    pub shell: Option<String>,
     // The domain's word for a `SandboxState` (the conformance test checks
     // real answers against the enum).
     #[schema(value_type = SandboxState)]
@@ -268,6 +287,7 @@ impl From<manage::UserView> for UserView {
             created_at,
             last_seen,
             limits,
+            shell,
             sandbox,
             terminals,
         } = u;
@@ -280,6 +300,7 @@ impl From<manage::UserView> for UserView {
             created_at,
             last_seen,
             limits: limits.into(),
+            shell,
             sandbox,
             terminals,
         }
@@ -727,6 +748,25 @@ impl From<manage::Deleted> for Deleted {
     }
 }
 
+/// What a put of a file wrote.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Uploaded {
+    /// The path, as given
+    pub path: String,
+    /// Bytes written (for an archive: of the files unpacked)
+    pub bytes: u64,
+}
+
+impl From<manage::Uploaded> for Uploaded {
+    fn from(u: manage::Uploaded) -> Self {
+        Uploaded {
+            path: u.path,
+            bytes: u.bytes,
+        }
+    }
+}
+
 /// What an import did.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -972,6 +1012,7 @@ mod tests {
                 cpus: LimitValue::Unlimited,
                 pids: LimitValue::Default,
             },
+            shell: Some("zsh -l".into()),
             sandbox: "running".into(),
             terminals: 2,
         };
