@@ -2,8 +2,7 @@
 under /api/me/files with a user's own login): single files and folders in
 and out, hostile paths refused with nothing written.
 
-The route is built beside this client (issue 16); against a server without
-it (PUT answers 404 or 405) these tests skip, saying so."""
+"""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from warren_client import ME, ApiError, BadRequest, Client, NotFound
+from warren_client import ME, BadRequest, Client, NotFound
 
 from .conftest import Server, login_cookie
 
@@ -21,15 +20,6 @@ from .conftest import Server, login_cookie
 @pytest.fixture
 def made(client: Client, user_id: str) -> str:
     client.create_user(user_id)
-    try:
-        client.write_file(user_id, ".files-api-probe", b"")
-    except ApiError as e:
-        if e.status in (404, 405):
-            # Not a CI failure: the route lands with the files half of issue
-            # 16; remove this skip once it is merged.
-            pytest.skip(f"this server has no files API yet (PUT answered {e.status}: {e.message})")
-        raise
-    client.exec(user_id, ["rm", "-f", ".files-api-probe"], check=True)
     return user_id
 
 
