@@ -229,6 +229,10 @@ pub fn facts(spec: &crate::spec::SandboxSpec) -> std::io::Result<crate::plan::Ho
         info_tool: info_tool.is_file().then_some(info_tool),
         shim_exe,
         files: crate::mounts::HostFiles::probe(spec, Path::new("/")),
+        network: match spec.network.mode {
+            crate::network::NetworkMode::Public => crate::network::probe(),
+            crate::network::NetworkMode::None => crate::network::NetworkFacts::default(),
+        },
     })
 }
 

@@ -333,6 +333,58 @@ pub struct SandboxRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub landlock: Option<LandlockStatus>,
+    /// The sandbox's network (docs/network.md); absent when none was planned
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network: Option<NetworkRecord>,
+}
+
+/// A sandbox's network: the mode in force, the operator's entries, the resolver
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRecord {
+    pub mode: NetworkMode,
+    /// Opened destinations, `CIDR[:PORTS]`; absent when none
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Closed destinations, `CIDR[:PORTS]`; absent when none
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// The address the sandbox's resolv.conf names; absent without a network
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub resolver: Option<String>,
+}
+
+/// A network mode: none (only loopback) or public
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    None,
+    Public,
+}
+
+impl From<warren_runtime::network::NetworkRecord> for NetworkRecord {
+    fn from(n: warren_runtime::network::NetworkRecord) -> Self {
+        let warren_runtime::network::NetworkRecord {
+            mode,
+            allow,
+            deny,
+            resolver,
+        } = n;
+        let words = |rules: Vec<warren_runtime::network::Rule>| {
+            rules.iter().map(ToString::to_string).collect()
+        };
+        NetworkRecord {
+            mode: match mode {
+                warren_runtime::network::NetworkMode::None => NetworkMode::None,
+                warren_runtime::network::NetworkMode::Public => NetworkMode::Public,
+            },
+            allow: words(allow),
+            deny: words(deny),
+            resolver: resolver.map(|r| r.to_string()),
+        }
+    }
 }
 
 /// An isolation tier
@@ -392,6 +444,7 @@ impl From<record::SandboxRecord> for SandboxRecord {
             limits,
             seccomp,
             landlock,
+            network,
         } = r;
         let record::LimitsInForce {
             memory_bytes,
@@ -426,6 +479,7 @@ impl From<record::SandboxRecord> for SandboxRecord {
                     Level::NotEnforced => LandlockLevel::NotEnforced,
                 },
             }),
+            network: network.map(NetworkRecord::from),
         }
     }
 }
@@ -987,6 +1041,7 @@ mod tests {
                     abi: 6,
                     level: Level::PartiallyEnforced,
                 }),
+                network: None,
             }),
             memory_bytes: Some(4096),
             cpu_usec: None,
