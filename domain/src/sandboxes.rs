@@ -380,6 +380,15 @@ impl Sandbox for UserSandbox {
         &self.record
     }
 
+    fn network_usage(&self) -> Option<warren_runtime::network::NetUsage> {
+        // Only a sandbox with a network namespace of its own: elsewhere
+        // PID 1's /proc/<pid>/net is the host's.
+        let public =
+            self.record.network.as_ref()?.mode == warren_runtime::network::NetworkMode::Public;
+        let pid = self.target.init_pid;
+        (public && pid > 1).then(|| warren_runtime::network::usage_of(pid))?
+    }
+
     fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {
         let id = self.target.cgroup.as_deref()?;
         Cgroups::probe(&Roots::default())

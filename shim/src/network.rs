@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
-use warren_runtime::network::{pasta, NetworkPlan};
+use warren_runtime::network::{self, pasta, NetworkPlan};
 use warren_runtime::report::SetupError;
 use warren_runtime::{caps, sys};
 
@@ -58,20 +58,10 @@ pub fn start_pasta_from_parent(plan: &NetworkPlan, pid: Pid) -> Result<Option<Pa
     }
 }
 
-/// A default route in the network namespace of `pid` (IPv4 or IPv6): what
-/// `pasta --config-net` sets up last.
+/// A default route in the network namespace of `pid`: what `pasta
+/// --config-net` sets up last.
 fn has_default_route(pid: Pid) -> bool {
-    let read =
-        |name: &str| std::fs::read_to_string(format!("/proc/{pid}/net/{name}")).unwrap_or_default();
-    let v4 = read("route")
-        .lines()
-        .skip(1)
-        .any(|l| l.split_whitespace().nth(1) == Some("00000000"));
-    let v6 = read("ipv6_route").lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() > 9 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo"
-    });
-    v4 || v6
+    network::has_default_route(Path::new(&format!("/proc/{pid}/net")))
 }
 
 impl Pasta {

@@ -29,6 +29,9 @@ pub struct NetworkFacts {
     pub nft: Option<PathBuf>,
     /// The host's own addresses, refused to every sandbox.
     pub host_addrs: Vec<IpAddr>,
+    /// The host has a default route (IPv4 or IPv6): pasta copies it, and
+    /// refuses to start without one.
+    pub default_route: bool,
 }
 
 /// Where pasta and nft are looked for (not the caller's PATH: the shim
@@ -64,7 +67,22 @@ pub fn probe() -> NetworkFacts {
         pasta: find_bin("pasta"),
         nft: find_bin("nft"),
         host_addrs,
+        default_route: has_default_route(Path::new("/proc/self/net")),
     }
+}
+
+/// A default route in `/proc/<pid>/net` (IPv4 or IPv6, not through lo).
+pub fn has_default_route(net: &Path) -> bool {
+    let read = |name: &str| std::fs::read_to_string(net.join(name)).unwrap_or_default();
+    let v4 = read("route")
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"));
+    let v6 = read("ipv6_route").lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 9 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" && f[9] != "lo"
+    });
+    v4 || v6
 }
 
 /// What the shim does for the sandbox's network.
@@ -77,6 +95,44 @@ pub struct NetworkPlan {
     pub filter: Option<(PathBuf, String)>,
     /// The sandbox's /etc/resolv.conf (namespace tier only).
     pub resolv_conf: Option<String>,
+}
+
+/// Bytes a sandbox sent and received over its network (every interface
+/// but its loopback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetUsage {
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+}
+
+/// Sums `/proc/<pid>/net/dev` (the text of it) over every interface but lo.
+pub fn usage_from_dev(text: &str) -> NetUsage {
+    let mut u = NetUsage::default();
+    for line in text.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() == "lo" {
+            continue;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        if f.len() >= 9 {
+            u.received_bytes += f[0];
+            u.sent_bytes += f[8];
+        }
+    }
+    u
+}
+
+/// The network usage of the sandbox whose PID 1 is `pid` (read in its
+/// network namespace through /proc).
+pub fn usage_of(pid: i32) -> Option<NetUsage> {
+    std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+        .ok()
+        .map(|t| usage_from_dev(&t))
 }
 
 /// What a sandbox's network is, as its record shows it.
@@ -108,12 +164,45 @@ pub fn why_missing(tier: Isolation, facts: &NetworkFacts) -> Option<String> {
         Isolation::Namespaces if facts.pasta.is_none() => Some(
             "pasta, the user-mode network stack, is not installed: apt-get install passt".into(),
         ),
+        Isolation::Namespaces if !facts.default_route => Some(
+            "this host has no default route, so there is no network to give \
+             (check `ip route`)"
+                .into(),
+        ),
         Isolation::Namespaces if facts.nft.is_none() => Some(
             "nft, which loads the sandbox's egress filter, is not installed: \
              apt-get install nftables"
                 .into(),
         ),
         Isolation::Namespaces => None,
+    }
+}
+
+/// `warren doctor`'s answer: can this host give `public` in `tier`, and if
+/// not, why and how to fix it.
+pub fn doctor_check(tier: Isolation, facts: &NetworkFacts) -> crate::host::Check {
+    match why_missing(tier, facts) {
+        None => crate::host::Check {
+            ok: true,
+            detail: format!(
+                "public available: pasta {}, nft {}, {} host address(es) refused to sandboxes",
+                facts.pasta.as_deref().unwrap_or(Path::new("?")).display(),
+                facts.nft.as_deref().unwrap_or(Path::new("?")).display(),
+                facts.host_addrs.len()
+            ),
+            fix: None,
+        },
+        Some(why) => crate::host::Check {
+            ok: false,
+            detail: format!("public not available: {why}"),
+            fix: Some(match tier {
+                Isolation::Namespaces if facts.pasta.is_none() => "apt-get install passt".into(),
+                Isolation::Namespaces if facts.nft.is_none() => "apt-get install nftables".into(),
+                Isolation::Namespaces => "give the host a default route (ip route)".into(),
+                _ => "allow user namespaces (see the user namespaces line), or run with --network none"
+                    .into(),
+            }),
+        },
     }
 }
 
@@ -174,6 +263,7 @@ mod tests {
             pasta: Some("/usr/bin/pasta".into()),
             nft: Some("/usr/sbin/nft".into()),
             host_addrs: vec!["192.0.2.2".parse().unwrap()],
+            default_route: true,
         }
     }
 
@@ -187,6 +277,17 @@ mod tests {
         assert_eq!(record.mode, NetworkMode::Public);
         assert_eq!(record.resolver, Some("169.254.1.1".parse().unwrap()));
         assert!(plan.resolv_conf.unwrap().contains("169.254.1.1"));
+    }
+
+    #[test]
+    fn usage_sums_every_interface_but_loopback() {
+        let dev = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
+  eth0: 5000000    4000    0    0    0     0          0         0   120000     900    0    0    0     0       0          0
+";
+        let u = usage_from_dev(dev);
+        assert_eq!((u.received_bytes, u.sent_bytes), (5_000_000, 120_000));
     }
 
     #[test]
@@ -206,8 +307,14 @@ mod tests {
             pasta: None,
             ..facts()
         };
-        let (plan, _, why) = plan(&NetworkPolicy::public(), Isolation::Namespaces, &no_pasta);
+        let (planned, _, why) = plan(&NetworkPolicy::public(), Isolation::Namespaces, &no_pasta);
         assert!(why.unwrap().contains("apt-get install passt"));
-        assert_eq!(plan.pasta, None);
+        assert_eq!(planned.pasta, None);
+        let offline = NetworkFacts {
+            default_route: false,
+            ..facts()
+        };
+        let (_, _, why) = plan(&NetworkPolicy::public(), Isolation::Namespaces, &offline);
+        assert!(why.unwrap().contains("no default route"));
     }
 }

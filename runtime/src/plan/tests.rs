@@ -28,6 +28,7 @@ fn host() -> HostFacts {
             pasta: Some("/usr/bin/pasta".into()),
             nft: Some("/usr/sbin/nft".into()),
             host_addrs: vec!["192.0.2.2".parse().unwrap()],
+            default_route: true,
         },
     }
 }

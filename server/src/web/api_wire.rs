@@ -356,6 +356,14 @@ pub struct NetworkRecord {
     pub resolver: Option<String>,
 }
 
+/// Bytes over a sandbox's network (every interface but its loopback)
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetUsage {
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+}
+
 /// A network mode: none (only loopback) or public
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -510,6 +518,9 @@ pub struct Stats {
     pub cpu_usec: Option<u64>,
     #[schema(required = true)]
     pub pids: Option<u64>,
+    /// Bytes the running sandbox sent and received over its network; null without one
+    #[schema(required = true)]
+    pub network: Option<NetUsage>,
     pub terminals: usize,
     /// exec, import and export commands running now
     pub running_commands: usize,
@@ -533,6 +544,7 @@ impl From<manage::Stats> for Stats {
             memory_bytes,
             cpu_usec,
             pids,
+            network,
             terminals,
             running_commands,
             workspace,
@@ -549,6 +561,10 @@ impl From<manage::Stats> for Stats {
             memory_bytes,
             cpu_usec,
             pids,
+            network: network.map(|n| NetUsage {
+                sent_bytes: n.sent_bytes,
+                received_bytes: n.received_bytes,
+            }),
             terminals,
             running_commands,
             workspace: workspace.map(Into::into),
@@ -1046,6 +1062,10 @@ mod tests {
             memory_bytes: Some(4096),
             cpu_usec: None,
             pids: Some(3),
+            network: Some(warren_runtime::network::NetUsage {
+                sent_bytes: 5,
+                received_bytes: 6,
+            }),
             terminals: 2,
             running_commands: 1,
             workspace: Some(workspace::HomeUsage {
