@@ -19,14 +19,14 @@ const PASTA_READY: Duration = Duration::from_secs(10);
 /// The pasta process of a live sandbox.
 pub struct Pasta(Child);
 
-/// Starts pasta attached to the namespaces of `pid` (PID 1, still waiting
-/// to be released) and waits until the sandbox has its default route, so
-/// the command never starts without its network.
+/// Starts pasta attached to the namespaces of `pid` (PID 1, not yet
+/// released); [`wait_for_pasta`] then waits for it while PID 1 builds the
+/// sandbox, which itself starts no command before its network is up
+/// ([`wait_for_network_in_child`]).
 pub fn start_pasta_from_parent(plan: &NetworkPlan, pid: Pid) -> Result<Option<Pasta>, SetupError> {
     let Some(bin) = &plan.pasta else {
         return Ok(None);
     };
-    let step = "start pasta";
     let as_root = nix::unistd::geteuid().is_root();
     let mut cmd = Command::new(bin);
     cmd.args(pasta::args(pid.as_raw(), as_root, Path::new("/dev/null")))
@@ -34,28 +34,71 @@ pub fn start_pasta_from_parent(plan: &NetworkPlan, pid: Pid) -> Result<Option<Pa
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let child = sys::spawn_dying_with_us(&mut cmd)
-        .map_err(|e| SetupError::new(step, format!("{}: {e}", bin.display())))?;
-    let mut pasta = Pasta(child);
+        .map_err(|e| SetupError::new(STEP, format!("{}: {e}", bin.display())))?;
+    Ok(Some(Pasta(child)))
+}
+
+const STEP: &str = "start pasta";
+
+/// Waits until the sandbox whose PID 1 is `pid` has its default route, or
+/// pasta fails (its exit status is the error).
+pub fn wait_for_pasta(pasta: &mut Option<Pasta>, pid: Pid) -> Result<(), SetupError> {
+    let Some(pasta) = pasta else {
+        return Ok(());
+    };
     let started = Instant::now();
     loop {
-        if has_default_route(pid) {
-            return Ok(Some(pasta));
+        // PID 1 failed (it reported why): supervise sees its end.
+        if has_default_route(pid) || has_ended(pid) {
+            return Ok(());
         }
         if let Ok(Some(status)) = pasta.0.try_wait() {
+            // PID 1 may have failed first, taking its namespaces along.
+            std::thread::sleep(Duration::from_millis(20));
+            if has_ended(pid) {
+                return Ok(());
+            }
             return Err(SetupError::new(
-                step,
+                STEP,
                 format!("pasta exited ({status}) before the sandbox's network was up"),
             ));
         }
         if started.elapsed() > PASTA_READY {
-            pasta.stop();
             return Err(SetupError::new(
-                step,
+                STEP,
                 "pasta did not configure the sandbox's network in time",
             ));
         }
-        std::thread::sleep(Duration::from_micros(500));
+        std::thread::sleep(Duration::from_micros(200));
     }
+}
+
+/// PID 1, last before it drops its capabilities: waits for the default
+/// route pasta sets up, so the tenant's command never starts without its
+/// network (the shim outside reports pasta's failure and kills us).
+pub fn wait_for_network_in_child(plan: &NetworkPlan) -> Result<(), SetupError> {
+    if plan.pasta.is_none() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    while !network::has_default_route(Path::new("/proc/self/net")) {
+        if started.elapsed() > PASTA_READY {
+            return Err(SetupError::new(
+                "wait for the network",
+                "pasta did not configure it in time",
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// `pid`, our child, has exited (a zombie until supervise reaps it).
+fn has_ended(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+    })
 }
 
 /// A default route in the network namespace of `pid`: what `pasta
@@ -65,10 +108,11 @@ fn has_default_route(pid: Pid) -> bool {
 }
 
 impl Pasta {
-    /// Kills and reaps pasta: nothing of the sandbox's network is left.
+    /// Kills pasta: nothing of the sandbox's network is left. Not waited
+    /// for: its exit (tens of ms, freeing its buffers) happens while we
+    /// report the end; our own exit hands it to init to reap.
     pub fn stop(mut self) {
         let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -208,7 +208,9 @@ pub fn build(
     let seccomp = seccomp_for(spec, host);
     let joined = with_cgroup_namespace(clone_flags, cgroup_namespace);
     let mut info = info_record(spec, host, joined, seccomp, &rlimits, cgroup);
-    info.sandbox.network = Some(net_record);
+    // The none tier shares the host's network whatever the policy, as it
+    // shares everything else: no record of a network it does not have.
+    info.sandbox.network = (spec.isolation != Isolation::None).then_some(net_record);
     let (mounts, env, landlock) = match namespaced {
         true => (
             root_mounts(spec, host, &info, net.resolv_conf.clone())?,
