@@ -2,7 +2,9 @@
 //! side and attached to PID 1's namespaces, and the egress filter loaded
 //! by PID 1 into its network namespace before it drops its capabilities.
 
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,12 +30,22 @@ pub fn start_pasta_from_parent(plan: &NetworkPlan, pid: Pid) -> Result<Option<Pa
         return Ok(None);
     };
     let as_root = nix::unistd::geteuid().is_root();
+    let open = |ns: &str| {
+        File::open(format!("/proc/{pid}/ns/{ns}"))
+            .map(OwnedFd::from)
+            .map_err(|e| SetupError::new(STEP, format!("open the sandbox's {ns} namespace: {e}")))
+    };
+    let fds = vec![
+        (open("user")?, pasta::USERNS_FD),
+        (open("net")?, pasta::NETNS_FD),
+    ];
     let mut cmd = Command::new(bin);
-    cmd.args(pasta::args(pid.as_raw(), as_root, Path::new("/dev/null")))
+    cmd.args(pasta::args(as_root, Path::new("/dev/null")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let child = sys::spawn_dying_with_us(&mut cmd)
+    sys::die_with_us(&mut cmd);
+    let child = sys::spawn_with_fds(&mut cmd, fds)
         .map_err(|e| SetupError::new(STEP, format!("{}: {e}", bin.display())))?;
     Ok(Some(Pasta(child)))
 }

@@ -22,8 +22,15 @@ pub fn resolv_conf() -> String {
     format!("nameserver {DNS_FORWARD_V4}\noptions edns0\n")
 }
 
-/// pasta's arguments to attach to the user and network namespaces of
-/// process `pid`:
+/// The fds pasta inherits the sandbox's user and network namespaces on:
+/// opened by the shim while PID 1 waits, so pasta never has to open them
+/// through PID 1's /proc entry (which races with PID 1's credential
+/// changes making it non-dumpable).
+pub const USERNS_FD: i32 = 3;
+pub const NETNS_FD: i32 = 4;
+
+/// pasta's arguments to attach to the namespaces on [`USERNS_FD`] and
+/// [`NETNS_FD`]:
 ///
 /// - `--config-net`: addresses and routes copied from the host, `eth0` up;
 /// - `-t none -u none`: nothing forwarded in from the host;
@@ -35,7 +42,7 @@ pub fn resolv_conf() -> String {
 /// - `--runas 0:0` as root: pasta would switch to `nobody`, who cannot
 ///   open the namespaces of root's sandbox; it then has no more privilege
 ///   than warren, and pasta drops its capabilities and isolates itself.
-pub fn args(pid: i32, as_root: bool, log: &Path) -> Vec<OsString> {
+pub fn args(as_root: bool, log: &Path) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     if as_root {
         a.extend(["--runas".into(), "0:0".into()]);
@@ -59,7 +66,11 @@ pub fn args(pid: i32, as_root: bool, log: &Path) -> Vec<OsString> {
         a.push(s.into());
     }
     a.extend(["--log-file".into(), log.as_os_str().to_owned()]);
-    a.push(pid.to_string().into());
+    a.extend([
+        "--userns".into(),
+        format!("/proc/self/fd/{USERNS_FD}").into(),
+    ]);
+    a.extend(["--netns".into(), format!("/proc/self/fd/{NETNS_FD}").into()]);
     a
 }
 
@@ -69,7 +80,7 @@ mod tests {
 
     #[test]
     fn nothing_is_forwarded_and_the_gateway_is_not_the_host() {
-        let a: Vec<String> = args(42, true, Path::new("/dev/null"))
+        let a: Vec<String> = args(true, Path::new("/dev/null"))
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect();
@@ -85,8 +96,11 @@ mod tests {
         ] {
             assert!(line.contains(want), "{want} in {line}");
         }
-        assert_eq!(a.last().unwrap(), "42");
-        assert!(!args(42, false, Path::new("/dev/null")).contains(&"--runas".into()));
+        assert!(
+            line.ends_with("--userns /proc/self/fd/3 --netns /proc/self/fd/4"),
+            "{line}"
+        );
+        assert!(!args(false, Path::new("/dev/null")).contains(&"--runas".into()));
         assert_eq!(resolv_conf().lines().next(), Some("nameserver 169.254.1.1"));
     }
 }

@@ -333,12 +333,10 @@ pub fn spawn_with_fds(
     child
 }
 
-/// Spawns `cmd` with SIGKILL as its parent-death signal, set between fork
-/// and exec: a helper (pasta) never outlives the shim that started it,
+/// Makes `cmd`, once spawned, get SIGKILL when we die (set between fork
+/// and exec): a helper (pasta) never outlives the shim that started it,
 /// even when the shim is killed.
-pub fn spawn_dying_with_us(
-    cmd: &mut std::process::Command,
-) -> std::io::Result<std::process::Child> {
+pub fn die_with_us(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec and only calls prctl,
     // which is async-signal-safe and allocates nothing.
@@ -350,7 +348,6 @@ pub fn spawn_dying_with_us(
             Ok(())
         });
     }
-    cmd.spawn()
 }
 
 // Raw syscalls of one concern live in a submodule of their own.
