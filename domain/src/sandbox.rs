@@ -312,7 +312,7 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         require_limits: req.require_limits,
         hold: req.hold,
         isolation: req.isolation,
-        network: req.network.clone(),
+        network: record.limits.network_policy(&req.network),
     };
     spec.validate()?;
     Ok(spec)

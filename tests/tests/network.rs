@@ -420,3 +420,67 @@ fn the_landlock_tier_reports_public_network_missing_and_require_refuses() {
         show(&refused)
     );
 }
+
+#[test]
+fn a_tenants_override_wins_over_the_servers_policy() {
+    let Some(world) = World::get("f") else { return };
+    if !have_curl() {
+        return;
+    }
+    let env = Env::new();
+    let users = |args: &[&str]| {
+        let out = world
+            .warren()
+            .arg("users")
+            .args(["--state-dir", &env.state_dir().display().to_string()])
+            .args([
+                "--workspace-root",
+                &env.workspace_root().display().to_string(),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn warren users");
+        assert!(out.status.success(), "{}", show(&out));
+        out
+    };
+    users(&["create", "alice"]);
+    users(&[
+        "limits",
+        "alice",
+        r#"{"network": "public", "network_allow": ["10.0.0.2:80"]}"#,
+    ]);
+    let shown = String::from_utf8_lossy(&users(&["show", "alice"]).stdout).to_string();
+    assert!(shown.contains("10.0.0.2/32:80"), "{shown}");
+    let script = format!(
+        "{}{}",
+        fetch("allowed", "http://10.0.0.2/"),
+        fetch("public_ip", "http://93.184.215.14/")
+    );
+    // `run` defaults to none; alice's override gives her public and her entry.
+    let out = world.run(&env, "alice", &[], &script);
+    assert!(out.status.success(), "{}", show(&out));
+    let a = answers(&out);
+    assert!(a["allowed"].starts_with("ok"), "{}", show(&out));
+    assert!(a["public_ip"].starts_with("ok"), "{}", show(&out));
+    // bob has none: the server's default for run.
+    let out = world.run(&env, "bob", &[], &script);
+    let a = answers(&out);
+    assert_eq!(a["public_ip"], "refused", "{}", show(&out));
+
+    let bad = world
+        .warren()
+        .arg("users")
+        .args(["--state-dir", &env.state_dir().display().to_string()])
+        .args(["limits", "alice", r#"{"network_allow": ["10.0.0.0/33"]}"#])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success(),
+        "a bad entry is refused: {}",
+        show(&bad)
+    );
+    let shown = String::from_utf8_lossy(&users(&["show", "alice"]).stdout).to_string();
+    assert!(shown.contains("10.0.0.2/32:80"), "nothing changed: {shown}");
+}

@@ -31,7 +31,8 @@ pub enum UsersCommand {
     Show { user: String },
     /// What a tenant uses: workspace size and files, limits (JSON).
     Stats { user: String },
-    /// Set a tenant's limit overrides (JSON: {"memory_bytes": N|"none"|"default", "cpus": .., "pids": ..}).
+    /// Set a tenant's limit overrides (JSON: {"memory_bytes": N|"none"|"default", "cpus": .., "pids": ..,
+    /// "network": "none"|"public"|"default", "network_allow": ["CIDR[:PORTS]", ..], "network_deny": [..]}).
     Limits { user: String, json: String },
     /// Remove a tenant (its uid is never reused).
     Delete {

@@ -151,6 +151,78 @@ pub struct LimitOverrides {
     pub memory_bytes: LimitValueBytes,
     pub cpus: LimitValueCpus,
     pub pids: LimitValuePids,
+    /// Absent: `"default"`
+    #[serde(skip_serializing_if = "NetworkOverride::is_default")]
+    pub network: NetworkOverride,
+    /// Destinations opened for this tenant; absent: the server's `--network-allow`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network_allow: Option<Vec<NetworkRule>>,
+    /// Destinations closed for this tenant; absent: the server's `--network-deny`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network_deny: Option<Vec<NetworkRule>>,
+}
+
+/// A tenant's network mode: `"default"` (the server's), `"none"` or `"public"` (docs/network.md)
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkOverride {
+    #[default]
+    Default,
+    None,
+    Public,
+}
+
+/// A destination, `CIDR[:PORTS]` (runtime::network::policy)
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NetworkRule(pub warren_runtime::network::Rule);
+hand_built_schema!(
+    NetworkRule,
+    "NetworkRule",
+    no_nul()
+        .description(Some(
+            "A destination, `CIDR[:PORTS]`: an address with an optional prefix, then optional \
+             ports and ranges (IPv6 with ports in brackets), e.g. `10.0.0.2:80`, \
+             `10.1.0.0/16:443,8000-8100`, `[fd00::1]:443`"
+        ))
+        .examples(["10.0.0.2:80"])
+        .into()
+);
+
+impl NetworkOverride {
+    fn is_default(&self) -> bool {
+        matches!(self, NetworkOverride::Default)
+    }
+}
+
+impl From<state::NetworkOverride> for NetworkOverride {
+    fn from(n: state::NetworkOverride) -> Self {
+        match n {
+            state::NetworkOverride::Default => NetworkOverride::Default,
+            state::NetworkOverride::None => NetworkOverride::None,
+            state::NetworkOverride::Public => NetworkOverride::Public,
+        }
+    }
+}
+
+impl From<NetworkOverride> for state::NetworkOverride {
+    fn from(n: NetworkOverride) -> Self {
+        match n {
+            NetworkOverride::Default => state::NetworkOverride::Default,
+            NetworkOverride::None => state::NetworkOverride::None,
+            NetworkOverride::Public => state::NetworkOverride::Public,
+        }
+    }
+}
+
+fn rules_to_wire(r: Option<Vec<warren_runtime::network::Rule>>) -> Option<Vec<NetworkRule>> {
+    r.map(|v| v.into_iter().map(NetworkRule).collect())
+}
+
+fn rules_from_wire(r: Option<Vec<NetworkRule>>) -> Option<Vec<warren_runtime::network::Rule>> {
+    r.map(|v| v.into_iter().map(|n| n.0).collect())
 }
 
 impl From<state::LimitOverrides> for LimitOverrides {
@@ -159,11 +231,17 @@ impl From<state::LimitOverrides> for LimitOverrides {
             memory_bytes,
             cpus,
             pids,
+            network,
+            network_allow,
+            network_deny,
         } = l;
         LimitOverrides {
             memory_bytes: LimitValueBytes(memory_bytes),
             cpus: LimitValueCpus(cpus),
             pids: LimitValuePids(pids),
+            network: network.into(),
+            network_allow: rules_to_wire(network_allow),
+            network_deny: rules_to_wire(network_deny),
         }
     }
 }
@@ -178,6 +256,14 @@ pub struct LimitOverridesUpdate {
     pub cpus: LimitValueCpus,
     #[serde(default)]
     pub pids: LimitValuePids,
+    #[serde(default)]
+    pub network: NetworkOverride,
+    /// Replaces the server's `--network-allow` for this tenant; left out or null: the server's
+    #[serde(default)]
+    pub network_allow: Option<Vec<NetworkRule>>,
+    /// Replaces the server's `--network-deny` for this tenant; left out or null: the server's
+    #[serde(default)]
+    pub network_deny: Option<Vec<NetworkRule>>,
 }
 
 impl From<LimitOverridesUpdate> for state::LimitOverrides {
@@ -186,6 +272,9 @@ impl From<LimitOverridesUpdate> for state::LimitOverrides {
             memory_bytes: l.memory_bytes.0,
             cpus: l.cpus.0,
             pids: l.pids.0,
+            network: l.network.into(),
+            network_allow: rules_from_wire(l.network_allow),
+            network_deny: rules_from_wire(l.network_deny),
         }
     }
 }
@@ -958,6 +1047,11 @@ mod tests {
             json!({"memory_bytes": -1}),
             json!({"cpus": "lots"}),
             json!({"pids": 7, "extra": 1}),
+            json!({"network": "public", "network_allow": ["10.0.0.2:80"], "network_deny": []}),
+            json!({"network": "default", "network_allow": null}),
+            json!({"network": "open"}),
+            json!({"network_allow": ["10.0.0.0/33"]}),
+            json!({"network_deny": "10.0.0.0/8"}),
         ] {
             let wire = read::<LimitOverridesUpdate>(&body);
             let domain = read::<state::LimitOverrides>(&body);
@@ -1029,6 +1123,9 @@ mod tests {
                 memory_bytes: LimitValue::Value(1 << 30),
                 cpus: LimitValue::Unlimited,
                 pids: LimitValue::Default,
+                network: state::NetworkOverride::Public,
+                network_allow: Some(vec!["10.0.0.2:80".parse().unwrap()]),
+                network_deny: None,
             },
             sandbox: "running".into(),
             terminals: 2,
