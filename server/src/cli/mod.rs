@@ -78,6 +78,8 @@ impl LimitArgs {
 
 /// The network policy of each sandbox (`run`, `serve`, `exec`;
 /// docs/network.md).
+// The doc comments are the --help text, in clap's notation, not Markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, Args)]
 pub struct NetworkArgs {
     /// Network of each sandbox: none (only loopback) or public (outbound

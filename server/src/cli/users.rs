@@ -17,6 +17,8 @@ use warren_domain::sandboxes::SandboxBackend;
 use warren_domain::state::LimitOverrides;
 use warren_runtime::network::{NetworkMode, NetworkPolicy};
 
+// The doc comments are the --help text, not Markdown.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
     /// List every tenant.
