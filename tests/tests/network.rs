@@ -50,10 +50,14 @@ impl World {
 
     /// `warren` inside the world.
     fn warren(&self) -> Command {
+        self.inside(warren_command())
+    }
+
+    /// `base` run inside the world.
+    fn inside(&self, base: Command) -> Command {
         match &self.owned {
-            None => warren_command(),
+            None => base,
             Some(name) => {
-                let base = warren_command();
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", &format!("{name}-w")])
                     .arg(base.get_program());
@@ -483,4 +487,99 @@ fn a_tenants_override_wins_over_the_servers_policy() {
     );
     let shown = String::from_utf8_lossy(&users(&["show", "alice"]).stdout).to_string();
     assert!(shown.contains("10.0.0.2/32:80"), "nothing changed: {shown}");
+}
+
+#[test]
+fn stats_and_metrics_count_the_bytes_a_sandbox_moved() {
+    let Some(world) = World::get("g") else { return };
+    if !have_curl() {
+        return;
+    }
+    let env = Env::new();
+    let port = 20_000 + std::process::id() % 20_000;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut serve = world
+        .warren()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--network",
+            "public",
+        ])
+        .args(["--state-dir", &env.state_dir().display().to_string()])
+        .args([
+            "--workspace-root",
+            &env.workspace_root().display().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn warren serve");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
+    let token_file = env.state_dir().join("admin-token");
+    let curl = |args: &[&str]| -> String {
+        let token = std::fs::read_to_string(&token_file).unwrap_or_default();
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--max-time",
+            "60",
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+        ])
+        .args(args);
+        let out = world.inside(c).output().expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut up = false;
+    for _ in 0..200 {
+        if token_file.exists() && curl(&[&format!("{base}/healthz")]).trim() == "ok" {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let serve_pid = serve.id();
+    let _stop = Stop(serve);
+    assert!(up, "warren serve (pid {serve_pid}) did not come up");
+    let post = |path: &str, body: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            &format!("{base}{path}"),
+        ])
+    };
+    post("/api/users", r#"{"id": "alice"}"#);
+    let ran = post(
+        "/api/users/alice/exec",
+        r#"{"argv": ["curl", "-sS", "-o", "/dev/null", "http://93.184.215.14/bytes/3000000"]}"#,
+    );
+    assert!(ran.contains(r#""exit_code":0"#), "{ran}");
+    let stats: serde_json::Value =
+        serde_json::from_str(&curl(&[&format!("{base}/api/users/alice/stats")])).unwrap();
+    assert_eq!(stats["record"]["network"]["mode"], "public", "{stats}");
+    let received = stats["network"]["received_bytes"].as_u64().unwrap_or(0);
+    let sent = stats["network"]["sent_bytes"].as_u64().unwrap_or(0);
+    assert!(received >= 3_000_000, "{stats}");
+    assert!(sent > 0 && sent < received, "{stats}");
+    let metrics = curl(&[&format!("{base}/metrics")]);
+    assert!(
+        metrics.contains(r#"warren_tenant_network_bytes{user="alice",direction="received"}"#),
+        "{metrics}"
+    );
 }

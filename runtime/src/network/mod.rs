@@ -178,34 +178,6 @@ pub fn why_missing(tier: Isolation, facts: &NetworkFacts) -> Option<String> {
     }
 }
 
-/// `warren doctor`'s answer: can this host give `public` in `tier`, and if
-/// not, why and how to fix it.
-pub fn doctor_check(tier: Isolation, facts: &NetworkFacts) -> crate::host::Check {
-    match why_missing(tier, facts) {
-        None => crate::host::Check {
-            ok: true,
-            detail: format!(
-                "public available: pasta {}, nft {}, {} host address(es) refused to sandboxes",
-                facts.pasta.as_deref().unwrap_or(Path::new("?")).display(),
-                facts.nft.as_deref().unwrap_or(Path::new("?")).display(),
-                facts.host_addrs.len()
-            ),
-            fix: None,
-        },
-        Some(why) => crate::host::Check {
-            ok: false,
-            detail: format!("public not available: {why}"),
-            fix: Some(match tier {
-                Isolation::Namespaces if facts.pasta.is_none() => "apt-get install passt".into(),
-                Isolation::Namespaces if facts.nft.is_none() => "apt-get install nftables".into(),
-                Isolation::Namespaces => "give the host a default route (ip route)".into(),
-                _ => "allow user namespaces (see the user namespaces line), or run with --network none"
-                    .into(),
-            }),
-        },
-    }
-}
-
 /// The plan and the record for `policy` in `tier` on a host with `facts`,
 /// and the reason `public` is missing, if it is.
 pub fn plan(

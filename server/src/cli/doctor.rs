@@ -20,7 +20,7 @@ pub fn doctor(json: bool) -> i32 {
         true => warren_runtime::spec::Isolation::Namespaces,
         false => warren_runtime::spec::Isolation::Landlock,
     };
-    let network = warren_runtime::network::doctor_check(tier, &warren_runtime::network::probe());
+    let network = host::network_check(tier, &warren_runtime::network::probe());
     if json {
         let v = serde_json::json!({
             "host": report,
