@@ -498,7 +498,7 @@ fn stats_and_metrics_count_the_bytes_a_sandbox_moved() {
     let env = Env::new();
     let port = 20_000 + std::process::id() % 20_000;
     let base = format!("http://127.0.0.1:{port}");
-    let mut serve = world
+    let serve = world
         .warren()
         .args([
             "serve",
