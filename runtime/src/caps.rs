@@ -44,10 +44,10 @@ fn set_ids(uid: u32, gid: u32) -> Result<(), SetupError> {
 
 /// Runs `f` (which starts a program) with `cap` raised in the ambient
 /// set, so the program keeps it across its execve although our uid is not
-/// root in the namespace; cleared again before returning. PID 1 uses it to
-/// let `nft` load the egress filter (CAP_NET_ADMIN in the sandbox's user
-/// namespace, which owns its network namespace) before any tenant code
-/// runs.
+/// root in the namespace; cleared again before returning. The shim's
+/// helper that joined a sandbox's namespaces uses it to let `nft` load the
+/// egress filter (CAP_NET_ADMIN in the sandbox's user namespace, which owns
+/// its network namespace) before any tenant code runs.
 pub fn with_ambient<R>(cap: caps::Capability, f: impl FnOnce() -> R) -> Result<R, SetupError> {
     caps::raise(None, CapSet::Inheritable, cap)
         .map_err(|e| caps_fail("raise inheritable capability", e))?;

@@ -23,7 +23,7 @@ use crate::command::confine;
 use crate::inside::*;
 use crate::join::{self, Target};
 use crate::network::{
-    load_filter_in_child, start_pasta_from_parent, stop_pasta, wait_for_network_in_child,
+    load_filter_from_parent, start_pasta_from_parent, stop_pasta, wait_for_network_in_child,
     wait_for_pasta,
 };
 use crate::outside::{self, detach_from_caller, or_kill, or_kill_with};
@@ -51,6 +51,7 @@ pub fn create(
     drop((ready_r, pty)); // only PID 1 uses them; our copies would hide its failure (no EOF)
     or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
     or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid))?; // counted before it runs anything
+    or_kill(pid, load_filter_from_parent(&plan.network, pid))?; // before anything of the tenant runs; it never holds CAP_NET_ADMIN there
     let mut pasta = or_kill_with(pid, start_pasta_from_parent(&plan.network, pid))?;
     release(ready_w, pid, report)?;
     or_kill(pid, wait_for_pasta(&mut pasta, pid))?; // while PID 1 builds the root; it waits too
@@ -83,7 +84,6 @@ fn pid1_steps(
     wait_for_parent(ready)?; // our id maps and cgroup are in place
     unshare_cgroup_namespace(plan)?; // now in our cgroup: it becomes the namespace's root
     set_no_new_privs()?; // early: from here on no execve can gain privileges
-    load_filter_in_child(&plan.network)?; // while we hold CAP_NET_ADMIN here and see the host's nft; the tenant never will
     let sources = open_sources_in_child(&plan.mounts)?; // as the shim's host uid: the workspace root is 0700
     become_user_for_mounts(spec)?; // files we create need an owner the namespace maps
     apply_in_child(&plan.mounts, &sources)?; // our caps in the new userns; ends in pivot_root

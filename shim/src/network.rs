@@ -1,14 +1,15 @@
-//! The sandbox's network (docs/network.md): pasta started from the host
-//! side and attached to PID 1's namespaces, and the egress filter loaded
-//! by PID 1 into its network namespace before it drops its capabilities.
+//! The sandbox's network (docs/network.md): the egress filter loaded into
+//! PID 1's network namespace and pasta attached to its namespaces, both
+//! from the host side while PID 1 waits to be released.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use warren_runtime::network::{self, pasta, NetworkPlan};
 use warren_runtime::report::SetupError;
@@ -135,18 +136,70 @@ pub fn stop_pasta(pasta: Option<Pasta>) {
     }
 }
 
-/// Loads the egress filter into our network namespace with `nft -f -`,
-/// holding CAP_NET_ADMIN in the sandbox's user namespace (we are PID 1,
-/// before dropping every capability), and checks the table is there.
-pub fn load_filter_in_child(plan: &NetworkPlan) -> Result<(), SetupError> {
+const FILTER_STEP: &str = "load the network filter";
+
+/// Loads the egress filter into the network namespace of `pid` (PID 1,
+/// not yet released, so nothing of the tenant runs yet) with `nft -f -`.
+/// From the host side, so nft is charged to us, not to the tenant's
+/// cgroup (a tight memory limit would kill it): a forked helper joins the
+/// sandbox's user namespace (we own it: every capability there) and
+/// network namespace, raises CAP_NET_ADMIN as ambient so nft keeps it
+/// (our uid is not root in there), and runs nft.
+pub fn load_filter_from_parent(plan: &NetworkPlan, pid: Pid) -> Result<(), SetupError> {
+    if plan.filter.is_none() {
+        return Ok(());
+    }
+    let open = |ns: &str| {
+        File::open(format!("/proc/{pid}/ns/{ns}")).map_err(|e| {
+            SetupError::new(
+                FILTER_STEP,
+                format!("open the sandbox's {ns} namespace: {e}"),
+            )
+        })
+    };
+    let (userns, netns) = (open("user")?, open("net")?);
+    let (why_r, why_w) = nix::unistd::pipe().map_err(|e| SetupError::errno(FILTER_STEP, e))?;
+    let helper = match sys::fork_process().map_err(|e| SetupError::errno(FILTER_STEP, e))? {
+        sys::Forked::Child => {
+            drop(why_r);
+            let result = nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
+                .and_then(|()| nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET))
+                .map_err(|e| SetupError::errno("join the sandbox's namespaces", e))
+                .and_then(|()| load_filter(plan));
+            let code = match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = File::from(why_w).write_all(e.to_string().as_bytes());
+                    1
+                }
+            };
+            sys::exit_immediately(code)
+        }
+        sys::Forked::Parent(child) => child,
+    };
+    drop(why_w);
+    let mut why = String::new();
+    let _ = File::from(why_r).read_to_string(&mut why);
+    match warren_runtime::init::wait_for(helper) {
+        Some(warren_runtime::report::Exit::Code(0)) => Ok(()),
+        other => Err(SetupError::new(
+            FILTER_STEP,
+            match why.is_empty() {
+                true => format!("the helper ended with {other:?}"),
+                false => why,
+            },
+        )
+        .with_hint("see docs/network.md (nftables in the sandbox's namespace)")),
+    }
+}
+
+/// Runs `nft -f -` with the plan's ruleset, holding CAP_NET_ADMIN as an
+/// ambient capability.
+fn load_filter(plan: &NetworkPlan) -> Result<(), SetupError> {
     let Some((nft, rules)) = &plan.filter else {
         return Ok(());
     };
-    let step = "load the network filter";
-    let fail = |why: String| {
-        SetupError::new(step, why)
-            .with_hint("see docs/network.md (nftables in the sandbox's namespace)")
-    };
+    let fail = |why: String| SetupError::new(FILTER_STEP, why);
     let output = caps::with_ambient(caps::Capability::CAP_NET_ADMIN, || {
         let mut child = Command::new(nft)
             .args(["-f", "-"])

@@ -1,8 +1,9 @@
 //! The sandbox's egress filter as an nftables ruleset, in pure code. The
-//! shim loads it into the sandbox's network namespace while it still holds
-//! CAP_NET_ADMIN there, before anything of the tenant runs; the tenant
-//! never holds that capability in a namespace owned by the sandbox's user
-//! namespace, so it cannot change it (docs/network.md, "Enforcement").
+//! shim loads it into the sandbox's network namespace from the host side
+//! (it owns the sandbox's user namespace) before anything of the tenant
+//! runs; the tenant never holds CAP_NET_ADMIN in a namespace owned by the
+//! sandbox's user namespace, so it cannot change it (docs/network.md,
+//! "Enforcement").
 
 use std::fmt::Write;
 use std::net::IpAddr;
