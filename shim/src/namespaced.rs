@@ -23,8 +23,8 @@ use crate::command::confine;
 use crate::inside::*;
 use crate::join::{self, Target};
 use crate::network::{
-    load_filter_from_parent, start_pasta_from_parent, stop_pasta, wait_for_network_in_child,
-    wait_for_pasta,
+    load_filter_from_parent, open_namespaces_from_parent, start_pasta_from_parent, stop_pasta,
+    wait_for_network_in_child, wait_for_pasta,
 };
 use crate::outside::{self, detach_from_caller, or_kill, or_kill_with};
 use crate::process::*;
@@ -51,10 +51,15 @@ pub fn create(
     drop((ready_r, pty)); // only PID 1 uses them; our copies would hide its failure (no EOF)
     or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
     or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid))?; // counted before it runs anything
-    or_kill(pid, load_filter_from_parent(&plan.network, pid))?; // before anything of the tenant runs; it never holds CAP_NET_ADMIN there
-    let mut pasta = or_kill_with(pid, start_pasta_from_parent(&plan.network, pid))?;
+    let ns = or_kill_with(pid, open_namespaces_from_parent(&plan.network, pid))?; // while PID 1 is still dumpable
     release(ready_w, pid, report)?;
-    or_kill(pid, wait_for_pasta(&mut pasta, pid))?; // while PID 1 builds the root; it waits too
+    // While PID 1 builds the root: the filter first, then pasta, whose
+    // route PID 1 waits for before any command, so nothing of the tenant
+    // runs before the filter is in place (the tenant never holds
+    // CAP_NET_ADMIN there).
+    or_kill(pid, load_filter_from_parent(&plan.network, ns.as_ref()))?;
+    let mut pasta = or_kill_with(pid, start_pasta_from_parent(&plan.network, ns))?;
+    or_kill(pid, wait_for_pasta(&mut pasta, pid))?;
     let exit = outside::supervise(pid, report); // until PID 1, and with it the sandbox, ends
     stop_pasta(pasta); // nothing of its network is left
     outside::remove_cgroup(cgroup, &spec, report);

@@ -22,24 +22,19 @@ const PASTA_READY: Duration = Duration::from_secs(10);
 /// The pasta process of a live sandbox.
 pub struct Pasta(Child);
 
-/// Starts pasta attached to the namespaces of `pid` (PID 1, not yet
-/// released); [`wait_for_pasta`] then waits for it while PID 1 builds the
-/// sandbox, which itself starts no command before its network is up
-/// ([`wait_for_network_in_child`]).
-pub fn start_pasta_from_parent(plan: &NetworkPlan, pid: Pid) -> Result<Option<Pasta>, SetupError> {
-    let Some(bin) = &plan.pasta else {
+/// Starts pasta attached to the sandbox's namespaces `ns` (after the
+/// filter is loaded); [`wait_for_pasta`] then waits for it while PID 1
+/// builds the sandbox, which itself starts no command before its network
+/// is up ([`wait_for_network_in_child`]).
+pub fn start_pasta_from_parent(
+    plan: &NetworkPlan,
+    ns: Option<Namespaces>,
+) -> Result<Option<Pasta>, SetupError> {
+    let (Some(bin), Some(ns)) = (&plan.pasta, ns) else {
         return Ok(None);
     };
     let as_root = nix::unistd::geteuid().is_root();
-    let open = |ns: &str| {
-        File::open(format!("/proc/{pid}/ns/{ns}"))
-            .map(OwnedFd::from)
-            .map_err(|e| SetupError::new(STEP, format!("open the sandbox's {ns} namespace: {e}")))
-    };
-    let fds = vec![
-        (open("user")?, pasta::USERNS_FD),
-        (open("net")?, pasta::NETNS_FD),
-    ];
+    let fds = vec![(ns.user, pasta::USERNS_FD), (ns.net, pasta::NETNS_FD)];
     let mut cmd = Command::new(bin);
     cmd.args(pasta::args(as_root, Path::new("/dev/null")))
         .stdin(Stdio::null())
@@ -52,6 +47,33 @@ pub fn start_pasta_from_parent(plan: &NetworkPlan, pid: Pid) -> Result<Option<Pa
 }
 
 const STEP: &str = "start pasta";
+
+/// The sandbox's user and network namespaces, held open by the shim.
+pub struct Namespaces {
+    user: OwnedFd,
+    net: OwnedFd,
+}
+
+/// Opens the namespaces of `pid` (PID 1, not yet released: while it
+/// waits it is still dumpable, so its /proc entry can be opened) when the
+/// sandbox gets a network; the filter and pasta use them after the release.
+pub fn open_namespaces_from_parent(
+    plan: &NetworkPlan,
+    pid: Pid,
+) -> Result<Option<Namespaces>, SetupError> {
+    if plan.pasta.is_none() {
+        return Ok(None);
+    }
+    let open = |ns: &str| {
+        File::open(format!("/proc/{pid}/ns/{ns}"))
+            .map(OwnedFd::from)
+            .map_err(|e| SetupError::new(STEP, format!("open the sandbox's {ns} namespace: {e}")))
+    };
+    Ok(Some(Namespaces {
+        user: open("user")?,
+        net: open("net")?,
+    }))
+}
 
 /// Waits until the sandbox whose PID 1 is `pid` has its default route, or
 /// pasta fails (its exit status is the error).
@@ -138,32 +160,28 @@ pub fn stop_pasta(pasta: Option<Pasta>) {
 
 const FILTER_STEP: &str = "load the network filter";
 
-/// Loads the egress filter into the network namespace of `pid` (PID 1,
-/// not yet released, so nothing of the tenant runs yet) with `nft -f -`.
+/// Loads the egress filter into the sandbox's network namespace `ns` with
+/// `nft -f -`, before pasta starts: PID 1 starts no command before pasta's
+/// route is there, so nothing of the tenant runs without the filter.
 /// From the host side, so nft is charged to us, not to the tenant's
 /// cgroup (a tight memory limit would kill it): a forked helper joins the
 /// sandbox's user namespace (we own it: every capability there) and
 /// network namespace, raises CAP_NET_ADMIN as ambient so nft keeps it
 /// (our uid is not root in there), and runs nft.
-pub fn load_filter_from_parent(plan: &NetworkPlan, pid: Pid) -> Result<(), SetupError> {
-    if plan.filter.is_none() {
+pub fn load_filter_from_parent(
+    plan: &NetworkPlan,
+    ns: Option<&Namespaces>,
+) -> Result<(), SetupError> {
+    let (Some(_), Some(ns)) = (&plan.filter, ns) else {
         return Ok(());
-    }
-    let open = |ns: &str| {
-        File::open(format!("/proc/{pid}/ns/{ns}")).map_err(|e| {
-            SetupError::new(
-                FILTER_STEP,
-                format!("open the sandbox's {ns} namespace: {e}"),
-            )
-        })
     };
-    let (userns, netns) = (open("user")?, open("net")?);
+    let (userns, netns) = (&ns.user, &ns.net);
     let (why_r, why_w) = nix::unistd::pipe().map_err(|e| SetupError::errno(FILTER_STEP, e))?;
     let helper = match sys::fork_process().map_err(|e| SetupError::errno(FILTER_STEP, e))? {
         sys::Forked::Child => {
             drop(why_r);
-            let result = nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
-                .and_then(|()| nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET))
+            let result = nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER)
+                .and_then(|()| nix::sched::setns(netns, CloneFlags::CLONE_NEWNET))
                 .map_err(|e| SetupError::errno("join the sandbox's namespaces", e))
                 .and_then(|()| load_filter(plan));
             let code = match result {
