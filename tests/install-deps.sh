@@ -23,6 +23,7 @@ packages=(
   systemd                  # systemd-analyze verify of deploy/ (server/tests/deploy.rs)
   chromium                 # the browser end-to-end test (tests/e2e)
   python3 python3-venv     # schemathesis for the API fuzzer (tests/fuzz), the Python client's tests
+  passt nftables dnsmasq-base   # a sandbox's network: pasta, its egress filter; the tests' fake internet (tests/fakenet)
   haproxy socat jq curl    # deploy/haproxy and its test (server/tests/scale_out.rs, deploy/check.sh)
 )
 # Commands that may come from elsewhere than Debian (nvm, rustup): only

@@ -77,12 +77,15 @@ chmod 755 "$suid_dir"
 install -m 4755 -o root "$(find target/debug/build -name warren-probe -type f | head -1)" "$suid_dir/suid-probe"
 trap 'rm -rf "$home" "$suid_dir"' EXIT
 
+# The network test runs inside a fake internet built as root
+# (tests/fakenet/fakenet.sh): `$net` puts the mode's command in it.
+net=()
 as_user() {
   # --init-groups: the user's groups from /etc/group, as a login has them,
   # so the tests see that no supplementary group reaches a tenant.
-  setpriv --reuid="$user" --regid="$user" --init-groups --reset-env \
+  "${net[@]}" setpriv --reuid="$user" --regid="$user" --init-groups --reset-env \
     env HOME="$home" TMPDIR="$home" CI="${CI:-}" WARREN_MUST_RUN="${WARREN_MUST_RUN:-}" PATH=/usr/bin:/bin \
-    WARREN_SUID_PROBE="$suid_dir/suid-probe" "$@"
+    WARREN_SUID_PROBE="$suid_dir/suid-probe" WARREN_FAKENET="${WARREN_FAKENET:-}" "$@"
 }
 
 # The subuid mode gives the user /etc/subuid and /etc/subgid ranges for the
@@ -93,7 +96,7 @@ restore_subids() {
   done
 }
 for f in subuid subgid; do [[ -e /etc/$f ]] && cp "/etc/$f" "$suid_dir/$f.orig"; done
-trap 'restore_subids; rm -rf "$home" "$suid_dir"' EXIT
+trap 'restore_subids; tests/fakenet/fakenet.sh down wmatrix; rm -rf "$home" "$suid_dir"' EXIT
 for mode in user userns-user subuid userns; do
   echo "== mode: $mode"
   if [[ $mode == subuid || $mode == userns ]]; then
@@ -106,11 +109,17 @@ for mode in user userns-user subuid userns; do
   done
   for bin in "${test_bins[@]}"; do
     echo "-- $(basename "$bin")"
+    net=() && unset WARREN_FAKENET
+    if [[ $(basename "$bin") == network-* ]]; then
+      tests/fakenet/fakenet.sh up wmatrix
+      net=(ip netns exec wmatrix-w) && export WARREN_FAKENET=wmatrix
+    fi
     case $mode in
       userns-user) as_user unshare --user --map-root-user env WARREN_TEST_MODE=userns-user "$bin" ;;
-      userns) unshare --user --map-auto --map-root-user env WARREN_TEST_MODE=userns WARREN_SUID_PROBE="$suid_dir/suid-probe" "$bin" ;;
+      userns) "${net[@]}" unshare --user --map-auto --map-root-user env WARREN_TEST_MODE=userns WARREN_SUID_PROBE="$suid_dir/suid-probe" "$bin" ;;
       *) as_user env WARREN_TEST_MODE="$mode" "$bin" ;;
     esac
+    [[ ${#net[@]} -eq 0 ]] || tests/fakenet/fakenet.sh down wmatrix
   done
   if [[ $mode == subuid || $mode == userns ]]; then restore_subids; fi
 done

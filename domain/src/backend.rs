@@ -121,6 +121,12 @@ pub trait Sandbox: Send + Sync + 'static {
     /// when it has one.
     fn usage(&self) -> Option<Usage>;
 
+    /// Bytes sent and received over the sandbox's network, when it has one
+    /// (`public`).
+    fn network_usage(&self) -> Option<warren_runtime::network::NetUsage> {
+        None
+    }
+
     /// Stops the sandbox: kills every process in it and releases what it
     /// holds (cgroups). Called once, when the sandbox is idle or the server
     /// shuts down, or after it ended by itself; processes still running get

@@ -14,6 +14,7 @@ use warren_runtime::tenant::{Tenant, TenantError};
 use warren_runtime::workspace::{self, WorkspaceError};
 
 use crate::state::{State, StateError, TenantRecord};
+use warren_runtime::network::NetworkPolicy;
 
 /// Where state and homes live, and how host uids are handed out.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct Request {
     pub hold: bool,
     /// The tier, chosen once per host (`host::choose_tier`).
     pub isolation: Isolation,
+    /// The server's network policy; the tenant's overrides win.
+    pub network: NetworkPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -314,6 +317,7 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         require_limits: req.require_limits,
         hold: req.hold,
         isolation: req.isolation,
+        network: record.limits.network_policy(&req.network),
     };
     spec.validate()?;
     Ok(spec)

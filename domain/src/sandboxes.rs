@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use warren_runtime::network::NetworkPolicy;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -46,6 +47,7 @@ pub struct SandboxBackend {
     limits: Limits,
     require_limits: bool,
     isolation: Isolation,
+    network: NetworkPolicy,
     shim: PathBuf,
     shell: Vec<String>,
 }
@@ -72,6 +74,7 @@ impl SandboxBackend {
             limits,
             require_limits,
             isolation: Isolation::Namespaces,
+            network: NetworkPolicy::public(),
             shim: launch::shim_path(),
             shell,
         }
@@ -81,6 +84,12 @@ impl SandboxBackend {
     /// start: `host::choose_tier`).
     pub fn with_isolation(mut self, isolation: Isolation) -> SandboxBackend {
         self.isolation = isolation;
+        self
+    }
+
+    /// With another network policy than `public` (docs/network.md).
+    pub fn with_network(mut self, network: NetworkPolicy) -> SandboxBackend {
+        self.network = network;
         self
     }
 
@@ -209,6 +218,7 @@ impl Backend for SandboxBackend {
                 require_limits: self.require_limits,
                 tmp_size_mib: 256,
                 isolation: self.isolation,
+                network: self.network.clone(),
                 ..Default::default()
             };
             let settings = self.settings.clone();
@@ -247,6 +257,7 @@ impl Backend for SandboxBackend {
                 tmp_size_mib: 256,
                 term: Some("xterm-256color".into()),
                 isolation: self.isolation,
+                network: self.network.clone(),
                 ..Default::default()
             };
             let settings = self.settings.clone();
@@ -397,6 +408,15 @@ struct UserSandbox {
 impl Sandbox for UserSandbox {
     fn record(&self) -> &SandboxRecord {
         &self.record
+    }
+
+    fn network_usage(&self) -> Option<warren_runtime::network::NetUsage> {
+        // Only a sandbox with a network namespace of its own: elsewhere
+        // PID 1's /proc/<pid>/net is the host's.
+        let public =
+            self.record.network.as_ref()?.mode == warren_runtime::network::NetworkMode::Public;
+        let pid = self.target.init_pid;
+        (public && pid > 1).then(|| warren_runtime::network::usage_of(pid))?
     }
 
     fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {

@@ -215,6 +215,9 @@ pub fn render(info: &SandboxInfo, usage: &ProcUsage, status: &str) -> String {
     if !record.limits.per_process.is_empty() {
         let _ = writeln!(s, "per process  {}", record.limits.per_process.join(", "));
     }
+    if let Some(net) = &record.network {
+        let _ = writeln!(s, "network      {}", network_line(net));
+    }
     let _ = writeln!(
         s,
         "usage        memory {} resident in {} processes, {} tasks, cpu {:.1} s used",
@@ -224,6 +227,29 @@ pub fn render(info: &SandboxInfo, usage: &ProcUsage, status: &str) -> String {
         usage.cpu_seconds
     );
     s
+}
+
+/// The network in words: the mode, the allow and deny entries, the
+/// resolver.
+fn network_line(net: &crate::network::NetworkRecord) -> String {
+    let mut parts = vec![net.mode.to_string()];
+    let list = |rules: &[crate::network::Rule]| {
+        rules
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if !net.allow.is_empty() {
+        parts.push(format!("allow {}", list(&net.allow)));
+    }
+    if !net.deny.is_empty() {
+        parts.push(format!("deny {}", list(&net.deny)));
+    }
+    if let Some(r) = net.resolver {
+        parts.push(format!("resolver {r}"));
+    }
+    parts.join(", ")
 }
 
 /// `warren-info` itself: reads the description ([`INFO_ENV`], else
@@ -289,6 +315,12 @@ mod tests {
                 limits: LimitsInForce::cgroup(Limits::default(), vec![]),
                 seccomp: Some("default-v2".into()),
                 landlock: Some(crate::landlock::expected(7)),
+                network: Some(crate::network::NetworkRecord {
+                    mode: crate::network::NetworkMode::Public,
+                    allow: vec!["10.0.0.2:80".parse().unwrap()],
+                    deny: Vec::new(),
+                    resolver: Some("169.254.1.1".parse().unwrap()),
+                }),
             },
         };
         let status = "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
@@ -314,6 +346,10 @@ mod tests {
         );
         assert!(r.contains("memory 10.0 MiB resident in 3 processes"), "{r}");
         assert!(!r.contains("per process"), "{r}");
+        assert!(
+            r.contains("network      public, allow 10.0.0.2/32:80, resolver 169.254.1.1"),
+            "{r}"
+        );
 
         let mut limits = LimitsInForce::cgroup(Limits::NONE, vec!["memory".into(), "cpu".into()]);
         limits.per_process = vec!["core dumps off".into()];

@@ -16,6 +16,7 @@ pub mod landlock;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;
+pub mod network;
 pub mod plan;
 pub mod pty;
 pub mod record;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Limits;
 use crate::landlock::LandlockStatus;
+use crate::network::NetworkRecord;
 use crate::spec::Isolation;
 
 /// What a sandbox got.
@@ -33,8 +34,12 @@ pub struct SandboxRecord {
     /// the tier uses no Landlock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landlock: Option<LandlockStatus>,
-    // The network policy and the disk limit join here, as fields of their
-    // own, when the sandbox gets them.
+    /// The network the sandbox got: mode, allow and deny entries, the
+    /// resolver; absent where nothing was planned (the echo backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkRecord>,
+    // The disk limit joins here, as a field of its own, when the sandbox
+    // gets it.
 }
 
 /// The limits a sandbox runs under.
@@ -110,6 +115,7 @@ impl SandboxRecord {
             limits: LimitsInForce::cgroup(Limits::NONE, asked_for(wanted)),
             seccomp: None,
             landlock: None,
+            network: None,
         }
     }
 }
@@ -145,6 +151,12 @@ mod tests {
             },
             seccomp: Some("default-v2+shared-host-v1".into()),
             landlock: Some(crate::landlock::expected(4)),
+            network: Some(NetworkRecord {
+                mode: crate::network::NetworkMode::Public,
+                allow: vec!["10.0.0.2:80".parse().unwrap()],
+                deny: Vec::new(),
+                resolver: Some("169.254.1.1".parse().unwrap()),
+            }),
         };
         let back: SandboxRecord =
             serde_json::from_str(&serde_json::to_string(&full).unwrap()).unwrap();

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Limits;
+use crate::network::NetworkPolicy;
 use crate::pty::WinSize;
 use crate::seccomp::Profile;
 use crate::tenant::Tenant;
@@ -152,6 +153,9 @@ pub struct SandboxSpec {
     /// The isolation tier to build.
     #[serde(default)]
     pub isolation: Isolation,
+    /// What the sandbox may reach over the network (docs/network.md).
+    #[serde(default)]
+    pub network: NetworkPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -352,6 +356,7 @@ pub(crate) mod tests {
             require_limits: false,
             hold: false,
             isolation: Isolation::Namespaces,
+            network: NetworkPolicy::none(),
         }
     }
 

@@ -138,8 +138,15 @@
   function showTier(msg) {
     const limits = msg.limits || {};
     const weak = msg.tier !== 'namespaces' || (limits.missing && limits.missing.length > 0);
-    tierEl.textContent = `isolation: ${msg.tier}`;
+    const net = msg.network;
+    tierEl.textContent = `isolation: ${msg.tier}` + (net ? ` · network: ${net.mode}` : '');
     let title = `limits: ${limitsText(msg.limits)}`;
+    if (net) {
+      title += `\nnetwork: ${net.mode}`;
+      if (net.allow && net.allow.length) title += `, allow ${net.allow.join(' ')}`;
+      if (net.deny && net.deny.length) title += `, deny ${net.deny.join(' ')}`;
+      if (net.resolver) title += `, resolver ${net.resolver}`;
+    }
     if (limits.per_process && limits.per_process.length) title += `\nper process: ${limits.per_process.join(', ')}`;
     tierEl.title = title;
     tierEl.classList.toggle('weak', weak);

@@ -22,6 +22,7 @@ mod inside;
 mod join;
 mod limits;
 mod namespaced;
+mod network;
 mod outside;
 mod process;
 mod reexec;

@@ -43,6 +43,8 @@ const VIEW_SMALL = { width: 720, height: 420 };
 const started = Date.now();
 const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Under CI a check that cannot run fails instead of skipping.
+const MUST_RUN = ['true', '1'].includes(process.env.CI) || process.env.WARREN_MUST_RUN === '1';
 
 // ---------------------------------------------------------------- bookkeeping
 
@@ -55,6 +57,7 @@ const CHECKS = [
   [6, 'warren-info and container-info typed into the terminal print the sandbox\'s facts'],
   [7, 'a file dropped onto the page lands in the home with its contents'],
   [8, 'warren-download FILE offers a link that downloads the file'],
+  [9, 'alice\'s terminal reaches the (fake) internet: curl to the fake upstream works, the host\'s service is refused'],
 ];
 let browser = null;
 let finishing = false; // set once the run is being wound up
@@ -387,8 +390,9 @@ async function main() {
     // The page names the tier and, on hover, the limits in force.
     const badge = alice.page.locator('#tier');
     expect(await badge.isVisible(), 'no isolation badge on the page');
-    expect((await badge.textContent()) === `isolation: ${hello.tier}`,
-      `badge says ${JSON.stringify(await badge.textContent())}, hello says tier ${hello.tier}`);
+    const badgeText = `isolation: ${hello.tier}` + (hello.network ? ` · network: ${hello.network.mode}` : '');
+    expect((await badge.textContent()) === badgeText,
+      `badge says ${JSON.stringify(await badge.textContent())}, hello says tier ${hello.tier}, network ${JSON.stringify(hello.network)}`);
     expect(hello.limits && (await badge.getAttribute('title')).startsWith('limits: '),
       `no limits in the hello frame or the badge: ${JSON.stringify(hello.limits)}`);
     await alice.shot('alice-whoami.png');
@@ -542,6 +546,25 @@ async function main() {
     expect(got === 'download-e2e\n', `the download holds ${JSON.stringify(got)}`);
     expect(download.suggestedFilename() === 'out.txt', `named ${download.suggestedFilename()}`);
     return `out.txt downloaded (${got.length} bytes)`;
+  }, { needs: [2] });
+
+  // run.sh starts everything inside a fake internet (tests/fakenet) when it
+  // can build one (as root): no packet leaves the machine.
+  await check(9, async () => {
+    if (process.env.WARREN_E2E_FAKENET !== '1') {
+      const why = 'not inside the fake internet (tests/e2e/run.sh builds one as root)';
+      expect(!MUST_RUN, why);
+      return `SKIP: ${why}`;
+    }
+    expect(alice !== null, 'alice has no terminal (check 2)');
+    await alice.page.focus('.xterm-helper-textarea');
+    const up = (await alice.run('curl -sS -m 10 upstream.test')).map((r) => r.trim()).filter(Boolean);
+    expect(up.some((r) => r === 'hello from upstream at 93.184.215.14'), `curl to the fake upstream printed ${JSON.stringify(up)}`);
+    // Short lines: a wrapped command line would hide run()'s marker.
+    const host = (await alice.run('curl -s -m 5 198.51.100.7:8081 || echo refused')).map((r) => r.trim()).filter(Boolean);
+    expect(host.length === 1 && host[0] === 'refused', `the host's service was not refused: ${JSON.stringify(host)}`);
+    await alice.shot('alice-curl.png');
+    return `${up.find((r) => r.startsWith('hello'))}; host service ${host[0]}`;
   }, { needs: [2] });
 }
 

@@ -36,6 +36,9 @@ pub struct Stats {
     pub memory_bytes: Option<u64>,
     pub cpu_usec: Option<u64>,
     pub pids: Option<u64>,
+    /// Bytes the running sandbox sent and received over its network (when
+    /// it has one: `public`).
+    pub network: Option<warren_runtime::network::NetUsage>,
     pub terminals: usize,
     pub running_commands: usize,
     pub workspace: Option<HomeUsage>,
@@ -61,6 +64,7 @@ impl Manager {
             .as_ref()
             .and_then(|s| s.usage())
             .unwrap_or(Usage::default());
+        let network = sandbox.as_ref().and_then(|s| s.network_usage());
         let tenant = Tenant::parse(id).map_err(|e| ManageError::BadRequest(e.to_string()))?;
         let bounds = WalkBounds {
             deadline: Instant::now() + STATS_WALK_TIME,
@@ -116,6 +120,7 @@ impl Manager {
             memory_bytes: usage.memory_bytes,
             cpu_usec: usage.cpu_usec,
             pids: usage.pids,
+            network,
             running_commands,
             workspace,
             workspace_error,

@@ -26,6 +26,7 @@ use crate::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_ENV, INFO_PATH,
 use crate::landlock::LandlockPaths;
 use crate::mounts::{self, HostFiles, MountOp};
 use crate::namespaces;
+use crate::network::{self, NetworkFacts, NetworkPlan};
 use crate::record::{LimitsInForce, SandboxRecord};
 use crate::rlimits::{self, Rlimit};
 use crate::seccomp::{self, BpfProgram, Profile, SeccompError};
@@ -56,6 +57,8 @@ pub struct HostFacts {
     pub info_tool: Option<PathBuf>,
     /// The host paths the mount plan looks at.
     pub files: HostFiles,
+    /// pasta, nft and the host's addresses, for a `public` sandbox.
+    pub network: NetworkFacts,
 }
 
 /// The whole plan; see the module documentation for what each tier gets.
@@ -74,6 +77,8 @@ pub struct Plan {
     pub info: SandboxInfo,
     /// What confines each command, the first and every joined one.
     pub confinement: Confinement,
+    /// pasta and the egress filter, for a `public` sandbox.
+    pub network: NetworkPlan,
 }
 
 /// What confines a command of the sandbox. Serializable: the namespace
@@ -184,8 +189,15 @@ pub enum PlanError {
 pub fn build(
     spec: &SandboxSpec,
     host: &HostFacts,
-    cgroup: LimitsInForce,
+    mut cgroup: LimitsInForce,
 ) -> Result<Plan, PlanError> {
+    let (net, net_record, net_missing) =
+        network::plan(&spec.network, spec.isolation, &host.network);
+    if let Some(why) = net_missing.filter(|_| !cgroup.missing.iter().any(|m| m == network::MISSING))
+    {
+        cgroup.missing.push(network::MISSING.into());
+        cgroup.reasons.insert(network::MISSING.into(), why);
+    }
     let namespaced = !spec.isolation.shares_host();
     let clone_flags = match namespaced {
         true => namespaces::sandbox_flags(),
@@ -195,10 +207,13 @@ pub fn build(
     let rlimits = rlimits_for(spec, host, &cgroup.missing);
     let seccomp = seccomp_for(spec, host);
     let joined = with_cgroup_namespace(clone_flags, cgroup_namespace);
-    let info = info_record(spec, host, joined, seccomp, &rlimits, cgroup);
+    let mut info = info_record(spec, host, joined, seccomp, &rlimits, cgroup);
+    // The none tier shares the host's network whatever the policy, as it
+    // shares everything else: no record of a network it does not have.
+    info.sandbox.network = (spec.isolation != Isolation::None).then_some(net_record);
     let (mounts, env, landlock) = match namespaced {
         true => (
-            root_mounts(spec, host, &info)?,
+            root_mounts(spec, host, &info, net.resolv_conf.clone())?,
             spec.env.clone(),
             Some(namespaced_landlock(spec)),
         ),
@@ -221,6 +236,7 @@ pub fn build(
             env,
             landlock_abi: host.landlock_abi,
         },
+        network: net,
     })
 }
 
@@ -263,6 +279,7 @@ fn info_record(
             seccomp: seccomp.reported_name(),
             landlock: (spec.isolation != Isolation::None)
                 .then(|| crate::landlock::expected(host.landlock_abi)),
+            network: None,
         },
     }
 }
@@ -295,8 +312,13 @@ fn root_mounts(
     spec: &SandboxSpec,
     host: &HostFacts,
     info: &SandboxInfo,
+    resolv_conf: Option<String>,
 ) -> Result<Vec<MountOp>, PlanError> {
     let mut ops = mounts::plan_from(spec, &host.files);
+    if let Some(conf) = resolv_conf {
+        // Never the host's file: it may name a resolver the policy refuses.
+        mounts::replace_etc_file(&mut ops, "resolv.conf", conf);
+    }
     let json = serde_json::to_string_pretty(info)?;
     mounts::add_etc_file(&mut ops, INFO_PATH.trim_start_matches("/etc/"), json);
     mounts::add_readonly_file(&mut ops, host.shim_exe.clone(), INFO_BIN.into());

@@ -24,6 +24,12 @@ fn host() -> HostFacts {
         shim_exe: "/usr/lib/warren/warren-shim".into(),
         info_tool: Some("/usr/lib/warren/warren-info".into()),
         files,
+        network: NetworkFacts {
+            pasta: Some("/usr/bin/pasta".into()),
+            nft: Some("/usr/sbin/nft".into()),
+            host_addrs: vec!["192.0.2.2".parse().unwrap()],
+            default_route: true,
+        },
     }
 }
 
@@ -347,4 +353,54 @@ fn confinement_survives_the_reexec_handover() {
         let back: Confinement = serde_json::from_str(&json).unwrap();
         assert_eq!(back, plan.confinement);
     }
+}
+
+#[test]
+fn public_network_plans_pasta_the_filter_and_a_synthesized_resolv_conf() {
+    let mut s = spec(Isolation::Namespaces);
+    s.network = crate::network::NetworkPolicy::public();
+    let plan = build(
+        &s,
+        &host(),
+        LimitsInForce::cgroup(crate::cgroups::Limits::default(), vec![]),
+    )
+    .unwrap();
+    assert!(plan.network.pasta.is_some());
+    assert!(plan.network.filter.is_some());
+    let net = plan.info.sandbox.network.clone().unwrap();
+    assert_eq!(net.mode, crate::network::NetworkMode::Public);
+    let resolv: Vec<_> = plan
+        .mounts
+        .iter()
+        .filter(|o| format!("{o:?}").contains("/etc/resolv.conf"))
+        .collect();
+    assert_eq!(resolv.len(), 1, "{resolv:?}");
+    assert!(
+        format!("{resolv:?}").contains("nameserver 169.254.1.1"),
+        "never the host's file"
+    );
+    assert!(plan.info.sandbox.limits.missing.is_empty());
+}
+
+#[test]
+fn public_network_in_the_landlock_tier_is_missing_with_its_reason() {
+    let mut s = spec(Isolation::Landlock);
+    s.network = crate::network::NetworkPolicy::public();
+    let plan = build(
+        &s,
+        &host(),
+        LimitsInForce::cgroup(crate::cgroups::Limits::default(), vec![]),
+    )
+    .unwrap();
+    let limits = &plan.info.sandbox.limits;
+    assert!(
+        limits.missing.contains(&"network".to_string()),
+        "{limits:?}"
+    );
+    assert!(limits.reasons["network"].contains("no network namespace"));
+    assert_eq!(plan.network.pasta, None, "never the host's network");
+    assert_eq!(
+        plan.info.sandbox.network.as_ref().unwrap().mode,
+        crate::network::NetworkMode::None
+    );
 }

@@ -148,6 +148,8 @@ pub struct ServeArgs {
     pub limits: crate::cli::LimitArgs,
     #[command(flatten)]
     pub isolation: crate::cli::IsolationArgs,
+    #[command(flatten)]
+    pub network: crate::cli::NetworkArgs,
 }
 
 /// `--log-format`.

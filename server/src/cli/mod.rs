@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use warren_runtime::host::{self, TierChoice, TierError, TierRequest};
+use warren_runtime::network::{NetworkMode, NetworkPolicy, PolicyError, Rule};
 use warren_runtime::spec::{Bind, Isolation};
 
 pub mod args;
@@ -76,6 +77,51 @@ impl LimitArgs {
             pids: self.pids.0,
         }
     }
+}
+
+/// The network policy of each sandbox (`run`, `serve`, `exec`;
+/// docs/network.md).
+// The doc comments are the --help text, in clap's notation, not Markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// Network of each sandbox: none (only loopback) or public (outbound
+    /// to public addresses; never the host, private ranges or other
+    /// sandboxes) [default: public for serve and exec, none for run].
+    #[arg(long, env = "WARREN_NETWORK", value_parser = parse_network_mode)]
+    pub network: Option<NetworkMode>,
+    /// Open a destination the policy refuses, CIDR[:PORTS] (e.g.
+    /// 10.0.0.2:80, 10.1.0.0/16:443,8000-8100, [fd00::1]:443); repeat, or
+    /// separate with spaces.
+    #[arg(long, env = "WARREN_NETWORK_ALLOW", value_name = "CIDR[:PORTS]", value_delimiter = ' ', value_parser = parse_rule)]
+    pub network_allow: Vec<Rule>,
+    /// Close more destinations, CIDR[:PORTS]; repeat, or separate with spaces.
+    #[arg(long, env = "WARREN_NETWORK_DENY", value_name = "CIDR[:PORTS]", value_delimiter = ' ', value_parser = parse_rule)]
+    pub network_deny: Vec<Rule>,
+    /// Refuse to start a sandbox when public network cannot be given
+    /// (--require-limits implies it).
+    #[arg(long, env = "WARREN_REQUIRE_NETWORK")]
+    pub require_network: bool,
+}
+
+impl NetworkArgs {
+    /// The policy, `default` where --network is not given.
+    pub fn policy(&self, default: NetworkMode, require_limits: bool) -> NetworkPolicy {
+        NetworkPolicy {
+            mode: self.network.unwrap_or(default),
+            allow: self.network_allow.clone(),
+            deny: self.network_deny.clone(),
+            required: self.require_network || require_limits,
+        }
+    }
+}
+
+fn parse_network_mode(s: &str) -> Result<NetworkMode, String> {
+    s.parse().map_err(|e: PolicyError| e.to_string())
+}
+
+fn parse_rule(s: &str) -> Result<Rule, String> {
+    s.parse().map_err(|e: PolicyError| e.to_string())
 }
 
 /// `--isolation`: which tier sandboxes get (docs/sandbox.md).
@@ -164,6 +210,8 @@ pub struct RunArgs {
     pub user: String,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
     /// Bind a host path read-only into the sandbox (SRC:DST).
     #[arg(long = "ro-bind", value_name = "SRC:DST", value_parser = parse_bind_ro)]
     pub ro_binds: Vec<Bind>,
@@ -300,6 +348,7 @@ pub fn main() -> ExitCode {
                 require_limits: a.limits.require_limits,
                 hold: false,
                 isolation: tier.isolation,
+                network: a.network.policy(NetworkMode::None, a.limits.require_limits),
                 tty: if a.force_tty {
                     crate::cli::run::TtyMode::Always
                 } else {

@@ -75,7 +75,11 @@ pub fn main(args: ServeArgs) -> i32 {
                 args.limits.limits(),
                 args.limits.require_limits,
             )
-            .with_isolation(t.isolation);
+            .with_isolation(t.isolation)
+            .with_network(args.network.policy(
+                warren_runtime::network::NetworkMode::Public,
+                args.limits.require_limits,
+            ));
             Arc::new(match &args.shell {
                 Some(shell) => backend.with_shell(shell.0.clone()),
                 None => backend,

@@ -151,6 +151,78 @@ pub struct LimitOverrides {
     pub memory_bytes: LimitValueBytes,
     pub cpus: LimitValueCpus,
     pub pids: LimitValuePids,
+    /// Absent: `"default"`
+    #[serde(skip_serializing_if = "NetworkOverride::is_default")]
+    pub network: NetworkOverride,
+    /// Destinations opened for this tenant; absent: the server's `--network-allow`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network_allow: Option<Vec<NetworkRule>>,
+    /// Destinations closed for this tenant; absent: the server's `--network-deny`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network_deny: Option<Vec<NetworkRule>>,
+}
+
+/// A tenant's network mode: `"default"` (the server's), `"none"` or `"public"` (docs/network.md)
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkOverride {
+    #[default]
+    Default,
+    None,
+    Public,
+}
+
+/// A destination, `CIDR[:PORTS]` (runtime::network::policy)
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NetworkRule(pub warren_runtime::network::Rule);
+hand_built_schema!(
+    NetworkRule,
+    "NetworkRule",
+    no_nul()
+        .description(Some(
+            "A destination, `CIDR[:PORTS]`: an address with an optional prefix, then optional \
+             ports and ranges (IPv6 with ports in brackets), e.g. `10.0.0.2:80`, \
+             `10.1.0.0/16:443,8000-8100`, `[fd00::1]:443`"
+        ))
+        .examples(["10.0.0.2:80"])
+        .into()
+);
+
+impl NetworkOverride {
+    fn is_default(&self) -> bool {
+        matches!(self, NetworkOverride::Default)
+    }
+}
+
+impl From<state::NetworkOverride> for NetworkOverride {
+    fn from(n: state::NetworkOverride) -> Self {
+        match n {
+            state::NetworkOverride::Default => NetworkOverride::Default,
+            state::NetworkOverride::None => NetworkOverride::None,
+            state::NetworkOverride::Public => NetworkOverride::Public,
+        }
+    }
+}
+
+impl From<NetworkOverride> for state::NetworkOverride {
+    fn from(n: NetworkOverride) -> Self {
+        match n {
+            NetworkOverride::Default => state::NetworkOverride::Default,
+            NetworkOverride::None => state::NetworkOverride::None,
+            NetworkOverride::Public => state::NetworkOverride::Public,
+        }
+    }
+}
+
+fn rules_to_wire(r: Option<Vec<warren_runtime::network::Rule>>) -> Option<Vec<NetworkRule>> {
+    r.map(|v| v.into_iter().map(NetworkRule).collect())
+}
+
+fn rules_from_wire(r: Option<Vec<NetworkRule>>) -> Option<Vec<warren_runtime::network::Rule>> {
+    r.map(|v| v.into_iter().map(|n| n.0).collect())
 }
 
 impl From<state::LimitOverrides> for LimitOverrides {
@@ -159,11 +231,17 @@ impl From<state::LimitOverrides> for LimitOverrides {
             memory_bytes,
             cpus,
             pids,
+            network,
+            network_allow,
+            network_deny,
         } = l;
         LimitOverrides {
             memory_bytes: LimitValueBytes(memory_bytes),
             cpus: LimitValueCpus(cpus),
             pids: LimitValuePids(pids),
+            network: network.into(),
+            network_allow: rules_to_wire(network_allow),
+            network_deny: rules_to_wire(network_deny),
         }
     }
 }
@@ -178,6 +256,14 @@ pub struct LimitOverridesUpdate {
     pub cpus: LimitValueCpus,
     #[serde(default)]
     pub pids: LimitValuePids,
+    #[serde(default)]
+    pub network: NetworkOverride,
+    /// Replaces the server's `--network-allow` for this tenant; left out or null: the server's
+    #[serde(default)]
+    pub network_allow: Option<Vec<NetworkRule>>,
+    /// Replaces the server's `--network-deny` for this tenant; left out or null: the server's
+    #[serde(default)]
+    pub network_deny: Option<Vec<NetworkRule>>,
 }
 
 /// A tenant's own terminal command line
@@ -202,6 +288,9 @@ impl From<LimitOverridesUpdate> for state::LimitOverrides {
             memory_bytes: l.memory_bytes.0,
             cpus: l.cpus.0,
             pids: l.pids.0,
+            network: l.network.into(),
+            network_allow: rules_from_wire(l.network_allow),
+            network_deny: rules_from_wire(l.network_deny),
         }
     }
 }
@@ -364,6 +453,66 @@ pub struct SandboxRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub landlock: Option<LandlockStatus>,
+    /// The sandbox's network (docs/network.md); absent when none was planned
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network: Option<NetworkRecord>,
+}
+
+/// A sandbox's network: the mode in force, the operator's entries, the resolver
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRecord {
+    pub mode: NetworkMode,
+    /// Opened destinations, `CIDR[:PORTS]`; absent when none
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Closed destinations, `CIDR[:PORTS]`; absent when none
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// The address the sandbox's resolv.conf names; absent without a network
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub resolver: Option<String>,
+}
+
+/// Bytes over a sandbox's network (every interface but its loopback)
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetUsage {
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+}
+
+/// A network mode: none (only loopback) or public
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    None,
+    Public,
+}
+
+impl From<warren_runtime::network::NetworkRecord> for NetworkRecord {
+    fn from(n: warren_runtime::network::NetworkRecord) -> Self {
+        let warren_runtime::network::NetworkRecord {
+            mode,
+            allow,
+            deny,
+            resolver,
+        } = n;
+        let words = |rules: Vec<warren_runtime::network::Rule>| {
+            rules.iter().map(ToString::to_string).collect()
+        };
+        NetworkRecord {
+            mode: match mode {
+                warren_runtime::network::NetworkMode::None => NetworkMode::None,
+                warren_runtime::network::NetworkMode::Public => NetworkMode::Public,
+            },
+            allow: words(allow),
+            deny: words(deny),
+            resolver: resolver.map(|r| r.to_string()),
+        }
+    }
 }
 
 /// An isolation tier
@@ -423,6 +572,7 @@ impl From<record::SandboxRecord> for SandboxRecord {
             limits,
             seccomp,
             landlock,
+            network,
         } = r;
         let record::LimitsInForce {
             memory_bytes,
@@ -457,6 +607,7 @@ impl From<record::SandboxRecord> for SandboxRecord {
                     Level::NotEnforced => LandlockLevel::NotEnforced,
                 },
             }),
+            network: network.map(NetworkRecord::from),
         }
     }
 }
@@ -487,6 +638,9 @@ pub struct Stats {
     pub cpu_usec: Option<u64>,
     #[schema(required = true)]
     pub pids: Option<u64>,
+    /// Bytes the running sandbox sent and received over its network; null without one
+    #[schema(required = true)]
+    pub network: Option<NetUsage>,
     pub terminals: usize,
     /// exec, import and export commands running now
     pub running_commands: usize,
@@ -510,6 +664,7 @@ impl From<manage::Stats> for Stats {
             memory_bytes,
             cpu_usec,
             pids,
+            network,
             terminals,
             running_commands,
             workspace,
@@ -526,6 +681,10 @@ impl From<manage::Stats> for Stats {
             memory_bytes,
             cpu_usec,
             pids,
+            network: network.map(|n| NetUsage {
+                sent_bytes: n.sent_bytes,
+                received_bytes: n.received_bytes,
+            }),
             terminals,
             running_commands,
             workspace: workspace.map(Into::into),
@@ -938,6 +1097,11 @@ mod tests {
             json!({"memory_bytes": -1}),
             json!({"cpus": "lots"}),
             json!({"pids": 7, "extra": 1}),
+            json!({"network": "public", "network_allow": ["10.0.0.2:80"], "network_deny": []}),
+            json!({"network": "default", "network_allow": null}),
+            json!({"network": "open"}),
+            json!({"network_allow": ["10.0.0.0/33"]}),
+            json!({"network_deny": "10.0.0.0/8"}),
         ] {
             let wire = read::<LimitOverridesUpdate>(&body);
             let domain = read::<state::LimitOverrides>(&body);
@@ -1011,6 +1175,9 @@ mod tests {
                 memory_bytes: LimitValue::Value(1 << 30),
                 cpus: LimitValue::Unlimited,
                 pids: LimitValue::Default,
+                network: state::NetworkOverride::Public,
+                network_allow: Some(vec!["10.0.0.2:80".parse().unwrap()]),
+                network_deny: None,
             },
             shell: Some("zsh -l".into()),
             sandbox: "running".into(),
@@ -1040,10 +1207,15 @@ mod tests {
                     abi: 6,
                     level: Level::PartiallyEnforced,
                 }),
+                network: None,
             }),
             memory_bytes: Some(4096),
             cpu_usec: None,
             pids: Some(3),
+            network: Some(warren_runtime::network::NetUsage {
+                sent_bytes: 5,
+                received_bytes: 6,
+            }),
             terminals: 2,
             running_commands: 1,
             workspace: Some(workspace::HomeUsage {

@@ -29,6 +29,13 @@ pub struct TenantLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantDirectionLabel {
+    pub user: String,
+    /// `sent` or `received`
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WhatLabel {
     /// `sandbox` (a sandbox start) or `terminal` (a terminal, including its
     /// sandbox's start when it had none).
@@ -44,6 +51,7 @@ pub struct Metrics {
     relayed_bytes: Family<DirectionLabel, Counter>,
     oom_kills: Counter,
     tenant_memory: Family<TenantLabel, Gauge>,
+    tenant_network: Family<TenantDirectionLabel, Gauge>,
     exec_total: Counter,
     audit: AuditMetrics,
 }
@@ -78,6 +86,7 @@ impl Metrics {
             relayed_bytes: Family::default(),
             oom_kills: Counter::default(),
             tenant_memory: Family::default(),
+            tenant_network: Family::default(),
             exec_total: Counter::default(),
             audit: AuditMetrics::default(),
         };
@@ -108,6 +117,11 @@ impl Metrics {
                 "tenant_memory_bytes",
                 "Memory in use by each running sandbox (its cgroup)",
                 m.tenant_memory.clone(),
+            );
+            r.register(
+                "tenant_network_bytes",
+                "Bytes each running sandbox sent and received over its network",
+                m.tenant_network.clone(),
             );
             r.register(
                 "exec",
@@ -170,10 +184,23 @@ impl Metrics {
         let users = registry.users();
         self.sandboxes.set(registry.sandbox_count() as i64);
         self.tenant_memory.clear();
+        self.tenant_network.clear();
         let mut terminals = 0;
         for user in users {
             let s = registry.sessions_of(&user);
             terminals += s.terminals.len();
+            if let Some(net) = s.sandbox.as_ref().and_then(|sb| sb.network_usage()) {
+                for (direction, bytes) in
+                    [("sent", net.sent_bytes), ("received", net.received_bytes)]
+                {
+                    self.tenant_network
+                        .get_or_create(&TenantDirectionLabel {
+                            user: user.as_str().to_string(),
+                            direction,
+                        })
+                        .set(bytes.min(i64::MAX as u64) as i64);
+                }
+            }
             if let Some(mem) = s
                 .sandbox
                 .and_then(|sb| sb.usage())

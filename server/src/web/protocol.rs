@@ -321,6 +321,7 @@ mod tests {
             limits,
             seccomp: None,
             landlock: None,
+            network: None,
         };
         let hello = ServerMessage::Hello {
             protocol: SUBPROTOCOL,
@@ -354,6 +355,7 @@ mod tests {
             limits,
             seccomp: Some("default-v2".into()),
             landlock: Some(warren_runtime::landlock::expected(4)),
+            network: None,
         };
         let hello = ServerMessage::Hello {
             protocol: SUBPROTOCOL,
