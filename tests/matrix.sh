@@ -10,9 +10,12 @@
 #      given /etc/subuid and /etc/subgid ranges for the run (mode `userns`:
 #      each tenant its own non-root id; root under plain --map-root-user
 #      is refused, tests/tests/hardening.rs);
+# the Python client's tests run in the root mode, after the cargo tests;
 # then the cgroup-v2 VM, bounded fuzzing (tests/fuzz) and the browser
 # end-to-end test.
-# Run it as root on a Linux host: sudo tests/matrix.sh
+# Run it as root on a Linux host: sudo tests/matrix.sh. It first installs
+# what the suite needs (tests/install-deps.sh), so a fresh Debian machine
+# needs only a Rust toolchain.
 # With CI=true (or WARREN_MUST_RUN=1) a mode that cannot run fails the run
 # instead of being skipped.
 set -euo pipefail
@@ -24,12 +27,19 @@ skip() {
   echo "matrix: SKIP: $1" >&2
 }
 
+echo "== set-up (tests/install-deps.sh: the Debian packages the suite needs, when missing)"
+if [[ $(id -u) -eq 0 ]]; then
+  tests/install-deps.sh
+else
+  tests/install-deps.sh --check || skip "not root: cannot install what is missing"
+fi
+
 echo "== build"
 cargo build --workspace --all-targets
 # The integration tests exec target/debug/{warren,warren-shim}; list their
 # test executables once so the other modes can run the same files.
 mapfile -t test_bins < <( (cargo test -p warren-tests --no-run --message-format=json;
-  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --test api_fuzz_findings --test import_atomic --test sandbox_record --test disk_limits --no-run --message-format=json) 2>/dev/null \
+  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --test api_fuzz_findings --test import_atomic --test files --test logs --test login_shell --test sandbox_record --test node --test disk_limits --no-run --message-format=json) 2>/dev/null \
   | grep -E '"profile":\{[^}]*"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [[ ${#test_bins[@]} -gt 0 ]] || { echo "matrix: no integration test binaries found" >&2; exit 1; }
 
@@ -41,7 +51,12 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 echo "== mode: root"
+# Includes server/tests/scale_out.rs (network namespaces: root mode only).
 WARREN_TEST_MODE=root cargo test --workspace
+echo "== Python client (clients/python: pytest against a real warren serve)"
+clients/python/run-tests.sh
+echo "== deploy: the HAProxy configuration and the Kubernetes manifests, offline"
+deploy/check.sh
 
 user=${WARREN_TEST_USER:-warren-test}
 if ! id "$user" >/dev/null 2>&1; then
@@ -62,12 +77,15 @@ chmod 755 "$suid_dir"
 install -m 4755 -o root "$(find target/debug/build -name warren-probe -type f | head -1)" "$suid_dir/suid-probe"
 trap 'rm -rf "$home" "$suid_dir"' EXIT
 
+# The network test runs inside a fake internet built as root
+# (tests/fakenet/fakenet.sh): `$net` puts the mode's command in it.
+net=()
 as_user() {
   # --init-groups: the user's groups from /etc/group, as a login has them,
   # so the tests see that no supplementary group reaches a tenant.
-  setpriv --reuid="$user" --regid="$user" --init-groups --reset-env \
+  "${net[@]}" setpriv --reuid="$user" --regid="$user" --init-groups --reset-env \
     env HOME="$home" TMPDIR="$home" CI="${CI:-}" WARREN_MUST_RUN="${WARREN_MUST_RUN:-}" PATH=/usr/bin:/bin \
-    WARREN_SUID_PROBE="$suid_dir/suid-probe" "$@"
+    WARREN_SUID_PROBE="$suid_dir/suid-probe" WARREN_FAKENET="${WARREN_FAKENET:-}" "$@"
 }
 
 # The subuid mode gives the user /etc/subuid and /etc/subgid ranges for the
@@ -78,7 +96,7 @@ restore_subids() {
   done
 }
 for f in subuid subgid; do [[ -e /etc/$f ]] && cp "/etc/$f" "$suid_dir/$f.orig"; done
-trap 'restore_subids; rm -rf "$home" "$suid_dir"' EXIT
+trap 'restore_subids; tests/fakenet/fakenet.sh down wmatrix; rm -rf "$home" "$suid_dir"' EXIT
 for mode in user userns-user subuid userns; do
   echo "== mode: $mode"
   if [[ $mode == subuid || $mode == userns ]]; then
@@ -91,11 +109,17 @@ for mode in user userns-user subuid userns; do
   done
   for bin in "${test_bins[@]}"; do
     echo "-- $(basename "$bin")"
+    net=() && unset WARREN_FAKENET
+    if [[ $(basename "$bin") == network-* ]]; then
+      tests/fakenet/fakenet.sh up wmatrix
+      net=(ip netns exec wmatrix-w) && export WARREN_FAKENET=wmatrix
+    fi
     case $mode in
       userns-user) as_user unshare --user --map-root-user env WARREN_TEST_MODE=userns-user "$bin" ;;
-      userns) unshare --user --map-auto --map-root-user env WARREN_TEST_MODE=userns WARREN_SUID_PROBE="$suid_dir/suid-probe" "$bin" ;;
+      userns) "${net[@]}" unshare --user --map-auto --map-root-user env WARREN_TEST_MODE=userns WARREN_SUID_PROBE="$suid_dir/suid-probe" "$bin" ;;
       *) as_user env WARREN_TEST_MODE="$mode" "$bin" ;;
     esac
+    [[ ${#net[@]} -eq 0 ]] || tests/fakenet/fakenet.sh down wmatrix
   done
   if [[ $mode == subuid || $mode == userns ]]; then restore_subids; fi
 done

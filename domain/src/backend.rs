@@ -127,6 +127,12 @@ pub trait Sandbox: Send + Sync + 'static {
         None
     }
 
+    /// Bytes sent and received over the sandbox's network, when it has one
+    /// (`public`).
+    fn network_usage(&self) -> Option<warren_runtime::network::NetUsage> {
+        None
+    }
+
     /// Stops the sandbox: kills every process in it and releases what it
     /// holds (cgroups). Called once, when the sandbox is idle or the server
     /// shuts down, or after it ended by itself; processes still running get

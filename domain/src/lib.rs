@@ -16,6 +16,7 @@ pub mod echo;
 pub mod exec;
 pub mod exit;
 pub mod manage;
+pub mod node;
 pub mod private;
 pub mod pty;
 pub mod random;

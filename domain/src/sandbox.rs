@@ -15,6 +15,7 @@ use warren_runtime::tenant::{Tenant, TenantError};
 use warren_runtime::workspace::{self, WorkspaceError};
 
 use crate::state::{State, StateError, TenantRecord};
+use warren_runtime::network::NetworkPolicy;
 
 /// Where state and homes live, and how host uids are handed out.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct Request {
     /// The server's disk limits for homes; the tenant's overrides win.
     pub disk: DiskLimits,
     pub disk_backend: DiskBackend,
+    /// The server's network policy; the tenant's overrides win.
+    pub network: NetworkPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +187,18 @@ pub fn host_ids(range: IdRange, allocated_uid: u32, uid_base: u32) -> Result<IdM
     })
 }
 
+/// The ids this process may give tenants in this tier.
+pub fn tenant_id_range(isolation: Isolation) -> IdRange {
+    match (isolation, IdRange::of_current_process("/proc".as_ref())) {
+        // Subordinate ids are mapped into a user namespace; without one the
+        // tenant runs as our own ids.
+        (i, IdRange::Subordinate { uid, gid, .. }) if i.shares_host() => {
+            IdRange::Single { uid, gid }
+        }
+        (_, r) => r,
+    }
+}
+
 /// A tenant ready for a sandbox: in the state database, with a home.
 #[derive(Debug, Clone)]
 pub struct Provisioned {
@@ -203,14 +218,7 @@ pub fn provision(
     isolation: Isolation,
 ) -> Result<Provisioned, PrepareError> {
     let tenant = Tenant::parse(user)?;
-    let range = match (isolation, IdRange::of_current_process("/proc".as_ref())) {
-        // Subordinate ids are mapped into a user namespace; without one the
-        // tenant runs as our own ids.
-        (i, IdRange::Subordinate { uid, gid, .. }) if i.shares_host() => {
-            IdRange::Single { uid, gid }
-        }
-        (_, r) => r,
-    };
+    let range = tenant_id_range(isolation);
     // Before anything is written: no tenant may become host root.
     if let Some(refused) = range.refusal() {
         return Err(refused.into());
@@ -314,6 +322,7 @@ pub fn prepare(settings: &Settings, req: &Request) -> Result<SandboxSpec, Prepar
         hold: req.hold,
         isolation: req.isolation,
         disk: disk_spec(settings, &record, req),
+        network: record.limits.network_policy(&req.network),
     };
     spec.validate()?;
     Ok(spec)

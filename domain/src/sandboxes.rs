@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use warren_runtime::network::NetworkPolicy;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -30,7 +31,7 @@ use crate::backend::{
     Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
 use crate::child::wait_child;
-use crate::sandbox::{prepare, Request, Settings};
+use crate::sandbox::{prepare, PrepareError, Request, Settings};
 use crate::user::UserId;
 use crate::WinSize;
 
@@ -47,6 +48,7 @@ pub struct SandboxBackend {
     limits: Limits,
     require_limits: bool,
     isolation: Isolation,
+    network: NetworkPolicy,
     shim: PathBuf,
     shell: Vec<String>,
     disk: DiskLimits,
@@ -75,6 +77,7 @@ impl SandboxBackend {
             limits,
             require_limits,
             isolation: Isolation::Namespaces,
+            network: NetworkPolicy::public(),
             shim: launch::shim_path(),
             shell,
             disk: DiskLimits::NONE,
@@ -96,10 +99,38 @@ impl SandboxBackend {
         self
     }
 
+    /// With another network policy than `public` (docs/network.md).
+    pub fn with_network(mut self, network: NetworkPolicy) -> SandboxBackend {
+        self.network = network;
+        self
+    }
+
     /// With another `warren-shim` than the one next to this executable.
     pub fn with_shim(mut self, shim: PathBuf) -> SandboxBackend {
         self.shim = shim;
         self
+    }
+
+    /// Terminals run this command line instead of `bash -l` (`--shell`;
+    /// checked by [`parse_shell`]).
+    pub fn with_shell(mut self, argv: Vec<String>) -> SandboxBackend {
+        self.shell = argv;
+        self
+    }
+}
+
+/// `--shell "zsh -l"`: the words of a terminal's command line, split on
+/// whitespace (no quoting). The first names the program, found on the
+/// sandbox's PATH or given as an absolute path.
+pub fn parse_shell(line: &str) -> Result<Vec<String>, String> {
+    let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    match argv.first() {
+        None => Err("the shell is empty: give a command line such as \"bash -l\"".into()),
+        Some(_) if line.contains('\0') => Err("the shell contains a NUL byte".into()),
+        Some(p) if p.contains('/') && !p.starts_with('/') => Err(format!(
+            "the shell {p:?} is a relative path: give a name on PATH or an absolute path"
+        )),
+        Some(_) => Ok(argv),
     }
 }
 
@@ -201,6 +232,7 @@ impl Backend for SandboxBackend {
                 isolation: self.isolation,
                 disk: self.disk,
                 disk_backend: self.disk_backend,
+                network: self.network.clone(),
                 ..Default::default()
             };
             let settings = self.settings.clone();
@@ -241,13 +273,22 @@ impl Backend for SandboxBackend {
                 isolation: self.isolation,
                 disk: self.disk,
                 disk_backend: self.disk_backend,
+                network: self.network.clone(),
                 ..Default::default()
             };
             let settings = self.settings.clone();
-            let spec = tokio::task::spawn_blocking(move || prepare(&settings, &req))
-                .await
-                .map_err(|e| err("prepare sandbox", e))?
-                .map_err(|e| err("prepare sandbox", e))?;
+            let (spec, tenant_shell) = tokio::task::spawn_blocking(move || {
+                let spec = prepare(&settings, &req)?;
+                // The tenant's own shell, if set (checked when it was).
+                let shell = crate::state::State::open(&settings.state_dir)?
+                    .find(&req.user)?
+                    .and_then(|r| r.shell)
+                    .and_then(|line| parse_shell(&line).ok());
+                Ok::<_, PrepareError>((spec, shell))
+            })
+            .await
+            .map_err(|e| err("prepare sandbox", e))?
+            .map_err(|e| err("prepare sandbox", e))?;
             let launched = launch::start(
                 &self.shim,
                 &spec,
@@ -280,7 +321,7 @@ impl Backend for SandboxBackend {
             };
             let mut template = spec;
             template.hold = false;
-            template.argv = self.shell.clone();
+            template.argv = tenant_shell.unwrap_or_else(|| self.shell.clone());
             Ok(Arc::new(UserSandbox {
                 shim_path: self.shim.clone(),
                 template,
@@ -393,6 +434,15 @@ impl Sandbox for UserSandbox {
             &self.template.tenant.slug,
             Some(self.target.parent_pid),
         )
+    }
+
+    fn network_usage(&self) -> Option<warren_runtime::network::NetUsage> {
+        // Only a sandbox with a network namespace of its own: elsewhere
+        // PID 1's /proc/<pid>/net is the host's.
+        let public =
+            self.record.network.as_ref()?.mode == warren_runtime::network::NetworkMode::Public;
+        let pid = self.target.init_pid;
+        (public && pid > 1).then(|| warren_runtime::network::usage_of(pid))?
     }
 
     fn usage(&self) -> Option<warren_runtime::cgroups::Usage> {

@@ -558,6 +558,11 @@ impl Registry {
         self.inner().sandboxes
     }
 
+    /// Number of terminals whose shell is still running, all users.
+    pub fn terminal_count(&self) -> usize {
+        *self.live.borrow()
+    }
+
     /// The live terminals of `user`.
     pub fn terminals_of(&self, user: &UserId) -> Vec<Arc<Terminal>> {
         self.inner()

@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::Limits;
 use warren_runtime::disk::DiskLimits;
+use warren_runtime::network::{NetworkMode, NetworkPolicy, Rule};
 use warren_runtime::tenant::Tenant;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +108,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for LimitValue<T> {
     }
 }
 
-/// Per-tenant overrides of the server's cgroup limits.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+/// Per-tenant overrides of the server's cgroup limits and network policy.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     #[serde(default)]
@@ -122,6 +123,47 @@ pub struct LimitOverrides {
     pub disk_bytes: LimitValue<u64>,
     #[serde(default)]
     pub disk_inodes: LimitValue<u64>,
+    /// The network mode (docs/network.md); `"default"`: the server's.
+    #[serde(default, skip_serializing_if = "NetworkOverride::is_default")]
+    pub network: NetworkOverride,
+    /// Replaces the server's `--network-allow` entries; absent: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_allow: Option<Vec<Rule>>,
+    /// Replaces the server's `--network-deny` entries; absent: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_deny: Option<Vec<Rule>>,
+}
+
+/// A tenant's network mode: the server's, or one of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkOverride {
+    #[default]
+    Default,
+    None,
+    Public,
+}
+
+impl NetworkOverride {
+    pub fn is_default(&self) -> bool {
+        *self == NetworkOverride::Default
+    }
+
+    fn to_sql(self) -> Option<&'static str> {
+        match self {
+            NetworkOverride::Default => None,
+            NetworkOverride::None => Some("none"),
+            NetworkOverride::Public => Some("public"),
+        }
+    }
+
+    fn from_sql(v: Option<String>) -> NetworkOverride {
+        match v.as_deref() {
+            Some("none") => NetworkOverride::None,
+            Some("public") => NetworkOverride::Public,
+            _ => NetworkOverride::Default,
+        }
+    }
 }
 
 impl LimitOverrides {
@@ -131,6 +173,26 @@ impl LimitOverrides {
             memory_bytes: self.memory_bytes.resolve(defaults.memory_bytes),
             cpu: self.cpus.resolve(defaults.cpu),
             pids: self.pids.resolve(defaults.pids),
+        }
+    }
+
+    /// The network policy for this tenant, from the server's.
+    pub fn network_policy(&self, server: &NetworkPolicy) -> NetworkPolicy {
+        NetworkPolicy {
+            mode: match self.network {
+                NetworkOverride::Default => server.mode,
+                NetworkOverride::None => NetworkMode::None,
+                NetworkOverride::Public => NetworkMode::Public,
+            },
+            allow: self
+                .network_allow
+                .clone()
+                .unwrap_or_else(|| server.allow.clone()),
+            deny: self
+                .network_deny
+                .clone()
+                .unwrap_or_else(|| server.deny.clone()),
+            required: server.required,
         }
     }
 
@@ -217,6 +279,9 @@ pub struct TenantRecord {
     pub created_at: i64,
     pub last_seen: i64,
     pub limits: LimitOverrides,
+    /// The tenant's terminal command line (`PUT .../limits` `"shell"`);
+    /// None: the server's (`--shell`).
+    pub shell: Option<String>,
 }
 
 pub struct State {
@@ -260,12 +325,18 @@ const LIMIT_COLUMNS: &[(&str, &str)] = &[
     ("memory_bytes", "INTEGER"),
     ("cpus", "REAL"),
     ("pids", "INTEGER"),
+    ("shell", "TEXT"),
+    // NULL: the server's; "none" or "public".
+    ("network", "TEXT"),
+    // NULL: the server's; a JSON array of CIDR[:PORTS] strings.
+    ("network_allow", "TEXT"),
+    ("network_deny", "TEXT"),
     ("disk_bytes", "INTEGER"),
     ("disk_inodes", "INTEGER"),
 ];
 
 const SELECT_TENANT: &str =
-    "SELECT id, slug, host_uid, created_at, last_seen, memory_bytes, cpus, pids, disk_bytes, disk_inodes FROM tenants";
+    "SELECT id, slug, host_uid, created_at, last_seen, memory_bytes, cpus, pids, shell, network, network_allow, network_deny, disk_bytes, disk_inodes FROM tenants";
 
 /// `last_seen` is kept to this many seconds.
 const LAST_SEEN_GRANULARITY: i64 = 60;
@@ -402,6 +473,7 @@ impl State {
                     created_at: t,
                     last_seen: t,
                     limits: LimitOverrides::default(),
+                    shell: None,
                 }
             }
         };
@@ -464,7 +536,8 @@ impl State {
         let n = self
             .conn
             .execute(
-                "UPDATE tenants SET memory_bytes = ?2, cpus = ?3, pids = ?4 WHERE id = ?1",
+                "UPDATE tenants SET memory_bytes = ?2, cpus = ?3, pids = ?4, network = ?5, \
+                 network_allow = ?6, network_deny = ?7 WHERE id = ?1",
                 params![
                     id,
                     to_sql_int(limits.memory_bytes),
@@ -474,6 +547,9 @@ impl State {
                         LimitValue::Value(v) => Some(v),
                     },
                     to_sql_int(limits.pids),
+                    limits.network.to_sql(),
+                    rules_to_sql(&limits.network_allow),
+                    rules_to_sql(&limits.network_deny),
                 ],
             )
             .map_err(self.db())?;
@@ -485,6 +561,19 @@ impl State {
                     to_sql_int(limits.disk_bytes),
                     to_sql_int(limits.disk_inodes)
                 ],
+            )
+            .map_err(self.db())?;
+        Ok(n > 0)
+    }
+
+    /// Sets the tenant's terminal command line (None: the server's); false
+    /// when there is no such tenant.
+    pub fn set_shell(&mut self, id: &str, shell: Option<&str>) -> Result<bool, StateError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE tenants SET shell = ?2 WHERE id = ?1",
+                params![id, shell],
             )
             .map_err(self.db())?;
         Ok(n > 0)
@@ -635,6 +724,17 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+fn rules_to_sql(rules: &Option<Vec<Rule>>) -> Option<String> {
+    rules
+        .as_ref()
+        .map(|r| serde_json::to_string(r).unwrap_or_else(|_| "[]".into()))
+}
+
+/// A column written by [`rules_to_sql`]; unreadable as the server's.
+fn rules_from_sql(v: Option<String>) -> Option<Vec<Rule>> {
+    serde_json::from_str(&v?).ok()
+}
+
 fn to_sql_int(v: LimitValue<u64>) -> Option<i64> {
     match v {
         LimitValue::Default => None,
@@ -679,7 +779,11 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TenantRecord> {
             pids: from_sql_int(r.get(7)?),
             disk_bytes: from_sql_int(r.get("disk_bytes")?),
             disk_inodes: from_sql_int(r.get("disk_inodes")?),
+            network: NetworkOverride::from_sql(r.get("network")?),
+            network_allow: rules_from_sql(r.get("network_allow")?),
+            network_deny: rules_from_sql(r.get("network_deny")?),
         },
+        shell: r.get(8)?,
     })
 }
 
@@ -808,8 +912,10 @@ mod tests {
         {
             let mut s = State::open(d.path()).unwrap();
             s.get_or_create(&alice, 10).unwrap();
-            let o: LimitOverrides =
-                serde_json::from_str(r#"{"memory_bytes": 1048576, "cpus": "none"}"#).unwrap();
+            let o: LimitOverrides = serde_json::from_str(
+                r#"{"memory_bytes": 1048576, "cpus": "none", "network": "public", "network_allow": ["10.0.0.2:80"]}"#,
+            )
+            .unwrap();
             assert!(s.set_limits("alice", &o).unwrap());
             assert!(!s.set_limits("nobody", &o).unwrap());
             s.audit(
@@ -826,6 +932,15 @@ mod tests {
         assert_eq!(r.limits.memory_bytes, LimitValue::Value(1048576));
         assert_eq!(r.limits.cpus, LimitValue::Unlimited);
         assert_eq!(r.limits.pids, LimitValue::Default);
+        assert_eq!(r.limits.network, NetworkOverride::Public);
+        assert_eq!(
+            r.limits.network_allow,
+            Some(vec!["10.0.0.2:80".parse().unwrap()])
+        );
+        assert_eq!(r.limits.network_deny, None, "the server's");
+        let policy = r.limits.network_policy(&NetworkPolicy::none());
+        assert_eq!(policy.mode, NetworkMode::Public);
+        assert_eq!(policy.allow.len(), 1);
         let applied = r.limits.apply(Limits::default());
         assert_eq!(applied.memory_bytes, Some(1048576));
         assert_eq!(applied.cpu, None);
@@ -871,6 +986,11 @@ mod tests {
     fn limit_values_parse_strictly() {
         assert!(serde_json::from_str::<LimitOverrides>(r#"{"memory_bytes": "lots"}"#).is_err());
         assert!(serde_json::from_str::<LimitOverrides>(r#"{"disk": 1}"#).is_err());
+        assert!(serde_json::from_str::<LimitOverrides>(r#"{"network": "open"}"#).is_err());
+        assert!(
+            serde_json::from_str::<LimitOverrides>(r#"{"network_allow": ["10.0.0.0/33"]}"#)
+                .is_err()
+        );
         let o: LimitOverrides = serde_json::from_str(r#"{"pids": "default"}"#).unwrap();
         assert_eq!(o, LimitOverrides::default());
         let whole: LimitOverrides =

@@ -7,6 +7,7 @@
 //! leaving the namespace's root uid). So every set is cleared explicitly.
 
 use caps::CapSet;
+pub use caps::Capability;
 use nix::unistd::{setresgid, setresuid, Gid, Uid};
 
 use crate::report::SetupError;
@@ -39,6 +40,24 @@ fn set_ids(uid: u32, gid: u32) -> Result<(), SetupError> {
     setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(uid))
         .map_err(|e| SetupError::errno(format!("setresuid {uid}"), e))?;
     Ok(())
+}
+
+/// Runs `f` (which starts a program) with `cap` raised in the ambient
+/// set, so the program keeps it across its execve although our uid is not
+/// root in the namespace; cleared again before returning. The shim's
+/// helper that joined a sandbox's namespaces uses it to let `nft` load the
+/// egress filter (CAP_NET_ADMIN in the sandbox's user namespace, which owns
+/// its network namespace) before any tenant code runs.
+pub fn with_ambient<R>(cap: caps::Capability, f: impl FnOnce() -> R) -> Result<R, SetupError> {
+    caps::raise(None, CapSet::Inheritable, cap)
+        .map_err(|e| caps_fail("raise inheritable capability", e))?;
+    caps::raise(None, CapSet::Ambient, cap)
+        .map_err(|e| caps_fail("raise ambient capability", e))?;
+    let r = f();
+    sys::ambient_clear_all().map_err(|e| SetupError::errno("clear ambient capabilities", e))?;
+    caps::clear(None, CapSet::Inheritable)
+        .map_err(|e| caps_fail("clear inheritable capabilities", e))?;
+    Ok(r)
 }
 
 /// Switches to the sandbox user and drops every capability: bounding (up to

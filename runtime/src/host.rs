@@ -229,7 +229,39 @@ pub fn facts(spec: &crate::spec::SandboxSpec) -> std::io::Result<crate::plan::Ho
         info_tool: info_tool.is_file().then_some(info_tool),
         shim_exe,
         files: crate::mounts::HostFiles::probe(spec, Path::new("/")),
+        network: match spec.network.mode {
+            crate::network::NetworkMode::Public => crate::network::probe(),
+            crate::network::NetworkMode::None => crate::network::NetworkFacts::default(),
+        },
     })
+}
+
+/// `warren doctor`'s answer: can this host give `public` in `tier`, and if
+/// not, why and how to fix it.
+pub fn network_check(tier: crate::spec::Isolation, facts: &crate::network::NetworkFacts) -> Check {
+    match crate::network::why_missing(tier, facts) {
+        None => Check {
+            ok: true,
+            detail: format!(
+                "public available: pasta {}, nft {}, {} host address(es) refused to sandboxes",
+                facts.pasta.as_deref().unwrap_or(Path::new("?")).display(),
+                facts.nft.as_deref().unwrap_or(Path::new("?")).display(),
+                facts.host_addrs.len()
+            ),
+            fix: None,
+        },
+        Some(why) => Check {
+            ok: false,
+            detail: format!("public not available: {why}"),
+            fix: Some(match tier {
+                crate::spec::Isolation::Namespaces if facts.pasta.is_none() => "apt-get install passt".into(),
+                crate::spec::Isolation::Namespaces if facts.nft.is_none() => "apt-get install nftables".into(),
+                crate::spec::Isolation::Namespaces => "give the host a default route (ip route)".into(),
+                _ => "allow user namespaces (see the user namespaces line), or run with --network none"
+                    .into(),
+            }),
+        },
+    }
 }
 
 /// Who this process is, as far as cgroup delegation is concerned.

@@ -30,7 +30,16 @@ pub const INFO_BIN: &str = "/opt/warren/bin/warren-info";
 /// The shim's other in-sandbox tools: symlinks to [`INFO_BIN`] in
 /// [`INFO_DIR`], told apart by the name they are run under
 /// (docs/archives.md).
-pub const APPLETS: &[&str] = &["warren-import", "warren-export"];
+/// `container-info` is `warren-info` under the name the system warren
+/// replaces documented.
+pub const APPLETS: &[&str] = &[
+    "warren-import",
+    "warren-export",
+    "warren-get",
+    "warren-put",
+    "warren-download",
+    "container-info",
+];
 /// The environment variable holding the description where there is no
 /// mount namespace to put [`INFO_PATH`] in.
 pub const INFO_ENV: &str = "WARREN_INFO";
@@ -229,6 +238,9 @@ pub fn render_with_disk(
     for note in &record.limits.notes {
         let _ = writeln!(s, "             note: {note}");
     }
+    if let Some(net) = &record.network {
+        let _ = writeln!(s, "network      {}", network_line(net));
+    }
     let _ = writeln!(
         s,
         "usage        memory {} resident in {} processes, {} tasks, cpu {:.1} s used",
@@ -262,6 +274,29 @@ pub fn disk_line(d: &DiskUsage, limit: u64) -> String {
         true => format!("{line}\n             disk quota reached ({})", human(limit)),
         false => line,
     }
+}
+
+/// The network in words: the mode, the allow and deny entries, the
+/// resolver.
+fn network_line(net: &crate::network::NetworkRecord) -> String {
+    let mut parts = vec![net.mode.to_string()];
+    let list = |rules: &[crate::network::Rule]| {
+        rules
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if !net.allow.is_empty() {
+        parts.push(format!("allow {}", list(&net.allow)));
+    }
+    if !net.deny.is_empty() {
+        parts.push(format!("deny {}", list(&net.deny)));
+    }
+    if let Some(r) = net.resolver {
+        parts.push(format!("resolver {r}"));
+    }
+    parts.join(", ")
 }
 
 /// `warren-info` itself: reads the description ([`INFO_ENV`], else
@@ -337,6 +372,12 @@ mod tests {
                 seccomp: Some("default-v2".into()),
                 landlock: Some(crate::landlock::expected(7)),
                 disk: None,
+                network: Some(crate::network::NetworkRecord {
+                    mode: crate::network::NetworkMode::Public,
+                    allow: vec!["10.0.0.2:80".parse().unwrap()],
+                    deny: Vec::new(),
+                    resolver: Some("169.254.1.1".parse().unwrap()),
+                }),
             },
         };
         let status = "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n";
@@ -362,6 +403,10 @@ mod tests {
         );
         assert!(r.contains("memory 10.0 MiB resident in 3 processes"), "{r}");
         assert!(!r.contains("per process"), "{r}");
+        assert!(
+            r.contains("network      public, allow 10.0.0.2/32:80, resolver 169.254.1.1"),
+            "{r}"
+        );
 
         let mut limits = LimitsInForce::cgroup(Limits::NONE, vec!["memory".into(), "cpu".into()]);
         limits.per_process = vec!["core dumps off".into()];

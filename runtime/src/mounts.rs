@@ -382,6 +382,19 @@ pub fn add_etc_file(ops: &mut Vec<MountOp>, name: &str, contents: String) {
     );
 }
 
+/// Like [`add_etc_file`], dropping whatever else would put `name` in /etc
+/// (the profile's bind of the host's file).
+pub fn replace_etc_file(ops: &mut Vec<MountOp>, name: &str, contents: String) {
+    let target = Path::new("/etc").join(name);
+    ops.retain(|o| match o {
+        MountOp::Bind { target: t, .. }
+        | MountOp::WriteFile { target: t, .. }
+        | MountOp::CopyFile { target: t, .. } => *t != target,
+        _ => true,
+    });
+    add_etc_file(ops, name, contents);
+}
+
 /// Binds a host file read-only into the sandbox (before `/` turns
 /// read-only, so the mount point can still be made).
 pub fn add_readonly_file(ops: &mut Vec<MountOp>, source: PathBuf, target: PathBuf) {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Limits;
 use crate::landlock::LandlockStatus;
+use crate::network::NetworkRecord;
 use crate::spec::Isolation;
 
 /// What a sandbox got.
@@ -33,12 +34,14 @@ pub struct SandboxRecord {
     /// the tier uses no Landlock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub landlock: Option<LandlockStatus>,
-    // The network policy and the disk limit join here, as fields of their
-    // own, when the sandbox gets them.
     /// The home's disk limits in force; absent when none is (a missing
     /// one is in `limits.missing` as `disk`, with its reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<crate::disk::DiskInForce>,
+    /// The network the sandbox got: mode, allow and deny entries, the
+    /// resolver; absent where nothing was planned (the echo backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkRecord>,
 }
 
 /// The limits a sandbox runs under.
@@ -115,6 +118,7 @@ impl SandboxRecord {
             seccomp: None,
             landlock: None,
             disk: None,
+            network: None,
         }
     }
 }
@@ -154,6 +158,12 @@ mod tests {
                 backend: "image".into(),
                 bytes: 1 << 30,
                 inodes: 100_000,
+            }),
+            network: Some(NetworkRecord {
+                mode: crate::network::NetworkMode::Public,
+                allow: vec!["10.0.0.2:80".parse().unwrap()],
+                deny: Vec::new(),
+                resolver: Some("169.254.1.1".parse().unwrap()),
             }),
         };
         let back: SandboxRecord =

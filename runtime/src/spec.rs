@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Limits;
+use crate::network::NetworkPolicy;
 use crate::pty::WinSize;
 use crate::seccomp::Profile;
 use crate::tenant::Tenant;
@@ -155,6 +156,9 @@ pub struct SandboxSpec {
     /// The home's disk limits; `None`: none asked (docs/disk.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<crate::disk::DiskSpec>,
+    /// What the sandbox may reach over the network (docs/network.md).
+    #[serde(default)]
+    pub network: NetworkPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -359,6 +363,7 @@ pub(crate) mod tests {
             hold: false,
             isolation: Isolation::Namespaces,
             disk: None,
+            network: NetworkPolicy::none(),
         }
     }
 

@@ -922,3 +922,41 @@ async fn exec_in_a_sandbox_at_its_pids_limit_is_a_conflict() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["exit_code"], 0, "{}", r.text());
 }
+
+/// The user JSON says where the home is on the host (`home_dir`) and
+/// which host gid its files get (`host_gid`), as the replaced system's
+/// `IsolatedUser` did (issue 16): after the sandbox ran, the home on the
+/// host has that path and that group, in the list as in the one user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_view_says_the_home_dir_and_host_gid() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dirs();
+    let server = api_server(&d).await;
+    for id in ["alice", "Alice Smith"] {
+        let r = admin(server.addr, "POST", "/api/users", Some(json!({"id": id}))).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        let user = r.json();
+        let slug = user["slug"].as_str().unwrap();
+        let home = d.settings.workspace_root.join(slug);
+        assert_eq!(user["home_dir"], home.to_str().unwrap(), "{user}");
+        let gid = user["host_gid"].as_u64().expect("a gid");
+        // With subordinate ids the sandbox hands the home over on first use.
+        let path = format!("/api/users/{}/exec", id.replace(' ', "%20"));
+        let r = admin(server.addr, "POST", &path, Some(json!({"argv": ["true"]}))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let meta = std::fs::symlink_metadata(&home).unwrap();
+        assert_eq!(u64::from(meta.gid()), gid, "{user}");
+        let shown = admin(server.addr, "GET", "/api/users", None).await.json();
+        let listed = shown["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == id)
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (&listed["home_dir"], &listed["host_gid"]),
+            (&user["home_dir"], &user["host_gid"])
+        );
+    }
+}

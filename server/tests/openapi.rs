@@ -107,12 +107,21 @@ impl Spec {
             .unwrap_or_else(|| panic!("{method} {path} is not in docs/openapi.json"))
     }
 
-    /// Whether the operation needs the bearer token.
+    /// Whether the operation needs the admin's bearer token.
     fn secured(&self, op: &Op) -> bool {
+        self.needs(op, "bearerAuth")
+    }
+
+    /// Whether the operation needs a user's own login (`/api/me/...`).
+    fn user_secured(&self, op: &Op) -> bool {
+        self.needs(op, "userSession")
+    }
+
+    fn needs(&self, op: &Op, scheme: &str) -> bool {
         let security = op.op.get("security").unwrap_or(&self.doc["security"]);
         security.as_array().is_some_and(|s| {
             s.iter()
-                .any(|req| req.as_object().is_some_and(|o| !o.is_empty()))
+                .any(|req| req.as_object().is_some_and(|o| o.contains_key(scheme)))
         })
     }
 
@@ -573,6 +582,7 @@ fn concrete(template: &str, user: &str) -> String {
     template
         .replace("{user}", user)
         .replace("{terminal}", "0123456789abcdef01234567")
+        .replace("{path}", "notes/a.txt")
 }
 
 /// A plausible valid body for operations that take one.
@@ -580,6 +590,7 @@ fn sample_body(op: &Op) -> Option<Body<'static>> {
     match (op.method.as_str(), op.path.as_str()) {
         ("POST", "/api/users") => json_body(&json!({"id": "alice"})),
         ("PUT", "/api/users/{user}/limits") => json_body(&json!({})),
+        ("PUT", "/api/users/{user}/shell") => json_body(&json!({"shell": "sh"})),
         ("POST", "/api/users/{user}/exec") | ("POST", "/api/users/{user}/exec/stream") => {
             json_body(&json!({"argv": ["true"]}))
         }
@@ -635,7 +646,12 @@ fn routes_in(file: &str, fn_sig: &str) -> BTreeSet<(String, String)> {
     let mut rest = body;
     while let Some(i) = rest.find(".route(") {
         let args = balanced(&rest[i + ".route(".len()..]);
-        let lit = args.split('"').nth(1).expect("a path literal");
+        // A wildcard `{*path}` is the document's `{path}`.
+        let lit = args
+            .split('"')
+            .nth(1)
+            .expect("a path literal")
+            .replace("{*", "{");
         for m in METHODS.iter().chain(&["head", "options", "trace", "any"]) {
             let needle = format!("{m}(");
             let mut from = 0;
@@ -862,6 +878,7 @@ async fn documented_routes_are_the_routers() {
 
     // From the source: the API's routes, plus /healthz from the app's.
     let mut routed = routes_in("src/web/api.rs", "pub fn routes(");
+    routed.extend(routes_in("src/web/node.rs", "pub fn routes("));
     let app = routes_in("src/web/http.rs", "pub fn app(");
     assert!(
         app.contains(&("GET".into(), "/healthz".into())),
@@ -893,7 +910,11 @@ async fn documented_routes_are_the_routers() {
     for op in spec.ops() {
         let path = concrete(&op.path, "alice");
         let res = send(server.addr, &op.method, &path, Cred::None, sample_body(&op)).await;
-        let expect = if spec.secured(&op) { 401 } else { 200 };
+        let expect = if spec.secured(&op) || spec.user_secured(&op) {
+            401
+        } else {
+            200
+        };
         assert_eq!(
             res.status,
             expect,
@@ -922,6 +943,24 @@ async fn documented_routes_are_the_routers() {
                 res.status,
                 res.text()
             );
+            // A JSON error like every other, with the methods there are
+            // (issue 16).
+            if template.starts_with("/api/") {
+                let allow = res.header("allow").unwrap_or_default();
+                for documented in methods {
+                    assert!(
+                        allow.contains(documented.as_str()),
+                        "{m} {template}: Allow {allow:?}"
+                    );
+                }
+                let body: Value = serde_json::from_slice(&res.body).unwrap_or_else(|e| {
+                    panic!("{m} {template}: 405 not JSON ({e}): {}", res.text())
+                });
+                assert!(
+                    body["error"].as_str().is_some_and(|e| e.contains(&m)),
+                    "{body}"
+                );
+            }
         }
     }
     for path in [
@@ -935,6 +974,11 @@ async fn documented_routes_are_the_routers() {
     ] {
         let res = send(server.addr, "GET", path, Cred::Bearer(ADMIN_TOKEN), None).await;
         assert_eq!(res.status, 404, "GET {path}: {}", res.text());
+        if path.starts_with("/api/") {
+            let body: Value = serde_json::from_slice(&res.body)
+                .unwrap_or_else(|e| panic!("GET {path}: 404 not JSON ({e}): {}", res.text()));
+            assert!(body["error"].is_string(), "{body}");
+        }
     }
 }
 
@@ -956,6 +1000,19 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         ),
         ("GET /api/users/{user}/export" | "POST /api/users/{user}/import", 409) => Some(
             "needs the landlock tier or a real sandbox at its pids limit; tests/api.rs covers both",
+        ),
+        (
+            "GET /api/users/{user}/files/{path}"
+            | "PUT /api/users/{user}/files/{path}"
+            | "GET /api/me/files/{path}"
+            | "PUT /api/me/files/{path}",
+            200 | 201 | 409,
+        ) => Some("needs warren-get/warren-put, which exist only inside a real sandbox (server/tests/files.rs covers them)"),
+        ("PUT /api/me/files/{path}", 413) => Some(
+            "the same bound as PUT /api/users/{user}/files/{path}, which produces it here; server/tests/files.rs too",
+        ),
+        ("GET /api/me/files/{path}" | "PUT /api/me/files/{path}", 403) => Some(
+            "a cross-origin request; server/tests/files.rs covers it",
         ),
         ("GET /api/audit", 400) => Some(
             "only a malformed query gives it; see the test query_and_path_rejections_are_json_errors",
@@ -995,7 +1052,9 @@ async fn every_operation_answers_as_documented() {
     Box::pin(exec(&live)).await;
     Box::pin(terminals(&live, &server)).await;
     Box::pin(archives(&live, &server)).await;
+    Box::pin(files(&live, &server)).await;
     Box::pin(audit_and_metrics(&live)).await;
+    Box::pin(node(&live)).await;
     Box::pin(deletes(&live, &d)).await;
     drop(server);
     Box::pin(unavailable(&checker)).await;
@@ -1042,6 +1101,21 @@ async fn unauthenticated(live: &Live<'_>, server: &TestServer) {
             assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
         }
     }
+}
+
+/// The node's state and load; draining and back; a state that is none.
+async fn node(live: &Live<'_>) {
+    let t = "/api/node";
+    let n = live.admin("GET", t, t, 200).await;
+    assert_eq!(n["state"], "active");
+    let n = live
+        .admin_json("PUT", t, t, json!({"state": "draining"}), true, 200)
+        .await;
+    assert_eq!(n["accepting"], false);
+    live.admin_json("PUT", t, t, json!({"state": "off"}), false, 400)
+        .await;
+    live.admin_json("PUT", t, t, json!({"state": "active"}), true, 200)
+        .await;
 }
 
 /// Create (201, then 200), list, show; invalid ids; a slug conflict.
@@ -1114,6 +1188,32 @@ async fn users(live: &Live<'_>, d: &Dirs) {
 
 /// Limit overrides, then stats of a tenant without a sandbox.
 async fn limits_and_stats(live: &Live<'_>) {
+    // The tenant's own shell (issue 16).
+    let t = "/api/users/{user}/shell";
+    let p = "/api/users/alice/shell";
+    let user = live
+        .admin_json("PUT", t, p, json!({"shell": "zsh -l"}), true, 200)
+        .await;
+    assert_eq!(user["shell"], "zsh -l");
+    let user = live
+        .admin_json("PUT", t, p, json!({"shell": "default"}), true, 200)
+        .await;
+    assert_eq!(user["shell"], Value::Null);
+    for bad in [json!({"shell": "   "}), json!({"shell": "bin/zsh"})] {
+        let e = live.admin_json("PUT", t, p, bad, true, 400).await;
+        assert!(e["error"].as_str().unwrap().contains("shell"), "{e}");
+    }
+    live.admin_json(
+        "PUT",
+        t,
+        "/api/users/ghost/shell",
+        json!({"shell": "sh"}),
+        true,
+        404,
+    )
+    .await;
+    json_errors(live, "PUT", t, p, json!({"shell": "sh"})).await;
+
     let t = "/api/users/{user}/limits";
     let set = json!({"memory_bytes": 268435456, "cpus": "none", "pids": "default"});
     let user = live
@@ -1420,7 +1520,9 @@ async fn archives(live: &Live<'_>, server: &TestServer) {
 /// The audit log (filters, paging) and the metrics the document names.
 async fn audit_and_metrics(live: &Live<'_>) {
     let t = "/api/audit";
-    let all = live.admin("GET", t, t, 200).await;
+    // The largest page: the refusals checked first fill more than the
+    // default page of 100 on their own.
+    let all = live.admin("GET", t, "/api/audit?limit=1000", 200).await;
     let entries = all["entries"].as_array().unwrap();
     for action in [
         "auth.failed",
@@ -1534,6 +1636,26 @@ async fn unavailable(checker: &Checker) {
             .await;
         assert!(e["error"].as_str().unwrap().contains("not enabled"), "{e}");
     }
+    let session = plain.login("alice").await;
+    for op in checker
+        .spec
+        .ops()
+        .into_iter()
+        .filter(|o| checker.spec.user_secured(o))
+    {
+        let path = concrete(&op.path, "alice");
+        let e = live
+            .call(
+                &op.method,
+                &op.path,
+                &path,
+                Cred::Cookie(&session),
+                sample_body(&op),
+                503,
+            )
+            .await;
+        assert!(e["error"].as_str().unwrap().contains("not enabled"), "{e}");
+    }
     live.call(
         "GET",
         "/api/openapi.json",
@@ -1543,6 +1665,100 @@ async fn unavailable(checker: &Checker) {
         200,
     )
     .await;
+}
+
+/// The files API against the echo backend: what is refused before
+/// `warren-get`/`warren-put` would run (server/tests/files.rs runs them in
+/// real sandboxes).
+async fn files(live: &Live<'_>, server: &TestServer) {
+    let admin = Cred::Bearer(ADMIN_TOKEN);
+    for (method, t, user_path) in [
+        (
+            "GET",
+            "/api/users/{user}/files/{path}",
+            "/api/users/alice/files",
+        ),
+        (
+            "PUT",
+            "/api/users/{user}/files/{path}",
+            "/api/users/alice/files",
+        ),
+    ] {
+        let body = || {
+            (method == "PUT").then(|| Body {
+                content_type: None,
+                bytes: b"x".to_vec(),
+            })
+        };
+        let p = format!("{user_path}/%2E%2E/x");
+        live.call(method, t, &p, admin, body(), 400).await;
+        live.call(method, t, "/api/users/ghost/files/x", admin, body(), 404)
+            .await;
+    }
+    let t = "/api/users/{user}/files/{path}";
+    let mut statuses = BTreeSet::new();
+    for h in hostile_set(&IMPORT_LIMITS) {
+        let p = "/api/users/alice/files/d?archive=tar.gz";
+        let body = Some(Body {
+            content_type: Some("application/gzip"),
+            bytes: h.archive,
+        });
+        let res = send(server.addr, "PUT", p, admin, body).await;
+        live.c.check("PUT", t, p, &res);
+        statuses.insert(res.status);
+    }
+    assert_eq!(statuses, BTreeSet::from([400, 413]), "hostile archives");
+    live.call(
+        "PUT",
+        t,
+        "/api/users/alice/files/d?archive=zip",
+        admin,
+        None,
+        400,
+    )
+    .await;
+
+    // A user's own: their login, their home; a user without a tenant is 404.
+    let alice = server.login("alice").await;
+    let ghost = server.login("ghost").await;
+    for (method, t) in [
+        ("GET", "/api/me/files/{path}"),
+        ("PUT", "/api/me/files/{path}"),
+    ] {
+        let body = || {
+            (method == "PUT").then(|| Body {
+                content_type: None,
+                bytes: b"x".to_vec(),
+            })
+        };
+        live.call(
+            method,
+            t,
+            "/api/me/files/%2E%2E/x",
+            Cred::Cookie(&alice),
+            body(),
+            400,
+        )
+        .await;
+        live.call(
+            method,
+            t,
+            "/api/me/files/x",
+            Cred::Cookie(&ghost),
+            body(),
+            404,
+        )
+        .await;
+        live.call(
+            method,
+            t,
+            "/api/me/files/x",
+            Cred::Bearer(ADMIN_TOKEN),
+            body(),
+            401,
+        )
+        .await;
+    }
 }
 
 /// Every documented status was seen, or is excused.

@@ -6,6 +6,10 @@
 //   screen from its own copy.
 // * A dropped connection is retried with backoff, to the same terminal.
 // * When a terminal ends, the page says why and offers a new one.
+// * Files or folders dropped onto the page are uploaded into the home
+//   (`PUT /api/me/files/...`, with a progress bar); `warren-download FILE`
+//   in the terminal prints an OSC 5379 that the page offers as a download
+//   link (docs/serve.md, "Files").
 (() => {
   'use strict';
 
@@ -134,8 +138,15 @@
   function showTier(msg) {
     const limits = msg.limits || {};
     const weak = msg.tier !== 'namespaces' || (limits.missing && limits.missing.length > 0);
-    tierEl.textContent = `isolation: ${msg.tier}`;
+    const net = msg.network;
+    tierEl.textContent = `isolation: ${msg.tier}` + (net ? ` · network: ${net.mode}` : '');
     let title = `limits: ${limitsText(msg.limits)}`;
+    if (net) {
+      title += `\nnetwork: ${net.mode}`;
+      if (net.allow && net.allow.length) title += `, allow ${net.allow.join(' ')}`;
+      if (net.deny && net.deny.length) title += `, deny ${net.deny.join(' ')}`;
+      if (net.resolver) title += `, resolver ${net.resolver}`;
+    }
     if (limits.per_process && limits.per_process.length) title += `\nper process: ${limits.per_process.join(', ')}`;
     tierEl.title = title;
     tierEl.classList.toggle('weak', weak);
@@ -263,6 +274,138 @@
       if (e.code === 'KeyV') return false; // let the browser paste
     }
     return true;
+  });
+
+  // ------------------------------------------------------------- files
+
+  const dropEl = document.getElementById('drop');
+  const transferEl = document.getElementById('transfer');
+  const transferText = document.getElementById('transfer-text');
+  const transferBar = document.getElementById('transfer-bar');
+  const downloadEl = document.getElementById('download');
+  const downloadLink = document.getElementById('download-link');
+  let uploading = false;
+
+  // `/api/me/files/<path>` (path already percent-encoded per name).
+  function filesUrl(encodedPath) {
+    const params = new URLSearchParams();
+    const user = new URLSearchParams(location.search).get('user');
+    if (user) params.set('user', user); // only used by --auth none
+    const q = params.toString();
+    return '/api/me/files/' + encodedPath + (q ? '?' + q : '');
+  }
+  const encodePath = (p) => p.split('/').map(encodeURIComponent).join('/');
+
+  // Every file under a dropped entry, as [path, File] (folders walked).
+  async function filesOf(entry, prefix) {
+    if (entry.isFile) {
+      const file = await new Promise((ok, fail) => entry.file(ok, fail));
+      return [[prefix + entry.name, file]];
+    }
+    const reader = entry.createReader();
+    const out = [];
+    for (;;) {
+      const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+      if (!batch.length) break;
+      for (const e of batch) out.push(...await filesOf(e, prefix + entry.name + '/'));
+    }
+    return out;
+  }
+
+  async function dropped(dt) {
+    const items = Array.from(dt.items || []).filter((i) => i.kind === 'file');
+    const files = [];
+    for (const item of items) {
+      const entry = item.webkitGetAsEntry ? item.webkitGetAsEntry() : null;
+      if (entry) files.push(...await filesOf(entry, ''));
+      else if (item.getAsFile()) files.push([item.getAsFile().name, item.getAsFile()]);
+    }
+    return files;
+  }
+
+  function uploadOne(path, file, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('PUT', filesUrl(encodePath(path)));
+      xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+      xhr.upload.onprogress = (e) => onProgress(e.loaded);
+      xhr.onload = () => {
+        if (xhr.status === 201) return resolve();
+        let why = `HTTP ${xhr.status}`;
+        try { why = JSON.parse(xhr.responseText).error || why; } catch (_) { /* not JSON */ }
+        reject(new Error(why));
+      };
+      xhr.onerror = () => reject(new Error('connection failed'));
+      xhr.send(file);
+    });
+  }
+
+  async function upload(files) {
+    if (uploading || !files.length) return;
+    uploading = true;
+    const total = files.reduce((n, [, f]) => n + f.size, 0) || 1;
+    let done = 0;
+    transferBar.value = 0;
+    transferEl.hidden = false;
+    try {
+      for (const [path, file] of files) {
+        transferText.textContent = `uploading ${path}…`;
+        await uploadOne(path, file, (loaded) => { transferBar.value = (done + loaded) / total; });
+        done += file.size;
+        transferBar.value = done / total;
+      }
+      transferText.textContent = files.length === 1
+        ? `uploaded ~/${files[0][0]}`
+        : `uploaded ${files.length} files into ~/`;
+      setTimeout(() => { if (!uploading) transferEl.hidden = true; }, 6000);
+    } catch (e) {
+      transferText.textContent = `upload failed: ${e.message}`;
+    } finally {
+      uploading = false;
+      term.focus();
+    }
+  }
+
+  let dragDepth = 0;
+  const hasFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes('Files');
+  window.addEventListener('dragenter', (e) => {
+    if (!hasFiles(e)) return;
+    dragDepth++;
+    dropEl.hidden = false;
+  });
+  window.addEventListener('dragleave', () => {
+    if (--dragDepth <= 0) { dragDepth = 0; dropEl.hidden = true; }
+  });
+  window.addEventListener('dragover', (e) => { if (hasFiles(e)) e.preventDefault(); });
+  window.addEventListener('drop', (e) => {
+    e.preventDefault();
+    dragDepth = 0;
+    dropEl.hidden = true;
+    dropped(e.dataTransfer).then(upload, (err) => {
+      transferEl.hidden = false;
+      transferText.textContent = `upload failed: ${err.message}`;
+    });
+  });
+
+  // `warren-download FILE`: ESC ] 5379 ; download ; <path, percent-encoded> BEL.
+  // Offered as a link, never fetched by itself: any program's output can
+  // carry the sequence.
+  term.parser.registerOscHandler(5379, (data) => {
+    const i = data.indexOf(';');
+    const kind = data.slice(0, i);
+    const path = data.slice(i + 1);
+    if (kind !== 'download' || !/^[A-Za-z0-9._~%/-]+$/.test(path)) return true;
+    let name = path.split('/').pop();
+    try { name = decodeURIComponent(name); } catch (_) { /* keep it encoded */ }
+    downloadLink.href = filesUrl(path);
+    downloadLink.textContent = `Download ${name}`;
+    downloadEl.hidden = false;
+    return true;
+  });
+  downloadLink.addEventListener('click', () => { setTimeout(() => { downloadEl.hidden = true; }, 0); });
+  document.getElementById('download-close').addEventListener('click', () => {
+    downloadEl.hidden = true;
+    term.focus();
   });
 
   window.addEventListener('hashchange', () => {

@@ -18,10 +18,12 @@
 mod applets;
 mod command;
 mod disk;
+mod file_tools;
 mod inside;
 mod join;
 mod limits;
 mod namespaced;
+mod network;
 mod outside;
 mod process;
 mod reexec;
@@ -60,9 +62,12 @@ fn main() -> ExitCode {
     let name = std::env::args().next().unwrap_or_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match name.rsplit('/').next() {
-        Some("warren-info") => return warren_info(),
+        Some("warren-info" | "container-info") => return warren_info(),
         Some("warren-import") => return applets::import(&args),
         Some("warren-export") => return applets::export(&args),
+        Some("warren-get") => return file_tools::get(&args),
+        Some("warren-put") => return file_tools::put(&args),
+        Some("warren-download") => return file_tools::download(&args),
         _ => {}
     }
     let args = match parse_args(&args) {

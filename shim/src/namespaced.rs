@@ -22,7 +22,11 @@ use warren_runtime::sys::{self, Forked};
 use crate::command::confine;
 use crate::inside::*;
 use crate::join::{self, Target};
-use crate::outside::{self, detach_from_caller, or_kill};
+use crate::network::{
+    load_filter_from_parent, open_namespaces_from_parent, start_pasta_from_parent, stop_pasta,
+    wait_for_network_in_child, wait_for_pasta,
+};
+use crate::outside::{self, detach_from_caller, or_kill, or_kill_with};
 use crate::process::*;
 use crate::reexec::reexec_as_init;
 
@@ -52,8 +56,17 @@ pub fn create(
     drop((ready_r, pty)); // only PID 1 uses them; our copies would hide its failure (no EOF)
     or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
     or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid))?; // counted before it runs anything
+    let ns = or_kill_with(pid, open_namespaces_from_parent(&plan.network, pid))?; // while PID 1 is still dumpable
     release(ready_w, pid, report)?;
+    // While PID 1 builds the root: the filter first, then pasta, whose
+    // route PID 1 waits for before any command, so nothing of the tenant
+    // runs before the filter is in place (the tenant never holds
+    // CAP_NET_ADMIN there).
+    or_kill(pid, load_filter_from_parent(&plan.network, ns.as_ref()))?;
+    let mut pasta = or_kill_with(pid, start_pasta_from_parent(&plan.network, ns))?;
+    or_kill(pid, wait_for_pasta(&mut pasta, pid))?;
     let exit = outside::supervise(pid, report); // until PID 1, and with it the sandbox, ends
+    stop_pasta(pasta); // nothing of its network is left
     outside::remove_cgroup(cgroup, &spec, report);
     drop(disk); // nothing of the sandbox is left to write to the home
     Ok(exit)
@@ -89,6 +102,7 @@ fn pid1_steps(
     hand_home_to_tenant(spec)?; // with subordinate ids the server made it as root-inside
     set_hostname(spec)?;
     loopback_up()?;
+    wait_for_network_in_child(&plan.network)?; // pasta's route: no command starts without its network
     new_session()?; // no controlling terminal shared with the caller
     caps::become_user_without_caps(spec.uid, spec.gid)?; // the last privileged step is done
     die_with_parent()?; // credential changes clear it

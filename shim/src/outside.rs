@@ -15,7 +15,7 @@ use warren_runtime::record::LimitsInForce;
 use warren_runtime::report::{self, Event, Exit, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
-use warren_runtime::{host, namespaces};
+use warren_runtime::{host, namespaces, network};
 
 use crate::disk::{self, HomeDisk};
 use crate::process::die_with_parent;
@@ -69,8 +69,24 @@ pub fn plan(
 ) -> Result<Plan, SetupError> {
     let facts =
         host::facts(spec).map_err(|e| SetupError::new("find warren-shim", e.to_string()))?;
-    plan::build_with_disk(spec, &facts, cgroup, disk)
-        .map_err(|e| SetupError::new("describe sandbox", e.to_string()))
+    let plan = plan::build_with_disk(spec, &facts, cgroup, disk)
+        .map_err(|e| SetupError::new("describe sandbox", e.to_string()))?;
+    let limits = &plan.info.sandbox.limits;
+    if (spec.require_limits || spec.network.required)
+        && limits.missing.iter().any(|m| m == network::MISSING)
+    {
+        let why = limits
+            .reasons
+            .get(network::MISSING)
+            .cloned()
+            .unwrap_or_default();
+        return Err(SetupError::new(
+            "give the sandbox its network",
+            format!("cannot give public network: {why}"),
+        )
+        .with_hint("see docs/network.md; or start it with --network none"));
+    }
+    Ok(plan)
 }
 
 /// Sends the sandbox's record, once: the server shows it as it is
@@ -116,6 +132,14 @@ pub fn or_kill(pid: Pid, result: Result<(), SetupError>) -> Result<(), SetupErro
         init::wait_for(pid);
     }
     result
+}
+
+/// [`or_kill`] for a step that returns a value.
+pub fn or_kill_with<T>(pid: Pid, result: Result<T, SetupError>) -> Result<T, SetupError> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(e) => or_kill(pid, Err(e)).map(|()| unreachable!("an error stays an error")),
+    }
 }
 
 /// Waits for the sandbox's first process. It reports the command's own

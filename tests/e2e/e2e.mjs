@@ -2,8 +2,9 @@
 //
 // Starts `warren serve` (real sandboxes, private state and workspace dirs, a
 // free port on 127.0.0.1), drives Debian's chromium with playwright-core, and
-// checks what a user sees: login, a shell, resizing, reload/reattach, and that
-// a second user can't see the first one's files. See README.md.
+// checks what a user sees: login, a shell, resizing, reload/reattach, that
+// a second user can't see the first one's files, warren-info, and files in
+// (dropped onto the page) and out (warren-download). See README.md.
 //
 // Output: one line per check, then `N passed, M failed`. Exit status 0 only if
 // every check passed. Everything is bounded: each wait has a timeout and a
@@ -42,6 +43,8 @@ const VIEW_SMALL = { width: 720, height: 420 };
 const started = Date.now();
 const log = (msg) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Under CI a check that cannot run fails instead of skipping.
+const MUST_RUN = ['true', '1'].includes(process.env.CI) || process.env.WARREN_MUST_RUN === '1';
 
 // ---------------------------------------------------------------- bookkeeping
 
@@ -51,6 +54,10 @@ const CHECKS = [
   [3, 'resizing the window resizes the terminal (stty size follows)'],
   [4, 'reload reattaches to the same terminal: screen and shell state kept'],
   [5, 'bob, in another browser context, cannot see alice\'s files'],
+  [6, 'warren-info and container-info typed into the terminal print the sandbox\'s facts'],
+  [7, 'a file dropped onto the page lands in the home with its contents'],
+  [8, 'warren-download FILE offers a link that downloads the file'],
+  [9, 'alice\'s terminal reaches the (fake) internet: curl to the fake upstream works, the host\'s service is refused'],
 ];
 let browser = null;
 let finishing = false; // set once the run is being wound up
@@ -383,8 +390,9 @@ async function main() {
     // The page names the tier and, on hover, the limits in force.
     const badge = alice.page.locator('#tier');
     expect(await badge.isVisible(), 'no isolation badge on the page');
-    expect((await badge.textContent()) === `isolation: ${hello.tier}`,
-      `badge says ${JSON.stringify(await badge.textContent())}, hello says tier ${hello.tier}`);
+    const badgeText = `isolation: ${hello.tier}` + (hello.network ? ` · network: ${hello.network.mode}` : '');
+    expect((await badge.textContent()) === badgeText,
+      `badge says ${JSON.stringify(await badge.textContent())}, hello says tier ${hello.tier}, network ${JSON.stringify(hello.network)}`);
     expect(hello.limits && (await badge.getAttribute('title')).startsWith('limits: '),
       `no limits in the hello frame or the badge: ${JSON.stringify(hello.limits)}`);
     await alice.shot('alice-whoami.png');
@@ -489,6 +497,75 @@ async function main() {
     }
     return `ls /workspace: ${ls.join(' ')}; cat: ${cat[0]}; ${hijack}`;
   }, { needs: [1] });
+
+  await check(6, async () => {
+    await alice.page.focus('.xterm-helper-textarea');
+    const facts = [];
+    for (const name of ['warren-info', 'container-info']) {
+      const out = (await alice.run(name)).join('\n');
+      expect(!/not found/.test(out), `${name}: ${out}`);
+      expect(/alice/.test(out) && /isolation/.test(out), `${name} printed no facts:\n${out}`);
+      facts.push(out.split('\n').find((l) => /isolation/.test(l)).trim());
+    }
+    return facts[0];
+  }, { needs: [2] });
+
+  await check(7, async () => {
+    const page = alice.page;
+    const dt = await page.evaluateHandle(() => {
+      const d = new DataTransfer();
+      d.items.add(new File(['dropped-e2e\n'], 'dropped e2e.txt', { type: 'text/plain' }));
+      return d;
+    });
+    await page.dispatchEvent('#terminal', 'dragenter', { dataTransfer: dt });
+    expect(await page.locator('#drop').isVisible(), 'no drop indicator while dragging');
+    await page.dispatchEvent('#terminal', 'drop', { dataTransfer: dt });
+    const bar = page.locator('#transfer');
+    await alice.waitFor('the upload to finish', async () =>
+      (await bar.isVisible()) && /uploaded|failed/.test(await page.locator('#transfer-text').textContent()), 15000);
+    const said = await page.locator('#transfer-text').textContent();
+    expect(/^uploaded ~\/dropped e2e\.txt$/.test(said), `the page says ${JSON.stringify(said)}`);
+    expect(await page.locator('#transfer-bar').evaluate((b) => b.value) === 1, 'the progress bar is not full');
+    await alice.shot('alice-dropped.png');
+    await page.focus('.xterm-helper-textarea');
+    const cat = (await alice.run("cat ~/'dropped e2e.txt'; stat -c %U ~/'dropped e2e.txt'")).map((r) => r.trim()).filter(Boolean);
+    expect(cat.length === 2 && cat[0] === 'dropped-e2e' && cat[1] === 'alice', `in the home: ${JSON.stringify(cat)}`);
+    return 'dropped e2e.txt: dropped-e2e, owned by alice';
+  }, { needs: [2] });
+
+  await check(8, async () => {
+    const page = alice.page;
+    await page.focus('.xterm-helper-textarea');
+    await alice.run('echo download-e2e > ~/out.txt; warren-download ~/out.txt');
+    const link = page.locator('#download-link');
+    await alice.waitFor('the download link', async () => link.isVisible(), 10000);
+    expect((await link.textContent()) === 'Download out.txt', `the link says ${JSON.stringify(await link.textContent())}`);
+    await alice.shot('alice-download-link.png');
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 15000 }), link.click()]);
+    const got = fs.readFileSync(await download.path(), 'utf8');
+    expect(got === 'download-e2e\n', `the download holds ${JSON.stringify(got)}`);
+    expect(download.suggestedFilename() === 'out.txt', `named ${download.suggestedFilename()}`);
+    return `out.txt downloaded (${got.length} bytes)`;
+  }, { needs: [2] });
+
+  // run.sh starts everything inside a fake internet (tests/fakenet) when it
+  // can build one (as root): no packet leaves the machine.
+  await check(9, async () => {
+    if (process.env.WARREN_E2E_FAKENET !== '1') {
+      const why = 'not inside the fake internet (tests/e2e/run.sh builds one as root)';
+      expect(!MUST_RUN, why);
+      return `SKIP: ${why}`;
+    }
+    expect(alice !== null, 'alice has no terminal (check 2)');
+    await alice.page.focus('.xterm-helper-textarea');
+    const up = (await alice.run('curl -sS -m 10 upstream.test')).map((r) => r.trim()).filter(Boolean);
+    expect(up.some((r) => r === 'hello from upstream at 93.184.215.14'), `curl to the fake upstream printed ${JSON.stringify(up)}`);
+    // Short lines: a wrapped command line would hide run()'s marker.
+    const host = (await alice.run('curl -s -m 5 198.51.100.7:8081 || echo refused')).map((r) => r.trim()).filter(Boolean);
+    expect(host.length === 1 && host[0] === 'refused', `the host's service was not refused: ${JSON.stringify(host)}`);
+    await alice.shot('alice-curl.png');
+    return `${up.find((r) => r.startsWith('hello'))}; host service ${host[0]}`;
+  }, { needs: [2] });
 }
 
 main()

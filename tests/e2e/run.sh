@@ -32,6 +32,16 @@ fi
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 timeout 300 npm ci --ignore-scripts --no-audit --no-fund
 
-# e2e.mjs bounds itself (a 120 s watchdog, then it stops the server); the
-# outer timeout is only a last resort. SIGTERM lets it clean up.
+# As root, everything (server, sandboxes, chromium) runs inside a fake
+# internet (tests/fakenet/fakenet.sh), so check 6 can curl the fake upstream
+# from alice's terminal without a packet leaving the machine.
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && command -v dnsmasq >/dev/null; then
+  world="we2e$$"
+  ../fakenet/fakenet.sh up "$world"
+  trap '../fakenet/fakenet.sh down "$world"' EXIT
+  # e2e.mjs bounds itself (a 120 s watchdog, then it stops the server); the
+  # outer timeout is only a last resort. SIGTERM lets it clean up.
+  WARREN_E2E_FAKENET=1 timeout -k 10 180 ip netns exec "$world-w" node e2e.mjs
+  exit
+fi
 exec timeout -k 10 180 node e2e.mjs

@@ -20,6 +20,14 @@ pub const EXPORT_COMMAND: &str = "/opt/warren/bin/warren-export";
 /// How long an import or export may run.
 pub const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// A tool whose stdout is streamed to a client ([`Manager::pump`]).
+pub(super) struct Pumped {
+    pub stdout: tokio::process::ChildStdout,
+    pub stderr: Option<tokio::process::ChildStderr>,
+    pub process: Box<dyn crate::backend::TerminalProcess>,
+    pub lease: Option<crate::sessions::Lease>,
+}
+
 /// What an import did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Imported {
@@ -58,13 +66,45 @@ impl Manager {
         let ExecChild {
             stdout,
             stderr,
-            mut process,
+            process,
             ..
         } = child;
         let stdout = stdout
             .and_then(|s| tokio::process::ChildStdout::from_std(s).ok())
             .ok_or_else(|| ManageError::Internal("export: no stdout".into()))?;
         let stderr = stderr.and_then(|s| tokio::process::ChildStderr::from_std(s).ok());
+        Ok(self.pump(
+            Pumped {
+                stdout,
+                stderr,
+                process,
+                lease: _lease,
+            },
+            actor,
+            id,
+            "export",
+            serde_json::Value::Null,
+        ))
+    }
+
+    /// Streams a tool's stdout to the client, then audits `action` with
+    /// `detail` (an object, or null) and the bytes sent. A failure after
+    /// the first byte ends the stream with an error (the client sees a cut
+    /// transfer, never a complete-looking one).
+    pub(super) fn pump(
+        self: &Arc<Self>,
+        tool: Pumped,
+        actor: &str,
+        id: &str,
+        action: &'static str,
+        detail: serde_json::Value,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+        let Pumped {
+            stdout,
+            stderr,
+            mut process,
+            lease: _lease,
+        } = tool;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
         let me = Arc::clone(self);
         let (actor, id) = (actor.to_string(), id.to_string());
@@ -108,7 +148,7 @@ impl Manager {
             let ok = completed && exit.code == Some(0);
             if !ok {
                 let why = format!(
-                    "export failed (exit {:?}, signal {:?}): {}",
+                    "{action} failed (exit {:?}, signal {:?}): {}",
                     exit.code,
                     exit.signal,
                     stderr.trim()
@@ -117,17 +157,24 @@ impl Manager {
                 let _ = tx.send(Err(std::io::Error::other(why))).await;
             }
             drop(_lease);
+            let mut detail = match detail {
+                serde_json::Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            };
+            detail.insert("bytes".into(), sent.into());
+            detail.insert("exit_code".into(), exit.code.into());
+            detail.insert("signal".into(), exit.signal.into());
             me.audit(
                 &actor,
-                "export",
+                action,
                 Some(&id),
                 if ok { "ok" } else { "failed" },
-                serde_json::json!({"bytes": sent, "exit_code": exit.code, "signal": exit.signal}),
+                serde_json::Value::Object(detail),
             );
         });
-        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+        futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
-        }))
+        })
     }
 
     /// Unpacks a tar.gz into the user's home. The upload is spooled to an
@@ -170,64 +217,15 @@ impl Manager {
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin,
     {
-        use futures_util::StreamExt;
-        use std::io::{Seek, Write};
         self.need_namespaces_tier()?;
-        let dir = self.upload_dir();
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(ManageError::io(dir.display().to_string()))?;
-        let mut file = tempfile::tempfile_in(&dir)
-            .map_err(|e| ManageError::io(format!("temporary file in {}", dir.display()))(e))?;
-        let mut size = 0u64;
-        while let Some(chunk) = upload.next().await {
-            let chunk =
-                chunk.map_err(|e| ManageError::BadRequest(format!("reading the upload: {e}")))?;
-            size += chunk.len() as u64;
-            let max = self.import_limits.max_archive_bytes();
-            if size > max {
-                return Err(ManageError::TooLarge(format!(
-                    "the upload is larger than {} MiB",
-                    max >> 20
-                )));
-            }
-            file.write_all(&chunk)
-                .map_err(ManageError::io("spooling the upload"))?;
-        }
+        let limits = self.import_limits;
+        let (file, size) = self.spool(&mut upload, limits.max_archive_bytes()).await?;
         if size == 0 {
             return Err(ManageError::BadRequest(
                 "empty upload: send a tar.gz as the request body".into(),
             ));
         }
-        file.rewind()
-            .map_err(ManageError::io("rewinding the upload"))?;
-        let check = file
-            .try_clone()
-            .map_err(ManageError::io("reopening the upload"))?;
-        let limits = self.import_limits;
-        tokio::task::spawn_blocking(move || warren_runtime::archive::validate(check, &limits))
-            .await?
-            .map_err(|e| {
-                use warren_runtime::archive::ArchiveError as A;
-                match e {
-                    e @ A::Io { .. } => ManageError::Archive {
-                        what: "checking the upload",
-                        source: e,
-                    },
-                    A::EntryTooBig { .. }
-                    | A::TooManyBytes { .. }
-                    | A::TooLarge { .. }
-                    | A::TooManyEntries { .. }
-                    | A::TooMuchMetadata { .. } => {
-                        ManageError::TooLarge(format!("archive refused: {e}"))
-                    }
-                    e => ManageError::BadRequest(format!("archive refused: {e}")),
-                }
-            })?;
-        file.rewind()
-            .map_err(ManageError::io("rewinding the upload"))?;
+        let file = check_archive(file, limits).await?;
         let cmd = ExecCommand {
             argv: vec![
                 IMPORT_COMMAND.into(),
@@ -279,6 +277,45 @@ impl Manager {
 }
 
 impl Manager {
+    /// Spools an upload into an unnamed temporary file in the upload
+    /// directory, refusing it (413) past `max` bytes; rewound, with its size.
+    pub(super) async fn spool<S>(
+        &self,
+        upload: &mut S,
+        max: u64,
+    ) -> Result<(std::fs::File, u64), ManageError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin,
+    {
+        use futures_util::StreamExt;
+        use std::io::{Seek, Write};
+        let dir = self.upload_dir();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(ManageError::io(dir.display().to_string()))?;
+        let mut file = tempfile::tempfile_in(&dir)
+            .map_err(|e| ManageError::io(format!("temporary file in {}", dir.display()))(e))?;
+        let mut size = 0u64;
+        while let Some(chunk) = upload.next().await {
+            let chunk =
+                chunk.map_err(|e| ManageError::BadRequest(format!("reading the upload: {e}")))?;
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(ManageError::TooLarge(format!(
+                    "the upload is larger than {} MiB",
+                    max >> 20
+                )));
+            }
+            file.write_all(&chunk)
+                .map_err(ManageError::io("spooling the upload"))?;
+        }
+        file.rewind()
+            .map_err(ManageError::io("rewinding the upload"))?;
+        Ok((file, size))
+    }
+
     /// Removes what an import killed while unpacking left in the home
     /// (`warren-import --clean`, inside the sandbox as the user: host-side
     /// code never walks a home). Best effort: the next import sweeps too.
@@ -311,6 +348,41 @@ impl Manager {
             );
         }
     }
+}
+
+/// Checks a spooled tar.gz whole (`archive::validate`) before anything
+/// reaches a home; the file comes back rewound.
+pub(super) async fn check_archive(
+    file: std::fs::File,
+    limits: warren_runtime::archive::ArchiveLimits,
+) -> Result<std::fs::File, ManageError> {
+    use std::io::Seek;
+    let check = file
+        .try_clone()
+        .map_err(ManageError::io("reopening the upload"))?;
+    tokio::task::spawn_blocking(move || warren_runtime::archive::validate(check, &limits))
+        .await?
+        .map_err(|e| {
+            use warren_runtime::archive::ArchiveError as A;
+            match e {
+                e @ A::Io { .. } => ManageError::Archive {
+                    what: "checking the upload",
+                    source: e,
+                },
+                A::EntryTooBig { .. }
+                | A::TooManyBytes { .. }
+                | A::TooLarge { .. }
+                | A::TooManyEntries { .. }
+                | A::TooMuchMetadata { .. } => {
+                    ManageError::TooLarge(format!("archive refused: {e}"))
+                }
+                e => ManageError::BadRequest(format!("archive refused: {e}")),
+            }
+        })?;
+    let mut file = file;
+    file.rewind()
+        .map_err(ManageError::io("rewinding the upload"))?;
+    Ok(file)
 }
 
 /// What a failed `warren-import` means for the caller. Imports are

@@ -43,6 +43,31 @@ impl Manager {
         self.audit(actor, "limits", Some(id), "ok", detail);
         self.show(id)
     }
+
+    /// Sets the tenant's terminal command line (None: the server's
+    /// `--shell`), used from their next sandbox on.
+    pub fn set_shell(
+        &self,
+        actor: &str,
+        id: &str,
+        shell: Option<&str>,
+    ) -> Result<UserView, ManageError> {
+        self.record(id)?;
+        if let Some(line) = shell {
+            crate::sandboxes::parse_shell(line).map_err(ManageError::BadRequest)?;
+        }
+        if !self.state().set_shell(id, shell)? {
+            return Err(ManageError::NoSuchUser(id.to_string()));
+        }
+        self.audit(
+            actor,
+            "shell",
+            Some(id),
+            "ok",
+            serde_json::json!({ "shell": shell }),
+        );
+        self.show(id)
+    }
 }
 
 /// A lower limit the home does not fit in is the caller's to fix.

@@ -27,6 +27,7 @@ use crate::state::{LimitOverrides, State, StateError};
 mod archives;
 mod audit;
 mod exec;
+mod files;
 mod limits;
 mod stats;
 mod terminals;
@@ -34,6 +35,7 @@ mod users;
 
 pub use archives::{Imported, ARCHIVE_TIMEOUT, EXPORT_COMMAND, IMPORT_COMMAND};
 pub use exec::{ExecRequest, Running};
+pub use files::{FileKind, FileStream, Uploaded, GET_COMMAND, PUT_COMMAND};
 pub use stats::Stats;
 pub use users::Deleted;
 
@@ -66,6 +68,9 @@ pub enum ManageError {
     NoSuchUser(String),
     #[error("no such terminal")]
     NoSuchTerminal,
+    /// Nothing at a path in a home (the files API).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Conflict(String),
     /// A command could not start because the sandbox is at its memory
@@ -132,6 +137,7 @@ impl ManageError {
             ManageError::BadRequest(_)
                 | ManageError::NoSuchUser(_)
                 | ManageError::NoSuchTerminal
+                | ManageError::NotFound(_)
                 | ManageError::Conflict(_)
                 | ManageError::OutOfMemory(_)
                 | ManageError::TooLarge(_)
@@ -271,11 +277,19 @@ pub struct UserView {
     pub id: String,
     pub slug: String,
     pub host_uid: u32,
+    /// The host gid the tenant's files get (with subordinate ids, the
+    /// tenant's id of the range); `None` when this server cannot map the
+    /// tenant (its range is exhausted, or only host root could be mapped).
+    pub host_gid: Option<u32>,
+    /// The home on the host.
+    pub home_dir: PathBuf,
     /// Unix seconds.
     pub created_at: i64,
     pub last_seen: i64,
     /// The tenant's overrides (`"default"` = the server's).
     pub limits: LimitOverrides,
+    /// The tenant's terminal command line; None: the server's.
+    pub shell: Option<String>,
     /// `running`, `starting` (or stopping) or `stopped`.
     pub sandbox: String,
     pub terminals: usize,

@@ -37,6 +37,9 @@ pub struct Stats {
     pub memory_bytes: Option<u64>,
     pub cpu_usec: Option<u64>,
     pub pids: Option<u64>,
+    /// Bytes the running sandbox sent and received over its network (when
+    /// it has one: `public`).
+    pub network: Option<warren_runtime::network::NetUsage>,
     pub terminals: usize,
     pub running_commands: usize,
     pub workspace: Option<HomeUsage>,
@@ -68,6 +71,7 @@ impl Manager {
             .as_ref()
             .and_then(|s| s.usage())
             .unwrap_or(Usage::default());
+        let network = sandbox.as_ref().and_then(|s| s.network_usage());
         let tenant = Tenant::parse(id).map_err(|e| ManageError::BadRequest(e.to_string()))?;
         let bounds = WalkBounds {
             deadline: Instant::now() + STATS_WALK_TIME,
@@ -129,6 +133,7 @@ impl Manager {
             user,
             record,
             usage,
+            network,
             running_commands,
             workspace,
             workspace_error,
@@ -143,6 +148,7 @@ impl Manager {
         user: UserView,
         record: Option<SandboxRecord>,
         usage: Usage,
+        network: Option<warren_runtime::network::NetUsage>,
         running_commands: usize,
         workspace: Option<HomeUsage>,
         workspace_error: Option<String>,
@@ -168,6 +174,7 @@ impl Manager {
             memory_bytes: usage.memory_bytes,
             cpu_usec: usage.cpu_usec,
             pids: usage.pids,
+            network,
             running_commands,
             workspace,
             workspace_error,

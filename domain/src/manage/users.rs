@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::disk;
+use warren_runtime::idmap::IdRange;
 use warren_runtime::tenant::Tenant;
 
 use crate::backend::{ExecCommand, ExecStdio};
 use crate::exec::{self, EndReason};
-use crate::sandbox::provision;
+use crate::sandbox::{host_ids, provision, tenant_id_range};
 use crate::state::TenantRecord;
 use crate::user::UserId;
 
@@ -32,6 +33,16 @@ impl Manager {
     }
 
     pub(super) fn view(&self, r: TenantRecord) -> UserView {
+        self.view_in(r, tenant_id_range(self.isolation()))
+    }
+
+    /// The view, with the tenants' id range read once for a whole list.
+    fn view_in(&self, r: TenantRecord, range: IdRange) -> UserView {
+        let host_gid = host_ids(range, r.host_uid, self.settings.uid_base)
+            .ok()
+            .map(|m| m.host_gid);
+        // The slug is already the home's name (runtime::tenant made it).
+        let home_dir = self.settings.workspace_root.join(&r.slug);
         let (sandbox, terminals) = match &self.runner {
             Runner::Registry(reg) => match UserId::parse(&r.id) {
                 Ok(u) => {
@@ -49,9 +60,12 @@ impl Manager {
             id: r.id,
             slug: r.slug,
             host_uid: r.host_uid,
+            host_gid,
+            home_dir,
             created_at: r.created_at,
             last_seen: r.last_seen,
             limits: r.limits,
+            shell: r.shell,
             sandbox,
             terminals,
         }
@@ -59,7 +73,11 @@ impl Manager {
 
     pub fn list(&self) -> Result<Vec<UserView>, ManageError> {
         let records = self.state().list()?;
-        Ok(records.into_iter().map(|r| self.view(r)).collect())
+        let range = tenant_id_range(self.isolation());
+        Ok(records
+            .into_iter()
+            .map(|r| self.view_in(r, range))
+            .collect())
     }
 
     pub fn show(&self, id: &str) -> Result<UserView, ManageError> {

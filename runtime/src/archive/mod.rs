@@ -34,7 +34,7 @@ use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
-pub use export::{export, Exported, Skipped};
+pub use export::{export, export_at, Exported, Skipped};
 pub use extract::{extract, extract_at, seekable};
 pub use rules::{Rule, MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_METADATA_BYTES, MAX_PATH_BYTES};
 pub use staging::{clean, STAGING_PREFIX};

@@ -26,6 +26,7 @@ use crate::info::{SandboxInfo, APPLETS, INFO_BIN, INFO_DIR, INFO_ENV, INFO_PATH,
 use crate::landlock::LandlockPaths;
 use crate::mounts::{self, HostFiles, MountOp};
 use crate::namespaces;
+use crate::network::{self, NetworkFacts, NetworkPlan};
 use crate::record::{LimitsInForce, SandboxRecord};
 use crate::rlimits::{self, Rlimit};
 use crate::seccomp::{self, BpfProgram, Profile, SeccompError};
@@ -56,6 +57,8 @@ pub struct HostFacts {
     pub info_tool: Option<PathBuf>,
     /// The host paths the mount plan looks at.
     pub files: HostFiles,
+    /// pasta, nft and the host's addresses, for a `public` sandbox.
+    pub network: NetworkFacts,
 }
 
 /// The whole plan; see the module documentation for what each tier gets.
@@ -74,6 +77,8 @@ pub struct Plan {
     pub info: SandboxInfo,
     /// What confines each command, the first and every joined one.
     pub confinement: Confinement,
+    /// pasta and the egress filter, for a `public` sandbox.
+    pub network: NetworkPlan,
 }
 
 /// What confines a command of the sandbox. Serializable: the namespace
@@ -193,9 +198,16 @@ pub fn build(
 pub fn build_with_disk(
     spec: &SandboxSpec,
     host: &HostFacts,
-    cgroup: LimitsInForce,
+    mut cgroup: LimitsInForce,
     disk: Option<crate::disk::DiskInForce>,
 ) -> Result<Plan, PlanError> {
+    let (net, net_record, net_missing) =
+        network::plan(&spec.network, spec.isolation, &host.network);
+    if let Some(why) = net_missing.filter(|_| !cgroup.missing.iter().any(|m| m == network::MISSING))
+    {
+        cgroup.missing.push(network::MISSING.into());
+        cgroup.reasons.insert(network::MISSING.into(), why);
+    }
     let namespaced = !spec.isolation.shares_host();
     let clone_flags = match namespaced {
         true => namespaces::sandbox_flags(),
@@ -207,9 +219,12 @@ pub fn build_with_disk(
     let joined = with_cgroup_namespace(clone_flags, cgroup_namespace);
     let mut info = info_record(spec, host, joined, seccomp, &rlimits, cgroup);
     info.sandbox.disk = disk;
+    // The none tier shares the host's network whatever the policy, as it
+    // shares everything else: no record of a network it does not have.
+    info.sandbox.network = (spec.isolation != Isolation::None).then_some(net_record);
     let (mounts, env, landlock) = match namespaced {
         true => (
-            root_mounts(spec, host, &info)?,
+            root_mounts(spec, host, &info, net.resolv_conf.clone())?,
             spec.env.clone(),
             Some(namespaced_landlock(spec)),
         ),
@@ -232,6 +247,7 @@ pub fn build_with_disk(
             env,
             landlock_abi: host.landlock_abi,
         },
+        network: net,
     })
 }
 
@@ -275,6 +291,7 @@ fn info_record(
             landlock: (spec.isolation != Isolation::None)
                 .then(|| crate::landlock::expected(host.landlock_abi)),
             disk: None,
+            network: None,
         },
     }
 }
@@ -307,15 +324,51 @@ fn root_mounts(
     spec: &SandboxSpec,
     host: &HostFacts,
     info: &SandboxInfo,
+    resolv_conf: Option<String>,
 ) -> Result<Vec<MountOp>, PlanError> {
     let mut ops = mounts::plan_from(spec, &host.files);
+    if let Some(conf) = resolv_conf {
+        // Never the host's file: it may name a resolver the policy refuses.
+        mounts::replace_etc_file(&mut ops, "resolv.conf", conf);
+    }
     let json = serde_json::to_string_pretty(info)?;
     mounts::add_etc_file(&mut ops, INFO_PATH.trim_start_matches("/etc/"), json);
     mounts::add_readonly_file(&mut ops, host.shim_exe.clone(), INFO_BIN.into());
     for applet in APPLETS {
         mounts::add_symlink(&mut ops, INFO_TOOL.into(), Path::new(INFO_DIR).join(applet));
     }
+    login_profile(&mut ops);
     Ok(ops)
+}
+
+/// Where the host's /etc/profile goes in the sandbox: /etc/profile is
+/// warren's, which runs it and then puts [`INFO_DIR`] back on PATH (a login
+/// shell's profile resets PATH, and `warren-info` went missing with it).
+pub const HOST_PROFILE: &str = "/etc/profile.host";
+
+/// The sandbox's /etc/profile (see [`HOST_PROFILE`]).
+pub fn profile_text() -> String {
+    format!(
+        "# A warren sandbox's /etc/profile: the host's ({HOST_PROFILE}), then\n\
+         # warren's tools (warren-info, container-info, warren-download) back on\n\
+         # PATH, which the host's may have reset.\n\
+         if [ -r {HOST_PROFILE} ]; then . {HOST_PROFILE}; fi\n\
+         case \":$PATH:\" in\n  *:{INFO_DIR}:*) ;;\n  *) PATH=\"$PATH:{INFO_DIR}\"; export PATH ;;\nesac\n"
+    )
+}
+
+fn login_profile(ops: &mut Vec<MountOp>) {
+    for op in ops.iter_mut() {
+        if let MountOp::CopyFile { target, .. }
+        | MountOp::Bind { target, .. }
+        | MountOp::Symlink { target, .. } = op
+        {
+            if target == Path::new("/etc/profile") {
+                *target = HOST_PROFILE.into();
+            }
+        }
+    }
+    mounts::add_etc_file(ops, "profile", profile_text());
 }
 
 /// Second wall, after pivot_root: writes only to the home, /tmp, /dev/shm,
@@ -364,6 +417,14 @@ fn shared_host_env(
     env.push((INFO_ENV.into(), serde_json::to_string(info)?));
     if let Some(dir) = host.info_tool.as_deref().and_then(Path::parent) {
         let dir = dir.display().to_string();
+        // A login shell's /etc/profile (the host's, in these tiers) resets
+        // PATH: bash puts the directory back before its first prompt.
+        if !env.iter().any(|(k, _)| k == "PROMPT_COMMAND") {
+            env.push((
+                "PROMPT_COMMAND".into(),
+                format!("case \":$PATH:\" in *:{dir}:*) ;; *) PATH=\"$PATH:{dir}\";; esac"),
+            ));
+        }
         match env.iter_mut().find(|(k, _)| k == "PATH") {
             Some((_, path)) if !path.split(':').any(|p| p == dir) => {
                 path.push(':');

@@ -24,6 +24,12 @@ fn host() -> HostFacts {
         shim_exe: "/usr/lib/warren/warren-shim".into(),
         info_tool: Some("/usr/lib/warren/warren-info".into()),
         files,
+        network: NetworkFacts {
+            pasta: Some("/usr/bin/pasta".into()),
+            nft: Some("/usr/sbin/nft".into()),
+            host_addrs: vec!["192.0.2.2".parse().unwrap()],
+            default_route: true,
+        },
     }
 }
 
@@ -102,6 +108,28 @@ fn namespaces_tier_builds_a_root_and_records_it_in_etc() {
             target: Path::new(INFO_DIR).join(applet)
         }));
     }
+    // A login shell finds warren-info: /etc/profile is warren's, which runs
+    // the host's and puts INFO_DIR back on PATH (issue 16).
+    let profile: Vec<&MountOp> = plan
+        .mounts
+        .iter()
+        .filter(|o| match o {
+            MountOp::WriteFile { target, .. }
+            | MountOp::CopyFile { target, .. }
+            | MountOp::Bind { target, .. }
+            | MountOp::Symlink { target, .. } => target == Path::new("/etc/profile"),
+            _ => false,
+        })
+        .collect();
+    assert_eq!(
+        profile,
+        [&MountOp::WriteFile {
+            target: "/etc/profile".into(),
+            contents: profile_text()
+        }]
+    );
+    assert!(profile_text().contains(&format!("PATH=\"$PATH:{INFO_DIR}\"")));
+    assert!(profile_text().contains(&format!(". {HOST_PROFILE}")));
     // Landlock is the second wall: writes to the home, /tmp, /dev/shm.
     let landlock = plan.confinement.landlock.as_ref().unwrap();
     assert_eq!(
@@ -325,4 +353,54 @@ fn confinement_survives_the_reexec_handover() {
         let back: Confinement = serde_json::from_str(&json).unwrap();
         assert_eq!(back, plan.confinement);
     }
+}
+
+#[test]
+fn public_network_plans_pasta_the_filter_and_a_synthesized_resolv_conf() {
+    let mut s = spec(Isolation::Namespaces);
+    s.network = crate::network::NetworkPolicy::public();
+    let plan = build(
+        &s,
+        &host(),
+        LimitsInForce::cgroup(crate::cgroups::Limits::default(), vec![]),
+    )
+    .unwrap();
+    assert!(plan.network.pasta.is_some());
+    assert!(plan.network.filter.is_some());
+    let net = plan.info.sandbox.network.clone().unwrap();
+    assert_eq!(net.mode, crate::network::NetworkMode::Public);
+    let resolv: Vec<_> = plan
+        .mounts
+        .iter()
+        .filter(|o| format!("{o:?}").contains("/etc/resolv.conf"))
+        .collect();
+    assert_eq!(resolv.len(), 1, "{resolv:?}");
+    assert!(
+        format!("{resolv:?}").contains("nameserver 169.254.1.1"),
+        "never the host's file"
+    );
+    assert!(plan.info.sandbox.limits.missing.is_empty());
+}
+
+#[test]
+fn public_network_in_the_landlock_tier_is_missing_with_its_reason() {
+    let mut s = spec(Isolation::Landlock);
+    s.network = crate::network::NetworkPolicy::public();
+    let plan = build(
+        &s,
+        &host(),
+        LimitsInForce::cgroup(crate::cgroups::Limits::default(), vec![]),
+    )
+    .unwrap();
+    let limits = &plan.info.sandbox.limits;
+    assert!(
+        limits.missing.contains(&"network".to_string()),
+        "{limits:?}"
+    );
+    assert!(limits.reasons["network"].contains("no network namespace"));
+    assert_eq!(plan.network.pasta, None, "never the host's network");
+    assert_eq!(
+        plan.info.sandbox.network.as_ref().unwrap().mode,
+        crate::network::NetworkMode::None
+    );
 }

@@ -333,6 +333,23 @@ pub fn spawn_with_fds(
     child
 }
 
+/// Makes `cmd`, once spawned, get SIGKILL when we die (set between fork
+/// and exec): a helper (pasta) never outlives the shim that started it,
+/// even when the shim is killed.
+pub fn die_with_us(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl,
+    // which is async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 // Raw syscalls of one concern live in a submodule of their own.
 pub mod cgroups;
 pub mod seccomp;

@@ -13,7 +13,8 @@ use crate::web::connections::ConnLimits;
 use crate::web::host::{HostError, HostPolicy};
 use crate::web::origin::{OriginError, OriginPolicy};
 use crate::web::state::PingPolicy;
-use crate::web::{ServeConfig, WebSettings};
+use crate::web::{NodeConfig, ServeConfig, WebSettings};
+use warren_domain::node::NodeSettings;
 use warren_domain::sessions::SessionLimits;
 
 /// warren's default port.
@@ -121,12 +122,41 @@ pub struct ServeArgs {
     /// Most entries one import may hold.
     #[arg(long, env = "WARREN_IMPORT_MAX_ENTRIES", default_value_t = warren_runtime::archive::ArchiveLimits::default().max_entries)]
     pub import_max_entries: u64,
+    /// This node's name in a pool behind a load balancer: sent as an
+    /// `X-Warren-Node` header on every response (docs/scale-out.md).
+    #[arg(long, env = "WARREN_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Users with a home on this node beyond which it takes no new ones
+    /// (its agent says `drain`) [default: no bound].
+    #[arg(long, env = "WARREN_MAX_USERS", value_name = "N")]
+    pub max_users: Option<usize>,
+    /// Answer HAProxy's agent checks on this address (`up ready N%` or
+    /// `drain`; docs/scale-out.md).
+    #[arg(long, env = "WARREN_AGENT_LISTEN", value_name = "ADDR:PORT")]
+    pub agent_listen: Option<SocketAddr>,
+    /// The command line of every terminal, split on whitespace (for
+    /// example `zsh -l`, `fish -l`, `bash --norc`); default `bash -l`.
+    #[arg(long, env = "WARREN_SHELL", value_name = "COMMAND", value_parser = parse_shell)]
+    pub shell: Option<ShellLine>,
+    /// How log lines are written to stderr: `text` (coloured only on a
+    /// terminal, and never with NO_COLOR set) or `json` (one object a line).
+    #[arg(long, env = "WARREN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub store: crate::cli::StoreArgs,
     #[command(flatten)]
     pub limits: crate::cli::LimitArgs,
     #[command(flatten)]
     pub isolation: crate::cli::IsolationArgs,
+    #[command(flatten)]
+    pub network: crate::cli::NetworkArgs,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -178,6 +208,8 @@ pub enum ArgsError {
     Host(#[from] HostError),
     #[error("invalid user id: {0}")]
     User(#[from] warren_runtime::tenant::TenantError),
+    #[error("--node-id {0:?}: use 1 to 64 letters, digits, '.', '_' or '-'")]
+    NodeId(String),
 }
 
 impl ServeArgs {
@@ -225,6 +257,30 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout,
             management: Some(self.management()?),
             web,
+            node: self.node()?,
+        })
+    }
+
+    fn node(&self) -> Result<NodeConfig, ArgsError> {
+        if self.max_users == Some(0) {
+            return Err(ArgsError::ZeroLimit("--max-users"));
+        }
+        if let Some(id) = &self.node_id {
+            let ok = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(ArgsError::NodeId(id.clone()));
+            }
+        }
+        Ok(NodeConfig {
+            settings: NodeSettings {
+                id: self.node_id.clone(),
+                max_users: self.max_users,
+                state_file: Some(self.store.settings().state_dir.join("node-state")),
+            },
+            agent_listen: self.agent_listen,
         })
     }
 
@@ -439,6 +495,51 @@ mod tests {
     }
 
     #[test]
+    fn node_flags_are_checked() {
+        let n = parse(&[
+            "--node-id",
+            "node-1.eu",
+            "--max-users",
+            "5",
+            "--agent-listen",
+            "10.0.0.1:8081",
+        ])
+        .node()
+        .unwrap();
+        assert_eq!(n.settings.id.as_deref(), Some("node-1.eu"));
+        assert_eq!(n.settings.max_users, Some(5));
+        assert_eq!(n.agent_listen, Some("10.0.0.1:8081".parse().unwrap()));
+        assert!(n.settings.state_file.unwrap().ends_with("node-state"));
+        for bad in ["", "a b", "x\u{7f}", "é", &"n".repeat(65)] {
+            assert!(
+                matches!(parse(&["--node-id", bad]).node(), Err(ArgsError::NodeId(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse(&["--max-users", "0"]).node(),
+            Err(ArgsError::ZeroLimit("--max-users"))
+        ));
+        assert!(parse(&[]).node().unwrap().agent_listen.is_none());
+    }
+
+    #[test]
+    fn shell_is_one_command_line() {
+        assert_eq!(parse(&[]).shell, None);
+        let a = parse(&["--shell", "bash --norc  -i"]);
+        assert_eq!(
+            a.shell,
+            Some(ShellLine(vec!["bash".into(), "--norc".into(), "-i".into()]))
+        );
+        let a = parse(&["--shell", "/usr/bin/zsh -l"]);
+        assert_eq!(a.shell.unwrap().0, ["/usr/bin/zsh", "-l"]);
+        for bad in ["", "   ", "bin/zsh -l"] {
+            let r = Cli::try_parse_from(["serve", "--shell", bad]);
+            assert!(r.is_err(), "--shell {bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn defaults_are_loopback_and_token() {
         let a = parse(&[]);
         assert_eq!(a.listen, "127.0.0.1:8080".parse().unwrap());
@@ -547,4 +648,13 @@ mod tests {
             Duration::from_secs(3)
         );
     }
+}
+
+/// `--shell`'s words (one value, not a list of flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShellLine(pub Vec<String>);
+
+/// `--shell`: see [`warren_domain::sandboxes::parse_shell`].
+fn parse_shell(line: &str) -> Result<ShellLine, String> {
+    warren_domain::sandboxes::parse_shell(line).map(ShellLine)
 }

@@ -16,16 +16,23 @@ use warren_domain::sandbox::{self, Request, Settings};
 pub fn doctor(json: bool) -> i32 {
     let report = host::probe();
     let trial = trial_sandbox();
+    let tier = match report.namespaces_available() {
+        true => warren_runtime::spec::Isolation::Namespaces,
+        false => warren_runtime::spec::Isolation::Landlock,
+    };
+    let network = host::network_check(tier, &warren_runtime::network::probe());
     if json {
         let v = serde_json::json!({
             "disk": disk_check(),
             "host": report,
             "trial": trial_json(&trial),
             "capacity": capacity_json(),
+            "network": network,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         print_text(&report, &trial);
+        line("network", &network);
     }
     if report.namespaces_available() && trial.is_ok() {
         0

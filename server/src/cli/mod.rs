@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use warren_runtime::host::{self, TierChoice, TierError, TierRequest};
+use warren_runtime::network::{NetworkMode, NetworkPolicy, PolicyError, Rule};
 use warren_runtime::spec::{Bind, Isolation};
 
 pub mod args;
 pub mod config;
 pub mod doctor;
+pub mod node;
 pub mod run;
 pub mod serve;
 pub mod users;
@@ -46,6 +48,8 @@ pub enum Command {
     Users(Box<crate::cli::users::UsersArgs>),
     /// Run a command non-interactively in a user's sandbox.
     Exec(Box<crate::cli::users::ExecArgs>),
+    /// This node in a pool: show its load, drain it, undrain it (asks the running server).
+    Node(Box<crate::cli::node::NodeArgs>),
 }
 
 /// The cgroup limits of each sandbox (`run` and `serve`).
@@ -95,6 +99,51 @@ impl LimitArgs {
             pids: self.pids.0,
         }
     }
+}
+
+/// The network policy of each sandbox (`run`, `serve`, `exec`;
+/// docs/network.md).
+// The doc comments are the --help text, in clap's notation, not Markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// Network of each sandbox: none (only loopback) or public (outbound
+    /// to public addresses; never the host, private ranges or other
+    /// sandboxes) [default: public for serve and exec, none for run].
+    #[arg(long, env = "WARREN_NETWORK", value_parser = parse_network_mode)]
+    pub network: Option<NetworkMode>,
+    /// Open a destination the policy refuses, CIDR[:PORTS] (e.g.
+    /// 10.0.0.2:80, 10.1.0.0/16:443,8000-8100, [fd00::1]:443); repeat, or
+    /// separate with spaces.
+    #[arg(long, env = "WARREN_NETWORK_ALLOW", value_name = "CIDR[:PORTS]", value_delimiter = ' ', value_parser = parse_rule)]
+    pub network_allow: Vec<Rule>,
+    /// Close more destinations, CIDR[:PORTS]; repeat, or separate with spaces.
+    #[arg(long, env = "WARREN_NETWORK_DENY", value_name = "CIDR[:PORTS]", value_delimiter = ' ', value_parser = parse_rule)]
+    pub network_deny: Vec<Rule>,
+    /// Refuse to start a sandbox when public network cannot be given
+    /// (--require-limits implies it).
+    #[arg(long, env = "WARREN_REQUIRE_NETWORK")]
+    pub require_network: bool,
+}
+
+impl NetworkArgs {
+    /// The policy, `default` where --network is not given.
+    pub fn policy(&self, default: NetworkMode, require_limits: bool) -> NetworkPolicy {
+        NetworkPolicy {
+            mode: self.network.unwrap_or(default),
+            allow: self.network_allow.clone(),
+            deny: self.network_deny.clone(),
+            required: self.require_network || require_limits,
+        }
+    }
+}
+
+fn parse_network_mode(s: &str) -> Result<NetworkMode, String> {
+    s.parse().map_err(|e: PolicyError| e.to_string())
+}
+
+fn parse_rule(s: &str) -> Result<Rule, String> {
+    s.parse().map_err(|e: PolicyError| e.to_string())
 }
 
 /// `--isolation`: which tier sandboxes get (docs/sandbox.md).
@@ -183,6 +232,8 @@ pub struct RunArgs {
     pub user: String,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
     /// Bind a host path read-only into the sandbox (SRC:DST).
     #[arg(long = "ro-bind", value_name = "SRC:DST", value_parser = parse_bind_ro)]
     pub ro_binds: Vec<Bind>,
@@ -321,6 +372,7 @@ pub fn main() -> ExitCode {
                 isolation: tier.isolation,
                 disk: a.limits.disk(),
                 disk_backend: a.limits.disk_backend,
+                network: a.network.policy(NetworkMode::None, a.limits.require_limits),
                 tty: if a.force_tty {
                     crate::cli::run::TtyMode::Always
                 } else {
@@ -335,6 +387,7 @@ pub fn main() -> ExitCode {
         Command::Token(a) => crate::cli::serve::token_main(a),
         Command::Users(a) => crate::cli::users::users(*a),
         Command::Exec(a) => crate::cli::users::exec(*a),
+        Command::Node(a) => crate::cli::node::node(*a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

@@ -11,12 +11,12 @@ use warren_domain::echo::EchoBackend;
 use warren_domain::user::UserId;
 use warren_runtime::host::TierChoice;
 
-use super::args::{self, BackendKind, ServeArgs, TokenArgs};
+use super::args::{self, BackendKind, LogFormat, ServeArgs, TokenArgs};
 use crate::web::{capacity, mint_token, AuthMode, ConnLimits, Server};
 
 /// `warren serve`: returns the process exit code.
 pub fn main(args: ServeArgs) -> i32 {
-    init_tracing();
+    init_tracing(args.log_format);
     let mut config = match args.to_config() {
         Ok(config) => config,
         Err(e) => {
@@ -69,16 +69,27 @@ pub fn main(args: ServeArgs) -> i32 {
         }
     }
     let backend: Arc<dyn Backend> = match (args.backend, &tier) {
-        (BackendKind::Sandbox, Some(t)) => Arc::new(
-            warren_domain::sandboxes::SandboxBackend::new(
+        (BackendKind::Sandbox, Some(t)) => {
+            let backend = warren_domain::sandboxes::SandboxBackend::new(
                 args.store.settings(),
                 args.limits.limits(),
                 args.limits.require_limits,
             )
             .with_isolation(t.isolation)
-            .with_disk(args.limits.disk(), args.limits.disk_backend),
-        ),
-        _ => Arc::new(EchoBackend::new()),
+            .with_disk(args.limits.disk(), args.limits.disk_backend)
+            .with_network(args.network.policy(
+                warren_runtime::network::NetworkMode::Public,
+                args.limits.require_limits,
+            ));
+            Arc::new(match &args.shell {
+                Some(shell) => backend.with_shell(shell.0.clone()),
+                None => backend,
+            })
+        }
+        _ => Arc::new(match &args.shell {
+            Some(shell) => EchoBackend::with_argv(shell.0.clone()),
+            None => EchoBackend::new(),
+        }),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -182,6 +193,12 @@ fn print_banner(
     if args.backend == BackendKind::Echo {
         eprintln!("  note: the echo backend runs shells as this user with NO isolation (development only)");
     }
+    if let Some(addr) = server.agent_addr() {
+        eprintln!(
+            "  node {}: HAProxy agent check on {addr} (docs/scale-out.md)",
+            args.node_id.as_deref().unwrap_or("(no --node-id)")
+        );
+    }
     if let Some(t) = tier {
         eprintln!("  isolation: {} ({})", t.isolation, t.why);
         if let Some(w) = &t.warning {
@@ -196,6 +213,7 @@ fn print_banner(
                     "  To log in, open this URL (add &user=NAME, or pick a name on the page):"
                 );
                 eprintln!("    {url}");
+                eprintln!("  {}", crate::web::http::TOKEN_MODE_WARNING);
             }
         }
         AuthMode::Jwt => eprintln!(
@@ -265,13 +283,29 @@ impl Signals {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .with_ansi(colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
+            .try_init(),
+    };
+}
+
+/// Whether text logs are coloured: only on a terminal (a file or journald
+/// would get escape sequences), and never with `NO_COLOR` set to anything
+/// but the empty string (no-color.org).
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// `warren token`: prints a token; returns the process exit code.
@@ -289,4 +323,18 @@ pub fn token_main(args: TokenArgs) -> i32 {
     }
     println!("{}", mint_token(&secret, &args.user, args.ttl));
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("1".into())));
+    }
 }

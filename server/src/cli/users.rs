@@ -15,7 +15,10 @@ use warren_domain::exec::EndReason;
 use warren_domain::manage::{ExecRequest, ManageError, Manager, Runner};
 use warren_domain::sandboxes::SandboxBackend;
 use warren_domain::state::LimitOverrides;
+use warren_runtime::network::{NetworkMode, NetworkPolicy};
 
+// The doc comments are the --help text, not Markdown.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
     /// List every tenant.
@@ -30,7 +33,8 @@ pub enum UsersCommand {
     Show { user: String },
     /// What a tenant uses: workspace size and files, limits (JSON).
     Stats { user: String },
-    /// Set a tenant's limit overrides (JSON: {"memory_bytes": N|"none"|"default", "cpus": .., "pids": ..}).
+    /// Set a tenant's limit overrides (JSON: {"memory_bytes": N|"none"|"default", "cpus": .., "pids": ..,
+    /// "network": "none"|"public"|"default", "network_allow": ["CIDR[:PORTS]", ..], "network_deny": [..]}).
     Limits { user: String, json: String },
     /// Remove a tenant (its uid is never reused).
     Delete {
@@ -78,6 +82,8 @@ pub struct ExecArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub network: crate::cli::NetworkArgs,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -94,7 +100,11 @@ fn actor() -> String {
     format!("cli:{name}")
 }
 
-fn manager(store: &StoreArgs, limits: &LimitArgs) -> Result<Arc<Manager>, ManageError> {
+fn manager(
+    store: &StoreArgs,
+    limits: &LimitArgs,
+    network: NetworkPolicy,
+) -> Result<Arc<Manager>, ManageError> {
     let settings = store.settings();
     // The strongest tier this host allows, as `warren run`/`serve` pick by
     // default (the probe forks: called before the async runtime starts).
@@ -105,7 +115,8 @@ fn manager(store: &StoreArgs, limits: &LimitArgs) -> Result<Arc<Manager>, Manage
     .map_err(|e| ManageError::Unavailable(format!("{e}; {}", e.hint())))?;
     let backend = SandboxBackend::new(settings.clone(), limits.limits(), limits.require_limits)
         .with_isolation(tier.isolation)
-        .with_disk(limits.disk(), limits.disk_backend);
+        .with_disk(limits.disk(), limits.disk_backend)
+        .with_network(network);
     Ok(Arc::new(
         Manager::new(
             settings,
@@ -145,7 +156,12 @@ pub fn users(args: UsersArgs) -> i32 {
 }
 
 fn users_inner(args: UsersArgs) -> Result<i32, ManageError> {
-    let m = manager(&args.store, &args.limits)?;
+    // `users` commands that run something (import) get the server's default.
+    let network = NetworkPolicy {
+        required: args.limits.require_limits,
+        ..NetworkPolicy::public()
+    };
+    let m = manager(&args.store, &args.limits, network)?;
     let who = actor();
     match args.command {
         UsersCommand::List { json } => {
@@ -260,7 +276,10 @@ fn ago(secs: i64) -> String {
 /// after the timeout (like timeout(1)), 121 when the memory limit killed it.
 pub fn exec(args: ExecArgs) -> i32 {
     let run = || -> Result<i32, ManageError> {
-        let m = manager(&args.store, &args.limits)?;
+        let network = args
+            .network
+            .policy(NetworkMode::Public, args.limits.require_limits);
+        let m = manager(&args.store, &args.limits, network)?;
         let mut env = std::collections::BTreeMap::new();
         for kv in &args.env {
             let (k, v) = kv.split_once('=').ok_or_else(|| {

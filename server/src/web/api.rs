@@ -23,19 +23,19 @@ use subtle::ConstantTimeEq;
 use utoipa::IntoParams;
 
 use super::api_responses::{
-    BadRequest, Conflict, Forbidden, HealthzBody, InternalError, NotFound, OpenApiBody,
-    PayloadTooLarge, TarGz, TerminalPath, Unauthorized, Unavailable, UnsupportedMediaType,
-    UserPath,
+    BadRequest, Conflict, FileBytes, FilePath, Forbidden, HealthzBody, InternalError, MyFilePath,
+    NotFound, OpenApiBody, PayloadTooLarge, TarGz, TerminalPath, Unauthorized, Unavailable,
+    UnsupportedMediaType, UserPath,
 };
 use super::api_wire::ExecLine;
 use super::api_wire::{
-    AuditLog, CreateUser, Deleted, ExecRequest, ExecResult, Imported, LimitOverridesUpdate, Stats,
-    TerminalList, UserList, UserView,
+    AuditLog, CreateUser, Deleted, ExecRequest, ExecResult, Imported, LimitOverridesUpdate,
+    ShellUpdate, Stats, TerminalList, Uploaded, UserList, UserView,
 };
 use super::auth::Credentials;
 pub use super::error::ApiError;
 use super::state::AppState;
-use warren_domain::manage::{ManageError, Manager};
+use warren_domain::manage::{FileKind, ManageError, Manager};
 
 /// Who the audit log names for API calls.
 pub const ADMIN_ACTOR: &str = "admin";
@@ -151,6 +151,7 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
         .route("/api/users", get(list_users).post(create_user))
         .route("/api/users/{user}", get(show_user).delete(delete_user))
         .route("/api/users/{user}/limits", put(set_limits))
+        .route("/api/users/{user}/shell", put(set_shell))
         .route("/api/users/{user}/stats", get(stats))
         .route("/api/users/{user}/exec", post(exec))
         .route("/api/users/{user}/exec/stream", post(exec_stream))
@@ -158,6 +159,12 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
         .route(
             "/api/users/{user}/import",
             post(import).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/users/{user}/files/{*path}",
+            get(get_file)
+                .put(put_file)
+                .layer(DefaultBodyLimit::disable()),
         )
         .route("/api/users/{user}/terminals", get(terminals))
         .route(
@@ -169,12 +176,23 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()
         .route("/api/openapi.json", get(openapi))
+        // A user's own files, under their own login (not the admin token).
+        .route(
+            "/api/me/files/{*path}",
+            get(get_my_file)
+                .put(put_my_file)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .merge(admin)
         // JSON bodies (exec's stdin included) stay small.
         .layer(DefaultBodyLimit::max(4 << 20))
 }
 
-async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn require_admin(
+    State(app): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
     match check_admin(&app, req.headers()) {
         Ok(()) => next.run(req).await,
         Err((status, why)) => {
@@ -425,6 +443,38 @@ pub(super) async fn set_limits(
     Ok(Json(UserView::from(user)).into_response())
 }
 
+/// Set the tenant's terminal command line
+///
+/// Instead of the server's `--shell` (default `bash -l`), from the tenant's next sandbox on (terminals of a sandbox already running keep theirs). `"default"` goes back to the server's.
+#[utoipa::path(
+    put,
+    path = "/api/users/{user}/shell",
+    operation_id = "setShell",
+    tag = "users",
+    params(UserPath),
+    request_body = ShellUpdate,
+    responses(
+        (status = 200, description = "The tenant, with its shell", body = UserView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn set_shell(
+    State(app): State<AppState>,
+    ApiPath(user): ApiPath<String>,
+    ApiJson(body): ApiJson<ShellUpdate>,
+) -> ApiResult<Response> {
+    let m = manager(&app)?;
+    let user = blocking(move || m.set_shell(ADMIN_ACTOR, &user, body.shell())).await?;
+    Ok(Json(UserView::from(user)).into_response())
+}
+
 /// What a tenant uses now
 #[utoipa::path(
     get,
@@ -602,6 +652,237 @@ pub(super) async fn import(
         .map(|r| r.map_err(std::io::Error::other));
     let summary = m.import(ADMIN_ACTOR, &user, chunks).await?;
     Ok(Json(Imported::from(summary)).into_response())
+}
+
+/// A file or folder of the tenant's home
+///
+/// A regular file comes as its bytes (`application/octet-stream`), a directory as a tar.gz of it (`application/gzip`, named `<name>.tar.gz`), both with `Content-Disposition: attachment`. `path` is relative to the home; `..`, absolute paths, NUL and paths through a symlink are refused with 400. Read inside the tenant's sandbox, as the tenant.
+#[utoipa::path(
+    get,
+    path = "/api/users/{user}/files/{path}",
+    operation_id = "getFile",
+    tag = "files",
+    params(FilePath),
+    responses(
+        (status = 200, description = "The file's bytes, or the directory as tar.gz", content_type = "application/octet-stream", body = inline(FileBytes)),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn get_file(
+    State(app): State<AppState>,
+    ApiPath((user, path)): ApiPath<(String, String)>,
+) -> ApiResult<Response> {
+    download(&app, ADMIN_ACTOR, &user, &path).await
+}
+
+/// Write a file (or unpack a tar.gz) into the tenant's home
+///
+/// The body becomes the file at `path` (parent directories made; an existing file is replaced, never written through), at most 1 GiB. With `?archive=tar.gz` the body is a tar.gz unpacked into the directory `path` (made), under the import's rules: a hostile archive is refused with nothing written. `..`, absolute paths, NUL and paths through a symlink are refused with 400, nothing written. Written inside the tenant's sandbox, as the tenant, so their limits apply.
+#[utoipa::path(
+    put,
+    path = "/api/users/{user}/files/{path}",
+    operation_id = "putFile",
+    tag = "files",
+    params(FilePath, PutFileParams),
+    request_body(content = inline(FileBytes), content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Written", body = Uploaded),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn put_file(
+    State(app): State<AppState>,
+    ApiPath((user, path)): ApiPath<(String, String)>,
+    ApiQuery(p): ApiQuery<PutFileParams>,
+    body: Body,
+) -> ApiResult<Response> {
+    upload(&app, ADMIN_ACTOR, &user, &path, &p, body).await
+}
+
+/// `?archive=` of a put.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PutFileParams {
+    /// `tar.gz`: the body is a tar.gz to unpack into the directory `path`
+    #[param(pattern = "^tar\\.gz$")]
+    archive: Option<String>,
+    /// With `--auth none` only, on `/api/me/...`: the user
+    #[serde(default)]
+    #[param(ignore)]
+    user: Option<String>,
+}
+
+/// `?user=` of `/api/me/...` (`--auth none` only).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MeParams {
+    user: Option<String>,
+}
+
+/// A file or folder of your own home
+///
+/// `GET /api/users/{user}/files/{path}` for the logged-in user: their session cookie or, in JWT mode, `Authorization: Bearer <jwt>`, instead of the admin token.
+#[utoipa::path(
+    get,
+    path = "/api/me/files/{path}",
+    operation_id = "getMyFile",
+    security(("userSession" = [])),
+    tag = "files",
+    params(MyFilePath),
+    responses(
+        (status = 200, description = "The file's bytes, or the directory as tar.gz", content_type = "application/octet-stream", body = inline(FileBytes)),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn get_my_file(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(path): ApiPath<String>,
+    ApiQuery(p): ApiQuery<MeParams>,
+) -> ApiResult<Response> {
+    let me = my_user(&app, &headers, p.user.as_deref())?;
+    download(&app, &me, &me, &path).await
+}
+
+/// Write a file (or unpack a tar.gz) into your own home
+///
+/// `PUT /api/users/{user}/files/{path}` for the logged-in user (session cookie, or JWT bearer).
+#[utoipa::path(
+    put,
+    path = "/api/me/files/{path}",
+    operation_id = "putMyFile",
+    security(("userSession" = [])),
+    tag = "files",
+    params(MyFilePath, PutFileParams),
+    request_body(content = inline(FileBytes), content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Written", body = Uploaded),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn put_my_file(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(path): ApiPath<String>,
+    ApiQuery(p): ApiQuery<PutFileParams>,
+    body: Body,
+) -> ApiResult<Response> {
+    let me = my_user(&app, &headers, p.user.as_deref())?;
+    upload(&app, &me, &me, &path, &p, body).await
+}
+
+/// The user of a request to `/api/me/...`: their login, from a page of
+/// this server (a cross-origin request is refused: the cookie would ride
+/// along).
+fn my_user(app: &AppState, headers: &HeaderMap, query_user: Option<&str>) -> ApiResult<String> {
+    app.origins()
+        .check(headers)
+        .map_err(|_| ApiError::new(StatusCode::FORBIDDEN, "cross-origin request refused"))?;
+    let creds = Credentials::from_request(headers, None, query_user);
+    app.auth()
+        .authenticate(&creds)
+        .map(|u| u.as_str().to_string())
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("log in first: {e}")))
+}
+
+async fn download(app: &AppState, actor: &str, user: &str, path: &str) -> ApiResult<Response> {
+    let m = manager(app)?;
+    let (kind, stream) = m.get_file(actor, user, path).await?;
+    let base = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    let (content_type, name) = match kind {
+        FileKind::File => ("application/octet-stream", base.to_string()),
+        FileKind::Dir => ("application/gzip", format!("{base}.tar.gz")),
+    };
+    Ok((
+        [
+            (CONTENT_TYPE, content_type.to_string()),
+            (CACHE_CONTROL, "no-store".to_string()),
+            (CONTENT_DISPOSITION, attachment(&name)),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `attachment; filename="ascii"; filename*=UTF-8''percent-encoded`.
+fn attachment(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let ascii = if ascii.trim_matches('.').is_empty() {
+        "download".to_string()
+    } else {
+        ascii
+    };
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+async fn upload(
+    app: &AppState,
+    actor: &str,
+    user: &str,
+    path: &str,
+    p: &PutFileParams,
+    body: Body,
+) -> ApiResult<Response> {
+    let archive = match p.archive.as_deref() {
+        None => false,
+        Some("tar.gz") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("archive={other:?}: the only archive format is tar.gz"),
+            ))
+        }
+    };
+    let m = manager(app)?;
+    let chunks = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let done = m.put_file(actor, user, path, archive, chunks).await?;
+    Ok((StatusCode::CREATED, Json(Uploaded::from(done))).into_response())
 }
 
 /// The tenant's open terminals

@@ -7,12 +7,15 @@
 
 use std::sync::LazyLock;
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::{Modify, OpenApi};
 
 use super::api_wire::{
     self, AuditLog, CreateUser, Deleted, ErrorBody, ExecChunk, ExecEnd, ExecRequest, ExecResult,
-    Imported, LimitOverridesUpdate, Stats, TerminalList, UserIdString, UserList, UserView,
+    Imported, LimitOverridesUpdate, ShellUpdate, Stats, TerminalList, Uploaded, UserIdString,
+    UserList, UserView,
 };
 
 #[derive(OpenApi)]
@@ -28,6 +31,7 @@ use super::api_wire::{
         (name = "users", description = "Tenants and their limits"),
         (name = "commands", description = "Commands run in a tenant's sandbox"),
         (name = "homes", description = "A tenant's home as a tar.gz"),
+        (name = "files", description = "Files and folders of a home, by path"),
         (name = "terminals", description = "A tenant's open web terminals"),
         (name = "server", description = "Audit log, metrics, health and this document"),
     ),
@@ -40,19 +44,28 @@ use super::api_wire::{
         super::api::show_user,
         super::api::delete_user,
         super::api::set_limits,
+        super::api::set_shell,
         super::api::stats,
         super::api::exec,
         super::api::exec_stream,
         super::api::export,
         super::api::import,
+        super::api::get_file,
+        super::api::put_file,
+        super::api::get_my_file,
+        super::api::put_my_file,
         super::api::terminals,
         super::api::close_terminal,
         super::api::audit,
+        super::node::show_node,
+        super::node::set_node,
     ),
     components(
         schemas(
             ErrorBody, UserIdString, CreateUser, LimitOverridesUpdate, UserView, UserList, Stats,
-            ExecRequest, ExecResult, ExecChunk, ExecEnd, Deleted, Imported, TerminalList, AuditLog,
+            ExecRequest, ExecResult, ExecChunk, ExecEnd, Deleted, Imported, Uploaded, ShellUpdate, TerminalList,
+            AuditLog, super::node::NodeView, super::node::NodeStateUpdate, super::node::GaugeView,
+            super::node::NodeStateWire,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
@@ -95,6 +108,13 @@ impl Modify for Security {
                     ))
                     .build(),
             ),
+        );
+        doc.components.get_or_insert_with(Default::default).add_security_scheme(
+            "userSession",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "warren_session",
+                "A user's own login: the session cookie the login URL sets (in JWT mode, `Authorization: Bearer <jwt>` works too). Only the `/api/me/...` routes take it.",
+            ))),
         );
     }
 }

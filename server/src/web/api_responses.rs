@@ -69,6 +69,26 @@ pub struct TerminalPath {
     pub terminal: String,
 }
 
+/// A path in a tenant's home.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct FilePath {
+    /// A tenant id, percent-encoded (ids may hold `@`, inner spaces and non-ASCII letters; see `UserIdString` and docs/tenants.md). An invalid id gets 400.
+    pub user: UserIdString,
+    /// Relative to the home, `/`-separated (each name percent-encoded); no `..`, no leading `/`, no NUL, not through a symlink
+    #[param(min_length = 1, max_length = 4096)]
+    pub path: String,
+}
+
+/// A path in the logged-in user's home.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MyFilePath {
+    /// Relative to the home, `/`-separated (each name percent-encoded); no `..`, no leading `/`, no NUL, not through a symlink
+    #[param(min_length = 1, max_length = 4096)]
+    pub path: String,
+}
+
 /// Bodies that are not JSON (or not a wire type), described by their
 /// schema alone.
 macro_rules! body_schema {
@@ -90,6 +110,9 @@ body_schema! {
         .required("openapi")
         .required("info")
         .required("paths");
+    FileBytes: ObjectBuilder::new()
+        .schema_type(Type::String)
+        .content_media_type("application/octet-stream");
     TarGz: ObjectBuilder::new()
         .schema_type(Type::String)
         .content_media_type("application/gzip");

@@ -174,6 +174,78 @@ pub struct LimitOverrides {
     pub pids: LimitValuePids,
     pub disk_bytes: LimitValueDiskBytes,
     pub disk_inodes: LimitValueInodes,
+    /// Absent: `"default"`
+    #[serde(skip_serializing_if = "NetworkOverride::is_default")]
+    pub network: NetworkOverride,
+    /// Destinations opened for this tenant; absent: the server's `--network-allow`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network_allow: Option<Vec<NetworkRule>>,
+    /// Destinations closed for this tenant; absent: the server's `--network-deny`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network_deny: Option<Vec<NetworkRule>>,
+}
+
+/// A tenant's network mode: `"default"` (the server's), `"none"` or `"public"` (docs/network.md)
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkOverride {
+    #[default]
+    Default,
+    None,
+    Public,
+}
+
+/// A destination, `CIDR[:PORTS]` (runtime::network::policy)
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NetworkRule(pub warren_runtime::network::Rule);
+hand_built_schema!(
+    NetworkRule,
+    "NetworkRule",
+    no_nul()
+        .description(Some(
+            "A destination, `CIDR[:PORTS]`: an address with an optional prefix, then optional \
+             ports and ranges (IPv6 with ports in brackets), e.g. `10.0.0.2:80`, \
+             `10.1.0.0/16:443,8000-8100`, `[fd00::1]:443`"
+        ))
+        .examples(["10.0.0.2:80"])
+        .into()
+);
+
+impl NetworkOverride {
+    fn is_default(&self) -> bool {
+        matches!(self, NetworkOverride::Default)
+    }
+}
+
+impl From<state::NetworkOverride> for NetworkOverride {
+    fn from(n: state::NetworkOverride) -> Self {
+        match n {
+            state::NetworkOverride::Default => NetworkOverride::Default,
+            state::NetworkOverride::None => NetworkOverride::None,
+            state::NetworkOverride::Public => NetworkOverride::Public,
+        }
+    }
+}
+
+impl From<NetworkOverride> for state::NetworkOverride {
+    fn from(n: NetworkOverride) -> Self {
+        match n {
+            NetworkOverride::Default => state::NetworkOverride::Default,
+            NetworkOverride::None => state::NetworkOverride::None,
+            NetworkOverride::Public => state::NetworkOverride::Public,
+        }
+    }
+}
+
+fn rules_to_wire(r: Option<Vec<warren_runtime::network::Rule>>) -> Option<Vec<NetworkRule>> {
+    r.map(|v| v.into_iter().map(NetworkRule).collect())
+}
+
+fn rules_from_wire(r: Option<Vec<NetworkRule>>) -> Option<Vec<warren_runtime::network::Rule>> {
+    r.map(|v| v.into_iter().map(|n| n.0).collect())
 }
 
 impl From<state::LimitOverrides> for LimitOverrides {
@@ -184,6 +256,9 @@ impl From<state::LimitOverrides> for LimitOverrides {
             pids,
             disk_bytes,
             disk_inodes,
+            network,
+            network_allow,
+            network_deny,
         } = l;
         LimitOverrides {
             memory_bytes: LimitValueBytes(memory_bytes),
@@ -191,6 +266,9 @@ impl From<state::LimitOverrides> for LimitOverrides {
             pids: LimitValuePids(pids),
             disk_bytes: LimitValueDiskBytes(disk_bytes),
             disk_inodes: LimitValueInodes(disk_inodes),
+            network: network.into(),
+            network_allow: rules_to_wire(network_allow),
+            network_deny: rules_to_wire(network_deny),
         }
     }
 }
@@ -209,6 +287,30 @@ pub struct LimitOverridesUpdate {
     pub disk_bytes: LimitValueDiskBytes,
     #[serde(default)]
     pub disk_inodes: LimitValueInodes,
+    #[serde(default)]
+    pub network: NetworkOverride,
+    /// Replaces the server's `--network-allow` for this tenant; left out or null: the server's
+    #[serde(default)]
+    pub network_allow: Option<Vec<NetworkRule>>,
+    /// Replaces the server's `--network-deny` for this tenant; left out or null: the server's
+    #[serde(default)]
+    pub network_deny: Option<Vec<NetworkRule>>,
+}
+
+/// A tenant's own terminal command line
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellUpdate {
+    /// Split on whitespace (`zsh -l`, `bash --norc`), used from the tenant's next sandbox on; `"default"`: the server's `--shell`
+    #[schema(min_length = 1, max_length = 1024, examples("zsh -l", "default"))]
+    pub shell: String,
+}
+
+impl ShellUpdate {
+    /// The tenant's own shell; None: the server's.
+    pub fn shell(&self) -> Option<&str> {
+        Some(self.shell.as_str()).filter(|s| *s != "default")
+    }
 }
 
 impl From<LimitOverridesUpdate> for state::LimitOverrides {
@@ -219,6 +321,9 @@ impl From<LimitOverridesUpdate> for state::LimitOverrides {
             pids: l.pids.0,
             disk_bytes: l.disk_bytes.0,
             disk_inodes: l.disk_inodes.0,
+            network: l.network.into(),
+            network_allow: rules_from_wire(l.network_allow),
+            network_deny: rules_from_wire(l.network_deny),
         }
     }
 }
@@ -271,11 +376,20 @@ pub struct UserView {
     /// The tenant's uid on the host (never reused)
     #[schema(maximum = 4294967295_u64, format = Int64)]
     pub host_uid: u32,
+    /// The host gid the tenant's files get (with subordinate ids, the tenant's id of the range); null when this server cannot map the tenant's ids
+    #[schema(required = true, maximum = 4294967295_u64, format = Int64)]
+    pub host_gid: Option<u32>,
+    /// The home's path on the host (inside the sandbox it is `/workspace/<slug>` in the namespaces tier)
+    #[schema(value_type = String)]
+    pub home_dir: std::path::PathBuf,
     /// Unix seconds
     pub created_at: i64,
     /// Unix seconds (updated at most once a minute)
     pub last_seen: i64,
     pub limits: LimitOverrides,
+    /// The terminals' command line for this tenant; null: the server's `--shell`
+    #[schema(required = true)]
+    pub shell: Option<String>,
     // The domain's word for a `SandboxState` (the conformance test checks
     // real answers against the enum).
     #[schema(value_type = SandboxState)]
@@ -290,9 +404,12 @@ impl From<manage::UserView> for UserView {
             id,
             slug,
             host_uid,
+            host_gid,
+            home_dir,
             created_at,
             last_seen,
             limits,
+            shell,
             sandbox,
             terminals,
         } = u;
@@ -300,9 +417,12 @@ impl From<manage::UserView> for UserView {
             id,
             slug,
             host_uid,
+            host_gid,
+            home_dir,
             created_at,
             last_seen,
             limits: limits.into(),
+            shell,
             sandbox,
             terminals,
         }
@@ -371,6 +491,10 @@ pub struct SandboxRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub disk: Option<DiskInForce>,
+    /// The sandbox's network (docs/network.md); absent when none was planned
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub network: Option<NetworkRecord>,
 }
 
 /// The home's disk limits in force
@@ -435,6 +559,62 @@ impl From<warren_runtime::disk::DiskUsage> for DiskUsage {
     }
 }
 
+/// A sandbox's network: the mode in force, the operator's entries, the resolver
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRecord {
+    pub mode: NetworkMode,
+    /// Opened destinations, `CIDR[:PORTS]`; absent when none
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Closed destinations, `CIDR[:PORTS]`; absent when none
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// The address the sandbox's resolv.conf names; absent without a network
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub resolver: Option<String>,
+}
+
+/// Bytes over a sandbox's network (every interface but its loopback)
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetUsage {
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+}
+
+/// A network mode: none (only loopback) or public
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    None,
+    Public,
+}
+
+impl From<warren_runtime::network::NetworkRecord> for NetworkRecord {
+    fn from(n: warren_runtime::network::NetworkRecord) -> Self {
+        let warren_runtime::network::NetworkRecord {
+            mode,
+            allow,
+            deny,
+            resolver,
+        } = n;
+        let words = |rules: Vec<warren_runtime::network::Rule>| {
+            rules.iter().map(ToString::to_string).collect()
+        };
+        NetworkRecord {
+            mode: match mode {
+                warren_runtime::network::NetworkMode::None => NetworkMode::None,
+                warren_runtime::network::NetworkMode::Public => NetworkMode::Public,
+            },
+            allow: words(allow),
+            deny: words(deny),
+            resolver: resolver.map(|r| r.to_string()),
+        }
+    }
+}
+
 /// An isolation tier
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -493,6 +673,7 @@ impl From<record::SandboxRecord> for SandboxRecord {
             seccomp,
             landlock,
             disk,
+            network,
         } = r;
         let record::LimitsInForce {
             memory_bytes,
@@ -528,6 +709,7 @@ impl From<record::SandboxRecord> for SandboxRecord {
                 },
             }),
             disk: disk.map(DiskInForce::from),
+            network: network.map(NetworkRecord::from),
         }
     }
 }
@@ -558,6 +740,9 @@ pub struct Stats {
     pub cpu_usec: Option<u64>,
     #[schema(required = true)]
     pub pids: Option<u64>,
+    /// Bytes the running sandbox sent and received over its network; null without one
+    #[schema(required = true)]
+    pub network: Option<NetUsage>,
     pub terminals: usize,
     /// exec, import and export commands running now
     pub running_commands: usize,
@@ -596,6 +781,7 @@ impl From<manage::Stats> for Stats {
             memory_bytes,
             cpu_usec,
             pids,
+            network,
             terminals,
             running_commands,
             workspace,
@@ -614,6 +800,10 @@ impl From<manage::Stats> for Stats {
             memory_bytes,
             cpu_usec,
             pids,
+            network: network.map(|n| NetUsage {
+                sent_bytes: n.sent_bytes,
+                received_bytes: n.received_bytes,
+            }),
             terminals,
             running_commands,
             workspace: workspace.map(Into::into),
@@ -841,6 +1031,25 @@ impl From<manage::Deleted> for Deleted {
     }
 }
 
+/// What a put of a file wrote.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Uploaded {
+    /// The path, as given
+    pub path: String,
+    /// Bytes written (for an archive: of the files unpacked)
+    pub bytes: u64,
+}
+
+impl From<manage::Uploaded> for Uploaded {
+    fn from(u: manage::Uploaded) -> Self {
+        Uploaded {
+            path: u.path,
+            bytes: u.bytes,
+        }
+    }
+}
+
 /// What an import did.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -1012,6 +1221,11 @@ mod tests {
             json!({"memory_bytes": -1}),
             json!({"cpus": "lots"}),
             json!({"pids": 7, "extra": 1}),
+            json!({"network": "public", "network_allow": ["10.0.0.2:80"], "network_deny": []}),
+            json!({"network": "default", "network_allow": null}),
+            json!({"network": "open"}),
+            json!({"network_allow": ["10.0.0.0/33"]}),
+            json!({"network_deny": "10.0.0.0/8"}),
         ] {
             let wire = read::<LimitOverridesUpdate>(&body);
             let domain = read::<state::LimitOverrides>(&body);
@@ -1077,14 +1291,20 @@ mod tests {
             id: "Alice Smith".into(),
             slug: "alice-smith-0123abcd".into(),
             host_uid: 4_000_000_000,
+            host_gid: Some(4_000_000_001),
+            home_dir: "/var/lib/warren/workspace/alice-smith-0123abcd".into(),
             created_at: 1,
             last_seen: 2,
             limits: state::LimitOverrides {
                 memory_bytes: LimitValue::Value(1 << 30),
                 cpus: LimitValue::Unlimited,
                 pids: LimitValue::Default,
+                network: state::NetworkOverride::Public,
+                network_allow: Some(vec!["10.0.0.2:80".parse().unwrap()]),
+                network_deny: None,
                 ..Default::default()
             },
+            shell: Some("zsh -l".into()),
             sandbox: "running".into(),
             terminals: 2,
         };
@@ -1115,10 +1335,15 @@ mod tests {
                     level: Level::PartiallyEnforced,
                 }),
                 disk: None,
+                network: None,
             }),
             memory_bytes: Some(4096),
             cpu_usec: None,
             pids: Some(3),
+            network: Some(warren_runtime::network::NetUsage {
+                sent_bytes: 5,
+                received_bytes: 6,
+            }),
             terminals: 2,
             running_commands: 1,
             workspace: Some(workspace::HomeUsage {

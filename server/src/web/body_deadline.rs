@@ -21,10 +21,17 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// API), so that they, not this, answer a body just over them.
 const MAX_BUFFERED: usize = 8 << 20;
 
-/// The one route whose body streams (a workspace archive, any size, at the
-/// client's pace while it unpacks).
+/// The routes whose body streams (a workspace archive, any size, at the
+/// client's pace while it unpacks; a file put into a home, spooled with
+/// the same bound).
 fn streams_its_body(path: &str) -> bool {
-    path.starts_with("/api/users/") && path.ends_with("/import")
+    let segments: Vec<&str> = path.split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["", "api", "users", _, "import"]
+            | ["", "api", "users", _, "files", _, ..]
+            | ["", "api", "me", "files", _, ..]
+    )
 }
 
 fn has_body(req: &Request) -> bool {
@@ -60,5 +67,20 @@ pub async fn read_within(req: Request, next: Next) -> Response {
             ),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::streams_its_body;
+
+    #[test]
+    fn only_uploads_stream() {
+        assert!(streams_its_body("/api/users/alice/import"));
+        assert!(streams_its_body("/api/users/alice/files/a/b"));
+        assert!(streams_its_body("/api/me/files/a"));
+        assert!(!streams_its_body("/api/users/alice/exec"));
+        assert!(!streams_its_body("/api/users/alice/limits"));
+        assert!(!streams_its_body("/api/users/import"));
     }
 }

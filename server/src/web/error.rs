@@ -45,11 +45,50 @@ pub async fn log_errors(req: Request, next: Next) -> Response {
     response
 }
 
+/// Middleware: under `/api/`, the router's own 404 (no such route) and 405
+/// (a route without this method, its `Allow` header kept) are JSON errors
+/// like every other answer of the API, not plain text and an empty body.
+pub async fn api_json_errors(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::NOT_FOUND => "no such API route; see /api/openapi.json".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allow = response
+                .headers()
+                .get(axum::http::header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("{method} is not allowed here; allowed: {allow}")
+        }
+        _ => return response,
+    };
+    let (mut parts, _) = response.into_parts();
+    let body = ApiError::new(status, message).into_response();
+    let (body_parts, body) = body.into_parts();
+    for (name, value) in &body_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
+}
+
 /// The HTTP status for a management failure: the only mapping.
 pub fn status_of(e: &ManageError) -> StatusCode {
     match e {
         ManageError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        ManageError::NoSuchUser(_) | ManageError::NoSuchTerminal => StatusCode::NOT_FOUND,
+        ManageError::NoSuchUser(_) | ManageError::NoSuchTerminal | ManageError::NotFound(_) => {
+            StatusCode::NOT_FOUND
+        }
         ManageError::Conflict(_) | ManageError::OutOfMemory(_) => StatusCode::CONFLICT,
         ManageError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ManageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -18,7 +18,9 @@
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, SET_COOKIE, VARY,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -51,13 +53,19 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             super::api_doc::document(),
         ))
+        .merge(super::node::routes(state.clone()))
         .fallback(|| async { HttpError::NotFound })
+        .layer(axum::middleware::from_fn(super::error::api_json_errors))
         .layer(axum::middleware::from_fn(super::body_deadline::read_within))
         .layer(axum::middleware::from_fn_with_state(
             state.hosts().clone(),
             host::check_host,
         ))
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::node::node_header,
+        ))
         // Outermost: sees every error response, from handlers and layers.
         .layer(axum::middleware::from_fn(super::error::log_errors))
         .with_state(state)
@@ -95,16 +103,29 @@ async fn index() -> Response {
         .into_response()
 }
 
-async fn asset(Path(name): Path<String>) -> Result<Response, HttpError> {
-    let asset = assets::find(&name).ok_or(HttpError::NotFound)?;
-    Ok((
+async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let accept = headers
+        .get(ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let asset = assets::find(&name, accept).ok_or(HttpError::NotFound)?;
+    let mut res = (
         [
             (CONTENT_TYPE, asset.content_type),
-            (CACHE_CONTROL, "no-cache"),
+            (CACHE_CONTROL, asset.cache_control),
         ],
         asset.body,
     )
-        .into_response())
+        .into_response();
+    if let Some(coding) = asset.encoding.header() {
+        res.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+    }
+    if asset.varies {
+        res.headers_mut()
+            .insert(VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    Ok(res)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +180,10 @@ fn see_other(location: &'static str, cookie: Option<String>) -> Response {
     res
 }
 
+/// What token mode means, said on the name form and in the banner.
+pub const TOKEN_MODE_WARNING: &str = "Anyone with this link can open a shell as any user name. \
+     For real users, the server should use JWT mode (--auth jwt).";
+
 /// The page that asks for a user name (token mode, no `&user=`).
 fn login_form(token: &str, error: Option<&str>) -> Response {
     let error = error
@@ -175,6 +200,7 @@ body {{ font: 16px system-ui, sans-serif; background: #111; color: #ddd; display
 form {{ background: #222; padding: 2em; border-radius: 8px; min-width: 18em; }}
 input, button {{ font: inherit; padding: .4em; margin-top: .5em; width: 100%; box-sizing: border-box; }}
 .error {{ color: #f77; }}
+.warning {{ color: #fc6; font-size: 85%; max-width: 20em; }}
 </style></head>
 <body><form method="post" action="/login">
 <h1>warren</h1>
@@ -183,6 +209,7 @@ input, button {{ font: inherit; padding: .4em; margin-top: .5em; width: 100%; bo
 <input type="hidden" name="token" value="{token}">
 {error}
 <button type="submit">Open a terminal</button>
+<p class="warning">{TOKEN_MODE_WARNING}</p>
 </form></body></html>
 "#,
         token = html_escape(token),

@@ -29,6 +29,13 @@ pub struct TenantLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantDirectionLabel {
+    pub user: String,
+    /// `sent` or `received`
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WhatLabel {
     /// `sandbox` (a sandbox start) or `terminal` (a terminal, including its
     /// sandbox's start when it had none).
@@ -45,6 +52,7 @@ pub struct Metrics {
     oom_kills: Counter,
     tenant_memory: Family<TenantLabel, Gauge>,
     tenant_disk: TenantDisk,
+    tenant_network: Family<TenantDirectionLabel, Gauge>,
     exec_total: Counter,
     audit: AuditMetrics,
 }
@@ -118,6 +126,7 @@ impl Metrics {
             oom_kills: Counter::default(),
             tenant_memory: Family::default(),
             tenant_disk: TenantDisk::default(),
+            tenant_network: Family::default(),
             exec_total: Counter::default(),
             audit: AuditMetrics::default(),
         };
@@ -169,6 +178,11 @@ impl Metrics {
                 "tenant_disk_limit_inodes",
                 "Inodes each running sandbox's home may hold",
                 d.inodes_limit.clone(),
+            );
+            r.register(
+                "tenant_network_bytes",
+                "Bytes each running sandbox sent and received over its network",
+                m.tenant_network.clone(),
             );
             r.register(
                 "exec",
@@ -232,12 +246,25 @@ impl Metrics {
         self.sandboxes.set(registry.sandbox_count() as i64);
         self.tenant_memory.clear();
         self.tenant_disk.clear();
+        self.tenant_network.clear();
         let mut terminals = 0;
         for user in users {
             let s = registry.sessions_of(&user);
             terminals += s.terminals.len();
             if let Some(d) = s.sandbox.as_ref().and_then(|sb| sb.disk_usage()) {
                 self.tenant_disk.set(user.as_str(), &d);
+            }
+            if let Some(net) = s.sandbox.as_ref().and_then(|sb| sb.network_usage()) {
+                for (direction, bytes) in
+                    [("sent", net.sent_bytes), ("received", net.received_bytes)]
+                {
+                    self.tenant_network
+                        .get_or_create(&TenantDirectionLabel {
+                            user: user.as_str().to_string(),
+                            direction,
+                        })
+                        .set(bytes.min(i64::MAX as u64) as i64);
+                }
             }
             if let Some(mem) = s
                 .sandbox

@@ -23,6 +23,7 @@ pub mod host;
 pub mod http;
 pub mod jwt;
 pub mod metrics;
+pub mod node;
 pub mod origin;
 pub mod protocol;
 pub mod relay;
@@ -45,6 +46,7 @@ pub use auth::{Auth, AuthMode};
 pub use connections::ConnLimits;
 pub use http::app;
 pub use metrics::Metrics;
+pub use node::NodeConfig;
 pub use state::{AppState, PingPolicy, WebPolicy};
 
 /// Mints an HS256 token for `user`, valid for `ttl` (what
@@ -66,6 +68,8 @@ pub struct ServeConfig {
     pub management: Option<Management>,
     /// Names, connection caps and timeouts of the web layer.
     pub web: WebSettings,
+    /// This node in a pool behind a load balancer (docs/scale-out.md).
+    pub node: NodeConfig,
 }
 
 /// The web layer's defences against foreign names and idle or dead peers
@@ -166,6 +170,8 @@ impl ShutdownHandle {
 pub struct Server {
     state: AppState,
     listener: TcpListener,
+    /// HAProxy's agent-check port (`--agent-listen`).
+    agent: Option<TcpListener>,
     limiter: Arc<connections::Limiter>,
     local_addr: SocketAddr,
     shutdown: ShutdownHandle,
@@ -193,6 +199,14 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let agent = match config.node.agent_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let hosts = host::HostPolicy::new(local_addr, &config.web.public_urls)?;
         let web = WebPolicy {
             hosts,
@@ -226,9 +240,12 @@ impl Server {
             }
             None => None,
         };
+        let state = AppState::with_management(registry, config.auth, web, management, metrics);
+        state.set_node(config.node.settings);
         Ok(Server {
-            state: AppState::with_management(registry, config.auth, web, management, metrics),
+            state,
             listener,
+            agent,
             limiter: connections::Limiter::new(config.web.connections),
             local_addr,
             shutdown: ShutdownHandle(Arc::new(watch::channel(false).0)),
@@ -238,6 +255,11 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the agent-check port listens, if it does.
+    pub fn agent_addr(&self) -> Option<SocketAddr> {
+        self.agent.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> &AppState {
@@ -271,12 +293,16 @@ impl Server {
         let Server {
             state,
             listener,
+            agent,
             limiter,
             shutdown,
             shutdown_timeout,
             ..
         } = self;
         let mut stop = shutdown.0.subscribe();
+        if let Some(agent) = agent {
+            tokio::spawn(node::serve_agent(agent, state.clone(), stop.clone()));
+        }
         let router = app(state.clone());
         let mut serving = tokio::spawn(connections::serve(listener, router, limiter, stop.clone()));
         // The accept loop ends only on shutdown, but look at the signal

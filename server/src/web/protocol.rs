@@ -322,6 +322,7 @@ mod tests {
             seccomp: None,
             landlock: None,
             disk: None,
+            network: None,
         };
         let hello = ServerMessage::Hello {
             protocol: SUBPROTOCOL,
@@ -356,6 +357,7 @@ mod tests {
             seccomp: Some("default-v2".into()),
             landlock: Some(warren_runtime::landlock::expected(4)),
             disk: None,
+            network: None,
         };
         let hello = ServerMessage::Hello {
             protocol: SUBPROTOCOL,

@@ -3,8 +3,11 @@
 //! that handlers, middleware and the relay import it without importing the
 //! router (which imports them).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use axum::http::HeaderValue;
+use warren_domain::node::{Node, NodeSettings};
 
 use tokio::sync::watch;
 use warren_domain::manage::Manager;
@@ -69,6 +72,15 @@ struct AppInner {
     metrics: Arc<Metrics>,
     /// Open WebSocket connections (shutdown waits for them to say goodbye).
     connections: watch::Sender<usize>,
+    /// This node in a pool (set once at bind; a default active node
+    /// without an id otherwise).
+    node: OnceLock<NodeHandle>,
+}
+
+/// The node and its `X-Warren-Node` header value.
+struct NodeHandle {
+    node: Arc<Node>,
+    header: Option<HeaderValue>,
 }
 
 impl AppState {
@@ -103,8 +115,37 @@ impl AppState {
                 admin_token,
                 metrics,
                 connections: watch::channel(0).0,
+                node: OnceLock::new(),
             }),
         }
+    }
+
+    /// Sets this node's settings; only the first call counts.
+    pub fn set_node(&self, settings: NodeSettings) {
+        let header = settings
+            .id
+            .as_deref()
+            .and_then(|id| HeaderValue::from_str(id).ok());
+        let _ = self.inner.node.set(NodeHandle {
+            node: Arc::new(Node::new(settings)),
+            header,
+        });
+    }
+
+    fn node_handle(&self) -> &NodeHandle {
+        self.inner.node.get_or_init(|| NodeHandle {
+            node: Arc::new(Node::new(NodeSettings::default())),
+            header: None,
+        })
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node_handle().node
+    }
+
+    /// The `X-Warren-Node` value, when the node has an id.
+    pub fn node_header(&self) -> Option<&HeaderValue> {
+        self.node_handle().header.as_ref()
     }
 
     pub fn manager(&self) -> Option<&Arc<Manager>> {

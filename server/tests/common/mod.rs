@@ -44,6 +44,8 @@ pub struct Options {
     pub management: Option<warren::web::Management>,
     /// Public URLs, connection caps, timeouts and pings.
     pub web: warren::web::WebSettings,
+    /// This node in a pool (`--node-id`, `--max-users`, `--agent-listen`).
+    pub node: warren::web::NodeConfig,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             shutdown_timeout: Duration::from_secs(5),
             management: None,
             web: Default::default(),
+            node: Default::default(),
         }
     }
 }
@@ -63,6 +66,8 @@ impl Default for Options {
 /// A server on 127.0.0.1:0, stopped on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The agent-check port, when `Options::node` asked for one.
+    pub agent: Option<SocketAddr>,
     pub state: AppState,
     handle: ShutdownHandle,
     run: Option<JoinHandle<()>>,
@@ -87,9 +92,11 @@ impl TestServer {
             shutdown_timeout: opts.shutdown_timeout,
             management: opts.management,
             web: opts.web,
+            node: opts.node,
         };
         let server = Server::bind(config, opts.backend).await.expect("bind");
         let addr = server.local_addr();
+        let agent = server.agent_addr();
         let state = server.state().clone();
         let handle = server.shutdown_handle();
         let run = tokio::spawn(async move {
@@ -97,6 +104,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            agent,
             state,
             handle,
             run: Some(run),

@@ -48,6 +48,13 @@ async fn login_without_a_user_asks_for_one() {
     let form = http_get(server.addr, &format!("/login?token={LOGIN_TOKEN}"), &[]).await;
     assert_eq!(form.status, 200);
     assert!(form.body.contains("name=\"user\""));
+    // Token mode says what it is (issue 16).
+    assert!(
+        form.body
+            .contains("Anyone with this link can open a shell as any user name"),
+        "{}",
+        form.body
+    );
     assert!(form.header("set-cookie").is_none());
     // A bad name: the form again, with the reason.
     let bad = http_get(

@@ -1,0 +1,244 @@
+//! The sandbox's network (docs/network.md): the egress filter loaded into
+//! PID 1's network namespace and pasta attached to its namespaces, both
+//! from the host side while PID 1 waits to be released.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use warren_runtime::network::{self, pasta, NetworkPlan};
+use warren_runtime::report::SetupError;
+use warren_runtime::{caps, sys};
+
+/// How long pasta may take to configure the sandbox's interface (under
+/// load; it takes about 10 ms).
+const PASTA_READY: Duration = Duration::from_secs(10);
+
+/// The pasta process of a live sandbox.
+pub struct Pasta(Child);
+
+/// Starts pasta attached to the sandbox's namespaces `ns` (after the
+/// filter is loaded); [`wait_for_pasta`] then waits for it while PID 1
+/// builds the sandbox, which itself starts no command before its network
+/// is up ([`wait_for_network_in_child`]).
+pub fn start_pasta_from_parent(
+    plan: &NetworkPlan,
+    ns: Option<Namespaces>,
+) -> Result<Option<Pasta>, SetupError> {
+    let (Some(bin), Some(ns)) = (&plan.pasta, ns) else {
+        return Ok(None);
+    };
+    let as_root = nix::unistd::geteuid().is_root();
+    let fds = vec![(ns.user, pasta::USERNS_FD), (ns.net, pasta::NETNS_FD)];
+    let mut cmd = Command::new(bin);
+    cmd.args(pasta::args(as_root, Path::new("/dev/null")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    sys::die_with_us(&mut cmd);
+    let child = sys::spawn_with_fds(&mut cmd, fds)
+        .map_err(|e| SetupError::new(STEP, format!("{}: {e}", bin.display())))?;
+    Ok(Some(Pasta(child)))
+}
+
+const STEP: &str = "start pasta";
+
+/// The sandbox's user and network namespaces, held open by the shim.
+pub struct Namespaces {
+    user: OwnedFd,
+    net: OwnedFd,
+}
+
+/// Opens the namespaces of `pid` (PID 1, not yet released: while it
+/// waits it is still dumpable, so its /proc entry can be opened) when the
+/// sandbox gets a network; the filter and pasta use them after the release.
+pub fn open_namespaces_from_parent(
+    plan: &NetworkPlan,
+    pid: Pid,
+) -> Result<Option<Namespaces>, SetupError> {
+    if plan.pasta.is_none() {
+        return Ok(None);
+    }
+    let open = |ns: &str| {
+        File::open(format!("/proc/{pid}/ns/{ns}"))
+            .map(OwnedFd::from)
+            .map_err(|e| SetupError::new(STEP, format!("open the sandbox's {ns} namespace: {e}")))
+    };
+    Ok(Some(Namespaces {
+        user: open("user")?,
+        net: open("net")?,
+    }))
+}
+
+/// Waits until the sandbox whose PID 1 is `pid` has its default route, or
+/// pasta fails (its exit status is the error).
+pub fn wait_for_pasta(pasta: &mut Option<Pasta>, pid: Pid) -> Result<(), SetupError> {
+    let Some(pasta) = pasta else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    loop {
+        // PID 1 failed (it reported why): supervise sees its end.
+        if has_default_route(pid) || has_ended(pid) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = pasta.0.try_wait() {
+            // PID 1 may have failed first, taking its namespaces along.
+            std::thread::sleep(Duration::from_millis(20));
+            if has_ended(pid) {
+                return Ok(());
+            }
+            return Err(SetupError::new(
+                STEP,
+                format!("pasta exited ({status}) before the sandbox's network was up"),
+            ));
+        }
+        if started.elapsed() > PASTA_READY {
+            return Err(SetupError::new(
+                STEP,
+                "pasta did not configure the sandbox's network in time",
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// PID 1, last before it drops its capabilities: waits for the default
+/// route pasta sets up, so the tenant's command never starts without its
+/// network (the shim outside reports pasta's failure and kills us).
+pub fn wait_for_network_in_child(plan: &NetworkPlan) -> Result<(), SetupError> {
+    if plan.pasta.is_none() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    while !network::has_default_route(Path::new("/proc/self/net")) {
+        if started.elapsed() > PASTA_READY {
+            return Err(SetupError::new(
+                "wait for the network",
+                "pasta did not configure it in time",
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// `pid`, our child, has exited (a zombie until supervise reaps it).
+fn has_ended(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+    })
+}
+
+/// A default route in the network namespace of `pid`: what `pasta
+/// --config-net` sets up last.
+fn has_default_route(pid: Pid) -> bool {
+    network::has_default_route(Path::new(&format!("/proc/{pid}/net")))
+}
+
+impl Pasta {
+    /// Kills pasta: nothing of the sandbox's network is left. Not waited
+    /// for: its exit (tens of ms, freeing its buffers) happens while we
+    /// report the end; our own exit hands it to init to reap.
+    pub fn stop(mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+/// [`Pasta::stop`], if the sandbox has one.
+pub fn stop_pasta(pasta: Option<Pasta>) {
+    if let Some(p) = pasta {
+        p.stop();
+    }
+}
+
+const FILTER_STEP: &str = "load the network filter";
+
+/// Loads the egress filter into the sandbox's network namespace `ns` with
+/// `nft -f -`, before pasta starts: PID 1 starts no command before pasta's
+/// route is there, so nothing of the tenant runs without the filter.
+/// From the host side, so nft is charged to us, not to the tenant's
+/// cgroup (a tight memory limit would kill it): a forked helper joins the
+/// sandbox's user namespace (we own it: every capability there) and
+/// network namespace, raises CAP_NET_ADMIN as ambient so nft keeps it
+/// (our uid is not root in there), and runs nft.
+pub fn load_filter_from_parent(
+    plan: &NetworkPlan,
+    ns: Option<&Namespaces>,
+) -> Result<(), SetupError> {
+    let (Some(_), Some(ns)) = (&plan.filter, ns) else {
+        return Ok(());
+    };
+    let (userns, netns) = (&ns.user, &ns.net);
+    let (why_r, why_w) = nix::unistd::pipe().map_err(|e| SetupError::errno(FILTER_STEP, e))?;
+    let helper = match sys::fork_process().map_err(|e| SetupError::errno(FILTER_STEP, e))? {
+        sys::Forked::Child => {
+            drop(why_r);
+            let result = nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER)
+                .and_then(|()| nix::sched::setns(netns, CloneFlags::CLONE_NEWNET))
+                .map_err(|e| SetupError::errno("join the sandbox's namespaces", e))
+                .and_then(|()| load_filter(plan));
+            let code = match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = File::from(why_w).write_all(e.to_string().as_bytes());
+                    1
+                }
+            };
+            sys::exit_immediately(code)
+        }
+        sys::Forked::Parent(child) => child,
+    };
+    drop(why_w);
+    let mut why = String::new();
+    let _ = File::from(why_r).read_to_string(&mut why);
+    match warren_runtime::init::wait_for(helper) {
+        Some(warren_runtime::report::Exit::Code(0)) => Ok(()),
+        other => Err(SetupError::new(
+            FILTER_STEP,
+            match why.is_empty() {
+                true => format!("the helper ended with {other:?}"),
+                false => why,
+            },
+        )
+        .with_hint("see docs/network.md (nftables in the sandbox's namespace)")),
+    }
+}
+
+/// Runs `nft -f -` with the plan's ruleset, holding CAP_NET_ADMIN as an
+/// ambient capability.
+fn load_filter(plan: &NetworkPlan) -> Result<(), SetupError> {
+    let Some((nft, rules)) = &plan.filter else {
+        return Ok(());
+    };
+    let fail = |why: String| SetupError::new(FILTER_STEP, why);
+    let output = caps::with_ambient(caps::Capability::CAP_NET_ADMIN, || {
+        let mut child = Command::new(nft)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(rules.as_bytes())?;
+        child.wait_with_output()
+    })?
+    .map_err(|e| fail(format!("{}: {e}", nft.display())))?;
+    if !output.status.success() {
+        return Err(fail(format!(
+            "nft exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
