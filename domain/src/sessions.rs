@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, OwnedMutexGuard};
+use warren_runtime::record::SandboxRecord;
+use warren_runtime::report::LimitReached;
 
 use crate::backend::{Backend, BackendError, Sandbox, SandboxEnd};
 use crate::exit::{ExitCause, TerminalExit};
@@ -68,6 +70,13 @@ pub enum SessionError {
     NotFound,
     #[error("{0}")]
     Capacity(String),
+    /// The user's own sandbox is at a limit (pids, memory): no new shell
+    /// fits in it. Told to the user, not a fault of the server.
+    #[error("{message}")]
+    Limit {
+        limit: LimitReached,
+        message: String,
+    },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("backend: {0}")]
@@ -90,6 +99,38 @@ impl SessionError {
     pub fn is_internal(&self) -> bool {
         matches!(self, SessionError::Backend(_) | SessionError::Io(_))
     }
+}
+
+/// A terminal that could not start: a limit said as such (the user's
+/// sandbox at its pids or memory limit, the host out of PTYs), with the
+/// limit in force, else the backend's failure.
+fn refused(e: BackendError, record: &SandboxRecord) -> SessionError {
+    let limits = &record.limits;
+    let Some(limit) = e.limit_reached() else {
+        return SessionError::Backend(e);
+    };
+    let message = match limit {
+        LimitReached::Pids => format!(
+            "your sandbox is at its limit of {} processes: no new shell can start; end some \
+             processes or close a terminal, or ask for a higher pids limit",
+            limits.pids.map_or("its".into(), |n| n.to_string())
+        ),
+        LimitReached::Memory => format!(
+            "your sandbox is at its memory limit{}: no new shell can start; end some processes \
+             or close a terminal, or ask for a higher memory limit",
+            limits
+                .memory_bytes
+                .map_or(String::new(), |b| format!(" ({} MiB)", b >> 20))
+        ),
+        LimitReached::HostPtys => {
+            return SessionError::Capacity(
+                "the server has no terminal (PTY) left: the host's kernel.pty.max is reached; \
+                 try again later"
+                    .into(),
+            )
+        }
+    };
+    SessionError::Limit { limit, message }
 }
 
 /// What attaching to a terminal id gives.
@@ -576,7 +617,11 @@ impl Registry {
     ) -> Result<Viewer, SessionError> {
         let began = Instant::now();
         let (link, _one_at_a_time) = self.ensure_sandbox(user, true).await?;
-        let spawned = link.sandbox.open_terminal(size).await?;
+        let spawned = link
+            .sandbox
+            .open_terminal(size)
+            .await
+            .map_err(|e| refused(e, link.sandbox.record()))?;
         let id = new_terminal_id();
         let (terminal, driver) = Terminal::start(id.clone(), user.clone(), link, spawned, size)?;
         // Attach before the terminal is visible to the reaper.
