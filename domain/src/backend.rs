@@ -43,9 +43,7 @@ impl BackendError {
             source: source.into(),
         }
     }
-}
 
-impl BackendError {
     /// The limit that refused the start, when one did rather than a fault:
     /// the sandbox's pids or memory limit, or the host's PTYs.
     pub fn limit_reached(&self) -> Option<LimitReached> {

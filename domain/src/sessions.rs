@@ -111,9 +111,9 @@ fn refused(e: BackendError, record: &SandboxRecord) -> SessionError {
     };
     let message = match limit {
         LimitReached::Pids => format!(
-            "your sandbox is at its limit of {} processes: no new shell can start; end some \
+            "your sandbox is at its limit of {}processes: no new shell can start; end some \
              processes or close a terminal, or ask for a higher pids limit",
-            limits.pids.map_or("its".into(), |n| n.to_string())
+            limits.pids.map_or(String::new(), |n| format!("{n} "))
         ),
         LimitReached::Memory => format!(
             "your sandbox is at its memory limit{}: no new shell can start; end some processes \
@@ -899,5 +899,67 @@ async fn watch_sandbox(
     end_tx.send_replace(Some(end));
     if let Some(registry) = registry.upgrade() {
         registry.sandbox_ended(&user, sandbox, end).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::errno::Errno;
+    use warren_runtime::cgroups::Limits;
+    use warren_runtime::record::LimitsInForce;
+    use warren_runtime::report::{SetupError, STEP_FORK_COMMAND, STEP_OPEN_TERMINAL};
+    use warren_runtime::spec::Isolation;
+
+    use super::*;
+    use crate::backend::StarterEnded;
+
+    fn record(limits: Limits) -> SandboxRecord {
+        let mut r = SandboxRecord::unlimited(Isolation::Namespaces, &Limits::NONE);
+        r.limits = LimitsInForce::cgroup(limits, Vec::new());
+        r
+    }
+
+    fn failed(step: &str, errno: Errno) -> BackendError {
+        BackendError::new("open terminal", SetupError::errno(step, errno))
+    }
+
+    /// Issue 15: a terminal the user's own limit refused closed with 4500
+    /// like a fault of the server; each limit is now said as itself.
+    #[test]
+    fn a_terminal_refused_by_a_limit_says_which() {
+        let limited = record(Limits::default());
+        let e = refused(failed(STEP_FORK_COMMAND, Errno::EAGAIN), &limited);
+        assert!(
+            matches!(&e, SessionError::Limit { limit: LimitReached::Pids, message }
+                if message.contains("limit of 512 processes")),
+            "{e}"
+        );
+        assert!(!e.is_internal());
+        let e = refused(failed(STEP_FORK_COMMAND, Errno::ENOMEM), &limited);
+        assert!(e.to_string().contains("memory limit (512 MiB)"), "{e}");
+        let oom = BackendError::new("open terminal", StarterEnded::OutOfMemory);
+        assert!(matches!(
+            refused(oom, &limited),
+            SessionError::Limit {
+                limit: LimitReached::Memory,
+                ..
+            }
+        ));
+        // Without a cgroup, a refused fork is still the sandbox's limit
+        // (its nproc rlimit), with no number to give.
+        let e = refused(
+            failed(STEP_FORK_COMMAND, Errno::EAGAIN),
+            &record(Limits::NONE),
+        );
+        assert!(e.to_string().contains("at its limit of processes"), "{e}");
+        // The host out of PTYs is the server's capacity, not the user's.
+        let e = refused(failed(STEP_OPEN_TERMINAL, Errno::ENOSPC), &limited);
+        assert!(
+            matches!(&e, SessionError::Capacity(m) if m.contains("kernel.pty.max")),
+            "{e}"
+        );
+        // Anything else is the server's failure, detail kept for the log.
+        let e = refused(failed("join namespaces", Errno::EPERM), &limited);
+        assert!(e.is_internal(), "{e}");
     }
 }
