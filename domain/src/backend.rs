@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use warren_runtime::cgroups::Usage;
 use warren_runtime::record::SandboxRecord;
+use warren_runtime::report::{LimitReached, SetupError};
 
 use crate::user::UserId;
 use crate::WinSize;
@@ -41,6 +42,15 @@ impl BackendError {
             context: context.into(),
             source: source.into(),
         }
+    }
+
+    /// The limit that refused the start, when one did rather than a fault:
+    /// the sandbox's pids or memory limit, or the host's PTYs.
+    pub fn limit_reached(&self) -> Option<LimitReached> {
+        if let Some(StarterEnded::OutOfMemory) = self.source.downcast_ref() {
+            return Some(LimitReached::Memory);
+        }
+        self.source.downcast_ref::<SetupError>()?.limit_reached()
     }
 }
 

@@ -560,6 +560,7 @@ impl Sandbox for UserSandbox {
                 rows: size.rows,
                 cols: size.cols,
             });
+            let pressure_before = memory_pressure(self.target.cgroup.as_deref());
             let launched = launch::start_as(
                 &self.shim_path,
                 &spec,
@@ -572,7 +573,7 @@ impl Sandbox for UserSandbox {
             let sock = launched
                 .pty_socket
                 .ok_or_else(|| err("open terminal", "no terminal socket"))?;
-            let child = Mutex::new(launched.child);
+            let mut child = launched.child;
             let master = tokio::time::timeout(
                 START_TIMEOUT,
                 tokio::task::spawn_blocking(move || warren_runtime::pty::recv_fd(&sock)),
@@ -583,21 +584,38 @@ impl Sandbox for UserSandbox {
                 Ok(Ok(Ok(Some(m)))) => m,
                 other => {
                     // The join failed: its report says why.
-                    let _ = child.lock().map(|mut c| c.kill());
+                    let _ = child.kill();
                     let events = match report.take() {
                         Some(r) => tokio::task::spawn_blocking(move || report::read_all(r))
                             .await
                             .unwrap_or_default(),
                         None => Vec::new(),
                     };
-                    let why = events
-                        .iter()
-                        .find_map(|e| match e {
-                            Event::Failed(f) => Some(with_hint(f)),
-                            _ => None,
-                        })
-                        .unwrap_or_else(|| format!("{other:?}"));
-                    return Err(err("open terminal", why));
+                    // Reaped: a zombie in the sandbox's cgroup would hold
+                    // one of its pids for good, and with it the next shell.
+                    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+                    // Typed, so that a limit (the sandbox's pids or memory,
+                    // the host's PTYs) is told apart from a fault.
+                    let failed = events.into_iter().find_map(|e| match e {
+                        Event::Failed(f) => Some(f),
+                        _ => None,
+                    });
+                    return Err(match failed {
+                        Some(f) => {
+                            let context = match &f.hint {
+                                Some(h) => format!("open terminal (hint: {h})"),
+                                None => "open terminal".to_string(),
+                            };
+                            BackendError::new(context, f)
+                        }
+                        // No word: stalled or killed at the memory limit.
+                        None if memory_pressure(self.target.cgroup.as_deref())
+                            > pressure_before =>
+                        {
+                            BackendError::new("open terminal", StarterEnded::OutOfMemory)
+                        }
+                        None => err("open terminal", format!("{other:?}")),
+                    });
                 }
             };
             let master_for_kill = master
@@ -606,7 +624,7 @@ impl Sandbox for UserSandbox {
             Ok(Spawned {
                 master,
                 process: Box::new(JoinedShell {
-                    child,
+                    child: Mutex::new(child),
                     report,
                     master: master_for_kill,
                     cgroup: self.target.cgroup.clone(),

@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, OwnedMutexGuard};
+use warren_runtime::record::SandboxRecord;
+use warren_runtime::report::LimitReached;
 
 use crate::backend::{Backend, BackendError, Sandbox, SandboxEnd};
 use crate::exit::{ExitCause, TerminalExit};
@@ -68,6 +70,13 @@ pub enum SessionError {
     NotFound,
     #[error("{0}")]
     Capacity(String),
+    /// The user's own sandbox is at a limit (pids, memory): no new shell
+    /// fits in it. Told to the user, not a fault of the server.
+    #[error("{message}")]
+    Limit {
+        limit: LimitReached,
+        message: String,
+    },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("backend: {0}")]
@@ -90,6 +99,38 @@ impl SessionError {
     pub fn is_internal(&self) -> bool {
         matches!(self, SessionError::Backend(_) | SessionError::Io(_))
     }
+}
+
+/// A terminal that could not start: a limit said as such (the user's
+/// sandbox at its pids or memory limit, the host out of PTYs), with the
+/// limit in force, else the backend's failure.
+fn refused(e: BackendError, record: &SandboxRecord) -> SessionError {
+    let limits = &record.limits;
+    let Some(limit) = e.limit_reached() else {
+        return SessionError::Backend(e);
+    };
+    let message = match limit {
+        LimitReached::Pids => format!(
+            "your sandbox is at its limit of {}processes: no new shell can start; end some \
+             processes or close a terminal, or ask for a higher pids limit",
+            limits.pids.map_or(String::new(), |n| format!("{n} "))
+        ),
+        LimitReached::Memory => format!(
+            "your sandbox is at its memory limit{}: no new shell can start; end some processes \
+             or close a terminal, or ask for a higher memory limit",
+            limits
+                .memory_bytes
+                .map_or(String::new(), |b| format!(" ({} MiB)", b >> 20))
+        ),
+        LimitReached::HostPtys => {
+            return SessionError::Capacity(
+                "the server has no terminal (PTY) left: the host's kernel.pty.max is reached; \
+                 try again later"
+                    .into(),
+            )
+        }
+    };
+    SessionError::Limit { limit, message }
 }
 
 /// What attaching to a terminal id gives.
@@ -581,7 +622,11 @@ impl Registry {
     ) -> Result<Viewer, SessionError> {
         let began = Instant::now();
         let (link, _one_at_a_time) = self.ensure_sandbox(user, true).await?;
-        let spawned = link.sandbox.open_terminal(size).await?;
+        let spawned = link
+            .sandbox
+            .open_terminal(size)
+            .await
+            .map_err(|e| refused(e, link.sandbox.record()))?;
         let id = new_terminal_id();
         let (terminal, driver) = Terminal::start(id.clone(), user.clone(), link, spawned, size)?;
         // Attach before the terminal is visible to the reaper.
@@ -859,5 +904,67 @@ async fn watch_sandbox(
     end_tx.send_replace(Some(end));
     if let Some(registry) = registry.upgrade() {
         registry.sandbox_ended(&user, sandbox, end).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::errno::Errno;
+    use warren_runtime::cgroups::Limits;
+    use warren_runtime::record::LimitsInForce;
+    use warren_runtime::report::{SetupError, STEP_FORK_COMMAND, STEP_OPEN_TERMINAL};
+    use warren_runtime::spec::Isolation;
+
+    use super::*;
+    use crate::backend::StarterEnded;
+
+    fn record(limits: Limits) -> SandboxRecord {
+        let mut r = SandboxRecord::unlimited(Isolation::Namespaces, &Limits::NONE);
+        r.limits = LimitsInForce::cgroup(limits, Vec::new());
+        r
+    }
+
+    fn failed(step: &str, errno: Errno) -> BackendError {
+        BackendError::new("open terminal", SetupError::errno(step, errno))
+    }
+
+    /// Issue 15: a terminal the user's own limit refused closed with 4500
+    /// like a fault of the server; each limit is now said as itself.
+    #[test]
+    fn a_terminal_refused_by_a_limit_says_which() {
+        let limited = record(Limits::default());
+        let e = refused(failed(STEP_FORK_COMMAND, Errno::EAGAIN), &limited);
+        assert!(
+            matches!(&e, SessionError::Limit { limit: LimitReached::Pids, message }
+                if message.contains("limit of 512 processes")),
+            "{e}"
+        );
+        assert!(!e.is_internal());
+        let e = refused(failed(STEP_FORK_COMMAND, Errno::ENOMEM), &limited);
+        assert!(e.to_string().contains("memory limit (512 MiB)"), "{e}");
+        let oom = BackendError::new("open terminal", StarterEnded::OutOfMemory);
+        assert!(matches!(
+            refused(oom, &limited),
+            SessionError::Limit {
+                limit: LimitReached::Memory,
+                ..
+            }
+        ));
+        // Without a cgroup, a refused fork is still the sandbox's limit
+        // (its nproc rlimit), with no number to give.
+        let e = refused(
+            failed(STEP_FORK_COMMAND, Errno::EAGAIN),
+            &record(Limits::NONE),
+        );
+        assert!(e.to_string().contains("at its limit of processes"), "{e}");
+        // The host out of PTYs is the server's capacity, not the user's.
+        let e = refused(failed(STEP_OPEN_TERMINAL, Errno::ENOSPC), &limited);
+        assert!(
+            matches!(&e, SessionError::Capacity(m) if m.contains("kernel.pty.max")),
+            "{e}"
+        );
+        // Anything else is the server's failure, detail kept for the log.
+        let e = refused(failed("join namespaces", Errno::EPERM), &limited);
+        assert!(e.is_internal(), "{e}");
     }
 }

@@ -36,9 +36,17 @@ impl Default for WinSize {
 /// Opens a new PTY from /dev/ptmx (inside the sandbox: its own devpts) and
 /// returns the master and the slave's path.
 pub fn open(size: WinSize) -> Result<(OwnedFd, PathBuf), SetupError> {
-    let step = "open terminal";
+    let step = crate::setup_error::STEP_OPEN_TERMINAL;
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(|e| {
-        SetupError::errno(step, e).with_hint("is /dev/pts a devpts instance with ptmxmode=0666?")
+        SetupError::errno(step, e).with_hint(match e {
+            // A devpts instance of a sandbox may use kernel.pty.max less
+            // kernel.pty.reserve, counted over the whole host.
+            nix::errno::Errno::ENOSPC => {
+                "the host's PTYs are all in use: raise kernel.pty.max (`warren doctor` shows \
+                 the capacity)"
+            }
+            _ => "is /dev/pts a devpts instance with ptmxmode=0666?",
+        })
     })?;
     grantpt(&master).map_err(|e| SetupError::errno(step, e))?;
     unlockpt(&master).map_err(|e| SetupError::errno(step, e))?;

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 // Failures are their own module (everything that can fail uses it, the
 // report only carries them); their names stay reachable here.
 pub use crate::setup_error::{
-    SetupError, EXIT_MEMORY_LIMIT, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED,
-    STEP_EXEC,
+    LimitReached, SetupError, EXIT_MEMORY_LIMIT, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND,
+    EXIT_SETUP_FAILED, STEP_EXEC, STEP_FORK_COMMAND, STEP_OPEN_TERMINAL,
 };
 
 /// How the sandbox's first process ended.
@@ -159,6 +159,29 @@ mod tests {
         buf.push(b'\n');
         send(&mut buf, &Event::Started { init_pid: 7 }).unwrap();
         assert_eq!(read_all(&buf[..]), vec![Event::Started { init_pid: 7 }]);
+    }
+
+    #[test]
+    fn a_limit_is_told_apart_from_a_fault() {
+        let limit = |step, errno| SetupError::errno(step, errno).limit_reached();
+        assert_eq!(
+            limit(STEP_FORK_COMMAND, Errno::EAGAIN),
+            Some(LimitReached::Pids)
+        );
+        assert_eq!(
+            limit(STEP_FORK_COMMAND, Errno::ENOMEM),
+            Some(LimitReached::Memory)
+        );
+        assert_eq!(
+            limit(STEP_OPEN_TERMINAL, Errno::ENOSPC),
+            Some(LimitReached::HostPtys)
+        );
+        assert_eq!(limit(STEP_OPEN_TERMINAL, Errno::EACCES), None);
+        assert_eq!(limit("join cgroup", Errno::EAGAIN), None);
+        assert_eq!(
+            SetupError::new(STEP_FORK_COMMAND, "no errno").limit_reached(),
+            None
+        );
     }
 
     #[test]

@@ -82,3 +82,36 @@ impl SetupError {
 /// Name of the final step, so callers can tell "command not found" from a
 /// broken sandbox.
 pub const STEP_EXEC: &str = "exec command";
+
+/// The step that forks the command in the sandbox: EAGAIN there is the
+/// sandbox's pids limit, ENOMEM its memory limit.
+pub const STEP_FORK_COMMAND: &str = "fork command";
+
+/// The step that opens the command's PTY in the sandbox's devpts: ENOSPC
+/// there means the host has no PTY left for sandboxes.
+pub const STEP_OPEN_TERMINAL: &str = "open terminal";
+
+/// A limit that refused a set-up step, where no fault of the host or of
+/// warren did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitReached {
+    /// The sandbox's pids limit (or, without a cgroup, its nproc rlimit).
+    Pids,
+    /// The sandbox's memory limit.
+    Memory,
+    /// The host's PTYs: a sandbox's devpts instance may use
+    /// `kernel.pty.max` less `kernel.pty.reserve`, counted host-wide.
+    HostPtys,
+}
+
+impl SetupError {
+    /// Which limit refused this step, if a limit did.
+    pub fn limit_reached(&self) -> Option<LimitReached> {
+        match (self.step.as_str(), Errno::from_raw(self.errno?)) {
+            (STEP_FORK_COMMAND, Errno::EAGAIN) => Some(LimitReached::Pids),
+            (STEP_FORK_COMMAND, Errno::ENOMEM) => Some(LimitReached::Memory),
+            (STEP_OPEN_TERMINAL, Errno::ENOSPC) => Some(LimitReached::HostPtys),
+            _ => None,
+        }
+    }
+}

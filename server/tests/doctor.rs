@@ -92,3 +92,74 @@ fn doctor_reports_open_file_and_pty_capacity() {
     assert_eq!(c["ptys"]["max"], max, "{c:#}");
     assert!(c["ptys"]["nr"].as_u64().unwrap() <= max, "{c:#}");
 }
+
+/// Doctor says how many terminals and sandboxes the open-file limit and
+/// the host's PTYs allow, and how to raise each (issue 15): a sandbox's
+/// devpts stops at kernel.pty.max less kernel.pty.reserve, counted over
+/// the host.
+#[test]
+fn doctor_reports_what_the_capacity_allows_and_how_to_raise_it() {
+    let v = doctor_json(&["sh", "-c", "ulimit -Sn 512 && exec \"$0\" \"$@\""]);
+    let c = &v["capacity"];
+    let (per_terminal, per_sandbox) = (
+        c["fds_per_terminal"].as_u64().unwrap(),
+        c["fds_per_sandbox"].as_u64().unwrap(),
+    );
+    let hard = c["open_files"]["hard"].as_u64().unwrap();
+    assert_eq!(
+        c["open_files"]["sandboxes"],
+        hard / (per_terminal + per_sandbox),
+        "{c:#}"
+    );
+    assert!(
+        c["open_files"]["raise"]
+            .as_str()
+            .unwrap()
+            .contains("LimitNOFILE="),
+        "{c:#}"
+    );
+    let read = |name: &str| -> u64 {
+        std::fs::read_to_string(format!("/proc/sys/kernel/pty/{name}"))
+            .map_or(0, |s| s.trim().parse().unwrap())
+    };
+    let p = &c["ptys"];
+    assert_eq!(p["reserve"], read("reserve"), "{c:#}");
+    let (nr, max, reserve) = (
+        p["nr"].as_u64().unwrap(),
+        p["max"].as_u64().unwrap(),
+        p["reserve"].as_u64().unwrap(),
+    );
+    // nr moves with whatever else runs here: the figures agree with each other.
+    assert_eq!(
+        p["terminals"],
+        max.saturating_sub(reserve).saturating_sub(nr),
+        "{c:#}"
+    );
+    assert!(
+        p["raise"]
+            .as_str()
+            .unwrap()
+            .contains("sysctl -w kernel.pty.max="),
+        "{c:#}"
+    );
+
+    // The same in words.
+    let out = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("doctor")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("] {name}")))
+            .unwrap_or_else(|| panic!("no {name} line in {text}"))
+    };
+    assert!(
+        line("open files").contains("sandboxes of one terminal"),
+        "{text}"
+    );
+    assert!(line("ptys").contains("kernel.pty.reserve"), "{text}");
+    assert!(text.contains("sysctl -w kernel.pty.max=N"), "{text}");
+    assert!(text.contains("LimitNOFILE="), "{text}");
+}

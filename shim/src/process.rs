@@ -81,7 +81,7 @@ pub fn fork_command<F>(report: &mut File, steps: F) -> Result<Pid, SetupError>
 where
     F: FnOnce(&mut File) -> Result<Infallible, SetupError>,
 {
-    match sys::fork_process().map_err(|e| SetupError::errno("fork command", e))? {
+    match sys::fork_process().map_err(|e| SetupError::errno(report::STEP_FORK_COMMAND, e))? {
         Forked::Child => match steps(report) {
             Ok(never) => match never {},
             Err(err) => fail_and_exit(report, err),

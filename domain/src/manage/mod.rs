@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use warren_runtime::cgroups::Limits;
-use warren_runtime::report::{SetupError, STEP_EXEC};
+use warren_runtime::report::{LimitReached, SetupError, STEP_EXEC};
 use warren_runtime::spec::Isolation;
 use warren_runtime::workspace::WorkspaceError;
 
@@ -153,9 +153,6 @@ impl ManageError {
     }
 }
 
-/// The shim's name for forking a command in a running sandbox
-/// (shim/src/process.rs).
-const STEP_FORK_COMMAND: &str = "fork command";
 /// Its step for entering the command's working directory (shim/src/command.rs).
 const STEP_CHDIR: &str = "chdir ";
 /// What the caller is told when a command could not start because the
@@ -207,17 +204,20 @@ fn start_failure(e: BackendError) -> ManageError {
             message: format!("warren: {with_hint}\n"),
         };
     }
-    if f.step == STEP_FORK_COMMAND && f.errno == Some(nix::errno::Errno::ENOMEM as i32) {
-        return ManageError::OutOfMemory(format!(
-            "the sandbox is at its memory limit: the command could not be forked; {TRY_AGAIN}"
-        ));
-    }
-    if f.step == STEP_FORK_COMMAND && f.errno == Some(nix::errno::Errno::EAGAIN as i32) {
-        return ManageError::Conflict(
-            "the sandbox is at its limit of processes (pids): no command can start; \
-             wait for some to end or raise the tenant's pids limit"
-                .into(),
-        );
+    match f.limit_reached() {
+        Some(LimitReached::Memory) => {
+            return ManageError::OutOfMemory(format!(
+                "the sandbox is at its memory limit: the command could not be forked; {TRY_AGAIN}"
+            ))
+        }
+        Some(LimitReached::Pids) => {
+            return ManageError::Conflict(
+                "the sandbox is at its limit of processes (pids): no command can start; \
+                 wait for some to end or raise the tenant's pids limit"
+                    .into(),
+            )
+        }
+        Some(LimitReached::HostPtys) | None => {}
     }
     let detail = format!("{}: {with_hint}", e.context);
     ManageError::Start { detail, source: e }
@@ -245,6 +245,12 @@ impl From<SessionError> for ManageError {
         match e {
             SessionError::NotFound => ManageError::NoSuchTerminal,
             SessionError::Capacity(m) => ManageError::Unavailable(m),
+            // The tenant's own limits, as for a command (start_failure).
+            SessionError::Limit {
+                limit: LimitReached::Memory,
+                message,
+            } => ManageError::OutOfMemory(message),
+            SessionError::Limit { message, .. } => ManageError::Conflict(message),
             SessionError::ShuttingDown => ManageError::Unavailable(e.to_string()),
             // The tenant's limit, not the server's failure.
             SessionError::Backend(b)

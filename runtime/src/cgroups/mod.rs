@@ -411,6 +411,7 @@ impl CgroupError {
 pub struct Cgroups {
     driver: Arc<dyn Driver>,
     kernel: Arc<dyn Kernel>,
+    proc_root: PathBuf,
     prepared: AtomicBool,
 }
 
@@ -447,6 +448,7 @@ impl Cgroups {
         Ok(Cgroups {
             driver,
             kernel,
+            proc_root: roots.proc.clone(),
             prepared: AtomicBool::new(false),
         })
     }
@@ -508,10 +510,7 @@ impl Cgroups {
         let k = self.kernel.as_ref();
         let mut sandbox = self.handle(id, Vec::new(), true);
         for base in self.driver.bases() {
-            let dir = Dir {
-                path: base.path.join(format!("{SANDBOX_PREFIX}{id}")),
-                controllers: base.controllers,
-            };
+            let dir = base.child(&format!("{SANDBOX_PREFIX}{id}"));
             match k.mkdir(&dir.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -544,17 +543,14 @@ impl Cgroups {
         let k = self.kernel.as_ref();
         let mut dirs = Vec::new();
         for base in self.driver.bases() {
-            let path = base.path.join(format!("{SANDBOX_PREFIX}{id}"));
-            if !k.exists(&path) {
+            let dir = base.child(&format!("{SANDBOX_PREFIX}{id}"));
+            if !k.exists(&dir.path) {
                 return Err(CgroupError::Read {
-                    path,
+                    path: dir.path,
                     errno: Errno::ENOENT,
                 });
             }
-            dirs.push(Dir {
-                path,
-                controllers: base.controllers,
-            });
+            dirs.push(dir);
         }
         Ok(self.handle(id, dirs, false))
     }
@@ -636,6 +632,7 @@ impl Cgroups {
         SandboxCgroup {
             id: id.to_string(),
             dirs,
+            proc_root: self.proc_root.clone(),
             driver: Arc::clone(&self.driver),
             kernel: Arc::clone(&self.kernel),
             owner: self.kernel.own_pid(),
@@ -650,6 +647,8 @@ impl Cgroups {
 pub struct SandboxCgroup {
     id: String,
     dirs: Vec<Dir>,
+    /// The proc root (`/proc`), for `/proc/<pid>/cgroup`.
+    proc_root: PathBuf,
     driver: Arc<dyn Driver>,
     kernel: Arc<dyn Kernel>,
     /// The pid that created this handle. A forked child has a copy of the
@@ -674,23 +673,58 @@ impl SandboxCgroup {
     }
 
     /// Moves `pid` into the sandbox cgroup (every hierarchy on v1) by writing
-    /// `cgroup.procs`, and checks that the kernel lists it there. Call this
+    /// `cgroup.procs`, and checks that the kernel places it there. Call this
     /// from the parent before the child runs anything of the tenant's.
+    ///
+    /// The check reads `/proc/<pid>/cgroup`, not `cgroup.procs`: on v1 a
+    /// read of `cgroup.procs` sizes its list by the task count and then
+    /// walks the tasks, dropping those that no longer fit, so a fork in the
+    /// sandbox meanwhile pushed a just-moved pid (walked last, in the newest
+    /// css_set) off the list; opening terminals 10 at a time into one
+    /// sandbox failed that way (issue 15). `/proc/<pid>/cgroup` answers for
+    /// the one process, from the migration the write has completed.
     pub fn add_process(&self, pid: Pid) -> Result<(), CgroupError> {
         let k = self.kernel.as_ref();
         let value = pid.as_raw().to_string();
         for d in &self.dirs {
             let file = d.path.join("cgroup.procs");
             write(k, &file, &value)?;
-            if !listed_after_write(k, &d.path, pid.as_raw())? {
+            if let Some(actual) = self.misplaced(d, pid)? {
                 return Err(CgroupError::NotApplied {
                     path: file,
                     value,
-                    actual: "pid not listed".into(),
+                    actual,
                 });
             }
         }
         Ok(())
+    }
+
+    /// Whether `pid` is in this sandbox's cgroup, in every hierarchy, as its
+    /// `/proc/<pid>/cgroup` says.
+    pub fn contains(&self, pid: Pid) -> Result<bool, CgroupError> {
+        for d in &self.dirs {
+            if self.misplaced(d, pid)?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// `None` when `pid` is in `d`, else where it is instead, in words.
+    fn misplaced(&self, d: &Dir, pid: Pid) -> Result<Option<String>, CgroupError> {
+        let placed = self.placement(pid)?;
+        Ok(match d.holds(self.version(), &placed) {
+            Some(p) if p == d.in_hierarchy => None,
+            Some(p) => Some(format!("/proc/{pid}/cgroup places it in {}", p.display())),
+            None => Some(format!("/proc/{pid}/cgroup has no line for this hierarchy")),
+        })
+    }
+
+    /// `/proc/<pid>/cgroup`, parsed.
+    fn placement(&self, pid: Pid) -> Result<Vec<OwnCgroup>, CgroupError> {
+        let file = self.proc_root.join(pid.as_raw().to_string()).join("cgroup");
+        parse_proc_cgroup(&read(self.kernel.as_ref(), &file)?)
     }
 
     /// The pids in the sandbox cgroup (all hierarchies, deduplicated).
@@ -815,12 +849,35 @@ impl Drop for SandboxCgroup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Dir {
     path: PathBuf,
+    /// The same cgroup as `/proc/<pid>/cgroup` names it (its path in the
+    /// hierarchy, from our cgroup namespace's root).
+    in_hierarchy: PathBuf,
     controllers: Vec<&'static str>,
 }
 
 impl Dir {
     fn serves(&self, controller: &str) -> bool {
         self.controllers.contains(&controller)
+    }
+
+    /// The sub-cgroup `name` of this one.
+    fn child(&self, name: &str) -> Dir {
+        Dir {
+            path: self.path.join(name),
+            in_hierarchy: self.in_hierarchy.join(name),
+            controllers: self.controllers.clone(),
+        }
+    }
+
+    /// Whether `proc_cgroup` (a process's `/proc/<pid>/cgroup`) places the
+    /// process in this cgroup: on v1 the line of this hierarchy's
+    /// controllers, on v2 the `0::` line.
+    fn holds<'a>(&self, version: Version, proc_cgroup: &'a [OwnCgroup]) -> Option<&'a Path> {
+        let line = proc_cgroup.iter().find(|l| match version {
+            Version::V2 => l.controllers.is_empty(),
+            Version::V1 => l.controllers.iter().any(|c| self.serves(c)),
+        })?;
+        Some(line.path.as_path())
     }
 }
 
@@ -1178,21 +1235,9 @@ fn read_u64(k: &dyn Kernel, path: &Path) -> Result<Option<u64>, CgroupError> {
 }
 
 /// The pids in a cgroup; none when the cgroup does not exist (any more).
-/// Whether `pid` is listed in `dir`'s cgroup.procs just after it was
-/// written there. Read up to three times: on v1 the list a read returns is
-/// a pidlist shared by concurrent readers of the same cgroup, and with many
-/// joins at once (16 execs in one sandbox) a read missed a pid whose write
-/// had succeeded, which failed the exec with a 500.
-fn listed_after_write(k: &dyn Kernel, dir: &Path, pid: i32) -> Result<bool, CgroupError> {
-    for pause_ms in [0, 2, 20] {
-        std::thread::sleep(Duration::from_millis(pause_ms));
-        if procs(k, dir)?.contains(&pid) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
+/// On v1 the list can miss a process while the cgroup's processes fork
+/// (see [`SandboxCgroup::add_process`]): fine for the callers' repeated
+/// polls, not as proof that one process is in.
 fn procs(k: &dyn Kernel, dir: &Path) -> Result<Vec<i32>, CgroupError> {
     Ok(read_optional(k, &dir.join("cgroup.procs"))?
         .map(|s| parse_pids(&s))

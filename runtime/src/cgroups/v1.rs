@@ -37,11 +37,12 @@ impl V1 {
         };
         for c in USED {
             match locate(k, mounts, own, c) {
-                Ok(base) => match v1.bases.iter_mut().find(|d| d.path == base) {
+                Ok((base, in_hierarchy)) => match v1.bases.iter_mut().find(|d| d.path == base) {
                     // `cpu,cpuacct` co-mounted: one directory serves both.
                     Some(d) => d.controllers.push(c),
                     None => v1.bases.push(Dir {
                         path: base,
+                        in_hierarchy,
                         controllers: vec![c],
                     }),
                 },
@@ -53,13 +54,14 @@ impl V1 {
     }
 }
 
-/// `<own>/warren` of controller `c`, or why this process cannot use it.
+/// `<own>/warren` of controller `c` (its directory, and its path in the
+/// hierarchy), or why this process cannot use it.
 fn locate(
     k: &dyn Kernel,
     mounts: &[CgroupMount],
     own: &[OwnCgroup],
     c: &str,
-) -> Result<PathBuf, String> {
+) -> Result<(PathBuf, PathBuf), String> {
     let Some(mine) = own.iter().find(|o| o.controllers.iter().any(|x| x == c)) else {
         return Err(format!(
             "no {c} hierarchy in /proc/self/cgroup (controller not compiled in, disabled with \
@@ -97,7 +99,7 @@ fn locate(
             target.display()
         ));
     }
-    Ok(base)
+    Ok((base, mine.path.join(BASE)))
 }
 
 impl Driver for V1 {

@@ -23,6 +23,8 @@ pub(super) struct V2 {
     parent: PathBuf,
     /// `<own>/warren`.
     base: PathBuf,
+    /// `base` as /proc/<pid>/cgroup names it (from the cgroup2 root).
+    in_hierarchy: PathBuf,
     /// This process still lives in `parent` (not the root) and must move
     /// into the supervisor leaf before controllers can be enabled.
     move_self: bool,
@@ -34,7 +36,7 @@ impl V2 {
     pub(super) fn probe(k: &dyn Kernel, root: &Path, own: &[OwnCgroup]) -> Result<V2, CgroupError> {
         let Some(mine) = own.iter().find(|c| c.controllers.is_empty()) else {
             return Ok(V2::without_limits(
-                root.join(BASE),
+                root,
                 root.to_path_buf(),
                 "/proc/self/cgroup has no cgroup2 (0::) entry".into(),
             ));
@@ -56,13 +58,14 @@ impl V2 {
         let offered_file = parent.join("cgroup.controllers");
         let Some(offered) = read_optional(k, &offered_file)? else {
             return Ok(V2::without_limits(
-                base,
+                root,
                 parent,
                 format!("{} does not exist", offered_file.display()),
             ));
         };
         let offered: Vec<&str> = offered.split_whitespace().collect();
         let mut v2 = V2 {
+            in_hierarchy: in_hierarchy(root, &base),
             parent,
             base,
             move_self,
@@ -95,8 +98,10 @@ impl V2 {
         Ok(v2)
     }
 
-    fn without_limits(base: PathBuf, parent: PathBuf, why: String) -> V2 {
+    fn without_limits(root: &Path, parent: PathBuf, why: String) -> V2 {
+        let base = parent.join(BASE);
         V2 {
+            in_hierarchy: in_hierarchy(root, &base),
             parent,
             base,
             move_self: false,
@@ -232,6 +237,7 @@ impl Driver for V2 {
     fn bases(&self) -> Vec<Dir> {
         vec![Dir {
             path: self.base.clone(),
+            in_hierarchy: self.in_hierarchy.clone(),
             controllers: self.available.clone(),
         }]
     }
@@ -343,4 +349,9 @@ fn strip_suffix(path: &Path, suffix: &[&str]) -> Option<PathBuf> {
         p = p.parent()?;
     }
     Some(p.to_path_buf())
+}
+
+/// `dir` under the cgroup2 mount `root` as /proc/<pid>/cgroup names it.
+fn in_hierarchy(root: &Path, dir: &Path) -> PathBuf {
+    Path::new("/").join(dir.strip_prefix(root).unwrap_or(dir))
 }

@@ -172,52 +172,62 @@ fn trial_sandbox() -> Result<u128, String> {
     result
 }
 
-// --- Capacity: open files and PTYs (issue 10 §4) ---
+// --- Capacity: open files and PTYs (issues 10 §4 and 15) ---
 
-use crate::web::capacity::{FdLimit, PtyCapacity, FDS_PER_TERMINAL};
+use crate::web::capacity::{
+    FdLimit, PtyCapacity, FDS_PER_SANDBOX, FDS_PER_TERMINAL, RAISE_NOFILE, RAISE_PTYS,
+};
 
 /// Terminals below which a capacity line says `warn`: the defaults'
 /// 32 sandboxes x 8 terminals.
 const TERMINALS_WANTED: u64 = 256;
+
+fn mark(enough: bool) -> &'static str {
+    if enough {
+        "ok  "
+    } else {
+        "warn"
+    }
+}
 
 fn print_capacity() {
     match FdLimit::current() {
         Ok(fds) => {
             // `warren serve` raises the soft limit to the hard one.
             let terminals = fds.hard / FDS_PER_TERMINAL;
-            let mark = if terminals >= TERMINALS_WANTED {
-                "ok  "
-            } else {
-                "warn"
-            };
+            let enough = terminals >= TERMINALS_WANTED;
             println!(
-                "[{mark}] {:<16} soft {}, hard {}; `warren serve` raises the soft limit to the \
-                 hard one: about {terminals} terminals at {FDS_PER_TERMINAL} fds each",
-                "open files", fds.soft, fds.hard
+                "[{}] {:<16} soft {}, hard {}; `warren serve` raises the soft limit to the \
+                 hard one: about {terminals} terminals at {FDS_PER_TERMINAL} fds each, or {} \
+                 sandboxes of one terminal ({} fds)",
+                mark(enough),
+                "open files",
+                fds.soft,
+                fds.hard,
+                fds.sandboxes_at_hard(),
+                FDS_PER_TERMINAL + FDS_PER_SANDBOX
             );
-            if terminals < TERMINALS_WANTED {
-                println!(
-                    "       {:<16} fix: raise it (LimitNOFILE= in the unit, `ulimit -Hn` as root)",
-                    ""
-                );
-            }
+            let how = if enough { "to raise" } else { "fix" };
+            println!("       {:<16} {how}: {RAISE_NOFILE}", "");
         }
         Err(e) => println!("[warn] {:<16} cannot read RLIMIT_NOFILE: {e}", "open files"),
     }
     match PtyCapacity::read("/proc".as_ref()) {
         Ok(p) => {
-            let mark = if p.free() >= TERMINALS_WANTED {
-                "ok  "
-            } else {
-                "warn"
-            };
+            let room = p.for_sandboxes();
+            let enough = room >= TERMINALS_WANTED;
             println!(
-                "[{mark}] {:<16} {} of {} in use (kernel.pty.max): room for {} terminals",
+                "[{}] {:<16} {} in use of kernel.pty.max {}, of which kernel.pty.reserve {} \
+                 only for the host's own /dev/pts: room for {room} more terminals in sandboxes \
+                 (one PTY each)",
+                mark(enough),
                 "ptys",
                 p.nr,
                 p.max,
-                p.free()
+                p.reserve
             );
+            let how = if enough { "to raise" } else { "fix" };
+            println!("       {:<16} {how}: {RAISE_PTYS}", "");
         }
         Err(e) => println!(
             "[warn] {:<16} cannot read /proc/sys/kernel/pty: {e}",
@@ -232,14 +242,24 @@ fn capacity_json() -> serde_json::Value {
             "soft": f.soft,
             "hard": f.hard,
             "terminals": f.hard / FDS_PER_TERMINAL,
+            "sandboxes": f.sandboxes_at_hard(),
+            "raise": RAISE_NOFILE,
         })
     });
-    let ptys = PtyCapacity::read("/proc".as_ref())
-        .ok()
-        .map(|p| serde_json::json!({"nr": p.nr, "max": p.max, "free": p.free()}));
+    let ptys = PtyCapacity::read("/proc".as_ref()).ok().map(|p| {
+        serde_json::json!({
+            "nr": p.nr,
+            "max": p.max,
+            "reserve": p.reserve,
+            "free": p.free(),
+            "terminals": p.for_sandboxes(),
+            "raise": RAISE_PTYS,
+        })
+    });
     serde_json::json!({
         "open_files": fds,
         "ptys": ptys,
         "fds_per_terminal": FDS_PER_TERMINAL,
+        "fds_per_sandbox": FDS_PER_SANDBOX,
     })
 }

@@ -59,7 +59,7 @@ pub fn win_size(cols: u16, rows: u16) -> Result<WinSize, ProtocolError> {
 pub fn session_close_code(e: &SessionError) -> u16 {
     match e {
         SessionError::NotFound => close::NOT_FOUND,
-        SessionError::Capacity(_) => close::CAPACITY,
+        SessionError::Capacity(_) | SessionError::Limit { .. } => close::CAPACITY,
         SessionError::ShuttingDown => close::UNAVAILABLE,
         SessionError::Backend(_) | SessionError::Io(_) => close::INTERNAL,
     }

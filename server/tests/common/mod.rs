@@ -510,6 +510,21 @@ pub async fn sandbox_server(d: &Dirs) -> TestServer {
     sandbox_server_in(d, warren_runtime::spec::Isolation::Namespaces).await
 }
 
+/// A real-sandbox server with these cgroup limits and session limits.
+pub async fn sandbox_server_with(
+    d: &Dirs,
+    limits: warren_runtime::cgroups::Limits,
+    sessions: SessionLimits,
+) -> TestServer {
+    let backend = SandboxBackend::new(d.settings.clone(), limits, false).with_shim(shim());
+    TestServer::with(Options {
+        backend: Arc::new(backend),
+        limits: sessions,
+        ..Default::default()
+    })
+    .await
+}
+
 /// [`sandbox_server`] with sandboxes of another isolation tier.
 pub async fn sandbox_server_in(d: &Dirs, isolation: warren_runtime::spec::Isolation) -> TestServer {
     let limits = warren_runtime::cgroups::Limits::default();
