@@ -400,7 +400,7 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
     Ok(ReadyInfo {
         init_pid: init.unwrap_or_default(),
         cgroup,
-        record,
+        record: *record,
         reader,
     })
 }

@@ -54,7 +54,9 @@ pub enum Event {
         /// The sandbox's cgroup id (for joining it, or reading its usage),
         /// when it has one.
         cgroup: Option<String>,
-        record: crate::record::SandboxRecord,
+        // Boxed: the record (network, disk) is far larger than every other
+        // event.
+        record: Box<crate::record::SandboxRecord>,
     },
     /// After the end: the kernel's counters of limits that were hit.
     LimitsHit {

@@ -96,7 +96,7 @@ pub fn report_record(created: &limits::Created, plan: &Plan, report: &mut File) 
         report,
         &Event::Sandbox {
             cgroup: created.id.clone(),
-            record: plan.info.sandbox.clone(),
+            record: Box::new(plan.info.sandbox.clone()),
         },
     );
 }

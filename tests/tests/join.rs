@@ -82,7 +82,7 @@ fn hold(env: &Env, user: &str) -> Held {
             init_pid: init_pid.unwrap(),
             parent_pid: l.child.id() as i32,
             cgroup,
-            record: record.map(Box::new),
+            record,
         },
         shim: l.child,
     }
