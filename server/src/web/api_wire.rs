@@ -165,6 +165,18 @@ limit_value!(
     )
 );
 
+impl LimitValueDiskBytes {
+    fn is_default(&self) -> bool {
+        self.0 == LimitValue::Default
+    }
+}
+
+impl LimitValueInodes {
+    fn is_default(&self) -> bool {
+        self.0 == LimitValue::Default
+    }
+}
+
 /// A tenant's overrides of the server's limits
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -172,7 +184,11 @@ pub struct LimitOverrides {
     pub memory_bytes: LimitValueBytes,
     pub cpus: LimitValueCpus,
     pub pids: LimitValuePids,
+    /// Absent: `"default"` (the shape clients of the first version read)
+    #[serde(skip_serializing_if = "LimitValueDiskBytes::is_default")]
     pub disk_bytes: LimitValueDiskBytes,
+    /// Absent: `"default"`
+    #[serde(skip_serializing_if = "LimitValueInodes::is_default")]
     pub disk_inodes: LimitValueInodes,
     /// Absent: `"default"`
     #[serde(skip_serializing_if = "NetworkOverride::is_default")]
