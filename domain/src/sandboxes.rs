@@ -119,12 +119,18 @@ impl SandboxBackend {
     }
 }
 
+/// The longest shell command line taken (the API document's `maxLength`).
+pub const SHELL_MAX_CHARS: usize = 1024;
+
 /// `--shell "zsh -l"`: the words of a terminal's command line, split on
 /// whitespace (no quoting). The first names the program, found on the
 /// sandbox's PATH or given as an absolute path.
 pub fn parse_shell(line: &str) -> Result<Vec<String>, String> {
     let argv: Vec<String> = line.split_whitespace().map(str::to_string).collect();
     match argv.first() {
+        _ if line.chars().count() > SHELL_MAX_CHARS => Err(format!(
+            "the shell is longer than {SHELL_MAX_CHARS} characters"
+        )),
         None => Err("the shell is empty: give a command line such as \"bash -l\"".into()),
         Some(_) if line.contains('\0') => Err("the shell contains a NUL byte".into()),
         Some(p) if p.contains('/') && !p.starts_with('/') => Err(format!(
@@ -1023,6 +1029,16 @@ mod tests {
     fn first(events: Vec<Event>) -> Option<Event> {
         let mut events = events.into_iter();
         first_join_event(|| events.next())
+    }
+
+    #[test]
+    fn a_shell_line_is_bounded_like_the_api_document_says() {
+        let longest = format!("bash {}", "x".repeat(SHELL_MAX_CHARS - 5));
+        assert_eq!(parse_shell(&longest).unwrap().len(), 2);
+        let err = parse_shell(&format!("{longest}y")).unwrap_err();
+        assert!(err.contains("longer than 1024"), "{err}");
+        assert!(parse_shell("   ").is_err());
+        assert!(parse_shell("bin/zsh").is_err());
     }
 
     #[test]

@@ -55,6 +55,12 @@ pub enum LimitValue<T> {
     Value(T),
 }
 
+impl<T> LimitValue<T> {
+    pub fn is_default(&self) -> bool {
+        matches!(self, LimitValue::Default)
+    }
+}
+
 impl<T: Copy> LimitValue<T> {
     /// The limit in force given the server's default.
     pub fn resolve(self, default: Option<T>) -> Option<T> {
@@ -118,10 +124,11 @@ pub struct LimitOverrides {
     pub cpus: LimitValue<f64>,
     #[serde(default)]
     pub pids: LimitValue<u64>,
-    /// The home's size limit (docs/disk.md).
-    #[serde(default)]
+    /// The home's size limit (docs/disk.md); left out while `default`,
+    /// like the network's, so the first shape of this JSON still reads.
+    #[serde(default, skip_serializing_if = "LimitValue::is_default")]
     pub disk_bytes: LimitValue<u64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "LimitValue::is_default")]
     pub disk_inodes: LimitValue<u64>,
     /// The network mode (docs/network.md); `"default"`: the server's.
     #[serde(default, skip_serializing_if = "NetworkOverride::is_default")]

@@ -23,7 +23,9 @@ use utoipa::ToSchema;
 use warren_domain::node::{Gauge, NodeLoad, NodeSettings, NodeState};
 
 use super::api::{ApiError, ApiJson, ADMIN_ACTOR};
-use super::api_responses::{BadRequest, Forbidden, InternalError, Unauthorized, Unavailable};
+use super::api_responses::{
+    BadRequest, Forbidden, InternalError, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use super::state::AppState;
 
 /// The node's settings from the command line, and where its agent listens.
@@ -202,6 +204,7 @@ pub(super) async fn show_node(State(app): State<AppState>) -> Result<Response, A
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 415, response = UnsupportedMediaType),
         (status = 500, response = InternalError),
         (status = 503, response = Unavailable),
     ),
