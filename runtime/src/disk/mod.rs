@@ -1,7 +1,8 @@
 //! Disk limits on a tenant's home: bytes and inodes.
 //!
-//! The backend built here is the per-home image (docs/disk.md): where the
-//! kernel has no project quotas for the workspace root's filesystem, each
+//! Two backends (docs/disk.md): the kernel's project quotas ([`quota`])
+//! where the workspace root's filesystem enforces them, and the per-home
+//! image: where the kernel has no project quotas there, each
 //! home is a sparse ext4 file the size of the limit, made with the inode
 //! limit (`mkfs.ext4 -N`), kept beside the workspace root
 //! ([`images_dir`]), loop-mounted over the home while a sandbox runs and
