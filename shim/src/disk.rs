@@ -66,7 +66,7 @@ pub fn attach(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
         DiskBackend::Image => Some("--disk-backend image".into()),
     };
     if quota.is_none() {
-        let id = disk::quota::project_id(spec.id_map.host_uid);
+        let id = disk::quota::project_id(d.project);
         let in_force = id
             .and_then(|id| disk::quota::attach(&spec.workspace, id, d.limits))
             .map_err(|e| {

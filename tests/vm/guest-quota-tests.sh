@@ -2,8 +2,9 @@
 # Inside the VM (run by quota-v2.sh): the workspace root on ext4 mounted
 # prjquota, then real sandboxes of one tenant with a 16 MiB and 200-inode
 # limit: writing stops with EDQUOT at the byte limit, creating files at the
-# inode limit; usage is read from the quota (`warren users stats`); a raise
-# applies to a running sandbox without a restart.
+# inode limit; warren-info names the backend; another tenant still writes;
+# usage is read from the quota (`warren users stats`); a raise applies to a
+# running sandbox without a restart.
 set -eu
 : "${WARREN_BIN:?}" "${WARREN_IMG:?}" "${WARREN_TEST_WRAPPER:?}"
 mkdir -p /ws /tmp/st
@@ -20,6 +21,7 @@ users() { "$WARREN_BIN" users $limits "$@"; }
 
 echo "== byte and inode limits"
 out=$(run sh -c '
+    warren-info | grep -i disk
     dd if=/dev/zero of=big bs=1M count=32 2>&1 | grep -v records
     echo "big=$(($(wc -c <big) >> 20))MiB"
     rm -f big
@@ -39,6 +41,13 @@ big=$(echo "$out" | sed -n 's/^big=\([0-9]*\)MiB$/\1/p')
 files=$(echo "$out" | sed -n 's/^files=\([0-9]*\)$/\1/p')
 [ -n "$files" ] && [ "$files" -ge 150 ] && [ "$files" -lt 200 ] || fail "made ${files:-?} files, want 150-199"
 echo "$out" | grep -q '^done$' || fail "the sandbox did not finish"
+echo "$out" | grep -q 'disk 16.0 MiB and 200 inodes (quota)' || fail "warren-info shows no quota"
+
+echo "== another tenant, its own project"
+bob=$("$WARREN_TEST_WRAPPER" "$WARREN_BIN" run --user bob $limits -- sh -c \
+    'dd if=/dev/zero of=f bs=1M count=8 2>/dev/null; echo "bob=$?"' 2>&1) || true
+echo "$bob"
+echo "$bob" | grep -q '^bob=0$' || fail "bob could not write beside alice's quota"
 
 echo "== usage from the quota"
 stats=$(users stats alice | tr -d ' \n')

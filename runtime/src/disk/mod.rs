@@ -127,6 +127,11 @@ pub struct DiskSpec {
     pub backend: DiskBackend,
     /// Where the images live ([`images_dir`] of the workspace root).
     pub images: PathBuf,
+    /// The home's project id for project quotas: the tenant's host uid
+    /// from the state database, unique among tenants in every mode (the
+    /// id map's may be one uid for all). 0: none given.
+    #[serde(default)]
+    pub project: u32,
 }
 
 /// What a sandbox's home got, in its record.
