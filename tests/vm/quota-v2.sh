@@ -19,7 +19,10 @@ trap 'rm -rf "$work"' EXIT
 img=$work/workspaces.ext4
 truncate -s 64M "$img"
 mkfs.ext4 -q -F -O quota,project -E root_owner=0:0 "$img"
-exec "$here/run-in-vm.sh" -m 1536 -t 400 -k loop -k ext4 -k quota_v2 \
+# Not exec: the trap removes the image after the VM.
+rc=0
+"$here/run-in-vm.sh" -m 1536 -t 400 -k loop -k ext4 -k quota_v2 \
     -e CI=true -e RUST_BACKTRACE=1 -e WARREN_BIN="$dir/warren" -e WARREN_IMG="$img" \
     -e WARREN_TEST_WRAPPER="$here/own-cgroup.sh" \
-    "$here/guest-quota-tests.sh" "$dir/warren" "$dir/warren-shim" "$here/own-cgroup.sh" "$img"
+    "$here/guest-quota-tests.sh" "$dir/warren" "$dir/warren-shim" "$here/own-cgroup.sh" "$img" || rc=$?
+exit "$rc"
