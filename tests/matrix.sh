@@ -128,6 +128,8 @@ echo "== cgroup v2 (throw-away VM: this host's controllers are on v1)"
 # missing, and exit non-zero when the VM cannot boot.
 tests/vm/cgroup-v2-tests.sh
 tests/vm/limits-v2.sh
+# The kernel project-quota disk backend: this host's kernel has no quotas.
+tests/vm/quota-v2.sh
 echo "== fuzzing, bounded: the WebSocket protocol (cargo fuzz) and the management API (schemathesis)"
 tests/fuzz/protocol.sh
 WARREN_BIN="$PWD/target/debug/warren" tests/fuzz/api.sh

@@ -335,6 +335,7 @@ fn disk_spec(settings: &Settings, record: &TenantRecord, req: &Request) -> Optio
         limits,
         backend: req.disk_backend,
         images: disk::images_dir(&settings.workspace_root),
+        project: record.host_uid,
     })
 }
 

@@ -214,10 +214,12 @@ pub fn render_with_disk(
         limits.push(format!("{p} tasks"));
     }
     if let Some(d) = &record.disk {
+        // A project quota may limit one resource alone (0: none).
+        let or_any = |n: u64, s: String| if n == 0 { "any".to_string() } else { s };
         limits.push(format!(
             "disk {} and {} inodes ({})",
-            crate::disk::human(d.bytes),
-            d.inodes,
+            or_any(d.bytes, crate::disk::human(d.bytes)),
+            or_any(d.inodes, d.inodes.to_string()),
             d.backend
         ));
     }

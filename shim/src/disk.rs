@@ -15,6 +15,9 @@ use warren_runtime::spec::SandboxSpec;
 #[derive(Default)]
 pub struct HomeDisk {
     attached: Option<Attached>,
+    /// The project quota set on the home (nothing to undo: the limit
+    /// stays with the home's project id).
+    quota: Option<DiskInForce>,
     missing: Option<String>,
     note: Option<String>,
 }
@@ -22,7 +25,10 @@ pub struct HomeDisk {
 impl HomeDisk {
     /// The limits in force, for the sandbox's record.
     pub fn in_force(&self) -> Option<DiskInForce> {
-        self.attached.as_ref().map(|a| a.in_force.clone())
+        self.attached
+            .as_ref()
+            .map(|a| a.in_force.clone())
+            .or_else(|| self.quota.clone())
     }
 
     /// `limits` with the disk limit added to the missing ones (and its
@@ -53,6 +59,34 @@ pub fn attach(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
     let Some(d) = spec.disk.as_ref().filter(|d| !d.limits.is_none()) else {
         return Ok(HomeDisk::default());
     };
+    let quota = match d.backend {
+        DiskBackend::Auto | DiskBackend::Quota => {
+            disk::quota::quota_backend_unavailable(&spec.workspace, "/proc".as_ref())
+        }
+        DiskBackend::Image => Some("--disk-backend image".into()),
+    };
+    if quota.is_none() {
+        let id = disk::quota::project_id(d.project);
+        let in_force = id
+            .and_then(|id| disk::quota::attach(&spec.workspace, id, d.limits))
+            .map_err(|e| {
+                SetupError::new("set the home's project quota", e.to_string())
+                    .with_hint("see docs/disk.md")
+            })?;
+        return Ok(HomeDisk {
+            attached: None,
+            quota: Some(in_force),
+            missing: None,
+            note: None,
+        });
+    }
+    if let (DiskBackend::Quota, Some(why)) = (d.backend, &quota) {
+        // Asked for by name: refused rather than run without it.
+        return Err(
+            SetupError::new("apply limits", format!("--disk-backend quota: {why}"))
+                .with_hint("use --disk-backend auto, or see docs/disk.md"),
+        );
+    }
     let unavailable = match d.backend {
         // An image needs a size: an inode limit alone has none.
         _ if d.limits.bytes.is_none() => Some(
@@ -60,7 +94,7 @@ pub fn attach(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
              limit): set --disk, or --disk-inodes none"
                 .to_string(),
         ),
-        DiskBackend::Auto | DiskBackend::Image => disk::image_backend_unavailable("/proc".as_ref()),
+        _ => disk::image_backend_unavailable("/proc".as_ref()),
     };
     if let Some(why) = unavailable {
         if spec.require_limits {
@@ -72,6 +106,7 @@ pub fn attach(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
         }
         return Ok(HomeDisk {
             attached: None,
+            quota: None,
             missing: Some(why),
             note: None,
         });
@@ -85,6 +120,7 @@ pub fn attach(spec: &SandboxSpec) -> Result<HomeDisk, SetupError> {
     })?;
     Ok(HomeDisk {
         attached: Some(attached),
+        quota: None,
         missing: None,
         note,
     })

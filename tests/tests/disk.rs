@@ -6,7 +6,9 @@
 //! persists from one sandbox to the next, the landlock tier's `.tmp`
 //! counts, and no loop device or mount is left. Without root the disk
 //! limit is reported missing with its reason, and `--require-limits`
-//! refuses.
+//! refuses. A forced `--disk-backend quota` without project quotas is
+//! refused with the reason (the quota backend itself is tested in the VM:
+//! tests/vm/quota-v2.sh).
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -392,4 +394,31 @@ fn without_root_the_disk_limit_is_reported_missing() {
         .unwrap();
     assert_eq!(o.status.code(), Some(125), "{}", show(&o));
     assert!(text(&o.stderr).contains("apply limits"), "{}", show(&o));
+}
+
+#[test]
+fn a_forced_quota_backend_without_project_quotas_is_refused_with_the_reason() {
+    let env = Env::new();
+    let why = warren_runtime::disk::quota::quota_backend_unavailable(
+        &env.workspace_root(),
+        Path::new("/proc"),
+    );
+    let Some(why) = why else {
+        // Project quotas here: the refusal cannot be shown (the VM test,
+        // tests/vm/quota-v2.sh, covers the backend itself).
+        eprintln!("the workspace root's filesystem has project quotas: nothing to refuse");
+        return;
+    };
+    let mut c = warren_command();
+    let o = c
+        .args(env.run_args("alice", "auto"))
+        .args(DISK)
+        .args(["--disk-backend", "quota", "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(err.contains("--disk-backend quota"), "{}", show(&o));
+    assert!(err.contains(&why), "the reason ({why}): {}", show(&o));
 }

@@ -1,6 +1,7 @@
 //! A tenant's limit overrides. The disk limit applies at once where it
-//! can: a running sandbox's home gets a new byte limit at once, and a
-//! lower one is refused when the home does not fit (docs/disk.md).
+//! can: a home with a project quota gets new limits at once, a running
+//! sandbox's image a new byte limit; a lower one is refused when the home
+//! does not fit (docs/disk.md).
 
 use warren_runtime::disk::{self, DiskError};
 use warren_runtime::tenant::Tenant;
@@ -33,7 +34,12 @@ impl Manager {
             return Err(ManageError::NoSuchUser(id.to_string()));
         }
         let mut detail = serde_json::to_value(limits).unwrap_or_default();
-        if new.bytes != old.bytes {
+        // A home with a project quota gets both limits now, running or
+        // not (the kernel checks them at every allocation).
+        let by_quota = new != old && disk::quota::set_live(&home, new).map_err(disk_error)?;
+        if by_quota {
+            detail["disk_applied"] = "now".into();
+        } else if new.bytes != old.bytes {
             // A running sandbox's home gets it now (within its image's
             // headroom); else its next start.
             let live =

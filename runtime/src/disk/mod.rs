@@ -1,7 +1,8 @@
 //! Disk limits on a tenant's home: bytes and inodes.
 //!
-//! The backend built here is the per-home image (docs/disk.md): where the
-//! kernel has no project quotas for the workspace root's filesystem, each
+//! Two backends (docs/disk.md): the kernel's project quotas ([`quota`])
+//! where the workspace root's filesystem enforces them, and the per-home
+//! image: where the kernel has no project quotas there, each
 //! home is a sparse ext4 file the size of the limit, made with the inode
 //! limit (`mkfs.ext4 -N`), kept beside the workspace root
 //! ([`images_dir`]), loop-mounted over the home while a sandbox runs and
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 mod image;
 mod loops;
 mod programs;
+pub mod quota;
 mod superblock;
 mod usage;
 
@@ -94,11 +96,14 @@ impl Default for DiskLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskBackend {
-    /// The best this host has; today the image backend where it works.
+    /// The best this host has: project quotas where the workspace root's
+    /// filesystem has them, else the image backend where it works.
     #[default]
     Auto,
     /// A loop-mounted ext4 image per home.
     Image,
+    /// The kernel's project quotas on the workspace root's filesystem.
+    Quota,
 }
 
 impl std::str::FromStr for DiskBackend {
@@ -107,11 +112,10 @@ impl std::str::FromStr for DiskBackend {
         match s {
             "auto" => Ok(DiskBackend::Auto),
             "image" => Ok(DiskBackend::Image),
-            "quota" => Err(
-                "the kernel project-quota backend is not built yet (docs/disk.md); use auto or image"
-                    .into(),
-            ),
-            other => Err(format!("unknown disk backend {other:?} (auto, image)")),
+            "quota" => Ok(DiskBackend::Quota),
+            other => Err(format!(
+                "unknown disk backend {other:?} (auto, image, quota)"
+            )),
         }
     }
 }
@@ -123,17 +127,23 @@ pub struct DiskSpec {
     pub backend: DiskBackend,
     /// Where the images live ([`images_dir`] of the workspace root).
     pub images: PathBuf,
+    /// The home's project id for project quotas: the tenant's host uid
+    /// from the state database, unique among tenants in every mode (the
+    /// id map's may be one uid for all). 0: none given.
+    #[serde(default)]
+    pub project: u32,
 }
 
 /// What a sandbox's home got, in its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskInForce {
-    /// `image`.
+    /// `image` or `quota`.
     pub backend: String,
     /// The byte limit: the image's size (the filesystem's own metadata
-    /// takes a little of it).
+    /// takes a little of it), or the project's hard limit (0: none).
     pub bytes: u64,
-    /// The inode limit: the filesystem's inode count.
+    /// The inode limit: the filesystem's inode count, or the project's
+    /// hard limit (0: none).
     pub inodes: u64,
 }
 
@@ -186,6 +196,12 @@ pub enum DiskError {
     },
     #[error("the disk image of {slug} is in use by a running sandbox")]
     InUse { slug: String },
+    #[error("project quota on {path}: {op}: {source}")]
+    Quota {
+        op: &'static str,
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DiskError + 'a {
@@ -217,10 +233,7 @@ pub fn image_path(images: &Path, slug: &str) -> PathBuf {
 /// Why this process cannot use per-home images, with the fix; `None` when
 /// it can (root in the host's user namespace, loop devices, e2fsprogs).
 pub fn image_backend_unavailable(proc_root: &Path) -> Option<String> {
-    let uid_map = fs::read_to_string(proc_root.join("self/uid_map")).unwrap_or_default();
-    let host_root = nix::unistd::geteuid().is_root()
-        && uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
-    if !host_root {
+    if !host_root(proc_root) {
         return Some(
             "per-home disk images need root in the host's user namespace (loop devices, \
              mounting ext4); run warren as root, or keep the workspace root on its own \
@@ -243,6 +256,13 @@ pub fn image_backend_unavailable(proc_root: &Path) -> Option<String> {
         return Some("mount or losetup not found: install util-linux (mount)".into());
     }
     None
+}
+
+/// Whether this process is root in the host's user namespace.
+fn host_root(proc_root: &Path) -> bool {
+    let uid_map = fs::read_to_string(proc_root.join("self/uid_map")).unwrap_or_default();
+    nix::unistd::geteuid().is_root()
+        && uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
 }
 
 /// Whether two paths (or their nearest existing ancestors) lie on one
@@ -319,10 +339,7 @@ mod tests {
         .validate()
         .is_err());
         assert_eq!("image".parse::<DiskBackend>(), Ok(DiskBackend::Image));
-        assert!("quota"
-            .parse::<DiskBackend>()
-            .unwrap_err()
-            .contains("not built"));
+        assert_eq!("quota".parse::<DiskBackend>(), Ok(DiskBackend::Quota));
         assert!("zfs".parse::<DiskBackend>().is_err());
     }
 

@@ -33,11 +33,12 @@ pub fn check_lower(
 /// The home's usage from its filesystem: `statvfs` of the mounted image
 /// as `mounter` (the shim holding it, whose mount namespace has it: see
 /// [`super::private_mount_namespace`]) sees it, or the image's superblock
-/// (`dumpe2fs -h`) when no sandbox runs. `None` without an image.
+/// (`dumpe2fs -h`) when no sandbox runs; or the project quota of a home
+/// with one ([`super::quota`]). `None` with neither.
 pub fn usage(images: &Path, home: &Path, slug: &str, mounter: Option<i32>) -> Option<DiskUsage> {
     let image = image_path(images, slug);
     if !image.exists() {
-        return None;
+        return super::quota::usage(home);
     }
     let dev = loop_device_of(&image);
     // Not told who holds it (the command line, another process's

@@ -352,6 +352,7 @@ pub fn die_with_us(cmd: &mut std::process::Command) {
 
 // Raw syscalls of one concern live in a submodule of their own.
 pub mod cgroups;
+pub mod quota;
 pub mod seccomp;
 
 /// Window size of a terminal (TIOCGWINSZ).

@@ -94,6 +94,16 @@ fn disk_check() -> Check {
         crate::cli::config::default_workspace_root(),
         crate::cli::config::default_state_dir(),
     );
+    if disk::quota::quota_backend_unavailable(&ws, "/proc".as_ref()).is_none() {
+        return Check {
+            ok: true,
+            detail: format!(
+                "project quotas on the filesystem of {} (a project id per home)",
+                ws.display()
+            ),
+            fix: None,
+        };
+    }
     match disk::image_backend_unavailable("/proc".as_ref()) {
         None => Check {
             ok: true,

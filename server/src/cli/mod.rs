@@ -73,8 +73,9 @@ pub struct LimitArgs {
     /// Most files, directories and links in each home, or "none".
     #[arg(long, global = true, env = "WARREN_DISK_INODES", default_value = "100000", value_parser = parse_pids)]
     pub disk_inodes: Limit<u64>,
-    /// How the disk limit is enforced: auto, or image (a loop-mounted ext4
-    /// image per home, as root).
+    /// How the disk limit is enforced: auto, image (a loop-mounted ext4
+    /// image per home, as root) or quota (the kernel's project quotas on
+    /// the workspace root's filesystem).
     #[arg(long, global = true, env = "WARREN_DISK_BACKEND", default_value = "auto", value_parser = parse_disk_backend)]
     pub disk_backend: warren_runtime::disk::DiskBackend,
 }

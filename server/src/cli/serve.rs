@@ -241,6 +241,14 @@ fn print_disk_line(args: &ServeArgs) {
     if disk.is_none() {
         return;
     }
+    let quota = warren_runtime::disk::quota::quota_backend_unavailable(
+        &args.store.settings().workspace_root,
+        "/proc".as_ref(),
+    );
+    if quota.is_none() && args.limits.disk_backend != warren_runtime::disk::DiskBackend::Image {
+        eprintln!("  disk: each home a project quota on the workspace root's filesystem");
+        return;
+    }
     match warren_runtime::disk::image_backend_unavailable("/proc".as_ref()) {
         None => eprintln!(
             "  disk: each home an ext4 image of {} and {} inodes",

@@ -517,9 +517,11 @@ pub struct SandboxRecord {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskInForce {
-    /// `image`: a loop-mounted ext4 image per home
+    /// `image`: a loop-mounted ext4 image per home; `quota`: the kernel's
+    /// project quota on the workspace root's filesystem
     pub backend: String,
-    /// The home's size (its filesystem's own metadata takes a little)
+    /// The home's size (its filesystem's own metadata takes a little);
+    /// with `quota`, the project's hard limit (0: none, also for `inodes`)
     pub bytes: u64,
     pub inodes: u64,
 }
