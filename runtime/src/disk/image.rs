@@ -116,7 +116,7 @@ pub fn attach(
     // e2fsck makes a lost+found when it needs one: not the tenant's.
     remove_lost_found(home);
     let mut notes = Vec::new();
-    if set.is_some() && set < spec.limits.bytes {
+    if set.is_some() && set != spec.limits.bytes {
         notes.push(format!(
             "disk limit {} asked, the home's image holds {} until its next start",
             human(spec.limits.bytes.unwrap_or(0)),
@@ -231,7 +231,9 @@ fn set_byte_limit(dev: &Path, bytes: Option<u64>) -> Result<Option<u64>, DiskErr
         None => (0, None),
         Some(b) => {
             let want = b / g.block;
-            let reserve = usable.saturating_sub(want + internal);
+            // tune2fs refuses a reserve over half the blocks: a limit that
+            // low holds at the image's next start, when it shrinks.
+            let reserve = usable.saturating_sub(want + internal).min(g.blocks / 2);
             let got = usable.saturating_sub(reserve + internal) * g.block;
             (reserve, Some(got))
         }
@@ -242,7 +244,8 @@ fn set_byte_limit(dev: &Path, bytes: Option<u64>) -> Result<Option<u64>, DiskErr
 }
 
 /// Sets a running home's byte limit at once; `Ok(false)` when no sandbox
-/// has it mounted, or its image is too small (the next start applies it).
+/// has it mounted, or its image cannot hold that limit as it is (too
+/// small, or over twice as big: the next start resizes it and applies it).
 pub fn set_limit_live(images: &Path, slug: &str, bytes: Option<u64>) -> Result<bool, DiskError> {
     let guard = lock(images, slug)?;
     let Some(dev) = loop_device_of(&guard.image) else {
