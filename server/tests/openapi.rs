@@ -1112,6 +1112,15 @@ async fn node(live: &Live<'_>) {
         .admin_json("PUT", t, t, json!({"state": "draining"}), true, 200)
         .await;
     assert_eq!(n["accepting"], false);
+    // Not sent as JSON: 415, as for every JSON body.
+    for ct in [None, Some("text/plain")] {
+        let body = Some(Body {
+            content_type: ct,
+            bytes: br#"{"state": "active"}"#.to_vec(),
+        });
+        live.call("PUT", t, t, Cred::Bearer(ADMIN_TOKEN), body, 415)
+            .await;
+    }
     live.admin_json("PUT", t, t, json!({"state": "off"}), false, 400)
         .await;
     live.admin_json("PUT", t, t, json!({"state": "active"}), true, 200)
