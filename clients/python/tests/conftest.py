@@ -70,6 +70,12 @@ def server() -> Iterator[Server]:
         WARREN_STATE_DIR=str(tmp / "state"),
         WARREN_WORKSPACE_ROOT=str(tmp / "ws"),
         NO_COLOR="1",
+        # Plain homes: the compatibility layer hands out host paths
+        # (get_sandbox_path) and sizes them as the replaced system did. A
+        # disk-image home is mounted only in its sandbox's mount namespace,
+        # so its host path shows nothing (clients/python/README.md).
+        WARREN_DISK="none",
+        WARREN_DISK_INODES="none",
     )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
