@@ -132,6 +132,9 @@ async function startServer() {
     '--state-dir', path.join(tmpDir, 'state'),
     '--workspace-root', path.join(tmpDir, 'ws'),
     '--shutdown-timeout', '5s',
+    // Plain homes: checks 4 and 5 look at alice's home from the host, and a
+    // disk-image home (the default as root) is mounted only in its sandbox.
+    '--disk', 'none', '--disk-inodes', 'none',
   ];
   log(`starting ${WARREN_BIN} ${args.join(' ')}`);
   const serverLog = fs.createWriteStream(path.join(OUT, 'server.log'));
