@@ -40,17 +40,6 @@ async fn everything(server: &TestServer, user: &str) -> String {
     .await
 }
 
-async fn new_user(server: &TestServer, user: &str) {
-    let r = admin(
-        server.addr,
-        "POST",
-        "/api/users",
-        Some(json!({ "id": user })),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-}
-
 async fn put(server: &TestServer, path: &str, body: Vec<u8>) -> ApiResponse {
     api(server.addr, "PUT", path, Some(ADMIN_TOKEN), Some(body)).await
 }

@@ -89,17 +89,6 @@ async fn import(server: &TestServer, user: &str, data: Vec<u8>) -> ApiResponse {
     .await
 }
 
-async fn new_user(server: &TestServer, user: &str) {
-    let r = admin(
-        server.addr,
-        "POST",
-        "/api/users",
-        Some(json!({ "id": user })),
-    )
-    .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-}
-
 /// After a refused import: the home as before.
 async fn unchanged(server: &TestServer, user: &str, before: &str, answer: &ApiResponse) {
     assert_eq!(

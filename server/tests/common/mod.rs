@@ -654,6 +654,18 @@ pub async fn api(
     .unwrap()
 }
 
+/// Creates `user` through the API (a new one: 201).
+pub async fn new_user(server: &TestServer, user: &str) {
+    let r = admin(
+        server.addr,
+        "POST",
+        "/api/users",
+        Some(serde_json::json!({ "id": user })),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 /// `api` with the admin token and a JSON body.
 pub async fn admin(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> ApiResponse {
     api(
