@@ -237,6 +237,8 @@ pub struct Registry {
     /// Number of terminals whose driver is still running.
     live: watch::Sender<usize>,
     observer: OnceLock<Arc<dyn SessionObserver>>,
+    /// Each sandbox start, by user (services waiting for their sandbox).
+    started: tokio::sync::broadcast::Sender<UserId>,
 }
 
 /// A user's running sandbox, kept from the idle timeout until dropped.
@@ -309,6 +311,7 @@ impl Registry {
             shutting_down: watch::channel(false).0,
             live: watch::channel(0).0,
             observer: OnceLock::new(),
+            started: tokio::sync::broadcast::channel(64).0,
         });
         tokio::spawn(reaper(Arc::downgrade(&registry), limits));
         registry
@@ -316,6 +319,16 @@ impl Registry {
 
     pub fn limits(&self) -> SessionLimits {
         self.limits
+    }
+
+    /// Tells of every sandbox that starts from now on, by its user.
+    pub fn subscribe_started(&self) -> tokio::sync::broadcast::Receiver<UserId> {
+        self.started.subscribe()
+    }
+
+    /// Resolves once the registry is shutting down.
+    pub async fn shutting_down(&self) {
+        let _ = self.shutting_down.subscribe().wait_for(|s| *s).await;
     }
 
     /// The backend sandboxes come from.
@@ -493,6 +506,7 @@ impl Registry {
                     Ok(sandbox) => {
                         let link = self.install_sandbox(user, sandbox);
                         self.observe(|o| o.sandbox_started(user, started.elapsed()));
+                        let _ = self.started.send(user.clone());
                         link
                     }
                     Err(e) => {

@@ -19,6 +19,9 @@ use warren_runtime::disk::DiskLimits;
 use warren_runtime::network::{NetworkMode, NetworkPolicy, Rule};
 use warren_runtime::tenant::Tenant;
 
+mod services;
+pub use services::ServiceRow;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot create state directory {path}: {source}")]
@@ -386,6 +389,7 @@ impl State {
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         migrate(&conn).map_err(db)?;
+        services::create_table(&conn).map_err(db)?;
         // Left looser by an older warren (or another tool): tighten them.
         for suffix in ["-wal", "-shm"] {
             let side = dir.join(format!("warren.db{suffix}"));
@@ -520,6 +524,8 @@ impl State {
             return Ok(false);
         };
         tx.execute("DELETE FROM tenants WHERE id = ?1", params![id])
+            .map_err(db)?;
+        tx.execute("DELETE FROM services WHERE tenant = ?1", params![id])
             .map_err(db)?;
         if home_kept {
             tx.execute(

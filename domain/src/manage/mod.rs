@@ -29,13 +29,17 @@ mod audit;
 mod exec;
 mod files;
 mod limits;
+mod services;
 mod stats;
+mod supervisor;
 mod terminals;
 mod users;
 
 pub use archives::{Imported, ARCHIVE_TIMEOUT, EXPORT_COMMAND, IMPORT_COMMAND};
 pub use exec::{ExecRequest, Running};
 pub use files::{FileKind, FileStream, Uploaded, GET_COMMAND, PUT_COMMAND};
+pub use services::{validate_name as validate_service_name, LogStream, RestartPolicy, ServiceSpec, ServiceView};
+pub use supervisor::{ServiceExit, ServiceSettings, ServiceState, ServiceStatus};
 pub use stats::Stats;
 pub use users::Deleted;
 
@@ -319,6 +323,8 @@ pub struct Manager {
     tenant_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The server's disk limits on homes (docs/disk.md).
     disk: warren_runtime::disk::DiskLimits,
+    /// The tenants' named services (docs/services.md).
+    services: Arc<supervisor::Services>,
 }
 
 fn now_secs() -> i64 {
@@ -335,6 +341,10 @@ impl Manager {
         runner: Runner,
     ) -> Result<Manager, ManageError> {
         let state = State::open(&settings.state_dir)?;
+        let registry = match &runner {
+            Runner::Registry(reg) => Some(Arc::clone(reg)),
+            Runner::OneShot(_) => None,
+        };
         let manager = Manager {
             settings,
             defaults,
@@ -345,7 +355,9 @@ impl Manager {
             audit_backlog: Mutex::new(AuditBacklog::new(AUDIT_BACKLOG_MAX)),
             tenant_locks: Mutex::new(Default::default()),
             disk: Default::default(),
+            services: supervisor::Services::new(registry, Default::default()),
         };
+        manager.load_services()?;
         // At start: a workspace root left looser by an older warren is
         // brought to its mode now, not at the first sandbox.
         crate::sandbox::ensure_workspace_root(&manager.settings, manager.isolation())?;
@@ -362,6 +374,16 @@ impl Manager {
     /// With the server's disk limits on homes (as its sandboxes get them).
     pub fn with_disk(mut self, disk: warren_runtime::disk::DiskLimits) -> Manager {
         self.disk = disk;
+        self
+    }
+
+    /// With the services' settings (keep-alive, log size); before
+    /// [`Manager::start_services`].
+    pub fn with_services(mut self, settings: ServiceSettings) -> Manager {
+        let registry = self.services.registry().ok().cloned();
+        self.services = supervisor::Services::new(registry, settings);
+        self.load_services()
+            .unwrap_or_else(|e| tracing::error!("services could not be loaded: {e}"));
         self
     }
 

@@ -217,3 +217,209 @@ fn start_failures_are_classified_by_their_cause() {
         "{e:?}"
     );
 }
+
+mod services {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::manage::{RestartPolicy, ServiceSpec, ServiceState};
+
+    /// A working directory in the echo backend's home ($HOME), removed
+    /// on drop.
+    struct Cwd(std::path::PathBuf, String);
+
+    impl Cwd {
+        fn new() -> Cwd {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+            let dir = tempfile::Builder::new()
+                .prefix(".warren-services-test-")
+                .tempdir_in(&home)
+                .unwrap()
+                .keep();
+            let rel = dir.file_name().unwrap().to_string_lossy().into_owned();
+            Cwd(dir, rel)
+        }
+    }
+
+    impl Drop for Cwd {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn spec(name: &str, script: &str, cwd: &Cwd) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            cwd: Some(format!("{}/{name}", cwd.1)),
+            env: Default::default(),
+            port: None,
+            restart: RestartPolicy::OnFailure,
+            enabled: true,
+        }
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn logs(m: &Manager, name: &str) -> String {
+        String::from_utf8_lossy(&m.service_logs("alice", name, None).unwrap()).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_crashing_service_is_restarted_with_backoff_and_its_logs_show_both_runs() {
+        let s = service();
+        let m = &s.manager;
+        let cwd = Cwd::new();
+        m.get_or_create("admin", "alice").unwrap();
+        let mut web = spec("web", "echo run port=$PORT in=$(pwd); exit 3", &cwd);
+        web.port = Some(8001);
+        let view = m.create_service("admin", "alice", web.clone()).await.unwrap();
+        assert_eq!(view.spec, web);
+        let err = m.create_service("admin", "alice", web).await.unwrap_err();
+        assert!(matches!(err, ManageError::Conflict(_)), "{err}");
+        until("two runs", || logs(m, "web").matches("run port=8001").count() >= 2).await;
+        let log = logs(m, "web");
+        assert!(log.contains(&format!("in={}/web", cwd.0.display())), "{log}");
+        assert!(log.contains("exited with code 3"), "{log}");
+        assert!(log.contains("restarting in 1s"), "{log}");
+        let shown = m.show_service("alice", "web").unwrap();
+        assert!(shown.status.restarts >= 1);
+        assert_eq!(shown.status.last_exit.unwrap().exit_code, Some(3));
+
+        m.stop_service("admin", "alice", "web").await.unwrap();
+        let shown = m.show_service("alice", "web").unwrap();
+        assert_eq!(shown.status.state, ServiceState::Stopped);
+        assert!(!shown.spec.enabled, "a stop disables");
+        m.delete_service("admin", "alice", "web").await.unwrap();
+        assert!(m.list_services("alice").unwrap().is_empty());
+        let err = m.show_service("alice", "web").unwrap_err();
+        assert!(matches!(err, ManageError::NotFound(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_service_that_exits_cleanly_under_on_failure_stays_stopped() {
+        let s = service();
+        let m = &s.manager;
+        let cwd = Cwd::new();
+        m.get_or_create("admin", "alice").unwrap();
+        m.create_service("admin", "alice", spec("once", "echo done", &cwd))
+            .await
+            .unwrap();
+        until("stopped", || {
+            m.show_service("alice", "once").unwrap().status.state == ServiceState::Stopped
+                && logs(m, "once").contains("exited with code 0")
+        })
+        .await;
+        let mut never = spec("never", "exit 1", &cwd);
+        never.restart = RestartPolicy::Never;
+        m.create_service("admin", "alice", never).await.unwrap();
+        until("failed", || {
+            m.show_service("alice", "never").unwrap().status.state == ServiceState::Failed
+        })
+        .await;
+        assert_eq!(m.show_service("alice", "never").unwrap().status.restarts, 0);
+    }
+
+    #[tokio::test]
+    async fn bad_services_are_refused_and_change_nothing() {
+        let s = service();
+        let m = &s.manager;
+        let cwd = Cwd::new();
+        m.get_or_create("admin", "alice").unwrap();
+        let good = spec("web", "true", &cwd);
+        let mut bad = Vec::new();
+        for name in ["", "../x", "a/b", ".hidden", "-x", &"n".repeat(65), "a b"] {
+            bad.push(ServiceSpec {
+                name: name.into(),
+                ..good.clone()
+            });
+        }
+        for cwd in ["../elsewhere", "/etc", "a/../../b", ".", ""] {
+            bad.push(ServiceSpec {
+                cwd: Some(cwd.into()),
+                ..good.clone()
+            });
+        }
+        bad.push(ServiceSpec {
+            argv: vec![],
+            ..good.clone()
+        });
+        bad.push(ServiceSpec {
+            argv: vec!["x".repeat(70_000)],
+            ..good.clone()
+        });
+        bad.push(ServiceSpec {
+            argv: vec!["a".into(); 300],
+            ..good.clone()
+        });
+        bad.push(ServiceSpec {
+            env: [("A=B".to_string(), "x".to_string())].into(),
+            ..good.clone()
+        });
+        bad.push(ServiceSpec {
+            env: [("BIG".to_string(), "x".repeat(70_000))].into(),
+            ..good.clone()
+        });
+        bad.push(ServiceSpec {
+            port: Some(0),
+            ..good.clone()
+        });
+        for b in bad {
+            let err = m.create_service("admin", "alice", b.clone()).await.unwrap_err();
+            assert!(matches!(err, ManageError::BadRequest(_)), "{b:?}: {err}");
+        }
+        assert!(m.list_services("alice").unwrap().is_empty());
+        let err = m.create_service("admin", "carol", good).await.unwrap_err();
+        assert!(matches!(err, ManageError::NoSuchUser(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_running_service_keeps_its_sandbox_past_the_idle_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            state_dir: dir.path().join("state"),
+            workspace_root: dir.path().join("workspaces"),
+            uid_base: 1_900_000_000,
+        };
+        let registry = Registry::new(
+            Arc::new(EchoBackend::new()),
+            sessions::SessionLimits {
+                idle_timeout: Duration::from_millis(100),
+                ..Default::default()
+            },
+        );
+        let m = Manager::new(
+            settings.clone(),
+            Limits::default(),
+            Runner::Registry(Arc::clone(&registry)),
+        )
+        .unwrap();
+        let cwd = Cwd::new();
+        m.get_or_create("admin", "alice").unwrap();
+        m.create_service("admin", "alice", spec("sleeper", "echo up; sleep 30", &cwd))
+            .await
+            .unwrap();
+        until("running", || logs(&m, "sleeper").contains("up")).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(registry.sandbox_count(), 1, "kept past the idle timeout");
+        let shown = m.show_service("alice", "sleeper").unwrap();
+        assert_eq!(shown.status.state, ServiceState::Running);
+
+        // Stored: another manager on the same state finds it, enabled.
+        let again = Manager::new(settings, Limits::default(), Runner::Registry(registry)).unwrap();
+        let listed = again.list_services("alice").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].spec.enabled);
+        assert_eq!(listed[0].status.state, ServiceState::Stopped, "not started yet");
+
+        // Deleting the user stops and forgets its services.
+        m.delete("admin", "alice", false).await.unwrap();
+        assert!(m.all_services().is_empty());
+    }
+}

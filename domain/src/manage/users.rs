@@ -116,6 +116,7 @@ impl Manager {
         let lock = self.tenant_lock(id);
         let _one_at_a_time = lock.lock().await;
         let user = UserId::parse(id).map_err(|e| ManageError::BadRequest(e.to_string()))?;
+        self.remove_services_of(id).await;
         let (terminals_closed, _start_lock) = match &self.runner {
             Runner::Registry(reg) => {
                 let n = reg.sessions_of(&user).terminals.len();

@@ -1,0 +1,435 @@
+//! Named services (docs/services.md): a tenant's long-running commands,
+//! stored in the state database and run by the [`supervisor`](super::supervisor)
+//! in the tenant's sandbox. Create, list, show, logs, start, stop, restart,
+//! delete; each change audited.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::backend::ExecCommand;
+use crate::state::ServiceRow;
+use crate::user::UserId;
+
+use super::supervisor::{Service, ServiceStatus};
+use super::{ManageError, Manager, MAX_CWD_CHARS};
+
+/// The longest service name.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Most arguments, and most bytes of them all.
+pub const MAX_ARGS: usize = 256;
+pub const MAX_ARGV_BYTES: usize = 64 << 10;
+/// Most environment variables, and most bytes of them all.
+pub const MAX_ENV: usize = 256;
+pub const MAX_ENV_BYTES: usize = 64 << 10;
+/// Most services per tenant.
+pub const MAX_SERVICES_PER_USER: usize = 32;
+
+/// When a service's command is started again after it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After a failure (non-zero exit, signal), with backoff.
+    #[default]
+    OnFailure,
+    /// After every end, with backoff.
+    Always,
+    Never,
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::Never => "never",
+        })
+    }
+}
+
+/// A service's definition (what `create` takes and the database keeps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub argv: Vec<String>,
+    /// Relative to the home; default `sandboxes/<name>`, created as the
+    /// user inside the sandbox.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Exported to the command as `PORT`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Started with the server and with the sandbox; `stop` clears it,
+    /// `start` sets it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ServiceSpec {
+    /// The working directory, relative to the home.
+    pub fn cwd_in_home(&self) -> String {
+        self.cwd
+            .clone()
+            .unwrap_or_else(|| format!("sandboxes/{}", self.name))
+    }
+
+    /// The command as the sandbox runs it.
+    pub fn command(&self) -> ExecCommand {
+        let mut env: Vec<(String, String)> =
+            self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(p) = self.port {
+            env.push(("PORT".into(), p.to_string()));
+        }
+        ExecCommand {
+            argv: self.argv.clone(),
+            env,
+            cwd: Some(self.cwd_in_home().into()),
+        }
+    }
+
+    /// Refuses what cannot be a service, saying why.
+    pub fn validate(&self) -> Result<(), ManageError> {
+        let bad = |m: String| Err(ManageError::BadRequest(m));
+        validate_name(&self.name)?;
+        if self.argv.is_empty() || self.argv[0].is_empty() {
+            return bad("argv must name a command".into());
+        }
+        if self.argv.len() > MAX_ARGS {
+            return bad(format!(
+                "argv has {} arguments; the limit is {MAX_ARGS}",
+                self.argv.len()
+            ));
+        }
+        let argv_bytes: usize = self.argv.iter().map(|a| a.len() + 1).sum();
+        if argv_bytes > MAX_ARGV_BYTES {
+            return bad(format!(
+                "argv is {argv_bytes} bytes; the limit is {MAX_ARGV_BYTES}"
+            ));
+        }
+        if self.argv.iter().any(|a| a.contains('\0')) {
+            return bad("argv contains a NUL byte".into());
+        }
+        if let Some(cwd) = &self.cwd {
+            let n = cwd.chars().count();
+            if n > MAX_CWD_CHARS {
+                return bad(format!(
+                    "cwd is {n} characters long; the limit is {MAX_CWD_CHARS}"
+                ));
+            }
+            if crate::exec::resolve_cwd(Some(cwd))
+                .map_err(|e| ManageError::BadRequest(e.to_string()))?
+                .is_none()
+            {
+                return bad("cwd must name a directory inside the home (not the home itself: leave it out for sandboxes/<name>)".into());
+            }
+        }
+        if self.env.len() > MAX_ENV {
+            return bad(format!(
+                "env has {} variables; the limit is {MAX_ENV}",
+                self.env.len()
+            ));
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        if env_bytes > MAX_ENV_BYTES {
+            return bad(format!(
+                "env is {env_bytes} bytes; the limit is {MAX_ENV_BYTES}"
+            ));
+        }
+        for (k, v) in &self.env {
+            let ok = !k.is_empty() && !k.contains('=') && !k.contains('\0') && !v.contains('\0');
+            if !ok {
+                return bad(format!("invalid environment variable {k:?}"));
+            }
+        }
+        if self.port == Some(0) {
+            return bad("port must be 1 to 65535".into());
+        }
+        Ok(())
+    }
+}
+
+/// A service name: 1 to 64 of `a-z A-Z 0-9 . _ -`, starting with a letter
+/// or digit (it names a directory, `sandboxes/<name>`).
+pub fn validate_name(name: &str) -> Result<(), ManageError> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ManageError::BadRequest(format!(
+            "invalid service name {:?}: 1 to {MAX_NAME_CHARS} of a-z, A-Z, 0-9, '.', '_', '-', \
+             starting with a letter or digit",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// A service as the API shows it: its definition and its live status.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub user: String,
+    #[serde(flatten)]
+    pub spec: ServiceSpec,
+    /// The working directory actually used.
+    pub cwd_in_home: String,
+    #[serde(flatten)]
+    pub status: ServiceStatus,
+}
+
+fn view(svc: &Service) -> ServiceView {
+    let spec = svc.spec();
+    ServiceView {
+        user: svc.user.to_string(),
+        cwd_in_home: spec.cwd_in_home(),
+        spec,
+        status: svc.status(),
+    }
+}
+
+/// What `logs?follow=1` streams: the tail, then the output as it comes.
+pub type LogStream = tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>;
+
+impl Manager {
+    /// Loads every stored service (not started: [`Manager::start_services`]).
+    pub(super) fn load_services(&self) -> Result<(), ManageError> {
+        let rows = self.state().all_services()?;
+        for row in rows {
+            let spec: ServiceSpec = match serde_json::from_str(&row.definition) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(tenant = row.tenant, service = row.name, "stored service unreadable, skipped: {e}");
+                    continue;
+                }
+            };
+            match UserId::parse(&row.tenant) {
+                Ok(user) => {
+                    self.services.insert(user, spec);
+                }
+                Err(e) => tracing::error!(tenant = row.tenant, "stored service of an invalid user id, skipped: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the enabled services of every tenant (`warren serve` at its
+    /// start), and each again when its sandbox starts.
+    pub async fn start_services(&self) {
+        self.services.start_enabled().await;
+    }
+
+    fn service(&self, id: &str, name: &str) -> Result<Arc<Service>, ManageError> {
+        self.record(id)?;
+        validate_name(name)?;
+        self.services
+            .get(id, name)
+            .ok_or_else(|| ManageError::NotFound(format!("{id} has no service {name:?}")))
+    }
+
+    fn save_service(&self, id: &str, spec: &ServiceSpec) -> Result<(), ManageError> {
+        let json = serde_json::to_string(spec).map_err(|e| ManageError::Decode {
+            what: "service".into(),
+            source: e,
+        })?;
+        self.state().update_service(id, &spec.name, &json)?;
+        Ok(())
+    }
+
+    /// Creates a service and, when enabled, starts it.
+    pub async fn create_service(
+        &self,
+        actor: &str,
+        id: &str,
+        spec: ServiceSpec,
+    ) -> Result<ServiceView, ManageError> {
+        self.record(id)?;
+        spec.validate()?;
+        self.services.registry()?;
+        let user = UserId::parse(id).map_err(|e| ManageError::BadRequest(e.to_string()))?;
+        if self.services.of(id).len() >= MAX_SERVICES_PER_USER {
+            return Err(ManageError::Conflict(format!(
+                "{id} has {MAX_SERVICES_PER_USER} services, the most one user may have"
+            )));
+        }
+        let row = ServiceRow {
+            tenant: id.to_string(),
+            name: spec.name.clone(),
+            definition: serde_json::to_string(&spec).map_err(|e| ManageError::Decode {
+                what: "service".into(),
+                source: e,
+            })?,
+            created_at: self.now(),
+        };
+        let exists = || ManageError::Conflict(format!("{id} already has a service {:?}", spec.name));
+        if self.services.get(id, &spec.name).is_some() || !self.state().insert_service(&row)? {
+            return Err(exists());
+        }
+        let Some(svc) = self.services.insert(user, spec.clone()) else {
+            return Err(exists());
+        };
+        self.audit(
+            actor,
+            "service.create",
+            Some(id),
+            "ok",
+            serde_json::json!({"name": spec.name, "argv": spec.argv, "cwd": spec.cwd_in_home(),
+                "port": spec.port, "restart": spec.restart, "enabled": spec.enabled}),
+        );
+        if spec.enabled {
+            self.services.start(&svc).await?;
+        }
+        Ok(view(&svc))
+    }
+
+    pub fn list_services(&self, id: &str) -> Result<Vec<ServiceView>, ManageError> {
+        self.record(id)?;
+        Ok(self.services.of(id).iter().map(|s| view(s)).collect())
+    }
+
+    pub fn show_service(&self, id: &str, name: &str) -> Result<ServiceView, ManageError> {
+        Ok(view(self.service(id, name)?.as_ref()))
+    }
+
+    /// The last `bytes` bytes of the service's output (all that is kept
+    /// when `None`).
+    pub fn service_logs(
+        &self,
+        id: &str,
+        name: &str,
+        bytes: Option<usize>,
+    ) -> Result<Vec<u8>, ManageError> {
+        Ok(self.service(id, name)?.log.tail(bytes))
+    }
+
+    /// The tail, then the output as it comes, until the service is deleted
+    /// or the reader goes.
+    pub fn follow_service_logs(
+        &self,
+        id: &str,
+        name: &str,
+        bytes: Option<usize>,
+    ) -> Result<LogStream, ManageError> {
+        let svc = self.service(id, name)?;
+        let (tail, mut live) = svc.log.tail_and_follow(bytes);
+        // Held weakly: a deleted service ends its followers.
+        let weak = Arc::downgrade(&svc);
+        drop(svc);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            if !tail.is_empty() && tx.send(Ok(Bytes::from(tail))).await.is_err() {
+                return;
+            }
+            loop {
+                let chunk = tokio::select! {
+                    r = live.recv() => r,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                        if weak.strong_count() == 0 { return }
+                        continue;
+                    }
+                    _ = tx.closed() => return,
+                };
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        Bytes::from(format!("\n[warren] {n} chunks of output skipped (reader too slow)\n"))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Starts a stopped service and marks it enabled.
+    pub async fn start_service(
+        &self,
+        actor: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<ServiceView, ManageError> {
+        let svc = self.service(id, name)?;
+        self.services.registry()?;
+        let spec = svc.set_enabled(true);
+        self.save_service(id, &spec)?;
+        self.services.start(&svc).await?;
+        self.audit(actor, "service.start", Some(id), "ok", serde_json::json!({"name": name}));
+        Ok(view(&svc))
+    }
+
+    /// Stops a service (killing its command) and marks it disabled, so it
+    /// stays stopped across restarts of the server and the sandbox.
+    pub async fn stop_service(
+        &self,
+        actor: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<ServiceView, ManageError> {
+        let svc = self.service(id, name)?;
+        let spec = svc.set_enabled(false);
+        self.save_service(id, &spec)?;
+        svc.stop().await;
+        self.audit(actor, "service.stop", Some(id), "ok", serde_json::json!({"name": name}));
+        Ok(view(&svc))
+    }
+
+    /// Stops the service if it runs and starts it again (enabled).
+    pub async fn restart_service(
+        &self,
+        actor: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<ServiceView, ManageError> {
+        let svc = self.service(id, name)?;
+        self.services.registry()?;
+        let spec = svc.set_enabled(true);
+        self.save_service(id, &spec)?;
+        svc.stop().await;
+        self.services.start(&svc).await?;
+        self.audit(actor, "service.restart", Some(id), "ok", serde_json::json!({"name": name}));
+        Ok(view(&svc))
+    }
+
+    /// Stops a service and removes it.
+    pub async fn delete_service(
+        &self,
+        actor: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<(), ManageError> {
+        self.service(id, name)?;
+        self.services.remove(id, name).await;
+        self.state().delete_service(id, name)?;
+        self.audit(actor, "service.delete", Some(id), "ok", serde_json::json!({"name": name}));
+        Ok(())
+    }
+
+    /// Stops and forgets a tenant's services (before its deletion); the
+    /// database rows go with the tenant.
+    pub(super) async fn remove_services_of(&self, id: &str) -> usize {
+        self.services.remove_all_of(id).await
+    }
+
+    /// Every tenant's services (the server's `/metrics`).
+    pub fn all_services(&self) -> Vec<ServiceView> {
+        self.services.all().iter().map(|s| view(s)).collect()
+    }
+}
