@@ -583,6 +583,7 @@ fn concrete(template: &str, user: &str) -> String {
         .replace("{user}", user)
         .replace("{terminal}", "0123456789abcdef01234567")
         .replace("{path}", "notes/a.txt")
+        .replace("{name}", "web")
 }
 
 /// A plausible valid body for operations that take one.
@@ -593,6 +594,9 @@ fn sample_body(op: &Op) -> Option<Body<'static>> {
         ("PUT", "/api/users/{user}/shell") => json_body(&json!({"shell": "sh"})),
         ("POST", "/api/users/{user}/exec") | ("POST", "/api/users/{user}/exec/stream") => {
             json_body(&json!({"argv": ["true"]}))
+        }
+        ("POST", "/api/users/{user}/services") | ("POST", "/api/me/services") => {
+            json_body(&json!({"name": "web", "argv": ["true"]}))
         }
         ("POST", "/api/users/{user}/import") => Some(Body {
             content_type: Some("application/gzip"),
@@ -879,6 +883,8 @@ async fn documented_routes_are_the_routers() {
     // From the source: the API's routes, plus /healthz from the app's.
     let mut routed = routes_in("src/web/api.rs", "pub fn routes(");
     routed.extend(routes_in("src/web/node.rs", "pub fn routes("));
+    routed.extend(routes_in("src/web/api_services.rs", "pub fn admin_routes("));
+    routed.extend(routes_in("src/web/api_services.rs", "pub fn my_routes("));
     let app = routes_in("src/web/http.rs", "pub fn app(");
     assert!(
         app.contains(&("GET".into(), "/healthz".into())),
@@ -1014,6 +1020,12 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         ("GET /api/me/files/{path}" | "PUT /api/me/files/{path}", 403) => Some(
             "a cross-origin request; server/tests/files.rs covers it",
         ),
+        (l, 403) if l.contains(" /api/me/services") => Some(
+            "a cross-origin request, refused as for /api/me/files; server/tests/files.rs covers it",
+        ),
+        ("POST /api/me/services", 413 | 415) => Some(
+            "the same JSON body rules as POST /api/users/{user}/services, which produces them here",
+        ),
         ("GET /api/audit", 400) => Some(
             "only a malformed query gives it; see the test query_and_path_rejections_are_json_errors",
         ),
@@ -1053,6 +1065,7 @@ async fn every_operation_answers_as_documented() {
     Box::pin(terminals(&live, &server)).await;
     Box::pin(archives(&live, &server)).await;
     Box::pin(files(&live, &server)).await;
+    Box::pin(services(&live, &server)).await;
     Box::pin(audit_and_metrics(&live)).await;
     Box::pin(node(&live)).await;
     Box::pin(deletes(&live, &d)).await;
@@ -1767,6 +1780,117 @@ async fn files(live: &Live<'_>, server: &TestServer) {
             401,
         )
         .await;
+    }
+}
+
+/// Named services on the echo backend (server/tests/services.rs runs them
+/// in real sandboxes): each operation, its refusals, the user's own.
+async fn services(live: &Live<'_>, server: &TestServer) {
+    let admin = Cred::Bearer(ADMIN_TOKEN);
+    let list = "/api/users/{user}/services";
+    let one = "/api/users/{user}/services/{name}";
+    // The echo backend runs it in the server's own $HOME: no new directory.
+    let web = json!({"name": "web", "cwd": ".", "argv": ["sh", "-c", "echo hi; sleep 60"]});
+    let v = live
+        .admin_json(
+            "POST",
+            list,
+            "/api/users/alice/services",
+            web.clone(),
+            true,
+            201,
+        )
+        .await;
+    assert_eq!(v["state"], "starting");
+    live.admin_json(
+        "POST",
+        list,
+        "/api/users/alice/services",
+        web.clone(),
+        true,
+        409,
+    )
+    .await;
+    live.admin_json(
+        "POST",
+        list,
+        "/api/users/ghost/services",
+        web.clone(),
+        true,
+        404,
+    )
+    .await;
+    live.admin_json(
+        "POST",
+        list,
+        "/api/users/root/services",
+        web.clone(),
+        true,
+        400,
+    )
+    .await;
+    json_errors(live, "POST", list, "/api/users/alice/services", web.clone()).await;
+    let v = live
+        .admin("GET", list, "/api/users/alice/services", 200)
+        .await;
+    assert_eq!(v["services"][0]["name"], "web");
+    live.admin("GET", list, "/api/users/ghost/services", 404)
+        .await;
+    live.admin("GET", list, "/api/users/root/services", 400)
+        .await;
+    for (method, t, ok) in [
+        ("GET", one, 200),
+        ("GET", "/api/users/{user}/services/{name}/logs", 200),
+        ("POST", "/api/users/{user}/services/{name}/stop", 200),
+        ("POST", "/api/users/{user}/services/{name}/start", 200),
+        ("POST", "/api/users/{user}/services/{name}/restart", 200),
+        ("DELETE", one, 204),
+    ] {
+        let path = |user: &str, name: &str| t.replace("{user}", user).replace("{name}", name);
+        live.admin(method, t, &path("ghost", "web"), 404).await;
+        live.admin(method, t, &path("alice", "nothing"), 404).await;
+        live.admin(method, t, &path("alice", "a%20b"), 400).await;
+        live.admin(method, t, &path("root", "web"), 400).await;
+        live.admin(method, t, &path("alice", "web"), ok).await;
+    }
+
+    // The user's own, under their login.
+    let alice = server.login("alice").await;
+    let ghost = server.login("ghost").await;
+    let mine = "/api/me/services";
+    let body = || json_body(&web);
+    live.call("POST", mine, mine, Cred::Cookie(&alice), body(), 201)
+        .await;
+    live.call("POST", mine, mine, Cred::Cookie(&alice), body(), 409)
+        .await;
+    let bad = json_body(&json!({"name": "../x", "argv": ["true"]}));
+    live.call("POST", mine, mine, Cred::Cookie(&alice), bad, 400)
+        .await;
+    live.call("POST", mine, mine, Cred::Cookie(&ghost), body(), 404)
+        .await;
+    live.call("POST", mine, mine, admin, body(), 401).await;
+    live.call("GET", mine, mine, Cred::Cookie(&alice), None, 200)
+        .await;
+    live.call("GET", mine, mine, Cred::Cookie(&ghost), None, 404)
+        .await;
+    live.call("GET", mine, mine, admin, None, 401).await;
+    let my_one = "/api/me/services/{name}";
+    for (method, t, ok) in [
+        ("GET", my_one, 200),
+        ("GET", "/api/me/services/{name}/logs", 200),
+        ("POST", "/api/me/services/{name}/stop", 200),
+        ("POST", "/api/me/services/{name}/start", 200),
+        ("POST", "/api/me/services/{name}/restart", 200),
+        ("DELETE", my_one, 204),
+    ] {
+        let path = |name: &str| t.replace("{name}", name);
+        live.call(method, t, &path("web"), Cred::Cookie(&ghost), None, 404)
+            .await;
+        live.call(method, t, &path("a%20b"), Cred::Cookie(&alice), None, 400)
+            .await;
+        live.call(method, t, &path("web"), admin, None, 401).await;
+        live.call(method, t, &path("web"), Cred::Cookie(&alice), None, ok)
+            .await;
     }
 }
 

@@ -38,9 +38,11 @@ mod users;
 pub use archives::{Imported, ARCHIVE_TIMEOUT, EXPORT_COMMAND, IMPORT_COMMAND};
 pub use exec::{ExecRequest, Running};
 pub use files::{FileKind, FileStream, Uploaded, GET_COMMAND, PUT_COMMAND};
-pub use services::{validate_name as validate_service_name, LogStream, RestartPolicy, ServiceSpec, ServiceView};
-pub use supervisor::{ServiceExit, ServiceSettings, ServiceState, ServiceStatus};
+pub use services::{
+    validate_name as validate_service_name, LogStream, RestartPolicy, ServiceSpec, ServiceView,
+};
 pub use stats::Stats;
+pub use supervisor::{ServiceExit, ServiceSettings, ServiceState, ServiceStatus};
 pub use users::Deleted;
 
 /// How long a workspace walk for `stats` may take.

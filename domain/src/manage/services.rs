@@ -57,8 +57,8 @@ impl fmt::Display for RestartPolicy {
 pub struct ServiceSpec {
     pub name: String,
     pub argv: Vec<String>,
-    /// Relative to the home; default `sandboxes/<name>`, created as the
-    /// user inside the sandbox.
+    /// Relative to the home (`.`: the home itself); default
+    /// `sandboxes/<name>`, created as the user inside the sandbox.
     #[serde(default)]
     pub cwd: Option<String>,
     #[serde(default)]
@@ -88,15 +88,19 @@ impl ServiceSpec {
 
     /// The command as the sandbox runs it.
     pub fn command(&self) -> ExecCommand {
-        let mut env: Vec<(String, String)> =
-            self.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if let Some(p) = self.port {
             env.push(("PORT".into(), p.to_string()));
         }
         ExecCommand {
             argv: self.argv.clone(),
             env,
-            cwd: Some(self.cwd_in_home().into()),
+            // Checked by `validate`: `.` or `""` is the home itself.
+            cwd: crate::exec::resolve_cwd(Some(&self.cwd_in_home())).unwrap_or(None),
         }
     }
 
@@ -129,12 +133,8 @@ impl ServiceSpec {
                     "cwd is {n} characters long; the limit is {MAX_CWD_CHARS}"
                 ));
             }
-            if crate::exec::resolve_cwd(Some(cwd))
-                .map_err(|e| ManageError::BadRequest(e.to_string()))?
-                .is_none()
-            {
-                return bad("cwd must name a directory inside the home (not the home itself: leave it out for sandboxes/<name>)".into());
-            }
+            crate::exec::resolve_cwd(Some(cwd))
+                .map_err(|e| ManageError::BadRequest(e.to_string()))?;
         }
         if self.env.len() > MAX_ENV {
             return bad(format!(
@@ -214,7 +214,11 @@ impl Manager {
             let spec: ServiceSpec = match serde_json::from_str(&row.definition) {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(tenant = row.tenant, service = row.name, "stored service unreadable, skipped: {e}");
+                    tracing::error!(
+                        tenant = row.tenant,
+                        service = row.name,
+                        "stored service unreadable, skipped: {e}"
+                    );
                     continue;
                 }
             };
@@ -222,7 +226,10 @@ impl Manager {
                 Ok(user) => {
                     self.services.insert(user, spec);
                 }
-                Err(e) => tracing::error!(tenant = row.tenant, "stored service of an invalid user id, skipped: {e}"),
+                Err(e) => tracing::error!(
+                    tenant = row.tenant,
+                    "stored service of an invalid user id, skipped: {e}"
+                ),
             }
         }
         Ok(())
@@ -276,7 +283,8 @@ impl Manager {
             })?,
             created_at: self.now(),
         };
-        let exists = || ManageError::Conflict(format!("{id} already has a service {:?}", spec.name));
+        let exists =
+            || ManageError::Conflict(format!("{id} already has a service {:?}", spec.name));
         if self.services.get(id, &spec.name).is_some() || !self.state().insert_service(&row)? {
             return Err(exists());
         }
@@ -346,9 +354,9 @@ impl Manager {
                 };
                 let chunk = match chunk {
                     Ok(c) => c,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        Bytes::from(format!("\n[warren] {n} chunks of output skipped (reader too slow)\n"))
-                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => Bytes::from(format!(
+                        "\n[warren] {n} chunks of output skipped (reader too slow)\n"
+                    )),
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 if tx.send(Ok(chunk)).await.is_err() {
@@ -371,7 +379,13 @@ impl Manager {
         let spec = svc.set_enabled(true);
         self.save_service(id, &spec)?;
         self.services.start(&svc).await?;
-        self.audit(actor, "service.start", Some(id), "ok", serde_json::json!({"name": name}));
+        self.audit(
+            actor,
+            "service.start",
+            Some(id),
+            "ok",
+            serde_json::json!({"name": name}),
+        );
         Ok(view(&svc))
     }
 
@@ -387,7 +401,13 @@ impl Manager {
         let spec = svc.set_enabled(false);
         self.save_service(id, &spec)?;
         svc.stop().await;
-        self.audit(actor, "service.stop", Some(id), "ok", serde_json::json!({"name": name}));
+        self.audit(
+            actor,
+            "service.stop",
+            Some(id),
+            "ok",
+            serde_json::json!({"name": name}),
+        );
         Ok(view(&svc))
     }
 
@@ -404,7 +424,13 @@ impl Manager {
         self.save_service(id, &spec)?;
         svc.stop().await;
         self.services.start(&svc).await?;
-        self.audit(actor, "service.restart", Some(id), "ok", serde_json::json!({"name": name}));
+        self.audit(
+            actor,
+            "service.restart",
+            Some(id),
+            "ok",
+            serde_json::json!({"name": name}),
+        );
         Ok(view(&svc))
     }
 
@@ -418,7 +444,13 @@ impl Manager {
         self.service(id, name)?;
         self.services.remove(id, name).await;
         self.state().delete_service(id, name)?;
-        self.audit(actor, "service.delete", Some(id), "ok", serde_json::json!({"name": name}));
+        self.audit(
+            actor,
+            "service.delete",
+            Some(id),
+            "ok",
+            serde_json::json!({"name": name}),
+        );
         Ok(())
     }
 

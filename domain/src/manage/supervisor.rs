@@ -176,7 +176,10 @@ impl Service {
     }
 
     pub fn spec(&self) -> ServiceSpec {
-        self.spec.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.spec
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set_enabled(&self, enabled: bool) -> ServiceSpec {
@@ -266,7 +269,6 @@ impl Services {
         })
     }
 
-
     fn table(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<(String, String), Arc<Service>>> {
@@ -274,9 +276,9 @@ impl Services {
     }
 
     pub fn registry(&self) -> Result<&Arc<Registry>, ManageError> {
-        self.registry.as_ref().ok_or_else(|| {
-            ManageError::Unavailable("services run only in `warren serve`".into())
-        })
+        self.registry
+            .as_ref()
+            .ok_or_else(|| ManageError::Unavailable("services run only in `warren serve`".into()))
     }
 
     /// Adds a service (not started); false when the name is taken.
@@ -432,10 +434,8 @@ async fn supervise(
             s.started_at = None;
             s.restarts += 1;
         });
-        svc.log.note(&format!(
-            "restarting in {:.0?} ({policy} policy)",
-            backoff
-        ));
+        svc.log
+            .note(&format!("restarting in {:.0?} ({policy} policy)", backoff));
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stopped(&mut stop) => return,
@@ -512,8 +512,14 @@ async fn run_once(
     });
     svc.log.note(&format!("started: {}", spec.argv.join(" ")));
     let pumps = [
-        child.stdout.take().map(|p| pump(svc, tokio::process::ChildStdout::from_std(p))),
-        child.stderr.take().map(|p| pump(svc, tokio::process::ChildStderr::from_std(p))),
+        child
+            .stdout
+            .take()
+            .map(|p| pump(svc, tokio::process::ChildStdout::from_std(p))),
+        child
+            .stderr
+            .take()
+            .map(|p| pump(svc, tokio::process::ChildStderr::from_std(p))),
     ];
     let (exit, asked) = tokio::select! {
         exit = child.process.wait() => (exit, false),
@@ -572,7 +578,10 @@ fn not_started(svc: &Service, e: &ManageError) {
         }
         other if other.is_internal() => {
             tracing::warn!(user = %svc.user, "a service could not start: {other}");
-            (None, "could not start; the server's log has the details".into())
+            (
+                None,
+                "could not start; the server's log has the details".into(),
+            )
         }
         other => (None, other.to_string()),
     };

@@ -93,6 +93,14 @@ pub struct ServeArgs {
     /// background, instead of after --idle-timeout.
     #[arg(long, env = "WARREN_STOP_WHEN_NO_TERMINALS")]
     pub stop_when_no_terminals: bool,
+    /// A running named service keeps its user's sandbox past
+    /// --idle-timeout (docs/services.md); with false, services stop with
+    /// an idle sandbox and start again with the next.
+    #[arg(long, env = "WARREN_SERVICES_KEEP_ALIVE", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub services_keep_alive: bool,
+    /// Bytes of output kept per named service (its `logs`).
+    #[arg(long, env = "WARREN_SERVICE_LOG_BYTES", default_value_t = 64 << 10, value_parser = clap::value_parser!(u64).range(1..=(64 << 20)))]
+    pub service_log_bytes: u64,
     /// Keep a terminal nobody is watching for this long (so a reload or a
     /// dropped connection can come back to it).
     #[arg(long, env = "WARREN_TERMINAL_GRACE", value_parser = parse_duration, default_value = "5m")]
@@ -356,6 +364,10 @@ impl ServeArgs {
                 max_bytes: self.import_max_bytes,
                 max_entries: self.import_max_entries,
                 max_entry_bytes: self.import_max_bytes,
+            },
+            services: warren_domain::manage::ServiceSettings {
+                keep_alive: self.services_keep_alive,
+                log_bytes: self.service_log_bytes as usize,
             },
         })
     }

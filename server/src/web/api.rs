@@ -137,7 +137,7 @@ where
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// The `/api` routes (merged into the app by [`super::http::app`]).
 /// The OpenAPI document: the app builder (`super::http::app`) hands it
@@ -171,6 +171,7 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
             "/api/users/{user}/terminals/{terminal}",
             delete(close_terminal),
         )
+        .merge(super::api_services::admin_routes())
         .route("/api/audit", get(audit))
         .route("/metrics", get(metrics_text))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin));
@@ -183,6 +184,7 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
                 .put(put_my_file)
                 .layer(DefaultBodyLimit::disable()),
         )
+        .merge(super::api_services::my_routes())
         .merge(admin)
         // JSON bodies (exec's stdin included) stay small.
         .layer(DefaultBodyLimit::max(4 << 20))
@@ -238,7 +240,7 @@ fn check_admin(app: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &
     ))
 }
 
-fn manager(app: &AppState) -> ApiResult<Arc<Manager>> {
+pub(super) fn manager(app: &AppState) -> ApiResult<Arc<Manager>> {
     app.manager().cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -801,7 +803,11 @@ pub(super) async fn put_my_file(
 /// The user of a request to `/api/me/...`: their login, from a page of
 /// this server (a cross-origin request is refused: the cookie would ride
 /// along).
-fn my_user(app: &AppState, headers: &HeaderMap, query_user: Option<&str>) -> ApiResult<String> {
+pub(super) fn my_user(
+    app: &AppState,
+    headers: &HeaderMap,
+    query_user: Option<&str>,
+) -> ApiResult<String> {
     app.origins()
         .check(headers)
         .map_err(|_| ApiError::new(StatusCode::FORBIDDEN, "cross-origin request refused"))?;

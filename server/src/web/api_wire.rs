@@ -863,7 +863,7 @@ pub struct ExecRequest {
 }
 
 /// The command is not empty; no argument holds a NUL.
-fn argv_schema() -> RefOr<Schema> {
+pub(super) fn argv_schema() -> RefOr<Schema> {
     ArrayBuilder::new()
         .min_items(Some(1))
         .description(Some("The command and its arguments (no shell: use `[\"sh\", \"-c\", ...]` for one); the command is not empty, and no argument holds a NUL"))
@@ -873,7 +873,7 @@ fn argv_schema() -> RefOr<Schema> {
 }
 
 /// Names not empty and without `=`; no NUL anywhere.
-fn env_schema() -> RefOr<Schema> {
+pub(super) fn env_schema() -> RefOr<Schema> {
     of_type(Type::Object)
         .description(Some("Extra environment variables: names not empty and without `=`, no NUL in names or values"))
         .property_names(Some(

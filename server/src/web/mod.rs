@@ -12,6 +12,7 @@
 pub mod api;
 pub mod api_doc;
 pub mod api_responses;
+pub mod api_services;
 pub mod api_wire;
 pub mod assets;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod node;
 pub mod origin;
 pub mod protocol;
 pub mod relay;
+pub mod services_wire;
 pub mod state;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -97,6 +99,8 @@ pub struct Management {
     pub import_limits: warren_runtime::archive::ArchiveLimits,
     /// The server's disk limits on homes (tenants' overrides on top).
     pub disk: warren_runtime::disk::DiskLimits,
+    /// Named services: keep-alive and log size (docs/services.md).
+    pub services: warren_domain::manage::ServiceSettings,
 }
 
 /// Tells the audit log and the metrics about sessions.
@@ -225,8 +229,11 @@ impl Server {
                 .map_err(|e| ServeError::Management(e.to_string()))?
                 .with_import_limits(m.import_limits)
                 .with_disk(m.disk)
+                .with_services(m.services)
                 .with_metrics(Arc::clone(&metrics) as Arc<dyn ServiceCounters>);
                 let manager = Arc::new(manager);
+                // The enabled services of every tenant, as before the restart.
+                manager.start_services().await;
                 // Audit entries held by a full disk are retried even when
                 // nothing new is audited.
                 tokio::spawn(warren_domain::manage::Manager::retry_audit_periodically(

@@ -558,6 +558,7 @@ pub fn management(d: &Dirs) -> warren::web::Management {
         admin_token_file: None,
         import_limits: IMPORT_LIMITS,
         disk: Default::default(),
+        services: Default::default(),
     }
 }
 

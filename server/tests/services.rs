@@ -1,0 +1,291 @@
+//! Named services (issue 13, docs/services.md) with real sandboxes: a
+//! crashing service restarted with backoff, its logs showing both runs; a
+//! service outliving its user's terminals and the idle timeout; enabled
+//! services back after a server restart; deleting the user stops them (the
+//! process is gone); bad input refused with nothing changed. Runs in every
+//! mode of tests/matrix.sh.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use warren_domain::sandboxes::SandboxBackend;
+use warren_domain::sessions::SessionLimits;
+
+/// A real-sandbox server with the management API and these session limits.
+async fn server(d: &Dirs, limits: SessionLimits) -> TestServer {
+    let backend = SandboxBackend::new(
+        d.settings.clone(),
+        warren_runtime::cgroups::Limits::default(),
+        false,
+    )
+    .with_shim(shim());
+    TestServer::with(Options {
+        backend: Arc::new(backend),
+        management: Some(management(d)),
+        limits,
+        ..Default::default()
+    })
+    .await
+}
+
+async fn show(s: &TestServer, user: &str, name: &str) -> Value {
+    let r = admin(
+        s.addr,
+        "GET",
+        &format!("/api/users/{user}/services/{name}"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+async fn logs(s: &TestServer, user: &str, name: &str) -> String {
+    let r = admin(
+        s.addr,
+        "GET",
+        &format!("/api/users/{user}/services/{name}/logs"),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+async fn until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn create(s: &TestServer, user: &str, body: Value) -> Value {
+    let r = admin(
+        s.addr,
+        "POST",
+        &format!("/api/users/{user}/services"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+async fn sh(s: &TestServer, user: &str, script: &str) -> String {
+    let r = admin(
+        s.addr,
+        "POST",
+        &format!("/api/users/{user}/exec"),
+        Some(json!({"argv": ["sh", "-c", script], "timeout_secs": 60})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["exit_code"], 0, "{script}: {v}");
+    v["stdout"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_crashing_service_is_restarted_with_backoff_and_its_logs_show_both_runs() {
+    let d = dirs();
+    let s = server(&d, SessionLimits::default()).await;
+    new_user(&s, "alice").await;
+    let v = create(
+        &s,
+        "alice",
+        json!({"name": "web", "port": 8001,
+               "argv": ["sh", "-c", "echo run as $(id -un) port=$PORT in $(pwd); exit 3"]}),
+    )
+    .await;
+    assert_eq!(v["cwd"], "sandboxes/web");
+    let again = admin(
+        s.addr,
+        "POST",
+        "/api/users/alice/services",
+        Some(json!({"name": "web", "argv": ["true"]})),
+    )
+    .await;
+    assert_eq!(again.status, 409, "{}", again.text());
+
+    until("two runs", || async {
+        logs(&s, "alice", "web").await.matches("run as").count() >= 2
+    })
+    .await;
+    let log = logs(&s, "alice", "web").await;
+    assert!(
+        log.contains("run as alice port=8001 in /workspace/alice/sandboxes/web"),
+        "{log}"
+    );
+    assert!(log.contains("exited with code 3"), "{log}");
+    assert!(log.contains("restarting in 1s"), "{log}");
+    let v = show(&s, "alice", "web").await;
+    assert!(v["restarts"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["last_exit"]["exit_code"], 3, "{v}");
+    // The tail by size.
+    let r = admin(
+        s.addr,
+        "GET",
+        "/api/users/alice/services/web/logs?bytes=5",
+        None,
+    )
+    .await;
+    assert_eq!(r.body.len(), 5);
+
+    // The directory was made in the home, as alice.
+    let owner = sh(&s, "alice", "stat -c %U sandboxes/web").await;
+    assert_eq!(owner.trim(), "alice");
+
+    let r = admin(s.addr, "POST", "/api/users/alice/services/web/stop", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "stopped");
+    assert_eq!(r.json()["enabled"], false);
+    let r = admin(s.addr, "DELETE", "/api/users/alice/services/web", None).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = admin(s.addr, "GET", "/api/users/alice/services/web", None).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let audit = admin(s.addr, "GET", "/api/audit?user=alice", None)
+        .await
+        .text();
+    for action in ["service.create", "service.stop", "service.delete"] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
+}
+
+#[tokio::test]
+async fn a_service_survives_its_users_terminals_and_the_idle_timeout_and_a_server_restart() {
+    let d = dirs();
+    let limits = SessionLimits {
+        idle_timeout: Duration::from_millis(500),
+        terminal_grace: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let s = server(&d, limits).await;
+    new_user(&s, "alice").await;
+    // A heartbeat in the home: the file's count grows while it runs.
+    create(
+        &s,
+        "alice",
+        json!({"name": "beat", "restart": "always",
+               "argv": ["sh", "-c", "echo up; while :; do echo x >> beats; sleep 0.2; done"]}),
+    )
+    .await;
+    let term = s.open("alice").await;
+    term.close().await;
+    until("running", || async {
+        logs(&s, "alice", "beat").await.contains("up")
+    })
+    .await;
+    // Its terminal gone, then well past the idle timeout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = show(&s, "alice", "beat").await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["restarts"], 0, "never stopped: {v}");
+    let stats = admin(s.addr, "GET", "/api/users/alice/stats", None)
+        .await
+        .json();
+    assert_eq!(stats["sandbox"], "running", "{stats}");
+    assert_eq!(stats["terminals"], 0, "{stats}");
+    let beats = d.settings.workspace_root.join("alice/sandboxes/beat/beats");
+    let count = || {
+        std::fs::read_to_string(&beats)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let before = count();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if nix::unistd::geteuid().is_root()
+        || std::fs::read_dir(d.settings.workspace_root.join("alice")).is_ok()
+    {
+        assert!(count() > before, "still beating");
+    }
+
+    // A server restart on the same state: the enabled service runs again.
+    s.shutdown(Duration::from_secs(30)).await;
+    let s = server(&d, limits).await;
+    until("back after the restart", || async {
+        show(&s, "alice", "beat").await["state"] == "running"
+    })
+    .await;
+    let out = sh(&s, "alice", "sleep 1; wc -l < sandboxes/beat/beats").await;
+    let now: usize = out.trim().parse().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later: usize = sh(&s, "alice", "wc -l < sandboxes/beat/beats")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(later > now, "beating again: {now} then {later}");
+
+    // Deleting the user stops it: the heartbeat ends (the home is kept).
+    let r = admin(s.addr, "DELETE", "/api/users/alice", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    new_user(&s, "alice").await;
+    let r = admin(s.addr, "GET", "/api/users/alice/services", None).await;
+    assert_eq!(r.json()["services"], json!([]), "{}", r.text());
+    let a: usize = sh(&s, "alice", "wc -l < sandboxes/beat/beats")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = sh(
+        &s,
+        "alice",
+        "wc -l < sandboxes/beat/beats; ps ax | grep -c '[w]hile'; true",
+    )
+    .await;
+    let mut lines = out.lines().map(|l| l.trim().parse::<usize>().unwrap());
+    let (b, loops) = (lines.next().unwrap(), lines.next().unwrap());
+    assert_eq!(a, b, "nothing beats after the delete");
+    assert_eq!(loops, 0, "no service left in the new sandbox");
+}
+
+#[tokio::test]
+async fn bad_services_get_400_and_change_nothing() {
+    let d = dirs();
+    let s = server(&d, SessionLimits::default()).await;
+    new_user(&s, "alice").await;
+    let bad = [
+        json!({"name": "../x", "argv": ["true"]}),
+        json!({"name": "a b", "argv": ["true"]}),
+        json!({"name": "", "argv": ["true"]}),
+        json!({"name": "web", "argv": ["true"], "cwd": "../bob"}),
+        json!({"name": "web", "argv": ["true"], "cwd": "/etc"}),
+        json!({"name": "web", "argv": []}),
+        json!({"name": "web", "argv": ["x".repeat(70_000)]}),
+        json!({"name": "web", "argv": ["true"], "env": {"BIG": "x".repeat(70_000)}}),
+        json!({"name": "web", "argv": ["true"], "env": {"A=B": "x"}}),
+        json!({"name": "web", "argv": ["true"], "restart": "sometimes"}),
+        json!({"name": "web", "argv": ["true"], "port": 70000}),
+        json!({"name": "web", "argv": ["true"], "unknown": 1}),
+    ];
+    for b in bad {
+        let r = admin(s.addr, "POST", "/api/users/alice/services", Some(b.clone())).await;
+        assert_eq!(r.status, 400, "{b}: {}", r.text());
+    }
+    let r = admin(s.addr, "GET", "/api/users/alice/services", None).await;
+    assert_eq!(r.json()["services"], json!([]));
+    let r = admin(s.addr, "GET", "/api/users/alice/services/..", None).await;
+    assert!(r.status == 400 || r.status == 404, "{}", r.text());
+    let r = admin(
+        s.addr,
+        "POST",
+        "/api/users/bob/services",
+        Some(json!({"name": "web", "argv": ["true"]})),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let audit = admin(s.addr, "GET", "/api/audit?user=alice", None)
+        .await
+        .text();
+    assert!(!audit.contains("service."), "{audit}");
+}
