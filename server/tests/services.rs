@@ -192,6 +192,20 @@ async fn a_service_survives_its_users_terminals_and_the_idle_timeout_and_a_serve
     let stats = admin(s.addr, "GET", "/api/users/alice/stats", None)
         .await
         .json();
+    assert_eq!(
+        stats["services"],
+        json!([{"name": "beat", "state": "running", "restarts": 0}]),
+        "{stats}"
+    );
+    let metrics = admin(s.addr, "GET", "/metrics", None).await.text();
+    assert!(
+        metrics.contains("warren_services{state=\"running\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("warren_service_restarts{user=\"alice\",service=\"beat\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(stats["sandbox"], "running", "{stats}");
     assert_eq!(stats["terminals"], 0, "{stats}");
     let beats = d.settings.workspace_root.join("alice/sandboxes/beat/beats");
@@ -247,6 +261,76 @@ async fn a_service_survives_its_users_terminals_and_the_idle_timeout_and_a_serve
     let (b, loops) = (lines.next().unwrap(), lines.next().unwrap());
     assert_eq!(a, b, "nothing beats after the delete");
     assert_eq!(loops, 0, "no service left in the new sandbox");
+}
+
+/// `?follow=1`: the tail, then what the service prints afterwards, as it
+/// comes (chunked), on one open response.
+#[tokio::test]
+async fn logs_follow_streams_the_output_as_it_comes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = dirs();
+    let s = server(&d, SessionLimits::default()).await;
+    new_user(&s, "alice").await;
+    create(
+        &s,
+        "alice",
+        json!({"name": "ticker",
+               "argv": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.3; done"]}),
+    )
+    .await;
+    until("ticking", || async {
+        logs(&s, "alice", "ticker").await.contains("tick 1\n")
+    })
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "GET /api/users/alice/services/ticker/logs?follow=1 HTTP/1.1\r\nHost: {}\r\n\
+         Authorization: Bearer {ADMIN_TOKEN}\r\n\r\n",
+        s.addr
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 4096];
+    // Wait for a tick number larger than any in the tail.
+    let tail_last = logs(&s, "alice", "ticker").await.matches("tick ").count();
+    loop {
+        let text = String::from_utf8_lossy(&seen).to_string();
+        if text.contains(&format!("tick {}\n", tail_last + 3)) {
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            assert!(
+                text.to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked"),
+                "{text}"
+            );
+            assert!(text.contains("tick 1\n"), "the tail comes first: {text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live output: {text}");
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("output within 10 s")
+            .unwrap();
+        assert!(n > 0, "the follow ended early: {text}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Deleting the service ends its followers.
+    let r = admin(s.addr, "DELETE", "/api/users/alice/services/ticker", None).await;
+    assert_eq!(r.status, 204);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if buf.windows(5).any(|w| w == b"\r\n0\r\n") {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the follow ends with its service");
 }
 
 #[tokio::test]

@@ -39,7 +39,8 @@ pub use archives::{Imported, ARCHIVE_TIMEOUT, EXPORT_COMMAND, IMPORT_COMMAND};
 pub use exec::{ExecRequest, Running};
 pub use files::{FileKind, FileStream, Uploaded, GET_COMMAND, PUT_COMMAND};
 pub use services::{
-    validate_name as validate_service_name, LogStream, RestartPolicy, ServiceSpec, ServiceView,
+    validate_name as validate_service_name, LogStream, RestartPolicy, ServiceBrief, ServiceSpec,
+    ServiceView,
 };
 pub use stats::Stats;
 pub use supervisor::{ServiceExit, ServiceSettings, ServiceState, ServiceStatus};

@@ -203,6 +203,14 @@ fn view(svc: &Service) -> ServiceView {
     }
 }
 
+/// A service in a tenant's stats: its name, state and restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceBrief {
+    pub name: String,
+    pub state: super::ServiceState,
+    pub restarts: u64,
+}
+
 /// What `logs?follow=1` streams: the tail, then the output as it comes.
 pub type LogStream = tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>;
 
@@ -458,6 +466,22 @@ impl Manager {
     /// database rows go with the tenant.
     pub(super) async fn remove_services_of(&self, id: &str) -> usize {
         self.services.remove_all_of(id).await
+    }
+
+    /// A tenant's services in brief (its stats).
+    pub fn service_briefs(&self, id: &str) -> Vec<ServiceBrief> {
+        self.services
+            .of(id)
+            .iter()
+            .map(|s| {
+                let status = s.status();
+                ServiceBrief {
+                    name: s.spec().name,
+                    state: status.state,
+                    restarts: status.restarts,
+                }
+            })
+            .collect()
     }
 
     /// Every tenant's services (the server's `/metrics`).

@@ -41,6 +41,8 @@ pub struct Stats {
     /// it has one: `public`).
     pub network: Option<warren_runtime::network::NetUsage>,
     pub terminals: usize,
+    /// The tenant's named services: name, state, restarts.
+    pub services: Vec<super::ServiceBrief>,
     pub running_commands: usize,
     pub workspace: Option<HomeUsage>,
     /// Why `workspace` is missing.
@@ -159,6 +161,7 @@ impl Manager {
             disk,
             sandbox: user.sandbox.clone(),
             terminals: user.terminals,
+            services: self.service_briefs(&user.id),
             user,
             tier: record.as_ref().map(|r| r.tier.name().to_string()),
             limits: record

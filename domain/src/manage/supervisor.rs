@@ -60,7 +60,7 @@ impl Default for ServiceSettings {
 }
 
 /// Where a service is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServiceState {
     Starting,

@@ -1024,9 +1024,14 @@ pub(super) async fn audit(
 pub async fn metrics_text(State(app): State<AppState>) -> Response {
     let text = {
         let app2 = app.clone();
-        tokio::task::spawn_blocking(move || app2.metrics().encode(app2.registry()))
-            .await
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            if let Some(m) = app2.manager() {
+                app2.metrics().set_services(&m.all_services());
+            }
+            app2.metrics().encode(app2.registry())
+        })
+        .await
+        .unwrap_or_default()
     };
     (
         [(

@@ -86,6 +86,7 @@ use super::api_wire::{
             super::services_wire::ServiceCreate, super::services_wire::Service,
             super::services_wire::ServiceList, super::services_wire::RestartPolicy,
             super::services_wire::ServiceState, super::services_wire::ServiceExit,
+            super::services_wire::ServiceBrief,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,

@@ -762,6 +762,8 @@ pub struct Stats {
     #[schema(required = true)]
     pub network: Option<NetUsage>,
     pub terminals: usize,
+    /// The tenant's named services (docs/services.md), by name
+    pub services: Vec<super::services_wire::ServiceBrief>,
     /// exec, import and export commands running now
     pub running_commands: usize,
     #[schema(required = true)]
@@ -801,6 +803,7 @@ impl From<manage::Stats> for Stats {
             pids,
             network,
             terminals,
+            services,
             running_commands,
             workspace,
             workspace_error,
@@ -823,6 +826,7 @@ impl From<manage::Stats> for Stats {
                 received_bytes: n.received_bytes,
             }),
             terminals,
+            services: services.into_iter().map(Into::into).collect(),
             running_commands,
             workspace: workspace.map(Into::into),
             workspace_error,
@@ -1363,6 +1367,7 @@ mod tests {
                 received_bytes: 6,
             }),
             terminals: 2,
+            services: Vec::new(),
             running_commands: 1,
             workspace: Some(workspace::HomeUsage {
                 bytes: 10,

@@ -29,6 +29,17 @@ pub struct TenantLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceStateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantServiceLabel {
+    pub user: String,
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantDirectionLabel {
     pub user: String,
     /// `sent` or `received`
@@ -47,6 +58,9 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     sandboxes: Gauge,
     terminals: Gauge,
+    /// Named services by state, and each one's restarts.
+    services: Family<ServiceStateLabel, Gauge>,
+    service_restarts: Family<TenantServiceLabel, Gauge>,
     spawn_seconds: Family<WhatLabel, Histogram>,
     relayed_bytes: Family<DirectionLabel, Counter>,
     oom_kills: Counter,
@@ -121,6 +135,8 @@ impl Metrics {
             registry: Mutex::new(Registry::with_prefix("warren")),
             sandboxes: Gauge::default(),
             terminals: Gauge::default(),
+            services: Family::default(),
+            service_restarts: Family::default(),
             spawn_seconds: Family::new_with_constructor(spawn_histogram as fn() -> Histogram),
             relayed_bytes: Family::default(),
             oom_kills: Counter::default(),
@@ -138,6 +154,12 @@ impl Metrics {
                 m.sandboxes.clone(),
             );
             r.register("terminals", "Terminals open", m.terminals.clone());
+            r.register("services", "Named services, by state", m.services.clone());
+            r.register(
+                "service_restarts",
+                "Restarts each named service's policy made since the server started it",
+                m.service_restarts.clone(),
+            );
             r.register(
                 "spawn_seconds",
                 "Time to start a sandbox or open a terminal",
@@ -240,6 +262,35 @@ impl ServiceCounters for Metrics {
 }
 
 impl Metrics {
+    /// Reads the named services' states and restarts (before `encode`).
+    pub fn set_services(&self, services: &[warren_domain::manage::ServiceView]) {
+        self.services.clear();
+        self.service_restarts.clear();
+        for state in ["starting", "running", "backing-off", "stopped", "failed"] {
+            self.services
+                .get_or_create(&ServiceStateLabel { state })
+                .set(0);
+        }
+        for s in services {
+            let state = match s.status.state {
+                warren_domain::manage::ServiceState::Starting => "starting",
+                warren_domain::manage::ServiceState::Running => "running",
+                warren_domain::manage::ServiceState::BackingOff => "backing-off",
+                warren_domain::manage::ServiceState::Stopped => "stopped",
+                warren_domain::manage::ServiceState::Failed => "failed",
+            };
+            self.services
+                .get_or_create(&ServiceStateLabel { state })
+                .inc();
+            self.service_restarts
+                .get_or_create(&TenantServiceLabel {
+                    user: s.user.clone(),
+                    service: s.spec.name.clone(),
+                })
+                .set(s.status.restarts.min(i64::MAX as u64) as i64);
+        }
+    }
+
     /// The text exposition, with the present read from `registry`.
     pub fn encode(&self, registry: &Sessions) -> String {
         let users = registry.users();

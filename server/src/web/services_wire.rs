@@ -215,3 +215,23 @@ pub struct LogsParams {
     #[param(ignore)]
     pub user: Option<String>,
 }
+
+/// A service in a tenant's stats
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBrief {
+    pub name: String,
+    pub state: ServiceState,
+    /// Restarts made by the policy since the server started it
+    pub restarts: u64,
+}
+
+impl From<manage::ServiceBrief> for ServiceBrief {
+    fn from(b: manage::ServiceBrief) -> Self {
+        ServiceBrief {
+            name: b.name,
+            state: b.state.into(),
+            restarts: b.restarts,
+        }
+    }
+}
