@@ -373,3 +373,79 @@ async fn bad_services_get_400_and_change_nothing() {
         .text();
     assert!(!audit.contains("service."), "{audit}");
 }
+
+/// `warren services ...` talks to the running server with the admin token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_manages_services_through_the_server() {
+    let d = dirs();
+    let s = server(&d, SessionLimits::default()).await;
+    new_user(&s, "alice").await;
+    let token = d.settings.state_dir.join("cli-admin-token");
+    std::fs::write(&token, ADMIN_TOKEN).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .arg("services")
+            .arg("--url")
+            .arg(format!("http://{}", s.addr))
+            .arg("--admin-token-file")
+            .arg(&token)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let run = |args: Vec<String>| {
+        let cli = &cli;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            tokio::task::block_in_place(|| cli(&args))
+        }
+    };
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (code, out, err) = run(v(&[
+        "create",
+        "alice",
+        "hello",
+        "--port",
+        "9000",
+        "-e",
+        "WHO=cli",
+        "--",
+        "sh",
+        "-c",
+        "echo hello $WHO on $PORT; sleep 60",
+    ]))
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("\"name\": \"hello\""), "{out}");
+    until("output", || async {
+        logs(&s, "alice", "hello")
+            .await
+            .contains("hello cli on 9000")
+    })
+    .await;
+    let (code, out, _) = run(v(&["list", "alice"])).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("hello") && out.contains("running"), "{out}");
+    let (code, out, _) = run(v(&["logs", "alice", "hello"])).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("hello cli on 9000"), "{out}");
+    let (code, _, err) = run(v(&["create", "alice", "bad/name", "--", "true"])).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("400") && err.contains("invalid service name"),
+        "{err}"
+    );
+    let (code, out, err) = run(v(&["stop", "alice", "hello"])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("\"state\": \"stopped\""), "{out}");
+    let (code, _, err) = run(v(&["delete", "alice", "hello"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(v(&["show", "alice", "hello"])).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404"), "{err}");
+}

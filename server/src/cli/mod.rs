@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod node;
 pub mod run;
 pub mod serve;
+pub mod services;
 pub mod users;
 
 use warren_domain::sandbox::{Request, Settings};
@@ -50,6 +51,8 @@ pub enum Command {
     Exec(Box<crate::cli::users::ExecArgs>),
     /// This node in a pool: show its load, drain it, undrain it (asks the running server).
     Node(Box<crate::cli::node::NodeArgs>),
+    /// A user's named services: list, create, show, logs, start, stop, restart, delete (asks the running server).
+    Services(Box<crate::cli::services::ServicesArgs>),
 }
 
 /// The cgroup limits of each sandbox (`run` and `serve`).
@@ -389,6 +392,7 @@ pub fn main() -> ExitCode {
         Command::Users(a) => crate::cli::users::users(*a),
         Command::Exec(a) => crate::cli::users::exec(*a),
         Command::Node(a) => crate::cli::node::node(*a),
+        Command::Services(a) => crate::cli::services::services(*a),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
