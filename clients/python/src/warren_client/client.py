@@ -23,6 +23,7 @@ from .models import (
     FileWritten,
     Imported,
     LimitValue,
+    Service,
     Stats,
     Terminal,
     User,
@@ -243,6 +244,82 @@ class Client:
         """Closes one terminal (its viewers get reason ``closed``)."""
         self._t.call("DELETE", _user(user_id) + "/terminals/" + quote_segment(terminal_id))
 
+    # Named services (docs/services.md).
+    def list_services(self, user_id: str) -> List[Service]:
+        """The user's services, by name."""
+        return [Service.from_json(s) for s in self._t.json("GET", _services(user_id))["services"]]
+
+    def create_service(
+        self,
+        user_id: str,
+        name: str,
+        command: Command,
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        port: Optional[int] = None,
+        restart: str = "on-failure",
+        enabled: bool = True,
+    ) -> Service:
+        """Creates a service and (when ``enabled``) starts it in the user's
+        sandbox; ``cwd`` is relative to the home (default
+        ``sandboxes/<name>``, created), ``port`` is exported as ``PORT``,
+        ``restart`` is ``on-failure``, ``always`` or ``never``. A string
+        command runs with ``sh -c``. A taken name is ``Conflict``."""
+        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        body: Dict[str, Any] = {"name": name, "argv": argv, "restart": restart, "enabled": enabled}
+        if cwd is not None:
+            body["cwd"] = cwd
+        if env:
+            body["env"] = dict(env)
+        if port is not None:
+            body["port"] = port
+        return Service.from_json(self._t.json("POST", _services(user_id), json_body=body))
+
+    def get_service(self, user_id: str, name: str) -> Service:
+        return Service.from_json(self._t.json("GET", _service(user_id, name)))
+
+    def service_logs(self, user_id: str, name: str, *, bytes: Optional[int] = None) -> bytes:
+        """The last bytes of the service's output (stdout and stderr)."""
+        return self._t.call("GET", _service(user_id, name) + "/logs", query={"bytes": bytes})[1]
+
+    def follow_service_logs(
+        self, user_id: str, name: str, *, bytes: Optional[int] = None
+    ) -> Iterator[bytes]:
+        """The tail, then the output as it comes, until the service is
+        deleted (or the iterator closed)."""
+        conn, resp = self._t.open(
+            "GET",
+            _service(user_id, name) + "/logs",
+            query={"bytes": bytes, "follow": 1},
+            timeout=None,
+        )
+        try:
+            while True:
+                chunk = resp.read1(_COPY_CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+        except (OSError, http.client.HTTPException) as e:
+            raise TransferCut(f"the log stream was cut: {e}") from e
+        finally:
+            conn.close()
+
+    def start_service(self, user_id: str, name: str) -> Service:
+        """Starts it (unless it runs) and marks it enabled."""
+        return Service.from_json(self._t.json("POST", _service(user_id, name) + "/start"))
+
+    def stop_service(self, user_id: str, name: str) -> Service:
+        """Stops it and marks it disabled."""
+        return Service.from_json(self._t.json("POST", _service(user_id, name) + "/stop"))
+
+    def restart_service(self, user_id: str, name: str) -> Service:
+        return Service.from_json(self._t.json("POST", _service(user_id, name) + "/restart"))
+
+    def delete_service(self, user_id: str, name: str) -> None:
+        """Stops it and removes it."""
+        self._t.call("DELETE", _service(user_id, name))
+
     # Audit.
     def audit(
         self,
@@ -346,6 +423,14 @@ class Client:
 
 def _user(user_id: str) -> str:
     return "/api/users/" + quote_segment(user_id)
+
+
+def _services(user_id: str) -> str:
+    return ("/api/me" if user_id == ME else _user(user_id)) + "/services"
+
+
+def _service(user_id: str, name: str) -> str:
+    return _services(user_id) + "/" + quote_segment(name)
 
 
 def _files(user_id: str, path: str) -> str:

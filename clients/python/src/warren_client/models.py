@@ -339,3 +339,56 @@ class FileWritten:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "FileWritten":
         return cls(str(d.get("path", "")), d.get("bytes"), dict(d))
+
+
+@dataclass(frozen=True)
+class ServiceExit:
+    """How a service's last run ended (``reason``: ``exit``, ``signal``,
+    ``memory_limit``, ``stopped``, ``sandbox_stopped`` or ``not_started``)."""
+
+    exit_code: Optional[int]
+    signal: Optional[int]
+    at: int
+    reason: str
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ServiceExit":
+        return cls(d.get("exit_code"), d.get("signal"), d["at"], d["reason"])
+
+
+@dataclass(frozen=True)
+class Service:
+    """A named service (docs/services.md): its definition and live status
+    (``state``: ``starting``, ``running``, ``backing-off``, ``stopped`` or
+    ``failed``)."""
+
+    user: str
+    name: str
+    argv: List[str]
+    cwd: str
+    env: Dict[str, str]
+    port: Optional[int]
+    restart: str
+    enabled: bool
+    state: str
+    restarts: int
+    last_exit: Optional[ServiceExit]
+    started_at: Optional[int]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Service":
+        last = d.get("last_exit")
+        return cls(
+            user=d["user"],
+            name=d["name"],
+            argv=list(d["argv"]),
+            cwd=d["cwd"],
+            env=dict(d.get("env") or {}),
+            port=d.get("port"),
+            restart=d["restart"],
+            enabled=d["enabled"],
+            state=d["state"],
+            restarts=d["restarts"],
+            last_exit=ServiceExit.from_json(last) if last else None,
+            started_at=d.get("started_at"),
+        )
