@@ -10,6 +10,8 @@
 //   (`PUT /api/me/files/...`, with a progress bar); `warren-download FILE`
 //   in the terminal prints an OSC 5379 that the page offers as a download
 //   link (docs/serve.md, "Files").
+// * The user's named services (`GET /api/me/services`) are listed in a
+//   corner with their state and restarts (docs/services.md).
 (() => {
   'use strict';
 
@@ -109,6 +111,7 @@
         status(`${msg.user} · isolation: ${msg.tier} · ${limitsText(msg.limits)}`, 6000);
         if (msg.cols !== term.cols || msg.rows !== term.rows) sendResize();
         startPing();
+        refreshServices();
         break;
       case 'exit':
         ended = true;
@@ -285,6 +288,35 @@
   const downloadEl = document.getElementById('download');
   const downloadLink = document.getElementById('download-link');
   let uploading = false;
+
+  // The user's services, by name: state and restarts; hidden when there
+  // are none (or the server has no management API).
+  const servicesEl = document.getElementById('services');
+  const SERVICES_EVERY_MS = 15000;
+  let servicesTimer = null;
+  async function refreshServices() {
+    clearTimeout(servicesTimer);
+    servicesTimer = setTimeout(refreshServices, SERVICES_EVERY_MS);
+    const user = new URLSearchParams(location.search).get('user');
+    const q = user ? '?' + new URLSearchParams({ user }).toString() : '';
+    let list = [];
+    try {
+      const res = await fetch('/api/me/services' + q, { credentials: 'same-origin' });
+      if (res.ok) list = (await res.json()).services || [];
+    } catch (_) { /* shown again at the next refresh */ }
+    servicesEl.replaceChildren();
+    servicesEl.hidden = list.length === 0;
+    if (list.length === 0) return;
+    servicesEl.append('services: ');
+    list.forEach((s, i) => {
+      if (i > 0) servicesEl.append(' · ');
+      const item = document.createElement('span');
+      item.className = s.state;
+      item.textContent = `${s.name} ${s.state}` + (s.restarts ? ` ↻${s.restarts}` : '');
+      item.title = s.argv.join(' ');
+      servicesEl.append(item);
+    });
+  }
 
   // `/api/me/files/<path>` (path already percent-encoded per name).
   function filesUrl(encodedPath) {
