@@ -883,8 +883,7 @@ async fn documented_routes_are_the_routers() {
     // From the source: the API's routes, plus /healthz from the app's.
     let mut routed = routes_in("src/web/api.rs", "pub fn routes(");
     routed.extend(routes_in("src/web/node.rs", "pub fn routes("));
-    routed.extend(routes_in("src/web/api_services.rs", "pub fn admin_routes("));
-    routed.extend(routes_in("src/web/api_services.rs", "pub fn my_routes("));
+    routed.extend(routes_in("src/web/api_services.rs", "pub fn routes("));
     let app = routes_in("src/web/http.rs", "pub fn app(");
     assert!(
         app.contains(&("GET".into(), "/healthz".into())),

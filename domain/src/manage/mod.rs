@@ -29,6 +29,7 @@ mod audit;
 mod exec;
 mod files;
 mod limits;
+mod service_spec;
 mod services;
 mod stats;
 mod supervisor;
@@ -38,10 +39,8 @@ mod users;
 pub use archives::{Imported, ARCHIVE_TIMEOUT, EXPORT_COMMAND, IMPORT_COMMAND};
 pub use exec::{ExecRequest, Running};
 pub use files::{FileKind, FileStream, Uploaded, GET_COMMAND, PUT_COMMAND};
-pub use services::{
-    validate_name as validate_service_name, LogStream, RestartPolicy, ServiceBrief, ServiceSpec,
-    ServiceView,
-};
+pub use service_spec::{validate_name as validate_service_name, RestartPolicy, ServiceSpec};
+pub use services::{LogStream, ServiceBrief, ServiceView};
 pub use stats::Stats;
 pub use supervisor::{ServiceExit, ServiceSettings, ServiceState, ServiceStatus};
 pub use users::Deleted;

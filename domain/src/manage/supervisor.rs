@@ -23,7 +23,7 @@ use crate::backend::{ExecCommand, ExecStdio};
 use crate::sessions::{Registry, SessionError};
 use crate::user::UserId;
 
-use super::services::{RestartPolicy, ServiceSpec};
+use super::service_spec::{RestartPolicy, ServiceSpec};
 use super::{start_failure, ManageError};
 
 /// The first wait before a restart; it doubles up to [`BACKOFF_MAX`].

@@ -171,7 +171,6 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
             "/api/users/{user}/terminals/{terminal}",
             delete(close_terminal),
         )
-        .merge(super::api_services::admin_routes())
         .route("/api/audit", get(audit))
         .route("/metrics", get(metrics_text))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin));
@@ -184,7 +183,6 @@ pub fn routes(state: AppState, document: &'static str) -> Router<AppState> {
                 .put(put_my_file)
                 .layer(DefaultBodyLimit::disable()),
         )
-        .merge(super::api_services::my_routes())
         .merge(admin)
         // JSON bodies (exec's stdin included) stay small.
         .layer(DefaultBodyLimit::max(4 << 20))

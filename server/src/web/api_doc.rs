@@ -85,8 +85,8 @@ use super::api_wire::{
             super::node::NodeStateWire,
             super::services_wire::ServiceCreate, super::services_wire::Service,
             super::services_wire::ServiceList, super::services_wire::RestartPolicy,
-            super::services_wire::ServiceState, super::services_wire::ServiceExit,
-            super::services_wire::ServiceBrief,
+            super::api_wire::ServiceState, super::services_wire::ServiceExit,
+            super::api_wire::ServiceBrief,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,

@@ -21,10 +21,11 @@ use super::services_wire::{
 };
 use super::state::AppState;
 
-/// The admin routes (behind the admin token, with the other `/api/users`
-/// routes).
-pub fn admin_routes() -> Router<AppState> {
-    Router::new()
+/// The services routes: with the admin token under `/api/users/{user}`,
+/// and under the user's own login at `/api/me/services` (merged into the
+/// app by [`super::http::app`], as the other API routes).
+pub fn routes(state: AppState) -> Router<AppState> {
+    let admin = Router::new()
         .route("/api/users/{user}/services", get(list).post(create))
         .route(
             "/api/users/{user}/services/{name}",
@@ -34,10 +35,10 @@ pub fn admin_routes() -> Router<AppState> {
         .route("/api/users/{user}/services/{name}/start", post(start))
         .route("/api/users/{user}/services/{name}/stop", post(stop))
         .route("/api/users/{user}/services/{name}/restart", post(restart))
-}
-
-/// The same under the user's own login.
-pub fn my_routes() -> Router<AppState> {
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            super::api::require_admin,
+        ));
     Router::new()
         .route("/api/me/services", get(my_list).post(my_create))
         .route("/api/me/services/{name}", get(my_show).delete(my_delete))
@@ -45,6 +46,9 @@ pub fn my_routes() -> Router<AppState> {
         .route("/api/me/services/{name}/start", post(my_start))
         .route("/api/me/services/{name}/stop", post(my_stop))
         .route("/api/me/services/{name}/restart", post(my_restart))
+        .merge(admin)
+        // Service definitions are small JSON, as the other API bodies.
+        .layer(axum::extract::DefaultBodyLimit::max(4 << 20))
 }
 
 /// `?user=` of `/api/me/...` (`--auth none` only).

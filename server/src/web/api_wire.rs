@@ -763,7 +763,7 @@ pub struct Stats {
     pub network: Option<NetUsage>,
     pub terminals: usize,
     /// The tenant's named services (docs/services.md), by name
-    pub services: Vec<super::services_wire::ServiceBrief>,
+    pub services: Vec<ServiceBrief>,
     /// exec, import and export commands running now
     pub running_commands: usize,
     #[schema(required = true)]
@@ -1213,6 +1213,52 @@ impl From<state::AuditEntry> for AuditEntry {
 #[serde(deny_unknown_fields)]
 pub struct AuditLog {
     pub entries: Vec<AuditEntry>,
+}
+
+// Named services in a tenant's stats (docs/services.md); the services
+// API's own types are in `services_wire`.
+
+/// Where a service is: `starting`, `running`, `backing-off` (waiting to restart), `stopped` (by request, a clean end, or its sandbox stopped) or `failed` (an end its policy does not restart, or a start that failed)
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    Starting,
+    Running,
+    BackingOff,
+    Stopped,
+    Failed,
+}
+
+impl From<manage::ServiceState> for ServiceState {
+    fn from(s: manage::ServiceState) -> Self {
+        match s {
+            manage::ServiceState::Starting => ServiceState::Starting,
+            manage::ServiceState::Running => ServiceState::Running,
+            manage::ServiceState::BackingOff => ServiceState::BackingOff,
+            manage::ServiceState::Stopped => ServiceState::Stopped,
+            manage::ServiceState::Failed => ServiceState::Failed,
+        }
+    }
+}
+
+/// A service in a tenant's stats
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceBrief {
+    pub name: String,
+    pub state: ServiceState,
+    /// Restarts made by the policy since the server started it
+    pub restarts: u64,
+}
+
+impl From<manage::ServiceBrief> for ServiceBrief {
+    fn from(b: manage::ServiceBrief) -> Self {
+        ServiceBrief {
+            name: b.name,
+            state: b.state.into(),
+            restarts: b.restarts,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
             super::api_doc::document(),
         ))
         .merge(super::node::routes(state.clone()))
+        .merge(super::api_services::routes(state.clone()))
         .fallback(|| async { HttpError::NotFound })
         .layer(axum::middleware::from_fn(super::error::api_json_errors))
         .layer(axum::middleware::from_fn(super::body_deadline::read_within))

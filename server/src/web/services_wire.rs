@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use warren_domain::manage;
 
-use super::api_wire::UserIdString;
+use super::api_wire::{ServiceState, UserIdString};
 
 /// When a service's command is started again after it ended: after a failure (non-zero exit or a signal), after every end, or never. Restarts wait 1 s, doubling to at most 60 s; a run of 30 s resets the wait.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
@@ -88,29 +88,6 @@ impl From<ServiceCreate> for manage::ServiceSpec {
             port: c.port,
             restart: c.restart.into(),
             enabled: c.enabled.unwrap_or(true),
-        }
-    }
-}
-
-/// Where a service is: `starting`, `running`, `backing-off` (waiting to restart), `stopped` (by request, a clean end, or its sandbox stopped) or `failed` (an end its policy does not restart, or a start that failed)
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServiceState {
-    Starting,
-    Running,
-    BackingOff,
-    Stopped,
-    Failed,
-}
-
-impl From<manage::ServiceState> for ServiceState {
-    fn from(s: manage::ServiceState) -> Self {
-        match s {
-            manage::ServiceState::Starting => ServiceState::Starting,
-            manage::ServiceState::Running => ServiceState::Running,
-            manage::ServiceState::BackingOff => ServiceState::BackingOff,
-            manage::ServiceState::Stopped => ServiceState::Stopped,
-            manage::ServiceState::Failed => ServiceState::Failed,
         }
     }
 }
@@ -214,24 +191,4 @@ pub struct LogsParams {
     #[serde(default)]
     #[param(ignore)]
     pub user: Option<String>,
-}
-
-/// A service in a tenant's stats
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceBrief {
-    pub name: String,
-    pub state: ServiceState,
-    /// Restarts made by the policy since the server started it
-    pub restarts: u64,
-}
-
-impl From<manage::ServiceBrief> for ServiceBrief {
-    fn from(b: manage::ServiceBrief) -> Self {
-        ServiceBrief {
-            name: b.name,
-            state: b.state.into(),
-            restarts: b.restarts,
-        }
-    }
 }
