@@ -449,3 +449,53 @@ async fn the_command_line_manages_services_through_the_server() {
     assert_eq!(code, Some(1));
     assert!(err.contains("404"), "{err}");
 }
+
+/// `--services-keep-alive false`: an idle sandbox stops with its service
+/// in it, and the service starts again with the user's next sandbox.
+#[tokio::test]
+async fn without_keep_alive_a_service_stops_with_its_idle_sandbox_and_comes_back_with_the_next() {
+    let d = dirs();
+    let backend = SandboxBackend::new(
+        d.settings.clone(),
+        warren_runtime::cgroups::Limits::default(),
+        false,
+    )
+    .with_shim(shim());
+    let mut m = management(&d);
+    m.services.keep_alive = false;
+    let s = TestServer::with(Options {
+        backend: Arc::new(backend),
+        management: Some(m),
+        limits: SessionLimits {
+            idle_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    new_user(&s, "alice").await;
+    create(
+        &s,
+        "alice",
+        json!({"name": "nap", "argv": ["sh", "-c", "echo up; sleep 600"]}),
+    )
+    .await;
+    until("stopped with its idle sandbox", || async {
+        let v = show(&s, "alice", "nap").await;
+        v["state"] == "stopped" && v["last_exit"]["reason"] == "sandbox_stopped"
+    })
+    .await;
+    let v = show(&s, "alice", "nap").await;
+    assert!(v["enabled"].as_bool().unwrap(), "still enabled: {v}");
+    let stats = admin(s.addr, "GET", "/api/users/alice/stats", None)
+        .await
+        .json();
+    assert_eq!(stats["sandbox"], "stopped", "{stats}");
+    // The next sandbox (a command) brings it back.
+    sh(&s, "alice", "true").await;
+    until("running again", || async {
+        show(&s, "alice", "nap").await["state"] == "running"
+    })
+    .await;
+    assert_eq!(logs(&s, "alice", "nap").await.matches("up\n").count(), 2);
+}
