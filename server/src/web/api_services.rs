@@ -1,6 +1,6 @@
 //! The services API (docs/services.md): `/api/users/{user}/services/...`
 //! with the admin token and `/api/me/services/...` under the user's own
-//! login, both over the domain's [`Manager`] service methods.
+//! login, both over the domain's [`Manager`](warren_domain::manage::Manager) service methods.
 
 use axum::body::Body;
 use axum::extract::State;
