@@ -58,6 +58,7 @@ const CHECKS = [
   [7, 'a file dropped onto the page lands in the home with its contents'],
   [8, 'warren-download FILE offers a link that downloads the file'],
   [9, 'alice\'s terminal reaches the (fake) internet: curl to the fake upstream works, the host\'s service is refused'],
+  [10, 'a service alice creates from her page (POST /api/me/services) is listed on it: name and state'],
 ];
 let browser = null;
 let finishing = false; // set once the run is being wound up
@@ -568,6 +569,33 @@ async function main() {
     expect(host.length === 1 && host[0] === 'refused', `the host's service was not refused: ${JSON.stringify(host)}`);
     await alice.shot('alice-curl.png');
     return `${up.find((r) => r.startsWith('hello'))}; host service ${host[0]}`;
+  }, { needs: [2] });
+
+  await check(10, async () => {
+    expect(alice !== null, 'alice has no terminal (check 2)');
+    const page = alice.page;
+    const made = await page.evaluate(async () => {
+      const r = await fetch('/api/me/services', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'e2e-web', argv: ['sh', '-c', 'echo up; sleep 600'] }),
+      });
+      // Until it runs, so the list below shows it running at once.
+      for (let i = 0; r.status === 201 && i < 100; i++) {
+        const s = await (await fetch('/api/me/services/e2e-web')).json();
+        if (s.state === 'running') break;
+        await new Promise((ok) => setTimeout(ok, 100));
+      }
+      return r.status;
+    });
+    expect(made === 201, `POST /api/me/services answered ${made}`);
+    // The page lists the services after each hello (and every 15 s).
+    await page.reload({ waitUntil: 'load' });
+    const list = page.locator('#services');
+    await alice.waitFor('the services list', async () =>
+      (await list.isVisible()) && /e2e-web running/.test(await list.textContent()), 20000);
+    await alice.shot('alice-services.png');
+    return (await list.textContent()).trim();
   }, { needs: [2] });
 }
 
