@@ -1800,7 +1800,7 @@ async fn services(live: &Live<'_>, server: &TestServer) {
             201,
         )
         .await;
-    assert_eq!(v["state"], "starting");
+    assert_eq!(v["state"], "running", "create answers once it runs: {v}");
     live.admin_json(
         "POST",
         list,

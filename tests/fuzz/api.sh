@@ -52,8 +52,9 @@ trap cleanup EXIT
 export WARREN_STATE_DIR=$tmp/state WARREN_WORKSPACE_ROOT=$tmp/ws WARREN_SERVER_LOG=$tmp/server.log
 # Short idle timeouts: the stateful phase makes many tenants, each with a
 # sandbox; --max-sandboxes is above what one run can make.
+# Services do not hold their sandboxes: the idle timeout keeps applying.
 "$WARREN_BIN" serve --listen "127.0.0.1:$port" --idle-timeout 15s --terminal-grace 5s \
-  --max-sandboxes 256 --shutdown-timeout 5s >"$tmp/server.log" 2>&1 &
+  --max-sandboxes 256 --shutdown-timeout 5s --services-keep-alive false >"$tmp/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
   [[ -s $WARREN_STATE_DIR/admin-token ]] && grep -q "listening on" "$tmp/server.log" && break

@@ -34,6 +34,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub const HEALTHY_RUN: Duration = Duration::from_secs(30);
 /// Default bytes of output kept per service.
 pub const DEFAULT_LOG_BYTES: usize = 64 << 10;
+/// How long `create` and `start` wait for the first start to be over.
+const FIRST_START_WAIT: Duration = Duration::from_secs(10);
 /// How long a stop waits for the command's end after killing it.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 /// After the command's end, how long its pipes may stay open (a
@@ -328,8 +330,15 @@ impl Services {
         services.len()
     }
 
+    /// Starts a service and waits (a bounded while) for its first start
+    /// to be over: when `create` or `start` answers, the service runs (its
+    /// directory made) or says why it could not.
     pub async fn start(&self, svc: &Arc<Service>) -> Result<(), ManageError> {
         svc.start(self.registry()?, self.settings).await;
+        let deadline = Instant::now() + FIRST_START_WAIT;
+        while svc.status().state == ServiceState::Starting && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 
