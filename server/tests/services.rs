@@ -224,6 +224,10 @@ async fn a_service_survives_its_users_terminals_and_the_idle_timeout_and_a_serve
 
     // A server restart on the same state: the enabled service runs again.
     s.shutdown(Duration::from_secs(30)).await;
+    // Stopped with the server: nothing beats until the next one starts.
+    let stopped_at = count();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(), stopped_at, "the service ended with the server");
     let s = server(&d, limits).await;
     until("back after the restart", || async {
         show(&s, "alice", "beat").await["state"] == "running"

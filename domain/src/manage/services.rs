@@ -319,6 +319,13 @@ impl Manager {
             .collect()
     }
 
+    /// Stops every service (the server is shutting down); they stay
+    /// enabled, so the next server starts them again.
+    pub async fn stop_services(&self) {
+        let all = self.services.all();
+        futures_util::future::join_all(all.iter().map(|s| s.stop())).await;
+    }
+
     /// Every tenant's services (the server's `/metrics`).
     pub fn all_services(&self) -> Vec<ServiceView> {
         self.services.all().iter().map(|s| view(s)).collect()

@@ -327,7 +327,13 @@ impl Server {
         let accept_loop_done = serving.is_finished();
         tracing::info!("shutting down");
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
-        state.registry().shutdown(shutdown_timeout).await;
+        // Services first, so none restarts into a stopping sandbox; they
+        // stay enabled and start again with the next server.
+        if let Some(m) = state.manager() {
+            let _ = tokio::time::timeout_at(deadline, m.stop_services()).await;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        state.registry().shutdown(left).await;
         let mut connections = state.connections();
         let _ = tokio::time::timeout_at(deadline, connections.wait_for(|n| *n == 0)).await;
         if !accept_loop_done
