@@ -562,6 +562,30 @@ mod tests {
     }
 
     #[test]
+    fn services_keep_their_sandboxes_unless_told_not_to() {
+        let a = parse(&[]);
+        assert!(a.services_keep_alive);
+        assert_eq!(a.service_log_bytes, 64 << 10);
+        let a = parse(&[
+            "--services-keep-alive",
+            "false",
+            "--service-log-bytes",
+            "1024",
+        ]);
+        assert!(!a.services_keep_alive);
+        assert_eq!(a.service_log_bytes, 1024);
+        for bad in [
+            ["--service-log-bytes", "0"],
+            ["--services-keep-alive", "maybe"],
+        ] {
+            assert!(
+                Cli::try_parse_from(["serve", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn no_unauthenticated_shell_off_loopback() {
         let a = parse(&["--listen", "0.0.0.0:8080", "--auth", "none"]);
         assert!(matches!(
