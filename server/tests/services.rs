@@ -208,6 +208,10 @@ async fn a_service_survives_its_users_terminals_and_the_idle_timeout_and_a_serve
     );
     assert_eq!(stats["sandbox"], "running", "{stats}");
     assert_eq!(stats["terminals"], 0, "{stats}");
+    // In alice's sandbox: its pid namespace shows the service's loop, run
+    // as alice.
+    let ps = sh(&s, "alice", "ps -o user=,args= ax | grep '[w]hile'").await;
+    assert!(ps.trim_start().starts_with("alice"), "{ps}");
     let beats = d.settings.workspace_root.join("alice/sandboxes/beat/beats");
     let count = || {
         std::fs::read_to_string(&beats)
