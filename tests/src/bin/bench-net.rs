@@ -22,6 +22,15 @@ use std::time::{Duration, Instant};
 const FAKENET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fakenet/fakenet.sh");
 const URL: &str = "http://93.184.215.14/bytes/1073741824";
 
+/// The fake internet NAME, removed (namespaces and servers) when dropped.
+struct Fakenet(String);
+
+impl Drop for Fakenet {
+    fn drop(&mut self) {
+        let _ = Command::new(FAKENET).args(["down", &self.0]).status();
+    }
+}
+
 fn median<T: PartialOrd + Copy>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -98,6 +107,7 @@ fn main() {
     let name = format!("bn{}", std::process::id() % 100_000);
     let up = Command::new(FAKENET).args(["up", &name]).status().unwrap();
     assert!(up.success(), "fakenet.sh up failed");
+    let _down = Fakenet(name.clone()); // torn down even when a step panics
     let run_in = |world: fn(&str, &str) -> Command, network: &str| {
         let mut c = world(&name, warren.to_str().unwrap());
         c.args(["run", "--user", "bench", "--state-dir"])
@@ -178,5 +188,4 @@ fn main() {
             p.as_secs_f64() / n.as_secs_f64()
         );
     }
-    let _ = Command::new(FAKENET).args(["down", &name]).status();
 }
