@@ -23,8 +23,8 @@ use crate::command::confine;
 use crate::inside::*;
 use crate::join::{self, Target};
 use crate::network::{
-    load_filter_from_parent, open_namespaces_from_parent, start_pasta_from_parent, stop_pasta,
-    wait_for_network_in_child, wait_for_pasta,
+    network_pipe, network_ready_from_parent, open_namespaces_from_parent,
+    start_network_from_parent, stop_pasta, wait_for_network_in_child,
 };
 use crate::outside::{self, detach_from_caller, or_kill, or_kill_with};
 use crate::process::*;
@@ -49,22 +49,27 @@ pub fn create(
     let cgroup = created.cgroup;
     block_signals()?; // before the clone: no signal or SIGCHLD is lost before supervise
     let (ready_r, ready_w) = sync_pipe()?; // PID 1 waits for its maps and cgroup
+    let (net_r, net_w) = network_pipe()?; // and, before any command, for its network
     let pid = match outside::clone_into_namespaces(&plan)? {
-        Forked::Child => pid1_in_child(&spec, &plan, ready_r, pty, report),
+        Forked::Child => pid1_in_child(&spec, &plan, (ready_r, net_r), net_w, pty, report),
         Forked::Parent(pid) => pid,
     };
-    drop((ready_r, pty)); // only PID 1 uses them; our copies would hide its failure (no EOF)
+    drop((ready_r, net_r, pty)); // only PID 1 uses them; our copies would hide its failure (no EOF)
     or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
-    or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid))?; // counted before it runs anything
     let ns = or_kill_with(pid, open_namespaces_from_parent(&plan.network, pid))?; // while PID 1 is still dumpable
-    release(ready_w, pid, report)?;
-    // While PID 1 builds the root: the filter first, then pasta, whose
-    // route PID 1 waits for before any command, so nothing of the tenant
-    // runs before the filter is in place (the tenant never holds
-    // CAP_NET_ADMIN there).
-    or_kill(pid, load_filter_from_parent(&plan.network, ns.as_ref()))?;
-    let mut pasta = or_kill_with(pid, start_pasta_from_parent(&plan.network, ns))?;
-    or_kill(pid, wait_for_pasta(&mut pasta, pid))?;
+                                                                                  // The filter's helper and pasta start now, alongside the cgroup entry
+                                                                                  // and PID 1's mounts; PID 1 starts no command before both are done.
+    let net = or_kill_with(pid, start_network_from_parent(&plan.network, ns))?;
+    let entered = or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid)) // counted before it runs anything
+        .and_then(|()| release(ready_w, pid, report));
+    if let Err(e) = entered {
+        net.stop();
+        return Err(e);
+    }
+    // The filter loaded and pasta's route there: only then may PID 1 go on
+    // to the tenant's command (the tenant never holds CAP_NET_ADMIN there).
+    let pasta = or_kill_with(pid, net.wait(pid))?;
+    network_ready_from_parent(net_w);
     let exit = outside::supervise(pid, report); // until PID 1, and with it the sandbox, ends
     stop_pasta(pasta); // nothing of its network is left
     outside::remove_cgroup(cgroup, &spec, report);
@@ -76,10 +81,12 @@ pub fn create(
 fn pid1_in_child(
     spec: &SandboxSpec,
     plan: &Plan,
-    ready: OwnedFd,
+    ready: (OwnedFd, OwnedFd),
+    net_w: OwnedFd,
     pty: Option<OwnedFd>,
     report: &mut File,
 ) -> ! {
+    drop(net_w); // the shim's end: its exit must read as EOF here
     let Err(err) = pid1_steps(spec, plan, ready, pty, report);
     fail_and_exit(report, err)
 }
@@ -87,7 +94,7 @@ fn pid1_in_child(
 fn pid1_steps(
     spec: &SandboxSpec,
     plan: &Plan,
-    ready: OwnedFd,
+    (ready, net_ready): (OwnedFd, OwnedFd),
     pty: Option<OwnedFd>,
     report: &mut File,
 ) -> Result<Infallible, SetupError> {
@@ -102,7 +109,7 @@ fn pid1_steps(
     hand_home_to_tenant(spec)?; // with subordinate ids the server made it as root-inside
     set_hostname(spec)?;
     loopback_up()?;
-    wait_for_network_in_child(&plan.network)?; // pasta's route: no command starts without its network
+    wait_for_network_in_child(&plan.network, net_ready)?; // the filter and pasta's route: no command starts without them
     new_session()?; // no controlling terminal shared with the caller
     caps::become_user_without_caps(spec.uid, spec.gid)?; // the last privileged step is done
     die_with_parent()?; // credential changes clear it

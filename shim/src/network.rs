@@ -1,6 +1,8 @@
 //! The sandbox's network (docs/network.md): the egress filter loaded into
 //! PID 1's network namespace and pasta attached to its namespaces, both
-//! from the host side while PID 1 waits to be released.
+//! from the host side and both started as soon as the namespaces exist,
+//! while the shim puts PID 1 in its cgroup and PID 1 builds the root. PID 1
+//! starts no command before the shim says both are done.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -22,11 +24,10 @@ const PASTA_READY: Duration = Duration::from_secs(10);
 /// The pasta process of a live sandbox.
 pub struct Pasta(Child);
 
-/// Starts pasta attached to the sandbox's namespaces `ns` (after the
-/// filter is loaded); [`wait_for_pasta`] then waits for it while PID 1
-/// builds the sandbox, which itself starts no command before its network
-/// is up ([`wait_for_network_in_child`]).
-pub fn start_pasta_from_parent(
+/// Starts pasta attached to the sandbox's namespaces `ns`, beside the
+/// filter's helper: nothing of the tenant runs before both are done
+/// ([`Starting::wait`], [`wait_for_network_in_child`]).
+fn start_pasta_from_parent(
     plan: &NetworkPlan,
     ns: Option<Namespaces>,
 ) -> Result<Option<Pasta>, SetupError> {
@@ -77,7 +78,7 @@ pub fn open_namespaces_from_parent(
 
 /// Waits until the sandbox whose PID 1 is `pid` has its default route, or
 /// pasta fails (its exit status is the error).
-pub fn wait_for_pasta(pasta: &mut Option<Pasta>, pid: Pid) -> Result<(), SetupError> {
+fn wait_for_pasta(pasta: &mut Option<Pasta>, pid: Pid) -> Result<(), SetupError> {
     let Some(pasta) = pasta else {
         return Ok(());
     };
@@ -108,24 +109,86 @@ pub fn wait_for_pasta(pasta: &mut Option<Pasta>, pid: Pid) -> Result<(), SetupEr
     }
 }
 
-/// PID 1, last before it drops its capabilities: waits for the default
-/// route pasta sets up, so the tenant's command never starts without its
-/// network (the shim outside reports pasta's failure and kills us).
-pub fn wait_for_network_in_child(plan: &NetworkPlan) -> Result<(), SetupError> {
+/// PID 1, last before it drops its capabilities: waits until the shim
+/// says the filter is loaded and pasta's route is there
+/// ([`network_ready_from_parent`]), so the tenant's command never starts
+/// without either (the shim reports a failure and kills us).
+pub fn wait_for_network_in_child(plan: &NetworkPlan, ready: OwnedFd) -> Result<(), SetupError> {
     if plan.pasta.is_none() {
         return Ok(());
     }
-    let started = Instant::now();
-    while !network::has_default_route(Path::new("/proc/self/net")) {
-        if started.elapsed() > PASTA_READY {
-            return Err(SetupError::new(
-                "wait for the network",
-                "pasta did not configure it in time",
-            ));
-        }
-        std::thread::sleep(Duration::from_micros(200));
+    let mut byte = [0u8; 1];
+    match File::from(ready).read(&mut byte) {
+        Ok(1) => Ok(()),
+        _ => Err(SetupError::new(
+            "wait for the network",
+            "the shim ended before the sandbox's network was up",
+        )),
     }
-    Ok(())
+}
+
+/// Tells PID 1 its network is up (the filter loaded, pasta's route
+/// there). A failed write means PID 1 has ended: supervise reports why.
+pub fn network_ready_from_parent(ready: OwnedFd) {
+    let _ = File::from(ready).write_all(b"1");
+}
+
+/// The pipe PID 1 waits on for its network ([`wait_for_network_in_child`]).
+pub fn network_pipe() -> Result<(OwnedFd, OwnedFd), SetupError> {
+    nix::unistd::pipe().map_err(|e| SetupError::errno("create the network's sync pipe", e))
+}
+
+/// The sandbox's network while it comes up: the filter's helper and
+/// pasta, running side by side.
+pub struct Starting {
+    filter: Option<FilterHelper>,
+    pasta: Option<Pasta>,
+}
+
+/// Starts the filter's helper and pasta together in the namespaces `ns`
+/// (none when the sandbox gets no network): pasta may set up the route
+/// before the filter is in, since nothing of the tenant runs before
+/// [`Starting::wait`] has seen both.
+pub fn start_network_from_parent(
+    plan: &NetworkPlan,
+    ns: Option<Namespaces>,
+) -> Result<Starting, SetupError> {
+    let filter = spawn_filter_helper(plan, ns.as_ref())?;
+    match start_pasta_from_parent(plan, ns) {
+        Ok(pasta) => Ok(Starting { filter, pasta }),
+        Err(e) => {
+            if let Some(f) = filter {
+                f.kill();
+            }
+            Err(e)
+        }
+    }
+}
+
+impl Starting {
+    /// Stops what was started (a later step failed).
+    pub fn stop(self) {
+        if let Some(f) = self.filter {
+            f.kill();
+        }
+        stop_pasta(self.pasta);
+    }
+
+    /// Waits for the filter to be loaded and for pasta's route in the
+    /// sandbox whose PID 1 is `pid`; on failure nothing of the network is
+    /// left running.
+    pub fn wait(self, pid: Pid) -> Result<Option<Pasta>, SetupError> {
+        let Starting { filter, mut pasta } = self;
+        let loaded = filter.map_or(Ok(()), FilterHelper::wait);
+        let result = loaded.and_then(|()| wait_for_pasta(&mut pasta, pid));
+        match result {
+            Ok(()) => Ok(pasta),
+            Err(e) => {
+                stop_pasta(pasta);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// `pid`, our child, has exited (a zombie until supervise reaps it).
@@ -160,24 +223,30 @@ pub fn stop_pasta(pasta: Option<Pasta>) {
 
 const FILTER_STEP: &str = "load the network filter";
 
-/// Loads the egress filter into the sandbox's network namespace `ns` with
-/// `nft -f -`, before pasta starts: PID 1 starts no command before pasta's
-/// route is there, so nothing of the tenant runs without the filter.
-/// From the host side, so nft is charged to us, not to the tenant's
-/// cgroup (a tight memory limit would kill it): a forked helper joins the
+/// The forked helper loading the egress filter, and the pipe it writes
+/// its failure to.
+struct FilterHelper {
+    pid: Pid,
+    why: OwnedFd,
+}
+
+/// Forks the helper that loads the egress filter into the sandbox's
+/// network namespace `ns` with `nft -f -` ([`FilterHelper::wait`] waits for
+/// it). From the host side, so nft is charged to us, not to the tenant's
+/// cgroup (a tight memory limit would kill it): the helper joins the
 /// sandbox's user namespace (we own it: every capability there) and
-/// network namespace, raises CAP_NET_ADMIN as ambient so nft keeps it
-/// (our uid is not root in there), and runs nft.
-pub fn load_filter_from_parent(
+/// network namespace, raises CAP_NET_ADMIN as ambient so nft keeps it (our
+/// uid is not root in there), and runs nft.
+fn spawn_filter_helper(
     plan: &NetworkPlan,
     ns: Option<&Namespaces>,
-) -> Result<(), SetupError> {
+) -> Result<Option<FilterHelper>, SetupError> {
     let (Some(_), Some(ns)) = (&plan.filter, ns) else {
-        return Ok(());
+        return Ok(None);
     };
     let (userns, netns) = (&ns.user, &ns.net);
     let (why_r, why_w) = nix::unistd::pipe().map_err(|e| SetupError::errno(FILTER_STEP, e))?;
-    let helper = match sys::fork_process().map_err(|e| SetupError::errno(FILTER_STEP, e))? {
+    match sys::fork_process().map_err(|e| SetupError::errno(FILTER_STEP, e))? {
         sys::Forked::Child => {
             drop(why_r);
             let result = nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER)
@@ -193,21 +262,32 @@ pub fn load_filter_from_parent(
             };
             sys::exit_immediately(code)
         }
-        sys::Forked::Parent(child) => child,
-    };
-    drop(why_w);
-    let mut why = String::new();
-    let _ = File::from(why_r).read_to_string(&mut why);
-    match warren_runtime::init::wait_for(helper) {
-        Some(warren_runtime::report::Exit::Code(0)) => Ok(()),
-        other => Err(SetupError::new(
-            FILTER_STEP,
-            match why.is_empty() {
-                true => format!("the helper ended with {other:?}"),
-                false => why,
-            },
-        )
-        .with_hint("see docs/network.md (nftables in the sandbox's namespace)")),
+        sys::Forked::Parent(pid) => Ok(Some(FilterHelper { pid, why: why_r })),
+    }
+}
+
+impl FilterHelper {
+    /// Waits for the helper: the filter is loaded, or the error says why not.
+    fn wait(self) -> Result<(), SetupError> {
+        let mut why = String::new();
+        let _ = File::from(self.why).read_to_string(&mut why);
+        match warren_runtime::init::wait_for(self.pid) {
+            Some(warren_runtime::report::Exit::Code(0)) => Ok(()),
+            other => Err(SetupError::new(
+                FILTER_STEP,
+                match why.is_empty() {
+                    true => format!("the helper ended with {other:?}"),
+                    false => why,
+                },
+            )
+            .with_hint("see docs/network.md (nftables in the sandbox's namespace)")),
+        }
+    }
+
+    /// Kills and reaps the helper (another step failed).
+    fn kill(self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        warren_runtime::init::wait_for(self.pid);
     }
 }
 

@@ -45,6 +45,28 @@ fn find_bin(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// pasta, as the build for this CPU. Debian's `pasta` only re-executes
+/// `pasta.avx2` (shipped beside it) when the CPU has AVX2: naming that one
+/// directly saves an exec per sandbox (docs/benchmarks.md, bench-net).
+fn find_pasta() -> Option<PathBuf> {
+    let plain = find_bin("pasta")?;
+    let avx2 = plain.with_file_name("pasta.avx2");
+    Some(match cpu_has_avx2() && avx2.is_file() {
+        true => avx2,
+        false => plain,
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_avx2() -> bool {
+    false
+}
+
 /// Looks for pasta and nft and reads the host's addresses (every
 /// interface's, in the caller's network namespace).
 pub fn probe() -> NetworkFacts {
@@ -64,7 +86,7 @@ pub fn probe() -> NetworkFacts {
         })
         .unwrap_or_default();
     NetworkFacts {
-        pasta: find_bin("pasta"),
+        pasta: find_pasta(),
         nft: find_bin("nft"),
         host_addrs,
         default_route: has_default_route(Path::new("/proc/self/net")),
