@@ -319,7 +319,7 @@ impl Terminal {
                 r = self.pty.read(&mut buf) => r.map(Some),
                 _ = exited.wait_for(Option::is_some) => self.pty.try_read(&mut buf),
             };
-            let n = match read {
+            let mut n = match read {
                 Ok(Some(n)) if n > 0 => n,
                 // End of file, or the shell has exited and nothing is left.
                 Ok(_) => return,
@@ -328,6 +328,16 @@ impl Terminal {
                     return;
                 }
             };
+            // The kernel hands out a PTY's output a few KiB at a time: take
+            // what else is there already, so a fast stream goes out in
+            // fewer, bigger frames (waiting for none).
+            while n < buf.len() {
+                match self.pty.try_read(&mut buf[n..]) {
+                    Ok(Some(m)) if m > 0 => n += m,
+                    // Nothing more now, or the end, which the next read sees.
+                    _ => break,
+                }
+            }
             if !self.distribute(&buf[..n], &exited).await {
                 return;
             }
@@ -408,6 +418,11 @@ impl Viewer {
     /// for a terminal that had already ended).
     pub fn take_snapshot(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.snapshot)
+    }
+
+    /// Output already queued, without waiting (None if there is none).
+    pub fn try_output(&mut self) -> Option<Bytes> {
+        self.output.try_recv().ok()
     }
 
     /// The next output chunk, or the exit once all output has been seen.
