@@ -24,8 +24,10 @@
 
 use std::num::NonZeroU16;
 
-/// Raw output kept before it is parsed into the screen.
-pub const LOG_CAP: usize = 256 * 1024;
+/// Raw output kept before it is parsed into the screen: the most an idle
+/// terminal holds beyond its screen. Each flush skips all but the last
+/// screenful of plain output, so a bigger log would save little more.
+pub const LOG_CAP: usize = 64 * 1024;
 
 /// The screen a terminal has drawn, parsed lazily.
 pub struct LazyScreen {
@@ -75,11 +77,9 @@ impl LazyScreen {
         if self.log.is_empty() {
             return;
         }
+        // Freed, not kept: an idle terminal holds no empty log buffer.
         let log = std::mem::take(&mut self.log);
         self.skipped += feed(&mut self.parser, &mut self.tracker, &log);
-        // Keep the allocation for the next batch.
-        self.log = log;
-        self.log.clear();
     }
 }
 
@@ -543,7 +543,7 @@ mod tests {
         }
         assert_eq!(state(lazy.screen()), state(full.screen()));
         assert!(
-            lazy.skipped > 20 * block.len() as u64 * 99 / 100,
+            lazy.skipped > 20 * block.len() as u64 * 95 / 100,
             "{}",
             lazy.skipped
         );
