@@ -34,9 +34,14 @@ async fn reattach_restores_a_full_screen_program() {
     let server = TestServer::start().await;
     let mut c = server.open("alice").await;
     let id = c.terminal_id();
-    // Like vi: alternate screen, clear, draw at row 5 column 10, wait.
-    c.send_input("printf '\\033[?1049h\\033[2J\\033[5;10HFULLSCREEN%d' 7; sleep 60\r")
-        .await;
+    // Like vi: alternate screen, clear, draw at row 5 column 10, wait. One
+    // process draws and then waits, so the Ctrl-C below finds it whenever
+    // it comes (after `printf`, before `sleep`, it would reach only the
+    // shell, which ignores it).
+    c.send_input(
+        "sh -c \"printf '\\033[?1049h\\033[2J\\033[5;10HFULLSCREEN%d' 7; exec sleep 60\"\r",
+    )
+    .await;
     c.read_until("FULLSCREEN7").await;
     c.close().await;
 
@@ -98,7 +103,7 @@ async fn reattach_after_long_output_and_a_scroll_region_is_exact() {
     let hello = c.hello.clone().unwrap();
     c.send_input(
         "seq 1 100000; printf '\\033[?1049h\\033[2J\\033[3;20r\\033[2;1Hstatus\\033[21;1H'; \
-         seq 1 3000; printf '\\033[1;5H\\033[7mTOP%d' 9; sleep 60\r",
+         seq 1 3000; sh -c \"printf '\\033[1;5H\\033[7mTOP%d' 9; exec sleep 60\"\r",
     )
     .await;
     c.read_until("TOP9").await;
