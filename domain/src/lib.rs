@@ -22,6 +22,7 @@ pub mod pty;
 pub mod random;
 pub mod sandbox;
 pub mod sandboxes;
+pub mod screen;
 pub mod sessions;
 pub mod state;
 pub mod terminal;

@@ -41,6 +41,9 @@ const HANGUP_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a sandbox or a terminal may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a failed join may take to write why and exit before it is
+/// killed.
+const JOIN_REPORT_GRACE: Duration = Duration::from_secs(1);
 
 /// Sandboxes made by `warren-shim`.
 pub struct SandboxBackend {
@@ -589,7 +592,16 @@ impl Sandbox for UserSandbox {
             let master = match master {
                 Ok(Ok(Ok(Some(m)))) => m,
                 other => {
-                    // The join failed: its report says why.
+                    // The join failed: its report says why. It may close the
+                    // terminal socket (dropped with the command it could not
+                    // fork) just before it writes that report: killed at once,
+                    // it could leave no word (a pids-limit refusal then read
+                    // as a fault). So it gets a moment to finish first.
+                    let grace = std::time::Instant::now() + JOIN_REPORT_GRACE;
+                    while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < grace
+                    {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                     let _ = child.kill();
                     let events = match report.take() {
                         Some(r) => tokio::task::spawn_blocking(move || report::read_all(r))

@@ -1,12 +1,13 @@
 //! One terminal: a PTY master, the shell behind it, the screen the shell has
 //! drawn and the viewers watching it.
 //!
-//! **Screen state.** All output goes through a `vt100` parser on the server,
-//! so a viewer that attaches (a reload, a second tab, a reconnect after a
-//! dropped connection) first gets a snapshot that redraws the screen as it
-//! is, a full-screen program like `vi` or `top` included, then the live
-//! bytes. Taking the snapshot and registering the viewer happen under the
-//! same lock as feeding the parser, so no byte is shown twice or missed.
+//! **Screen state.** All output goes to the terminal's screen state on the
+//! server, so a viewer that attaches (a reload, a second tab, a reconnect
+//! after a dropped connection) first gets a snapshot that redraws the screen
+//! as it is, a full-screen program like `vi` or `top` included, then the
+//! live bytes. Taking the snapshot and registering the viewer happen under
+//! the same lock as feeding the screen, so no byte is shown twice or missed.
+//! The screen is parsed lazily, off the output path (`screen.rs`).
 //!
 //! **Back-pressure.** One task per terminal reads the master (through
 //! `AsyncFd`, no thread) and hands each chunk to every viewer's bounded queue
@@ -34,6 +35,7 @@ use warren_runtime::record::SandboxRecord;
 use crate::backend::{Sandbox, SandboxEnd, Spawned, TerminalProcess};
 use crate::exit::{ExitCause, TerminalExit};
 use crate::pty::Pty;
+use crate::screen::LazyScreen;
 use crate::user::UserId;
 use crate::WinSize;
 
@@ -74,7 +76,7 @@ pub enum ViewerEvent {
 }
 
 struct Shared {
-    parser: vt100::Parser,
+    screen: LazyScreen,
     size: WinSize,
     viewers: Vec<(u64, mpsc::Sender<Bytes>)>,
     /// Since when nobody watches (None while somebody does).
@@ -132,7 +134,7 @@ impl Terminal {
             pty,
             link,
             shared: Mutex::new(Shared {
-                parser: vt100::Parser::new(nz(size.rows), nz(size.cols), 0),
+                screen: LazyScreen::new(nz(size.rows), nz(size.cols)),
                 size,
                 viewers: Vec::new(),
                 detached_since: Some(Instant::now()),
@@ -182,7 +184,7 @@ impl Terminal {
         let snapshot = if s.exit.is_none() {
             s.viewers.push((id, tx));
             s.detached_since = None;
-            snapshot(s.parser.screen())
+            snapshot(s.screen.screen())
         } else {
             // Ended: `tx` is dropped here and `next` reports the exit.
             Vec::new()
@@ -214,7 +216,7 @@ impl Terminal {
     pub fn resize(&self, size: WinSize) -> std::io::Result<()> {
         let mut s = self.shared();
         self.pty.resize(size)?;
-        s.parser.screen_mut().set_size(nz(size.rows), nz(size.cols));
+        s.screen.set_size(nz(size.rows), nz(size.cols));
         s.size = size;
         Ok(())
     }
@@ -252,7 +254,7 @@ impl Terminal {
 
     /// The plain text on screen (for tests and diagnostics).
     pub fn screen_text(&self) -> String {
-        self.shared().parser.screen().contents()
+        self.shared().screen.screen().contents()
     }
 
     async fn drive(
@@ -317,7 +319,7 @@ impl Terminal {
                 r = self.pty.read(&mut buf) => r.map(Some),
                 _ = exited.wait_for(Option::is_some) => self.pty.try_read(&mut buf),
             };
-            let n = match read {
+            let mut n = match read {
                 Ok(Some(n)) if n > 0 => n,
                 // End of file, or the shell has exited and nothing is left.
                 Ok(_) => return,
@@ -326,6 +328,16 @@ impl Terminal {
                     return;
                 }
             };
+            // The kernel hands out a PTY's output a few KiB at a time: take
+            // what else is there already, so a fast stream goes out in
+            // fewer, bigger frames (waiting for none).
+            while n < buf.len() {
+                match self.pty.try_read(&mut buf[n..]) {
+                    Ok(Some(m)) if m > 0 => n += m,
+                    // Nothing more now, or the end, which the next read sees.
+                    _ => break,
+                }
+            }
             if !self.distribute(&buf[..n], &exited).await {
                 return;
             }
@@ -338,7 +350,7 @@ impl Terminal {
         let chunk = Bytes::copy_from_slice(data);
         let viewers: Vec<mpsc::Sender<Bytes>> = {
             let mut s = self.shared();
-            s.parser.process(data);
+            s.screen.push(data);
             s.viewers.iter().map(|(_, tx)| tx.clone()).collect()
         };
         for tx in viewers {
@@ -406,6 +418,11 @@ impl Viewer {
     /// for a terminal that had already ended).
     pub fn take_snapshot(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.snapshot)
+    }
+
+    /// Output already queued, without waiting (None if there is none).
+    pub fn try_output(&mut self) -> Option<Bytes> {
+        self.output.try_recv().ok()
     }
 
     /// The next output chunk, or the exit once all output has been seen.

@@ -82,6 +82,10 @@ async fn shell_pid(c: &mut Client) -> i32 {
     // The quotes keep the typed line from matching the answer.
     c.run("echo 'P''ID='$$", "PID=").await;
     let rest = c.read_until("\r\n").await;
+    // Let the shell print its next prompt before anything is typed: the
+    // kernel echoes typed input at once, and a line typed before the prompt
+    // puts the prompt on the line of the command's first output.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     rest.trim_end().parse().expect("pid")
 }
 

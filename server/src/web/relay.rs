@@ -25,6 +25,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
@@ -174,6 +175,28 @@ pub async fn serve(
     }
 }
 
+/// Largest frame [`batch`] makes of queued chunks.
+const BATCH_LIMIT: usize = 64 * 1024;
+
+/// `first` and the output queued behind it, up to [`BATCH_LIMIT`], as one
+/// frame: a fast stream costs fewer frames and writes, and a single chunk
+/// (typing, echo) goes out as it is, without a copy.
+fn batch(first: Bytes, viewer: &mut Viewer) -> Bytes {
+    let mut frame: Option<Vec<u8>> = None;
+    while frame.as_ref().map_or(first.len(), Vec::len) < BATCH_LIMIT {
+        let Some(more) = viewer.try_output() else {
+            break;
+        };
+        let f = frame.get_or_insert_with(|| {
+            let mut f = Vec::with_capacity(BATCH_LIMIT + more.len());
+            f.extend_from_slice(&first);
+            f
+        });
+        f.extend_from_slice(&more);
+    }
+    frame.map_or(first, Bytes::from)
+}
+
 fn close_code_for(info: ExitInfo) -> u16 {
     if info.reason == ExitReason::ServerShutdown {
         close::GOING_AWAY
@@ -276,8 +299,9 @@ async fn relay(
                 }
                 event = viewer.next() => match event {
                     ViewerEvent::Output(chunk) => {
-                        metrics.relayed("to_client", chunk.len());
-                        if sink.send(Message::Binary(chunk)).await.is_err() {
+                        let frame = batch(chunk, &mut viewer);
+                        metrics.relayed("to_client", frame.len());
+                        if sink.send(Message::Binary(frame)).await.is_err() {
                             return End::Client;
                         }
                     }

@@ -120,3 +120,45 @@ async fn killed_shell_reports_the_signal() {
     assert!(exit["code"].is_null());
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Issue 15, part 2, as it stands: a client offering permessage-deflate (as
+/// browsers do) is answered without the extension, and plain frames carry
+/// the terminal both ways. tungstenite, under axum's `ws`, implements no
+/// permessage-deflate (docs/protocol.md#flow-control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_offering_permessage_deflate_gets_plain_frames() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start().await;
+    let session = server.login("alice").await;
+    let mut req = format!("ws://{}/ws", server.addr)
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("warren.v1"),
+    );
+    h.insert(
+        "sec-websocket-extensions",
+        HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+    );
+    h.insert("cookie", HeaderValue::from_str(&cookie(&session)).unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers().get("sec-websocket-extensions"), None);
+    ws.send(Message::Binary(b"echo de$((1+1))flate\r".to_vec().into()))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while find(&out, b"de2flate").is_none() {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => out.extend_from_slice(&b),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("waiting for the echo: {other:?}; so far {out:?}"),
+        }
+    }
+}

@@ -34,9 +34,14 @@ async fn reattach_restores_a_full_screen_program() {
     let server = TestServer::start().await;
     let mut c = server.open("alice").await;
     let id = c.terminal_id();
-    // Like vi: alternate screen, clear, draw at row 5 column 10, wait.
-    c.send_input("printf '\\033[?1049h\\033[2J\\033[5;10HFULLSCREEN%d' 7; sleep 60\r")
-        .await;
+    // Like vi: alternate screen, clear, draw at row 5 column 10, wait. One
+    // process draws and then waits, so the Ctrl-C below finds it whenever
+    // it comes (after `printf`, before `sleep`, it would reach only the
+    // shell, which ignores it).
+    c.send_input(
+        "sh -c \"printf '\\033[?1049h\\033[2J\\033[5;10HFULLSCREEN%d' 7; exec sleep 60\"\r",
+    )
+    .await;
     c.read_until("FULLSCREEN7").await;
     c.close().await;
 
@@ -65,6 +70,81 @@ async fn reattach_restores_a_full_screen_program() {
     c.send_input("\x03").await;
     c.run("printf '\\033[?1049l'; echo back$((1+1))", "back2")
         .await;
+}
+
+/// What a client that saw every byte shows, against what a reattaching
+/// client is shown: text, cursor and screen.
+fn same_screen(seen: &[u8], snapshot: &[u8], hello: &serde_json::Value) {
+    let size = |k: &str| NonZeroU16::new(hello[k].as_u64().unwrap() as u16).unwrap();
+    let parse = |bytes: &[u8]| {
+        let mut p = vt100::Parser::new(size("rows"), size("cols"), 0);
+        p.process(bytes);
+        p
+    };
+    let (want, got) = (parse(seen), parse(snapshot));
+    let (want, got) = (want.screen(), got.screen());
+    assert_eq!(got.contents(), want.contents());
+    assert_eq!(got.cursor_position(), want.cursor_position());
+    assert_eq!(got.alternate_screen(), want.alternate_screen());
+    assert_eq!(got.contents_formatted(), want.contents_formatted());
+}
+
+/// Issue 15: the screen is parsed lazily and most of a long stream is
+/// skipped; after hundreds of KiB of scrolling output, a full-screen
+/// program with a scroll region and cursor addressing (printing below the
+/// region, where a line feed does not scroll), then more scrolling
+/// on the normal screen, a reattach still shows exactly what a viewer that
+/// saw every byte shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_after_long_output_and_a_scroll_region_is_exact() {
+    let server = TestServer::start().await;
+    let mut c = server.open("alice").await;
+    let id = c.terminal_id();
+    let hello = c.hello.clone().unwrap();
+    c.send_input(
+        "seq 1 100000; printf '\\033[?1049h\\033[2J\\033[3;20r\\033[2;1Hstatus\\033[21;1H'; \
+         seq 1 3000; sh -c \"printf '\\033[1;5H\\033[7mTOP%d' 9; exec sleep 60\"\r",
+    )
+    .await;
+    c.read_until("TOP9").await;
+    let seen = std::mem::take(&mut c.output);
+    c.close().await;
+
+    let mut c = server.attach("alice", &id).await;
+    c.expect_hello().await;
+    let snapshot = match c.next_event().await {
+        Event::Binary(b) => b,
+        other => panic!("expected the screen snapshot, got {other:?}"),
+    };
+    same_screen(&seen, &snapshot, &hello);
+    assert!(vt100_text(&snapshot, &hello).contains("status"));
+
+    // Back on the normal screen, a long scroll again.
+    c.send_input("\x03").await;
+    c.run(
+        "printf '\\033[r\\033[?1049l'; seq 1 120000; echo DONE$((1+1))",
+        "DONE2",
+    )
+    .await;
+    let mut seen = snapshot;
+    seen.extend_from_slice(&c.output);
+    c.close().await;
+    let mut c = server.attach("alice", &id).await;
+    c.expect_hello().await;
+    let snapshot = match c.next_event().await {
+        Event::Binary(b) => b,
+        other => panic!("expected the screen snapshot, got {other:?}"),
+    };
+    same_screen(&seen, &snapshot, &hello);
+    assert!(vt100_text(&snapshot, &hello).contains("120000\nDONE2"));
+    c.run("echo still$((3+3))", "still6").await;
+}
+
+fn vt100_text(bytes: &[u8], hello: &serde_json::Value) -> String {
+    let size = |k: &str| NonZeroU16::new(hello[k].as_u64().unwrap() as u16).unwrap();
+    let mut p = vt100::Parser::new(size("rows"), size("cols"), 0);
+    p.process(bytes);
+    p.screen().contents()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,7 +91,9 @@ fn parse_opts() -> Opts {
             "--mib" => o.mib = num().max(1) as u64,
             "--users" => o.users = num().max(1),
             "--terminals-per-user" => o.per_user = num().max(1),
-            "--only" if val == "sandbox" || val == "echo" => o.only = Some(val.clone()),
+            "--only" if ["sandbox", "echo", "terminado"].contains(&val.as_str()) => {
+                o.only = Some(val.clone())
+            }
             other => {
                 eprintln!(
                     "bench-serve: unknown argument {other:?}; see the top of \
@@ -224,10 +226,59 @@ struct Server {
     log: PathBuf,
     secret: Vec<u8>,
     stopped: bool,
+    /// An external terminado server (the anchor), not `warren serve`.
+    terminado: bool,
+}
+
+/// The external anchor: terminado (Jupyter's terminal backend: Tornado
+/// WebSockets, one PTY per connection, no sandbox), as a minimal server of
+/// the kind its README shows, running the echo backend's shell.
+const TERMINADO_SERVER: &str = r#"
+import asyncio, sys
+import tornado.web
+from terminado import TermSocket, UniqueTermManager
+
+async def main():
+    manager = UniqueTermManager(shell_command=["/bin/sh"], max_terminals=100000)
+    app = tornado.web.Application(
+        [(r"/websocket", TermSocket, {"term_manager": manager})])
+    app.listen(int(sys.argv[1]), "127.0.0.1")
+    print("listening on", sys.argv[1], flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"#;
+
+/// The Python with terminado: `$BENCH_TERMINADO_PYTHON`, else `python3`;
+/// with terminado's and Tornado's versions. `Err` says why not and how to
+/// install it.
+fn terminado_python() -> Res<(String, String)> {
+    let python = std::env::var("BENCH_TERMINADO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import terminado, tornado; print(terminado.__version__, tornado.version)",
+        ])
+        .stderr(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            Ok((python, v))
+        }
+        _ => Err(format!(
+            "SKIP: the external anchor needs terminado, which {python} cannot import; install \
+             it with `python3 -m venv /tmp/terminado && /tmp/terminado/bin/pip install \
+             terminado==0.18.1` and run with BENCH_TERMINADO_PYTHON=/tmp/terminado/bin/python"
+        )),
+    }
 }
 
 impl Server {
     fn start(warren: &Path, backend: &str, root: &Path, name: &str) -> Res<Server> {
+        if backend == "terminado" {
+            return Server::start_terminado(root, name);
+        }
         let secret: Vec<u8> = format!(
             "bench-serve-secret-{}-{name}-0123456789",
             std::process::id()
@@ -239,11 +290,7 @@ impl Server {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600));
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("free port: {e}"))?
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = free_addr()?;
         let log = root.join(format!("{name}.log"));
         let out = File::create(&log).map_err(|e| format!("log: {e}"))?;
         let err = out.try_clone().map_err(|e| format!("log: {e}"))?;
@@ -267,14 +314,47 @@ impl Server {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", warren.display()))?;
         let pid = child.id() as i32;
-        let mut server = Server {
+        let server = Server {
             child,
             pid,
             addr,
             log,
             secret,
             stopped: false,
+            terminado: false,
         };
+        server.wait_listening()
+    }
+
+    fn start_terminado(root: &Path, name: &str) -> Res<Server> {
+        let (python, _) = terminado_python()?;
+        let addr = free_addr()?;
+        let log = root.join(format!("{name}.log"));
+        let out = File::create(&log).map_err(|e| format!("log: {e}"))?;
+        let err = out.try_clone().map_err(|e| format!("log: {e}"))?;
+        let child = Command::new(&python)
+            .args(["-c", TERMINADO_SERVER, &addr.port().to_string()])
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting {python}: {e}"))?;
+        let pid = child.id() as i32;
+        Server {
+            child,
+            pid,
+            addr,
+            log,
+            secret: Vec::new(),
+            stopped: false,
+            terminado: true,
+        }
+        .wait_listening()
+    }
+
+    fn wait_listening(mut self) -> Res<Server> {
+        let server = &mut self;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -287,8 +367,8 @@ impl Server {
             let listening = std::fs::read_to_string(&server.log)
                 .unwrap_or_default()
                 .contains("listening on");
-            if listening && StdTcpStream::connect(addr).is_ok() {
-                return Ok(server);
+            if listening && StdTcpStream::connect(server.addr).is_ok() {
+                return Ok(self);
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -348,7 +428,15 @@ impl Drop for Server {
     }
 }
 
-// --- A warren.v1 client ---
+fn free_addr() -> Res<SocketAddr> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("free port: {e}"))?
+        .port();
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+// --- A warren.v1 client (and a terminado one) ---
 
 enum Frame {
     Bin(Vec<u8>),
@@ -362,6 +450,9 @@ struct Term {
     tier: String,
     /// Output frames counted by `read_until`.
     frames: u64,
+    /// terminado's protocol: JSON text frames `["stdin", s]` and
+    /// `["stdout", s]`.
+    terminado: bool,
 }
 
 /// Timings of one new terminal, from the start of the TCP connect.
@@ -415,8 +506,53 @@ fn ends_with_prompt(mut s: &[u8]) -> bool {
 }
 
 impl Term {
-    /// Opens a new terminal and waits for its first prompt.
-    async fn open(addr: SocketAddr, token: &str) -> Res<(Term, Open)> {
+    /// Opens a new terminal on `server` and waits for its first prompt.
+    async fn open(server: &Server, token: &str) -> Res<(Term, Open)> {
+        if server.terminado {
+            Term::open_terminado(server.addr).await
+        } else {
+            Term::open_warren(server.addr, token).await
+        }
+    }
+
+    /// terminado: a new terminal per connection, sized by a `set_size`
+    /// message; it has no hello, so that time is the handshake's.
+    async fn open_terminado(addr: SocketAddr) -> Res<(Term, Open)> {
+        let t0 = Instant::now();
+        let deadline = t0 + STEP;
+        let (ws, _) = tokio::time::timeout_at(
+            tokio_deadline(deadline),
+            tokio_tungstenite::connect_async(format!("ws://{addr}/websocket")),
+        )
+        .await
+        .map_err(|_| "WebSocket handshake timed out".to_string())?
+        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+        let handshake = t0.elapsed();
+        let mut term = Term {
+            ws,
+            tail: Vec::new(),
+            tier: "none".into(),
+            frames: 0,
+            terminado: true,
+        };
+        let size = serde_json::json!(["set_size", ROWS, COLS]).to_string();
+        term.ws
+            .send(Message::Text(size.into()))
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        term.wait_prompt(deadline).await?;
+        let prompt = t0.elapsed();
+        Ok((
+            term,
+            Open {
+                handshake,
+                hello: handshake,
+                prompt,
+            },
+        ))
+    }
+
+    async fn open_warren(addr: SocketAddr, token: &str) -> Res<(Term, Open)> {
         let t0 = Instant::now();
         let deadline = t0 + STEP;
         let mut req = format!("ws://{addr}/ws?cols={COLS}&rows={ROWS}")
@@ -444,6 +580,7 @@ impl Term {
             tail: Vec::new(),
             tier: String::new(),
             frames: 0,
+            terminado: false,
         };
         match term.next(deadline).await? {
             Frame::Text(v) if v["type"] == "hello" => {
@@ -479,17 +616,16 @@ impl Term {
             match msg {
                 None => return Err("the connection ended".into()),
                 Some(Err(e)) => return Err(format!("WebSocket: {e}")),
-                Some(Ok(Message::Binary(b))) => {
-                    let keep = b.len().min(256);
-                    if b.len() >= 256 {
-                        self.tail.clear();
+                Some(Ok(Message::Text(t))) if self.terminado => {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&t).map_err(|e| format!("bad JSON {t:?}: {e}"))?;
+                    match (v[0].as_str(), v[1].as_str()) {
+                        (Some("stdout"), Some(out)) => return Ok(self.output(out.as_bytes())),
+                        (Some("disconnect"), _) => return Err(format!("server said {v}")),
+                        _ => continue,
                     }
-                    self.tail.extend_from_slice(&b[b.len() - keep..]);
-                    if self.tail.len() > 512 {
-                        self.tail.drain(..self.tail.len() - 256);
-                    }
-                    return Ok(Frame::Bin(b.to_vec()));
                 }
+                Some(Ok(Message::Binary(b))) => return Ok(self.output(&b)),
                 Some(Ok(Message::Text(t))) => {
                     let v: serde_json::Value =
                         serde_json::from_str(&t).map_err(|e| format!("bad JSON {t:?}: {e}"))?;
@@ -502,6 +638,19 @@ impl Term {
                 Some(Ok(_)) => continue,
             }
         }
+    }
+
+    /// Keeps the tail of output `b` for prompt detection.
+    fn output(&mut self, b: &[u8]) -> Frame {
+        let keep = b.len().min(256);
+        if b.len() >= 256 {
+            self.tail.clear();
+        }
+        self.tail.extend_from_slice(&b[b.len() - keep..]);
+        if self.tail.len() > 512 {
+            self.tail.drain(..self.tail.len() - 256);
+        }
+        Frame::Bin(b.to_vec())
     }
 
     async fn next_bin(&mut self, deadline: Instant) -> Res<Vec<u8>> {
@@ -520,10 +669,13 @@ impl Term {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Res<()> {
-        self.ws
-            .send(Message::Binary(bytes.to_vec().into()))
-            .await
-            .map_err(|e| format!("send: {e}"))
+        let msg = if self.terminado {
+            let input = String::from_utf8_lossy(bytes);
+            Message::Text(serde_json::json!(["stdin", input]).to_string().into())
+        } else {
+            Message::Binary(bytes.to_vec().into())
+        };
+        self.ws.send(msg).await.map_err(|e| format!("send: {e}"))
     }
 
     /// Reads until `marker` has arrived; returns the output bytes received.
@@ -675,18 +827,18 @@ async fn latency_and_throughput(
         "[{backend}] connect → prompt: 1 cold + {} warm",
         o.connections
     );
-    let (term, cold) = Term::open(server.addr, &token).await?;
+    let (term, cold) = Term::open(&server, &token).await?;
     r.tier = term.tier.clone();
     r.cold = Some(cold);
     term.exit().await?;
     for _ in 0..o.connections {
-        let (term, open) = Term::open(server.addr, &token).await?;
+        let (term, open) = Term::open(&server, &token).await?;
         r.warm.push(open);
         term.exit().await?;
     }
-    let (mut term, _) = Term::open(server.addr, &token).await?;
+    let (mut term, _) = Term::open(&server, &token).await?;
     term.run("echo _SYNC_$((1+1))", b"_SYNC_2").await?;
-    if backend == "echo" {
+    if backend != "sandbox" {
         // /bin/sh is dash: the kernel's line discipline echoes. Measure
         // that too, then switch to bash so both backends echo through
         // readline.
@@ -718,7 +870,7 @@ async fn memory(warren: &Path, backend: &str, root: &Path, o: &Opts, r: &mut Res
     );
     // One terminal first, so that one-time costs (code paged in, the
     // runtime's threads) are in "before".
-    let (t, _) = Term::open(server.addr, &server.token("warmup")).await?;
+    let (t, _) = Term::open(&server, &server.token("warmup")).await?;
     t.exit().await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = server.rss_kib();
@@ -726,7 +878,7 @@ async fn memory(warren: &Path, backend: &str, root: &Path, o: &Opts, r: &mut Res
     for u in 0..o.users {
         let token = server.token(&format!("mem{u:02}"));
         for t in 0..o.per_user {
-            let (term, open) = Term::open(server.addr, &token).await?;
+            let (term, open) = Term::open(&server, &token).await?;
             if t == 0 {
                 cold.push(open.prompt);
             } else {
@@ -1031,6 +1183,105 @@ fn report(o: &Opts, sandbox: &Results, echo: &Results, refs: &(Res<f64>, f64), b
     }
 }
 
+/// Each headline figure of the external anchor beside warren's, with the
+/// ratio warren ÷ anchor (below 1 is better for times, CPU and memory;
+/// above 1 for throughput).
+fn report_anchor(anchor: &Results, ours: &[(&str, &Results)], terminado: &Res<(String, String)>) {
+    println!();
+    let version = match terminado {
+        Ok((_, v)) => v.clone(),
+        Err(skip) => {
+            println!("external anchor: {skip}");
+            return;
+        }
+    };
+    if anchor.throughput.is_none() {
+        println!("external anchor: not measured (see the errors above)");
+        return;
+    }
+    println!(
+        "against the external anchor, terminado {} (Tornado {}), same client, shell and sizes",
+        version.split(' ').next().unwrap_or("?"),
+        version.split(' ').nth(1).unwrap_or("?")
+    );
+    println!("ratio = warren ÷ anchor");
+    let mut head = format!("{:<40} {:>12}", "", "terminado");
+    for (name, _) in ours {
+        head += &format!(" {:>22}", name);
+    }
+    println!("{head}");
+    type Figure = fn(&Results) -> Option<(f64, &'static str)>;
+    let figures: [(&str, Figure); 9] = [
+        ("output throughput", |r| {
+            let t = r.throughput.as_ref()?;
+            Some((t.received as f64 / 1048576.0 / t.secs, "MiB/s"))
+        }),
+        ("server CPU per MiB", |r| {
+            let t = r.throughput.as_ref()?;
+            Some((
+                t.server_cpu * t.secs * 1000.0 / (t.received as f64 / 1048576.0),
+                "ms",
+            ))
+        }),
+        ("open a terminal, p50", |r| {
+            (!r.warm.is_empty())
+                .then(|| pct(&sorted(r.warm.iter().map(|x| x.prompt).collect()), 0.5))
+                .map(|d| (d.as_secs_f64() * 1000.0, "ms"))
+        }),
+        ("open a terminal, p99", |r| {
+            (!r.warm.is_empty())
+                .then(|| pct(&sorted(r.warm.iter().map(|x| x.prompt).collect()), 0.99))
+                .map(|d| (d.as_secs_f64() * 1000.0, "ms"))
+        }),
+        ("keystroke echo (bash readline), p50", |r| {
+            (!r.echo.is_empty()).then(|| {
+                (
+                    pct(&sorted(r.echo.clone()), 0.5).as_secs_f64() * 1000.0,
+                    "ms",
+                )
+            })
+        }),
+        ("keystroke echo (bash readline), p99", |r| {
+            (!r.echo.is_empty()).then(|| {
+                (
+                    pct(&sorted(r.echo.clone()), 0.99).as_secs_f64() * 1000.0,
+                    "ms",
+                )
+            })
+        }),
+        ("server RSS per idle terminal", |r| {
+            let m = r.memory.as_ref()?;
+            Some((
+                (m.rss_after.0 as f64 - m.rss_before.0 as f64) / m.terminals as f64,
+                "KiB",
+            ))
+        }),
+        ("server CPU during the transfer", |r| {
+            let t = r.throughput.as_ref()?;
+            Some((t.server_cpu, "cores"))
+        }),
+        ("whole machine busy during it", |r| {
+            let t = r.throughput.as_ref()?;
+            Some((t.machine_busy * 100.0, "%"))
+        }),
+    ];
+    for (name, f) in figures {
+        let Some((a, unit)) = f(anchor) else {
+            continue;
+        };
+        let mut line = format!("{name:<40} {:>12}", format!("{a:.2} {unit}"));
+        for (_, r) in ours {
+            let cell = match f(r) {
+                Some((v, _)) if a > 0.0 => format!("{v:.2} ({:.2}×)", v / a),
+                Some((v, _)) => format!("{v:.2}"),
+                None => "-".into(),
+            };
+            line += &format!(" {cell:>22}");
+        }
+        println!("{line}");
+    }
+}
+
 fn main() {
     let o = parse_opts();
     let bin_dir = std::env::current_exe()
@@ -1071,12 +1322,24 @@ fn main() {
     }
     eprintln!("[reference] bare PTY and vt100 alone: {} MiB each", o.mib);
     let refs = (bare_pty(o.mib), vt100_alone(o.mib));
-    let (mut sandbox, mut echo) = (Results::default(), Results::default());
+    let (mut sandbox, mut echo, mut anchor) =
+        (Results::default(), Results::default(), Results::default());
+    let terminado = terminado_python();
     let mut failed = false;
-    // The anchor first, then the sandboxes: same order for every phase.
-    for (backend, r) in [("echo", &mut echo), ("sandbox", &mut sandbox)] {
+    // The anchors first, then the sandboxes: same order for every phase.
+    for (backend, r) in [
+        ("terminado", &mut anchor),
+        ("echo", &mut echo),
+        ("sandbox", &mut sandbox),
+    ] {
         if o.only.as_deref().is_some_and(|b| b != backend) {
             continue;
+        }
+        if backend == "terminado" {
+            if let Err(skip) = &terminado {
+                eprintln!("bench-serve: {skip}");
+                continue;
+            }
         }
         let run = rt.block_on(async {
             latency_and_throughput(&warren, backend, tmp.path(), &o, r).await?;
@@ -1088,6 +1351,11 @@ fn main() {
         }
     }
     report(&o, &sandbox, &echo, &refs, busy_before);
+    report_anchor(
+        &anchor,
+        &[("sandbox", &sandbox), ("echo", &echo)],
+        &terminado,
+    );
     if o.keep {
         let dir = tmp.keep();
         eprintln!("bench-serve: kept {} (servers' logs: *.log)", dir.display());
