@@ -20,6 +20,7 @@ use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
 
 use crate::command::confine;
+use crate::connector;
 use crate::inside::*;
 use crate::join::{self, Target};
 use crate::network::{
@@ -34,6 +35,7 @@ use crate::reexec::reexec_as_init;
 pub fn create(
     spec: SandboxSpec,
     pty: Option<OwnedFd>,
+    connector: Option<OwnedFd>,
     report: &mut File,
 ) -> Result<Exit, SetupError> {
     detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
@@ -57,6 +59,10 @@ pub fn create(
     or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
     or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid))?; // counted before it runs anything
     let ns = or_kill_with(pid, open_namespaces_from_parent(&plan.network, pid))?; // while PID 1 is still dumpable
+    let connector_ns = or_kill_with(
+        pid,
+        connector::open_namespaces_from_parent(connector.as_ref(), pid),
+    )?; // likewise
     release(ready_w, pid, report)?;
     // While PID 1 builds the root: the filter first, then pasta, whose
     // route PID 1 waits for before any command, so nothing of the tenant
@@ -65,6 +71,10 @@ pub fn create(
     or_kill(pid, load_filter_from_parent(&plan.network, ns.as_ref()))?;
     let mut pasta = or_kill_with(pid, start_pasta_from_parent(&plan.network, ns))?;
     or_kill(pid, wait_for_pasta(&mut pasta, pid))?;
+    or_kill(
+        pid,
+        connector::start_from_parent(connector, connector_ns, &spec.tenant.slug),
+    )?; // the server reaches ports inside through it
     let exit = outside::supervise(pid, report); // until PID 1, and with it the sandbox, ends
     stop_pasta(pasta); // nothing of its network is left
     outside::remove_cgroup(cgroup, &spec, report);
