@@ -410,3 +410,173 @@ async fn websockets_and_big_downloads_pass_through() {
     );
     drop(term);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_link_works_expires_and_can_be_revoked() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    new_user(&server, "alice").await;
+    let mut term = server.open("alice").await;
+    term.run(
+        "mkdir -p ~/site && echo shared-by-alice > ~/site/index.html && \
+         (cd ~/site && exec python3 -m http.server 8001 --bind 127.0.0.1 >/dev/null 2>&1 &) ; echo O''K",
+        "OK",
+    )
+    .await;
+    let alice = server.login("alice").await;
+    let host = preview_host(&server, 8001, "alice");
+    let owner = preview_cookie(&server, &alice, &host).await;
+    assert_eq!(wait_for_app(&server, &host, &owner, "/").await.status, 200);
+
+    let mine = "/api/me/previews/8001/shares";
+    let make = |secs: u64| serde_json::to_vec(&serde_json::json!({ "expires_in": secs })).unwrap();
+    // The expiry is required and bounded.
+    for bad in [
+        serde_json::to_vec(&serde_json::json!({})).unwrap(),
+        make(5),
+        make(40 * 24 * 3600),
+    ] {
+        let r = api(server.addr, "POST", mine, Some(&alice), Some(bad)).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    assert_eq!(
+        api(server.addr, "POST", mine, None, Some(make(60)))
+            .await
+            .status,
+        401
+    );
+
+    // A visitor with no login at all gets in with the link, and keeps a
+    // cookie for that host only.
+    let visit = |url: &str| {
+        let prefix = format!("http://{host}");
+        url.strip_prefix(&prefix)
+            .unwrap_or_else(|| panic!("{url} is not on {prefix}"))
+            .to_string()
+    };
+    let r = api(server.addr, "POST", mine, Some(&alice), Some(make(3600))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let long = r.json();
+    let path = visit(long["url"].as_str().unwrap());
+    let r = get_as(server.addr, &host, &path, &[]).await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/")),
+        "{}",
+        r.body
+    );
+    let set = r.header("set-cookie").unwrap();
+    assert!(
+        set.contains("HttpOnly") && !set.to_ascii_lowercase().contains("domain="),
+        "{set}"
+    );
+    let shared = set
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("warren_preview=")
+        .unwrap()
+        .to_string();
+    let r = get_as(
+        server.addr,
+        &host,
+        "/index.html",
+        &[("cookie", &preview(&shared))],
+    )
+    .await;
+    assert_eq!((r.status, r.body.trim()), (200, "shared-by-alice"));
+    // Not a key to other ports.
+    let other = preview_host(&server, 8002, "alice");
+    let r = get_as(
+        server.addr,
+        &other,
+        &format!("/?{}", path.split('?').nth(1).unwrap()),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // Listed, then revoked: the link and the cookie it set stop at once.
+    let list = api(server.addr, "GET", mine, Some(&alice), None)
+        .await
+        .json();
+    assert_eq!(list["shares"].as_array().unwrap().len(), 1, "{list}");
+    let id = long["id"].as_str().unwrap();
+    let r = api(
+        server.addr,
+        "DELETE",
+        &format!("{mine}/{id}"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = get_as(
+        server.addr,
+        &host,
+        "/index.html",
+        &[("cookie", &preview(&shared))],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("expired or was revoked"), "{}", r.body);
+    assert!(!r.body.contains("shared-by-alice"));
+    assert_eq!(get_as(server.addr, &host, &path, &[]).await.status, 403);
+    let list = api(server.addr, "GET", mine, Some(&alice), None)
+        .await
+        .json();
+    assert_eq!(list["shares"][0]["active"], false, "{list}");
+
+    // The admin makes one too; it expires by itself.
+    let r = admin(
+        server.addr,
+        "POST",
+        "/api/users/alice/previews/8001/shares",
+        Some(serde_json::json!({ "expires_in": 10 })),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let short = r.json();
+    assert_eq!(short["created_by"], "admin");
+    let path = visit(short["url"].as_str().unwrap());
+    let r = get_as(server.addr, &host, &path, &[]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let c = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("warren_preview=")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get_as(server.addr, &host, "/", &[("cookie", &preview(&c))])
+            .await
+            .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let r = get_as(server.addr, &host, "/", &[("cookie", &preview(&c))]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(get_as(server.addr, &host, &path, &[]).await.status, 403);
+    // The owner's own access is untouched.
+    assert_eq!(
+        get_as(server.addr, &host, "/", &[("cookie", &preview(&owner))])
+            .await
+            .status,
+        200
+    );
+
+    let audit = admin(server.addr, "GET", "/api/audit?user=alice", None)
+        .await
+        .text();
+    for action in [
+        "preview.grant",
+        "preview.share.create",
+        "preview.share.revoke",
+    ] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
+    drop(term);
+}

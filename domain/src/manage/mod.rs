@@ -29,6 +29,7 @@ mod audit;
 mod exec;
 mod files;
 mod limits;
+mod previews;
 mod stats;
 mod terminals;
 mod users;
@@ -36,6 +37,7 @@ mod users;
 pub use archives::{Imported, ARCHIVE_TIMEOUT, EXPORT_COMMAND, IMPORT_COMMAND};
 pub use exec::{ExecRequest, Running};
 pub use files::{FileKind, FileStream, Uploaded, GET_COMMAND, PUT_COMMAND};
+pub use previews::{SHARE_MAX_SECS, SHARE_MIN_SECS};
 pub use stats::Stats;
 pub use users::Deleted;
 

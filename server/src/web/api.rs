@@ -137,7 +137,7 @@ where
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 /// The `/api` routes (merged into the app by [`super::http::app`]).
 /// The OpenAPI document: the app builder (`super::http::app`) hands it
@@ -238,7 +238,7 @@ fn check_admin(app: &AppState, headers: &HeaderMap) -> Result<(), (StatusCode, &
     ))
 }
 
-fn manager(app: &AppState) -> ApiResult<Arc<Manager>> {
+pub(super) fn manager(app: &AppState) -> ApiResult<Arc<Manager>> {
     app.manager().cloned().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -248,7 +248,7 @@ fn manager(app: &AppState) -> ApiResult<Arc<Manager>> {
 }
 
 /// Runs blocking state work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ManageError> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
@@ -730,7 +730,7 @@ pub(super) struct PutFileParams {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MeParams {
-    user: Option<String>,
+    pub(super) user: Option<String>,
 }
 
 /// A file or folder of your own home
@@ -801,7 +801,11 @@ pub(super) async fn put_my_file(
 /// The user of a request to `/api/me/...`: their login, from a page of
 /// this server (a cross-origin request is refused: the cookie would ride
 /// along).
-fn my_user(app: &AppState, headers: &HeaderMap, query_user: Option<&str>) -> ApiResult<String> {
+pub(super) fn my_user(
+    app: &AppState,
+    headers: &HeaderMap,
+    query_user: Option<&str>,
+) -> ApiResult<String> {
     app.origins()
         .check(headers)
         .map_err(|_| ApiError::new(StatusCode::FORBIDDEN, "cross-origin request refused"))?;

@@ -34,6 +34,7 @@ use super::api_wire::{
         (name = "files", description = "Files and folders of a home, by path"),
         (name = "terminals", description = "A tenant's open web terminals"),
         (name = "server", description = "Audit log, metrics, health and this document"),
+        (name = "previews", description = "Share links for the preview URLs of a tenant's ports (docs/previews.md)"),
     ),
     paths(
         super::api::openapi,
@@ -59,6 +60,12 @@ use super::api_wire::{
         super::api::audit,
         super::node::show_node,
         super::node::set_node,
+        super::api_previews::create_share,
+        super::api_previews::list_shares,
+        super::api_previews::revoke_share,
+        super::api_previews::create_my_share,
+        super::api_previews::list_my_shares,
+        super::api_previews::revoke_my_share,
     ),
     components(
         schemas(
@@ -66,6 +73,8 @@ use super::api_wire::{
             ExecRequest, ExecResult, ExecChunk, ExecEnd, Deleted, Imported, Uploaded, ShellUpdate, TerminalList,
             AuditLog, super::node::NodeView, super::node::NodeStateUpdate, super::node::GaugeView,
             super::node::NodeStateWire,
+            super::api_previews::ShareCreate, super::api_previews::ShareView,
+            super::api_previews::ShareList,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,

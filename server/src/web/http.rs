@@ -55,6 +55,7 @@ pub fn app(state: AppState) -> Router {
             super::api_doc::document(),
         ))
         .merge(super::node::routes(state.clone()))
+        .merge(super::api_previews::routes(state.clone()))
         .fallback(|| async { HttpError::NotFound })
         .layer(axum::middleware::from_fn(super::error::api_json_errors))
         .layer(axum::middleware::from_fn(super::body_deadline::read_within))

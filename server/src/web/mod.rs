@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod api_doc;
+pub mod api_previews;
 pub mod api_responses;
 pub mod api_wire;
 pub mod assets;

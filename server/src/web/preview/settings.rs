@@ -116,17 +116,39 @@ impl Previews {
         }
     }
 
+    /// `scheme://<port>-<user>.<domain>[:port]/`: where `user`'s `port` is
+    /// previewed, as seen from a request to the terminal's origin at
+    /// `authority` (behind a public URL: its scheme, the standard port).
+    pub fn preview_origin(&self, user: &str, port: u16, authority: &str) -> String {
+        let domain = &self.settings.domain;
+        match &self.main_origin {
+            Some(o) => {
+                let scheme = o.split("://").next().unwrap_or("https");
+                format!("{scheme}://{port}-{user}.{domain}")
+            }
+            None => {
+                let server_port = port_of(authority);
+                format!("http://{port}-{user}.{domain}{server_port}")
+            }
+        }
+    }
+
     /// The terminal's origin as seen from a request to `authority`.
     pub fn main_origin(&self, authority: &str) -> String {
         if let Some(o) = &self.main_origin {
             return o.trim_end_matches('/').to_string();
         }
-        let port = authority
-            .rsplit_once(':')
-            .map(|(_, p)| format!(":{p}"))
-            .unwrap_or_default();
-        format!("http://{}{port}", self.settings.domain)
+        format!("http://{}{}", self.settings.domain, port_of(authority))
     }
+}
+
+/// `:port` of a `host[:port]` value, or nothing.
+fn port_of(authority: &str) -> String {
+    authority
+        .rsplit_once(':')
+        .filter(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, p)| format!(":{p}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
