@@ -162,6 +162,14 @@ pub trait Sandbox: Send + Sync + 'static {
         })
     }
 
+    /// The TCP ports something listens on inside the sandbox's network
+    /// namespace (what previews can reach), sorted.
+    fn listening_ports(&self) -> Result<Vec<u16>, PortError> {
+        Err(PortError::Unavailable(
+            "this backend cannot reach ports in its sandboxes",
+        ))
+    }
+
     /// Live memory, CPU time and process count from the sandbox's cgroup,
     /// when it has one.
     fn usage(&self) -> Option<Usage>;

@@ -209,6 +209,13 @@ impl Sandbox for EchoSandbox {
         })
     }
 
+    /// The host's own listening ports (no isolation: development only).
+    fn listening_ports(&self) -> Result<Vec<u16>, PortError> {
+        Ok(warren_runtime::connector::listening_ports(
+            std::path::Path::new("/proc/self/net"),
+        ))
+    }
+
     /// The host's own loopback: the echo backend isolates nothing, so a
     /// "sandbox" port is a port of the host (development and tests only).
     fn connect_port(&self, port: u16) -> BoxFuture<'_, Result<std::net::TcpStream, PortError>> {

@@ -719,6 +719,23 @@ impl Sandbox for UserSandbox {
         self.shim_exited() || init_is_exiting(self.target.init_pid)
     }
 
+    fn listening_ports(&self) -> Result<Vec<u16>, PortError> {
+        if self.record.tier != warren_runtime::spec::Isolation::Namespaces {
+            return Err(PortError::Unavailable(
+                "this sandbox shares the host's network (no network namespace of its own)",
+            ));
+        }
+        let pid = self.target.init_pid;
+        if pid <= 1 || self.is_ending() {
+            return Err(PortError::NotRunning);
+        }
+        // PID 1's /proc/<pid>/net is its network namespace's, readable
+        // from the host like its counters (`network_usage`).
+        Ok(connector::listening_ports(std::path::Path::new(&format!(
+            "/proc/{pid}/net"
+        ))))
+    }
+
     fn connect_port(&self, port: u16) -> BoxFuture<'_, Result<std::net::TcpStream, PortError>> {
         Box::pin(async move {
             if self.record.tier != warren_runtime::spec::Isolation::Namespaces {

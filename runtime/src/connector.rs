@@ -192,9 +192,61 @@ fn connect_one(
     }
 }
 
+/// TCP ports listened on in the network namespace whose `net` directory
+/// of /proc is `proc_net` (`/proc/<pid>/net`): `tcp` and `tcp6`, sockets
+/// in state LISTEN, sorted, each once. Unreadable files count as none.
+pub fn listening_ports(proc_net: &std::path::Path) -> Vec<u16> {
+    let mut ports: Vec<u16> = ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(proc_net.join(f)).ok())
+        .flat_map(|text| parse_listening(&text))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The LISTEN (`0A`) sockets' local ports of a /proc/net/tcp{,6} table.
+fn parse_listening(table: &str) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            let port = local.rsplit_once(':')?.1;
+            (state == "0A")
+                .then(|| u16::from_str_radix(port, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_sockets_are_read_from_proc_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tcp"),
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F41 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0\n\
+   1: 0100007F:1F41 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 20 4 30 10 -1\n\
+   2: 00000000:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 3 1 0 100 0 0 10 0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("tcp6"),
+            "  sl  local_address remote_address st\n\
+   0: 00000000000000000000000001000000:1F41 00000000000000000000000000000000:0000 0A 0\n",
+        )
+        .unwrap();
+        assert_eq!(listening_ports(dir.path()), vec![3000, 8001]);
+        assert!(listening_ports(&dir.path().join("none")).is_empty());
+    }
     use nix::sys::socket::socketpair;
 
     fn pair() -> (OwnedFd, OwnedFd) {

@@ -1025,7 +1025,8 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         (
             "POST /api/me/previews/{port}/shares"
             | "GET /api/me/previews/{port}/shares"
-            | "DELETE /api/me/previews/{port}/shares/{share}",
+            | "DELETE /api/me/previews/{port}/shares/{share}"
+            | "GET /api/me/ports",
             403,
         ) => Some("a cross-origin request: the same check as /api/me/files, which server/tests/files.rs covers"),
         ("GET /api/audit", 400) => Some(
@@ -1216,6 +1217,16 @@ async fn previews(live: &Live<'_>, server: &TestServer) {
     .await;
     live.call("DELETE", md, &format!("{mp}/{id}"), Cred::None, None, 401)
         .await;
+
+    // The open ports (of the echo backend: the host's).
+    let t = "/api/me/ports";
+    let ports = live
+        .call("GET", t, t, Cred::Cookie(&alice), None, 200)
+        .await;
+    assert!(ports["ports"].is_array(), "{ports}");
+    live.call("GET", t, t, Cred::Cookie(&ghost), None, 404)
+        .await;
+    live.call("GET", t, t, Cred::None, None, 401).await;
 }
 
 /// The node's state and load; draining and back; a state that is none.

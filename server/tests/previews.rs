@@ -179,6 +179,30 @@ async fn a_preview_reaches_the_owners_app_and_nobody_elses() {
     let r = wait_for_app(&server, &host, &c, "/index.html").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body.trim(), "hello-from-alice");
+    // The page's list: the port is open in alice's sandbox (and only there).
+    let ports = api(server.addr, "GET", "/api/me/ports", Some(&alice), None).await;
+    let ports = ports.json();
+    assert_eq!(ports["running"], true, "{ports}");
+    let open: Vec<_> = ports["ports"].as_array().unwrap().iter().collect();
+    let p8001 = open
+        .iter()
+        .find(|p| p["port"] == 8001)
+        .unwrap_or_else(|| panic!("{ports}"));
+    assert_eq!(p8001["host"], host.as_str());
+    let bob_ports = api(
+        server.addr,
+        "GET",
+        "/api/me/ports",
+        Some(&server.login("bob").await),
+        None,
+    )
+    .await;
+    assert_eq!(
+        bob_ports.json()["ports"],
+        serde_json::json!([]),
+        "bob has no sandbox"
+    );
+
     // The owner's token as a Bearer works too.
     let r = get_as(
         server.addr,

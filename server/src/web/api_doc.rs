@@ -66,6 +66,7 @@ use super::api_wire::{
         super::api_previews::create_my_share,
         super::api_previews::list_my_shares,
         super::api_previews::revoke_my_share,
+        super::api_previews::my_ports,
     ),
     components(
         schemas(
@@ -74,7 +75,8 @@ use super::api_wire::{
             AuditLog, super::node::NodeView, super::node::NodeStateUpdate, super::node::GaugeView,
             super::node::NodeStateWire,
             super::api_previews::ShareCreate, super::api_previews::ShareView,
-            super::api_previews::ShareList,
+            super::api_previews::ShareList, super::api_previews::OpenPorts,
+            super::api_previews::OpenPort,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,

@@ -31,6 +31,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin));
     Router::new()
+        .route("/api/me/ports", get(my_ports))
         .route(
             "/api/me/previews/{port}/shares",
             get(list_my_shares).post(create_my_share),
@@ -125,6 +126,85 @@ pub struct MySharePath {
     /// A share link's id
     #[param(min_length = 1, max_length = 64)]
     pub share: String,
+}
+
+/// A port something listens on in your sandbox
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenPort {
+    pub port: u16,
+    /// Its preview host, `<port>-<user>.<preview domain>[:port]`
+    pub host: String,
+    /// Its preview URL (the first visit goes through `/preview/auth` on this origin)
+    pub url: String,
+}
+
+/// The ports something listens on in your sandbox
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenPorts {
+    /// Whether your sandbox is running (no sandbox: no ports)
+    pub running: bool,
+    /// Sorted by port
+    pub ports: Vec<OpenPort>,
+    /// Why the ports cannot be listed or reached, when they cannot (a sandbox without a network namespace of its own)
+    pub unavailable: Option<String>,
+}
+
+/// The ports open in your sandbox, with their preview URLs
+///
+/// TCP ports something listens on inside your sandbox's own network namespace (read from its `/proc/net/tcp` and `tcp6`), for the page's list of previews. A visit does not start the sandbox.
+#[utoipa::path(
+    get,
+    path = "/api/me/ports",
+    operation_id = "listMyPorts",
+    security(("userSession" = [])),
+    tag = "previews",
+    responses(
+        (status = 200, description = "The listening ports", body = OpenPorts),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn my_ports(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<MeParams>,
+) -> ApiResult<Response> {
+    let me = my_user(&app, &headers, p.user.as_deref())?;
+    let m = manager(&app)?;
+    let id = me.clone();
+    blocking(move || m.show(&id)).await?;
+    let user = warren_domain::user::UserId::parse(&me)
+        .map_err(|e| super::error::ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let sandbox = app.registry().sessions_of(&user).sandbox;
+    let (ports, unavailable) = match sandbox.as_ref().map(|s| s.listening_ports()) {
+        None | Some(Err(warren_domain::backend::PortError::NotRunning)) => (Vec::new(), None),
+        Some(Ok(p)) => (p, None),
+        Some(Err(e)) => (Vec::new(), Some(e.to_string())),
+    };
+    let previews = app.previews();
+    let here = authority(&headers);
+    let ports = ports
+        .into_iter()
+        .map(|port| {
+            let origin = previews.preview_origin(&me, port, &here);
+            OpenPort {
+                port,
+                host: origin.split("://").nth(1).unwrap_or_default().to_string(),
+                url: format!("{origin}/"),
+            }
+        })
+        .collect();
+    Ok(Json(OpenPorts {
+        running: sandbox.is_some(),
+        ports,
+        unavailable,
+    })
+    .into_response())
 }
 
 fn view(app: &AppState, authority: &str, s: PreviewShare) -> ShareView {
