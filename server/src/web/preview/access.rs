@@ -85,38 +85,47 @@ pub async fn visit(app: &AppState, target: &Target, req: Request) -> Response {
     }
 }
 
-/// The visitor's credential on the preview host: a Bearer token of the
-/// owner, or a preview cookie for this host (the owner's, or a share's
-/// that still holds).
+/// The visitor's credential on the preview host: a preview cookie for
+/// this host (the owner's, or a share's that still holds), or a Bearer
+/// token of the owner. A Bearer that is not warren's is the app's own.
 async fn check(app: &AppState, target: &Target, headers: &HeaderMap) -> Result<(), Denied> {
     if app.auth().mode() == AuthMode::None {
         return Ok(()); // no login at all (loopback only): nothing to check
     }
-    let creds = Credentials::from_request(headers, None, None);
-    if let Some(bearer) = creds.bearer {
-        let only_bearer = Credentials {
-            bearer: Some(bearer),
-            ..Default::default()
-        };
-        return match app.auth().authenticate(&only_bearer) {
-            Ok(user) if user == target.user => Ok(()),
-            Ok(_) => Err(Denied::OtherUser),
-            Err(_) => Err(Denied::Invalid("the bearer token is not valid")),
-        };
-    }
-    let Some(cookie) = preview_cookie(headers) else {
-        return Err(Denied::Anonymous);
+    let cookie = match preview_cookie(headers) {
+        Some(c) => app.previews().read_cookie(c, &target.name),
+        None => None,
     };
-    match app.previews().read_cookie(cookie, &target.name) {
-        Some(CookieFor::Owner) => Ok(()),
-        Some(CookieFor::Share(id)) => match super::shares::still_valid(app, target, &id).await {
-            true => Ok(()),
-            false => Err(Denied::Invalid(
-                "this share link has expired or was revoked",
-            )),
-        },
-        // Expired or from another host or server: ask again.
+    match cookie {
+        Some(CookieFor::Owner) => return Ok(()),
+        Some(CookieFor::Share(id)) => {
+            return match super::shares::still_valid(app, target, &id).await {
+                true => Ok(()),
+                false => Err(Denied::Invalid(
+                    "this share link has expired or was revoked",
+                )),
+            }
+        }
+        // None, expired, or another host's or server's: ask again.
+        None => {}
+    }
+    match warren_bearer(app, headers) {
+        Some(user) if user == target.user => Ok(()),
+        Some(_) => Err(Denied::OtherUser),
         None => Err(Denied::Anonymous),
+    }
+}
+
+/// The user a Bearer token of this server names, if the request has one.
+pub fn warren_bearer(app: &AppState, headers: &HeaderMap) -> Option<warren_domain::user::UserId> {
+    let bearer = Credentials::from_request(headers, None, None).bearer?;
+    let only_bearer = Credentials {
+        bearer: Some(bearer),
+        ..Default::default()
+    };
+    match app.auth().mode() {
+        AuthMode::None => None,
+        _ => app.auth().authenticate(&only_bearer).ok(),
     }
 }
 

@@ -63,6 +63,8 @@ pub async fn forward(app: &AppState, target: &Target, mut req: Request) -> Respo
         }
     };
     let upgrade = wants_upgrade(req.headers());
+    // warren's own token stays here; an app's own Bearer passes.
+    let strip_bearer = super::access::warren_bearer(app, req.headers()).is_some();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
@@ -76,7 +78,7 @@ pub async fn forward(app: &AppState, target: &Target, mut req: Request) -> Respo
         let _ = conn.with_upgrades().await;
     });
     let metrics = Arc::clone(app.metrics());
-    let upstream = to_upstream(req, upgrade, target, Arc::clone(&metrics));
+    let upstream = to_upstream(req, upgrade, strip_bearer, target, Arc::clone(&metrics));
     let mut res = match sender.send_request(upstream).await {
         Ok(r) => r,
         Err(e) => {
@@ -126,6 +128,7 @@ async fn splice(
 fn to_upstream(
     req: Request,
     upgrade: bool,
+    strip_bearer: bool,
     target: &Target,
     metrics: Arc<Metrics>,
 ) -> hyper::Request<Body> {
@@ -141,7 +144,7 @@ fn to_upstream(
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h, upgrade);
-    strip_credentials(h);
+    strip_credentials(h, strip_bearer);
     if !h.contains_key(header::HOST) {
         if let Ok(v) = HeaderValue::from_str(&target.authority) {
             h.insert(header::HOST, v);
@@ -203,9 +206,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Takes out warren's cookies and a Bearer `Authorization` (other schemes
-/// are the app's own).
-fn strip_credentials(h: &mut HeaderMap) {
+/// Takes out warren's cookies and, when it is warren's, the Bearer
+/// `Authorization` (other tokens and schemes are the app's own).
+fn strip_credentials(h: &mut HeaderMap, strip_bearer: bool) {
     let kept: Vec<String> = h
         .get_all(COOKIE)
         .iter()
@@ -229,7 +232,7 @@ fn strip_credentials(h: &mut HeaderMap) {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
-    if bearer {
+    if bearer && strip_bearer {
         h.remove(AUTHORIZATION);
     }
 }
@@ -274,7 +277,7 @@ mod tests {
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("te", HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut h, false);
-        strip_credentials(&mut h);
+        strip_credentials(&mut h, true);
         assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
         assert!(h.get(AUTHORIZATION).is_none());
         assert!(h.get("x-private").is_none() && h.get("te").is_none());
@@ -285,9 +288,14 @@ mod tests {
         h.insert(UPGRADE, HeaderValue::from_static("websocket"));
         assert!(wants_upgrade(&h));
         strip_hop_by_hop(&mut h, true);
-        strip_credentials(&mut h);
+        strip_credentials(&mut h, true);
         assert_eq!(h.get(AUTHORIZATION).unwrap(), "Basic dTpw");
         assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
+        // A Bearer that is not warren's is the app's own.
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer the-apps-own"));
+        strip_credentials(&mut h, false);
+        assert_eq!(h.get(AUTHORIZATION).unwrap(), "Bearer the-apps-own");
     }
 
     #[test]
