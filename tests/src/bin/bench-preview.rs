@@ -126,7 +126,14 @@ async fn run(o: Opts) -> Result<(), String> {
     };
     let mut shim = std::env::current_exe().map_err(|e| e.to_string())?;
     shim.set_file_name("warren-shim");
-    let backend = SandboxBackend::new(settings, Default::default(), false).with_shim(shim);
+    // No CPU quota: the client inside must not be throttled where the one
+    // outside is not (both share the machine's cores alike).
+    let limits = warren_runtime::cgroups::Limits {
+        memory_bytes: Some(1 << 30),
+        cpu: None,
+        pids: Some(512),
+    };
+    let backend = SandboxBackend::new(settings, limits, false).with_shim(shim);
     let config = ServeConfig {
         listen: "127.0.0.1:0".parse().expect("an address"),
         auth: Auth::jwt(SECRET.to_vec()),
@@ -253,7 +260,7 @@ async fn run(o: Opts) -> Result<(), String> {
 
     let ms = |s: f64| s * 1000.0;
     println!(
-        "preview proxy, {} requests (a new connection each) and a {} MiB download, python3 http.server in the sandbox\n",
+        "preview proxy, {} requests (a new connection each) and a {} MiB download, python3 http.server in the sandbox (no CPU quota)\n",
         o.requests, o.mib
     );
     println!(
