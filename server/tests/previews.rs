@@ -604,3 +604,35 @@ async fn a_share_link_works_expires_and_can_be_revoked() {
     }
     drop(term);
 }
+
+/// The landlock tier shares the host's network: there is no namespace of
+/// the sandbox's own to reach into, and a preview says so (never the
+/// host's port of that number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_are_unavailable_in_the_landlock_tier() {
+    if warren_runtime::sys::landlock_abi() == 0 {
+        let must_run = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+            || std::env::var("WARREN_MUST_RUN").is_ok_and(|v| v == "1");
+        assert!(!must_run, "CI requires Landlock for the landlock tier");
+        eprintln!("SKIP: this kernel has no Landlock: the landlock tier cannot run");
+        return;
+    }
+    let d = dirs();
+    let server = sandbox_server_in(&d, warren_runtime::spec::Isolation::Landlock).await;
+    let term = server.open("alice").await;
+    assert_eq!(term.hello.as_ref().unwrap()["tier"], "landlock");
+    let alice = server.login("alice").await;
+    // A port the host listens on, to be sure it is not what is reached.
+    let host_app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host_app.local_addr().unwrap().port();
+    let host = preview_host(&server, port, "alice");
+    let c = preview_cookie(&server, &alice, &host).await;
+    let r = get_as(server.addr, &host, "/", &[("cookie", &preview(&c))]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("shares the host&#39;s network"),
+        "{}",
+        r.body
+    );
+    drop(term);
+}

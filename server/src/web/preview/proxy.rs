@@ -293,7 +293,10 @@ mod tests {
         assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
         // A Bearer that is not warren's is the app's own.
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer the-apps-own"));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer the-apps-own"),
+        );
         strip_credentials(&mut h, false);
         assert_eq!(h.get(AUTHORIZATION).unwrap(), "Bearer the-apps-own");
     }
