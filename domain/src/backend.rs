@@ -150,7 +150,7 @@ pub trait Sandbox: Send + Sync + 'static {
         stdio: ExecStdio,
     ) -> BoxFuture<'_, Result<ExecChild, BackendError>>;
 
-    /// A TCP connection to 127.0.0.1:`port` (or [::1]) inside the
+    /// A TCP connection to 127.0.0.1:`port` (or `[::1]`) inside the
     /// sandbox's own network namespace, non-blocking; no host port is
     /// opened. Backends that cannot reach in say so.
     fn connect_port(&self, port: u16) -> BoxFuture<'_, Result<std::net::TcpStream, PortError>> {

@@ -153,7 +153,7 @@ pub fn serve(sock: &impl AsFd) -> Result<(), Errno> {
     }
 }
 
-/// Connects to 127.0.0.1:`port`, then [::1]:`port` when IPv4 is refused
+/// Connects to 127.0.0.1:`port`, then `[::1]:port` when IPv4 is refused
 /// (a server bound to ::1 only).
 fn connect_loopback(port: u16) -> Result<OwnedFd, Errno> {
     if port == 0 {

@@ -117,7 +117,7 @@ fn host_name(raw: &str) -> Option<String> {
     valid.then_some(host)
 }
 
-/// [`host_name`] for other checks (the preview hosts, `super::preview`).
+/// The host part of a `Host` value (see `host_name`) for other checks (the preview hosts, `super::preview`).
 pub fn name_of(raw: &str) -> Option<String> {
     host_name(raw)
 }

@@ -14,7 +14,7 @@
 //! (a connection to warren, the connector's round trip, a second hop)
 //! costs. Needs what sandboxes need (root, or user namespaces).
 //!
-//! Options: `--requests N` [2000], `--mib N` [256].
+//! Options (defaults in brackets): `--requests N` \[2000\], `--mib N` \[256\].
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Preview URLs (docs/previews.md): `http://<port>-<user>.<preview
-//! domain>/<path>` is proxied to 127.0.0.1:<port> inside that user's
+//! domain>/<path>` is proxied to `127.0.0.1:<port>` inside that user's
 //! sandbox, through its own network namespace (`Sandbox::connect_port`).
 //!
 //! A preview host is never the terminal's origin: a page a user's app
