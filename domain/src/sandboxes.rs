@@ -416,7 +416,7 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
 
 /// The server's end of a sandbox's connector (`runtime::connector`): one
 /// request at a time, each a round trip on a local socket.
-struct Connector(Arc<Mutex<OwnedFd>>);
+struct Connector(Arc<Mutex<(OwnedFd, u32)>>);
 
 /// How long the connector may take to answer (it connects on loopback).
 const CONNECTOR_ANSWER: Duration = Duration::from_secs(5);
@@ -425,7 +425,7 @@ impl Connector {
     fn new(fd: OwnedFd) -> Connector {
         // Best effort: without it a stuck connector holds one request.
         let _ = connector::set_answer_timeout(&fd, CONNECTOR_ANSWER);
-        Connector(Arc::new(Mutex::new(fd)))
+        Connector(Arc::new(Mutex::new((fd, 0))))
     }
 
     async fn connect(&self, port: u16) -> Result<std::net::TcpStream, PortError> {
@@ -433,8 +433,9 @@ impl Connector {
         let failed =
             |source: Box<dyn std::error::Error + Send + Sync>| PortError::Failed { port, source };
         let got = tokio::task::spawn_blocking(move || {
-            let sock = sock.lock().map_err(|_| connector::ConnectError::Gone)?;
-            connector::request(&*sock, port)
+            let mut held = sock.lock().map_err(|_| connector::ConnectError::Gone)?;
+            held.1 = held.1.wrapping_add(1);
+            connector::request(&held.0, port, held.1)
         })
         .await
         .map_err(|e| failed(e.into()))?;

@@ -52,49 +52,57 @@ pub enum ConnectError {
 
 /// The server's side: asks the connector on `sock` for a connection to
 /// `port` and returns the connected (blocking) socket. The caller keeps
-/// one request at a time on a socket (the answers are not tagged).
-pub fn request(sock: &impl AsFd, port: u16) -> Result<OwnedFd, ConnectError> {
+/// one request at a time on a socket, each with a new `seq`; answers to
+/// earlier ones (given up on after the answer timeout) are dropped.
+pub fn request(sock: &impl AsFd, port: u16, seq: u32) -> Result<OwnedFd, ConnectError> {
     if port == 0 {
         return Err(ConnectError::BadPort);
     }
     let fd = sock.as_fd().as_raw_fd();
     let failed = |source| ConnectError::Failed { port, source };
-    match sendmsg::<()>(
-        fd,
-        &[IoSlice::new(&port.to_be_bytes())],
-        &[],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    ) {
+    let mut ask = [0u8; 6];
+    ask[..2].copy_from_slice(&port.to_be_bytes());
+    ask[2..].copy_from_slice(&seq.to_be_bytes());
+    match sendmsg::<()>(fd, &[IoSlice::new(&ask)], &[], MsgFlags::MSG_NOSIGNAL, None) {
         Ok(_) => {}
         Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => return Err(ConnectError::Gone),
         Err(e) => return Err(failed(e)),
     }
-    let mut status = [0u8; 4];
-    let mut iov = [IoSliceMut::new(&mut status)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = loop {
-        match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+    loop {
+        let mut answer = [0u8; 8];
+        let mut iov = [IoSliceMut::new(&mut answer)];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let msg = match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
             Err(Errno::EINTR) => continue,
             Err(Errno::ECONNRESET) => return Err(ConnectError::Gone),
             Err(e) => return Err(failed(e)),
-            Ok(m) => break m,
-        }
-    };
-    let mut got = None;
-    for c in msg.cmsgs().map_err(failed)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for &f in &fds {
-                // The kernel just installed these fds for us alone.
-                let owned = sys::own_fd(f);
-                got = got.or(Some(owned));
+            Ok(m) => m,
+        };
+        let mut got = None;
+        for c in msg.cmsgs().map_err(failed)? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for &f in &fds {
+                    // The kernel just installed these fds for us alone.
+                    let owned = sys::own_fd(f);
+                    got = got.or(Some(owned));
+                }
             }
         }
+        if msg.bytes == 0 {
+            return Err(ConnectError::Gone);
+        }
+        let status = i32::from_be_bytes(answer[..4].try_into().expect("4 bytes"));
+        if u32::from_be_bytes(answer[4..].try_into().expect("4 bytes")) != seq {
+            continue; // a late answer to a request given up on: its socket closes here
+        }
+        return answer_of(port, status, got);
     }
-    if msg.bytes == 0 {
-        return Err(ConnectError::Gone);
-    }
-    match (i32::from_be_bytes(status), got) {
+}
+
+/// The connected socket, or why there is none.
+fn answer_of(port: u16, status: i32, got: Option<OwnedFd>) -> Result<OwnedFd, ConnectError> {
+    let failed = |source| ConnectError::Failed { port, source };
+    match (status, got) {
         (0, Some(stream)) => Ok(stream),
         (0, None) => Err(failed(Errno::EBADMSG)),
         (code, _) if code == Errno::ECONNREFUSED as i32 => Err(ConnectError::NotListening(port)),
@@ -118,8 +126,8 @@ fn timeval(d: Duration) -> TimeVal {
 pub fn serve(sock: &impl AsFd) -> Result<(), Errno> {
     let fd = sock.as_fd().as_raw_fd();
     loop {
-        let mut port = [0u8; 2];
-        let mut iov = [IoSliceMut::new(&mut port)];
+        let mut ask = [0u8; 6];
+        let mut iov = [IoSliceMut::new(&mut ask)];
         let n = match recvmsg::<()>(fd, &mut iov, None, MsgFlags::empty()) {
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
@@ -128,21 +136,22 @@ pub fn serve(sock: &impl AsFd) -> Result<(), Errno> {
         if n == 0 {
             return Ok(()); // the server let go of the sandbox
         }
-        let answer = match n {
-            2 => connect_loopback(u16::from_be_bytes(port)),
+        let result = match n {
+            6 => connect_loopback(u16::from_be_bytes([ask[0], ask[1]])),
             _ => Err(Errno::EINVAL),
         };
-        let sent = match &answer {
+        let mut answer = [0u8; 8];
+        answer[4..].copy_from_slice(&ask[2..]);
+        let sent = match &result {
             Ok(stream) => {
                 let fds = [stream.as_raw_fd()];
                 let cmsg = [ControlMessage::ScmRights(&fds)];
-                let ok = 0i32.to_be_bytes();
-                let iov = [IoSlice::new(&ok)];
+                let iov = [IoSlice::new(&answer)];
                 sendmsg::<()>(fd, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)
             }
             Err(e) => {
-                let code = (*e as i32).to_be_bytes();
-                let iov = [IoSlice::new(&code)];
+                answer[..4].copy_from_slice(&(*e as i32).to_be_bytes());
+                let iov = [IoSlice::new(&answer)];
                 sendmsg::<()>(fd, &iov, &[], MsgFlags::MSG_NOSIGNAL, None)
             }
         };
@@ -265,16 +274,43 @@ mod tests {
         let worker = std::thread::spawn(move || serve(&connector));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stream = request(&server, port).unwrap();
+        let stream = request(&server, port, 1).unwrap();
         let (_, peer) = listener.accept().unwrap();
         let local = std::net::TcpStream::from(stream).local_addr().unwrap();
         assert_eq!(local, peer);
         drop(listener);
         assert!(matches!(
-            request(&server, port),
+            request(&server, port, 2),
             Err(ConnectError::NotListening(p)) if p == port
         ));
-        assert!(matches!(request(&server, 0), Err(ConnectError::BadPort)));
+        assert!(matches!(request(&server, 0, 3), Err(ConnectError::BadPort)));
+        drop(server);
+        worker.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_late_answer_is_dropped() {
+        let (server, connector) = pair();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // An answer to request 7, which the server gave up on, waits first.
+        let stale = [0, 0, 0, 0, 0, 0, 0, 7];
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let fds = [s.as_raw_fd()];
+        sendmsg::<()>(
+            connector.as_raw_fd(),
+            &[IoSlice::new(&stale)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let worker = std::thread::spawn(move || serve(&connector));
+        let (_, first) = listener.accept().unwrap();
+        let got = std::net::TcpStream::from(request(&server, port, 8).unwrap());
+        let (_, second) = listener.accept().unwrap();
+        assert_eq!(got.local_addr().unwrap(), second);
+        assert_ne!(second, first);
         drop(server);
         worker.join().unwrap().unwrap();
     }
@@ -283,6 +319,6 @@ mod tests {
     fn a_gone_connector_is_gone() {
         let (server, connector) = pair();
         drop(connector);
-        assert!(matches!(request(&server, 80), Err(ConnectError::Gone)));
+        assert!(matches!(request(&server, 80, 1), Err(ConnectError::Gone)));
     }
 }
