@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::super::auth::{AuthMode, Credentials};
 use super::super::jwt;
 use super::super::state::AppState;
-use super::cookies::{cookie, over_https, preview_cookie, see_other, with_cookie};
+use super::cookies::{cookie, over_https, preview_cookie, see_other, warren_bearer, with_cookie};
 use super::settings::{classify, HostKind, Previews, Target};
 use super::{page, proxy};
 
@@ -109,23 +109,10 @@ async fn check(app: &AppState, target: &Target, headers: &HeaderMap) -> Result<(
         // None, expired, or another host's or server's: ask again.
         None => {}
     }
-    match warren_bearer(app, headers) {
+    match warren_bearer(app.auth(), headers) {
         Some(user) if user == target.user => Ok(()),
         Some(_) => Err(Denied::OtherUser),
         None => Err(Denied::Anonymous),
-    }
-}
-
-/// The user a Bearer token of this server names, if the request has one.
-pub fn warren_bearer(app: &AppState, headers: &HeaderMap) -> Option<warren_domain::user::UserId> {
-    let bearer = Credentials::from_request(headers, None, None).bearer?;
-    let only_bearer = Credentials {
-        bearer: Some(bearer),
-        ..Default::default()
-    };
-    match app.auth().mode() {
-        AuthMode::None => None,
-        _ => app.auth().authenticate(&only_bearer).ok(),
     }
 }
 

@@ -1,8 +1,12 @@
-//! The preview host's cookie and the redirects that set it.
+//! The preview host's credentials: its cookie, the redirects that set
+//! it, and warren's own Bearer token.
 
 use axum::http::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use warren_domain::user::UserId;
+
+use super::super::auth::{Auth, AuthMode, Credentials};
 
 /// The preview host's own cookie (never the terminal's).
 pub const PREVIEW_COOKIE: &str = "warren_preview";
@@ -53,4 +57,18 @@ pub fn preview_cookie(headers: &HeaderMap) -> Option<&str> {
             let (name, value) = pair.trim().split_once('=')?;
             (name == PREVIEW_COOKIE && !value.is_empty()).then_some(value)
         })
+}
+
+/// The user a Bearer token of this server names, if the request has one
+/// (another Bearer is the app's own).
+pub fn warren_bearer(auth: &Auth, headers: &HeaderMap) -> Option<UserId> {
+    let bearer = Credentials::from_request(headers, None, None).bearer?;
+    let only_bearer = Credentials {
+        bearer: Some(bearer),
+        ..Default::default()
+    };
+    match auth.mode() {
+        AuthMode::None => None,
+        _ => auth.authenticate(&only_bearer).ok(),
+    }
 }

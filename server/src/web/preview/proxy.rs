@@ -64,7 +64,7 @@ pub async fn forward(app: &AppState, target: &Target, mut req: Request) -> Respo
     };
     let upgrade = wants_upgrade(req.headers());
     // warren's own token stays here; an app's own Bearer passes.
-    let strip_bearer = super::access::warren_bearer(app, req.headers()).is_some();
+    let strip_bearer = super::cookies::warren_bearer(app.auth(), req.headers()).is_some();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
