@@ -22,7 +22,7 @@ packages=(
   qemu-system-x86 linux-image-amd64   # the cgroup-v2 VM and its kernel
   systemd                  # systemd-analyze verify of deploy/ (server/tests/deploy.rs)
   chromium                 # the browser end-to-end test (tests/e2e)
-  python3 python3-venv     # schemathesis for the API fuzzer (tests/fuzz), the Python client's tests
+  python3 python3-venv     # schemathesis for the API fuzzer (tests/fuzz), the Python client's tests; the apps in server/tests/previews.rs
   passt nftables dnsmasq-base   # a sandbox's network: pasta, its egress filter; the tests' fake internet (tests/fakenet)
   e2fsprogs mount          # per-home disk images: mkfs.ext4, tune2fs, resize2fs, losetup (docs/disk.md)
   haproxy socat jq curl    # deploy/haproxy and its test (server/tests/scale_out.rs, deploy/check.sh)

@@ -39,7 +39,7 @@ cargo build --workspace --all-targets
 # The integration tests exec target/debug/{warren,warren-shim}; list their
 # test executables once so the other modes can run the same files.
 mapfile -t test_bins < <( (cargo test -p warren-tests --no-run --message-format=json;
-  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --test api_fuzz_findings --test import_atomic --test files --test logs --test login_shell --test sandbox_record --test node --test disk_limits --test terminal_burst --test services --no-run --message-format=json) 2>/dev/null \
+  cargo test -p warren --test real_sandboxes --test backpressure --test sandbox_lifecycle --test doctor --test api --test cli_users --test api_fuzz_findings --test import_atomic --test files --test logs --test login_shell --test sandbox_record --test node --test disk_limits --test terminal_burst --test services --test previews --no-run --message-format=json) 2>/dev/null \
   | grep -E '"profile":\{[^}]*"test":true' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 [[ ${#test_bins[@]} -gt 0 ]] || { echo "matrix: no integration test binaries found" >&2; exit 1; }
 

@@ -85,6 +85,29 @@ pub const JOIN_STEPS: [&str; 5] = [
     "join cgroup",
 ];
 
+/// Why a TCP port inside a sandbox could not be reached
+/// ([`Sandbox::connect_port`]; previews, docs/previews.md).
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// Nothing listens on that port in the sandbox (connection refused).
+    #[error("nothing is listening on port {0}")]
+    NotListening(u16),
+    /// The sandbox ended or is ending.
+    #[error("the sandbox is not running")]
+    NotRunning,
+    /// This sandbox has no network namespace of its own to reach into
+    /// (the tiers without namespaces share the host's).
+    #[error("ports in this sandbox cannot be reached: {0}")]
+    Unavailable(&'static str),
+    /// Any other failure, for the server's log.
+    #[error("reaching port {port} in the sandbox: {source}")]
+    Failed {
+        port: u16,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
 /// Starts sandboxes. One per server.
 pub trait Backend: Send + Sync + 'static {
     /// The isolation tier its sandboxes run in (one per server).
@@ -126,6 +149,26 @@ pub trait Sandbox: Send + Sync + 'static {
         cmd: ExecCommand,
         stdio: ExecStdio,
     ) -> BoxFuture<'_, Result<ExecChild, BackendError>>;
+
+    /// A TCP connection to 127.0.0.1:`port` (or `[::1]`) inside the
+    /// sandbox's own network namespace, non-blocking; no host port is
+    /// opened. Backends that cannot reach in say so.
+    fn connect_port(&self, port: u16) -> BoxFuture<'_, Result<std::net::TcpStream, PortError>> {
+        let _ = port;
+        Box::pin(async {
+            Err(PortError::Unavailable(
+                "this backend cannot reach ports in its sandboxes",
+            ))
+        })
+    }
+
+    /// The TCP ports something listens on inside the sandbox's network
+    /// namespace (what previews can reach), sorted.
+    fn listening_ports(&self) -> Result<Vec<u16>, PortError> {
+        Err(PortError::Unavailable(
+            "this backend cannot reach ports in its sandboxes",
+        ))
+    }
 
     /// Live memory, CPU time and process count from the sandbox's cgroup,
     /// when it has one.

@@ -23,8 +23,8 @@ use warren_runtime::record::SandboxRecord;
 use warren_runtime::spec::Isolation;
 
 use crate::backend::{
-    Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio, ProcessExit, Sandbox,
-    Spawned, TerminalProcess,
+    Backend, BackendError, BoxFuture, ExecChild, ExecCommand, ExecStdio, PortError, ProcessExit,
+    Sandbox, Spawned, TerminalProcess,
 };
 use crate::pty;
 use crate::user::UserId;
@@ -206,6 +206,33 @@ impl Sandbox for EchoSandbox {
                     child: std::sync::Mutex::new(child),
                 }),
             })
+        })
+    }
+
+    /// The host's own listening ports (no isolation: development only).
+    fn listening_ports(&self) -> Result<Vec<u16>, PortError> {
+        Ok(warren_runtime::connector::listening_ports(
+            std::path::Path::new("/proc/self/net"),
+        ))
+    }
+
+    /// The host's own loopback: the echo backend isolates nothing, so a
+    /// "sandbox" port is a port of the host (development and tests only).
+    fn connect_port(&self, port: u16) -> BoxFuture<'_, Result<std::net::TcpStream, PortError>> {
+        Box::pin(async move {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => s.into_std().map_err(|e| PortError::Failed {
+                    port,
+                    source: e.into(),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Err(PortError::NotListening(port))
+                }
+                Err(e) => Err(PortError::Failed {
+                    port,
+                    source: e.into(),
+                }),
+            }
         })
     }
 

@@ -19,6 +19,7 @@ use warren_runtime::network::NetworkPolicy;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use warren_runtime::cgroups::{Cgroups, Limits, Roots};
+use warren_runtime::connector;
 use warren_runtime::disk::{DiskBackend, DiskLimits};
 use warren_runtime::launch::{self, JoinTarget, Mode};
 use warren_runtime::record::SandboxRecord;
@@ -27,8 +28,8 @@ use warren_runtime::spec::Isolation;
 use warren_runtime::spec::SandboxSpec;
 
 use crate::backend::{
-    Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio, ProcessExit,
-    Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
+    Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio, PortError,
+    ProcessExit, Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
 use crate::child::wait_child;
 use crate::sandbox::{prepare, PrepareError, Request, Settings};
@@ -298,7 +299,7 @@ impl Backend for SandboxBackend {
             .await
             .map_err(|e| err("prepare sandbox", e))?
             .map_err(|e| err("prepare sandbox", e))?;
-            let launched = launch::start(
+            let launched = launch::start_with_connector(
                 &self.shim,
                 &spec,
                 Stdio::null(),
@@ -306,6 +307,7 @@ impl Backend for SandboxBackend {
                 Stdio::inherit(),
             )
             .map_err(|e| err("start warren-shim", e))?;
+            let connector = launched.connector.map(Connector::new);
             let shim = Arc::new(Mutex::new(launched.child));
             let shim_pid = shim.lock().map(|c| c.id() as i32).unwrap_or(0);
             let reader = Reader::new(launched.report);
@@ -344,6 +346,7 @@ impl Backend for SandboxBackend {
                 shim,
                 reader: Mutex::new(Some(reader)),
                 ended_out_of_memory: Arc::new(OnceLock::new()),
+                connector,
             }) as Arc<dyn Sandbox>)
         })
     }
@@ -414,6 +417,44 @@ fn wait_ready(mut reader: Reader<File>) -> Result<ReadyInfo, BackendError> {
     })
 }
 
+/// The server's end of a sandbox's connector (`runtime::connector`): one
+/// request at a time, each a round trip on a local socket.
+struct Connector(Arc<Mutex<(OwnedFd, u32)>>);
+
+/// How long the connector may take to answer (it connects on loopback).
+const CONNECTOR_ANSWER: Duration = Duration::from_secs(5);
+
+impl Connector {
+    fn new(fd: OwnedFd) -> Connector {
+        // Best effort: without it a stuck connector holds one request.
+        let _ = connector::set_answer_timeout(&fd, CONNECTOR_ANSWER);
+        Connector(Arc::new(Mutex::new((fd, 0))))
+    }
+
+    async fn connect(&self, port: u16) -> Result<std::net::TcpStream, PortError> {
+        let sock = Arc::clone(&self.0);
+        let failed =
+            |source: Box<dyn std::error::Error + Send + Sync>| PortError::Failed { port, source };
+        let got = tokio::task::spawn_blocking(move || {
+            let mut held = sock.lock().map_err(|_| connector::ConnectError::Gone)?;
+            held.1 = held.1.wrapping_add(1);
+            connector::request(&held.0, port, held.1)
+        })
+        .await
+        .map_err(|e| failed(e.into()))?;
+        let stream = match got {
+            Ok(fd) => std::net::TcpStream::from(fd),
+            Err(connector::ConnectError::NotListening(p)) => {
+                return Err(PortError::NotListening(p))
+            }
+            Err(connector::ConnectError::Gone) => return Err(PortError::NotRunning),
+            Err(e) => return Err(failed(e.into())),
+        };
+        stream.set_nonblocking(true).map_err(|e| failed(e.into()))?;
+        Ok(stream)
+    }
+}
+
 /// One user's held sandbox.
 struct UserSandbox {
     /// What the shim recorded, shown as it is.
@@ -428,6 +469,8 @@ struct UserSandbox {
     /// A command killed with it may find the cgroup (and its counter)
     /// already removed; its shim read the counters first.
     ended_out_of_memory: Arc<OnceLock<bool>>,
+    /// Reaches ports inside the sandbox's network namespace (previews).
+    connector: Option<Connector>,
 }
 
 impl Sandbox for UserSandbox {
@@ -687,6 +730,40 @@ impl Sandbox for UserSandbox {
 
     fn is_ending(&self) -> bool {
         self.shim_exited() || init_is_exiting(self.target.init_pid)
+    }
+
+    fn listening_ports(&self) -> Result<Vec<u16>, PortError> {
+        if self.record.tier != warren_runtime::spec::Isolation::Namespaces {
+            return Err(PortError::Unavailable(
+                "this sandbox shares the host's network (no network namespace of its own)",
+            ));
+        }
+        let pid = self.target.init_pid;
+        if pid <= 1 || self.is_ending() {
+            return Err(PortError::NotRunning);
+        }
+        // PID 1's /proc/<pid>/net is its network namespace's, readable
+        // from the host like its counters (`network_usage`).
+        Ok(connector::listening_ports(std::path::Path::new(&format!(
+            "/proc/{pid}/net"
+        ))))
+    }
+
+    fn connect_port(&self, port: u16) -> BoxFuture<'_, Result<std::net::TcpStream, PortError>> {
+        Box::pin(async move {
+            if self.record.tier != warren_runtime::spec::Isolation::Namespaces {
+                return Err(PortError::Unavailable(
+                    "this sandbox shares the host's network (no network namespace of its own)",
+                ));
+            }
+            let Some(connector) = &self.connector else {
+                return Err(PortError::Unavailable("this sandbox has no connector"));
+            };
+            if self.is_ending() {
+                return Err(PortError::NotRunning);
+            }
+            connector.connect(port).await
+        })
     }
 }
 

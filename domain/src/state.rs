@@ -327,6 +327,16 @@ CREATE TABLE IF NOT EXISTS retired (
     host_uid   INTEGER NOT NULL UNIQUE,
     deleted_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS preview_shares (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    port       INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS preview_shares_by_tenant ON preview_shares (tenant, port);
 ";
 
 /// Columns added after the first release: (name, SQL type). NULL means the
@@ -527,6 +537,9 @@ impl State {
             .map_err(db)?;
         tx.execute("DELETE FROM services WHERE tenant = ?1", params![id])
             .map_err(db)?;
+        // A recreated tenant does not inherit its predecessor's links.
+        tx.execute("DELETE FROM preview_shares WHERE tenant = ?1", params![id])
+            .map_err(db)?;
         if home_kept {
             tx.execute(
                 "INSERT INTO retired (id, slug, host_uid, deleted_at) VALUES (?1, ?2, ?3, ?4) \
@@ -713,6 +726,110 @@ fn next_uid(tx: &Connection, uid_base: u32) -> rusqlite::Result<Option<i64>> {
         params![next],
     )?;
     Ok(Some(next))
+}
+
+/// A share link for one preview port (docs/previews.md): who may visit is
+/// whoever holds its signed token, until it expires or is revoked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PreviewShare {
+    pub id: String,
+    pub user: String,
+    pub port: u16,
+    pub created_by: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl PreviewShare {
+    /// Neither revoked nor expired at `now` (Unix seconds).
+    pub fn is_valid_at(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+const SELECT_SHARE: &str =
+    "SELECT id, tenant, port, created_by, created_at, expires_at, revoked_at FROM preview_shares";
+
+fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PreviewShare> {
+    Ok(PreviewShare {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        port: r.get::<_, i64>(2)?.clamp(0, u16::MAX as i64) as u16,
+        created_by: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    })
+}
+
+impl State {
+    /// Stores a new share link.
+    pub fn add_share(&mut self, s: &PreviewShare) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO preview_shares (id, tenant, port, created_by, created_at, expires_at, \
+                 revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    s.id,
+                    s.user,
+                    s.port as i64,
+                    s.created_by,
+                    s.created_at,
+                    s.expires_at,
+                    s.revoked_at
+                ],
+            )
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// The share links of `user`'s `port`, oldest first.
+    pub fn shares_of(&self, user: &str, port: u16) -> Result<Vec<PreviewShare>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "{SELECT_SHARE} WHERE tenant = ?1 AND port = ?2 ORDER BY created_at, id"
+            ))
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map(params![user, port as i64], share_from_row)
+            .map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    /// The share link `id`, if there is one.
+    pub fn find_share(&self, id: &str) -> Result<Option<PreviewShare>, StateError> {
+        self.conn
+            .query_row(
+                &format!("{SELECT_SHARE} WHERE id = ?1"),
+                params![id],
+                share_from_row,
+            )
+            .optional()
+            .map_err(self.db())
+    }
+
+    /// Revokes `user`'s share `id` of `port` at `now`; false when there is
+    /// no such link (revoking twice keeps the first time).
+    pub fn revoke_share(
+        &mut self,
+        user: &str,
+        port: u16,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StateError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE preview_shares SET revoked_at = COALESCE(revoked_at, ?4) \
+                 WHERE tenant = ?1 AND port = ?2 AND id = ?3",
+                params![user, port as i64, id, now],
+            )
+            .map_err(self.db())?;
+        Ok(n > 0)
+    }
 }
 
 /// Adds the columns newer releases use to a database made by an older one.

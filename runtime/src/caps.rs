@@ -60,6 +60,17 @@ pub fn with_ambient<R>(cap: caps::Capability, f: impl FnOnce() -> R) -> Result<R
     Ok(r)
 }
 
+/// Drops every capability this process holds (in whatever user namespace
+/// it is): ambient, inheritable, effective and permitted. For a helper
+/// that needed them only to join namespaces.
+pub fn drop_all() -> Result<(), SetupError> {
+    sys::ambient_clear_all().map_err(|e| SetupError::errno("clear ambient capabilities", e))?;
+    for set in [CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        caps::clear(None, set).map_err(|e| caps_fail("clear capabilities", e))?;
+    }
+    Ok(())
+}
+
 /// Switches to the sandbox user and drops every capability: bounding (up to
 /// the kernel's cap_last_cap, not only the ones the caps crate knows),
 /// ambient, inheritable, then effective and permitted.

@@ -21,6 +21,9 @@ pub const PTY_SOCKET_FD: i32 = 5;
 /// Only when joining with a record: the sandbox's record (a memfd), for
 /// the joined command's `warren-info` in the tiers without namespaces.
 pub const RECORD_FD: i32 = 6;
+/// Only for a held sandbox of the server: the socket its connector serves
+/// ([`crate::connector`]).
+pub const CONNECTOR_FD: i32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -53,6 +56,9 @@ pub struct Launched {
     pub report: File,
     /// With `spec.tty`: receive the PTY master here (`pty::recv_fd`).
     pub pty_socket: Option<OwnedFd>,
+    /// With [`start_with_connector`]: the server's end of the sandbox's
+    /// connector ([`crate::connector::request`]).
+    pub connector: Option<OwnedFd>,
 }
 
 /// Starts `shim create` for `spec` with the given stdio.
@@ -64,6 +70,18 @@ pub fn start(
     stderr: Stdio,
 ) -> Result<Launched, LaunchError> {
     start_as(shim, spec, &Mode::Create, stdin, stdout, stderr)
+}
+
+/// [`start`], and the sandbox (of the namespaces tier) gets a connector
+/// that reaches ports inside its network namespace ([`crate::connector`]).
+pub fn start_with_connector(
+    shim: &Path,
+    spec: &SandboxSpec,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Launched, LaunchError> {
+    start_inner(shim, spec, &Mode::Create, true, [stdin, stdout, stderr])
 }
 
 /// A live sandbox to run a command in (`warren-shim join`).
@@ -97,6 +115,16 @@ pub fn start_as(
     stdin: Stdio,
     stdout: Stdio,
     stderr: Stdio,
+) -> Result<Launched, LaunchError> {
+    start_inner(shim, spec, mode, false, [stdin, stdout, stderr])
+}
+
+fn start_inner(
+    shim: &Path,
+    spec: &SandboxSpec,
+    mode: &Mode,
+    with_connector: bool,
+    [stdin, stdout, stderr]: [Stdio; 3],
 ) -> Result<Launched, LaunchError> {
     spec.validate()?;
     let spec_fd = memfd_json("warren-spec", spec)?;
@@ -154,6 +182,20 @@ pub fn start_as(
         fds.push((theirs, PTY_SOCKET_FD));
         pty_socket = Some(ours);
     }
+    let mut connector = None;
+    if with_connector && *mode == Mode::Create {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| LaunchError::Pass(e.into()))?;
+        cmd.args(["--connector-fd", &CONNECTOR_FD.to_string()]);
+        fds.push((theirs, CONNECTOR_FD));
+        connector = Some(ours);
+    }
     let child = crate::sys::spawn_with_fds(&mut cmd, fds).map_err(|source| LaunchError::Spawn {
         path: shim.to_path_buf(),
         source,
@@ -162,6 +204,7 @@ pub fn start_as(
         child,
         report: File::from(report_r),
         pty_socket,
+        connector,
     })
 }
 

@@ -584,6 +584,8 @@ fn concrete(template: &str, user: &str) -> String {
         .replace("{terminal}", "0123456789abcdef01234567")
         .replace("{path}", "notes/a.txt")
         .replace("{name}", "web")
+        .replace("{port}", "8001")
+        .replace("{share}", "0123456789abcdef01234567")
 }
 
 /// A plausible valid body for operations that take one.
@@ -598,6 +600,8 @@ fn sample_body(op: &Op) -> Option<Body<'static>> {
         ("POST", "/api/users/{user}/services") | ("POST", "/api/me/services") => {
             json_body(&json!({"name": "web", "argv": ["true"]}))
         }
+        ("POST", "/api/users/{user}/previews/{port}/shares")
+        | ("POST", "/api/me/previews/{port}/shares") => json_body(&json!({"expires_in": 3600})),
         ("POST", "/api/users/{user}/import") => Some(Body {
             content_type: Some("application/gzip"),
             bytes: good_archive(),
@@ -884,6 +888,7 @@ async fn documented_routes_are_the_routers() {
     let mut routed = routes_in("src/web/api.rs", "pub fn routes(");
     routed.extend(routes_in("src/web/node.rs", "pub fn routes("));
     routed.extend(routes_in("src/web/api_services.rs", "pub fn routes("));
+    routed.extend(routes_in("src/web/api_previews.rs", "pub fn routes("));
     let app = routes_in("src/web/http.rs", "pub fn app(");
     assert!(
         app.contains(&("GET".into(), "/healthz".into())),
@@ -1025,6 +1030,16 @@ fn excused(label: &str, status: u16, echo_has_archivers: bool) -> Option<&'stati
         ("POST /api/me/services", 413 | 415) => Some(
             "the same JSON body rules as POST /api/users/{user}/services, which produces them here",
         ),
+        ("POST /api/me/previews/{port}/shares", 413 | 415) => Some(
+            "the same JSON bounds as POST /api/users/{user}/previews/{port}/shares, which produces them here",
+        ),
+        (
+            "POST /api/me/previews/{port}/shares"
+            | "GET /api/me/previews/{port}/shares"
+            | "DELETE /api/me/previews/{port}/shares/{share}"
+            | "GET /api/me/ports",
+            403,
+        ) => Some("a cross-origin request: the same check as /api/me/files, which server/tests/files.rs covers"),
         ("GET /api/audit", 400) => Some(
             "only a malformed query gives it; see the test query_and_path_rejections_are_json_errors",
         ),
@@ -1067,6 +1082,7 @@ async fn every_operation_answers_as_documented() {
     Box::pin(services(&live, &server)).await;
     Box::pin(audit_and_metrics(&live)).await;
     Box::pin(node(&live)).await;
+    Box::pin(previews(&live, &server)).await;
     Box::pin(deletes(&live, &d)).await;
     drop(server);
     Box::pin(unavailable(&checker)).await;
@@ -1113,6 +1129,116 @@ async fn unauthenticated(live: &Live<'_>, server: &TestServer) {
             assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
         }
     }
+}
+
+/// Share links of a preview port: the admin's and the user's own.
+async fn previews(live: &Live<'_>, server: &TestServer) {
+    let t = "/api/users/{user}/previews/{port}/shares";
+    let p = "/api/users/alice/previews/8001/shares";
+    let made = live
+        .admin_json("POST", t, p, json!({"expires_in": 3600}), true, 201)
+        .await;
+    assert!(
+        made["url"].as_str().unwrap().contains("?warren_share="),
+        "{made}"
+    );
+    assert_eq!(made["active"], true);
+    live.admin_json("POST", t, p, json!({"expires_in": 1}), false, 400)
+        .await;
+    json_errors(live, "POST", t, p, json!({"expires_in": 3600})).await;
+    live.admin_json(
+        "POST",
+        t,
+        "/api/users/zoe/previews/8001/shares",
+        json!({"expires_in": 60}),
+        true,
+        404,
+    )
+    .await;
+    let list = live.admin("GET", t, p, 200).await;
+    assert_eq!(list["shares"][0]["id"], made["id"]);
+    live.admin("GET", t, "/api/users/alice/previews/0/shares", 400)
+        .await;
+    live.admin("GET", t, "/api/users/zoe/previews/8001/shares", 404)
+        .await;
+    let d = "/api/users/{user}/previews/{port}/shares/{share}";
+    let id = made["id"].as_str().unwrap();
+    live.admin("DELETE", d, &format!("{p}/{id}"), 204).await;
+    live.admin("DELETE", d, &format!("{p}/nosuch"), 404).await;
+    live.admin("DELETE", d, "/api/users/alice/previews/x/shares/a", 400)
+        .await;
+
+    // Under a user's own login; a user without a tenant is 404.
+    let alice = server.login("alice").await;
+    let ghost = server.login("ghost").await;
+    let mt = "/api/me/previews/{port}/shares";
+    let mp = "/api/me/previews/8001/shares";
+    let body = |secs: u64| json_body(&json!({ "expires_in": secs }));
+    let mine = live
+        .call("POST", mt, mp, Cred::Cookie(&alice), body(60), 201)
+        .await;
+    assert_eq!(mine["created_by"], "alice");
+    live.call("POST", mt, mp, Cred::Cookie(&alice), body(1), 400)
+        .await;
+    live.call("POST", mt, mp, Cred::Cookie(&ghost), body(60), 404)
+        .await;
+    live.call("POST", mt, mp, Cred::Bearer(ADMIN_TOKEN), body(60), 401)
+        .await;
+    live.call("GET", mt, mp, Cred::Cookie(&alice), None, 200)
+        .await;
+    live.call(
+        "GET",
+        mt,
+        "/api/me/previews/0/shares",
+        Cred::Cookie(&alice),
+        None,
+        400,
+    )
+    .await;
+    live.call("GET", mt, mp, Cred::Cookie(&ghost), None, 404)
+        .await;
+    live.call("GET", mt, mp, Cred::None, None, 401).await;
+    let md = "/api/me/previews/{port}/shares/{share}";
+    let id = mine["id"].as_str().unwrap();
+    live.call(
+        "DELETE",
+        md,
+        &format!("{mp}/{id}"),
+        Cred::Cookie(&alice),
+        None,
+        204,
+    )
+    .await;
+    live.call(
+        "DELETE",
+        md,
+        &format!("{mp}/nosuch"),
+        Cred::Cookie(&alice),
+        None,
+        404,
+    )
+    .await;
+    live.call(
+        "DELETE",
+        md,
+        "/api/me/previews/x/shares/a",
+        Cred::Cookie(&alice),
+        None,
+        400,
+    )
+    .await;
+    live.call("DELETE", md, &format!("{mp}/{id}"), Cred::None, None, 401)
+        .await;
+
+    // The open ports (of the echo backend: the host's).
+    let t = "/api/me/ports";
+    let ports = live
+        .call("GET", t, t, Cred::Cookie(&alice), None, 200)
+        .await;
+    assert!(ports["ports"].is_array(), "{ports}");
+    live.call("GET", t, t, Cred::Cookie(&ghost), None, 404)
+        .await;
+    live.call("GET", t, t, Cred::None, None, 401).await;
 }
 
 /// The node's state and load; draining and back; a state that is none.

@@ -450,5 +450,37 @@
     }
   });
 
+  // Open ports in the sandbox, each a link to its preview
+  // (docs/previews.md): through /preview/auth on this origin, which sends
+  // the owner on to the preview host with a one-time grant.
+  const portsEl = document.getElementById('ports');
+  const portsList = document.getElementById('ports-list');
+  let portsShown = '';
+  async function refreshPorts() {
+    if (document.hidden) return;
+    let open = [];
+    try {
+      const user = new URLSearchParams(location.search).get('user');
+      const res = await fetch('/api/me/ports' + (user ? '?user=' + encodeURIComponent(user) : ''));
+      if (res.ok) open = (await res.json()).ports || [];
+    } catch (_) { /* the server is away: keep the list as it was */ return; }
+    const key = open.map((p) => p.host).join(' ');
+    if (key === portsShown) return;
+    portsShown = key;
+    portsList.replaceChildren(...open.map((p) => {
+      const a = document.createElement('a');
+      a.href = '/preview/auth?host=' + encodeURIComponent(p.host) + '&next=%2F';
+      a.target = '_blank';
+      a.rel = 'noopener';
+      a.textContent = String(p.port);
+      a.title = p.url;
+      return a;
+    }));
+    portsEl.hidden = open.length === 0;
+  }
+  setInterval(refreshPorts, 5000);
+  document.addEventListener('visibilitychange', refreshPorts);
+
   connect();
+  refreshPorts();
 })();

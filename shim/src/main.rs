@@ -17,6 +17,7 @@
 
 mod applets;
 mod command;
+mod connector;
 mod disk;
 mod file_tools;
 mod inside;
@@ -39,7 +40,7 @@ use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys;
 
-const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N]
+const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N] [--connector-fd N]
        warren-shim join --init-pid PID --parent-pid PID [--cgroup ID] --spec-fd N --report-fd N [--pty-socket-fd N]
        warren-shim init --spec-fd N --plan-fd N --report-fd N [--pty-socket-fd N]   (PID 1 re-executing itself)";
 
@@ -52,6 +53,8 @@ struct Args {
     spec_fd: RawFd,
     report_fd: RawFd,
     pty_fd: Option<RawFd>,
+    /// `create`: the socket the sandbox's connector serves.
+    connector_fd: Option<RawFd>,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let connector = match args.connector_fd.map(sys::adopt_inherited_fd).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warren-shim: connector fd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // The only choice of tier: each table of contents is for one.
     let result = read_spec(args.spec_fd).and_then(|spec| {
         match (args.join, args.init, spec.isolation.shares_host()) {
@@ -98,8 +108,13 @@ fn main() -> ExitCode {
                 let plan = read_plan(plan_fd)?;
                 namespaced::init_after_exec(spec, plan, pty_socket, &mut report)
             }
-            (None, None, false) => namespaced::create(spec, pty_socket, &mut report),
-            (None, None, true) => shared_host::create(spec, pty_socket, &mut report),
+            (None, None, false) => namespaced::create(spec, pty_socket, connector, &mut report),
+            // No network namespace of its own to reach into: the server
+            // sees the socket close and reports previews unavailable.
+            (None, None, true) => {
+                drop(connector);
+                shared_host::create(spec, pty_socket, &mut report)
+            }
             (Some(target), None, false) => namespaced::join(spec, target, pty_socket, &mut report),
             (Some(target), None, true) => shared_host::join(spec, target, pty_socket, &mut report),
         }
@@ -150,7 +165,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let reexec = command == Some("init");
     let (mut spec, mut report, mut pty, mut init, mut parent, mut cgroup) =
         (None, None, None, None, None, None);
-    let (mut plan, mut record) = (None, None);
+    let (mut plan, mut record, mut connector) = (None, None, None);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<i32, String> {
@@ -167,6 +182,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--parent-pid" if joining => parent = Some(Pid::from_raw(number()?)),
             "--cgroup" if joining => cgroup = Some(value.clone()),
             "--record-fd" if joining => record = Some(number()?),
+            "--connector-fd" if command == Some("create") => connector = Some(number()?),
             _ => return Err(format!("unknown option {flag:?}")),
         }
     }
@@ -176,15 +192,15 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     if reexec && plan.is_none() {
         return Err("init needs --plan-fd".into());
     }
-    let fds: Vec<RawFd> = [Some(s), Some(r), pty, plan, record]
+    let fds: Vec<RawFd> = [Some(s), Some(r), pty, plan, record, connector]
         .into_iter()
         .flatten()
         .collect();
     let distinct = fds.iter().enumerate().all(|(i, f)| !fds[..i].contains(f));
     if fds.iter().any(|&f| f <= 2) || !distinct {
         return Err(
-            "--spec-fd, --report-fd, --pty-socket-fd, --plan-fd and --record-fd must be distinct \
-             fds above 2"
+            "--spec-fd, --report-fd, --pty-socket-fd, --plan-fd, --record-fd and --connector-fd \
+             must be distinct fds above 2"
                 .into(),
         );
     }
@@ -208,6 +224,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         spec_fd: s,
         report_fd: r,
         pty_fd: pty,
+        connector_fd: connector,
     })
 }
 

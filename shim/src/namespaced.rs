@@ -20,6 +20,7 @@ use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys::{self, Forked};
 
 use crate::command::confine;
+use crate::connector;
 use crate::inside::*;
 use crate::join::{self, Target};
 use crate::network::{
@@ -34,6 +35,7 @@ use crate::reexec::reexec_as_init;
 pub fn create(
     spec: SandboxSpec,
     pty: Option<OwnedFd>,
+    connector: Option<OwnedFd>,
     report: &mut File,
 ) -> Result<Exit, SetupError> {
     detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
@@ -57,8 +59,12 @@ pub fn create(
     drop((ready_r, net_r, pty)); // only PID 1 uses them; our copies would hide its failure (no EOF)
     or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
     let ns = or_kill_with(pid, open_namespaces_from_parent(&plan.network, pid))?; // while PID 1 is still dumpable
-                                                                                  // The filter's helper and pasta start now, alongside the cgroup entry
-                                                                                  // and PID 1's mounts; PID 1 starts no command before both are done.
+    let connector_ns = or_kill_with(
+        pid,
+        connector::open_namespaces_from_parent(connector.as_ref(), pid),
+    )?; // likewise
+    // The filter's helper and pasta start now, alongside the cgroup entry
+    // and PID 1's mounts; PID 1 starts no command before both are done.
     let net = or_kill_with(pid, start_network_from_parent(&plan.network, ns))?;
     let entered = or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid)) // counted before it runs anything
         .and_then(|()| release(ready_w, pid, report));
@@ -70,6 +76,10 @@ pub fn create(
     // to the tenant's command (the tenant never holds CAP_NET_ADMIN there).
     let pasta = or_kill_with(pid, net.wait(pid))?;
     network_ready_from_parent(net_w);
+    or_kill(
+        pid,
+        connector::start_from_parent(connector, connector_ns, &spec.tenant.slug),
+    )?; // the server reaches ports inside through it
     let exit = outside::supervise(pid, report); // until PID 1, and with it the sandbox, ends
     stop_pasta(pasta); // nothing of its network is left
     outside::remove_cgroup(cgroup, &spec, report);

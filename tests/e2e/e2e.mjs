@@ -8,7 +8,7 @@
 //
 // Output: one line per check, then `N passed, M failed`. Exit status 0 only if
 // every check passed. Everything is bounded: each wait has a timeout and a
-// watchdog ends the whole run after WARREN_E2E_DEADLINE_MS (default 120 s).
+// watchdog ends the whole run after WARREN_E2E_DEADLINE_MS (default 150 s).
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -24,7 +24,7 @@ const REPO = path.resolve(HERE, '..', '..');
 const WARREN_BIN = process.env.WARREN_BIN || path.join(REPO, 'target', 'debug', 'warren');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const OUT = process.env.WARREN_E2E_OUT || path.join(HERE, 'out');
-const DEADLINE_MS = Number(process.env.WARREN_E2E_DEADLINE_MS || 120000);
+const DEADLINE_MS = Number(process.env.WARREN_E2E_DEADLINE_MS || 150000);
 const CHROMIUM_ARGS = [
   '--headless=new',
   '--no-sandbox',
@@ -59,6 +59,7 @@ const CHECKS = [
   [8, 'warren-download FILE offers a link that downloads the file'],
   [9, 'alice\'s terminal reaches the (fake) internet: curl to the fake upstream works, the host\'s service is refused'],
   [10, 'a service alice creates from her page (POST /api/me/services) is listed on it: name and state'],
+  [11, 'alice opens her app\'s preview from the page\'s list of open ports and sees it; bob gets 403 for it'],
 ];
 let browser = null;
 let finishing = false; // set once the run is being wound up
@@ -597,6 +598,45 @@ async function main() {
     await alice.shot('alice-services.png');
     return (await list.textContent()).trim();
   }, { needs: [2] });
+
+  await check(11, async () => {
+    await alice.page.focus('.xterm-helper-textarea');
+    await alice.run('echo preview-e2e > p.html');
+    await alice.run('(python3 -m http.server 8001 >/dev/null 2>&1 &)');
+    // The page polls /api/me/ports every 5 s.
+    const link = alice.page.locator('#ports a', { hasText: '8001' });
+    await alice.waitFor('the port 8001 in the page\'s list', async () => link.count(), 20000);
+    const [tab] = await Promise.all([
+      alice.context.waitForEvent('page', { timeout: 15000 }),
+      link.click(),
+    ]);
+    await tab.waitForLoadState('load');
+    let body = await tab.textContent('body');
+    for (let i = 0; i < 20 && !/p\.html/.test(body || ''); i++) {
+      await sleep(250); // the app may still be starting: try again
+      await tab.reload({ waitUntil: 'load' });
+      body = await tab.textContent('body');
+    }
+    const at = new URL(tab.url());
+    expect(at.hostname === '8001-alice.localhost', `the preview opened at ${tab.url()}`);
+    expect(/p\.html/.test(body || ''), `the preview shows ${JSON.stringify((body || '').slice(0, 200))}`);
+    const file = await tab.goto(`${at.origin}/p.html`, { waitUntil: 'load' });
+    expect(file.status() === 200 && (await file.text()).trim() === 'preview-e2e', `p.html answered ${file.status()}`);
+    const cookies = await alice.context.cookies(at.origin);
+    const pc = cookies.find((c) => c.name === 'warren_preview');
+    expect(pc && pc.domain === '8001-alice.localhost' && pc.httpOnly, `preview cookie ${JSON.stringify(pc)}`);
+    await tab.close();
+    // bob, logged in on the terminal's origin, is refused alice's preview.
+    const bob = tabs.find((t) => t.name === 'bob');
+    expect(bob, 'bob has no tab (check 5)');
+    const page = await bob.context.newPage();
+    const host = encodeURIComponent(`8001-alice.localhost:${login.port}`);
+    const resp = await page.goto(`http://127.0.0.1:${login.port}/preview/auth?host=${host}&next=%2F`, { waitUntil: 'load' });
+    expect(resp.status() === 403, `bob got ${resp.status()} for alice's preview`);
+    expect(!/p\.html/.test(await page.textContent('body')), 'bob saw alice\'s app');
+    await page.close();
+    return `preview at ${at.origin}; bob 403`;
+  }, { needs: [2, 5], budgetMs: 60000 });
 }
 
 main()

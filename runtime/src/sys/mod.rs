@@ -82,6 +82,26 @@ pub fn cloexec_from(first: RawFd) -> Result<(), Errno> {
     }
 }
 
+/// Closes every fd from `first` up: for a forked helper that serves until
+/// it exits and must hold nothing of its parent's but the fds below.
+pub fn close_from(first: RawFd) -> Result<(), Errno> {
+    // SAFETY: close_range only closes fds; the callers (a forked helper)
+    // never return to code that owns the closed fds, they exit.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// The Landlock ABI version the kernel offers (0 when Landlock is absent
 /// or disabled).
 pub fn landlock_abi() -> u32 {

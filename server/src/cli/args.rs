@@ -66,6 +66,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub public_urls: Vec<String>,
+    /// Preview URLs are `http://<port>-<user>.<DOMAIN>/`: a wildcard domain
+    /// (behind a TLS proxy) that is not the terminal's; `localhost` works
+    /// on one machine (docs/previews.md).
+    #[arg(
+        long,
+        env = "WARREN_PREVIEW_DOMAIN",
+        value_name = "DOMAIN",
+        default_value = "localhost"
+    )]
+    pub preview_domain: String,
     /// Most open connections (HTTP and WebSocket); above it clients get 503.
     #[arg(long, env = "WARREN_MAX_CONNECTIONS", default_value_t = ConnLimits::default().max)]
     pub max_connections: usize,
@@ -182,6 +192,8 @@ pub struct TokenArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
+    #[error("--preview-domain {0:?} is not a domain name (like localhost or preview.example.com)")]
+    BadPreviewDomain(String),
     #[error(
         "--auth none on {0}: no unauthenticated shell is ever reachable off loopback; \
          use --auth token (the default) or --auth jwt, or listen on 127.0.0.1"
@@ -322,7 +334,22 @@ impl ServeArgs {
             .collect();
         HostPolicy::new(self.listen, &public_urls)?;
         OriginPolicy::new(&public_urls)?;
+        let domain = self
+            .preview_domain
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let valid = !domain.is_empty()
+            && domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(ArgsError::BadPreviewDomain(self.preview_domain.clone()));
+        }
         Ok(WebSettings {
+            previews: crate::web::preview::PreviewSettings { domain },
             public_urls,
             connections: ConnLimits {
                 max: self.max_connections,

@@ -248,7 +248,7 @@ pub(super) fn manager(app: &AppState) -> ApiResult<Arc<Manager>> {
 }
 
 /// Runs blocking state work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ManageError> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
@@ -730,7 +730,7 @@ pub(super) struct PutFileParams {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MeParams {
-    user: Option<String>,
+    pub(super) user: Option<String>,
 }
 
 /// A file or folder of your own home

@@ -35,6 +35,7 @@ use super::api_wire::{
         (name = "terminals", description = "A tenant's open web terminals"),
         (name = "services", description = "A tenant's named services: long-running commands in its sandbox"),
         (name = "server", description = "Audit log, metrics, health and this document"),
+        (name = "previews", description = "Share links for the preview URLs of a tenant's ports (docs/previews.md)"),
     ),
     paths(
         super::api::openapi,
@@ -76,6 +77,13 @@ use super::api_wire::{
         super::api_services::my_delete,
         super::node::show_node,
         super::node::set_node,
+        super::api_previews::create_share,
+        super::api_previews::list_shares,
+        super::api_previews::revoke_share,
+        super::api_previews::create_my_share,
+        super::api_previews::list_my_shares,
+        super::api_previews::revoke_my_share,
+        super::api_previews::my_ports,
     ),
     components(
         schemas(
@@ -87,6 +95,9 @@ use super::api_wire::{
             super::services_wire::ServiceList, super::services_wire::RestartPolicy,
             super::api_wire::ServiceState, super::services_wire::ServiceExit,
             super::api_wire::ServiceBrief,
+            super::api_previews::ShareCreate, super::api_previews::ShareView,
+            super::api_previews::ShareList, super::api_previews::OpenPorts,
+            super::api_previews::OpenPort,
         ),
         responses(
             BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,

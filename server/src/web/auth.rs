@@ -194,6 +194,23 @@ impl Auth {
         }
     }
 
+    /// A key for `purpose` derived from this server's signing key
+    /// (HMAC-SHA-256 of the purpose), so tokens made with it are never
+    /// sessions and sessions are never they. `--auth none` has no key: a
+    /// random one, for this process only.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let base: Vec<u8> = match &self.mode {
+            Mode::Token { session_key, .. } => session_key.to_vec(),
+            Mode::Jwt { secret } => secret.clone(),
+            Mode::None => random_bytes::<32>().to_vec(),
+        };
+        let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&base)
+            .expect("HMAC accepts any key length");
+        m.update(purpose.as_bytes());
+        m.finalize().into_bytes().into()
+    }
+
     /// The login token of `--auth token` (for the printed login URL).
     pub fn login_token(&self) -> Option<&str> {
         match &self.mode {

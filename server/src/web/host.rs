@@ -117,6 +117,11 @@ fn host_name(raw: &str) -> Option<String> {
     valid.then_some(host)
 }
 
+/// The host part of a `Host` value (see `host_name`) for other checks (the preview hosts, `super::preview`).
+pub fn name_of(raw: &str) -> Option<String> {
+    host_name(raw)
+}
+
 fn port_ok(p: &str) -> bool {
     !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }

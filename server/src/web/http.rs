@@ -49,12 +49,14 @@ pub fn app(state: AppState) -> Router {
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/ws", get(ws_new))
         .route("/ws/{terminal}", get(ws_attach))
+        .route("/preview/auth", get(super::preview::access::grant))
         .merge(super::api::routes(
             state.clone(),
             super::api_doc::document(),
         ))
         .merge(super::node::routes(state.clone()))
         .merge(super::api_services::routes(state.clone()))
+        .merge(super::api_previews::routes(state.clone()))
         .fallback(|| async { HttpError::NotFound })
         .layer(axum::middleware::from_fn(super::error::api_json_errors))
         .layer(axum::middleware::from_fn(super::body_deadline::read_within))
@@ -69,6 +71,12 @@ pub fn app(state: AppState) -> Router {
         ))
         // Outermost: sees every error response, from handlers and layers.
         .layer(axum::middleware::from_fn(super::error::log_errors))
+        // Before all of it: a preview host gets the preview proxy and
+        // nothing of the terminal's origin (docs/previews.md).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::preview::dispatch,
+        ))
         .with_state(state)
 }
 

@@ -53,6 +53,12 @@ pub struct WhatLabel {
     pub what: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -69,6 +75,8 @@ pub struct Metrics {
     tenant_network: Family<TenantDirectionLabel, Gauge>,
     exec_total: Counter,
     audit: AuditMetrics,
+    preview_requests: Family<StatusLabel, Counter>,
+    preview_bytes: Family<DirectionLabel, Counter>,
 }
 
 /// Each running tenant's home: used and limit, bytes and inodes, from its
@@ -130,6 +138,20 @@ fn spawn_histogram() -> Histogram {
 }
 
 impl Metrics {
+    /// One request to a preview host, answered with `status`.
+    pub fn preview_request(&self, status: u16) {
+        self.preview_requests
+            .get_or_create(&StatusLabel { status })
+            .inc();
+    }
+
+    /// `n` body bytes proxied (`to_client` or `from_client`).
+    pub fn preview_bytes(&self, direction: &'static str, n: usize) {
+        self.preview_bytes
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(n as u64);
+    }
+
     pub fn new() -> Metrics {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("warren")),
@@ -145,6 +167,8 @@ impl Metrics {
             tenant_network: Family::default(),
             exec_total: Counter::default(),
             audit: AuditMetrics::default(),
+            preview_requests: Family::default(),
+            preview_bytes: Family::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -205,6 +229,16 @@ impl Metrics {
                 "tenant_network_bytes",
                 "Bytes each running sandbox sent and received over its network",
                 m.tenant_network.clone(),
+            );
+            r.register(
+                "preview_requests",
+                "Requests to preview hosts, by the status answered",
+                m.preview_requests.clone(),
+            );
+            r.register(
+                "preview_bytes",
+                "Body bytes proxied to and from apps in sandboxes (previews)",
+                m.preview_bytes.clone(),
             );
             r.register(
                 "exec",

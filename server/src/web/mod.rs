@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod api_doc;
+pub mod api_previews;
 pub mod api_responses;
 pub mod api_services;
 pub mod api_wire;
@@ -26,6 +27,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod node;
 pub mod origin;
+pub mod preview;
 pub mod protocol;
 pub mod relay;
 pub mod services_wire;
@@ -83,6 +85,8 @@ pub struct WebSettings {
     pub public_urls: Vec<String>,
     pub connections: ConnLimits,
     pub ping: PingPolicy,
+    /// Where preview URLs live (`--preview-domain`, docs/previews.md).
+    pub previews: preview::PreviewSettings,
 }
 
 /// What the management API needs.
@@ -247,7 +251,14 @@ impl Server {
             }
             None => None,
         };
+        let previews = preview::Previews::new(
+            config.web.previews.clone(),
+            &config.auth,
+            management.as_ref().map(|(_, t)| t.as_str()),
+            &config.web.public_urls,
+        );
         let state = AppState::with_management(registry, config.auth, web, management, metrics);
+        state.set_previews(previews);
         state.set_node(config.node.settings);
         Ok(Server {
             state,

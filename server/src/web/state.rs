@@ -75,6 +75,8 @@ struct AppInner {
     /// This node in a pool (set once at bind; a default active node
     /// without an id otherwise).
     node: OnceLock<NodeHandle>,
+    /// Preview URLs (set once at bind; the defaults otherwise).
+    previews: OnceLock<Arc<super::preview::settings::Previews>>,
 }
 
 /// The node and its `X-Warren-Node` header value.
@@ -116,8 +118,44 @@ impl AppState {
                 metrics,
                 connections: watch::channel(0).0,
                 node: OnceLock::new(),
+                previews: OnceLock::new(),
             }),
         }
+    }
+
+    /// Sets the preview layer's settings and keys; only the first call
+    /// counts.
+    pub fn set_previews(&self, previews: super::preview::settings::Previews) {
+        let _ = self.inner.previews.set(Arc::new(previews));
+    }
+
+    /// The preview layer (docs/previews.md).
+    pub fn previews(&self) -> &Arc<super::preview::settings::Previews> {
+        self.inner.previews.get_or_init(|| {
+            Arc::new(super::preview::settings::Previews::new(
+                Default::default(),
+                &self.inner.auth,
+                self.inner.admin_token.as_deref(),
+                &[],
+            ))
+        })
+    }
+
+    /// Audits a preview access decision (when there is an audit log).
+    pub fn audit_preview(
+        &self,
+        actor: &warren_domain::user::UserId,
+        action: &'static str,
+        target: &super::preview::settings::Target,
+        outcome: &'static str,
+    ) {
+        let Some(m) = self.manager() else {
+            return;
+        };
+        let m = Arc::clone(m);
+        let (actor, owner) = (actor.as_str().to_string(), target.user.as_str().to_string());
+        let detail = serde_json::json!({"port": target.port, "host": target.name});
+        tokio::task::spawn_blocking(move || m.audit(&actor, action, Some(&owner), outcome, detail));
     }
 
     /// Sets this node's settings; only the first call counts.
