@@ -63,8 +63,8 @@ pub fn create(
         pid,
         connector::open_namespaces_from_parent(connector.as_ref(), pid),
     )?; // likewise
-    // The filter's helper and pasta start now, alongside the cgroup entry
-    // and PID 1's mounts; PID 1 starts no command before both are done.
+        // The filter's helper and pasta start now, alongside the cgroup entry
+        // and PID 1's mounts; PID 1 starts no command before both are done.
     let net = or_kill_with(pid, start_network_from_parent(&plan.network, ns))?;
     let entered = or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid)) // counted before it runs anything
         .and_then(|()| release(ready_w, pid, report));
