@@ -505,5 +505,10 @@ async fn without_keep_alive_a_service_stops_with_its_idle_sandbox_and_comes_back
         show(&s, "alice", "nap").await["state"] == "running"
     })
     .await;
+    // Its output reaches the log a moment after it runs.
+    until("both runs in its log", || async {
+        logs(&s, "alice", "nap").await.matches("up\n").count() == 2
+    })
+    .await;
     assert_eq!(logs(&s, "alice", "nap").await.matches("up\n").count(), 2);
 }
