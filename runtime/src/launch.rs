@@ -21,6 +21,9 @@ pub const PTY_SOCKET_FD: i32 = 5;
 /// Only when joining with a record: the sandbox's record (a memfd), for
 /// the joined command's `warren-info` in the tiers without namespaces.
 pub const RECORD_FD: i32 = 6;
+/// Only for a held sandbox of the namespace tier: the control channel's
+/// end PID 1 keeps (`crate::control`).
+pub const CONTROL_FD: i32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -53,6 +56,9 @@ pub struct Launched {
     pub report: File,
     /// With `spec.tty`: receive the PTY master here (`pty::recv_fd`).
     pub pty_socket: Option<OwnedFd>,
+    /// A held sandbox of the namespace tier: the server's end of PID 1's
+    /// control channel (`crate::control`).
+    pub control: Option<OwnedFd>,
 }
 
 /// Starts `shim create` for `spec` with the given stdio.
@@ -154,6 +160,20 @@ pub fn start_as(
         fds.push((theirs, PTY_SOCKET_FD));
         pty_socket = Some(ours);
     }
+    let mut control = None;
+    if *mode == Mode::Create && spec.hold && !spec.isolation.shares_host() {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| LaunchError::Pass(e.into()))?;
+        cmd.args(["--control-fd", &CONTROL_FD.to_string()]);
+        fds.push((theirs, CONTROL_FD));
+        control = Some(ours);
+    }
     let child = crate::sys::spawn_with_fds(&mut cmd, fds).map_err(|source| LaunchError::Spawn {
         path: shim.to_path_buf(),
         source,
@@ -162,6 +182,7 @@ pub fn start_as(
         child,
         report: File::from(report_r),
         pty_socket,
+        control,
     })
 }
 

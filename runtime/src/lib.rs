@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod caps;
 pub mod cgroups;
+pub mod control;
 pub mod disk;
 pub mod files;
 pub mod host;
