@@ -1,6 +1,9 @@
 //! The real backend: each user's sandbox is a `warren-shim create` held
-//! open (no command, PID 1 waits), and every terminal is a `warren-shim
-//! join` into it with a PTY from the sandbox's own devpts.
+//! open (no command, PID 1 waits). In the namespace tier PID 1 starts
+//! every terminal on a request over its control channel
+//! (`warren_runtime::control`); exec'd commands, and terminals of the
+//! tiers without namespaces, are a `warren-shim join` into it. Either way
+//! the PTY comes from the sandbox's own devpts.
 //!
 //! Shims are started with an ordinary exec from an async worker thread,
 //! never from the blocking pool: a shim's parent-death signal fires when the
