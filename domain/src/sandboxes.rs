@@ -1,6 +1,9 @@
 //! The real backend: each user's sandbox is a `warren-shim create` held
-//! open (no command, PID 1 waits), and every terminal is a `warren-shim
-//! join` into it with a PTY from the sandbox's own devpts.
+//! open (no command, PID 1 waits). In the namespace tier PID 1 starts
+//! every terminal on a request over its control channel
+//! (`warren_runtime::control`); exec'd commands, and terminals of the
+//! tiers without namespaces, are a `warren-shim join` into it. Either way
+//! the PTY comes from the sandbox's own devpts.
 //!
 //! Shims are started with an ordinary exec from an async worker thread,
 //! never from the blocking pool: a shim's parent-death signal fires when the
@@ -12,6 +15,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use warren_runtime::network::NetworkPolicy;
@@ -20,6 +24,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use warren_runtime::cgroups::{Cgroups, Limits, Roots};
 use warren_runtime::connector;
+use warren_runtime::control;
 use warren_runtime::disk::{DiskBackend, DiskLimits};
 use warren_runtime::launch::{self, JoinTarget, Mode};
 use warren_runtime::record::SandboxRecord;
@@ -308,6 +313,7 @@ impl Backend for SandboxBackend {
             )
             .map_err(|e| err("start warren-shim", e))?;
             let connector = launched.connector.map(Connector::new);
+            let control = launched.control.map(Arc::new);
             let shim = Arc::new(Mutex::new(launched.child));
             let shim_pid = shim.lock().map(|c| c.id() as i32).unwrap_or(0);
             let reader = Reader::new(launched.report);
@@ -347,6 +353,8 @@ impl Backend for SandboxBackend {
                 reader: Mutex::new(Some(reader)),
                 ended_out_of_memory: Arc::new(OnceLock::new()),
                 connector,
+                control,
+                next_terminal: AtomicU64::new(1),
             }) as Arc<dyn Sandbox>)
         })
     }
@@ -471,6 +479,11 @@ struct UserSandbox {
     ended_out_of_memory: Arc<OnceLock<bool>>,
     /// Reaches ports inside the sandbox's network namespace (previews).
     connector: Option<Connector>,
+    /// The namespace tier: PID 1's control channel, which starts the
+    /// terminals (`terminal_by_init`); the other tiers join instead.
+    control: Option<Arc<OwnedFd>>,
+    /// The id of the next terminal asked of PID 1.
+    next_terminal: AtomicU64,
 }
 
 impl Sandbox for UserSandbox {
@@ -607,6 +620,9 @@ impl Sandbox for UserSandbox {
 
     fn open_terminal(&self, size: WinSize) -> BoxFuture<'_, Result<Spawned, BackendError>> {
         Box::pin(async move {
+            if let Some(control) = &self.control {
+                return self.terminal_by_init(control, size).await;
+            }
             let mut spec = self.template.clone();
             spec.tty = Some(WinSize {
                 rows: size.rows,
@@ -768,6 +784,110 @@ impl Sandbox for UserSandbox {
 }
 
 impl UserSandbox {
+    /// Asks PID 1 for a terminal (`warren_runtime::control`): it forks
+    /// the shell itself, so no process joins from outside.
+    async fn terminal_by_init(
+        &self,
+        control: &Arc<OwnedFd>,
+        size: WinSize,
+    ) -> Result<Spawned, BackendError> {
+        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+        use std::os::fd::AsRawFd;
+        let id = self.next_terminal.fetch_add(1, Ordering::Relaxed);
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| err("open terminal", e))?;
+        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| err("open terminal", e))?;
+        let request = control::Request::Terminal {
+            id,
+            argv: self.template.argv.clone(),
+            size: warren_runtime::pty::WinSize {
+                rows: size.rows,
+                cols: size.cols,
+            },
+        };
+        let pressure_before = memory_pressure(self.target.cgroup.as_deref());
+        let fds = [theirs.as_raw_fd(), report_w.as_raw_fd()];
+        if let Err(e) = control::send(control.as_ref(), &request, &fds) {
+            if self.is_ending() {
+                let ended = StarterEnded::SandboxEnded(format!("ask PID 1 for a terminal: {e}"));
+                return Err(BackendError::new("open terminal", ended));
+            }
+            return Err(err("open terminal: ask PID 1", e));
+        }
+        // Only PID 1 and the shell hold the other ends now: their end is EOF.
+        drop((theirs, report_w));
+        let master = tokio::time::timeout(
+            START_TIMEOUT,
+            tokio::task::spawn_blocking(move || warren_runtime::pty::recv_fd(&ours)),
+        )
+        .await;
+        let master = match master {
+            Ok(Ok(Ok(Some(m)))) => m,
+            other => {
+                // PID 1 (a refused fork) or the shell's process (a failed
+                // step) wrote why; PID 1 closes the report once it reaped
+                // the shell, which a stuck start is killed for.
+                if other.is_err() {
+                    let _ = control::send(control.as_ref(), &control::Request::Kill { id }, &[]);
+                }
+                let events = tokio::time::timeout(
+                    START_TIMEOUT,
+                    tokio::task::spawn_blocking(move || report::read_all(File::from(report_r))),
+                )
+                .await;
+                let failed = match events {
+                    Ok(Ok(events)) => events.into_iter().find_map(|e| match e {
+                        Event::Failed(f) => Some(f),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                return Err(match failed {
+                    Some(f) => {
+                        let context = match &f.hint {
+                            Some(h) => format!("open terminal (hint: {h})"),
+                            None => "open terminal".to_string(),
+                        };
+                        BackendError::new(context, f)
+                    }
+                    None if memory_pressure(self.target.cgroup.as_deref()) > pressure_before => {
+                        BackendError::new("open terminal", StarterEnded::OutOfMemory)
+                    }
+                    None if self.is_ending() => BackendError::new(
+                        "open terminal",
+                        StarterEnded::SandboxEnded("PID 1 ended".into()),
+                    ),
+                    None => err("open terminal", format!("{other:?}")),
+                });
+            }
+        };
+        nix::fcntl::fcntl(
+            &report_r,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| err("open terminal", e))?;
+        let report = tokio::net::unix::pipe::Receiver::from_owned_fd(report_r)
+            .map_err(|e| err("open terminal", e))?;
+        Ok(Spawned {
+            master,
+            process: Box::new(InitShell {
+                id,
+                control: Arc::clone(control),
+                report,
+                events: Vec::new(),
+                cgroup: self.target.cgroup.clone(),
+                oom_before: oom_kills(self.target.cgroup.as_deref()),
+                exit: None,
+            }),
+        })
+    }
+
     /// Signals the shim unless it has been reaped (the sandbox ended by
     /// itself): checked and sent under the lock that every reaping of it
     /// takes, so the pid cannot have been reaped and reused in between.
@@ -1006,6 +1126,67 @@ impl TerminalProcess for JoinedShell {
             }
             self.hung_up = Some(std::time::Instant::now());
         }
+    }
+}
+
+/// A terminal's shell started by PID 1: its report pipe brings the exit
+/// PID 1 reaped; a kill is a request to PID 1.
+struct InitShell {
+    id: u64,
+    control: Arc<OwnedFd>,
+    report: tokio::net::unix::pipe::Receiver,
+    /// The report read so far (kept across a cancelled `wait`).
+    events: Vec<u8>,
+    cgroup: Option<String>,
+    oom_before: u64,
+    exit: Option<ProcessExit>,
+}
+
+impl TerminalProcess for InitShell {
+    fn wait(&mut self) -> BoxFuture<'_, ProcessExit> {
+        Box::pin(async move {
+            use tokio::io::AsyncReadExt;
+            if let Some(exit) = self.exit {
+                return exit;
+            }
+            let mut chunk = [0u8; 1024];
+            // Each read is cancel-safe; what it read is kept.
+            while let Ok(n @ 1..) = self.report.read(&mut chunk).await {
+                self.events.extend_from_slice(&chunk[..n]);
+            }
+            let exit = report::read_all(&self.events[..])
+                .into_iter()
+                .find_map(|e| match e {
+                    Event::Exited { exit } => Some(exit),
+                    _ => None,
+                });
+            let mut out = match exit {
+                Some(Exit::Code(c)) => ProcessExit {
+                    code: Some(c),
+                    ..Default::default()
+                },
+                Some(Exit::Signal(s)) => ProcessExit {
+                    signal: Some(s),
+                    ..Default::default()
+                },
+                // PID 1 ended first: the sandbox's end killed the shell.
+                None => ProcessExit {
+                    signal: Some(Signal::SIGKILL as i32),
+                    ..Default::default()
+                },
+            };
+            out.memory_limit =
+                out.signal == Some(9) && oom_kills(self.cgroup.as_deref()) > self.oom_before;
+            self.exit = Some(out);
+            out
+        })
+    }
+
+    fn kill(&mut self) {
+        // PID 1 signals the shell's group: the server never names a pid
+        // inside the sandbox. A gone PID 1 took the shell with it.
+        let kill = control::Request::Kill { id: self.id };
+        let _ = control::send(self.control.as_ref(), &kill, &[]);
     }
 }
 

@@ -24,6 +24,9 @@ pub const RECORD_FD: i32 = 6;
 /// Only for a held sandbox of the server: the socket its connector serves
 /// ([`crate::connector`]).
 pub const CONNECTOR_FD: i32 = 7;
+/// Only for a held sandbox of the namespace tier: the control channel's
+/// end PID 1 keeps (`crate::control`).
+pub const CONTROL_FD: i32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -59,6 +62,9 @@ pub struct Launched {
     /// With [`start_with_connector`]: the server's end of the sandbox's
     /// connector ([`crate::connector::request`]).
     pub connector: Option<OwnedFd>,
+    /// A held sandbox of the namespace tier: the server's end of PID 1's
+    /// control channel (`crate::control`).
+    pub control: Option<OwnedFd>,
 }
 
 /// Starts `shim create` for `spec` with the given stdio.
@@ -170,31 +176,24 @@ fn start_inner(
     fds.extend(record_fd.map(|fd| (fd, RECORD_FD)));
     let mut pty_socket = None;
     if spec.tty.is_some() {
-        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| LaunchError::Pass(e.into()))?;
+        let (ours, theirs) = seqpacket_pair()?;
         cmd.args(["--pty-socket-fd", &PTY_SOCKET_FD.to_string()]);
         fds.push((theirs, PTY_SOCKET_FD));
         pty_socket = Some(ours);
     }
     let mut connector = None;
     if with_connector && *mode == Mode::Create {
-        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| LaunchError::Pass(e.into()))?;
+        let (ours, theirs) = seqpacket_pair()?;
         cmd.args(["--connector-fd", &CONNECTOR_FD.to_string()]);
         fds.push((theirs, CONNECTOR_FD));
         connector = Some(ours);
+    }
+    let mut control = None;
+    if *mode == Mode::Create && spec.hold && !spec.isolation.shares_host() {
+        let (ours, theirs) = seqpacket_pair()?;
+        cmd.args(["--control-fd", &CONTROL_FD.to_string()]);
+        fds.push((theirs, CONTROL_FD));
+        control = Some(ours);
     }
     let child = crate::sys::spawn_with_fds(&mut cmd, fds).map_err(|source| LaunchError::Spawn {
         path: shim.to_path_buf(),
@@ -205,7 +204,20 @@ fn start_inner(
         report: File::from(report_r),
         pty_socket,
         connector,
+        control,
     })
+}
+
+/// A close-on-exec unix seqpacket pair: our end and the shim's.
+fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| LaunchError::Pass(e.into()))
 }
 
 /// `value` as JSON in a memfd, read from its start: no pipe to fill up.

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod caps;
 pub mod cgroups;
 pub mod connector;
+pub mod control;
 pub mod disk;
 pub mod files;
 pub mod host;

@@ -281,3 +281,88 @@ async fn landlock_tier_serves_users_apart() {
     );
     server.shutdown(Duration::from_secs(15)).await;
 }
+
+/// PID 1 starts each terminal itself: the shell's parent is inside the
+/// sandbox (not 0, the mark of a parent outside the pid namespace), and
+/// every process inside descends from PID 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminals_shell_has_its_parent_inside_and_ps_shows_one_tree() {
+    let d = dirs();
+    let server = sandbox_server(&d).await;
+    let mut t = server.open("pam").await;
+    // Parents of every process inside, and the shell's own parent.
+    let seen = t
+        .run(
+            "(sleep 60 &); sh -c 'sleep 61' & echo P''PID=$PPID; for s in /proc/[0-9]*/stat; do read -r p c st pp rest < $s; \
+             echo \"P $p $pp\"; done; echo E''ND",
+            "END",
+        )
+        .await;
+    let ppid: i32 = seen
+        .split("PPID=")
+        .nth(1)
+        .and_then(|r| r.split('\r').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no PPID in {seen:?}"));
+    assert_ne!(
+        ppid, 0,
+        "the shell's parent is outside the sandbox: {seen:?}"
+    );
+    let parents: std::collections::HashMap<i32, i32> = seen
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.trim().strip_prefix("P ")?.split(' ');
+            Some((w.next()?.parse().ok()?, w.next()?.trim().parse().ok()?))
+        })
+        .collect();
+    assert!(parents.contains_key(&1), "no PID 1 inside: {seen:?}");
+    assert!(parents.len() >= 3, "{seen:?}");
+    for (&pid, &parent) in &parents {
+        // Walk up: every process reaches PID 1, whose parent is outside.
+        let (mut at, mut hops) = (pid, 0);
+        while at != 1 {
+            at = *parents.get(&at).unwrap_or_else(|| {
+                panic!("pid {pid} (parent {parent}) is not under PID 1: {seen:?}")
+            });
+            assert_ne!(at, 0, "pid {pid} has a parent outside: {seen:?}");
+            hops += 1;
+            assert!(hops < 100, "{seen:?}");
+        }
+    }
+    assert_eq!(parents[&1], 0, "{seen:?}");
+    assert!(
+        parents.contains_key(&ppid),
+        "the shell's parent {ppid} is not inside: {seen:?}"
+    );
+}
+
+/// The tenant cannot end, signal or look into PID 1, which holds the
+/// server's control channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_cannot_reach_pid1_or_its_channel() {
+    let d = dirs();
+    let server = sandbox_server(&d).await;
+    let mut t = server.open("quinn").await;
+    let seen = t
+        .run(
+            "kill -9 1; echo kill=$?; ls /proc/1/fd >/dev/null 2>&1; echo fd=$?; \
+             cat /proc/1/environ >/dev/null 2>&1; echo env=$?; \
+             ls -l /proc/$$/fd | grep -c socket; echo E''ND",
+            "END",
+        )
+        .await;
+    assert!(seen.contains("fd=2"), "PID 1's fds are readable: {seen:?}");
+    assert!(
+        seen.contains("env=1"),
+        "PID 1's environ is readable: {seen:?}"
+    );
+    assert!(
+        seen.contains("\r\n0\r\n"),
+        "the shell holds a socket (the control channel?): {seen:?}"
+    );
+    // PID 1 lived through it: the sandbox still opens terminals.
+    let mut again = server.open("quinn").await;
+    let still = again.run("echo al''ive", "alive").await;
+    assert!(still.contains("alive"), "{still:?}");
+    let _ = t;
+}

@@ -221,9 +221,10 @@ async fn a_terminal_past_the_pids_limit_is_refused_as_such() {
     // The server's log, shown when the test fails.
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let d = dirs();
-    // PID 1, two tasks per terminal (the joining shim and bash), and one
+    // PID 1 and one task per terminal (bash, PID 1's child), with room
     // for what a starting bash forks (at the limit, bash retries a fork for
-    // 15 s): the third terminal's shell cannot be forked.
+    // 15 s); then three sleeps fill the sandbox to its limit: the third
+    // terminal's shell cannot be forked.
     let limits = Limits {
         pids: Some(6),
         ..Limits::default()
@@ -239,6 +240,9 @@ async fn a_terminal_past_the_pids_limit_is_refused_as_such() {
         c.run(&format!("echo up''{i}"), &format!("up{i}")).await;
         open.push(c);
     }
+    open[0]
+        .run("sleep 300 & sleep 301 & sleep 302 & echo fu''ll", "full")
+        .await;
     let refusal = open_timed(&server, &session)
         .await
         .err()
@@ -253,6 +257,10 @@ async fn a_terminal_past_the_pids_limit_is_refused_as_such() {
     let mut last = open.pop().unwrap();
     last.send_input("exit\r").await;
     last.read_control("exit").await;
+    // And the sleeps give back the room a starting bash forks in.
+    open[0]
+        .run("kill %1 %2 %3; wait; echo ro''om", "room")
+        .await;
     let mut again = Err(String::new());
     for _ in 0..50 {
         again = open_timed(&server, &session).await;

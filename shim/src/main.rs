@@ -29,6 +29,7 @@ mod outside;
 mod process;
 mod reexec;
 mod shared_host;
+mod terminals;
 
 use std::io::Read;
 use std::os::fd::{OwnedFd, RawFd};
@@ -40,9 +41,9 @@ use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::spec::SandboxSpec;
 use warren_runtime::sys;
 
-const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N] [--connector-fd N]
+const USAGE: &str = "usage: warren-shim create --spec-fd N --report-fd N [--pty-socket-fd N] [--connector-fd N] [--control-fd N]
        warren-shim join --init-pid PID --parent-pid PID [--cgroup ID] --spec-fd N --report-fd N [--pty-socket-fd N]
-       warren-shim init --spec-fd N --plan-fd N --report-fd N [--pty-socket-fd N]   (PID 1 re-executing itself)";
+       warren-shim init --spec-fd N --plan-fd N --report-fd N [--pty-socket-fd N] [--control-fd N]   (PID 1 re-executing itself)";
 
 /// What the command line asks for.
 struct Args {
@@ -55,6 +56,8 @@ struct Args {
     pty_fd: Option<RawFd>,
     /// `create`: the socket the sandbox's connector serves.
     connector_fd: Option<RawFd>,
+    /// A held sandbox: PID 1's end of the server's control channel.
+    control_fd: Option<RawFd>,
 }
 
 fn main() -> ExitCode {
@@ -101,14 +104,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let control = match args.control_fd.map(sys::adopt_inherited_fd).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warren-shim: control fd: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // The only choice of tier: each table of contents is for one.
     let result = read_spec(args.spec_fd).and_then(|spec| {
         match (args.join, args.init, spec.isolation.shares_host()) {
             (_, Some(plan_fd), _) => {
                 let plan = read_plan(plan_fd)?;
-                namespaced::init_after_exec(spec, plan, pty_socket, &mut report)
+                namespaced::init_after_exec(spec, plan, pty_socket, control, &mut report)
             }
-            (None, None, false) => namespaced::create(spec, pty_socket, connector, &mut report),
+            (None, None, false) => {
+                namespaced::create(spec, pty_socket, connector, control, &mut report)
+            }
             // No network namespace of its own to reach into: the server
             // sees the socket close and reports previews unavailable.
             (None, None, true) => {
@@ -165,7 +177,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     let reexec = command == Some("init");
     let (mut spec, mut report, mut pty, mut init, mut parent, mut cgroup) =
         (None, None, None, None, None, None);
-    let (mut plan, mut record, mut connector) = (None, None, None);
+    let (mut plan, mut record, mut connector, mut control) = (None, None, None, None);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = || -> Result<i32, String> {
@@ -178,6 +190,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--report-fd" => report = Some(number()?),
             "--pty-socket-fd" => pty = Some(number()?),
             "--plan-fd" if reexec => plan = Some(number()?),
+            "--control-fd" if !joining => control = Some(number()?),
             "--init-pid" if joining => init = Some(Pid::from_raw(number()?)),
             "--parent-pid" if joining => parent = Some(Pid::from_raw(number()?)),
             "--cgroup" if joining => cgroup = Some(value.clone()),
@@ -192,14 +205,14 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     if reexec && plan.is_none() {
         return Err("init needs --plan-fd".into());
     }
-    let fds: Vec<RawFd> = [Some(s), Some(r), pty, plan, record, connector]
+    let fds: Vec<RawFd> = [Some(s), Some(r), pty, plan, record, connector, control]
         .into_iter()
         .flatten()
         .collect();
     let distinct = fds.iter().enumerate().all(|(i, f)| !fds[..i].contains(f));
     if fds.iter().any(|&f| f <= 2) || !distinct {
         return Err(
-            "--spec-fd, --report-fd, --pty-socket-fd, --plan-fd, --record-fd and --connector-fd \
+            "--spec-fd, --report-fd, --pty-socket-fd, --plan-fd, --record-fd, --connector-fd and --control-fd \
              must be distinct fds above 2"
                 .into(),
         );
@@ -225,6 +238,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
         report_fd: r,
         pty_fd: pty,
         connector_fd: connector,
+        control_fd: control,
     })
 }
 

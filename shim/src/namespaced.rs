@@ -30,12 +30,14 @@ use crate::network::{
 use crate::outside::{self, detach_from_caller, or_kill, or_kill_with};
 use crate::process::*;
 use crate::reexec::reexec_as_init;
+use crate::terminals;
 
 /// Outside: create the sandbox, supervise it, report how it ended.
 pub fn create(
     spec: SandboxSpec,
     pty: Option<OwnedFd>,
     connector: Option<OwnedFd>,
+    control: Option<OwnedFd>,
     report: &mut File,
 ) -> Result<Exit, SetupError> {
     detach_from_caller()?; // a sandbox never outlives its caller nor sees its fds
@@ -53,10 +55,17 @@ pub fn create(
     let (ready_r, ready_w) = sync_pipe()?; // PID 1 waits for its maps and cgroup
     let (net_r, net_w) = network_pipe()?; // and, before any command, for its network
     let pid = match outside::clone_into_namespaces(&plan)? {
-        Forked::Child => pid1_in_child(&spec, &plan, (ready_r, net_r), net_w, pty, report),
+        Forked::Child => pid1_in_child(
+            &spec,
+            &plan,
+            (ready_r, net_r),
+            net_w,
+            (pty, control),
+            report,
+        ),
         Forked::Parent(pid) => pid,
     };
-    drop((ready_r, net_r, pty)); // only PID 1 uses them; our copies would hide its failure (no EOF)
+    drop((ready_r, net_r, pty, control)); // only PID 1 uses them; our copies would hide its failure (no EOF)
     or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
     let ns = or_kill_with(pid, open_namespaces_from_parent(&plan.network, pid))?; // while PID 1 is still dumpable
     let connector_ns = or_kill_with(
@@ -93,11 +102,11 @@ fn pid1_in_child(
     plan: &Plan,
     ready: (OwnedFd, OwnedFd),
     net_w: OwnedFd,
-    pty: Option<OwnedFd>,
+    fds: (Option<OwnedFd>, Option<OwnedFd>),
     report: &mut File,
 ) -> ! {
     drop(net_w); // the shim's end: its exit must read as EOF here
-    let Err(err) = pid1_steps(spec, plan, ready, pty, report);
+    let Err(err) = pid1_steps(spec, plan, ready, fds, report);
     fail_and_exit(report, err)
 }
 
@@ -105,7 +114,7 @@ fn pid1_steps(
     spec: &SandboxSpec,
     plan: &Plan,
     (ready, net_ready): (OwnedFd, OwnedFd),
-    pty: Option<OwnedFd>,
+    (pty, control): (Option<OwnedFd>, Option<OwnedFd>),
     report: &mut File,
 ) -> Result<Infallible, SetupError> {
     die_with_parent()?; // a clone starts without it
@@ -123,15 +132,17 @@ fn pid1_steps(
     new_session()?; // no controlling terminal shared with the caller
     caps::become_user_without_caps(spec.uid, spec.gid)?; // the last privileged step is done
     die_with_parent()?; // credential changes clear it
-    reexec_as_init(spec, &plan.confinement, pty, report) // then the sandbox's userns owns our memory
+    reexec_as_init(spec, &plan.confinement, (pty, control), report) // then the sandbox's userns owns our memory
 }
 
 /// PID 1 again, re-executed inside (`warren-shim init`): confine itself,
-/// fork the command, reap until it ends. Never returns.
+/// fork the command, reap until it ends; or, held with a control channel,
+/// start terminals on request until told to stop. Never returns.
 pub fn init_after_exec(
     spec: SandboxSpec,
     plan: Confinement,
     pty: Option<OwnedFd>,
+    control: Option<OwnedFd>,
     report: &mut File,
 ) -> ! {
     let started = (|| {
@@ -145,7 +156,10 @@ pub fn init_after_exec(
         start_command(spec.hold, report, |report| ready.exec(&spec, report))
     })();
     let cmd = started.unwrap_or_else(|err| fail_and_exit(report, err));
-    let exit = reap(cmd, report);
+    let exit = match (cmd, control) {
+        (None, Some(control)) => terminals::serve(&spec, &plan, control, report),
+        (cmd, _) => reap(cmd, report),
+    };
     exit_with(report, exit) // ending PID 1 kills everything left in the pid namespace
 }
 

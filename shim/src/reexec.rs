@@ -17,13 +17,13 @@ use warren_runtime::sys;
 const STEP: &str = "re-execute PID 1";
 
 /// Executes [`INFO_BIN`] as `warren-shim init`, handing over the spec and
-/// the confinement planned outside (memfds), the report channel and the
-/// terminal socket; every other fd is close-on-exec. Only returns on
-/// failure.
+/// the confinement planned outside (memfds), the report channel, the
+/// terminal socket and the control channel; every other fd is
+/// close-on-exec. Only returns on failure.
 pub fn reexec_as_init(
     spec: &SandboxSpec,
     confinement: &Confinement,
-    pty_socket: Option<OwnedFd>,
+    (pty_socket, control): (Option<OwnedFd>, Option<OwnedFd>),
     report: &File,
 ) -> Result<std::convert::Infallible, SetupError> {
     let spec_file = memfd_with("warren-spec", serde_json::to_vec(spec))?;
@@ -39,6 +39,9 @@ pub fn reexec_as_init(
     pass("--report-fd", report)?;
     if let Some(sock) = &pty_socket {
         pass("--pty-socket-fd", sock)?;
+    }
+    if let Some(control) = &control {
+        pass("--control-fd", control)?;
     }
     let argv: Vec<CString> = argv
         .into_iter()
