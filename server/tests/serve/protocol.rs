@@ -165,6 +165,21 @@ async fn a_client_offering_permessage_deflate_gets_it() {
     assert!(!echo.rsv1, "a one-byte echo is sent uncompressed");
 }
 
+/// A compressed message that inflates past the 1 MiB limit (a few KiB on
+/// the wire) gets close 1009, and changes nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deflated_message_over_the_limit_gets_1009() {
+    let server = TestServer::start().await;
+    let session = server.login("alice").await;
+    let mut ws = deflate::RawClient::connect(server.addr, &cookie(&session)).await;
+    ws.read_until(|f| f.opcode == 1).await;
+    ws.send(0x2, &vec![b'x'; (1 << 20) + 1], true).await;
+    let close = ws.read_until(|f| f.opcode == 8).await;
+    assert_eq!(close.payload[..2], 1009u16.to_be_bytes());
+    let mut c = server.open("alice").await;
+    c.run("echo fine-$((6*7))", "fine-42").await;
+}
+
 /// A client that does not offer permessage-deflate gets plain frames.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_not_offering_permessage_deflate_gets_plain_frames() {
@@ -279,8 +294,12 @@ mod deflate {
                 payload.to_vec()
             };
             let mut f = vec![0x80 | if compress { 0x40 } else { 0 } | opcode];
-            assert!(payload.len() < 126);
-            f.push(0x80 | payload.len() as u8);
+            if payload.len() < 126 {
+                f.push(0x80 | payload.len() as u8);
+            } else {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+            }
             let mask = [7u8, 1, 9, 3];
             f.extend_from_slice(&mask);
             f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
