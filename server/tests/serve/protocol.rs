@@ -166,9 +166,10 @@ async fn a_client_offering_permessage_deflate_gets_it() {
 }
 
 /// A compressed message that inflates past the 1 MiB limit (a few KiB on
-/// the wire) gets close 1009, and changes nothing else.
+/// the wire) gets close 1009, one that does not inflate 1011; nothing else
+/// changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deflated_message_over_the_limit_gets_1009() {
+async fn deflated_messages_over_the_limit_or_corrupt_get_1009_or_1011() {
     let server = TestServer::start().await;
     let session = server.login("alice").await;
     let mut ws = deflate::RawClient::connect(server.addr, &cookie(&session)).await;
@@ -176,6 +177,12 @@ async fn a_deflated_message_over_the_limit_gets_1009() {
     ws.send(0x2, &vec![b'x'; (1 << 20) + 1], true).await;
     let close = ws.read_until(|f| f.opcode == 8).await;
     assert_eq!(close.payload[..2], 1009u16.to_be_bytes());
+    // Compressed data that does not inflate (a reserved block type): 1011.
+    let mut ws = deflate::RawClient::connect(server.addr, &cookie(&session)).await;
+    ws.read_until(|f| f.opcode == 1).await;
+    ws.send_raw_deflated(&[0xff; 8]).await;
+    let close = ws.read_until(|f| f.opcode == 8).await;
+    assert_eq!(close.payload[..2], 1011u16.to_be_bytes());
     let mut c = server.open("alice").await;
     c.run("echo fine-$((6*7))", "fine-42").await;
 }
@@ -303,6 +310,15 @@ mod deflate {
             let mask = [7u8, 1, 9, 3];
             f.extend_from_slice(&mask);
             f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+            self.stream.get_mut().write_all(&f).await.unwrap();
+        }
+
+        /// Sends `bytes` as a binary frame marked compressed, as they are.
+        pub async fn send_raw_deflated(&mut self, bytes: &[u8]) {
+            let mask = [0u8; 4];
+            let mut f = vec![0x80 | 0x40 | 0x2, 0x80 | bytes.len() as u8];
+            f.extend_from_slice(&mask);
+            f.extend_from_slice(bytes);
             self.stream.get_mut().write_all(&f).await.unwrap();
         }
 
