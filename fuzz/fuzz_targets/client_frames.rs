@@ -43,10 +43,11 @@ use warren_domain::echo::EchoBackend;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Close codes the server may send (docs/protocol.md, plus the WebSocket
-/// codes for a broken frame: 1002 protocol error, 1007 bad UTF-8, 1009 too
-/// big).
+/// codes for a broken frame: 1002 protocol error, 1003 reserved opcode,
+/// 1007 bad UTF-8, 1009 too big, 1011 a compressed message that does not
+/// inflate).
 const DOCUMENTED_CLOSE_CODES: &[u16] = &[
-    1000, 1001, 1002, 1007, 1009, 4400, 4401, 4403, 4404, 4429, 4500, 4503,
+    1000, 1001, 1002, 1003, 1007, 1009, 1011, 4400, 4401, 4403, 4404, 4429, 4500, 4503,
 ];
 
 #[derive(Debug, Arbitrary)]

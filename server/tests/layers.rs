@@ -13,6 +13,7 @@ const TRANSPORT_CRATES: &[&str] = &[
     "hyper-util",
     "tungstenite",
     "tokio-tungstenite",
+    "yawc",
     "tower",
     "tower-http",
     "http",

@@ -50,7 +50,7 @@ const MUST_RUN = ['true', '1'].includes(process.env.CI) || process.env.WARREN_MU
 
 const CHECKS = [
   [1, 'server starts and prints a login URL'],
-  [2, 'alice logs in, gets a shell prompt, whoami says alice'],
+  [2, 'alice logs in, gets a shell prompt (permessage-deflate negotiated), whoami says alice'],
   [3, 'resizing the window resizes the terminal (stty size follows)'],
   [4, 'reload reattaches to the same terminal: screen and shell state kept'],
   [5, 'bob, in another browser context, cannot see alice\'s files'],
@@ -292,6 +292,17 @@ async function openTab(browser, name, loginUrl, viewport = VIEW_START) {
   const tab = new Tab(name, page);
   tab.context = context;
   tabs.push(tab);
+  // The WebSocket handshakes' answers, through the DevTools protocol
+  // (Playwright's WebSocket events carry no headers): check 2 reads which
+  // extensions the server agreed to.
+  tab.extensions = [];
+  const cdp = await context.newCDPSession(page);
+  cdp.on('Network.webSocketHandshakeResponseReceived', ({ response }) => {
+    const h = Object.entries(response.headers || {})
+      .find(([k]) => k.toLowerCase() === 'sec-websocket-extensions');
+    tab.extensions.push(h ? h[1] : '');
+  });
+  await cdp.send('Network.enable');
   const url = `${loginUrl}&user=${encodeURIComponent(name)}`;
   const resp = await page.goto(url, { waitUntil: 'load' });
   expect(resp && resp.ok(), `[${name}] login page answered ${resp && resp.status()}`);
@@ -400,8 +411,12 @@ async function main() {
       `badge says ${JSON.stringify(await badge.textContent())}, hello says tier ${hello.tier}, network ${JSON.stringify(hello.network)}`);
     expect(hello.limits && (await badge.getAttribute('title')).startsWith('limits: '),
       `no limits in the hello frame or the badge: ${JSON.stringify(hello.limits)}`);
+    // Chromium offers permessage-deflate; warren agrees (docs/protocol.md#compression).
+    const ext = alice.extensions[0] || '';
+    expect(ext.startsWith('permessage-deflate'),
+      `the terminal's WebSocket negotiated no permessage-deflate: ${JSON.stringify(alice.extensions)}`);
     await alice.shot('alice-whoami.png');
-    return `tier ${hello.tier}, prompt "${prompt.trim()}", title "${title}"`;
+    return `tier ${hello.tier}, prompt "${prompt.trim()}", title "${title}", extensions "${ext}"`;
   }, { needs: [1] });
 
   await check(3, async () => {

@@ -16,7 +16,6 @@
 //! told after the upgrade as an `error` frame and a 44xx close code, because
 //! that is all a browser script can see.
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, SET_COOKIE, VARY,
@@ -34,9 +33,7 @@ use super::host::{self};
 use super::protocol::{WinSize, SUBPROTOCOL};
 use super::relay::{self, TerminalRequest};
 use super::state::AppState;
-
-/// Largest WebSocket message accepted from a client.
-pub const MAX_MESSAGE: usize = 1 << 20;
+use super::ws;
 
 /// The router. Tests mount it on a port-0 listener.
 pub fn app(state: AppState) -> Router {
@@ -270,7 +267,7 @@ async fn ws_new(
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(p): Query<WsParams>,
-    ws: WebSocketUpgrade,
+    ws: yawc::IncomingUpgrade,
 ) -> Result<Response, HttpError> {
     let default = WinSize::default();
     let size = super::protocol::win_size(
@@ -285,7 +282,7 @@ async fn ws_attach(
     Path(terminal): Path<String>,
     headers: HeaderMap,
     Query(p): Query<WsParams>,
-    ws: WebSocketUpgrade,
+    ws: yawc::IncomingUpgrade,
 ) -> Result<Response, HttpError> {
     upgrade(app, &headers, &p, ws, TerminalRequest::Attach(terminal))
 }
@@ -294,7 +291,7 @@ fn upgrade(
     app: AppState,
     headers: &HeaderMap,
     p: &WsParams,
-    ws: WebSocketUpgrade,
+    ws: yawc::IncomingUpgrade,
     target: TerminalRequest,
 ) -> Result<Response, HttpError> {
     app.origins()
@@ -306,17 +303,11 @@ fn upgrade(
         p.user.as_deref(),
     ));
     let guard = app.connection_guard();
-    // Small buffers: tungstenite allocates its read buffer up front (128 KiB
-    // by default) and would queue writes without bound; with these a
-    // connection costs a few KiB and a slow client pushes back (see
-    // docs/dependencies.md#q8-websocket-and-connections).
-    Ok(ws
-        .protocols([SUBPROTOCOL])
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| relay::serve(socket, app, user, target, guard)))
+    // Small buffers and pooled deflate state: see web/ws.rs and
+    // docs/dependencies.md#q8-websocket-and-connections.
+    Ok(ws::accept(ws, headers, SUBPROTOCOL, move |socket| {
+        relay::serve(socket, app, user, target, guard)
+    }))
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub mod protocol;
 pub mod relay;
 pub mod services_wire;
 pub mod state;
+pub mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use yawc::Frame;
 
 use super::auth::AuthError;
 use super::protocol::{
@@ -37,6 +37,7 @@ use super::protocol::{
     ServerMessage, WinSize, SUBPROTOCOL,
 };
 use super::state::{AppState, ConnectionGuard, PingPolicy};
+use super::ws::{Broken, CloseCode, Incoming, Socket};
 use warren_domain::sessions::Attachment;
 use warren_domain::terminal::{Viewer, ViewerEvent};
 use warren_domain::user::UserId;
@@ -95,26 +96,10 @@ enum End {
     Exit(ExitInfo),
     /// The client closed, or the connection broke.
     Client,
-    /// The client broke the protocol: close with this code.
-    Broken(u16, String),
+    /// The client broke the protocol: close saying how (1009, 1002, 1007).
+    Broken(Broken),
     /// No answer to pings.
     Dead,
-}
-
-/// The close code for a frame the library refused: 1009 too big, 1002
-/// protocol violation, 1007 invalid UTF-8; `None` for a connection that
-/// merely ended.
-fn close_for_read_error(e: axum::Error) -> Option<(u16, String)> {
-    use tungstenite::Error as E;
-    let inner = e.into_inner();
-    let e = inner.downcast_ref::<E>()?;
-    let code = match e {
-        E::Capacity(_) => close::MESSAGE_TOO_BIG,
-        E::Protocol(_) | E::AttackAttempt => close::PROTOCOL_ERROR,
-        E::Utf8(_) => close::INVALID_PAYLOAD,
-        _ => return None,
-    };
-    Some((code, e.to_string()))
 }
 
 /// What the connection asked for.
@@ -125,7 +110,7 @@ pub enum TerminalRequest {
 }
 
 pub async fn serve(
-    socket: WebSocket,
+    socket: Socket,
     app: AppState,
     user: Result<UserId, AuthError>,
     target: TerminalRequest,
@@ -165,7 +150,7 @@ pub async fn serve(
             let info = ExitInfo::from(info);
             let mut socket = socket;
             let _ = socket
-                .send(Message::Text(ServerMessage::Exit(info).to_json().into()))
+                .send(Frame::text(ServerMessage::Exit(info).to_json()))
                 .await;
             goodbye(socket, close_code_for(info), info.reason.as_str()).await
         }
@@ -206,28 +191,29 @@ fn close_code_for(info: ExitInfo) -> u16 {
 }
 
 /// Sends an `error` frame and closes with `code`.
-async fn refuse(mut socket: WebSocket, code: u16, message: &str) {
+async fn refuse(mut socket: Socket, code: u16, message: &str) {
     let _ = socket
-        .send(Message::Text(
-            ServerMessage::Error { message }.to_json().into(),
-        ))
+        .send(Frame::text(ServerMessage::Error { message }.to_json()))
         .await;
     goodbye(socket, code, message).await
 }
 
 /// Closes with `code` and waits briefly for the client's close frame, so
 /// the client reads everything before the TCP connection goes.
-async fn goodbye(mut socket: WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: truncate_utf8(reason, 123).into(),
-    };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
+async fn goodbye(mut socket: Socket, code: u16, reason: &str) {
+    let frame = Frame::close(CloseCode::from(code), truncate_utf8(reason, 123));
+    if socket.send(frame).await.is_err() {
         return;
     }
+    await_close(socket).await;
+}
+
+/// Waits briefly for the client's close frame (or the end), so the client
+/// reads everything before the TCP connection goes.
+async fn await_close(mut socket: Socket) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        while let Some(Ok(msg)) = socket.recv().await {
-            if matches!(msg, Message::Close(_)) {
+        while let Some(Ok(msg)) = socket.next().await {
+            if msg == Incoming::Close {
                 break;
             }
         }
@@ -245,7 +231,7 @@ fn truncate_utf8(s: &str, max: usize) -> String {
 }
 
 async fn relay(
-    socket: WebSocket,
+    socket: Socket,
     mut viewer: Viewer,
     user: &UserId,
     metrics: &super::metrics::Metrics,
@@ -263,11 +249,11 @@ async fn relay(
     }
     .to_json();
     let (mut sink, mut stream) = socket.split();
-    if sink.send(Message::Text(hello.into())).await.is_err() {
+    if sink.send(Frame::text(hello)).await.is_err() {
         return;
     }
     let snapshot = viewer.take_snapshot();
-    if !snapshot.is_empty() && sink.send(Message::Binary(snapshot.into())).await.is_err() {
+    if !snapshot.is_empty() && sink.send(Frame::binary(snapshot)).await.is_err() {
         return;
     }
     tracing::debug!(%user, terminal = terminal.id(), "viewer attached");
@@ -284,7 +270,7 @@ async fn relay(
                 () = tokio::time::sleep_until(next_ping) => {
                     let due = heard.at() + ping.interval;
                     if Instant::now() >= due {
-                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        if sink.send(Frame::ping(Bytes::new())).await.is_err() {
                             return End::Client;
                         }
                         next_ping = Instant::now() + ping.interval;
@@ -293,7 +279,7 @@ async fn relay(
                     }
                 }
                 Some(text) = control_rx.recv() => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
+                    if sink.send(Frame::text(text)).await.is_err() {
                         return End::Client;
                     }
                 }
@@ -301,7 +287,7 @@ async fn relay(
                     ViewerEvent::Output(chunk) => {
                         let frame = batch(chunk, &mut viewer);
                         metrics.relayed("to_client", frame.len());
-                        if sink.send(Message::Binary(frame)).await.is_err() {
+                        if sink.send(Frame::binary(frame)).await.is_err() {
                             return End::Client;
                         }
                     }
@@ -328,17 +314,12 @@ async fn relay(
         loop {
             let msg = match stream.next().await {
                 None => return End::Client,
-                Some(Err(e)) => {
-                    return match close_for_read_error(e) {
-                        Some((code, reason)) => End::Broken(code, reason),
-                        None => End::Client,
-                    }
-                }
+                Some(Err(broken)) => return End::Broken(broken),
                 Some(Ok(msg)) => msg,
             };
             heard.touch();
             let reply = match msg {
-                Message::Binary(input) => {
+                Incoming::Binary(input) => {
                     metrics.relayed("from_client", input.len());
                     // A failed write means the shell is gone; its exit
                     // frame is on the way through the writer.
@@ -347,7 +328,7 @@ async fn relay(
                     heard.listen();
                     None
                 }
-                Message::Text(text) => match parse_client(&text) {
+                Incoming::Text(text) => match parse_client(&text) {
                     Ok(ClientMessage::Resize(size)) => match terminal.resize(size) {
                         Ok(()) => None,
                         Err(e) => {
@@ -368,9 +349,9 @@ async fn relay(
                         .to_json(),
                     ),
                 },
-                Message::Close(_) => return End::Client,
+                Incoming::Close => return End::Client,
                 // WebSocket pings are answered by the library.
-                Message::Ping(_) | Message::Pong(_) => None,
+                Incoming::Control => None,
             };
             if let Some(reply) = reply {
                 if control_tx.send(reply).await.is_err() {
@@ -388,22 +369,32 @@ async fn relay(
     match ended {
         End::Exit(info) => {
             let exit = ServerMessage::Exit(info).to_json();
-            if sink.send(Message::Text(exit.into())).await.is_ok() {
+            if sink.send(Frame::text(exit)).await.is_ok() {
                 if let Ok(socket) = sink.reunite(stream) {
                     goodbye(socket, close_code_for(info), info.reason.as_str()).await;
                 }
             }
         }
-        End::Broken(code, reason) => {
-            tracing::debug!(%user, terminal = terminal.id(), code, "closing: {reason}");
-            if let Ok(socket) = sink.reunite(stream) {
-                goodbye(socket, code, &reason).await;
+        End::Broken(broken) => {
+            tracing::debug!(%user, terminal = terminal.id(), "closing: {}", broken.reason);
+            if let Ok(mut socket) = sink.reunite(stream) {
+                if broken.answered {
+                    socket.flush_close().await;
+                    await_close(socket).await;
+                } else {
+                    goodbye(socket, broken.code, &broken.reason).await;
+                }
             }
         }
         End::Dead => {
             tracing::info!(%user, terminal = terminal.id(), "no answer to pings: closing");
         }
-        End::Client => {}
+        End::Client => {
+            // Answer the client's close frame, if that is what ended it.
+            if let Ok(mut socket) = sink.reunite(stream) {
+                let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush_close()).await;
+            }
+        }
     }
     tracing::debug!(%user, terminal = terminal.id(), "viewer detached");
 }

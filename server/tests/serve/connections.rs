@@ -269,6 +269,10 @@ async fn broken_frames_get_a_close_code_first() {
     let mut c = server.open("alice").await;
     send_raw(&mut c, &frame(0x80 | 0x1, &[0xff, 0xfe])).await;
     assert_eq!(c.expect_close().await.0, 1007);
+    // A reserved opcode: 1003 (yawc's answer).
+    let mut c = server.open("alice").await;
+    send_raw(&mut c, &frame(0x80 | 0x3, b"hi")).await;
+    assert_eq!(c.expect_close().await.0, 1003);
     // Nothing else changed: the terminals are there, a new one works.
     let mut c = server.open("alice").await;
     c.run("echo fine-$((6*7))", "fine-42").await;

@@ -14,7 +14,9 @@
 //! Options (defaults in brackets): `--connections N` \[50\], `--keystrokes N`
 //! \[200\], `--mib N` \[200\], `--users N` \[20\], `--terminals-per-user N` \[10\],
 //! `--only sandbox|echo`, `--keep` (keep the temporary directory with
-//! the servers' logs). The sandbox backend needs what `warren run`
+//! the servers' logs), `--deflate` (warren's connections offer
+//! permessage-deflate, as browsers do, through yawc's client; without it
+//! they offer nothing, through tungstenite's). The sandbox backend needs what `warren run`
 //! needs (root here). docs/bench-serve.md has figures and the method.
 
 use std::collections::BTreeMap;
@@ -22,6 +24,7 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -33,7 +36,72 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// `--deflate`: warren's terminals are opened offering permessage-deflate.
+static DEFLATE: AtomicBool = AtomicBool::new(false);
+
+/// A client connection: tungstenite's (no extension), or yawc's offering
+/// permessage-deflate; both seen as tungstenite messages.
+enum Ws {
+    Plain(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Deflate(Box<yawc::WebSocket<TcpStream>>),
+}
+
+impl Ws {
+    async fn next(&mut self) -> Option<Result<Message, String>> {
+        match self {
+            Ws::Plain(ws) => ws.next().await.map(|r| r.map_err(|e| e.to_string())),
+            Ws::Deflate(ws) => ws.next().await.map(|f| {
+                Ok(match f.opcode() {
+                    yawc::OpCode::Binary => Message::Binary(f.into_payload()),
+                    yawc::OpCode::Text => {
+                        Message::Text(String::from_utf8_lossy(f.payload()).into_owned().into())
+                    }
+                    yawc::OpCode::Close => Message::Close(None),
+                    yawc::OpCode::Ping => Message::Ping(f.into_payload()),
+                    _ => Message::Pong(f.into_payload()),
+                })
+            }),
+        }
+    }
+
+    async fn send(&mut self, m: Message) -> Result<(), String> {
+        match self {
+            Ws::Plain(ws) => ws.send(m).await.map_err(|e| e.to_string()),
+            Ws::Deflate(ws) => {
+                let f = match m {
+                    Message::Binary(b) => yawc::Frame::binary(b),
+                    Message::Text(t) => yawc::Frame::text(t.as_str().to_owned()),
+                    _ => return Ok(()),
+                };
+                ws.send(f).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Opens `/ws` with yawc's client offering permessage-deflate (zlib's
+/// fastest level, as the server uses; messages under 256 bytes plain, as a
+/// browser's keystrokes are small). Whether the server agreed is its
+/// answer's business: warren's is checked by server/tests/serve/protocol.rs.
+async fn connect_deflate(addr: SocketAddr, path: &str, token: &str) -> Res<Ws> {
+    let url: url::Url = format!("ws://{addr}{path}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let io = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = io.set_nodelay(true);
+    let req = tokio_tungstenite::tungstenite::http::Request::builder()
+        .header("sec-websocket-protocol", "warren.v1")
+        .header("authorization", format!("Bearer {token}"));
+    let options = yawc::Options::default()
+        .with_low_latency_compression()
+        .with_compression_threshold(256);
+    let ws = yawc::WebSocket::handshake_with_request(url, io, options, req)
+        .await
+        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+    Ok(Ws::Deflate(Box::new(ws)))
+}
 type Res<T> = Result<T, String>;
 
 /// 62 characters: with its newline (turned into CR LF by the terminal) a
@@ -82,6 +150,11 @@ fn parse_opts() -> Opts {
         };
         if args[i] == "--keep" {
             o.keep = true;
+            i += 1;
+            continue;
+        }
+        if args[i] == "--deflate" {
+            DEFLATE.store(true, Ordering::Relaxed);
             i += 1;
             continue;
         }
@@ -529,7 +602,7 @@ impl Term {
         .map_err(|e| format!("WebSocket handshake: {e}"))?;
         let handshake = t0.elapsed();
         let mut term = Term {
-            ws,
+            ws: Ws::Plain(Box::new(ws)),
             tail: Vec::new(),
             tier: "none".into(),
             frames: 0,
@@ -567,13 +640,23 @@ impl Term {
             "authorization",
             HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())?,
         );
-        let (ws, _) = tokio::time::timeout_at(
-            tokio_deadline(deadline),
-            tokio_tungstenite::connect_async(req),
-        )
-        .await
-        .map_err(|_| "WebSocket handshake timed out".to_string())?
-        .map_err(|e| format!("WebSocket handshake: {e}"))?;
+        let ws = if DEFLATE.load(Ordering::Relaxed) {
+            tokio::time::timeout_at(
+                tokio_deadline(deadline),
+                connect_deflate(addr, &format!("/ws?cols={COLS}&rows={ROWS}"), token),
+            )
+            .await
+            .map_err(|_| "WebSocket handshake timed out".to_string())??
+        } else {
+            let (ws, _) = tokio::time::timeout_at(
+                tokio_deadline(deadline),
+                tokio_tungstenite::connect_async(req),
+            )
+            .await
+            .map_err(|_| "WebSocket handshake timed out".to_string())?
+            .map_err(|e| format!("WebSocket handshake: {e}"))?;
+            Ws::Plain(Box::new(ws))
+        };
         let handshake = t0.elapsed();
         let mut term = Term {
             ws,
@@ -998,6 +1081,14 @@ fn report(o: &Opts, sandbox: &Results, echo: &Results, refs: &(Res<f64>, f64), b
     println!();
     println!("warren serve benchmark, {date}");
     println!("{cores} cores ({cpu}), Linux {}", kernel.trim());
+    println!(
+        "warren's connections offer permessage-deflate: {}",
+        if DEFLATE.load(Ordering::Relaxed) {
+            "yes (--deflate)"
+        } else {
+            "no"
+        }
+    );
     println!(
         "machine busy before the run: {:.0} % (over 1 s)",
         busy_before * 100.0
