@@ -405,8 +405,21 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> HttpResponse {
+    http_request_to(addr, &addr.to_string(), method, path, headers, body).await
+}
+
+/// [`http_request`] with its own `Host` header (a preview host, say).
+#[allow(dead_code)] // not every test binary names another host
+pub async fn http_request_to(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
