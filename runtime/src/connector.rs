@@ -278,11 +278,25 @@ mod tests {
         let (_, peer) = listener.accept().unwrap();
         let local = std::net::TcpStream::from(stream).local_addr().unwrap();
         assert_eq!(local, peer);
-        drop(listener);
+        // A port bound but not listening: refused, and (unlike a port just
+        // freed) no other test can take it and no connect can land on it.
+        let idle = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let any = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
+        nix::sys::socket::bind(idle.as_raw_fd(), &any).unwrap();
+        let idle_port = nix::sys::socket::getsockname::<SockaddrIn>(idle.as_raw_fd())
+            .unwrap()
+            .port();
         assert!(matches!(
-            request(&server, port, 2),
-            Err(ConnectError::NotListening(p)) if p == port
+            request(&server, idle_port, 2),
+            Err(ConnectError::NotListening(p)) if p == idle_port
         ));
+        drop(listener);
         assert!(matches!(request(&server, 0, 3), Err(ConnectError::BadPort)));
         drop(server);
         worker.join().unwrap().unwrap();
