@@ -24,7 +24,7 @@ use crate::connector;
 use crate::inside::*;
 use crate::join::{self, Target};
 use crate::network::{
-    network_pipe, network_ready_from_parent, open_namespaces_from_parent,
+    network_pipe, network_ready_from_parent, open_namespaces_from_parent, reap_pastas_children,
     start_network_from_parent, stop_pasta, wait_for_network_in_child,
 };
 use crate::outside::{self, detach_from_caller, or_kill, or_kill_with};
@@ -74,6 +74,7 @@ pub fn create(
     )?; // likewise
         // The filter's helper and pasta start now, alongside the cgroup entry
         // and PID 1's mounts; PID 1 starts no command before both are done.
+    or_kill(pid, reap_pastas_children(&plan.network, spec.hold))?;
     let net = or_kill_with(pid, start_network_from_parent(&plan.network, ns))?;
     let entered = or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid)) // counted before it runs anything
         .and_then(|()| release(ready_w, pid, report));
@@ -90,9 +91,12 @@ pub fn create(
         connector::start_from_parent(connector, connector_ns, &spec.tenant.slug),
     )?; // the server reaches ports inside through it
     let exit = outside::supervise(pid, report); // until PID 1, and with it the sandbox, ends
-    stop_pasta(pasta); // nothing of its network is left
+    let pasta = stop_pasta(pasta); // nothing of its network is left
     outside::remove_cgroup(cgroup, &spec, report);
     drop(disk); // nothing of the sandbox is left to write to the home
+    if let Some(p) = pasta {
+        p.end(spec.hold); // its exit overlapped the two steps above
+    }
     Ok(exit)
 }
 

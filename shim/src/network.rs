@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use warren_runtime::network::{self, pasta, NetworkPlan};
 use warren_runtime::report::SetupError;
@@ -171,7 +172,9 @@ impl Starting {
         if let Some(f) = self.filter {
             f.kill();
         }
-        stop_pasta(self.pasta);
+        if let Some(p) = self.pasta {
+            let _ = p.stop().0.wait();
+        }
     }
 
     /// Waits for the filter to be loaded and for pasta's route in the
@@ -184,7 +187,9 @@ impl Starting {
         match result {
             Ok(()) => Ok(pasta),
             Err(e) => {
-                stop_pasta(pasta);
+                if let Some(p) = pasta {
+                    let _ = p.stop().0.wait();
+                }
                 Err(e)
             }
         }
@@ -206,18 +211,54 @@ fn has_default_route(pid: Pid) -> bool {
 }
 
 impl Pasta {
-    /// Kills pasta: nothing of the sandbox's network is left. Not waited
-    /// for: its exit (tens of ms, freeing its buffers) happens while we
-    /// report the end; our own exit hands it to init to reap.
-    pub fn stop(mut self) {
+    /// Kills pasta: nothing of the sandbox's network is left. Reaped by
+    /// [`Stopped::reap`], so that its exit (tens of ms, freeing its
+    /// buffers) overlaps the rest of the sandbox's end.
+    pub fn stop(mut self) -> Stopped {
         let _ = self.0.kill();
+        Stopped(self.0)
+    }
+}
+
+/// A killed pasta, not yet reaped.
+pub struct Stopped(Child);
+
+impl Stopped {
+    /// Reaps pasta and, the sandbox having ended, whatever else of ours
+    /// has exited: the helpers pasta forked and never reaped come to us
+    /// as a subreaper ([`reap_pastas_children`]).
+    ///
+    /// Only for a held sandbox (the server's): its exit (30 to 45 ms,
+    /// tearing down its tap device) would add to the run time of a
+    /// one-shot command, whose caller waits for our exit; there pasta is
+    /// left to init. Left to init, a dead pasta lingers as a zombie as
+    /// long as init takes to reap (seconds where init polls, as in CI
+    /// containers), and for ever where the server is PID 1 of its own pid
+    /// namespace (`unshare --pid --fork warren serve`), which reaps only
+    /// its own children.
+    pub fn end(mut self, held: bool) {
+        if !held {
+            return;
+        }
+        let _ = self.0.wait();
+        while let Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) =
+            waitpid(None, Some(WaitPidFlag::WNOHANG))
+        {}
     }
 }
 
 /// [`Pasta::stop`], if the sandbox has one.
-pub fn stop_pasta(pasta: Option<Pasta>) {
-    if let Some(p) = pasta {
-        p.stop();
+pub fn stop_pasta(pasta: Option<Pasta>) -> Option<Stopped> {
+    pasta.map(Pasta::stop)
+}
+
+/// Makes the shim of a `held` sandbox with a network the reaper of
+/// pasta's orphans ([`Stopped::end`]); before pasta starts.
+pub fn reap_pastas_children(plan: &NetworkPlan, held: bool) -> Result<(), SetupError> {
+    match (&plan.pasta, held) {
+        (Some(_), true) => warren_runtime::init::become_subreaper()
+            .map_err(|e| SetupError::errno("become child subreaper", e)),
+        _ => Ok(()),
     }
 }
 
