@@ -211,9 +211,9 @@ fn has_default_route(pid: Pid) -> bool {
 }
 
 impl Pasta {
-    /// Kills pasta: nothing of the sandbox's network is left. Reaped by
-    /// [`Stopped::reap`], so that its exit (tens of ms, freeing its
-    /// buffers) overlaps the rest of the sandbox's end.
+    /// Kills pasta: nothing of the sandbox's network is left. Reaped (or
+    /// left to init) by [`Stopped::end`], so that its exit (tens of ms,
+    /// tearing down its tap device) overlaps the rest of the sandbox's end.
     pub fn stop(mut self) -> Stopped {
         let _ = self.0.kill();
         Stopped(self.0)
