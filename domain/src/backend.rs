@@ -268,18 +268,44 @@ pub struct ExecCommand {
 
 /// Where an exec'd command's stdio goes.
 pub struct ExecStdio {
-    pub stdin: Stdio,
-    pub stdout: Stdio,
-    pub stderr: Stdio,
+    pub stdin: Stream,
+    pub stdout: Stream,
+    pub stderr: Stream,
 }
 
 impl ExecStdio {
     /// Pipes for all three.
     pub fn piped() -> ExecStdio {
         ExecStdio {
-            stdin: Stdio::piped(),
-            stdout: Stdio::piped(),
-            stderr: Stdio::piped(),
+            stdin: Stream::Piped,
+            stdout: Stream::Piped,
+            stderr: Stream::Piped,
+        }
+    }
+}
+
+/// One of an exec'd command's standard streams. Not a [`Stdio`], which
+/// cannot be looked into: PID 1 (which starts commands in a held sandbox)
+/// is sent the fds themselves.
+#[derive(Debug)]
+pub enum Stream {
+    /// A pipe whose other end is the [`ExecChild`]'s.
+    Piped,
+    /// /dev/null.
+    Null,
+    /// The caller's own (the command line's `warren exec`).
+    Inherit,
+    /// This file or pipe.
+    Fd(OwnedFd),
+}
+
+impl From<Stream> for Stdio {
+    fn from(s: Stream) -> Stdio {
+        match s {
+            Stream::Piped => Stdio::piped(),
+            Stream::Null => Stdio::null(),
+            Stream::Inherit => Stdio::inherit(),
+            Stream::Fd(fd) => Stdio::from(fd),
         }
     }
 }

@@ -193,9 +193,9 @@ impl Sandbox for EchoSandbox {
                 .env("USER", self.user.as_str())
                 .envs(cmd.env)
                 .current_dir(std::path::Path::new(&home).join(cmd.cwd.unwrap_or_default()))
-                .stdin(stdio.stdin)
-                .stdout(stdio.stdout)
-                .stderr(stdio.stderr);
+                .stdin(Stdio::from(stdio.stdin))
+                .stdout(Stdio::from(stdio.stdout))
+                .stderr(Stdio::from(stdio.stderr));
             let mut child = c.spawn().map_err(|e| BackendError::new("exec", e))?;
             Ok(ExecChild {
                 stdin: child.stdin.take(),

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod backend;
+mod by_init;
 pub mod child;
 pub mod counters;
 pub mod echo;

@@ -1,8 +1,8 @@
 //! The real backend: each user's sandbox is a `warren-shim create` held
 //! open (no command, PID 1 waits). In the namespace tier PID 1 starts
-//! every terminal on a request over its control channel
-//! (`warren_runtime::control`); exec'd commands, and terminals of the
-//! tiers without namespaces, are a `warren-shim join` into it. Either way
+//! every terminal and exec'd command on a request over its control
+//! channel (`warren_runtime::control`, the `by_init` module); in the tiers
+//! without namespaces they are a `warren-shim join` into it. Either way
 //! the PTY comes from the sandbox's own devpts.
 //!
 //! Shims are started with an ordinary exec from an async worker thread,
@@ -36,6 +36,7 @@ use crate::backend::{
     Backend, BackendError, BoxFuture, EndCause, ExecChild, ExecCommand, ExecStdio, PortError,
     ProcessExit, Sandbox, SandboxEnd, Spawned, StarterEnded, TerminalProcess,
 };
+use crate::by_init::{self, InitChild};
 use crate::child::wait_child;
 use crate::sandbox::{prepare, PrepareError, Request, Settings};
 use crate::user::UserId;
@@ -259,9 +260,14 @@ impl Backend for SandboxBackend {
             if let Some(rel) = rel {
                 spec.cwd = spec.cwd.join(rel);
             }
-            let launched =
-                launch::start(&self.shim, &spec, stdio.stdin, stdio.stdout, stdio.stderr)
-                    .map_err(|e| err("start warren-shim", e))?;
+            let launched = launch::start(
+                &self.shim,
+                &spec,
+                stdio.stdin.into(),
+                stdio.stdout.into(),
+                stdio.stderr.into(),
+            )
+            .map_err(|e| err("start warren-shim", e))?;
             Ok(shim_command(
                 launched.child,
                 Reader::new(launched.report),
@@ -526,6 +532,9 @@ impl Sandbox for UserSandbox {
         stdio: ExecStdio,
     ) -> BoxFuture<'_, Result<ExecChild, BackendError>> {
         Box::pin(async move {
+            if let Some(control) = &self.control {
+                return self.command_by_init(control, cmd, stdio).await;
+            }
             let mut spec = self.template.clone();
             spec.tty = None;
             spec.argv = cmd.argv;
@@ -544,9 +553,9 @@ impl Sandbox for UserSandbox {
                 &self.shim_path,
                 &spec,
                 &Mode::Join(self.target.clone()),
-                stdio.stdin,
-                stdio.stdout,
-                stdio.stderr,
+                stdio.stdin.into(),
+                stdio.stdout.into(),
+                stdio.stderr.into(),
             )
             .map_err(|e| err("start warren-shim join", e))?;
             let mut child = launched.child;
@@ -867,22 +876,87 @@ impl UserSandbox {
                 });
             }
         };
-        nix::fcntl::fcntl(
-            &report_r,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        )
-        .map_err(|e| err("open terminal", e))?;
-        let report = tokio::net::unix::pipe::Receiver::from_owned_fd(report_r)
-            .map_err(|e| err("open terminal", e))?;
+        let report = by_init::receiver(report_r).map_err(|e| err("open terminal", e))?;
         Ok(Spawned {
             master,
-            process: Box::new(InitShell {
+            process: Box::new(InitChild {
                 id,
                 control: Arc::clone(control),
                 report,
                 events: Vec::new(),
                 cgroup: self.target.cgroup.clone(),
                 oom_before: oom_kills(self.target.cgroup.as_deref()),
+                exit: None,
+            }),
+        })
+    }
+
+    /// Asks PID 1 to run a command (`warren_runtime::control`): it forks
+    /// it itself on the streams sent along, so no process joins from
+    /// outside.
+    async fn command_by_init(
+        &self,
+        control: &Arc<OwnedFd>,
+        cmd: ExecCommand,
+        stdio: ExecStdio,
+    ) -> Result<ExecChild, BackendError> {
+        use std::os::fd::AsRawFd;
+        let id = self.next_terminal.fetch_add(1, Ordering::Relaxed);
+        let streams = by_init::Streams::open(stdio).map_err(|e| err("exec", e))?;
+        let (report_r, report_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| err("exec", e))?;
+        let mut report = by_init::receiver(report_r).map_err(|e| err("exec", e))?;
+        let request = control::Request::Command {
+            id,
+            argv: cmd.argv,
+            env: cmd.env,
+            cwd: cmd.cwd,
+        };
+        let pressure_before = memory_pressure(self.target.cgroup.as_deref());
+        let oom_before = oom_kills(self.target.cgroup.as_deref());
+        let [stdin, stdout, stderr] = &streams.theirs;
+        let fds = [stdin, stdout, stderr].map(|f| f.as_raw_fd());
+        let fds = [fds[0], fds[1], fds[2], report_w.as_raw_fd()];
+        if let Err(e) = control::send(control.as_ref(), &request, &fds) {
+            if self.is_ending() {
+                let ended = StarterEnded::SandboxEnded(format!("ask PID 1 to exec: {e}"));
+                return Err(BackendError::new("exec", ended));
+            }
+            return Err(err("exec: ask PID 1", e));
+        }
+        // Only PID 1 and the command hold the other ends now: their end
+        // is EOF.
+        drop((streams.theirs, report_w));
+        let events = match tokio::time::timeout(START_TIMEOUT, by_init::started(&mut report)).await
+        {
+            Ok(Ok(events)) => events,
+            Ok(Err(Some(Event::Failed(f)))) => return Err(BackendError::new("exec", f)),
+            other => {
+                if other.is_err() {
+                    let _ = control::send(control.as_ref(), &control::Request::Kill { id }, &[]);
+                }
+                return Err(
+                    if memory_pressure(self.target.cgroup.as_deref()) > pressure_before {
+                        BackendError::new("exec", StarterEnded::OutOfMemory)
+                    } else if self.is_ending() {
+                        BackendError::new("exec", StarterEnded::SandboxEnded("PID 1 ended".into()))
+                    } else {
+                        err("exec", "PID 1 did not start the command in time")
+                    },
+                );
+            }
+        };
+        Ok(ExecChild {
+            stdin: streams.stdin,
+            stdout: streams.stdout,
+            stderr: streams.stderr,
+            process: Box::new(InitChild {
+                id,
+                control: Arc::clone(control),
+                report,
+                events,
+                cgroup: self.target.cgroup.clone(),
+                oom_before,
                 exit: None,
             }),
         })
@@ -1035,7 +1109,7 @@ fn read_events(cgroup: Option<&str>) -> Option<warren_runtime::cgroups::Events> 
         .ok()
 }
 
-fn oom_kills(cgroup: Option<&str>) -> u64 {
+pub(crate) fn oom_kills(cgroup: Option<&str>) -> u64 {
     read_oom_kills(cgroup).unwrap_or(0)
 }
 
@@ -1126,67 +1200,6 @@ impl TerminalProcess for JoinedShell {
             }
             self.hung_up = Some(std::time::Instant::now());
         }
-    }
-}
-
-/// A terminal's shell started by PID 1: its report pipe brings the exit
-/// PID 1 reaped; a kill is a request to PID 1.
-struct InitShell {
-    id: u64,
-    control: Arc<OwnedFd>,
-    report: tokio::net::unix::pipe::Receiver,
-    /// The report read so far (kept across a cancelled `wait`).
-    events: Vec<u8>,
-    cgroup: Option<String>,
-    oom_before: u64,
-    exit: Option<ProcessExit>,
-}
-
-impl TerminalProcess for InitShell {
-    fn wait(&mut self) -> BoxFuture<'_, ProcessExit> {
-        Box::pin(async move {
-            use tokio::io::AsyncReadExt;
-            if let Some(exit) = self.exit {
-                return exit;
-            }
-            let mut chunk = [0u8; 1024];
-            // Each read is cancel-safe; what it read is kept.
-            while let Ok(n @ 1..) = self.report.read(&mut chunk).await {
-                self.events.extend_from_slice(&chunk[..n]);
-            }
-            let exit = report::read_all(&self.events[..])
-                .into_iter()
-                .find_map(|e| match e {
-                    Event::Exited { exit } => Some(exit),
-                    _ => None,
-                });
-            let mut out = match exit {
-                Some(Exit::Code(c)) => ProcessExit {
-                    code: Some(c),
-                    ..Default::default()
-                },
-                Some(Exit::Signal(s)) => ProcessExit {
-                    signal: Some(s),
-                    ..Default::default()
-                },
-                // PID 1 ended first: the sandbox's end killed the shell.
-                None => ProcessExit {
-                    signal: Some(Signal::SIGKILL as i32),
-                    ..Default::default()
-                },
-            };
-            out.memory_limit =
-                out.signal == Some(9) && oom_kills(self.cgroup.as_deref()) > self.oom_before;
-            self.exit = Some(out);
-            out
-        })
-    }
-
-    fn kill(&mut self) {
-        // PID 1 signals the shell's group: the server never names a pid
-        // inside the sandbox. A gone PID 1 took the shell with it.
-        let kill = control::Request::Kill { id: self.id };
-        let _ = control::send(self.control.as_ref(), &kill, &[]);
     }
 }
 

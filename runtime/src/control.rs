@@ -2,14 +2,18 @@
 //! unix socketpair the server creates before the shim starts, one end
 //! passed down to PID 1 (close-on-exec, never at a path), the other kept.
 //!
-//! It carries requests one way only, server to PID 1: start a terminal,
-//! kill one. Everything about a terminal comes back on fds sent along with
-//! its request (SCM_RIGHTS): a socket for its PTY master and the write end
-//! of a report pipe, the same pair a `warren-shim join` gets. Nothing in a
-//! request decides confinement: PID 1 applies the plan it started with.
+//! It carries requests one way only, server to PID 1: start a terminal or
+//! a command, kill one. Everything about them comes back on fds sent along
+//! with the request (SCM_RIGHTS): for a terminal a socket for its PTY
+//! master, for a command its stdin, stdout and stderr; then the write end
+//! of a report pipe, as a `warren-shim join` gets. Nothing in a request
+//! decides confinement: PID 1 applies the plan it started with; a command
+//! brings only what the tenant could type in a terminal (its argv, its
+//! environment, a directory to start in).
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
@@ -31,9 +35,22 @@ pub enum Request {
         argv: Vec<String>,
         size: WinSize,
     },
-    /// SIGKILL terminal `id`'s process group (its shell's session).
+    /// Run `argv` with `env` added to the sandbox's environment, in `cwd`
+    /// (relative to the home, plain names only) if given, on the stdin,
+    /// stdout and stderr sent with it, then the report pipe: what `exec`
+    /// and services run. PID 1 reports `Started` once it has forked it.
+    Command {
+        id: u64,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: Option<PathBuf>,
+    },
+    /// SIGKILL terminal or command `id`'s process group.
     Kill { id: u64 },
 }
+
+/// Most fds a request carries (a command's three streams and its report).
+const MAX_FDS: usize = 4;
 
 /// Sends `req` with `fds` as one message.
 pub fn send(sock: &impl AsRawFd, req: &Request, fds: &[RawFd]) -> Result<(), Errno> {
@@ -49,7 +66,7 @@ pub fn send(sock: &impl AsRawFd, req: &Request, fds: &[RawFd]) -> Result<(), Err
 /// the channel. A message that does not parse is `EBADMSG`, its fds closed.
 pub fn recv(sock: &impl AsFd) -> Result<Option<(Request, Vec<OwnedFd>)>, Errno> {
     let mut buf = vec![0u8; MAX_REQUEST];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (len, fds) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = recvmsg::<()>(
@@ -98,6 +115,17 @@ mod tests {
         let (got, fds) = recv(&b).unwrap().unwrap();
         assert_eq!(got, req);
         assert_eq!(fds.len(), 2);
+        let cmd = Request::Command {
+            id: 8,
+            argv: vec!["true".into()],
+            env: vec![("A".into(), "b".into())],
+            cwd: Some("src".into()),
+        };
+        let fds4 = [r.as_raw_fd(), w.as_raw_fd(), r.as_raw_fd(), w.as_raw_fd()];
+        send(&a, &cmd, &fds4).unwrap();
+        let (got, fds) = recv(&b).unwrap().unwrap();
+        assert_eq!(got, cmd);
+        assert_eq!(fds.len(), 4, "a command's four fds all arrive");
         send(&a, &Request::Kill { id: 7 }, &[]).unwrap();
         assert_eq!(recv(&b).unwrap().unwrap().0, Request::Kill { id: 7 });
         drop(a);

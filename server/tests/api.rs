@@ -885,9 +885,9 @@ async fn commands_at_a_tight_memory_limit_are_200_or_409_never_500() {
 /// A sandbox at its pids limit cannot fork a command: that is the
 /// tenant's state (409), not the server's failure (the API fuzzer of issue
 /// 10 got 500s after setting `pids` to 1). The smallest limit allowed, 3,
-/// holds PID 1, one joining shim and its command: while one command runs,
-/// the next cannot fork. Where no pids limit applies (the unprivileged
-/// modes) the command just runs.
+/// holds PID 1 and a command of two processes (PID 1 forks commands
+/// itself): while it runs, the next cannot fork. Where no pids limit
+/// applies (the unprivileged modes) the command just runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_in_a_sandbox_at_its_pids_limit_is_a_conflict() {
     let d = dirs();
@@ -906,7 +906,7 @@ async fn exec_in_a_sandbox_at_its_pids_limit_is_a_conflict() {
         addr,
         "POST",
         "/api/users/alice/exec",
-        Some(json!({"argv": ["sleep", "4"]})),
+        Some(json!({"argv": ["sh", "-c", "sleep 4 & exec sleep 4"]})),
     ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for path in ["/api/users/alice/exec", "/api/users/alice/exec/stream"] {
@@ -959,4 +959,48 @@ async fn user_view_says_the_home_dir_and_host_gid() {
             (&user["home_dir"], &user["host_gid"])
         );
     }
+}
+
+/// PID 1 starts exec'd commands itself, as it does terminals: the
+/// command's parent is PID 1 inside the sandbox (a joining shim outside
+/// it would show as parent 0), with the request's environment and working
+/// directory, its stdin, stdout and stderr apart, and a missing command
+/// or directory still its own outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_is_started_by_pid1_inside_the_sandbox() {
+    let d = dirs();
+    let server = api_server(&d).await;
+    new_user(&server, "petra").await;
+    let _ = exec(&server, "petra", json!({"argv": ["mkdir", "-p", "work"]})).await;
+    let r = exec(
+        &server,
+        "petra",
+        json!({
+            "argv": ["sh", "-c", "echo ppid=$PPID pwd=$(pwd) v=$V; echo err >&2; read x; echo in=$x"],
+            "env": {"V": "from-the-request"},
+            "cwd": "work",
+            "stdin": "typed\n",
+        }),
+    )
+    .await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let out = r["stdout"].as_str().unwrap();
+    assert!(
+        out.contains("ppid=1 "),
+        "the command's parent is not PID 1: {r}"
+    );
+    assert!(out.contains("/work v=from-the-request"), "{r}");
+    assert!(out.contains("in=typed"), "{r}");
+    assert_eq!(r["stderr"], "err\n", "{r}");
+    let missing = exec(&server, "petra", json!({"argv": ["no-such-command-here"]})).await;
+    assert_eq!(missing["exit_code"], 127, "{missing}");
+    let r = admin(
+        server.addr,
+        "POST",
+        "/api/users/petra/exec",
+        Some(json!({"argv": ["true"], "cwd": "no-such-dir"})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["exit_code"], 125, "{}", r.text());
 }

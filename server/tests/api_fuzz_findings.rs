@@ -89,13 +89,13 @@ async fn a_full_sandbox_refuses_a_command_with_409() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    // PID 1, the joining shim and `sleep` fill the sandbox.
+    // PID 1 and a command of two processes fill the sandbox.
     let first = tokio::spawn(async move {
         admin(
             addr,
             "POST",
             "/api/users/full/exec",
-            Some(json!({"argv": ["sleep", "3"]})),
+            Some(json!({"argv": ["sh", "-c", "sleep 3 & exec sleep 3"]})),
         )
         .await
     });
@@ -178,7 +178,13 @@ async fn an_import_over_the_memory_limit_is_a_413() {
         Some(json!({"argv": ["true"]})),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    // So tight a limit may not leave room for a command (PID 1 forks it):
+    // that is said so, never a 500.
+    assert!(
+        r.status == 200 || (r.status == 409 && r.text().contains("memory limit")),
+        "{}",
+        r.text()
+    );
     let stats = admin(addr, "GET", "/api/users/mem/stats", None)
         .await
         .json();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{ExecChild, ExecCommand, ExecStdio};
+use crate::backend::{ExecChild, ExecCommand, ExecStdio, Stream};
 use crate::exec::{self, EndReason, ExecResult};
 
 use super::{ManageError, Manager, Running};
@@ -57,9 +57,9 @@ impl Manager {
             ..Default::default()
         };
         let stdio = ExecStdio {
-            stdin: std::process::Stdio::null(),
-            stdout: std::process::Stdio::piped(),
-            stderr: std::process::Stdio::piped(),
+            stdin: Stream::Null,
+            stdout: Stream::Piped,
+            stderr: Stream::Piped,
         };
         let running = self.start(id, cmd, stdio).await?;
         let Running { child, _lease } = running;
@@ -239,9 +239,9 @@ impl Manager {
             ..Default::default()
         };
         let stdio = ExecStdio {
-            stdin: std::process::Stdio::from(file),
-            stdout: std::process::Stdio::piped(),
-            stderr: std::process::Stdio::piped(),
+            stdin: Stream::Fd(file.into()),
+            stdout: Stream::Piped,
+            stderr: Stream::Piped,
         };
         let running = self.start(id, cmd, stdio).await.map_err(|e| match e {
             // As when the unpacker is killed for memory once it runs.
@@ -325,9 +325,9 @@ impl Manager {
             ..Default::default()
         };
         let stdio = ExecStdio {
-            stdin: std::process::Stdio::null(),
-            stdout: std::process::Stdio::piped(),
-            stderr: std::process::Stdio::piped(),
+            stdin: Stream::Null,
+            stdout: Stream::Piped,
+            stderr: Stream::Piped,
         };
         let r = match self.start(id, cmd, stdio).await {
             Ok(running) => {

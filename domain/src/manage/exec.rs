@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{ExecChild, ExecCommand, ExecStdio};
+use crate::backend::{ExecChild, ExecCommand, ExecStdio, Stream};
 use crate::exec::{self, EndReason, ExecEnd, ExecResult};
 use crate::sessions::Lease;
 use crate::user::UserId;
@@ -256,9 +256,9 @@ impl Manager {
         req: ExecRequest,
     ) -> Result<ExecEnd, ManageError> {
         let stdio = ExecStdio {
-            stdin: std::process::Stdio::inherit(),
-            stdout: std::process::Stdio::inherit(),
-            stderr: std::process::Stdio::inherit(),
+            stdin: Stream::Inherit,
+            stdout: Stream::Inherit,
+            stderr: Stream::Inherit,
         };
         let began = Instant::now();
         let (mut running, timeout) = match self.start_exec(actor, id, &req, stdio).await {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use warren_runtime::files::exit;
 
-use crate::backend::{ExecChild, ExecCommand, ExecStdio};
+use crate::backend::{ExecChild, ExecCommand, ExecStdio, Stream};
 use crate::exec::{self, EndReason, ExecResult};
 
 use super::archives::{check_archive, Pumped, ARCHIVE_TIMEOUT};
@@ -74,9 +74,9 @@ impl Manager {
             ..Default::default()
         };
         let stdio = ExecStdio {
-            stdin: std::process::Stdio::null(),
-            stdout: std::process::Stdio::piped(),
-            stderr: std::process::Stdio::piped(),
+            stdin: Stream::Null,
+            stdout: Stream::Piped,
+            stderr: Stream::Piped,
         };
         let Running { child, _lease } = self.start(id, cmd, stdio).await?;
         let ExecChild {
@@ -203,9 +203,9 @@ impl Manager {
                 ..Default::default()
             };
             let stdio = ExecStdio {
-                stdin: std::process::Stdio::from(file),
-                stdout: std::process::Stdio::piped(),
-                stderr: std::process::Stdio::piped(),
+                stdin: Stream::Fd(file.into()),
+                stdout: Stream::Piped,
+                stderr: Stream::Piped,
             };
             let running = self.start(id, cmd, stdio).await?;
             let r = exec::collect(running.child, Vec::new(), ARCHIVE_TIMEOUT, 64 << 10).await;

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, watch};
 
-use crate::backend::{ExecCommand, ExecStdio};
+use crate::backend::{ExecCommand, ExecStdio, Stream};
 use crate::sessions::{Registry, SessionError};
 use crate::user::UserId;
 
@@ -498,9 +498,9 @@ async fn run_once(
         c.process.wait().await;
     }
     let stdio = ExecStdio {
-        stdin: std::process::Stdio::null(),
-        stdout: std::process::Stdio::piped(),
-        stderr: std::process::Stdio::piped(),
+        stdin: Stream::Null,
+        stdout: Stream::Piped,
+        stderr: Stream::Piped,
     };
     let mut child = match sandbox.exec(spec.command(), stdio).await {
         Ok(c) => c,
@@ -607,9 +607,9 @@ fn not_started(svc: &Service, e: &ManageError) {
 
 fn null_stdio() -> ExecStdio {
     ExecStdio {
-        stdin: std::process::Stdio::null(),
-        stdout: std::process::Stdio::null(),
-        stderr: std::process::Stdio::null(),
+        stdin: Stream::Null,
+        stdout: Stream::Null,
+        stderr: Stream::Null,
     }
 }
 

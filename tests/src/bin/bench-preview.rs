@@ -16,12 +16,12 @@
 //!
 //! Options (defaults in brackets): `--requests N` \[2000\], `--mib N` \[256\].
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use warren::web::{Auth, ServeConfig, Server};
-use warren_domain::backend::{ExecCommand, ExecStdio};
+use warren_domain::backend::{ExecCommand, ExecStdio, Stream};
 use warren_domain::sandbox::Settings;
 use warren_domain::sandboxes::SandboxBackend;
 use warren_domain::sessions::SessionLimits;
@@ -164,9 +164,9 @@ async fn run(o: Opts) -> Result<(), String> {
         ..Default::default()
     };
     let quiet = || ExecStdio {
-        stdin: Stdio::null(),
-        stdout: Stdio::null(),
-        stderr: Stdio::null(),
+        stdin: Stream::Null,
+        stdout: Stream::Null,
+        stderr: Stream::Null,
     };
     // The app's files, then the app, which runs for the whole bench.
     let mut prep = sandbox
@@ -211,9 +211,9 @@ async fn run(o: Opts) -> Result<(), String> {
                         ..Default::default()
                     },
                     ExecStdio {
-                        stdin: Stdio::null(),
-                        stdout: Stdio::piped(),
-                        stderr: Stdio::piped(),
+                        stdin: Stream::Null,
+                        stdout: Stream::Piped,
+                        stderr: Stream::Piped,
                     },
                 )
                 .await
