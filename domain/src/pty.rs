@@ -92,6 +92,13 @@ impl Pty {
         }
     }
 
+    /// Waits until there is output to read (or the end), reading nothing:
+    /// the caller needs no buffer while it waits. Cancel-safe.
+    pub async fn readable(&self) -> io::Result<()> {
+        // Dropping the guard keeps the readiness for the read that follows.
+        self.fd.readable().await.map(drop)
+    }
+
     /// Reads what is available now without waiting: `Ok(None)` when nothing
     /// is, `Ok(Some(0))` at end of file.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
