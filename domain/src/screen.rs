@@ -115,11 +115,11 @@ impl LazyScreen {
             return false;
         }
         let (rows, cols) = self.size;
-        let screen = self.flush().screen();
-        let base = redraw(screen);
+        let parser = self.flush();
+        let base = redraw(parser);
         let mut replayed = vt100::Parser::new(rows, cols, 0);
         replayed.process(&base);
-        if comparable(replayed.screen()) != comparable(screen) {
+        if comparable(replayed.screen()) != comparable(parser.screen()) {
             return false;
         }
         self.parser = None;
@@ -149,12 +149,85 @@ impl LazyScreen {
     }
 }
 
-/// Bytes that redraw `screen` on a fresh parser of its size: its cells,
-/// attributes, cursor and input modes, then the last character printed
-/// (for REP) by printing it again over a cell that holds it, with that
-/// cell's attributes, and putting cursor and attributes back.
-fn redraw(screen: &vt100::Screen) -> Vec<u8> {
-    screen.state_formatted().into_bytes()
+/// Bytes that redraw `parser`'s screen on a fresh parser of its size: its
+/// cells, attributes, cursor and input modes. On the alternate screen,
+/// the normal screen behind it first (read by switching `parser` to it and
+/// back, which changes nothing else), its cursor saved as entering the
+/// alternate screen saves it, then the alternate screen. Last, the last
+/// character printed (what REP repeats) is printed again over a cell of
+/// the same character with default attributes, if there is one.
+fn redraw(parser: &mut vt100::Parser) -> Vec<u8> {
+    let mut out = Vec::new();
+    if parser.screen().alternate_screen() {
+        parser.process(b"\x1b[?47l");
+        out.extend_from_slice(parser.screen().state_formatted().as_bytes());
+        parser.process(b"\x1b[?47h");
+        out.extend_from_slice(b"\x1b7\x1b[?47h");
+    }
+    let screen = parser.screen();
+    out.extend_from_slice(screen.state_formatted().as_bytes());
+    let Some(last) = last_char(&format!("{screen:?}")) else {
+        return out;
+    };
+    let (rows, cols) = screen.size();
+    let (mut buf, mut found) = ([0u8; 4], None);
+    let last: &str = last.encode_utf8(&mut buf);
+    'rows: for row in 0..rows.get() {
+        for col in 0..cols.get() {
+            let cell = screen.cell(row, col);
+            if cell.is_some_and(|c| c.contents() == last && *c == plain_cell(last)) {
+                found = Some((row, col));
+                break 'rows;
+            }
+        }
+    }
+    if let Some((row, col)) = found {
+        let (crow, ccol) = screen.cursor_position();
+        out.extend_from_slice(
+            format!(
+                "\x1b[m\x1b[{};{}H{last}\x1b[{};{}H{}",
+                row + 1,
+                col + 1,
+                crow + 1,
+                ccol + 1,
+                screen.attributes_formatted()
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+/// A cell holding `c` with default attributes, as printing it makes one.
+fn plain_cell(c: &str) -> vt100::Cell {
+    let mut p = vt100::Parser::new(NonZeroU16::MIN, NonZeroU16::MAX, 0);
+    p.process(c.as_bytes());
+    p.screen()
+        .cell(0, 0)
+        .cloned()
+        .unwrap_or_else(|| unreachable!())
+}
+
+/// The screen's last printed character, read from its `Debug` form (vt100
+/// has no getter for it): `last_char: Some('x')` at the end.
+fn last_char(debug: &str) -> Option<char> {
+    let lit = debug
+        .rsplit_once("last_char: Some('")?
+        .1
+        .strip_suffix("') }")?;
+    let mut chars = lit.chars();
+    match (chars.next()?, chars.as_str()) {
+        ('\\', rest) => match rest {
+            "'" => Some('\''),
+            "\\" => Some('\\'),
+            "\"" => Some('"'),
+            _ => u32::from_str_radix(rest.strip_prefix("u{")?.strip_suffix('}')?, 16)
+                .ok()
+                .and_then(char::from_u32),
+        },
+        (c, "") => Some(c),
+        _ => None,
+    }
 }
 
 /// A screen's every field, but the count of rows scrolled off (see
@@ -750,6 +823,24 @@ mod tests {
         assert!(lazy.is_compact());
         same(lazy.screen(), full.screen(), b"");
         assert!(!lazy.is_compact());
+    }
+
+    #[test]
+    fn a_full_screen_program_compacts_too() {
+        let mut lazy = LazyScreen::new(nz(24), nz(80));
+        let mut full = vt100::Parser::new(nz(24), nz(80), 0);
+        let out =
+            b"$ ls\r\nfile\r\n$ vi\x1b[?1049h\x1b[22;1H\x1b[7mNORMAL\x1b[m\x1b[1;1Htext\x1b[?25l";
+        lazy.push(out);
+        full.process(out);
+        assert!(lazy.compact());
+        same(lazy.screen(), full.screen(), out);
+        // Leaving it shows the normal screen as it was.
+        let more = b"\x1b[?25h\x1b[?1049l$ ";
+        lazy.push(more);
+        full.process(more);
+        same(lazy.screen(), full.screen(), more);
+        assert!(lazy.screen().contents().contains("file"));
     }
 
     #[test]

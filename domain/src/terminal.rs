@@ -360,7 +360,7 @@ impl Terminal {
             // what else is there already, so a fast stream goes out in
             // fewer, bigger frames (waiting for none).
             while n < buf.len() {
-                match self.pty.try_read(&mut buf[n..]) {
+                match self.pty.try_read_more(&mut buf[n..]) {
                     Ok(Some(m)) if m > 0 => n += m,
                     // Nothing more now, or the end, which the next read sees.
                     _ => break,
