@@ -116,10 +116,12 @@ impl LazyScreen {
         }
         let (rows, cols) = self.size;
         let parser = self.flush();
-        let base = redraw(parser);
+        // Formatted once, for the last character and for the comparison.
+        let debug = format!("{:?}", parser.screen());
+        let base = redraw(parser, &debug);
         let mut replayed = vt100::Parser::new(rows, cols, 0);
         replayed.process(&base);
-        if comparable(replayed.screen()) != comparable(parser.screen()) {
+        if comparable(&format!("{:?}", replayed.screen())) != comparable(&debug) {
             return false;
         }
         self.parser = None;
@@ -156,7 +158,8 @@ impl LazyScreen {
 /// alternate screen saves it, then the alternate screen. Last, the last
 /// character printed (what REP repeats) is printed again over a cell of
 /// the same character with default attributes, if there is one.
-fn redraw(parser: &mut vt100::Parser) -> Vec<u8> {
+/// `debug` is the screen's `Debug` form.
+fn redraw(parser: &mut vt100::Parser, debug: &str) -> Vec<u8> {
     let mut out = Vec::new();
     if parser.screen().alternate_screen() {
         parser.process(b"\x1b[?47l");
@@ -166,7 +169,7 @@ fn redraw(parser: &mut vt100::Parser) -> Vec<u8> {
     }
     let screen = parser.screen();
     out.extend_from_slice(screen.state_formatted().as_bytes());
-    let Some(last) = last_char(&format!("{screen:?}")) else {
+    let Some(last) = last_char(debug) else {
         return out;
     };
     let (rows, cols) = screen.size();
@@ -230,12 +233,11 @@ fn last_char(debug: &str) -> Option<char> {
     }
 }
 
-/// A screen's every field, but the count of rows scrolled off (see
-/// [`LazyScreen`]).
-fn comparable(screen: &vt100::Screen) -> String {
-    let debug = format!("{screen:?}");
+/// A screen's `Debug` form (every field) without the count of rows
+/// scrolled off (see [`LazyScreen`]).
+fn comparable(debug: &str) -> String {
     let mut out = String::with_capacity(debug.len());
-    let mut rest = debug.as_str();
+    let mut rest = debug;
     const FIELD: &str = "unbounded_len: ";
     while let Some(at) = rest.find(FIELD) {
         out.push_str(&rest[..at + FIELD.len()]);
@@ -713,7 +715,7 @@ mod tests {
 
     /// Asserts two screens are the same, showing where they differ.
     fn same(a: &vt100::Screen, b: &vt100::Screen, input: &[u8]) {
-        let (a, b) = (comparable(a), comparable(b));
+        let (a, b) = (comparable(&format!("{a:?}")), comparable(&format!("{b:?}")));
         if let Some(at) = a.bytes().zip(b.bytes()).position(|(x, y)| x != y) {
             let from = at.saturating_sub(150);
             panic!(
