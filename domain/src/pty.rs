@@ -92,6 +92,24 @@ impl Pty {
         }
     }
 
+    /// Waits until there is output to read (or the end), reading nothing:
+    /// the caller needs no buffer while it waits. Cancel-safe.
+    pub async fn readable(&self) -> io::Result<()> {
+        // Dropping the guard keeps the readiness for the read that follows.
+        self.fd.readable().await.map(drop)
+    }
+
+    /// Like [`Pty::try_read`], for reading on after a read: `Ok(None)` once
+    /// the PTY has nothing more, which also clears the reactor's readiness,
+    /// so that [`Pty::readable`] then waits.
+    pub fn try_read_more(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.fd.try_io(Interest::READABLE, |fd| read_raw(fd, buf)) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads what is available now without waiting: `Ok(None)` when nothing
     /// is, `Ok(Some(0))` at end of file.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {

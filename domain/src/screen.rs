@@ -30,9 +30,25 @@ use std::num::NonZeroU16;
 pub const LOG_CAP: usize = 64 * 1024;
 
 /// The screen a terminal has drawn, parsed lazily.
+///
+/// **Compaction.** A parsed 80×24 screen is about 60 KiB of cells (32 bytes
+/// each), most of an idle terminal's memory on the server (issue 15). When
+/// the terminal goes quiet, [`LazyScreen::compact`] replaces the parser by
+/// the bytes that redraw it on a fresh one (a few hundred for a prompt),
+/// and keeps them only if replaying them gives back the same screen, every
+/// field of it compared (its `Debug` form); otherwise the parser stays. The
+/// one field not compared is vt100's count of rows scrolled off, which only
+/// decides how many blank rows a taller resize pulls in at the top (the
+/// scroll-off shortcut does not keep it either).
 pub struct LazyScreen {
-    parser: vt100::Parser,
+    /// None while compacted: then `base` redraws the screen.
+    parser: Option<Box<vt100::Parser>>,
+    /// Fed to a fresh parser of `size`, gives the screen as it was before
+    /// `log` (empty: a fresh screen).
+    base: Vec<u8>,
+    size: (NonZeroU16, NonZeroU16),
     log: Vec<u8>,
+    /// The tracker as it is at the start of `log`.
     tracker: Tracker,
     /// Bytes the shortcut did not parse (diagnostics and tests).
     skipped: u64,
@@ -41,7 +57,9 @@ pub struct LazyScreen {
 impl LazyScreen {
     pub fn new(rows: NonZeroU16, cols: NonZeroU16) -> LazyScreen {
         LazyScreen {
-            parser: vt100::Parser::new(rows, cols, 0),
+            parser: None,
+            base: Vec::new(),
+            size: (rows, cols),
             log: Vec::new(),
             tracker: Tracker::new(rows.get()),
             skipped: 0,
@@ -58,29 +76,175 @@ impl LazyScreen {
 
     /// The screen with every byte so far applied.
     pub fn screen(&mut self) -> &vt100::Screen {
-        self.flush();
-        self.parser.screen()
+        self.flush().screen()
+    }
+
+    /// Calls `f` with the screen as it is now. A compacted screen with no
+    /// new output is parsed for the call only and stays compact.
+    pub fn with_screen<R>(&mut self, f: impl FnOnce(&vt100::Screen) -> R) -> R {
+        if self.parser.is_none() && self.log.is_empty() {
+            let mut parser = vt100::Parser::new(self.size.0, self.size.1, 0);
+            parser.process(&self.base);
+            return f(parser.screen());
+        }
+        f(self.screen())
     }
 
     /// Resizes, after applying the output that was drawn at the old size.
     pub fn set_size(&mut self, rows: NonZeroU16, cols: NonZeroU16) {
-        self.flush();
-        if self.parser.screen().size() != (rows, cols) {
+        if self.flush().screen().size() != (rows, cols) {
             // vt100, like xterm, resets both scroll regions on a resize.
             self.tracker.region_full = [true, true];
             self.tracker.rows = rows.get();
         }
-        self.parser.screen_mut().set_size(rows, cols);
+        self.flush().screen_mut().set_size(rows, cols);
+        self.size = (rows, cols);
     }
 
-    fn flush(&mut self) {
-        if self.log.is_empty() {
-            return;
+    /// Drops the parsed screen if it can be redrawn exactly from a few
+    /// bytes (see the type's comment). For a terminal gone quiet: it costs
+    /// a parse of the log and two formattings of the screen. True if the
+    /// screen is now compact.
+    pub fn compact(&mut self) -> bool {
+        if self.parser.is_none() && self.log.is_empty() {
+            return true;
         }
-        // Freed, not kept: an idle terminal holds no empty log buffer.
-        let log = std::mem::take(&mut self.log);
-        self.skipped += feed(&mut self.parser, &mut self.tracker, &log);
+        self.flush();
+        // Between two characters, where a fresh parser starts.
+        if !(self.tracker.state == State::Ground && self.tracker.utf8_left == 0) {
+            return false;
+        }
+        let (rows, cols) = self.size;
+        let parser = self.flush();
+        // Formatted once, for the last character and for the comparison.
+        let debug = format!("{:?}", parser.screen());
+        let base = redraw(parser, &debug);
+        let mut replayed = vt100::Parser::new(rows, cols, 0);
+        replayed.process(&base);
+        if comparable(&format!("{:?}", replayed.screen())) != comparable(&debug) {
+            return false;
+        }
+        self.parser = None;
+        self.base = base;
+        self.base.shrink_to_fit();
+        true
     }
+
+    /// Whether the screen is held compact (tests and diagnostics).
+    pub fn is_compact(&self) -> bool {
+        self.parser.is_none()
+    }
+
+    /// Applies the log, parsing the base first if compacted.
+    fn flush(&mut self) -> &mut vt100::Parser {
+        let parser = self.parser.get_or_insert_with(|| {
+            let mut parser = vt100::Parser::new(self.size.0, self.size.1, 0);
+            parser.process(&std::mem::take(&mut self.base));
+            Box::new(parser)
+        });
+        if !self.log.is_empty() {
+            // Freed, not kept: an idle terminal holds no empty log buffer.
+            let log = std::mem::take(&mut self.log);
+            self.skipped += feed(parser, &mut self.tracker, &log);
+        }
+        parser
+    }
+}
+
+/// Bytes that redraw `parser`'s screen on a fresh parser of its size: its
+/// cells, attributes, cursor and input modes. On the alternate screen,
+/// the normal screen behind it first (read by switching `parser` to it and
+/// back, which changes nothing else), its cursor saved as entering the
+/// alternate screen saves it, then the alternate screen. Last, the last
+/// character printed (what REP repeats) is printed again over a cell of
+/// the same character with default attributes, if there is one.
+/// `debug` is the screen's `Debug` form.
+fn redraw(parser: &mut vt100::Parser, debug: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    if parser.screen().alternate_screen() {
+        parser.process(b"\x1b[?47l");
+        out.extend_from_slice(parser.screen().state_formatted().as_bytes());
+        parser.process(b"\x1b[?47h");
+        out.extend_from_slice(b"\x1b7\x1b[?47h");
+    }
+    let screen = parser.screen();
+    out.extend_from_slice(screen.state_formatted().as_bytes());
+    let Some(last) = last_char(debug) else {
+        return out;
+    };
+    let (rows, cols) = screen.size();
+    let (mut buf, mut found) = ([0u8; 4], None);
+    let last: &str = last.encode_utf8(&mut buf);
+    'rows: for row in 0..rows.get() {
+        for col in 0..cols.get() {
+            let cell = screen.cell(row, col);
+            if cell.is_some_and(|c| c.contents() == last && *c == plain_cell(last)) {
+                found = Some((row, col));
+                break 'rows;
+            }
+        }
+    }
+    if let Some((row, col)) = found {
+        let (crow, ccol) = screen.cursor_position();
+        out.extend_from_slice(
+            format!(
+                "\x1b[m\x1b[{};{}H{last}\x1b[{};{}H{}",
+                row + 1,
+                col + 1,
+                crow + 1,
+                ccol + 1,
+                screen.attributes_formatted()
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+/// A cell holding `c` with default attributes, as printing it makes one.
+fn plain_cell(c: &str) -> vt100::Cell {
+    let mut p = vt100::Parser::new(NonZeroU16::MIN, NonZeroU16::MAX, 0);
+    p.process(c.as_bytes());
+    p.screen()
+        .cell(0, 0)
+        .cloned()
+        .unwrap_or_else(|| unreachable!())
+}
+
+/// The screen's last printed character, read from its `Debug` form (vt100
+/// has no getter for it): `last_char: Some('x')` at the end.
+fn last_char(debug: &str) -> Option<char> {
+    let lit = debug
+        .rsplit_once("last_char: Some('")?
+        .1
+        .strip_suffix("') }")?;
+    let mut chars = lit.chars();
+    match (chars.next()?, chars.as_str()) {
+        ('\\', rest) => match rest {
+            "'" => Some('\''),
+            "\\" => Some('\\'),
+            "\"" => Some('"'),
+            _ => u32::from_str_radix(rest.strip_prefix("u{")?.strip_suffix('}')?, 16)
+                .ok()
+                .and_then(char::from_u32),
+        },
+        (c, "") => Some(c),
+        _ => None,
+    }
+}
+
+/// A screen's `Debug` form (every field) without the count of rows
+/// scrolled off (see [`LazyScreen`]).
+fn comparable(debug: &str) -> String {
+    let mut out = String::with_capacity(debug.len());
+    let mut rest = debug;
+    const FIELD: &str = "unbounded_len: ";
+    while let Some(at) = rest.find(FIELD) {
+        out.push_str(&rest[..at + FIELD.len()]);
+        rest = rest[at + FIELD.len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Feeds `data` to `parser`, taking the scroll-off shortcut where it is
@@ -547,6 +711,138 @@ mod tests {
             "{}",
             lazy.skipped
         );
+    }
+
+    /// Asserts two screens are the same, showing where they differ.
+    fn same(a: &vt100::Screen, b: &vt100::Screen, input: &[u8]) {
+        let (a, b) = (comparable(&format!("{a:?}")), comparable(&format!("{b:?}")));
+        if let Some(at) = a.bytes().zip(b.bytes()).position(|(x, y)| x != y) {
+            let from = at.saturating_sub(150);
+            panic!(
+                "differ at {at}:\n{}\n{}\ninput {}",
+                &a[from..(at + 60).min(a.len())],
+                &b[from..(at + 60).min(b.len())],
+                String::from_utf8_lossy(&input[input.len().saturating_sub(300)..]).escape_debug()
+            );
+        }
+        assert_eq!(a.len(), b.len());
+    }
+
+    /// Compacting at random points, then going on, gives the same screen,
+    /// every field of it, as one parser fed everything.
+    #[test]
+    fn compacting_anywhere_keeps_the_screen_exact() {
+        let pieces: &[&[u8]] = &[
+            b"\x1b[2;4r",
+            b"\x1b[r",
+            b"\x1b[5H",
+            b"\x1b[?1049h",
+            b"\x1b[?1049l",
+            b"\x1b[?47h",
+            b"\x1b[?47l",
+            b"\x1b]0;t\x07",
+            b"\x1b[31m",
+            b"\x1b[1;4;38;5;99m",
+            b"\x1b[0m",
+            "日本".as_bytes(),
+            b"\t",
+            b"\x1b[3b",
+            b"\x1bc",
+            b"\x1b[",
+            b"1;",
+            b"\x1bP",
+            b"\x1b\\",
+            b"\x08",
+            b"\xe6",
+            b"\x1b[?6h",
+            b"\x1b7",
+            b"\x1b8",
+            b"\x1bM",
+            b"\x1b[?25l",
+            b"\x1b[?25h",
+            b"\x1b[?1h\x1b=",
+            b"\x1b[?2004h",
+            b"\x1b[?1000h\x1b[?1006h",
+            b"\x1b[4 q",
+            b"\x1b[K",
+            b"\x1b[2J",
+            b"$ ",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (rows, cols) = (nz(6), nz(20));
+        let (mut tried, mut compacted) = (0, 0);
+        for _ in 0..60 {
+            let mut stream = Vec::new();
+            for _ in 0..40 {
+                if rand(2) == 0 {
+                    stream.extend_from_slice(pieces[rand(pieces.len())]);
+                } else {
+                    stream.extend_from_slice(&lines(rand(10), rand(30)));
+                }
+            }
+            let mut full = vt100::Parser::new(rows, cols, 0);
+            let mut lazy = LazyScreen::new(rows, cols);
+            let mut at = 0;
+            while at < stream.len() {
+                let end = (at + 1 + rand(100)).min(stream.len());
+                full.process(&stream[at..end]);
+                lazy.push(&stream[at..end]);
+                if rand(2) == 0 {
+                    tried += 1;
+                    compacted += usize::from(lazy.compact());
+                }
+                if rand(4) == 0 {
+                    same(lazy.screen(), full.screen(), &stream[..end]);
+                }
+                at = end;
+            }
+            same(lazy.screen(), full.screen(), &stream);
+        }
+        // Many of these states can be redrawn (not all: a saved cursor, a
+        // scroll region, an alternate screen with a main one behind it, a
+        // sequence cut in two).
+        assert!(compacted * 5 > tried, "{compacted} of {tried}");
+    }
+
+    #[test]
+    fn a_prompt_compacts_to_a_few_bytes() {
+        let mut lazy = LazyScreen::new(nz(24), nz(80));
+        let mut full = vt100::Parser::new(nz(24), nz(80), 0);
+        let out = b"\x1b[?2004h\x1b]0;root@host: ~\x07\x1b[01;32mroot@host\x1b[00m:\x1b[01;34m~\x1b[00m# ";
+        lazy.push(out);
+        full.process(out);
+        assert!(lazy.compact());
+        assert!(lazy.is_compact());
+        assert!(lazy.base.len() < 200, "{}", lazy.base.len());
+        lazy.push(b"ls\r\n\x1b[?2004l\r");
+        full.process(b"ls\r\n\x1b[?2004l\r");
+        assert!(lazy.is_compact());
+        same(lazy.screen(), full.screen(), b"");
+        assert!(!lazy.is_compact());
+    }
+
+    #[test]
+    fn a_full_screen_program_compacts_too() {
+        let mut lazy = LazyScreen::new(nz(24), nz(80));
+        let mut full = vt100::Parser::new(nz(24), nz(80), 0);
+        let out =
+            b"$ ls\r\nfile\r\n$ vi\x1b[?1049h\x1b[22;1H\x1b[7mNORMAL\x1b[m\x1b[1;1Htext\x1b[?25l";
+        lazy.push(out);
+        full.process(out);
+        assert!(lazy.compact());
+        same(lazy.screen(), full.screen(), out);
+        // Leaving it shows the normal screen as it was.
+        let more = b"\x1b[?25h\x1b[?1049l$ ";
+        lazy.push(more);
+        full.process(more);
+        same(lazy.screen(), full.screen(), more);
+        assert!(lazy.screen().contents().contains("file"));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub const READ_CHUNK: usize = 16 * 1024;
 pub const VIEWER_QUEUE: usize = 4;
 /// How long, after the shell exited, slow viewers are waited for.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// How long a terminal's output must have been quiet before its screen
+/// state is compacted (`LazyScreen::compact`).
+pub const COMPACT_AFTER: Duration = Duration::from_secs(1);
 /// How long a shell that died with its sandbox waits for the sandbox's
 /// cause of death, for its `exit` frame.
 pub const SANDBOX_END_WAIT: Duration = Duration::from_secs(3);
@@ -184,7 +187,7 @@ impl Terminal {
         let snapshot = if s.exit.is_none() {
             s.viewers.push((id, tx));
             s.detached_since = None;
-            snapshot(s.screen.screen())
+            s.screen.with_screen(snapshot)
         } else {
             // Ended: `tx` is dropped here and `next` reports the exit.
             Vec::new()
@@ -252,9 +255,15 @@ impl Terminal {
         self.shared().exit
     }
 
+    /// Whether the screen state is held compact, as an idle terminal's is
+    /// (for tests and diagnostics).
+    pub fn screen_is_compact(&self) -> bool {
+        self.shared().screen.is_compact()
+    }
+
     /// The plain text on screen (for tests and diagnostics).
     pub fn screen_text(&self) -> String {
-        self.shared().screen.screen().contents()
+        self.shared().screen.with_screen(vt100::Screen::contents)
     }
 
     async fn drive(
@@ -310,10 +319,29 @@ impl Terminal {
     }
 
     /// Reads the PTY until end of file, or, once the shell has exited, until
-    /// nothing more is buffered.
+    /// nothing more is buffered. The read buffer exists only while output
+    /// flows, and the screen is compacted once output has been quiet for
+    /// [`COMPACT_AFTER`]: an idle terminal holds neither (issue 15).
     async fn pump(&self, mut exited: watch::Receiver<Option<Instant>>) {
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut compacted = false;
         loop {
+            tokio::select! {
+                biased;
+                r = self.pty.readable() => {
+                    if let Err(e) = r {
+                        tracing::warn!(terminal = %self.id, "waiting on the PTY failed: {e}");
+                        return;
+                    }
+                }
+                _ = exited.wait_for(Option::is_some) => {}
+                () = tokio::time::sleep(COMPACT_AFTER), if !compacted => {
+                    self.shared().screen.compact();
+                    compacted = true;
+                    continue;
+                }
+            }
+            compacted = false;
+            let mut buf = vec![0u8; READ_CHUNK];
             let read = tokio::select! {
                 biased;
                 r = self.pty.read(&mut buf) => r.map(Some),
@@ -332,7 +360,7 @@ impl Terminal {
             // what else is there already, so a fast stream goes out in
             // fewer, bigger frames (waiting for none).
             while n < buf.len() {
-                match self.pty.try_read(&mut buf[n..]) {
+                match self.pty.try_read_more(&mut buf[n..]) {
                     Ok(Some(m)) if m > 0 => n += m,
                     // Nothing more now, or the end, which the next read sees.
                     _ => break,

@@ -140,6 +140,58 @@ async fn reattach_after_long_output_and_a_scroll_region_is_exact() {
     c.run("echo still$((3+3))", "still6").await;
 }
 
+/// Issue 15: a terminal gone quiet holds its screen compact (a few bytes
+/// that redraw it, not the parsed cells); a reattach then is still exact,
+/// at a prompt after coloured output and in a full-screen program, and the
+/// terminal goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_to_a_quiet_terminal_with_a_compact_screen_is_exact() {
+    use warren_domain::terminal::COMPACT_AFTER;
+    let server = TestServer::start().await;
+    let mut c = server.open("alice").await;
+    let id = c.terminal_id();
+    let hello = c.hello.clone().unwrap();
+    let terminal = || {
+        server
+            .state
+            .registry()
+            .terminals_of(&"alice".parse_user())
+            .into_iter()
+            .find(|t| t.id() == id)
+            .expect("the terminal")
+    };
+    let mut seen = Vec::new();
+    for step in [
+        // Coloured output, a wrapped line, a prompt.
+        "printf '\\033[1;31mred\\033[0m plain %0100d\\n' 0; echo COLOURS$((1+1))",
+        // A full-screen program: alternate screen, cursor addressing,
+        // a hidden cursor, application cursor keys.
+        "sh -c \"printf '\\033[?1049h\\033[2J\\033[?25l\\033[?1h\\033[5;10HQUIET%d' 7; exec sleep 60\"",
+    ] {
+        let marker = if step.contains("QUIET") { "QUIET7" } else { "COLOURS2" };
+        c.send_input(&format!("{step}\r")).await;
+        c.read_until(marker).await;
+        seen.extend_from_slice(&std::mem::take(&mut c.output));
+        tokio::time::sleep(COMPACT_AFTER + Duration::from_millis(500)).await;
+        seen.extend_from_slice(&std::mem::take(&mut c.output));
+        eventually("a compact screen", || terminal().screen_is_compact()).await;
+        c.close().await;
+        c = server.attach("alice", &id).await;
+        c.expect_hello().await;
+        let snapshot = match c.next_event().await {
+            Event::Binary(b) => b,
+            other => panic!("expected the screen snapshot, got {other:?}"),
+        };
+        same_screen(&seen, &snapshot, &hello);
+        seen = snapshot;
+    }
+    assert!(vt100_text(&seen, &hello).contains("QUIET7"));
+    // Live from there: leave the program, the shell answers.
+    c.send_input("\x03").await;
+    c.run("printf '\\033[?1049l'; echo after$((2+2))", "after4")
+        .await;
+}
+
 fn vt100_text(bytes: &[u8], hello: &serde_json::Value) -> String {
     let size = |k: &str| NonZeroU16::new(hello[k].as_u64().unwrap() as u16).unwrap();
     let mut p = vt100::Parser::new(size("rows"), size("cols"), 0);

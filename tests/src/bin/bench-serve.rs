@@ -16,7 +16,10 @@
 //! `--only sandbox|echo`, `--keep` (keep the temporary directory with
 //! the servers' logs), `--deflate` (warren's connections offer
 //! permessage-deflate, as browsers do, through yawc's client; without it
-//! they offer nothing, through tungstenite's). The sandbox backend needs what `warren run`
+//! they offer nothing, through tungstenite's), `--idle-terminals N` (instead
+//! of the rest: the scale run, N idle terminals of the echo backend, then
+//! keystroke echo on one more, against the same echo with none idle).
+//! The sandbox backend needs what `warren run`
 //! needs (root here). docs/bench-serve.md has figures and the method.
 
 use std::collections::BTreeMap;
@@ -126,6 +129,8 @@ struct Opts {
     per_user: usize,
     only: Option<String>,
     keep: bool,
+    /// `--idle-terminals N`: the scale run instead of the others.
+    idle_terminals: Option<usize>,
 }
 
 fn parse_opts() -> Opts {
@@ -137,6 +142,7 @@ fn parse_opts() -> Opts {
         per_user: 10,
         only: None,
         keep: false,
+        idle_terminals: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -164,6 +170,7 @@ fn parse_opts() -> Opts {
             "--mib" => o.mib = num().max(1) as u64,
             "--users" => o.users = num().max(1),
             "--terminals-per-user" => o.per_user = num().max(1),
+            "--idle-terminals" => o.idle_terminals = Some(num().max(1)),
             "--only" if ["sandbox", "echo", "terminado"].contains(&val.as_str()) => {
                 o.only = Some(val.clone())
             }
@@ -349,6 +356,18 @@ fn terminado_python() -> Res<(String, String)> {
 
 impl Server {
     fn start(warren: &Path, backend: &str, root: &Path, name: &str) -> Res<Server> {
+        Server::start_with_caps(warren, backend, root, name, (100, 100, 4096))
+    }
+
+    /// `caps`: --max-sandboxes, --max-terminals-per-user and
+    /// --max-connections-per-address (and --max-connections).
+    fn start_with_caps(
+        warren: &Path,
+        backend: &str,
+        root: &Path,
+        name: &str,
+        caps: (usize, usize, usize),
+    ) -> Res<Server> {
         if backend == "terminado" {
             return Server::start_terminado(root, name);
         }
@@ -377,10 +396,12 @@ impl Server {
             .arg(dir.join("state"))
             .arg("--workspace-root")
             .arg(dir.join("ws"))
-            .args(["--max-sandboxes", "100", "--max-terminals-per-user", "100"])
+            .args(["--max-sandboxes", &caps.0.to_string()])
+            .args(["--max-terminals-per-user", &caps.1.to_string()])
             .args(["--shutdown-timeout", "30s"])
             // Every client is this process, at one address.
-            .args(["--max-connections-per-address", "4096"])
+            .args(["--max-connections-per-address", &caps.2.to_string()])
+            .args(["--max-connections", &caps.2.max(4096).to_string()])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -990,6 +1011,169 @@ async fn memory(warren: &Path, backend: &str, root: &Path, o: &Opts, r: &mut Res
     Ok(())
 }
 
+/// The load average over 1, 5 and 15 minutes, as /proc/loadavg says it.
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// What bash readline's echo looks like on an open echo-backend terminal.
+async fn to_bash(term: &mut Term) -> Res<()> {
+    term.run("echo _SYNC_$((1+1))", b"_SYNC_2").await?;
+    term.tail.clear();
+    term.send(b"exec /bin/bash --norc --noprofile\r").await?;
+    term.wait_prompt(Instant::now() + STEP).await?;
+    term.run("echo _SYNC_$((1+1))", b"_SYNC_2").await
+}
+
+/// `--idle-terminals N` (issue 15: 10,000 idle terminals with the server
+/// responsive): on one echo-backend server, keystroke echo (bash readline)
+/// on an active terminal with no other terminal open (the anchor), then N
+/// idle terminals opened, 100 per user, each with its viewer connected,
+/// the server's RSS per idle terminal, and the same echo again.
+async fn scale(warren: &Path, root: &Path, o: &Opts, n: usize) -> Res<()> {
+    let per_user = 100;
+    let users = n.div_ceil(per_user) + 1;
+    let mut server = Server::start_with_caps(
+        warren,
+        "echo",
+        root,
+        "echo-scale",
+        (users + 1, per_user, n + 100),
+    )?;
+    let load0 = loadavg();
+    let (mut active, _) = Term::open(&server, &server.token("active")).await?;
+    to_bash(&mut active).await?;
+    eprintln!("[scale] keystroke echo with no idle terminal");
+    let anchor = sorted(echo_latency(&mut active, o.keystrokes).await?);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = server.rss_kib();
+    let t = Instant::now();
+    let mut terms = Vec::with_capacity(n);
+    let mut opens = Vec::with_capacity(n);
+    for i in 0..n {
+        let token = server.token(&format!("idle{:04}", i / per_user));
+        match Term::open(&server, &token).await {
+            Ok((term, open)) => {
+                terms.push(term);
+                opens.push(open.prompt);
+            }
+            Err(e) => {
+                eprintln!("[scale] terminal {} of {n} failed to open: {e}", i + 1);
+                break;
+            }
+        }
+        if (i + 1) % 500 == 0 {
+            eprintln!("[scale] {} idle terminals open", i + 1);
+        }
+    }
+    let opened = terms.len();
+    let open_secs = t.elapsed().as_secs_f64();
+    // Longer than the quiet time after which a terminal compacts its screen.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = server.rss_kib();
+    let load1 = loadavg();
+    eprintln!("[scale] keystroke echo with {opened} idle terminals");
+    let loaded = sorted(echo_latency(&mut active, o.keystrokes).await?);
+    let load2 = loadavg();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid)).map_or(0, |d| d.count());
+    drop(terms);
+    active.exit().await?;
+    let shutdown = server.stop()?;
+    let opens = sorted(opens);
+    let per = |a: u64, b: u64| (b as f64 - a as f64) / opened.max(1) as f64;
+    println!(
+        "\nwarren serve at scale: {opened} idle terminals (echo backend, {per_user} per user)"
+    );
+    println!(
+        "load average (1, 5, 15 min): {load0} before, {load1} once open, {load2} after the echo"
+    );
+    println!(
+        "{:<44}{:>18}{:>18}{:>9}",
+        "",
+        "no idle terminal",
+        format!("{opened} idle"),
+        "ratio"
+    );
+    for (what, p) in [
+        ("keystroke echo (bash readline), p50", 0.5),
+        ("keystroke echo (bash readline), p99", 0.99),
+    ] {
+        let (a, b) = (pct(&anchor, p), pct(&loaded, p));
+        println!(
+            "{what:<44}{:>18}{:>18}{:>8.2}×",
+            ms(a),
+            ms(b),
+            b.as_secs_f64() / a.as_secs_f64().max(1e-9)
+        );
+    }
+    println!(
+        "{:<44}{:>18}",
+        "server RSS before the idle terminals",
+        format!("{:.1} MiB", rss_before.0 as f64 / 1024.0)
+    );
+    println!(
+        "{:<44}{:>18}",
+        "server RSS with them",
+        format!("{:.1} MiB", rss_after.0 as f64 / 1024.0)
+    );
+    println!(
+        "{:<44}{:>18}",
+        "server RSS per idle terminal",
+        format!("{:.1} KiB", per(rss_before.0, rss_after.0))
+    );
+    println!(
+        "{:<44}{:>18}",
+        "  of which anonymous",
+        format!("{:.1} KiB", per(rss_before.1, rss_after.1))
+    );
+    println!("{:<44}{:>18}", "server open files with them", fds);
+    println!(
+        "{:<44}{:>18}",
+        "opening them, total",
+        format!("{open_secs:.1} s")
+    );
+    if !opens.is_empty() {
+        println!(
+            "{:<44}{:>18}",
+            "  connect → prompt, p50 / p99",
+            format!("{} / {}", ms(pct(&opens, 0.5)), ms(pct(&opens, 0.99)))
+        );
+    }
+    println!("{:<44}{:>18}", "SIGTERM → exit with them", ms(shutdown));
+    if opened < n {
+        println!("(asked for {n}; the host stopped at {opened}: see the PTY capacity above)");
+    }
+    Ok(())
+}
+
+/// The PTY and open-file capacity, as `warren doctor` reports it.
+fn print_capacity(warren: &Path) {
+    let pty = |k: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/pty/{k}"))
+            .map_or("?".into(), |s| s.trim().to_string())
+    };
+    println!(
+        "kernel.pty.max {}, kernel.pty.reserve {}, in use {}",
+        pty("max"),
+        pty("reserve"),
+        pty("nr")
+    );
+    match Command::new(warren).arg("doctor").output() {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            for l in text.lines().filter(|l| {
+                let l = l.to_ascii_lowercase();
+                l.contains("pty") || l.contains("open file") || l.contains("nofile")
+            }) {
+                println!("warren doctor: {}", l.trim());
+            }
+        }
+        Err(e) => println!("warren doctor: could not run it: {e}"),
+    }
+}
+
 /// Reference without a server: the same command writing into a bare PTY
 /// whose master this process reads in 16 KiB reads (the kernel's share of
 /// the work). Returns MiB/s.
@@ -1410,6 +1594,19 @@ fn main() {
             "bench-serve: the machine is already {:.0} % busy: the figures will be noisy",
             busy_before * 100.0
         );
+    }
+    if let Some(n) = o.idle_terminals {
+        print_capacity(&warren);
+        let run = rt.block_on(scale(&warren, tmp.path(), &o, n));
+        if o.keep {
+            let dir = tmp.keep();
+            eprintln!("bench-serve: kept {} (servers' logs: *.log)", dir.display());
+        }
+        if let Err(e) = run {
+            eprintln!("bench-serve: scale run: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     eprintln!("[reference] bare PTY and vt100 alone: {} MiB each", o.mib);
     let refs = (bare_pty(o.mib), vt100_alone(o.mib));
