@@ -364,6 +364,44 @@ fn existing_content_moves_into_the_image_and_stays() {
     assert_nothing_left(&env);
 }
 
+/// A new tenant's empty home gets its image without the copy-in mount
+/// (issue 15: a new user's start no longer mounts twice): its root still
+/// takes the home's mode, holds no lost+found, and has the limit.
+#[test]
+fn a_new_empty_home_gets_its_image_with_the_homes_mode() {
+    if !images_here() {
+        return;
+    }
+    let env = Env::new();
+    let o = run(&env, "carol", "namespaces", "stat -c %a .; ls -A; df -P .");
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    let mut lines = out.lines();
+    let inside = lines.next().unwrap_or_default().to_string();
+    // The host's directory under the image keeps the mode it was made with.
+    let host = {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(env.workspace_root().join("carol")).unwrap();
+        format!("{:o}", m.permissions().mode() & 0o7777)
+    };
+    assert_eq!(inside, host, "the image's root has the home's mode: {out}");
+    assert_eq!(
+        lines.next().map(|l| l.starts_with("Filesystem")),
+        Some(true),
+        "the new home is empty (no lost+found): {out}"
+    );
+    assert!(out.contains("/dev/loop"), "the home is its image: {out}");
+    // Writing stops at the limit: 64 MiB into 32 MiB.
+    let o = run(
+        &env,
+        "carol",
+        "namespaces",
+        "dd if=/dev/zero of=big bs=1M count=64 2>&1; echo rc=$?",
+    );
+    assert!(text(&o.stdout).contains("No space left"), "{}", show(&o));
+    assert_nothing_left(&env);
+}
+
 #[test]
 fn without_root_the_disk_limit_is_reported_missing() {
     if Mode::current() == Mode::Root {

@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::loops::{loop_device_of, mounter_of};
+use super::loops::{loop_device_mounted_at, loop_device_of, mounter_of};
 use super::programs::{os, run};
 use super::superblock::geometry;
 use super::{
@@ -86,8 +86,9 @@ pub fn attach(
     let image = guard.image.clone();
     settle(&image, home);
     let attached_before = loop_device_of(&image).is_some();
+    let mut root_mode = None;
     if !image.exists() {
-        create(&spec.images, slug, &image, home, spec.limits)?;
+        root_mode = create(&spec.images, slug, &image, home, spec.limits)?;
     } else if !attached_before {
         resize_offline(&image, spec.limits.bytes)?;
         move_in(&spec.images, slug, &image, home)?;
@@ -96,11 +97,20 @@ pub fn attach(
     // second sandbox of the tenant): one filesystem, mounted twice.
     // `discard` gives freed blocks back to the host (holes in the file).
     mount(&image, home, "loop,nodev,nosuid,noatime,discard")?;
-    let dev = loop_device_of(&image).ok_or_else(|| DiskError::Program {
+    let dev = loop_device_mounted_at(home, &image).ok_or_else(|| DiskError::Program {
         program: "mount".into(),
         output: format!("{} is on no loop device after mounting", image.display()),
     });
-    let set = dev.and_then(|dev| set_byte_limit(&dev, spec.limits.bytes));
+    // A new image made for an empty home: its root takes the home's mode
+    // here (`fill`, which would have, was skipped).
+    let moded = match root_mode {
+        Some(mode) => fs::set_permissions(home, fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io("chmod", home)),
+        None => Ok(()),
+    };
+    let set = moded
+        .and(dev)
+        .and_then(|dev| set_byte_limit(&dev, spec.limits.bytes));
     let st = nix::sys::statvfs::statvfs(home).map_err(|e| DiskError::Io {
         op: "statvfs",
         path: home.to_path_buf(),
@@ -257,7 +267,9 @@ pub fn set_limit_live(images: &Path, slug: &str, bytes: Option<u64>) -> Result<b
 
 /// Makes the image: a sparse file, `mkfs.ext4`, the home's content copied
 /// in (as root, `cp -a`: owners, modes, links kept, no symlink followed),
-/// then the old content removed. A home too big for the limit is left as
+/// then the old content removed. An empty home (a new tenant's) is not
+/// copied: no mount, limit and unmount for nothing; the mode its root
+/// still needs is returned, for [`attach`] to set once mounted. A home too big for the limit is left as
 /// it was and refused.
 fn create(
     images: &Path,
@@ -265,7 +277,7 @@ fn create(
     image: &Path,
     home: &Path,
     limits: DiskLimits,
-) -> Result<(), DiskError> {
+) -> Result<Option<u32>, DiskError> {
     let meta = fs::symlink_metadata(home).map_err(io("stat", home))?;
     let new = images.join(format!("{slug}.ext4.new"));
     let _ = fs::remove_file(&new);
@@ -300,15 +312,25 @@ fn create(
         }
         args.push(new.as_os_str());
         run("mkfs.ext4", &args)?;
-        fill(images, slug, &new, home, meta.mode(), limits)
+        let empty = fs::read_dir(home)
+            .map_err(io("read", home))?
+            .next()
+            .is_none();
+        if empty {
+            return Ok(Some(meta.mode()));
+        }
+        fill(images, slug, &new, home, meta.mode(), limits).map(|()| None)
     })();
-    if let Err(e) = made {
-        let _ = fs::remove_file(&new);
-        return Err(e);
-    }
+    let root_mode = match made {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = fs::remove_file(&new);
+            return Err(e);
+        }
+    };
     fs::rename(&new, image).map_err(io("rename", &new))?;
     empty_dir(home);
-    Ok(())
+    Ok(root_mode)
 }
 
 /// What lies in the home's directory on the host while no sandbox has the
@@ -344,10 +366,11 @@ fn fill(
         mount(image, &staging, "loop,nodev,nosuid")?;
         let copied = (|| {
             if limits.bytes.is_some() {
-                let dev = loop_device_of(image).ok_or_else(|| DiskError::Program {
-                    program: "mount".into(),
-                    output: "no loop device".into(),
-                })?;
+                let dev =
+                    loop_device_mounted_at(&staging, image).ok_or_else(|| DiskError::Program {
+                        program: "mount".into(),
+                        output: "no loop device".into(),
+                    })?;
                 set_byte_limit(&dev, limits.bytes)?;
             }
             copy_home(&staging, home, mode, limits.bytes)

@@ -21,6 +21,12 @@
 //! keystroke echo on one more, against the same echo with none idle).
 //! The sandbox backend needs what `warren run`
 //! needs (root here). docs/bench-serve.md has figures and the method.
+//!
+//! `--idle-sandboxes N,N,…` (e.g. `0,1000,2000`) measures only a new
+//! user's first terminal (the cold open that starts the sandbox) with that
+//! many idle sandboxes up, for `--new-users N` \[20\] users at each step,
+//! on one server (`--network none`: pasta would not fit 2,000 times), beside
+//! the echo backend and terminado at 0.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -131,6 +137,10 @@ struct Opts {
     keep: bool,
     /// `--idle-terminals N`: the scale run instead of the others.
     idle_terminals: Option<usize>,
+    /// `--idle-sandboxes N,N,…`: only the first-terminal scale phase.
+    idle: Vec<usize>,
+    /// `--new-users N`: cold first terminals measured at each idle count.
+    new_users: usize,
 }
 
 fn parse_opts() -> Opts {
@@ -143,6 +153,8 @@ fn parse_opts() -> Opts {
         only: None,
         keep: false,
         idle_terminals: None,
+        idle: Vec::new(),
+        new_users: 20,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -171,6 +183,19 @@ fn parse_opts() -> Opts {
             "--users" => o.users = num().max(1),
             "--terminals-per-user" => o.per_user = num().max(1),
             "--idle-terminals" => o.idle_terminals = Some(num().max(1)),
+            "--new-users" => o.new_users = num().max(2),
+            "--idle-sandboxes" => {
+                o.idle = val
+                    .split(',')
+                    .map(|n| n.trim().parse().ok())
+                    .collect::<Option<Vec<usize>>>()
+                    .unwrap_or_else(|| {
+                        eprintln!("bench-serve: --idle-sandboxes needs numbers, e.g. 0,1000,2000");
+                        std::process::exit(2)
+                    });
+                o.idle.sort();
+                o.idle.dedup();
+            }
             "--only" if ["sandbox", "echo", "terminado"].contains(&val.as_str()) => {
                 o.only = Some(val.clone())
             }
@@ -356,17 +381,19 @@ fn terminado_python() -> Res<(String, String)> {
 
 impl Server {
     fn start(warren: &Path, backend: &str, root: &Path, name: &str) -> Res<Server> {
-        Server::start_with_caps(warren, backend, root, name, (100, 100, 4096))
+        Server::start_with(warren, backend, root, name, (100, 100, 4096), &[])
     }
 
-    /// `caps`: --max-sandboxes, --max-terminals-per-user and
-    /// --max-connections-per-address (and --max-connections).
-    fn start_with_caps(
+    /// `start` with `caps` (--max-sandboxes, --max-terminals-per-user and
+    /// --max-connections-per-address, and --max-connections) and `extra`
+    /// arguments.
+    fn start_with(
         warren: &Path,
         backend: &str,
         root: &Path,
         name: &str,
         caps: (usize, usize, usize),
+        extra: &[&str],
     ) -> Res<Server> {
         if backend == "terminado" {
             return Server::start_terminado(root, name);
@@ -398,7 +425,12 @@ impl Server {
             .arg(dir.join("ws"))
             .args(["--max-sandboxes", &caps.0.to_string()])
             .args(["--max-terminals-per-user", &caps.1.to_string()])
-            .args(["--shutdown-timeout", "30s"])
+            .args(if extra.contains(&"--shutdown-timeout") {
+                &[][..]
+            } else {
+                &["--shutdown-timeout", "30s"][..]
+            })
+            .args(extra)
             // Every client is this process, at one address.
             .args(["--max-connections-per-address", &caps.2.to_string()])
             .args(["--max-connections", &caps.2.max(4096).to_string()])
@@ -491,16 +523,23 @@ impl Server {
 
     /// SIGTERM, then wait (at most 40 s); returns how long it took.
     fn stop(&mut self) -> Res<Duration> {
+        self.stop_within(Duration::from_secs(40))
+    }
+
+    fn stop_within(&mut self, limit: Duration) -> Res<Duration> {
         let t = Instant::now();
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGTERM);
-        while t.elapsed() < Duration::from_secs(40) {
+        while t.elapsed() < limit {
             if let Ok(Some(_)) = self.child.try_wait() {
                 self.stopped = true;
                 return Ok(t.elapsed());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Err("warren serve did not stop within 40 s of SIGTERM".into())
+        Err(format!(
+            "warren serve did not stop within {} s of SIGTERM",
+            limit.as_secs()
+        ))
     }
 
     /// Log lines at WARN or ERROR.
@@ -1034,12 +1073,13 @@ async fn to_bash(term: &mut Term) -> Res<()> {
 async fn scale(warren: &Path, root: &Path, o: &Opts, n: usize) -> Res<()> {
     let per_user = 100;
     let users = n.div_ceil(per_user) + 1;
-    let mut server = Server::start_with_caps(
+    let mut server = Server::start_with(
         warren,
         "echo",
         root,
         "echo-scale",
         (users + 1, per_user, n + 100),
+        &[],
     )?;
     let load0 = loadavg();
     let (mut active, _) = Term::open(&server, &server.token("active")).await?;
@@ -1171,6 +1211,221 @@ fn print_capacity(warren: &Path) {
             }
         }
         Err(e) => println!("warren doctor: could not run it: {e}"),
+    }
+}
+
+/// One step of the first-terminal scale phase: new users' first terminals
+/// (each starting the user's sandbox) with `idle` sandboxes already up.
+struct ScaleStep {
+    idle: usize,
+    /// Sandboxes counted under the server before the step (one
+    /// `warren-shim create` each; its PID 1 is `warren-shim init`).
+    seen: usize,
+    opens: Vec<Open>,
+    /// /proc/loadavg's 1-minute figure before and after the step.
+    load: (f64, f64),
+    server_rss_kib: u64,
+    /// Time taken to start the idle sandboxes added before this step.
+    grow: Duration,
+}
+
+struct Scale {
+    steps: Vec<ScaleStep>,
+    shutdown: Duration,
+}
+
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Idle sandboxes started this many at a time (the server starts each on
+/// its own; 2 cores).
+const GROW_PARALLEL: usize = 8;
+
+/// Cold first terminals of `o.new_users` new users, with 0 and then each
+/// of `o.idle` idle sandboxes (users who opened a terminal and closed it;
+/// the sandbox stays for the idle timeout) on one server. The idle counts
+/// include the users measured at earlier steps. The anchors (no sandbox)
+/// are measured at 0 only.
+async fn first_terminal_scale(warren: &Path, backend: &str, root: &Path, o: &Opts) -> Res<Scale> {
+    let sandbox = backend == "sandbox";
+    let steps: Vec<usize> = if sandbox { o.idle.clone() } else { vec![0] };
+    let max = steps.last().copied().unwrap_or(0) + o.new_users * steps.len() + 10;
+    // pasta (the `public` network) is ~30 MiB resident per sandbox: 2,000
+    // of them would not fit in 24 GiB, so the scale phase runs without a
+    // network, for the measured users too.
+    let extra = [
+        "--network",
+        "none",
+        "--idle-timeout",
+        "12h",
+        "--shutdown-timeout",
+        "600s",
+    ];
+    let mut server = Server::start_with(
+        warren,
+        backend,
+        root,
+        &format!("{backend}-scale"),
+        (max, 100, 4096),
+        if backend == "terminado" {
+            &[][..]
+        } else {
+            &extra[..]
+        },
+    )?;
+    let count = |server: &Server| {
+        descendants(server.pid)
+            .get("warren-shim create")
+            .map_or(0, |g| g.0)
+    };
+    let mut made = 0;
+    let mut out = Vec::new();
+    let srv = &server;
+    let run = async {
+        for &n in &steps {
+            let t = Instant::now();
+            if made < n {
+                eprintln!("[{backend}] starting {} idle sandboxes", n - made);
+            }
+            let mut opens = futures_util::stream::iter(made..n)
+                .map(|i| {
+                    let token = srv.token(&format!("idle{i:05}"));
+                    async move {
+                        let (term, _) = Term::open(srv, &token).await?;
+                        term.exit().await
+                    }
+                })
+                .buffer_unordered(GROW_PARALLEL);
+            let mut done = made;
+            while let Some(r) = opens.next().await {
+                r.map_err(|e| format!("idle sandbox {done}: {e}"))?;
+                done += 1;
+                if done % 250 == 0 {
+                    eprintln!("[{backend}]   {done} (load {:.1})", load1());
+                }
+            }
+            drop(opens);
+            made = made.max(n);
+            let grow = t.elapsed();
+            // Let the last starts settle (their shells exit, the server
+            // notes the idle sandboxes).
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let seen = if sandbox { count(srv) } else { 0 };
+            eprintln!(
+                "[{backend}] {n} idle ({seen} seen): {} new users' first terminals",
+                o.new_users
+            );
+            let load0 = load1();
+            let mut step = Vec::new();
+            for u in 0..o.new_users {
+                let token = srv.token(&format!("new{n:05}-{u:03}"));
+                let (term, open) = Term::open(srv, &token).await?;
+                step.push(open);
+                term.exit().await?;
+            }
+            if sandbox {
+                made += o.new_users;
+            }
+            out.push(ScaleStep {
+                idle: n,
+                seen,
+                opens: step,
+                load: (load0, load1()),
+                server_rss_kib: srv.rss_kib().0,
+                grow,
+            });
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    eprintln!("[{backend}] stopping the server with {made} sandboxes");
+    // Whatever happened above: every sandbox goes with the server.
+    let shutdown = server.stop_within(Duration::from_secs(900));
+    run?;
+    Ok(Scale {
+        steps: out,
+        shutdown: shutdown?,
+    })
+}
+
+fn report_scale(o: &Opts, scales: &[(&str, Res<Scale>)], terminado: &Res<(String, String)>) {
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!();
+    println!("first terminal of a new user (connect → first prompt; starts the sandbox), {date}",);
+    println!(
+        "{} new users per step, one after another; warren with --network none",
+        o.new_users
+    );
+    if let Ok((_, v)) = terminado {
+        println!("anchor: terminado and Tornado {v}, a new terminal per connection");
+    }
+    let p = |s: &ScaleStep, q: f64, f: fn(&Open) -> Duration| {
+        pct(&sorted(s.opens.iter().map(f).collect()), q)
+    };
+    let anchor = scales
+        .iter()
+        .find(|(b, _)| *b == "terminado")
+        .and_then(|(_, s)| s.as_ref().ok())
+        .and_then(|s| s.steps.first())
+        .map(|s| p(s, 0.5, |x| x.prompt));
+    println!(
+        "{:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9}",
+        "backend",
+        "idle",
+        "seen",
+        "p50",
+        "p99",
+        "hello p50",
+        "÷ idle 0",
+        "÷ anchor",
+        "load 1-min",
+        "serve RSS",
+        "grow"
+    );
+    for (backend, scale) in scales {
+        let scale = match scale {
+            Ok(s) => s,
+            Err(e) => {
+                println!("{backend:<10} failed: {e}");
+                continue;
+            }
+        };
+        let base = scale.steps.first().map(|s| p(s, 0.5, |x| x.prompt));
+        for s in &scale.steps {
+            let p50 = p(s, 0.5, |x| x.prompt);
+            let ratio = |d: Option<Duration>| {
+                d.map_or("-".to_string(), |d| {
+                    format!("{:.2}×", p50.as_secs_f64() / d.as_secs_f64())
+                })
+            };
+            println!(
+                "{:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11} {:>10} {:>9}",
+                backend,
+                s.idle,
+                s.seen,
+                ms(p50),
+                ms(p(s, 0.99, |x| x.prompt)),
+                ms(p(s, 0.5, |x| x.hello)),
+                ratio(base),
+                ratio(anchor),
+                format!("{:.1}–{:.1}", s.load.0, s.load.1),
+                format!("{:.1} MiB", s.server_rss_kib as f64 / 1024.0),
+                format!("{:.0} s", s.grow.as_secs_f64()),
+            );
+        }
+        println!(
+            "{:<10} SIGTERM → exit with every sandbox: {:.2} s",
+            backend,
+            scale.shutdown.as_secs_f64()
+        );
     }
 }
 
@@ -1608,12 +1863,36 @@ fn main() {
         }
         return;
     }
-    eprintln!("[reference] bare PTY and vt100 alone: {} MiB each", o.mib);
-    let refs = (bare_pty(o.mib), vt100_alone(o.mib));
     let (mut sandbox, mut echo, mut anchor) =
         (Results::default(), Results::default(), Results::default());
     let terminado = terminado_python();
     let mut failed = false;
+    if !o.idle.is_empty() {
+        let mut scales = Vec::new();
+        for backend in ["terminado", "echo", "sandbox"] {
+            if o.only.as_deref().is_some_and(|b| b != backend)
+                || (backend == "terminado" && terminado.is_err())
+            {
+                continue;
+            }
+            let s = rt.block_on(first_terminal_scale(&warren, backend, tmp.path(), &o));
+            failed |= s.is_err();
+            scales.push((backend, s));
+        }
+        if let Err(skip) = &terminado {
+            eprintln!("bench-serve: {skip}");
+        }
+        report_scale(&o, &scales, &terminado);
+        if o.keep {
+            let dir = tmp.keep();
+            eprintln!("bench-serve: kept {} (servers' logs: *.log)", dir.display());
+        } else {
+            drop(tmp);
+        }
+        std::process::exit(i32::from(failed));
+    }
+    eprintln!("[reference] bare PTY and vt100 alone: {} MiB each", o.mib);
+    let refs = (bare_pty(o.mib), vt100_alone(o.mib));
     // The anchors first, then the sandboxes: same order for every phase.
     for (backend, r) in [
         ("terminado", &mut anchor),
