@@ -935,15 +935,14 @@ impl UserSandbox {
                 if other.is_err() {
                     let _ = control::send(control.as_ref(), &control::Request::Kill { id }, &[]);
                 }
-                return Err(
-                    if memory_pressure(self.target.cgroup.as_deref()) > pressure_before {
-                        BackendError::new("exec", StarterEnded::OutOfMemory)
-                    } else if self.is_ending() {
-                        BackendError::new("exec", StarterEnded::SandboxEnded("PID 1 ended".into()))
-                    } else {
-                        err("exec", "PID 1 did not start the command in time")
-                    },
-                );
+                let pressed = memory_pressure(self.target.cgroup.as_deref()) > pressure_before;
+                return Err(if pressed || self.ended_out_of_memory().await {
+                    BackendError::new("exec", StarterEnded::OutOfMemory)
+                } else if self.is_ending() {
+                    BackendError::new("exec", StarterEnded::SandboxEnded("PID 1 ended".into()))
+                } else {
+                    err("exec", "PID 1 did not start the command in time")
+                });
             }
         };
         Ok(ExecChild {
@@ -960,6 +959,23 @@ impl UserSandbox {
                 exit: None,
             }),
         })
+    }
+
+    /// Whether the sandbox has ended of its memory limit (the OOM killer
+    /// took PID 1: its cgroup, with the counters, may be gone already).
+    /// The registry's watcher says so once it has read the shim's last
+    /// report; a sandbox still running has not.
+    async fn ended_out_of_memory(&self) -> bool {
+        for _ in 0..100 {
+            if let Some(oom) = self.ended_out_of_memory.get() {
+                return *oom;
+            }
+            if !self.is_ending() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     /// Signals the shim unless it has been reaped (the sandbox ended by
