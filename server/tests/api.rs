@@ -622,8 +622,8 @@ async fn one_export_at_a_time_per_tenant() {
         .iter()
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
-    // Newest first: the complete one, then the one whose client left.
-    assert_eq!(outcomes, ["ok", "failed"], "{log}");
+    // Oldest first: the one whose client left, then the complete one.
+    assert_eq!(outcomes, ["failed", "ok"], "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
