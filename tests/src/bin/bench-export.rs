@@ -53,9 +53,7 @@ const WORDS: &[&str] = &[
 fn text(rng: &mut Rng, size: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(size + 200);
     while out.len() < size {
-        for _ in 0..rng.below(8) * 4 {
-            out.push(b' ');
-        }
+        out.extend(std::iter::repeat_n(b' ', rng.below(8) * 4));
         for i in 0..1 + rng.below(12) {
             if i > 0 {
                 out.push(b' ');
@@ -223,9 +221,13 @@ fn main() {
                 cpu.as_secs_f64()
             );
             if ours {
-                (wall_w.push(wall), cpu_w.push(cpu), size_w = size);
+                wall_w.push(wall);
+                cpu_w.push(cpu);
+                size_w = size;
             } else {
-                (wall_a.push(wall), cpu_a.push(cpu), size_a = size);
+                wall_a.push(wall);
+                cpu_a.push(cpu);
+                size_a = size;
             }
         }
     }
