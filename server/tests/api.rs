@@ -558,6 +558,74 @@ async fn export_import_hostile_archives_and_delete() {
     assert_eq!(log["entries"][0]["outcome"], "ok", "{log}");
 }
 
+/// The server compresses an export outside the tenant's CPU limit, so it
+/// takes one at a time per tenant: a second gets 409 while the first runs,
+/// and the slot comes back when the first ends, here by its client going
+/// away mid-transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_export_at_a_time_per_tenant() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = dirs();
+    let server = api_server(&d).await;
+    let addr = server.addr;
+    admin(addr, "POST", "/api/users", Some(json!({"id": "alice"}))).await;
+    // More than the pipe, the channels and the socket buffers hold, so
+    // the first export stays stuck while its client reads nothing.
+    let r = exec(
+        &server,
+        "alice",
+        json!({"argv": ["sh", "-c", "head -c 24000000 /dev/urandom > big"]}),
+    )
+    .await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /api/users/alice/export HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    first.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
+
+    let r = admin(addr, "GET", "/api/users/alice/export", None).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("one at a time"),
+        "{}",
+        r.text()
+    );
+
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = admin(addr, "GET", "/api/users/alice/export", None).await;
+        if r.status == 200 {
+            assert!(tar_names(&r.body).iter().any(|n| n == "big"));
+            break;
+        }
+        assert_eq!(r.status, 409, "{}", r.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first export's slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = admin(addr, "GET", "/api/audit?action=export", None)
+        .await
+        .json();
+    let outcomes: Vec<_> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    // Oldest first: the one whose client left, then the complete one.
+    assert_eq!(outcomes, ["failed", "ok"], "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_and_uids_survive_a_restart() {
     let d = dirs();

@@ -17,8 +17,9 @@ Unpacks the tar.gz on stdin into DIR (default: the current directory) and
 prints a JSON summary. A refused or failed import changes nothing.
 --clean removes what imports killed while unpacking left in DIR.";
 
-const EXPORT_USAGE: &str = "usage: warren-export [--max-bytes N] [--max-entries N] [--max-entry-bytes N] [DIR] > archive.tar.gz
-Writes DIR (default: the current directory) to stdout as tar.gz.";
+const EXPORT_USAGE: &str = "usage: warren-export [--max-bytes N] [--max-entries N] [--max-entry-bytes N] [--format tar.gz|tar] [DIR] > archive.tar.gz
+Writes DIR (default: the current directory) to stdout as tar.gz, or as a
+plain tar with --format tar.";
 
 /// What both tools take: limits and one directory.
 #[derive(Debug, PartialEq)]
@@ -27,12 +28,16 @@ struct Args {
     dir: PathBuf,
     /// `warren-import --clean`: remove staging leftovers, import nothing.
     clean: bool,
+    /// `warren-export --format tar`: no compression (the server compresses
+    /// outside the user's CPU limit).
+    plain_tar: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
     let mut limits = ArchiveLimits::default();
     let mut dir = None;
     let mut clean = false;
+    let mut plain_tar = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let field = match arg.as_str() {
@@ -41,6 +46,14 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--max-entry-bytes" => &mut limits.max_entry_bytes,
             "--clean" => {
                 clean = true;
+                continue;
+            }
+            "--format" => {
+                plain_tar = match it.next().map(String::as_str) {
+                    Some("tar") => true,
+                    Some("tar.gz") => false,
+                    other => return Err(format!("--format: tar.gz or tar, not {other:?}")),
+                };
                 continue;
             }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag:?}")),
@@ -59,6 +72,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         limits,
         dir: dir.unwrap_or_else(|| PathBuf::from(".")),
         clean,
+        plain_tar,
     })
 }
 
@@ -85,6 +99,9 @@ pub fn import(args: &[String]) -> ExitCode {
     };
     if args.clean {
         return clean(&args.dir);
+    }
+    if args.plain_tar {
+        return usage_error("warren-import", "unknown option \"--format\"", IMPORT_USAGE);
     }
     if std::io::stdin().is_terminal() {
         return usage_error(
@@ -156,7 +173,11 @@ pub fn export(args: &[String]) -> ExitCode {
         );
     }
     let mut out = std::io::BufWriter::with_capacity(256 << 10, stdout.lock());
-    let result = archive::export(&args.dir, &mut out, &args.limits).and_then(|exported| {
+    let result = match args.plain_tar {
+        true => archive::export_tar(&args.dir, &mut out, &args.limits),
+        false => archive::export(&args.dir, &mut out, &args.limits),
+    };
+    let result = result.and_then(|exported| {
         out.flush()
             .map(|()| exported)
             .map_err(|e| archive::ArchiveError::Io {
@@ -195,6 +216,7 @@ mod tests {
                 limits: ArchiveLimits::default(),
                 dir: ".".into(),
                 clean: false,
+                plain_tar: false,
             }
         );
         let a = parse(&strings(&[
@@ -211,5 +233,9 @@ mod tests {
         assert!(parse(&strings(&["--max-bytes", "lots"])).is_err());
         assert!(parse(&strings(&["a", "b"])).is_err());
         assert!(parse(&strings(&["--follow"])).is_err());
+        assert!(parse(&strings(&["--format", "tar"])).unwrap().plain_tar);
+        assert!(!parse(&strings(&["--format", "tar.gz"])).unwrap().plain_tar);
+        assert!(parse(&strings(&["--format", "zip"])).is_err());
+        assert!(parse(&strings(&["--format"])).is_err());
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{ExecChild, ExecCommand, ExecStdio, Stream};
 use crate::exec::{self, EndReason, ExecResult};
 
+use super::compressor::{Compressor, ExportSlot};
 use super::{ManageError, Manager, Running};
 
 /// The commands that move a home in and out, inside the sandbox as the
@@ -20,12 +21,43 @@ pub const EXPORT_COMMAND: &str = "/opt/warren/bin/warren-export";
 /// How long an import or export may run.
 pub const ARCHIVE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// How long the end of a compressed export (the encoder's last output and
+/// its trailer) may take to reach the client.
+const TRAILER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A tool whose stdout is streamed to a client ([`Manager::pump`]).
 pub(super) struct Pumped {
-    pub stdout: tokio::process::ChildStdout,
+    pub stdout: Output,
     pub stderr: Option<tokio::process::ChildStderr>,
     pub process: Box<dyn crate::backend::TerminalProcess>,
     pub lease: Option<crate::sessions::Lease>,
+}
+
+/// What a pumped tool's stdout becomes for the client.
+pub(super) enum Output {
+    /// Sent as it is.
+    Raw(tokio::process::ChildStdout),
+    /// A plain tar, gzip'd by the server on a thread of its own while the
+    /// tenant's export slot is held.
+    Gzip {
+        gz: Compressor,
+        /// Held until the export ends.
+        _slot: ExportSlot,
+    },
+}
+
+impl Output {
+    /// The next chunk for the client; None at the end.
+    async fn next(&mut self, buf: &mut [u8]) -> std::io::Result<Option<bytes::Bytes>> {
+        use tokio::io::AsyncReadExt;
+        match self {
+            Output::Raw(out) => match out.read(buf).await? {
+                0 => Ok(None),
+                n => Ok(Some(bytes::Bytes::copy_from_slice(&buf[..n]))),
+            },
+            Output::Gzip { gz, .. } => gz.next().await,
+        }
+    }
 }
 
 /// What an import did.
@@ -41,10 +73,14 @@ pub struct Imported {
 }
 
 impl Manager {
-    /// Streams the user's home as tar.gz, made inside their sandbox by
-    /// `warren-export` as the user: host-side code never walks the home.
-    /// A failure after the first byte ends the stream with an error (the
-    /// client sees a cut transfer, never a complete-looking archive).
+    /// Streams the user's home as tar.gz. `warren-export --format tar`
+    /// walks it inside their sandbox as the user (host-side code never
+    /// walks a home), and the server compresses the tar on a thread of its
+    /// own, outside the user's CPU limit: one export at a time per tenant
+    /// (a second gets [`ManageError::Conflict`]), see
+    /// `compressor`. A failure after the first byte ends the stream with
+    /// an error and no gzip trailer (the client sees a cut transfer, never
+    /// a complete-looking archive).
     pub async fn export(
         self: &Arc<Self>,
         actor: &str,
@@ -52,8 +88,13 @@ impl Manager {
     ) -> Result<impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>>, ManageError>
     {
         self.need_namespaces_tier()?;
+        let slot = self.exports.take(id).ok_or_else(|| {
+            ManageError::Conflict(format!(
+                "an export of {id} is running; one at a time per user, try again when it ends"
+            ))
+        })?;
         let cmd = ExecCommand {
-            argv: vec![EXPORT_COMMAND.into()],
+            argv: vec![EXPORT_COMMAND.into(), "--format".into(), "tar".into()],
             ..Default::default()
         };
         let stdio = ExecStdio {
@@ -66,16 +107,27 @@ impl Manager {
         let ExecChild {
             stdout,
             stderr,
-            process,
+            mut process,
             ..
         } = child;
-        let stdout = stdout
-            .and_then(|s| tokio::process::ChildStdout::from_std(s).ok())
-            .ok_or_else(|| ManageError::Internal("export: no stdout".into()))?;
+        let compressor = match stdout.map(Compressor::start) {
+            Some(Ok(c)) => c,
+            failed => {
+                process.kill();
+                process.wait().await;
+                return Err(match failed {
+                    Some(Err(e)) => ManageError::io("starting the export's compression")(e),
+                    _ => ManageError::Internal("export: no stdout".into()),
+                });
+            }
+        };
         let stderr = stderr.and_then(|s| tokio::process::ChildStderr::from_std(s).ok());
         Ok(self.pump(
             Pumped {
-                stdout,
+                stdout: Output::Gzip {
+                    gz: compressor,
+                    _slot: slot,
+                },
                 stderr,
                 process,
                 lease: _lease,
@@ -124,11 +176,10 @@ impl Manager {
             let mut buf = vec![0u8; 64 << 10];
             let copy = async {
                 loop {
-                    match out.read(&mut buf).await {
-                        Ok(0) => return true,
-                        Ok(n) => {
-                            sent += n as u64;
-                            let chunk = bytes::Bytes::copy_from_slice(&buf[..n]);
+                    match out.next(&mut buf).await {
+                        Ok(None) => return true,
+                        Ok(Some(chunk)) => {
+                            sent += chunk.len() as u64;
                             if tx.send(Ok(chunk)).await.is_err() {
                                 return false; // the client went away
                             }
@@ -145,7 +196,26 @@ impl Manager {
             }
             let exit = process.wait().await;
             let stderr = errors.await.unwrap_or_default();
-            let ok = completed && exit.code == Some(0);
+            let mut ok = completed && exit.code == Some(0);
+            if let Output::Gzip { gz: c, .. } = &mut out {
+                // The trailer only for an export that succeeded.
+                c.trailer(ok);
+                if ok {
+                    let rest = async {
+                        while let Some(chunk) = c.next().await? {
+                            sent += chunk.len() as u64;
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                return Err(std::io::ErrorKind::BrokenPipe.into());
+                            }
+                        }
+                        Ok::<_, std::io::Error>(())
+                    };
+                    ok = matches!(
+                        tokio::time::timeout(TRAILER_TIMEOUT, rest).await,
+                        Ok(Ok(()))
+                    );
+                }
+            }
             if !ok {
                 let why = format!(
                     "{action} failed (exit {:?}, signal {:?}): {}",

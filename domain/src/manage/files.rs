@@ -13,7 +13,7 @@ use warren_runtime::files::exit;
 use crate::backend::{ExecChild, ExecCommand, ExecStdio, Stream};
 use crate::exec::{self, EndReason, ExecResult};
 
-use super::archives::{check_archive, Pumped, ARCHIVE_TIMEOUT};
+use super::archives::{check_archive, Output, Pumped, ARCHIVE_TIMEOUT};
 use super::{ManageError, Manager, Running};
 
 /// The tools, inside the sandbox (the shim answers to these names).
@@ -136,7 +136,7 @@ impl Manager {
         };
         let stream = self.pump(
             Pumped {
-                stdout,
+                stdout: Output::Raw(stdout),
                 stderr,
                 process,
                 lease: _lease,

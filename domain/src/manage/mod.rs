@@ -26,6 +26,7 @@ use crate::state::{LimitOverrides, State, StateError};
 
 mod archives;
 mod audit;
+mod compressor;
 mod exec;
 mod files;
 mod limits;
@@ -325,6 +326,8 @@ pub struct Manager {
     audit_backlog: Mutex<AuditBacklog>,
     /// Per-tenant lock so imports and deletes of one tenant never overlap.
     tenant_locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The tenants with an export being compressed (one each).
+    exports: compressor::ExportSlots,
     /// The server's disk limits on homes (docs/disk.md).
     disk: warren_runtime::disk::DiskLimits,
     /// The tenants' named services (docs/services.md).
@@ -358,6 +361,7 @@ impl Manager {
             metrics: None,
             audit_backlog: Mutex::new(AuditBacklog::new(AUDIT_BACKLOG_MAX)),
             tenant_locks: Mutex::new(Default::default()),
+            exports: Default::default(),
             disk: Default::default(),
             services: supervisor::Services::new(registry, Default::default()),
         };

@@ -13,7 +13,9 @@
 //!   written as if the archive and the destination were hostile: it never
 //!   follows a symlink, never sets ownership or special mode bits.
 //! - [`export`]: writes a directory as tar.gz, walking by directory fds
-//!   without following symlinks, and only what [`extract`] accepts.
+//!   without following symlinks, and only what [`extract`] accepts
+//!   ([`export_tar_at`]: the same as a plain tar, which the server
+//!   compresses with [`gzip`]).
 //!
 //! `testing::hostile_set` builds the hostile archives the tests use, so
 //! other crates' tests can refuse the very same bytes. It is test code, out
@@ -34,7 +36,7 @@ use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
-pub use export::{export, export_at, Exported, Skipped};
+pub use export::{export, export_at, export_tar, export_tar_at, gzip, Exported, Skipped};
 pub use extract::{extract, extract_at, seekable};
 pub use rules::{Rule, MAX_COMPONENT_BYTES, MAX_DEPTH, MAX_METADATA_BYTES, MAX_PATH_BYTES};
 pub use staging::{clean, STAGING_PREFIX};

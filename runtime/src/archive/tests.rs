@@ -413,6 +413,61 @@ fn export_then_import_round_trips() {
     );
 }
 
+/// The plain tar the server compresses holds the same entries as the
+/// tool's tar.gz, and compressed with `archive::gzip` it is the same archive.
+#[test]
+fn export_tar_gzipped_by_the_caller_is_the_same_archive() {
+    use std::os::fd::AsFd;
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("alice");
+    fs::create_dir(&home).unwrap();
+    sample_home(&home);
+    let mut tgz = Vec::new();
+    let exported = export(&home, &mut tgz, &ArchiveLimits::default()).unwrap();
+    let root = fs::File::open(&home).unwrap();
+    let mut tar = Vec::new();
+    let plain = export_tar_at(root.as_fd(), &mut tar, &ArchiveLimits::default()).unwrap();
+    assert_eq!(plain, exported);
+    let mut gz = super::gzip(Vec::new());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let ours = gz.finish().unwrap();
+    assert_eq!(
+        validate(Cursor::new(&ours), &ArchiveLimits::default()).unwrap(),
+        exported.summary
+    );
+    let mut unpacked = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&tgz[..]), &mut unpacked).unwrap();
+    assert_eq!(unpacked, tar);
+}
+
+/// An export cut short by a limit must not look complete: before, the
+/// tar builder and the gzip encoder, dropped on the error, still wrote
+/// the end marker and the trailer, and what was written so far validated.
+#[test]
+fn an_export_over_a_limit_is_not_a_complete_archive() {
+    use std::os::fd::AsFd;
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        fs::write(d.path().join(format!("f{i}")), [b'x'; 100]).unwrap();
+    }
+    let few = ArchiveLimits {
+        max_entries: 4,
+        ..ArchiveLimits::default()
+    };
+    let mut tgz = Vec::new();
+    export(d.path(), &mut tgz, &few).unwrap_err();
+    assert!(
+        validate(Cursor::new(&tgz), &ArchiveLimits::default()).is_err(),
+        "a cut export validated"
+    );
+    let root = fs::File::open(d.path()).unwrap();
+    let mut tar = Vec::new();
+    export_tar_at(root.as_fd(), &mut tar, &few).unwrap_err();
+    assert!(!tar.is_empty());
+    // Four entries of a header and one data block each, no end marker.
+    assert_eq!(tar.len(), 4 * 1024, "{}", tar.len());
+}
+
 #[test]
 fn export_drops_special_bits_and_never_follows_the_root_symlink() {
     let d = tempfile::tempdir().unwrap();

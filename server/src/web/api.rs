@@ -578,7 +578,7 @@ pub(super) async fn exec_stream(
 
 /// Download the tenant's home as tar.gz
 ///
-/// The archive is made inside the tenant's sandbox, as the tenant, and streamed. A failure after the first byte cuts the transfer (the client never gets a complete-looking archive).
+/// The tar is made inside the tenant's sandbox, as the tenant, and gzip'd by the server as it is streamed, outside the tenant's CPU limit; one export at a time per tenant (409 while one runs). A failure after the first byte cuts the transfer (the client never gets a complete-looking archive).
 #[utoipa::path(
     get,
     path = "/api/users/{user}/export",
