@@ -107,9 +107,25 @@ pub enum MountOp {
     RemountReadonly {
         target: PathBuf,
     },
-    /// A host device node, bound read-only so that its metadata cannot
-    /// change (chmod, chown, utimes get EROFS) while reading and writing the
-    /// device still work: the mount keeps device access (no nodev).
+    /// A host directory or file bound as it is; the [`MountOp::ReadonlyTree`]
+    /// over it that follows makes it read-only, nosuid and nodev together
+    /// with its neighbours, in one call instead of a remount per bind.
+    TreeBind {
+        source: PathBuf,
+        target: PathBuf,
+        is_dir: bool,
+    },
+    /// `target` and every mount below it made read-only and nosuid (and
+    /// nodev unless device nodes live there) at once: `mount_setattr(2)`
+    /// with AT_RECURSIVE, or a remount of each on kernels before 5.12.
+    ReadonlyTree {
+        target: PathBuf,
+        nodev: bool,
+    },
+    /// A host device node, bound so that its metadata cannot change (chmod,
+    /// chown, utimes get EROFS) once the [`MountOp::ReadonlyTree`] over
+    /// /dev that follows makes it read-only, while reading and writing the
+    /// device still work: that tree keeps device access (no nodev).
     Device {
         path: PathBuf,
     },
@@ -260,8 +276,10 @@ pub fn plan_from(spec: &SandboxSpec, files: &HostFiles) -> Vec<MountOp> {
             contents,
         });
     }
-    ops.push(MountOp::RemountReadonly {
+    // One call makes /etc and every bind in it read-only.
+    ops.push(MountOp::ReadonlyTree {
         target: "/etc".into(),
+        nodev: true,
     });
 
     ops.push(MountOp::Proc {
@@ -282,9 +300,14 @@ pub fn plan_from(spec: &SandboxSpec, files: &HostFiles) -> Vec<MountOp> {
             path: Path::new("/dev").join(dev),
         });
     }
-    ops.push(MountOp::Devpts {
-        target: "/dev/pts".into(),
-    });
+    // The mount points of /dev's writable mounts, made before /dev turns
+    // read-only.
+    for (dir, mode) in [("pts", 0o755), ("shm", 0o1777)] {
+        ops.push(MountOp::Mkdir {
+            target: Path::new("/dev").join(dir),
+            mode,
+        });
+    }
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -297,14 +320,20 @@ pub fn plan_from(spec: &SandboxSpec, files: &HostFiles) -> Vec<MountOp> {
             target: Path::new("/dev").join(link),
         });
     }
+    // /dev and its device binds read-only in one call, keeping device
+    // access; its own tmpfs is nodev. Then the writable mounts on top.
+    ops.push(MountOp::ReadonlyTree {
+        target: "/dev".into(),
+        nodev: false,
+    });
+    ops.push(MountOp::Devpts {
+        target: "/dev/pts".into(),
+    });
     ops.push(MountOp::Tmpfs {
         target: "/dev/shm".into(),
         mode: 0o1777,
         size_bytes: 64 << 20,
         noexec: true,
-    });
-    ops.push(MountOp::RemountReadonly {
-        target: "/dev".into(),
     });
     ops.extend(kernel_knobs(files));
 
@@ -370,7 +399,7 @@ pub fn add_etc_file(ops: &mut Vec<MountOp>, name: &str, contents: String) {
     let at = ops
         .iter()
         .position(
-            |o| matches!(o, MountOp::RemountReadonly { target } if target == Path::new("/etc")),
+            |o| matches!(o, MountOp::ReadonlyTree { target, .. } if target == Path::new("/etc")),
         )
         .unwrap_or(ops.len());
     ops.insert(
@@ -388,6 +417,7 @@ pub fn replace_etc_file(ops: &mut Vec<MountOp>, name: &str, contents: String) {
     let target = Path::new("/etc").join(name);
     ops.retain(|o| match o {
         MountOp::Bind { target: t, .. }
+        | MountOp::TreeBind { target: t, .. }
         | MountOp::WriteFile { target: t, .. }
         | MountOp::CopyFile { target: t, .. } => *t != target,
         _ => true,
@@ -450,18 +480,22 @@ fn mirror(entry: Option<&HostEntry>, target: &Path, only_dirs: bool) -> Option<M
 /// Largest /etc file copied rather than bound.
 const COPY_LIMIT: u64 = 256 << 10;
 
-/// An /etc entry: small regular files are copied, directories bound
-/// read-only, symlinks reproduced.
+/// An /etc entry: small regular files are copied, directories and larger
+/// files bound (read-only with /etc, by its [`MountOp::ReadonlyTree`]),
+/// symlinks reproduced.
 fn etc_entry(entry: Option<&HostEntry>, target: &Path) -> Option<MountOp> {
-    if let Some(HostEntry::File { len }) = entry {
-        if *len <= COPY_LIMIT {
-            return Some(MountOp::CopyFile {
-                source: target.to_path_buf(),
-                target: target.to_path_buf(),
-            });
-        }
+    match entry? {
+        HostEntry::File { len } if *len <= COPY_LIMIT => Some(MountOp::CopyFile {
+            source: target.to_path_buf(),
+            target: target.to_path_buf(),
+        }),
+        HostEntry::Symlink { .. } => mirror(entry, target, false),
+        other => Some(MountOp::TreeBind {
+            source: target.to_path_buf(),
+            target: target.to_path_buf(),
+            is_dir: *other == HostEntry::Dir,
+        }),
     }
-    mirror(entry, target, false)
 }
 
 /// /etc/passwd, group, hostname and hosts for the sandbox: `whoami` answers
@@ -516,6 +550,7 @@ pub fn open_sources_in_child(ops: &[MountOp]) -> Result<BindSources, SetupError>
             MountOp::Bind {
                 source, nofollow, ..
             } => (source, *nofollow),
+            MountOp::TreeBind { source, .. } => (source, false),
             MountOp::Device { path } => (path, true),
             _ => continue,
         };
@@ -612,29 +647,24 @@ fn apply_one(
             ..
         } => {
             let at = inside(root, target);
-            if *is_dir {
-                make_dir(&at, 0o755)?;
-            } else {
-                make_file(&at)?;
-            }
-            let fd = &sources[source];
-            let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            mount(
-                Some(via.as_str()),
-                &at,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(fail(format!(
-                "bind {} to {}",
-                source.display(),
-                target.display()
-            )))?;
+            bind_recursive(&sources[source], (source, target), &at, *is_dir)?;
             if *readonly {
                 remount_readonly(&at, target)?;
             }
             Ok(())
+        }
+        MountOp::TreeBind {
+            source,
+            target,
+            is_dir,
+        } => bind_recursive(
+            &sources[source],
+            (source, target),
+            &inside(root, target),
+            *is_dir,
+        ),
+        MountOp::ReadonlyTree { target, nodev } => {
+            readonly_tree(&inside(root, target), target, *nodev)
         }
         MountOp::Symlink { points_to, target } => {
             let at = inside(root, target);
@@ -652,12 +682,8 @@ fn apply_one(
                 .and_then(|mut f| std::io::Write::write_all(&mut f, contents.as_bytes()))
                 .map_err(|e| io_fail(format!("write {}", target.display()), e))
         }
-        MountOp::CopyFile { source, target } => {
-            let at = inside(root, target);
-            fs::copy(source, &at)
-                .map(drop)
-                .map_err(|e| io_fail(format!("copy {}", source.display()), e))
-        }
+        MountOp::CopyFile { source, target } => copy_small_file(source, &inside(root, target))
+            .map_err(|e| io_fail(format!("copy {}", source.display()), e)),
         MountOp::Proc { target } => {
             let at = inside(root, target);
             make_dir(&at, 0o555)?;
@@ -703,9 +729,8 @@ fn apply_one(
         MountOp::Device { path } => {
             let at = inside(root, path);
             make_file(&at)?;
-            bind_fd(&sources[path.as_path()], &at, path)?;
-            // No nodev here: the device must stay usable.
-            remount_flags(&at, path, MsFlags::empty())
+            // Read-only with /dev's tree, which keeps device access.
+            bind_fd(&sources[path.as_path()], &at, path)
         }
         MountOp::ReadonlySelf { target } => {
             let at = inside(root, target);
@@ -721,6 +746,87 @@ fn apply_one(
         }
         MountOp::Mask { target, is_dir } => mask(root, target, *is_dir),
     }
+}
+
+/// Binds the source opened as `fd`, with the mounts below it, at `at`
+/// (made first, a directory or a file); `shown`: the host's and the
+/// sandbox's names.
+fn bind_recursive(
+    fd: &OwnedFd,
+    (source, target): (&Path, &Path),
+    at: &Path,
+    is_dir: bool,
+) -> Result<(), SetupError> {
+    if is_dir {
+        make_dir(at, 0o755)?;
+    } else {
+        make_file(at)?;
+    }
+    let via = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    mount(
+        Some(via.as_str()),
+        at,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(fail(format!(
+        "bind {} to {}",
+        source.display(),
+        target.display()
+    )))
+}
+
+/// A small host file copied with one read and one write (its permission
+/// bits kept): `fs::copy` would try copy_file_range, which fails across
+/// filesystems, then sendfile, then fchmod, for each of /etc's files.
+fn copy_small_file(source: &Path, at: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let mut from = fs::File::open(source)?;
+    let meta = from.metadata()?;
+    let mode = meta.permissions().mode() & 0o777;
+    let mut contents = Vec::with_capacity(meta.len().min(COPY_LIMIT) as usize + 1);
+    from.read_to_end(&mut contents)?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(at)?
+        .write_all(&contents)
+}
+
+/// Makes `at` and every mount below it read-only and nosuid (`nodev`: and
+/// nodev) in one `mount_setattr`; on a kernel without it (before 5.12),
+/// remounts each of those mounts, as [`remount_readonly`] does.
+fn readonly_tree(at: &Path, shown: &Path, nodev: bool) -> Result<(), SetupError> {
+    match crate::sys::make_tree_readonly(at, nodev) {
+        Err(Errno::ENOSYS) => {}
+        other => {
+            return other.map_err(fail(format!("make {} read-only", shown.display())));
+        }
+    }
+    let extra = if nodev {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    };
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| io_fail("read /proc/self/mountinfo".into(), e))?;
+    for point in mounts_under(&mountinfo, at) {
+        remount_flags(&point, shown, extra)?;
+    }
+    Ok(())
+}
+
+/// The mount points at or below `at` in a mountinfo text, in mount order.
+fn mounts_under(mountinfo: &str, at: &Path) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(at))
+        .collect()
 }
 
 /// Binds the source opened as `fd` at `at` (`shown`: the sandbox's name).
@@ -880,7 +986,11 @@ mod tests {
         let etc_binds: Vec<_> = ops
             .iter()
             .filter_map(|o| match o {
-                MountOp::Bind { target, .. } if target.starts_with("/etc") => Some(target.clone()),
+                MountOp::Bind { target, .. } | MountOp::TreeBind { target, .. }
+                    if target.starts_with("/etc") =>
+                {
+                    Some(target.clone())
+                }
                 _ => None,
             })
             .collect();
@@ -970,7 +1080,7 @@ mod tests {
             &|o| matches!(o, MountOp::WriteFile { target, .. } if target == Path::new("/etc/warren-info.json")),
         );
         let etc_ro = pos(
-            &|o| matches!(o, MountOp::RemountReadonly { target } if target == Path::new("/etc")),
+            &|o| matches!(o, MountOp::ReadonlyTree { target, .. } if target == Path::new("/etc")),
         );
         let bin = pos(
             &|o| matches!(o, MountOp::Bind { target, .. } if target == Path::new("/opt/warren/bin/x")),
@@ -1025,6 +1135,73 @@ mod tests {
         assert!(!ops
             .iter()
             .any(|o| matches!(o, MountOp::Bind { target, .. } if target.starts_with("/dev/"))));
+    }
+
+    /// Binds left as bound (the /etc entries, the devices) are made
+    /// read-only by a tree over them that comes later; the mounts that stay
+    /// writable come after that tree, their mount points before it.
+    #[test]
+    fn tree_binds_and_devices_turn_readonly_with_their_tree() {
+        let host = fixture();
+        let ops = plan(&sample(), host.path());
+        let tree = |at: &str| {
+            ops.iter()
+                .position(|o| matches!(o, MountOp::ReadonlyTree { target, .. } if target == Path::new(at)))
+                .unwrap()
+        };
+        let (etc, dev) = (tree("/etc"), tree("/dev"));
+        assert_eq!(
+            ops[etc],
+            MountOp::ReadonlyTree {
+                target: "/etc".into(),
+                nodev: true
+            }
+        );
+        assert_eq!(
+            ops[dev],
+            MountOp::ReadonlyTree {
+                target: "/dev".into(),
+                nodev: false
+            },
+            "device nodes stay usable"
+        );
+        let mut tree_binds = 0;
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                MountOp::TreeBind { target, .. } => {
+                    tree_binds += 1;
+                    assert!(target.starts_with("/etc") && i < etc, "{op:?}");
+                }
+                MountOp::Device { path } => assert!(path.starts_with("/dev") && i < dev),
+                MountOp::Mkdir { target, .. } if target.starts_with("/dev") => assert!(i < dev),
+                MountOp::Devpts { .. } => assert!(i > dev),
+                MountOp::Tmpfs { target, .. } if target == Path::new("/dev/shm") => {
+                    assert!(i > dev)
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(tree_binds, 1, "the fixture's /etc/ssl");
+        assert!(!ops.iter().any(|o| matches!(o, MountOp::RemountReadonly { target } if target == Path::new("/etc") || target == Path::new("/dev"))));
+    }
+
+    #[test]
+    fn mounts_under_a_path_come_from_mountinfo_in_order() {
+        let mountinfo = "\
+22 1 0:21 / / rw - tmpfs tmpfs rw
+30 22 0:30 / /tmp/dev rw - tmpfs tmpfs rw
+31 30 0:5 /null /tmp/dev/null rw - devtmpfs udev rw
+32 22 0:31 / /tmp/devices rw - tmpfs tmpfs rw
+33 30 0:32 / /tmp/dev/a\\040b rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            mounts_under(mountinfo, Path::new("/tmp/dev")),
+            [
+                PathBuf::from("/tmp/dev"),
+                "/tmp/dev/null".into(),
+                "/tmp/dev/a b".into()
+            ]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 
 use nix::unistd::Pid;
-use warren_runtime::cgroups::{Cgroups, Limits, Roots, SandboxCgroup};
+use warren_runtime::cgroups::{Cgroups, Limits, Roots, SandboxCgroup, SelfEntry};
 use warren_runtime::record::{asked_for, LimitsInForce};
 use warren_runtime::report::{self, Event, SetupError};
 use warren_runtime::spec::SandboxSpec;
@@ -148,6 +148,24 @@ pub fn enter(cg: &SandboxCgroup, pid: Pid) -> Result<(), SetupError> {
         .map_err(|e| cgroup_error("join cgroup", e))
 }
 
+/// Opens, before the clone, the files through which the sandbox's PID 1
+/// moves itself into the cgroup ([`enter_in_child`]).
+pub fn open_entry(cg: Option<&SandboxCgroup>) -> Result<Option<SelfEntry>, SetupError> {
+    cg.map(|cg| {
+        cg.open_self_entry()
+            .map_err(|e| cgroup_error("open cgroup", e))
+    })
+    .transpose()
+}
+
+/// PID 1 moves itself into its cgroup, first thing after the clone (see
+/// [`SandboxCgroup::open_self_entry`] for why not from the parent).
+pub fn enter_in_child(entry: Option<SelfEntry>) -> Result<(), SetupError> {
+    entry.map_or(Ok(()), |e| {
+        e.enter().map_err(|e| cgroup_error("join cgroup", e))
+    })
+}
+
 /// Reports the limits that were hit and removes the cgroup.
 pub fn finish(cg: SandboxCgroup, limits: Limits, report: &mut File) {
     if let Ok(events) = cg.events() {
@@ -167,6 +185,8 @@ pub fn join(id: &str) -> Result<(), SetupError> {
     let cg = cgroups
         .open(id)
         .map_err(|e| cgroup_error("open sandbox cgroup", e))?;
-    cg.add_process(nix::unistd::getpid())
+    // The joining shim is single-threaded: it moves itself, the cheap way.
+    cg.open_self_entry()
+        .and_then(|entry| entry.enter())
         .map_err(|e| cgroup_error("join cgroup", e))
 }

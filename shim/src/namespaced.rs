@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 
 use warren_runtime::caps;
+use warren_runtime::cgroups::SelfEntry;
 use warren_runtime::idmap::write_maps_from_parent;
 use warren_runtime::mounts::{apply_in_child, open_sources_in_child};
 use warren_runtime::plan::{Confinement, Plan};
@@ -23,6 +24,7 @@ use crate::command::confine;
 use crate::connector;
 use crate::inside::*;
 use crate::join::{self, Target};
+use crate::limits;
 use crate::network::{
     network_pipe, network_ready_from_parent, open_namespaces_from_parent, reap_pastas_children,
     start_network_from_parent, stop_pasta, wait_for_network_in_child,
@@ -51,8 +53,9 @@ pub fn create(
     )?; // decided from the host as it is, only the home mounted
     outside::report_record(&created, &plan, report); // the one record of what the sandbox got
     let cgroup = created.cgroup;
+    let entry = limits::open_entry(cgroup.as_ref())?; // PID 1 moves itself in through these
     block_signals()?; // before the clone: no signal or SIGCHLD is lost before supervise
-    let (ready_r, ready_w) = sync_pipe()?; // PID 1 waits for its maps and cgroup
+    let (ready_r, ready_w) = sync_pipe()?; // PID 1 waits for its maps
     let (net_r, net_w) = network_pipe()?; // and, before any command, for its network
     let pid = match outside::clone_into_namespaces(&plan)? {
         Forked::Child => pid1_in_child(
@@ -60,12 +63,12 @@ pub fn create(
             &plan,
             (ready_r, net_r),
             net_w,
-            (pty, control),
+            (entry, pty, control),
             report,
         ),
         Forked::Parent(pid) => pid,
     };
-    drop((ready_r, net_r, pty, control)); // only PID 1 uses them; our copies would hide its failure (no EOF)
+    drop((entry, ready_r, net_r, pty, control)); // only PID 1 uses them; our copies would hide its failure (no EOF)
     or_kill(pid, write_maps_from_parent(pid, &spec))?; // only from outside the new user namespace
     let ns = or_kill_with(pid, open_namespaces_from_parent(&plan.network, pid))?; // while PID 1 is still dumpable
     let connector_ns = or_kill_with(
@@ -76,9 +79,7 @@ pub fn create(
         // and PID 1's mounts; PID 1 starts no command before both are done.
     or_kill(pid, reap_pastas_children(&plan.network, spec.hold))?;
     let net = or_kill_with(pid, start_network_from_parent(&plan.network, ns))?;
-    let entered = or_kill(pid, outside::enter_cgroup(cgroup.as_ref(), pid)) // counted before it runs anything
-        .and_then(|()| release(ready_w, pid, report));
-    if let Err(e) = entered {
+    if let Err(e) = release(ready_w, pid, report) {
         net.stop();
         return Err(e);
     }
@@ -106,7 +107,7 @@ fn pid1_in_child(
     plan: &Plan,
     ready: (OwnedFd, OwnedFd),
     net_w: OwnedFd,
-    fds: (Option<OwnedFd>, Option<OwnedFd>),
+    fds: (Option<SelfEntry>, Option<OwnedFd>, Option<OwnedFd>),
     report: &mut File,
 ) -> ! {
     drop(net_w); // the shim's end: its exit must read as EOF here
@@ -118,11 +119,12 @@ fn pid1_steps(
     spec: &SandboxSpec,
     plan: &Plan,
     (ready, net_ready): (OwnedFd, OwnedFd),
-    (pty, control): (Option<OwnedFd>, Option<OwnedFd>),
+    (entry, pty, control): (Option<SelfEntry>, Option<OwnedFd>, Option<OwnedFd>),
     report: &mut File,
 ) -> Result<Infallible, SetupError> {
     die_with_parent()?; // a clone starts without it
-    wait_for_parent(ready)?; // our id maps and cgroup are in place
+    limits::enter_in_child(entry)?; // counted before it runs anything, while the shim writes our maps
+    wait_for_parent(ready)?; // our id maps are in place
     unshare_cgroup_namespace(plan)?; // now in our cgroup: it becomes the namespace's root
     set_no_new_privs()?; // early: from here on no execve can gain privileges
     let sources = open_sources_in_child(&plan.mounts)?; // as the shim's host uid: the workspace root is 0700
@@ -136,12 +138,18 @@ fn pid1_steps(
     new_session()?; // no controlling terminal shared with the caller
     caps::become_user_without_caps(spec.uid, spec.gid)?; // the last privileged step is done
     die_with_parent()?; // credential changes clear it
+    if !spec.hold && control.is_none() {
+        // Nothing will join it: no exec needed for a joiner to reach us
+        // (docs/security.md, "The sandbox's PID 1"); non-dumpable next.
+        init_after_exec(spec.clone(), plan.confinement.clone(), pty, control, report)
+    }
     reexec_as_init(spec, &plan.confinement, (pty, control), report) // then the sandbox's userns owns our memory
 }
 
-/// PID 1 again, re-executed inside (`warren-shim init`): confine itself,
-/// fork the command, reap until it ends; or, held with a control channel,
-/// start terminals on request until told to stop. Never returns.
+/// PID 1 again, re-executed inside (`warren-shim init`), or straight on
+/// in a sandbox nothing joins: confine itself, fork the command, reap until
+/// it ends; or, held with a control channel, start terminals on request
+/// until told to stop. Never returns.
 pub fn init_after_exec(
     spec: SandboxSpec,
     plan: Confinement,
@@ -151,7 +159,7 @@ pub fn init_after_exec(
 ) -> ! {
     let started = (|| {
         die_with_parent()?;
-        // The re-exec kept the report fd and terminal socket open (CVE-2024-21626).
+        // A re-exec kept the report fd and terminal socket open (CVE-2024-21626).
         sys::cloexec_from(3).map_err(|e| SetupError::errno("close-on-exec after re-exec", e))?;
         let _ = nix::sys::prctl::set_name(c"warren-shim"); // run from warren-info's path
         set_title("init", &spec.tenant.slug);

@@ -833,6 +833,69 @@ fn a_move_the_kernel_did_not_make_is_an_error_naming_where_the_pid_is() {
     }
 }
 
+/// A single-threaded process moves itself in by writing "0" (v1: to
+/// `tasks`, which skips the threadgroup lock's RCU wait; v2: to
+/// `cgroup.procs`), then its own /proc/self/cgroup must place it there.
+#[test]
+fn a_process_moves_itself_in_and_the_move_is_checked() {
+    for v2 in [false, true] {
+        let h = match v2 {
+            true => v2_host("cpu memory pids", "/svc", &[]),
+            false => v1_host(false, "/svc"),
+        };
+        let cg = h.probe().unwrap();
+        let (sbx, _) = cg.create("self", &Limits::default()).unwrap();
+        let file = if v2 { "cgroup.procs" } else { "tasks" };
+        for p in sbx.paths() {
+            fs::write(p.join(file), "").unwrap();
+        }
+        // Still where it was: the move is refused as not made.
+        match sbx.open_self_entry().unwrap().enter().unwrap_err() {
+            CgroupError::NotApplied { value, actual, .. } => {
+                assert_eq!(value, "0");
+                assert!(
+                    actual.contains("/proc/self/cgroup places it in"),
+                    "{actual}"
+                );
+            }
+            other => panic!("v2 {v2}: unexpected {other}"),
+        }
+        for p in sbx.paths() {
+            assert_eq!(
+                fs::read_to_string(p.join(file)).unwrap(),
+                "0",
+                "{}",
+                p.display()
+            );
+        }
+        let own = fs::read_to_string(h.roots.proc.join("self/cgroup")).unwrap();
+        let placed: String = own
+            .lines()
+            .map(|l| {
+                let (head, path) = l.rsplit_once(':').unwrap();
+                let controllers = head.split_once(':').unwrap().1;
+                let moved = match v2 {
+                    true => controllers.is_empty(),
+                    false => !controllers.is_empty() && !controllers.starts_with("name="),
+                };
+                let base = if path == "/" {
+                    String::new()
+                } else {
+                    path.to_string()
+                };
+                match moved {
+                    true => format!("{head}:{base}/warren/sbx-self\n"),
+                    false => format!("{l}\n"),
+                }
+            })
+            .collect();
+        fs::write(h.roots.proc.join("self/cgroup"), placed).unwrap();
+        sbx.open_self_entry().unwrap().enter().unwrap();
+        fs::write(h.roots.proc.join("self/cgroup"), own).unwrap();
+        sbx.destroy().unwrap();
+    }
+}
+
 #[test]
 fn create_replaces_a_stale_cgroup_and_refuses_a_live_one() {
     let h = v2_host("cpu memory pids", "/svc", &[]);

@@ -361,6 +361,7 @@ fn login_profile(ops: &mut Vec<MountOp>) {
     for op in ops.iter_mut() {
         if let MountOp::CopyFile { target, .. }
         | MountOp::Bind { target, .. }
+        | MountOp::TreeBind { target, .. }
         | MountOp::Symlink { target, .. } = op
         {
             if target == Path::new("/etc/profile") {

@@ -117,6 +117,7 @@ fn namespaces_tier_builds_a_root_and_records_it_in_etc() {
             MountOp::WriteFile { target, .. }
             | MountOp::CopyFile { target, .. }
             | MountOp::Bind { target, .. }
+            | MountOp::TreeBind { target, .. }
             | MountOp::Symlink { target, .. } => target == Path::new("/etc/profile"),
             _ => false,
         })

@@ -256,6 +256,53 @@ pub fn exec(argv: &[CString], envp: &[CString]) -> Errno {
     last
 }
 
+/// `struct mount_attr` of `mount_setattr(2)` (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `mount_setattr(path, AT_RECURSIVE)` setting read-only and nosuid (and
+/// nodev when asked) on the mount at `path` and every mount below it, in
+/// one call: one syscall where a remount per mount would take two (kernel
+/// 5.12+; ENOSYS before). Only sets flags, so flags the kernel locked on a
+/// mount are kept, and atime settings are left alone.
+pub fn make_tree_readonly(path: &std::path::Path, nodev: bool) -> Result<(), Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | if nodev { MOUNT_ATTR_NODEV } else { 0 },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a `struct
+    // mount_attr` of the size passed; both outlive the call, and the kernel
+    // only reads them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 /// `prctl(PR_SET_DUMPABLE, 0)`: makes /proc/PID of this process root-owned
 /// and forbids ptrace from processes with the same uid.
 pub fn set_non_dumpable() -> Result<(), Errno> {

@@ -62,13 +62,16 @@ pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
             return EXIT_SETUP_FAILED;
         }
     };
-    prepare_cgroups();
+    let cgroups = prepare_cgroups();
     // Block before any thread or child exists, so no thread ever takes a
     // signal and nothing is lost before we supervise.
     if let Err(e) = init::block_signals() {
         eprintln!("warren: cannot block signals: {e}");
         return EXIT_SETUP_FAILED;
     }
+    // Its time grows with every sandbox on the host (a liveness check of
+    // each one's creator): off the start-up path, finished before we exit.
+    let sweep = cgroups.map(|c| std::thread::spawn(move || drop(c.sweep_stale())));
     let tty = spec.tty.is_some();
     let (stdin, stdout) = if tty {
         (Stdio::null(), Stdio::null())
@@ -110,6 +113,9 @@ pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
         r.finish();
     }
     let events = reader.join().unwrap_or_default();
+    if let Some(s) = sweep {
+        let _ = s.join();
+    }
     let outcome = Outcome::from_events(&events, shim_exit);
     print_events(&events, verbose);
     match &outcome {
@@ -123,15 +129,13 @@ pub fn run(settings: &Settings, req: &Request, verbose: bool) -> i32 {
 }
 
 /// Moves us into our own leaf cgroup (cgroup v2's no-internal-processes
-/// rule) before the shim inherits it, and removes sandboxes' cgroups left by
-/// a crash. Failures are the shim's to report, with the sandbox's limits.
-fn prepare_cgroups() {
+/// rule) before the shim inherits it; the cgroups returned are to be swept
+/// of sandboxes' cgroups left by a crash. Failures are the shim's to
+/// report, with the sandbox's limits.
+fn prepare_cgroups() -> Option<warren_runtime::cgroups::Cgroups> {
     use warren_runtime::cgroups::{Cgroups, Roots};
-    if let Ok(c) = Cgroups::probe(&Roots::default()) {
-        if c.availability().complete() && c.prepare().is_ok() {
-            let _ = c.sweep_stale();
-        }
-    }
+    let c = Cgroups::probe(&Roots::default()).ok()?;
+    (c.availability().complete() && c.prepare().is_ok()).then_some(c)
 }
 
 fn mib(bytes: u64) -> String {

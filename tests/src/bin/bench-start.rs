@@ -101,23 +101,43 @@ fn main() {
         }
     }
     println!(
-        "sandbox start-up, {runs} runs each, wall time per run ({} cores)",
-        num_cpus()
+        "sandbox start-up, {runs} runs each, wall time per run ({} cores, load average {})",
+        num_cpus(),
+        load_average()
     );
     println!(
-        "{:<48} {:>10} {:>10} {:>10}",
-        "command", "median", "p90", "min"
+        "{:<48} {:>10} {:>10} {:>10} {:>10}",
+        "command", "median", "p90", "min", "x bwrap"
     );
-    for ((name, _), t) in cases.iter().zip(times.iter_mut()) {
+    for t in times.iter_mut() {
         t.sort();
+    }
+    // The anchor: bwrap's median in this same run (absent without bwrap).
+    let anchor = cases
+        .iter()
+        .position(|(name, _)| name.starts_with("bwrap"))
+        .map(|i| percentile(&times[i], 0.5));
+    for ((name, _), t) in cases.iter().zip(times.iter()) {
+        let median = percentile(t, 0.5);
+        let ratio = anchor.map_or("-".to_string(), |a| {
+            format!("{:.2}x", median.as_secs_f64() / a.as_secs_f64())
+        });
         println!(
-            "{:<48} {:>10} {:>10} {:>10}",
+            "{:<48} {:>10} {:>10} {:>10} {:>10}",
             name,
-            ms(percentile(t, 0.5)),
+            ms(median),
             ms(percentile(t, 0.9)),
-            ms(t[0])
+            ms(t[0]),
+            ratio
         );
     }
+}
+
+/// The first three fields of /proc/loadavg: others' work shares the cores.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn num_cpus() -> usize {
