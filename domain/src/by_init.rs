@@ -140,7 +140,7 @@ impl TerminalProcess for InitChild {
                 },
             };
             out.memory_limit = out.signal == Some(9)
-                && crate::sandboxes::oom_kills(self.cgroup.as_deref()) > self.oom_before;
+                && crate::oom::oom_kills(self.cgroup.as_deref()) > self.oom_before;
             self.exit = Some(out);
             out
         })

@@ -18,6 +18,7 @@ pub mod exec;
 pub mod exit;
 pub mod manage;
 pub mod node;
+mod oom;
 pub mod private;
 pub mod pty;
 pub mod random;

@@ -38,6 +38,7 @@ use crate::backend::{
 };
 use crate::by_init::{self, InitChild};
 use crate::child::wait_child;
+use crate::oom::{memory_pressure, oom_kills, read_oom_kills};
 use crate::sandbox::{prepare, PrepareError, Request, Settings};
 use crate::user::UserId;
 use crate::WinSize;
@@ -1104,34 +1105,6 @@ async fn exit_soon(child: &mut Child) -> Option<std::process::ExitStatus> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     None
-}
-
-/// The sandbox's OOM kills plus the times it hit its memory limit: a
-/// count that rises while memory is short.
-fn memory_pressure(cgroup: Option<&str>) -> u64 {
-    read_events(cgroup)
-        .map(|e| e.oom_kills.unwrap_or(0) + e.memory_limit_hits.unwrap_or(0))
-        .unwrap_or(0)
-}
-
-/// The sandbox cgroup's counters; `None` when they cannot be read (no
-/// cgroup, or it was removed).
-fn read_events(cgroup: Option<&str>) -> Option<warren_runtime::cgroups::Events> {
-    Cgroups::probe(&Roots::default())
-        .ok()?
-        .open(cgroup?)
-        .ok()?
-        .events()
-        .ok()
-}
-
-pub(crate) fn oom_kills(cgroup: Option<&str>) -> u64 {
-    read_oom_kills(cgroup).unwrap_or(0)
-}
-
-/// The sandbox's OOM-kill count; `None` when it cannot be read.
-fn read_oom_kills(cgroup: Option<&str>) -> Option<u64> {
-    read_events(cgroup)?.oom_kills
 }
 
 /// A terminal's shell: the `warren-shim join` supervising it.
