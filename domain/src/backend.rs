@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use warren_runtime::cgroups::Usage;
 use warren_runtime::record::SandboxRecord;
-use warren_runtime::report::{LimitReached, SetupError};
+use warren_runtime::report::{Exit, LimitReached, SetupError};
 
 use crate::user::UserId;
 use crate::WinSize;
@@ -253,6 +253,23 @@ pub struct ProcessExit {
     /// The sandbox's memory limit was hit and the kernel killed it (the
     /// backend reads the cgroup's OOM-kill counter).
     pub memory_limit: bool,
+}
+
+impl From<Exit> for ProcessExit {
+    /// What the shim or PID 1 reported; `memory_limit` is the caller's to
+    /// read from the cgroup.
+    fn from(exit: Exit) -> ProcessExit {
+        match exit {
+            Exit::Code(c) => ProcessExit {
+                code: Some(c),
+                ..Default::default()
+            },
+            Exit::Signal(s) => ProcessExit {
+                signal: Some(s),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 /// A command for [`Sandbox::exec`].

@@ -124,21 +124,8 @@ impl TerminalProcess for InitChild {
                     Event::Exited { exit } => Some(exit),
                     _ => None,
                 });
-            let mut out = match exit {
-                Some(Exit::Code(c)) => ProcessExit {
-                    code: Some(c),
-                    ..Default::default()
-                },
-                Some(Exit::Signal(s)) => ProcessExit {
-                    signal: Some(s),
-                    ..Default::default()
-                },
-                // PID 1 ended first: the sandbox's end killed it.
-                None => ProcessExit {
-                    signal: Some(Signal::SIGKILL as i32),
-                    ..Default::default()
-                },
-            };
+            // None: PID 1 ended first, and the sandbox's end killed it.
+            let mut out = ProcessExit::from(exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32)));
             out.memory_limit = out.signal == Some(9)
                 && crate::oom::oom_kills(self.cgroup.as_deref()) > self.oom_before;
             self.exit = Some(out);

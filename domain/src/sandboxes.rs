@@ -211,6 +211,16 @@ fn first_join_event(mut next: impl FnMut() -> Option<Event>) -> Option<Event> {
     }
 }
 
+/// A terminal's start that failed and said why (typed, so that a limit:
+/// the sandbox's pids or memory, the host's PTYs, is told from a fault).
+fn terminal_failed(f: warren_runtime::report::SetupError) -> BackendError {
+    let context = match &f.hint {
+        Some(h) => format!("open terminal (hint: {h})"),
+        None => "open terminal".to_string(),
+    };
+    BackendError::new(context, f)
+}
+
 fn err(context: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::new(context.to_string(), e.to_string())
 }
@@ -688,13 +698,7 @@ impl Sandbox for UserSandbox {
                         _ => None,
                     });
                     return Err(match failed {
-                        Some(f) => {
-                            let context = match &f.hint {
-                                Some(h) => format!("open terminal (hint: {h})"),
-                                None => "open terminal".to_string(),
-                            };
-                            BackendError::new(context, f)
-                        }
+                        Some(f) => terminal_failed(f),
                         // No word: stalled or killed at the memory limit.
                         None if memory_pressure(self.target.cgroup.as_deref())
                             > pressure_before =>
@@ -859,13 +863,7 @@ impl UserSandbox {
                     _ => None,
                 };
                 return Err(match failed {
-                    Some(f) => {
-                        let context = match &f.hint {
-                            Some(h) => format!("open terminal (hint: {h})"),
-                            None => "open terminal".to_string(),
-                        };
-                        BackendError::new(context, f)
-                    }
+                    Some(f) => terminal_failed(f),
                     None if memory_pressure(self.target.cgroup.as_deref()) > pressure_before => {
                         BackendError::new("open terminal", StarterEnded::OutOfMemory)
                     }
@@ -963,20 +961,10 @@ impl UserSandbox {
     }
 
     /// Whether the sandbox has ended of its memory limit (the OOM killer
-    /// took PID 1: its cgroup, with the counters, may be gone already).
-    /// The registry's watcher says so once it has read the shim's last
-    /// report; a sandbox still running has not.
+    /// took PID 1: its cgroup, with the counters, may be gone already); a
+    /// sandbox still running has not.
     async fn ended_out_of_memory(&self) -> bool {
-        for _ in 0..100 {
-            if let Some(oom) = self.ended_out_of_memory.get() {
-                return *oom;
-            }
-            if !self.is_ending() {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        self.is_ending() && ended_of_oom(&self.ended_out_of_memory).await
     }
 
     /// Signals the shim unless it has been reaped (the sandbox ended by
@@ -1107,6 +1095,19 @@ async fn exit_soon(child: &mut Child) -> Option<std::process::ExitStatus> {
     None
 }
 
+/// Whether an ending sandbox ended of its memory limit, as the registry's
+/// watcher sets `ended` once it has read the shim's last report (within
+/// 2 s, or not known: false).
+async fn ended_of_oom(ended: &OnceLock<bool>) -> bool {
+    for _ in 0..100 {
+        if let Some(oom) = ended.get() {
+            return *oom;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A terminal's shell: the `warren-shim join` supervising it.
 struct JoinedShell {
     child: Mutex<Child>,
@@ -1155,17 +1156,7 @@ impl TerminalProcess for JoinedShell {
                     _ => None,
                 })
                 .or_else(|| status.map(|s| Exit::Code(s.code().unwrap_or(128 + 9))));
-            let mut out = match exit {
-                Some(Exit::Code(c)) => ProcessExit {
-                    code: Some(c),
-                    ..Default::default()
-                },
-                Some(Exit::Signal(s)) => ProcessExit {
-                    signal: Some(s),
-                    ..Default::default()
-                },
-                None => ProcessExit::default(),
-            };
+            let mut out = exit.map(ProcessExit::from).unwrap_or_default();
             out.memory_limit =
                 out.signal == Some(9) && oom_kills(self.cgroup.as_deref()) > self.oom_before;
             self.exit = Some(out);
@@ -1215,18 +1206,10 @@ impl ShimCommand {
         if let Some(now) = read_oom_kills(self.cgroup.as_deref()) {
             return now > self.oom_before;
         }
-        let Some(ended) = &self.sandbox_oom else {
-            return false;
-        };
-        // The registry's watcher sets it as soon as the shim's last
-        // report is read.
-        for _ in 0..100 {
-            if let Some(oom) = ended.get() {
-                return *oom;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match &self.sandbox_oom {
+            Some(ended) => ended_of_oom(ended).await,
+            None => false,
         }
-        false
     }
 }
 
